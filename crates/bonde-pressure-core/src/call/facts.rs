@@ -1,0 +1,380 @@
+//! Facts that only grow, merged by a join.
+//!
+//! Twilio delivers callbacks in any order, sometimes twice. So nothing here is
+//! a transition: every field is a value of a join-semilattice (a maximum, a
+//! logical or, a set union, an earliest time), and [`CallFacts::join`] is
+//! commutative, associative and idempotent. Whatever order the same events
+//! arrive in, the facts end equal, and so does every state derived from them.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{CallSid, ConferenceSid};
+
+/// Which leg of the pressure call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Leg {
+    /// Leg A: the activist, called first.
+    Activist,
+    /// Leg B: the target, added to the conference once the activist is in it.
+    Target,
+}
+
+impl Leg {
+    /// `"activist"` or `"target"`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Leg::Activist => "activist",
+            Leg::Target => "target",
+        }
+    }
+}
+
+/// A call leg's status as the telephony reports it, ranked
+/// `queued < initiated < ringing < in-progress < terminal`.
+///
+/// Terminal statuses are ranked among themselves too, only so that the join
+/// is deterministic should two different ones ever be reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LegStatus {
+    /// Accepted by the provider, not yet dialled (Twilio queues calls above its CPS limit).
+    Queued,
+    /// Dialling started.
+    Initiated,
+    /// The phone rings.
+    Ringing,
+    /// Answered.
+    InProgress,
+    /// Answered, then ended normally.
+    Completed,
+    /// The line was busy.
+    Busy,
+    /// Nobody answered before the timeout.
+    NoAnswer,
+    /// The call could not be placed (bad number, carrier error, provider refusal).
+    Failed,
+    /// Hung up by us before it was answered.
+    Canceled,
+}
+
+impl LegStatus {
+    /// Every status, in rank order.
+    pub const ALL: [LegStatus; 9] = [
+        LegStatus::Queued,
+        LegStatus::Initiated,
+        LegStatus::Ringing,
+        LegStatus::InProgress,
+        LegStatus::Completed,
+        LegStatus::Busy,
+        LegStatus::NoAnswer,
+        LegStatus::Failed,
+        LegStatus::Canceled,
+    ];
+
+    /// Ended, one way or another.
+    pub fn is_terminal(&self) -> bool {
+        *self >= LegStatus::Completed
+    }
+
+    /// Twilio's spelling: `queued initiated ringing in-progress completed busy no-answer failed canceled`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            LegStatus::Queued => "queued",
+            LegStatus::Initiated => "initiated",
+            LegStatus::Ringing => "ringing",
+            LegStatus::InProgress => "in-progress",
+            LegStatus::Completed => "completed",
+            LegStatus::Busy => "busy",
+            LegStatus::NoAnswer => "no-answer",
+            LegStatus::Failed => "failed",
+            LegStatus::Canceled => "canceled",
+        }
+    }
+
+    /// Parses Twilio's spelling; `None` for anything else.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+}
+
+/// Who answered, according to answering-machine detection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AnsweredBy {
+    /// A person.
+    Human,
+    /// Detection could not tell; treated as a person.
+    Unknown,
+    /// A fax machine.
+    Fax,
+    /// A machine greeting started.
+    MachineStart,
+    /// A machine greeting ended with a beep.
+    MachineEndBeep,
+    /// A machine greeting ended with silence.
+    MachineEndSilence,
+    /// A machine greeting ended otherwise.
+    MachineEndOther,
+}
+
+impl AnsweredBy {
+    /// Every value.
+    pub const ALL: [AnsweredBy; 7] = [
+        AnsweredBy::Human,
+        AnsweredBy::Unknown,
+        AnsweredBy::Fax,
+        AnsweredBy::MachineStart,
+        AnsweredBy::MachineEndBeep,
+        AnsweredBy::MachineEndSilence,
+        AnsweredBy::MachineEndOther,
+    ];
+
+    /// A voicemail or fax rather than a person.
+    pub fn is_machine(&self) -> bool {
+        !matches!(self, AnsweredBy::Human | AnsweredBy::Unknown)
+    }
+
+    /// Twilio's spelling (`human`, `machine_start`, ...).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            AnsweredBy::Human => "human",
+            AnsweredBy::Unknown => "unknown",
+            AnsweredBy::Fax => "fax",
+            AnsweredBy::MachineStart => "machine_start",
+            AnsweredBy::MachineEndBeep => "machine_end_beep",
+            AnsweredBy::MachineEndSilence => "machine_end_silence",
+            AnsweredBy::MachineEndOther => "machine_end_other",
+        }
+    }
+
+    /// Parses Twilio's spelling; `None` for anything else.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|a| a.as_str() == s)
+    }
+}
+
+/// Why a leg failed, when the telephony said so (a provider error code, a SIP code, a message).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct LegError {
+    /// Provider error code (Twilio's 5-digit codes).
+    pub code: Option<u32>,
+    /// Human-readable reason.
+    pub message: String,
+}
+
+fn earliest(a: Option<DateTime<Utc>>, b: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// What is known of one leg. Every field only grows.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LegFacts {
+    /// The provider's id for this leg.
+    pub sid: Option<CallSid>,
+    /// Highest-ranked status seen.
+    pub status: Option<LegStatus>,
+    /// Answering-machine detection verdict.
+    pub answered_by: Option<AnsweredBy>,
+    /// Seen in the conference.
+    pub joined_conference: bool,
+    /// Seen leaving the conference.
+    pub left_conference: bool,
+    /// Billable duration in seconds, once ended.
+    pub duration_secs: Option<u32>,
+    /// SIP response code of the leg's last attempt.
+    pub sip_response_code: Option<u16>,
+    /// Why it failed, when known.
+    pub error: Option<LegError>,
+    /// When it was first seen ringing.
+    pub ringing_at: Option<DateTime<Utc>>,
+    /// When it was first seen answered.
+    pub answered_at: Option<DateTime<Utc>>,
+    /// When it was first seen ended.
+    pub ended_at: Option<DateTime<Utc>>,
+}
+
+impl LegFacts {
+    /// The least upper bound of two sets of facts.
+    pub fn join(&self, other: &LegFacts) -> LegFacts {
+        LegFacts {
+            sid: self.sid.clone().max(other.sid.clone()),
+            status: self.status.max(other.status),
+            answered_by: self.answered_by.max(other.answered_by),
+            joined_conference: self.joined_conference || other.joined_conference,
+            left_conference: self.left_conference || other.left_conference,
+            duration_secs: self.duration_secs.max(other.duration_secs),
+            sip_response_code: self.sip_response_code.max(other.sip_response_code),
+            error: self.error.clone().max(other.error.clone()),
+            ringing_at: earliest(self.ringing_at, other.ringing_at),
+            answered_at: earliest(self.answered_at, other.answered_at),
+            ended_at: earliest(self.ended_at, other.ended_at),
+        }
+    }
+
+    /// Ended, one way or another.
+    pub fn is_terminal(&self) -> bool {
+        self.status.is_some_and(|s| s.is_terminal())
+    }
+
+    /// Answered by a machine (voicemail or fax).
+    pub fn is_machine(&self) -> bool {
+        self.answered_by.is_some_and(|a| a.is_machine())
+    }
+
+    /// Answered at some point (in progress, or completed).
+    pub fn was_answered(&self) -> bool {
+        matches!(
+            self.status,
+            Some(LegStatus::InProgress | LegStatus::Completed)
+        )
+    }
+}
+
+/// A conference participant seen by its call SID, before or without knowing
+/// which leg it is (resolved against the legs' SIDs when read).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Presence {
+    /// Joined the conference.
+    pub joined: bool,
+    /// Left the conference.
+    pub left: bool,
+}
+
+/// Which effects have already been requested. Set by the transition that
+/// requests them, so each is requested by exactly one committed transition.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Requested {
+    /// The target was dialled into the conference.
+    pub dial_target: bool,
+    /// The activist's leg was hung up by us.
+    pub hang_up_activist: bool,
+    /// The target's leg was hung up or canceled by us.
+    pub hang_up_target: bool,
+    /// The conference was ended by us.
+    pub end_conference: bool,
+}
+
+impl Requested {
+    fn join(&self, o: &Requested) -> Requested {
+        Requested {
+            dial_target: self.dial_target || o.dial_target,
+            hang_up_activist: self.hang_up_activist || o.hang_up_activist,
+            hang_up_target: self.hang_up_target || o.hang_up_target,
+            end_conference: self.end_conference || o.end_conference,
+        }
+    }
+}
+
+/// Everything known about one pressure call. Only grows.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallFacts {
+    /// Leg A.
+    pub activist: LegFacts,
+    /// Leg B.
+    pub target: LegFacts,
+    /// The greeting and confirmation prompt were played to the activist.
+    pub prompted: bool,
+    /// The activist confirmed (a key or speech).
+    pub confirmed: bool,
+    /// The conference, once the provider named it.
+    pub conference_sid: Option<ConferenceSid>,
+    /// The conference started.
+    pub conference_started: bool,
+    /// The conference ended.
+    pub conference_ended: bool,
+    /// Conference participants by call SID (whatever leg they turn out to be).
+    pub participants: BTreeMap<CallSid, Presence>,
+    /// Reconciliation gave up on this call: no news for too long.
+    pub expired: bool,
+    /// Effects already requested.
+    pub requested: Requested,
+}
+
+impl CallFacts {
+    /// The least upper bound of two sets of facts: commutative, associative, idempotent.
+    pub fn join(&self, other: &CallFacts) -> CallFacts {
+        let mut participants = self.participants.clone();
+        for (sid, p) in &other.participants {
+            let e = participants.entry(sid.clone()).or_default();
+            e.joined |= p.joined;
+            e.left |= p.left;
+        }
+        CallFacts {
+            activist: self.activist.join(&other.activist),
+            target: self.target.join(&other.target),
+            prompted: self.prompted || other.prompted,
+            confirmed: self.confirmed || other.confirmed,
+            conference_sid: self
+                .conference_sid
+                .clone()
+                .max(other.conference_sid.clone()),
+            conference_started: self.conference_started || other.conference_started,
+            conference_ended: self.conference_ended || other.conference_ended,
+            participants,
+            expired: self.expired || other.expired,
+            requested: self.requested.join(&other.requested),
+        }
+    }
+
+    /// One leg's facts.
+    pub fn leg(&self, leg: Leg) -> &LegFacts {
+        match leg {
+            Leg::Activist => &self.activist,
+            Leg::Target => &self.target,
+        }
+    }
+
+    /// One leg's facts, mutably.
+    pub fn leg_mut(&mut self, leg: Leg) -> &mut LegFacts {
+        match leg {
+            Leg::Activist => &mut self.activist,
+            Leg::Target => &mut self.target,
+        }
+    }
+
+    fn presence(&self, leg: Leg) -> Presence {
+        let l = self.leg(leg);
+        let by_sid = l
+            .sid
+            .as_ref()
+            .and_then(|sid| self.participants.get(sid))
+            .copied()
+            .unwrap_or_default();
+        Presence {
+            joined: l.joined_conference || by_sid.joined,
+            left: l.left_conference || by_sid.left,
+        }
+    }
+
+    /// The leg was seen in the conference (directly, or by its SID).
+    pub fn joined(&self, leg: Leg) -> bool {
+        self.presence(leg).joined
+    }
+
+    /// The leg was seen leaving the conference.
+    pub fn left(&self, leg: Leg) -> bool {
+        self.presence(leg).left
+    }
+
+    /// The activist confirmed, or is in the conference (which needs confirming).
+    pub fn activist_confirmed(&self) -> bool {
+        self.confirmed || self.joined(Leg::Activist)
+    }
+
+    /// The activist's leg ended or left the conference.
+    pub fn activist_gone(&self) -> bool {
+        self.activist.is_terminal() || self.left(Leg::Activist)
+    }
+
+    /// The target was reached: answered or in the conference.
+    pub fn target_answered(&self) -> bool {
+        self.joined(Leg::Target) || self.target.was_answered()
+    }
+}

@@ -1,0 +1,207 @@
+//! The two people of a pressure call.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use super::PhoneNumber;
+
+/// Why a name or e-mail was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PersonNameError {
+    /// Empty or only spaces.
+    #[error("must not be empty")]
+    Empty,
+    /// Longer than the limit (in characters).
+    #[error("must be at most {0} characters")]
+    TooLong(usize),
+    /// Contains control characters.
+    #[error("must not contain control characters")]
+    ControlCharacters,
+    /// Not an e-mail address.
+    #[error("not a valid e-mail address")]
+    Email,
+}
+
+fn clean(input: &str, max: usize) -> Result<String, PersonNameError> {
+    let s = input.trim();
+    if s.is_empty() {
+        return Err(PersonNameError::Empty);
+    }
+    if s.chars().count() > max {
+        return Err(PersonNameError::TooLong(max));
+    }
+    if s.chars().any(char::is_control) {
+        return Err(PersonNameError::ControlCharacters);
+    }
+    Ok(s.to_owned())
+}
+
+/// A person's name: trimmed, 1 to 200 characters, no control characters.
+#[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct PersonName(String);
+
+impl PersonName {
+    /// Maximum length in characters.
+    pub const MAX: usize = 200;
+
+    /// Parses a name.
+    pub fn parse(input: &str) -> Result<Self, PersonNameError> {
+        clean(input, Self::MAX).map(Self)
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for PersonName {
+    type Error = PersonNameError;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        Self::parse(&value)
+    }
+}
+
+impl From<PersonName> for String {
+    fn from(value: PersonName) -> Self {
+        value.0
+    }
+}
+
+impl fmt::Debug for PersonName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+impl fmt::Display for PersonName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// An e-mail address, checked for shape only (`local@domain.tld`, no spaces,
+/// at most 254 characters). Deliverability is the campaign platform's concern.
+#[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Email(String);
+
+impl Email {
+    /// Parses an e-mail address.
+    pub fn parse(input: &str) -> Result<Self, PersonNameError> {
+        let s = clean(input, 254)?;
+        let (local, domain) = s.rsplit_once('@').ok_or(PersonNameError::Email)?;
+        let shape_ok = !local.is_empty()
+            && domain.contains('.')
+            && !domain.starts_with('.')
+            && !domain.ends_with('.')
+            && !s.chars().any(char::is_whitespace)
+            && !domain.contains('@');
+        if shape_ok {
+            Ok(Self(s))
+        } else {
+            Err(PersonNameError::Email)
+        }
+    }
+
+    /// The address.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for Email {
+    type Error = PersonNameError;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        Self::parse(&value)
+    }
+}
+
+impl From<Email> for String {
+    fn from(value: Email) -> Self {
+        value.0
+    }
+}
+
+impl fmt::Debug for Email {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Personal data: keep only the domain in debug output.
+        match self.0.rsplit_once('@') {
+            Some((_, domain)) => write!(f, "Email(***@{domain})"),
+            None => f.write_str("Email(***)"),
+        }
+    }
+}
+
+/// The person who fills in the campaign form and is called first (leg A).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Activist {
+    /// Full name.
+    pub name: PersonName,
+    /// First name, when the form sent one.
+    pub first_name: Option<PersonName>,
+    /// Last name, when the form sent one.
+    pub last_name: Option<PersonName>,
+    /// E-mail address.
+    pub email: Email,
+    /// Phone number we call.
+    pub phone: PhoneNumber,
+}
+
+/// The decision-maker the activist talks to (leg B).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Target {
+    /// Name as configured in the widget.
+    pub name: PersonName,
+    /// Phone number we add to the conference.
+    pub phone: PhoneNumber,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_trimmed_and_bounded() {
+        assert_eq!(
+            PersonName::parse("  Ana Maria ").unwrap().as_str(),
+            "Ana Maria"
+        );
+        assert_eq!(PersonName::parse(" "), Err(PersonNameError::Empty));
+        assert_eq!(
+            PersonName::parse(&"a".repeat(201)),
+            Err(PersonNameError::TooLong(200))
+        );
+        assert_eq!(
+            PersonName::parse("a\u{0}b"),
+            Err(PersonNameError::ControlCharacters)
+        );
+        assert_eq!(
+            PersonName::parse("João Ñandú 李").unwrap().as_str(),
+            "João Ñandú 李"
+        );
+    }
+
+    #[test]
+    fn emails_are_shape_checked() {
+        assert!(Email::parse("ana@nossas.org").is_ok());
+        for bad in [
+            "ana",
+            "ana@",
+            "@x.org",
+            "ana@org",
+            "a na@x.org",
+            "ana@x.org.",
+            "a@b@c.org",
+        ] {
+            assert!(Email::parse(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            format!("{:?}", Email::parse("ana@nossas.org").unwrap()),
+            "Email(***@nossas.org)"
+        );
+    }
+}

@@ -1,0 +1,252 @@
+//! Phone numbers: parsed once at the edge, E.164 everywhere inside.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// Why a phone number was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PhoneNumberError {
+    /// Nothing (or only spaces) was given.
+    #[error("phone number is empty")]
+    Empty,
+    /// The text is not a phone number at all.
+    #[error("not a phone number: {0}")]
+    Unparsable(String),
+    /// It parses, but no such number can exist (wrong length or prefix for its country).
+    #[error("not a valid phone number for its country")]
+    Invalid,
+    /// A `+E.164` value was required (stored data, configuration) and the text is not one.
+    #[error("expected an E.164 number such as +5511912345678")]
+    NotE164,
+}
+
+/// Why a region code was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown region code {0:?}: expected an ISO 3166 alpha-2 code such as BR")]
+pub struct RegionError(String);
+
+/// The region used to read numbers written without a country code
+/// (`11 91234-5678` is read as Brazilian when the region is `BR`).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Region(phonenumber::country::Id);
+
+impl Region {
+    /// Brazil, the default region.
+    pub const BRAZIL: Region = Region(phonenumber::country::Id::BR);
+
+    /// The ISO 3166 alpha-2 code, e.g. `"BR"`.
+    pub fn code(&self) -> &str {
+        self.0.as_ref()
+    }
+}
+
+impl Default for Region {
+    fn default() -> Self {
+        Self::BRAZIL
+    }
+}
+
+impl fmt::Debug for Region {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.code())
+    }
+}
+
+impl FromStr for Region {
+    type Err = RegionError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        phonenumber::country::Id::from_str(&s.trim().to_ascii_uppercase())
+            .map(Region)
+            .map_err(|_| RegionError(s.to_owned()))
+    }
+}
+
+/// A valid phone number, held in E.164 form (`+5511912345678`).
+///
+/// `Debug` and `Display` **mask** the number (`+5511*****5678`) so that it
+/// cannot leak into logs by accident; use [`PhoneNumber::as_e164`] where the
+/// real number is needed (telephony requests, storage).
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct PhoneNumber {
+    e164: String,
+    country_code: u16,
+}
+
+impl PhoneNumber {
+    /// Parses what a person typed: E.164 (`+55 11 91234-5678`) or a national
+    /// number (`(11) 91234-5678`) read in `default_region`. Punctuation and
+    /// spaces are ignored; the number must be valid for its country.
+    pub fn parse(input: &str, default_region: Region) -> Result<Self, PhoneNumberError> {
+        let trimmed = input.trim();
+        if trimmed.is_empty() {
+            return Err(PhoneNumberError::Empty);
+        }
+        if trimmed.len() > 64 {
+            return Err(PhoneNumberError::Unparsable("too long".into()));
+        }
+        // `00` international prefix is common in typed input; the library reads it per region.
+        let parsed = phonenumber::parse(Some(default_region.0), trimmed)
+            .map_err(|e| PhoneNumberError::Unparsable(e.to_string()))?;
+        if !phonenumber::is_valid(&parsed) || parsed.extension().is_some() {
+            return Err(PhoneNumberError::Invalid);
+        }
+        Ok(Self {
+            e164: parsed.format().mode(phonenumber::Mode::E164).to_string(),
+            country_code: parsed.code().value(),
+        })
+    }
+
+    /// Parses a strict E.164 value (`+` then digits), as found in storage and
+    /// configuration. The number must be valid for its country.
+    pub fn parse_e164(input: &str) -> Result<Self, PhoneNumberError> {
+        let s = input.trim();
+        if s.is_empty() {
+            return Err(PhoneNumberError::Empty);
+        }
+        let digits = s.strip_prefix('+').ok_or(PhoneNumberError::NotE164)?;
+        if digits.is_empty() || digits.len() > 15 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(PhoneNumberError::NotE164);
+        }
+        Self::parse(s, Region::default())
+    }
+
+    /// The number in E.164 form, e.g. `+5511912345678`. Never log this.
+    pub fn as_e164(&self) -> &str {
+        &self.e164
+    }
+
+    /// The country calling code (55 for Brazil).
+    pub fn country_code(&self) -> u16 {
+        self.country_code
+    }
+
+    /// The number with its middle digits hidden: `+5511*****5678`.
+    pub fn masked(&self) -> String {
+        mask_phone(&self.e164)
+    }
+}
+
+/// Masks any phone-number-like text for logs: keeps the first 5 and last 4
+/// characters of numbers longer than 9 characters, hides the rest.
+pub fn mask_phone(raw: &str) -> String {
+    let chars: Vec<char> = raw.chars().collect();
+    if chars.len() <= 9 {
+        return "*".repeat(chars.len());
+    }
+    let hidden = chars.len() - 9;
+    chars[..5]
+        .iter()
+        .chain(std::iter::repeat_n(&'*', hidden))
+        .chain(&chars[chars.len() - 4..])
+        .collect()
+}
+
+impl fmt::Debug for PhoneNumber {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PhoneNumber({})", self.masked())
+    }
+}
+
+impl fmt::Display for PhoneNumber {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.masked())
+    }
+}
+
+impl TryFrom<String> for PhoneNumber {
+    type Error = PhoneNumberError;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        Self::parse_e164(&value)
+    }
+}
+
+impl From<PhoneNumber> for String {
+    fn from(value: PhoneNumber) -> Self {
+        value.e164
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn national_brazilian_formats_normalise_to_e164() {
+        for input in [
+            "11 91234-5678",
+            "(11) 91234-5678",
+            "11912345678",
+            "+55 11 91234-5678",
+            "+5511912345678",
+            "  +55 (11) 9 1234 5678 ",
+        ] {
+            let n = PhoneNumber::parse(input, Region::BRAZIL).unwrap();
+            assert_eq!(n.as_e164(), "+5511912345678", "input {input:?}");
+            assert_eq!(n.country_code(), 55);
+        }
+    }
+
+    #[test]
+    fn default_region_is_configurable() {
+        let us: Region = "us".parse().unwrap();
+        let n = PhoneNumber::parse("(415) 867-5309", us).unwrap();
+        assert_eq!(n.as_e164(), "+14158675309");
+        assert_eq!(n.country_code(), 1);
+        assert!("XX".parse::<Region>().is_err());
+    }
+
+    #[test]
+    fn garbage_is_rejected_with_a_reason() {
+        assert_eq!(
+            PhoneNumber::parse("", Region::BRAZIL),
+            Err(PhoneNumberError::Empty)
+        );
+        assert_eq!(
+            PhoneNumber::parse("   ", Region::BRAZIL),
+            Err(PhoneNumberError::Empty)
+        );
+        assert!(matches!(
+            PhoneNumber::parse("hello", Region::BRAZIL),
+            Err(PhoneNumberError::Unparsable(_))
+        ));
+        assert_eq!(
+            PhoneNumber::parse("123", Region::BRAZIL),
+            Err(PhoneNumberError::Invalid)
+        );
+        assert!(PhoneNumber::parse(&"9".repeat(100), Region::BRAZIL).is_err());
+    }
+
+    #[test]
+    fn strict_e164_requires_plus() {
+        assert!(PhoneNumber::parse_e164("+5561999990000").is_ok());
+        assert_eq!(
+            PhoneNumber::parse_e164("5561999990000"),
+            Err(PhoneNumberError::NotE164)
+        );
+        assert_eq!(
+            PhoneNumber::parse_e164("+55 61 99999-0000"),
+            Err(PhoneNumberError::NotE164)
+        );
+    }
+
+    #[test]
+    fn debug_and_display_never_show_the_whole_number() {
+        let n = PhoneNumber::parse("+5511912345678", Region::BRAZIL).unwrap();
+        assert_eq!(n.to_string(), "+5511*****5678");
+        assert!(!format!("{n:?}").contains("912345678"));
+        assert_eq!(mask_phone("1234"), "****");
+    }
+
+    #[test]
+    fn serde_round_trip_is_e164() {
+        let n = PhoneNumber::parse("11 91234-5678", Region::BRAZIL).unwrap();
+        let json = serde_json::to_string(&n).unwrap();
+        assert_eq!(json, "\"+5511912345678\"");
+        assert_eq!(serde_json::from_str::<PhoneNumber>(&json).unwrap(), n);
+        assert!(serde_json::from_str::<PhoneNumber>("\"nope\"").is_err());
+    }
+}

@@ -1,0 +1,111 @@
+//! Campaign directory and action recorder fakes that ship with the crate.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use async_trait::async_trait;
+
+use crate::domain::WidgetId;
+use crate::ports::{
+    ActionRecorder, CampaignDirectory, DirectoryError, RecorderError, Widget, WidgetAction,
+    WidgetTarget,
+};
+use crate::script::CampaignSettings;
+
+/// A [`CampaignDirectory`] over a fixed set of widgets (a campaigns file, tests).
+#[derive(Debug, Clone, Default)]
+pub struct StaticCampaignDirectory {
+    widgets: HashMap<WidgetId, Widget>,
+}
+
+impl StaticCampaignDirectory {
+    /// A directory of these widgets.
+    pub fn new(widgets: impl IntoIterator<Item = Widget>) -> Self {
+        Self {
+            widgets: widgets.into_iter().map(|w| (w.id, w)).collect(),
+        }
+    }
+
+    /// The demo campaign: widget `1`, kind `phone`, target "Demo Target" `+5561999990000`.
+    pub fn demo() -> Self {
+        Self::new([demo_widget()])
+    }
+
+    /// The widgets, by id.
+    pub fn widgets(&self) -> &HashMap<WidgetId, Widget> {
+        &self.widgets
+    }
+}
+
+/// The demo widget (see [`StaticCampaignDirectory::demo`]).
+pub fn demo_widget() -> Widget {
+    Widget {
+        id: WidgetId::new(1).expect("1 is a valid widget id"),
+        kind: "phone".into(),
+        targets: vec![WidgetTarget {
+            name: "Demo Target".into(),
+            phone: "+5561999990000".into(),
+        }],
+        settings: CampaignSettings::default(),
+    }
+}
+
+#[async_trait]
+impl CampaignDirectory for StaticCampaignDirectory {
+    async fn widget(&self, id: WidgetId) -> Result<Option<Widget>, DirectoryError> {
+        Ok(self.widgets.get(&id).cloned())
+    }
+}
+
+/// An [`ActionRecorder`] that does nothing (no campaign platform configured).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoopActionRecorder;
+
+#[async_trait]
+impl ActionRecorder for NoopActionRecorder {
+    async fn record(&self, _action: &WidgetAction) -> Result<(), RecorderError> {
+        Ok(())
+    }
+}
+
+/// An [`ActionRecorder`] that keeps what it is given and can be told to fail.
+#[derive(Debug, Default)]
+pub struct StubActionRecorder {
+    recorded: Mutex<Vec<WidgetAction>>,
+    fail: AtomicBool,
+}
+
+impl StubActionRecorder {
+    /// A recorder that succeeds.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Makes every following `record` fail (or succeed again).
+    pub fn set_failing(&self, fail: bool) {
+        self.fail.store(fail, Ordering::SeqCst);
+    }
+
+    /// What was recorded successfully.
+    pub fn recorded(&self) -> Vec<WidgetAction> {
+        self.recorded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+#[async_trait]
+impl ActionRecorder for StubActionRecorder {
+    async fn record(&self, action: &WidgetAction) -> Result<(), RecorderError> {
+        if self.fail.load(Ordering::SeqCst) {
+            return Err(RecorderError::Failed("stub told to fail".into()));
+        }
+        self.recorded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(action.clone());
+        Ok(())
+    }
+}

@@ -1,0 +1,49 @@
+//! # bonde-pressure-core
+//!
+//! The domain of phone pressure campaigns, with no I/O: an activist is
+//! called (leg A), confirms, waits in a conference, and a target (leg B) is
+//! added to it; both legs and the conference are tracked until the call ends.
+//!
+//! - [`domain`]: parsed values ([`PhoneNumber`], [`CallId`], [`CallSid`]...).
+//! - [`call`]: facts that only grow ([`CallFacts`]), merged by a join, so any
+//!   order or duplication of callbacks gives the same state; the
+//!   [`DetailedState`] and [`UiStatus`] derived from them; the pure
+//!   [`call::apply`] returning the [`Effect`]s to run, each exactly once.
+//! - [`ports`]: [`Telephony`], [`CallStore`], [`CampaignDirectory`],
+//!   [`ActionRecorder`], with what implementations must guarantee.
+//! - [`PressureService`]: start a call, handle an event (load, apply, commit
+//!   with a version check, retry on conflict, then run the effects), decide
+//!   the voice script of each moment, reconcile stale calls.
+//! - Fakes that ship with the crate: [`InMemoryCallStore`],
+//!   [`SimulatedTelephony`], [`StaticCampaignDirectory`],
+//!   [`StubActionRecorder`]; with the `mock` feature, mockall mocks of the ports.
+
+pub mod call;
+pub mod domain;
+mod fakes;
+mod memory;
+pub mod ports;
+pub mod script;
+mod service;
+pub mod simulated;
+
+pub use call::{
+    AnsweredBy, Call, CallEvent, CallFacts, Confirmation, DetailedState, Effect, HangUp, Leg,
+    LegStatus, UiStatus,
+};
+pub use domain::{Activist, CallId, CallSid, ConferenceSid, PhoneNumber, Region, Target, WidgetId};
+pub use fakes::{NoopActionRecorder, StaticCampaignDirectory, StubActionRecorder, demo_widget};
+pub use memory::InMemoryCallStore;
+pub use ports::{
+    ActionRecorder, CallStore, CampaignDirectory, Clock, RawEvent, StoreError, SystemClock,
+    Telephony, TelephonyError,
+};
+#[cfg(feature = "mock")]
+pub use ports::{MockActionRecorder, MockCallStore, MockCampaignDirectory, MockTelephony};
+pub use script::{CampaignSettings, ScriptMoment, VoiceScript};
+pub use service::{
+    ActivistInput, Dependencies, EventSink, FieldError, HandleOutcome, PressureService,
+    ReconcileReport, ServiceConfig, ServiceError, StartCallRequest, StartError, StartedCall,
+    TargetInput,
+};
+pub use simulated::{Scenario, ScenarioPicker, SimulatedTelephony};

@@ -1,0 +1,421 @@
+//! The ports: what the core needs from the outside world.
+//!
+//! Every port is an object-safe `#[async_trait]` trait, `Send + Sync +
+//! 'static`, held as `Arc<dyn …>` by [`crate::PressureService`]. Each says
+//! what an implementation must guarantee; the in-crate fakes
+//! ([`crate::InMemoryCallStore`], [`crate::SimulatedTelephony`],
+//! [`crate::StaticCampaignDirectory`], [`crate::StubActionRecorder`]) are
+//! reference implementations of those guarantees. With the `mock` feature,
+//! mockall mocks (`MockTelephony`, `MockCallStore`, `MockCampaignDirectory`,
+//! `MockActionRecorder`) are generated too.
+
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::call::{AnsweredBy, Call, DetailedState, HangUp, LegStatus};
+use crate::domain::{Activist, CallId, CallSid, ConferenceSid, PhoneNumber, WidgetId};
+use crate::script::CampaignSettings;
+
+// ---------------------------------------------------------------- Telephony
+
+/// Ask the telephony to call the activist (leg A).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActivistCallRequest {
+    /// Our call id: every callback for this leg must name it.
+    pub call_id: CallId,
+    /// The activist's number.
+    pub to: PhoneNumber,
+    /// Seconds to let it ring.
+    pub timeout_secs: u32,
+    /// Run asynchronous answering-machine detection.
+    pub detect_machine: bool,
+}
+
+/// Ask the telephony to add the target (leg B) to the call's conference.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetCallRequest {
+    /// Our call id; also the conference's friendly name.
+    pub call_id: CallId,
+    /// The target's number.
+    pub to: PhoneNumber,
+    /// Caller id shown to the target; `None` means the service's own number.
+    pub caller_id: Option<PhoneNumber>,
+    /// Seconds to let it ring.
+    pub timeout_secs: u32,
+    /// Run asynchronous answering-machine detection.
+    pub detect_machine: bool,
+}
+
+/// A leg the telephony accepted to place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DialedLeg {
+    /// The provider's id.
+    pub sid: CallSid,
+    /// Its status in the provider's answer (usually `queued`).
+    pub status: Option<LegStatus>,
+}
+
+/// A leg as the provider sees it now (for reconciliation).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LegSnapshot {
+    /// The provider's id.
+    pub sid: CallSid,
+    /// Current status.
+    pub status: LegStatus,
+    /// Duration in seconds, once ended.
+    pub duration_secs: Option<u32>,
+    /// Answering-machine verdict, when known.
+    pub answered_by: Option<AnsweredBy>,
+}
+
+/// Why the telephony refused or failed a command.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TelephonyError {
+    /// The number cannot be called: invalid, not allowed by geographic
+    /// permissions, unverified (trial accounts)...
+    #[error("number cannot be called: {message}")]
+    InvalidNumber {
+        /// Provider error code.
+        code: Option<u32>,
+        /// Provider message.
+        message: String,
+    },
+    /// Credentials rejected.
+    #[error("telephony authentication failed: {message}")]
+    Auth {
+        /// Provider message.
+        message: String,
+    },
+    /// Rate-limited by the provider, still after retries.
+    #[error("telephony rate limit reached")]
+    RateLimited {
+        /// When to try again, if the provider said.
+        retry_after: Option<Duration>,
+    },
+    /// The call or conference does not exist (any more).
+    #[error("not found at the telephony provider: {message}")]
+    NotFound {
+        /// Provider message.
+        message: String,
+    },
+    /// Any other refusal (a 4xx).
+    #[error("telephony refused the request ({status}): {message}")]
+    Rejected {
+        /// HTTP status.
+        status: u16,
+        /// Provider error code.
+        code: Option<u32>,
+        /// Provider message.
+        message: String,
+    },
+    /// The provider could not be reached or failed (5xx, timeout), still after retries.
+    #[error("telephony unavailable: {message}")]
+    Unavailable {
+        /// What happened.
+        message: String,
+    },
+}
+
+impl TelephonyError {
+    /// The provider's error code, when there is one.
+    pub fn code(&self) -> Option<u32> {
+        match self {
+            TelephonyError::InvalidNumber { code, .. } | TelephonyError::Rejected { code, .. } => {
+                *code
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Places and controls calls.
+///
+/// # What implementations must guarantee
+/// - Callbacks for a leg placed by [`Telephony::call_activist`] or
+///   [`Telephony::add_target`] reach the service tagged with the request's
+///   `call_id` and the right [`crate::Leg`] (Twilio: per-leg callback URLs,
+///   participant labels `activist` / `target`), at least once, in any order.
+/// - `add_target` adds the leg to the conference whose friendly name is the
+///   call id, ending the conference when the target leaves.
+/// - A command either took effect at the provider or returns an error; an
+///   error is never returned for a command that took effect, except where the
+///   provider's answer was lost (timeouts): implementations should say so with
+///   [`TelephonyError::Unavailable`].
+/// - Transient provider failures (rate limits, 5xx) are retried with backoff
+///   inside the implementation, within a bounded time (webhooks wait on it).
+/// - Hanging up a leg or ending a conference that already ended is not an
+///   error worth reporting: return `Ok(())` or [`TelephonyError::NotFound`].
+#[cfg_attr(feature = "mock", mockall::automock)]
+#[async_trait]
+pub trait Telephony: Send + Sync + 'static {
+    /// Calls the activist.
+    async fn call_activist(&self, req: &ActivistCallRequest) -> Result<DialedLeg, TelephonyError>;
+    /// Adds the target to the call's conference.
+    async fn add_target(&self, req: &TargetCallRequest) -> Result<DialedLeg, TelephonyError>;
+    /// Ends a leg.
+    async fn hang_up(
+        &self,
+        call_id: CallId,
+        sid: &CallSid,
+        how: HangUp,
+    ) -> Result<(), TelephonyError>;
+    /// Ends the call's conference (everyone leaves; the activist's `<Dial>` continues).
+    async fn end_conference(
+        &self,
+        call_id: CallId,
+        conference: &ConferenceSid,
+    ) -> Result<(), TelephonyError>;
+    /// Reads a leg's current status.
+    async fn fetch_leg(&self, sid: &CallSid) -> Result<LegSnapshot, TelephonyError>;
+}
+
+// ---------------------------------------------------------------- CallStore
+
+/// A webhook payload (or other report) exactly as received, for the event log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RawEvent {
+    /// What it is: the route or report kind (`status-callback`, `conference-callback`...).
+    pub kind: String,
+    /// The call SID the payload names, if any (kept as text: it may be malformed).
+    pub call_sid: Option<String>,
+    /// The body as received (form-encoded or JSON text).
+    pub payload: String,
+    /// The provider's `SequenceNumber`, if any.
+    pub sequence_number: Option<i64>,
+    /// When we received it.
+    pub received_at: DateTime<Utc>,
+}
+
+/// A [`RawEvent`] as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredEvent {
+    /// Store-assigned id, increasing in insertion order.
+    pub id: i64,
+    /// The call it belongs to; `None` when no such call exists.
+    pub call_id: Option<CallId>,
+    /// The event.
+    pub raw: RawEvent,
+}
+
+/// Why the store failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// Another writer committed first: reload and retry.
+    #[error("version conflict: the call changed since it was read")]
+    Conflict,
+    /// A call with this id already exists.
+    #[error("call already exists")]
+    AlreadyExists,
+    /// The call does not exist.
+    #[error("call not found")]
+    NotFound,
+    /// The backend failed (connection, I/O, corrupt row...).
+    #[error("store backend error: {0}")]
+    Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl StoreError {
+    /// Wraps any backend error.
+    pub fn backend(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        StoreError::Backend(Box::new(e))
+    }
+}
+
+/// Outcomes and durations of one widget's calls over a period.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CallStats {
+    /// Calls created in the period.
+    pub total: u64,
+    /// Calls by detailed state.
+    pub by_state: BTreeMap<DetailedState, u64>,
+    /// Completed calls.
+    pub completed: u64,
+    /// Total talk time of completed calls, in seconds.
+    pub connected_secs: u64,
+    /// Mean talk time of completed calls with a known duration, in seconds.
+    pub average_secs: Option<f64>,
+    /// Median talk time (lower median for even counts), in seconds.
+    pub median_secs: Option<f64>,
+}
+
+impl CallStats {
+    /// Computes stats from calls (the in-memory store's implementation, and the
+    /// reference the SQL implementations are checked against).
+    pub fn from_calls<'a>(calls: impl IntoIterator<Item = &'a Call>) -> Self {
+        let mut stats = CallStats::default();
+        let mut durations = Vec::new();
+        for c in calls {
+            stats.total += 1;
+            let state = c.state();
+            *stats.by_state.entry(state).or_default() += 1;
+            if state == DetailedState::Completed {
+                stats.completed += 1;
+                if let Some(d) = c.connected_secs() {
+                    durations.push(d);
+                }
+            }
+        }
+        durations.sort_unstable();
+        stats.connected_secs = durations.iter().map(|&d| u64::from(d)).sum();
+        if !durations.is_empty() {
+            stats.average_secs = Some(stats.connected_secs as f64 / durations.len() as f64);
+            stats.median_secs = Some(f64::from(durations[(durations.len() - 1) / 2]));
+        }
+        stats
+    }
+}
+
+/// Persists calls and their event log.
+///
+/// # What implementations must guarantee
+/// - [`CallStore::commit`] is atomic and optimistic: it writes `call` with
+///   version `call.version + 1` only if the stored version is still
+///   `call.version`, and appends `events` in the same transaction; otherwise it
+///   writes nothing and returns [`StoreError::Conflict`]. So concurrent
+///   writers never lose an update, and an effect is run by one writer only.
+/// - Events keep their insertion order ([`StoredEvent::id`] increases) and
+///   are never dropped: [`CallStore::append_events`] stores payloads for
+///   unknown calls too (`call_id = None`).
+/// - [`CallStore::find_by_sid`] finds a call by either leg's SID once a
+///   committed version carries it.
+/// - Reads return what the last successful commit wrote (read-your-writes).
+#[cfg_attr(feature = "mock", mockall::automock)]
+#[async_trait]
+pub trait CallStore: Send + Sync + 'static {
+    /// Stores a new call (its version is taken as is, normally 0).
+    async fn create(&self, call: &Call) -> Result<(), StoreError>;
+    /// Loads a call.
+    async fn get(&self, id: CallId) -> Result<Option<Call>, StoreError>;
+    /// Finds the call one of whose legs has this SID.
+    async fn find_by_sid(&self, sid: &CallSid) -> Result<Option<Call>, StoreError>;
+    /// Writes `call` if its version is still current, with its raw events; returns the new version.
+    async fn commit(&self, call: &Call, events: &[RawEvent]) -> Result<u64, StoreError>;
+    /// Appends events without changing a call (unknown calls: `call_id = None`).
+    async fn append_events(
+        &self,
+        call_id: Option<CallId>,
+        events: &[RawEvent],
+    ) -> Result<(), StoreError>;
+    /// The call's event log, oldest first.
+    async fn events(&self, call_id: CallId) -> Result<Vec<StoredEvent>, StoreError>;
+    /// Calls not in a terminal state, last updated before `updated_before`, oldest first.
+    async fn list_unfinished(
+        &self,
+        updated_before: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<Call>, StoreError>;
+    /// Stats of a widget's calls created in `[from, to)`.
+    async fn stats(
+        &self,
+        widget_id: WidgetId,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<CallStats, StoreError>;
+}
+
+// -------------------------------------------------------- CampaignDirectory
+
+/// A target as the widget's settings list it (free text, not yet validated).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WidgetTarget {
+    /// Name.
+    pub name: String,
+    /// Phone number as typed by the campaign's author.
+    pub phone: String,
+}
+
+/// A campaign widget.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Widget {
+    /// Its id.
+    pub id: WidgetId,
+    /// Its kind; only `phone` widgets can start calls.
+    pub kind: String,
+    /// The targets activists may call.
+    pub targets: Vec<WidgetTarget>,
+    /// Voice, messages and policies for its calls.
+    #[serde(default)]
+    pub settings: CampaignSettings,
+}
+
+/// Why the directory failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DirectoryError {
+    /// The directory could not be reached or answered nonsense.
+    #[error("campaign directory unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Where widgets (campaigns) are looked up.
+///
+/// # What implementations must guarantee
+/// - `Ok(None)` means the widget does not exist; errors mean "could not tell"
+///   (the service answers 5xx-ish for those, "Widget not found." for `None`).
+/// - Targets are returned as configured; the service compares normalised numbers.
+#[cfg_attr(feature = "mock", mockall::automock)]
+#[async_trait]
+pub trait CampaignDirectory: Send + Sync + 'static {
+    /// Looks a widget up.
+    async fn widget(&self, id: WidgetId) -> Result<Option<Widget>, DirectoryError>;
+}
+
+// ----------------------------------------------------------- ActionRecorder
+
+/// A pressure action to record in the campaign platform.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WidgetAction {
+    /// The widget.
+    pub widget_id: WidgetId,
+    /// The call (recorded as `custom_fields.call`).
+    pub call_id: CallId,
+    /// Who acted.
+    pub activist: Activist,
+}
+
+/// Why recording failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RecorderError {
+    /// The platform could not be reached or refused.
+    #[error("action recorder failed: {0}")]
+    Failed(String),
+}
+
+/// Records the activist's action in the campaign platform (BONDE).
+///
+/// # What implementations must guarantee
+/// - Returning `Ok` means the action is recorded. Implementations retry
+///   transient failures themselves; the service logs a final error and goes
+///   on: a failed recording never fails or loses the call.
+#[cfg_attr(feature = "mock", mockall::automock)]
+#[async_trait]
+pub trait ActionRecorder: Send + Sync + 'static {
+    /// Records the action.
+    async fn record(&self, action: &WidgetAction) -> Result<(), RecorderError>;
+}
+
+// -------------------------------------------------------------------- Clock
+
+/// The time source (a port so tests can move time).
+pub trait Clock: Debug + Send + Sync + 'static {
+    /// Now.
+    fn now(&self) -> DateTime<Utc>;
+}
+
+/// The system clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+}

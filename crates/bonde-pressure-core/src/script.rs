@@ -1,0 +1,241 @@
+//! Provider-neutral voice scripts: what the activist hears at each moment.
+//! The Twilio adapter renders them as TwiML.
+
+use serde::{Deserialize, Serialize};
+
+use crate::call::{Call, DetailedState};
+use crate::domain::CallId;
+
+/// Whose number the target sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CallerIdPolicy {
+    /// The service's own number.
+    #[default]
+    OurNumber,
+    /// The activist's number (needs the provider to allow it, e.g. a verified caller id).
+    ActivistNumber,
+}
+
+/// What the voice says, per moment. `{activist}` and `{target}` are replaced
+/// by the activist's first name and the target's name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Messages {
+    /// Played when the activist answers, inside the confirmation prompt.
+    pub greeting: String,
+    /// Played when no confirmation came.
+    pub no_input: String,
+    /// Played once confirmed, before joining the conference.
+    pub connecting: String,
+    /// Closing when they talked.
+    pub completed: String,
+    /// Closing when the target was busy.
+    pub target_busy: String,
+    /// Closing when the target did not answer (or a voicemail did).
+    pub target_no_answer: String,
+    /// Closing for any other failure.
+    pub failed: String,
+}
+
+impl Default for Messages {
+    fn default() -> Self {
+        Self {
+            greeting: "Olá, {activist}! Aqui é da campanha. Você vai falar agora com {target}. \
+                       Para confirmar, aperte qualquer tecla ou diga o seu nome."
+                .into(),
+            no_input: "Não recebemos a sua confirmação. Obrigado, até a próxima!".into(),
+            connecting: "Obrigado! Estamos ligando para {target}. Aguarde na linha.".into(),
+            completed: "Obrigado por fazer pressão! Sua ligação faz diferença.".into(),
+            target_busy: "{target} está com a linha ocupada. Tente novamente mais tarde. Obrigado!"
+                .into(),
+            target_no_answer: "{target} não atendeu. Tente novamente mais tarde. Obrigado!".into(),
+            failed: "Não foi possível completar a ligação. Tente novamente mais tarde.".into(),
+        }
+    }
+}
+
+/// How a campaign's calls sound and behave.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CampaignSettings {
+    /// Text-to-speech voice (Twilio: `Polly.Camila`).
+    pub voice: String,
+    /// Language of speech and recognition (`pt-BR`).
+    pub language: String,
+    /// What is said.
+    pub messages: Messages,
+    /// Whose number the target sees.
+    pub caller_id: CallerIdPolicy,
+    /// Seconds the activist's phone rings.
+    pub activist_timeout_secs: u32,
+    /// Seconds the target's phone rings.
+    pub target_timeout_secs: u32,
+    /// Seconds to wait for the activist's confirmation.
+    pub confirm_timeout_secs: u32,
+    /// Hold music while the target is dialled (`None`: silence).
+    pub hold_music_url: Option<String>,
+    /// Run answering-machine detection on both legs.
+    pub detect_machines: bool,
+}
+
+impl Default for CampaignSettings {
+    fn default() -> Self {
+        Self {
+            voice: "Polly.Camila".into(),
+            language: "pt-BR".into(),
+            messages: Messages::default(),
+            caller_id: CallerIdPolicy::OurNumber,
+            activist_timeout_secs: 30,
+            target_timeout_secs: 30,
+            confirm_timeout_secs: 8,
+            hold_music_url: None,
+            detect_machines: true,
+        }
+    }
+}
+
+/// The moments at which the telephony asks what to play.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScriptMoment {
+    /// The activist answered.
+    Answered,
+    /// The activist confirmed (the gather's action).
+    Confirmed,
+    /// The activist's conference ended (the dial's action).
+    AfterConference,
+}
+
+/// Something said.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Speech {
+    /// The text.
+    pub text: String,
+    /// The voice.
+    pub voice: String,
+    /// The language.
+    pub language: String,
+}
+
+/// One instruction of a voice script.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "type")]
+#[non_exhaustive]
+pub enum VoiceInstruction {
+    /// Speak.
+    Say(Speech),
+    /// Be silent.
+    Pause {
+        /// Seconds.
+        seconds: u32,
+    },
+    /// Play audio from a URL.
+    Play {
+        /// The audio.
+        url: String,
+    },
+    /// Ask for a key or speech; on input, the telephony asks for `action`'s script.
+    Gather {
+        /// Said while waiting.
+        prompt: Speech,
+        /// Keys to collect.
+        num_digits: u32,
+        /// Seconds to wait for input.
+        timeout_secs: u32,
+        /// Accept speech too.
+        speech: bool,
+        /// The moment requested with the input.
+        action: ScriptMoment,
+    },
+    /// Put the caller in the call's conference; when it ends, the telephony
+    /// asks for `after`'s script.
+    JoinConference {
+        /// The conference's friendly name (the call id).
+        room: CallId,
+        /// Hold music while alone (`None`: silence).
+        hold_music_url: Option<String>,
+        /// The moment requested after the conference.
+        after: ScriptMoment,
+    },
+    /// Hang up.
+    Hangup,
+}
+
+/// What to play to the activist at one moment of one call.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VoiceScript {
+    /// The call.
+    pub call_id: CallId,
+    /// In order.
+    pub instructions: Vec<VoiceInstruction>,
+}
+
+fn fill(template: &str, call: &Call) -> String {
+    let activist = call
+        .activist
+        .first_name
+        .as_ref()
+        .unwrap_or(&call.activist.name)
+        .as_str();
+    template
+        .replace("{activist}", activist)
+        .replace("{target}", call.target.name.as_str())
+}
+
+fn say(settings: &CampaignSettings, call: &Call, template: &str) -> Speech {
+    Speech {
+        text: fill(template, call),
+        voice: settings.voice.clone(),
+        language: settings.language.clone(),
+    }
+}
+
+/// The closing message for a call's outcome.
+pub fn closing_message<'a>(settings: &'a CampaignSettings, state: DetailedState) -> &'a str {
+    let m = &settings.messages;
+    match state {
+        DetailedState::Completed | DetailedState::Connected => &m.completed,
+        DetailedState::TargetBusy => &m.target_busy,
+        DetailedState::TargetNoAnswer | DetailedState::TargetVoicemail => &m.target_no_answer,
+        _ => &m.failed,
+    }
+}
+
+/// The script for `moment` of `call` (pure: the service records the moment first).
+pub fn script_for(settings: &CampaignSettings, call: &Call, moment: ScriptMoment) -> VoiceScript {
+    use VoiceInstruction as I;
+    let instructions = match moment {
+        ScriptMoment::Answered => vec![
+            I::Gather {
+                prompt: say(settings, call, &settings.messages.greeting),
+                num_digits: 1,
+                timeout_secs: settings.confirm_timeout_secs,
+                speech: true,
+                action: ScriptMoment::Confirmed,
+            },
+            I::Say(say(settings, call, &settings.messages.no_input)),
+            I::Hangup,
+        ],
+        ScriptMoment::Confirmed if call.is_terminal() => vec![
+            I::Say(say(settings, call, closing_message(settings, call.state()))),
+            I::Hangup,
+        ],
+        ScriptMoment::Confirmed => vec![
+            I::Say(say(settings, call, &settings.messages.connecting)),
+            I::JoinConference {
+                room: call.id,
+                hold_music_url: settings.hold_music_url.clone(),
+                after: ScriptMoment::AfterConference,
+            },
+        ],
+        ScriptMoment::AfterConference => vec![
+            I::Say(say(settings, call, closing_message(settings, call.state()))),
+            I::Hangup,
+        ],
+    };
+    VoiceScript {
+        call_id: call.id,
+        instructions,
+    }
+}

@@ -1,0 +1,685 @@
+//! `PressureService`: starts calls, applies events, runs effects, decides scripts.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use tracing::{debug, info, warn};
+
+use crate::call::{Call, CallEvent, DetailedState, Effect, Leg, LegError, LegStatus, UiStatus};
+use crate::domain::{
+    Activist, CallId, CallSid, Email, PersonName, PhoneNumber, Region, Target, WidgetId,
+};
+use crate::ports::{
+    ActionRecorder, ActivistCallRequest, CallStore, CampaignDirectory, Clock, DirectoryError,
+    RawEvent, StoreError, TargetCallRequest, Telephony, TelephonyError, WidgetAction,
+};
+use crate::script::{CallerIdPolicy, CampaignSettings, ScriptMoment, VoiceScript, script_for};
+
+/// Tunables of the service.
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    /// Region for numbers typed without a country code.
+    pub default_region: Region,
+    /// Country calling codes activists may be called in (empty: any).
+    pub allowed_country_codes: Vec<u16>,
+    /// Commit attempts per event before giving up on contention.
+    pub max_commit_attempts: u32,
+    /// Reconciliation looks at unfinished calls not updated for this long.
+    pub stale_after: Duration,
+    /// Reconciliation declares an unfinished call failed this long after its creation.
+    pub expire_after: Duration,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        Self {
+            default_region: Region::BRAZIL,
+            allowed_country_codes: vec![55],
+            max_commit_attempts: 100,
+            stale_after: Duration::from_secs(120),
+            expire_after: Duration::from_secs(2 * 60 * 60),
+        }
+    }
+}
+
+/// The ports the service runs on.
+#[derive(Clone)]
+pub struct Dependencies {
+    /// Persistence.
+    pub store: Arc<dyn CallStore>,
+    /// Calls.
+    pub telephony: Arc<dyn Telephony>,
+    /// Campaigns.
+    pub directory: Arc<dyn CampaignDirectory>,
+    /// Action recording.
+    pub recorder: Arc<dyn ActionRecorder>,
+    /// Time.
+    pub clock: Arc<dyn Clock>,
+}
+
+/// The activist as the form sends it (unvalidated).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActivistInput {
+    /// Full name.
+    pub name: String,
+    /// First name.
+    #[serde(default)]
+    pub first_name: Option<String>,
+    /// Last name.
+    #[serde(default)]
+    pub last_name: Option<String>,
+    /// E-mail.
+    pub email: String,
+    /// Phone, E.164 or national.
+    pub phone: String,
+}
+
+/// The target as the form sends it (unvalidated).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TargetInput {
+    /// Name.
+    pub name: String,
+    /// Phone, E.164 or national.
+    pub phone: String,
+}
+
+/// `POST /v1/phone/call`'s body.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StartCallRequest {
+    /// The widget.
+    pub widget_id: i64,
+    /// Who calls.
+    pub activist: ActivistInput,
+    /// Whom.
+    pub target: TargetInput,
+}
+
+/// One invalid field: `loc` is its path (`["activist", "phone"]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FieldError {
+    /// Path of the field.
+    pub loc: Vec<String>,
+    /// What is wrong.
+    pub msg: String,
+    /// A machine-readable kind (`value_error.phone`...).
+    #[serde(rename = "type")]
+    pub kind: String,
+}
+
+impl FieldError {
+    fn new(loc: &[&str], msg: impl ToString, kind: &str) -> Self {
+        Self {
+            loc: loc.iter().map(|s| s.to_string()).collect(),
+            msg: msg.to_string(),
+            kind: kind.into(),
+        }
+    }
+}
+
+/// Why a call was not started.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// Some fields are invalid.
+    #[error("invalid request: {0:?}")]
+    Invalid(Vec<FieldError>),
+    /// Upstream's "Widget not found.".
+    #[error("Widget not found.")]
+    WidgetNotFound,
+    /// Upstream's "Widget is not a 'phone' kind.".
+    #[error("Widget is not a 'phone' kind.")]
+    WidgetNotPhone,
+    /// Upstream's "Target is not present in Widget settings.".
+    #[error("Target is not present in Widget settings.")]
+    TargetNotInWidget,
+    /// The directory could not be asked.
+    #[error(transparent)]
+    Directory(#[from] DirectoryError),
+    /// Storage failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The call was stored but the telephony refused to place it (the call is `failed`).
+    #[error("could not call the activist: {error}")]
+    Telephony {
+        /// The stored (failed) call.
+        call_id: CallId,
+        /// Why.
+        error: TelephonyError,
+    },
+    /// Other service failure.
+    #[error(transparent)]
+    Service(#[from] ServiceError),
+}
+
+/// Why handling an event failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServiceError {
+    /// No such call (the payload was stored anyway).
+    #[error("call {0} not found")]
+    CallNotFound(CallId),
+    /// Storage failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Too many concurrent writers kept winning; the event was not applied.
+    #[error("gave up after {0} conflicting commits")]
+    Contention(u32),
+}
+
+/// A started call (`POST /v1/phone/call`'s answer).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StartedCall {
+    /// Our id.
+    pub call_id: CallId,
+    /// The front-end's status.
+    pub status: UiStatus,
+    /// The activist leg's SID.
+    pub twilio_call_sid: Option<CallSid>,
+    /// The activist leg's status as the telephony answered.
+    pub twilio_call_status: Option<LegStatus>,
+}
+
+/// What handling one event led to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HandleOutcome {
+    /// The call as committed.
+    pub call: Call,
+    /// The effects this event's transition requested (already performed).
+    pub effects: Vec<Effect>,
+}
+
+/// What a reconciliation pass did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReconcileReport {
+    /// Unfinished stale calls looked at.
+    pub examined: usize,
+    /// Legs whose status was fetched.
+    pub legs_fetched: usize,
+    /// Calls declared expired.
+    pub expired: usize,
+    /// Errors met (logged).
+    pub errors: usize,
+}
+
+/// Receives events for calls (the simulated telephony plays its callbacks into this).
+#[async_trait]
+pub trait EventSink: Send + Sync + 'static {
+    /// Delivers one event with its raw payload.
+    async fn deliver(&self, call_id: CallId, event: CallEvent, raw: Option<RawEvent>);
+}
+
+/// The orchestration service: everything between the HTTP adapter and the ports.
+pub struct PressureService {
+    deps: Dependencies,
+    config: ServiceConfig,
+}
+
+impl std::fmt::Debug for PressureService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PressureService")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+fn parse_name(errors: &mut Vec<FieldError>, loc: &[&str], value: &str) -> Option<PersonName> {
+    PersonName::parse(value)
+        .map_err(|e| errors.push(FieldError::new(loc, e, "value_error.name")))
+        .ok()
+}
+
+fn parse_optional_name(
+    errors: &mut Vec<FieldError>,
+    loc: &[&str],
+    value: Option<&str>,
+) -> Option<PersonName> {
+    match value.map(str::trim) {
+        None | Some("") => None,
+        Some(v) => parse_name(errors, loc, v),
+    }
+}
+
+impl PressureService {
+    /// A service over these ports.
+    pub fn new(deps: Dependencies, config: ServiceConfig) -> Self {
+        Self { deps, config }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ServiceConfig {
+        &self.config
+    }
+
+    /// The store (read models, health checks).
+    pub fn store(&self) -> &Arc<dyn CallStore> {
+        &self.deps.store
+    }
+
+    fn parse_phone(
+        &self,
+        errors: &mut Vec<FieldError>,
+        loc: &[&str],
+        value: &str,
+    ) -> Option<PhoneNumber> {
+        PhoneNumber::parse(value, self.config.default_region)
+            .map_err(|e| errors.push(FieldError::new(loc, e, "value_error.phone")))
+            .ok()
+    }
+
+    /// Validates the form and authorises the target against the widget.
+    async fn authorise(
+        &self,
+        req: &StartCallRequest,
+    ) -> Result<(WidgetId, Activist, Target, CampaignSettings), StartError> {
+        let mut errors = Vec::new();
+        let widget_id = WidgetId::new(req.widget_id)
+            .map_err(|e| errors.push(FieldError::new(&["widget_id"], e, "value_error.widget_id")))
+            .ok();
+        let a = &req.activist;
+        let name = parse_name(&mut errors, &["activist", "name"], &a.name);
+        let first_name = parse_optional_name(
+            &mut errors,
+            &["activist", "first_name"],
+            a.first_name.as_deref(),
+        );
+        let last_name = parse_optional_name(
+            &mut errors,
+            &["activist", "last_name"],
+            a.last_name.as_deref(),
+        );
+        let email = Email::parse(&a.email)
+            .map_err(|e| {
+                errors.push(FieldError::new(
+                    &["activist", "email"],
+                    e,
+                    "value_error.email",
+                ))
+            })
+            .ok();
+        let phone = self.parse_phone(&mut errors, &["activist", "phone"], &a.phone);
+        if let Some(p) = &phone {
+            let allowed = &self.config.allowed_country_codes;
+            if !allowed.is_empty() && !allowed.contains(&p.country_code()) {
+                errors.push(FieldError::new(
+                    &["activist", "phone"],
+                    format!(
+                        "calls to country code +{} are not allowed",
+                        p.country_code()
+                    ),
+                    "value_error.phone.country",
+                ));
+            }
+        }
+        let target_name = parse_name(&mut errors, &["target", "name"], &req.target.name);
+        let target_phone = self.parse_phone(&mut errors, &["target", "phone"], &req.target.phone);
+        if let (Some(p), Some(t)) = (&phone, &target_phone) {
+            if p == t {
+                errors.push(FieldError::new(
+                    &["activist", "phone"],
+                    "the activist's and the target's numbers must differ",
+                    "value_error.phone.same",
+                ));
+            }
+        }
+        let (
+            Some(widget_id),
+            Some(name),
+            Some(email),
+            Some(phone),
+            Some(target_name),
+            Some(target_phone),
+            true,
+        ) = (
+            widget_id,
+            name,
+            email,
+            phone,
+            target_name,
+            target_phone,
+            errors.is_empty(),
+        )
+        else {
+            return Err(StartError::Invalid(errors));
+        };
+
+        let widget = self
+            .deps
+            .directory
+            .widget(widget_id)
+            .await?
+            .ok_or(StartError::WidgetNotFound)?;
+        if widget.kind != "phone" {
+            return Err(StartError::WidgetNotPhone);
+        }
+        let configured = widget
+            .targets
+            .iter()
+            .find(|t| {
+                PhoneNumber::parse(&t.phone, self.config.default_region)
+                    .is_ok_and(|p| p == target_phone)
+            })
+            .ok_or(StartError::TargetNotInWidget)?;
+        // The campaign's own spelling of the name is what the voice reads out.
+        let target_name = PersonName::parse(&configured.name).unwrap_or(target_name);
+        let activist = Activist {
+            name,
+            first_name,
+            last_name,
+            email,
+            phone,
+        };
+        let target = Target {
+            name: target_name,
+            phone: target_phone,
+        };
+        Ok((widget_id, activist, target, widget.settings))
+    }
+
+    /// Starts a pressure call: validates, authorises, stores, calls the
+    /// activist, records the action.
+    pub async fn start(&self, req: &StartCallRequest) -> Result<StartedCall, StartError> {
+        let (widget_id, activist, target, settings) = self.authorise(req).await?;
+        let caller_id = match settings.caller_id {
+            CallerIdPolicy::OurNumber => None,
+            CallerIdPolicy::ActivistNumber => Some(activist.phone.clone()),
+        };
+        let call = Call::new(
+            CallId::new(),
+            widget_id,
+            activist,
+            target,
+            caller_id,
+            self.deps.clock.now(),
+        );
+        self.deps.store.create(&call).await?;
+        info!(call_id = %call.id, widget_id = %widget_id, activist = %call.activist.phone, "call created");
+
+        let request = ActivistCallRequest {
+            call_id: call.id,
+            to: call.activist.phone.clone(),
+            timeout_secs: settings.activist_timeout_secs,
+            detect_machine: settings.detect_machines,
+        };
+        let dialed = self.deps.telephony.call_activist(&request).await;
+        let event = match &dialed {
+            Ok(leg) => CallEvent::LegDialed {
+                leg: Leg::Activist,
+                sid: leg.sid.clone(),
+                status: leg.status,
+            },
+            Err(e) => CallEvent::DialFailed {
+                leg: Leg::Activist,
+                error: LegError {
+                    code: e.code(),
+                    message: e.to_string(),
+                },
+            },
+        };
+        let outcome = self.handle(call.id, event, None).await?;
+        let leg = match dialed {
+            Ok(leg) => leg,
+            Err(error) => {
+                warn!(call_id = %call.id, %error, "activist call refused");
+                return Err(StartError::Telephony {
+                    call_id: call.id,
+                    error,
+                });
+            }
+        };
+
+        let action = WidgetAction {
+            widget_id,
+            call_id: call.id,
+            activist: call.activist.clone(),
+        };
+        if let Err(error) = self.deps.recorder.record(&action).await {
+            warn!(call_id = %call.id, %error, "widget action not recorded; the call goes on");
+        }
+        Ok(StartedCall {
+            call_id: call.id,
+            status: outcome.call.ui_status(),
+            twilio_call_sid: Some(leg.sid),
+            twilio_call_status: leg.status,
+        })
+    }
+
+    /// Loads a call.
+    pub async fn call(&self, id: CallId) -> Result<Option<Call>, StoreError> {
+        self.deps.store.get(id).await
+    }
+
+    /// Applies an event to a call: load, apply, commit if the version is
+    /// unchanged (retrying on conflict), then performs the effects the
+    /// committed transition requested, feeding their results back as events.
+    /// The raw payload is stored with the commit, or alone if the call is unknown.
+    pub async fn handle(
+        &self,
+        call_id: CallId,
+        event: CallEvent,
+        raw: Option<RawEvent>,
+    ) -> Result<HandleOutcome, ServiceError> {
+        let raws: Vec<RawEvent> = raw.into_iter().collect();
+        let first = self.commit_event(call_id, &event, &raws).await?;
+        let mut pending: VecDeque<(Call, Effect)> = first
+            .effects
+            .iter()
+            .map(|e| (first.call.clone(), e.clone()))
+            .collect();
+        let mut last = first.call.clone();
+        while let Some((call, effect)) = pending.pop_front() {
+            if let Some(follow_up) = self.perform(&call, &effect).await {
+                let next = self.commit_event(call_id, &follow_up, &[]).await?;
+                pending.extend(next.effects.iter().map(|e| (next.call.clone(), e.clone())));
+                last = next.call;
+            }
+        }
+        if last.version > first.call.version {
+            Ok(HandleOutcome {
+                call: last,
+                effects: first.effects,
+            })
+        } else {
+            Ok(first)
+        }
+    }
+
+    async fn commit_event(
+        &self,
+        call_id: CallId,
+        event: &CallEvent,
+        raws: &[RawEvent],
+    ) -> Result<HandleOutcome, ServiceError> {
+        let store = &self.deps.store;
+        for attempt in 0..self.config.max_commit_attempts {
+            let Some(call) = store.get(call_id).await? else {
+                store.append_events(None, raws).await?;
+                return Err(ServiceError::CallNotFound(call_id));
+            };
+            let (mut next, effects) = call.apply(event, self.deps.clock.now());
+            match store.commit(&next, raws).await {
+                Ok(version) => {
+                    next.version = version;
+                    if let CallEvent::Ignored { what } = event {
+                        debug!(%call_id, what, "event stored and ignored");
+                    }
+                    if call.state() != next.state() {
+                        info!(%call_id, from = call.state().as_str(), to = next.state().as_str(), event = event.kind(), "call state changed");
+                    }
+                    return Ok(HandleOutcome {
+                        call: next,
+                        effects,
+                    });
+                }
+                Err(StoreError::Conflict) => backoff(attempt).await,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        warn!(%call_id, event = event.kind(), "commit contention: giving up");
+        Err(ServiceError::Contention(self.config.max_commit_attempts))
+    }
+
+    async fn settings(&self, widget_id: WidgetId) -> CampaignSettings {
+        match self.deps.directory.widget(widget_id).await {
+            Ok(Some(w)) => w.settings,
+            Ok(None) => CampaignSettings::default(),
+            Err(error) => {
+                warn!(%widget_id, %error, "campaign settings unavailable; using defaults");
+                CampaignSettings::default()
+            }
+        }
+    }
+
+    /// Carries out one effect; returns the event that reports its result, if any.
+    async fn perform(&self, call: &Call, effect: &Effect) -> Option<CallEvent> {
+        let t = &self.deps.telephony;
+        let result = match effect {
+            Effect::DialTarget => {
+                let settings = self.settings(call.widget_id).await;
+                let req = TargetCallRequest {
+                    call_id: call.id,
+                    to: call.target.phone.clone(),
+                    caller_id: call.target_caller_id.clone(),
+                    timeout_secs: settings.target_timeout_secs,
+                    detect_machine: settings.detect_machines,
+                };
+                info!(call_id = %call.id, target = %call.target.phone, "dialling target");
+                return Some(match t.add_target(&req).await {
+                    Ok(leg) => CallEvent::LegDialed {
+                        leg: Leg::Target,
+                        sid: leg.sid,
+                        status: leg.status,
+                    },
+                    Err(e) => {
+                        warn!(call_id = %call.id, error = %e, "target dial refused");
+                        CallEvent::DialFailed {
+                            leg: Leg::Target,
+                            error: LegError {
+                                code: e.code(),
+                                message: e.to_string(),
+                            },
+                        }
+                    }
+                });
+            }
+            Effect::HangUpActivist { sid, how } | Effect::HangUpTarget { sid, how } => {
+                t.hang_up(call.id, sid, *how).await
+            }
+            Effect::EndConference { conference_sid } => {
+                t.end_conference(call.id, conference_sid).await
+            }
+        };
+        match result {
+            Ok(()) | Err(TelephonyError::NotFound { .. }) => {}
+            Err(error) => {
+                warn!(call_id = %call.id, ?effect, %error, "effect failed; reconciliation will follow up")
+            }
+        }
+        None
+    }
+
+    /// Records a voice moment (with its event and raw payload) and returns
+    /// what to play. `event` is what the moment's request says (`Prompted`,
+    /// `Confirmed`, or the dial's outcome as `Ignored`).
+    pub async fn script(
+        &self,
+        call_id: CallId,
+        moment: ScriptMoment,
+        event: CallEvent,
+        raw: Option<RawEvent>,
+    ) -> Result<VoiceScript, ServiceError> {
+        let outcome = self.handle(call_id, event, raw).await?;
+        let settings = self.settings(outcome.call.widget_id).await;
+        Ok(script_for(&settings, &outcome.call, moment))
+    }
+
+    /// One reconciliation pass: unfinished calls with no news for
+    /// `stale_after` get their legs fetched from the telephony; those older
+    /// than `expire_after` are declared expired (state `error`, legs hung up).
+    pub async fn reconcile(&self, limit: u32) -> Result<ReconcileReport, ServiceError> {
+        let now = self.deps.clock.now();
+        let stale_before =
+            now - chrono::Duration::from_std(self.config.stale_after).unwrap_or_default();
+        let expire_before =
+            now - chrono::Duration::from_std(self.config.expire_after).unwrap_or_default();
+        let mut report = ReconcileReport::default();
+        for call in self.deps.store.list_unfinished(stale_before, limit).await? {
+            report.examined += 1;
+            for leg in [Leg::Activist, Leg::Target] {
+                let facts = call.facts.leg(leg);
+                let Some(sid) = facts.sid.clone() else {
+                    continue;
+                };
+                if facts.is_terminal() {
+                    continue;
+                }
+                match self.deps.telephony.fetch_leg(&sid).await {
+                    Ok(snap) => {
+                        report.legs_fetched += 1;
+                        let mut events = vec![CallEvent::LegStatus {
+                            leg,
+                            sid: Some(snap.sid.clone()),
+                            status: snap.status,
+                            duration_secs: snap.duration_secs,
+                            sip_response_code: None,
+                            at: None,
+                        }];
+                        if let Some(answered_by) = snap.answered_by {
+                            events.push(CallEvent::AnsweredBy {
+                                leg,
+                                sid: Some(snap.sid),
+                                answered_by,
+                            });
+                        }
+                        for e in events {
+                            if let Err(error) = self.handle(call.id, e, None).await {
+                                report.errors += 1;
+                                warn!(call_id = %call.id, %error, "reconciliation update failed");
+                            }
+                        }
+                    }
+                    Err(error) => {
+                        report.errors += 1;
+                        warn!(call_id = %call.id, leg = leg.as_str(), %error, "reconciliation fetch failed");
+                    }
+                }
+            }
+            if call.created_at < expire_before {
+                match self.handle(call.id, CallEvent::Expired, None).await {
+                    Ok(o) if o.call.state() == DetailedState::Error => report.expired += 1,
+                    Ok(_) => {}
+                    Err(error) => {
+                        report.errors += 1;
+                        warn!(call_id = %call.id, %error, "expiring call failed");
+                    }
+                }
+            }
+        }
+        Ok(report)
+    }
+}
+
+async fn backoff(attempt: u32) {
+    if attempt < 3 {
+        tokio::task::yield_now().await;
+        return;
+    }
+    // Jitter from the clock's sub-second digits: enough to de-synchronise contenders.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let cap_us = 200 * u64::from(attempt.min(20));
+    tokio::time::sleep(Duration::from_micros(u64::from(nanos) % cap_us + 50)).await;
+}
+
+#[async_trait]
+impl EventSink for PressureService {
+    async fn deliver(&self, call_id: CallId, event: CallEvent, raw: Option<RawEvent>) {
+        if let Err(error) = self.handle(call_id, event, raw).await {
+            warn!(%call_id, %error, "simulated event not applied");
+        }
+    }
+}

@@ -1,0 +1,671 @@
+//! A simulated telephony: scripted call lifecycles played back into the
+//! service, so the whole system runs (and is tested) without a Twilio account.
+//!
+//! [`SimulatedCall`] is the pure model of what a provider does with one call
+//! (which callbacks each command causes); [`SimulatedTelephony`] is the
+//! [`Telephony`] that runs one per call and delivers its callbacks to an
+//! [`EventSink`] (the service) after configurable delays.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::Utc;
+
+use crate::call::{AnsweredBy, CallEvent, Confirmation, DetailedState, HangUp, Leg, LegStatus};
+use crate::domain::{CallId, CallSid, ConferenceSid, PhoneNumber};
+use crate::ports::{
+    ActivistCallRequest, DialedLeg, LegSnapshot, RawEvent, TargetCallRequest, Telephony,
+    TelephonyError,
+};
+use crate::service::EventSink;
+
+/// A scripted lifecycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scenario {
+    /// Both answer and talk; the target hangs up.
+    Success,
+    /// The activist's line is busy.
+    ActivistBusy,
+    /// The activist does not answer.
+    ActivistNoAnswer,
+    /// A voicemail answers the activist's phone.
+    ActivistVoicemail,
+    /// The activist answers but never confirms.
+    NotConfirmed,
+    /// The target's line is busy.
+    TargetBusy,
+    /// The target does not answer.
+    TargetNoAnswer,
+    /// A voicemail answers the target's phone.
+    TargetVoicemail,
+    /// The activist hangs up while the target's phone rings.
+    ActivistHangsUpWhileTargetRings,
+}
+
+impl Scenario {
+    /// Every scenario; index `d` is picked by an activist number ending in digit `d` (9 is `Success` too).
+    pub const ALL: [Scenario; 9] = [
+        Scenario::Success,
+        Scenario::ActivistBusy,
+        Scenario::ActivistNoAnswer,
+        Scenario::ActivistVoicemail,
+        Scenario::NotConfirmed,
+        Scenario::TargetBusy,
+        Scenario::TargetNoAnswer,
+        Scenario::TargetVoicemail,
+        Scenario::ActivistHangsUpWhileTargetRings,
+    ];
+
+    /// The detailed state the call must end in.
+    pub fn expected_state(&self) -> DetailedState {
+        match self {
+            Scenario::Success => DetailedState::Completed,
+            Scenario::ActivistBusy => DetailedState::ActivistBusy,
+            Scenario::ActivistNoAnswer => DetailedState::ActivistNoAnswer,
+            Scenario::ActivistVoicemail => DetailedState::ActivistVoicemail,
+            Scenario::NotConfirmed => DetailedState::NotConfirmed,
+            Scenario::TargetBusy => DetailedState::TargetBusy,
+            Scenario::TargetNoAnswer => DetailedState::TargetNoAnswer,
+            Scenario::TargetVoicemail => DetailedState::TargetVoicemail,
+            Scenario::ActivistHangsUpWhileTargetRings => DetailedState::Abandoned,
+        }
+    }
+
+    /// The scenario for an activist number: by its last digit (see [`Scenario::ALL`]).
+    pub fn for_number(phone: &PhoneNumber) -> Scenario {
+        let digit = phone
+            .as_e164()
+            .bytes()
+            .last()
+            .map_or(0, |b| (b - b'0') as usize);
+        Scenario::ALL
+            .get(digit)
+            .copied()
+            .unwrap_or(Scenario::Success)
+    }
+}
+
+/// A callback the world will send, `after_ticks` ticks after the previous one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scripted {
+    /// Delay before it, in ticks.
+    pub after_ticks: u32,
+    /// The callback.
+    pub event: CallEvent,
+}
+
+fn sid(call_id: CallId, salt: u128) -> CallSid {
+    format!("CA{:032x}", call_id.as_uuid().as_u128() ^ salt)
+        .parse()
+        .expect("CA + 32 hex digits is a call SID")
+}
+
+/// The provider's side of one simulated call: which callbacks each command causes.
+#[derive(Debug, Clone)]
+pub struct SimulatedCall {
+    scenario: Scenario,
+    activist: CallSid,
+    target: CallSid,
+    conference: ConferenceSid,
+    a_alive: bool,
+    a_in_conf: bool,
+    b_dialled: bool,
+    b_alive: bool,
+    b_answered: bool,
+    b_in_conf: bool,
+    conf_live: bool,
+}
+
+impl SimulatedCall {
+    /// A call playing `scenario`; SIDs are derived from `call_id`.
+    pub fn new(scenario: Scenario, call_id: CallId) -> Self {
+        Self {
+            scenario,
+            activist: sid(call_id, 0xA),
+            target: sid(call_id, 0xB),
+            conference: format!("CF{:032x}", call_id.as_uuid().as_u128())
+                .parse()
+                .expect("CF + 32 hex digits is a conference SID"),
+            a_alive: false,
+            a_in_conf: false,
+            b_dialled: false,
+            b_alive: false,
+            b_answered: false,
+            b_in_conf: false,
+            conf_live: false,
+        }
+    }
+
+    /// The activist leg's SID.
+    pub fn activist_sid(&self) -> &CallSid {
+        &self.activist
+    }
+
+    /// The target leg's SID.
+    pub fn target_sid(&self) -> &CallSid {
+        &self.target
+    }
+
+    /// The conference's SID.
+    pub fn conference_sid(&self) -> &ConferenceSid {
+        &self.conference
+    }
+
+    fn leg_of(&self, sid: &CallSid) -> Option<Leg> {
+        if *sid == self.activist {
+            Some(Leg::Activist)
+        } else if *sid == self.target && self.b_dialled {
+            Some(Leg::Target)
+        } else {
+            None
+        }
+    }
+
+    fn status(&self, leg: Leg, status: LegStatus, duration: Option<u32>) -> CallEvent {
+        let sid = match leg {
+            Leg::Activist => &self.activist,
+            Leg::Target => &self.target,
+        };
+        CallEvent::LegStatus {
+            leg,
+            sid: Some(sid.clone()),
+            status,
+            duration_secs: duration,
+            sip_response_code: None,
+            at: None,
+        }
+    }
+
+    fn amd(&self, leg: Leg, answered_by: AnsweredBy) -> CallEvent {
+        let sid = if leg == Leg::Activist {
+            &self.activist
+        } else {
+            &self.target
+        };
+        CallEvent::AnsweredBy {
+            leg,
+            sid: Some(sid.clone()),
+            answered_by,
+        }
+    }
+
+    fn participant(&self, leg: Leg, joined: bool) -> CallEvent {
+        let conference_sid = self.conference.clone();
+        // The activist joins through TwiML without a label; the target carries one.
+        let (call_sid, label) = match leg {
+            Leg::Activist => (self.activist.clone(), None),
+            Leg::Target => (self.target.clone(), Some(Leg::Target)),
+        };
+        if joined {
+            CallEvent::ParticipantJoined {
+                conference_sid,
+                call_sid,
+                leg: label,
+            }
+        } else {
+            CallEvent::ParticipantLeft {
+                conference_sid,
+                call_sid,
+                leg: label,
+            }
+        }
+    }
+
+    /// The activist is called: the callbacks up to the point where the
+    /// service must act (join the conference, hang up a voicemail) or the end.
+    pub fn start(&mut self) -> Vec<Scripted> {
+        use LegStatus::*;
+        let a = Leg::Activist;
+        let mut ev = vec![
+            self.status(a, Initiated, None),
+            self.status(a, Ringing, None),
+        ];
+        match self.scenario {
+            Scenario::ActivistBusy => ev.push(self.status(a, Busy, Some(0))),
+            Scenario::ActivistNoAnswer => ev.push(self.status(a, NoAnswer, Some(0))),
+            Scenario::ActivistVoicemail => {
+                self.a_alive = true;
+                ev.push(self.status(a, InProgress, None));
+                ev.push(CallEvent::Prompted);
+                ev.push(self.amd(a, AnsweredBy::MachineStart));
+            }
+            Scenario::NotConfirmed => {
+                ev.push(self.status(a, InProgress, None));
+                ev.push(CallEvent::Prompted);
+                ev.push(self.amd(a, AnsweredBy::Human));
+                ev.push(self.status(a, Completed, Some(12)));
+            }
+            _ => {
+                self.a_alive = true;
+                self.a_in_conf = true;
+                self.conf_live = true;
+                ev.push(self.status(a, InProgress, None));
+                ev.push(CallEvent::Prompted);
+                ev.push(self.amd(a, AnsweredBy::Human));
+                ev.push(CallEvent::Confirmed(Confirmation::Digits("1".into())));
+                ev.push(CallEvent::ConferenceStarted {
+                    conference_sid: self.conference.clone(),
+                });
+                ev.push(self.participant(a, true));
+            }
+        }
+        ev.into_iter()
+            .map(|event| Scripted {
+                after_ticks: 1,
+                event,
+            })
+            .collect()
+    }
+
+    /// The target is added to the conference.
+    pub fn dial_target(&mut self) -> Vec<Scripted> {
+        use LegStatus::*;
+        let b = Leg::Target;
+        self.b_dialled = true;
+        self.b_alive = true;
+        let mut ev = vec![
+            Scripted {
+                after_ticks: 1,
+                event: self.status(b, Initiated, None),
+            },
+            Scripted {
+                after_ticks: 1,
+                event: self.status(b, Ringing, None),
+            },
+        ];
+        let mut push = |ticks, event| {
+            ev.push(Scripted {
+                after_ticks: ticks,
+                event,
+            })
+        };
+        match self.scenario {
+            Scenario::TargetBusy => {
+                self.b_alive = false;
+                push(2, self.status(b, Busy, Some(0)));
+            }
+            Scenario::TargetNoAnswer => {
+                self.b_alive = false;
+                push(4, self.status(b, NoAnswer, Some(0)));
+            }
+            Scenario::TargetVoicemail => {
+                self.b_answered = true;
+                self.b_in_conf = true;
+                push(2, self.status(b, InProgress, None));
+                push(0, self.participant(b, true));
+                push(1, self.amd(b, AnsweredBy::MachineStart));
+            }
+            Scenario::ActivistHangsUpWhileTargetRings => {
+                // The activist hangs up: leaves, which ends the conference.
+                self.a_alive = false;
+                self.a_in_conf = false;
+                self.conf_live = false;
+                push(2, self.participant(Leg::Activist, false));
+                push(
+                    0,
+                    CallEvent::ConferenceEnded {
+                        conference_sid: self.conference.clone(),
+                    },
+                );
+                push(0, self.status(Leg::Activist, Completed, Some(40)));
+            }
+            _ => {
+                // Success: they talk, then the target hangs up.
+                push(2, self.status(b, InProgress, None));
+                push(0, self.amd(b, AnsweredBy::Human));
+                push(0, self.participant(b, true));
+                self.b_answered = true;
+                self.b_in_conf = true;
+                self.b_alive = false;
+                self.b_in_conf = false;
+                push(10, self.participant(b, false));
+                push(0, self.status(b, Completed, Some(42)));
+                ev.extend(self.close_conference());
+            }
+        }
+        ev
+    }
+
+    fn close_conference(&mut self) -> Vec<Scripted> {
+        let mut ev: Vec<CallEvent> = Vec::new();
+        if !self.conf_live {
+            return Vec::new();
+        }
+        self.conf_live = false;
+        ev.push(CallEvent::ConferenceEnded {
+            conference_sid: self.conference.clone(),
+        });
+        if self.b_in_conf {
+            self.b_in_conf = false;
+            self.b_alive = false;
+            ev.push(self.participant(Leg::Target, false));
+            ev.push(self.status(Leg::Target, LegStatus::Completed, Some(5)));
+        }
+        if self.a_in_conf {
+            self.a_in_conf = false;
+            ev.push(self.participant(Leg::Activist, false));
+        }
+        if self.a_alive {
+            // The activist hears the closing message, then the call ends.
+            self.a_alive = false;
+            ev.push(self.status(Leg::Activist, LegStatus::Completed, Some(60)));
+        }
+        ev.into_iter()
+            .map(|event| Scripted {
+                after_ticks: 1,
+                event,
+            })
+            .collect()
+    }
+
+    /// The conference is ended by command.
+    pub fn end_conference(&mut self) -> Vec<Scripted> {
+        self.close_conference()
+    }
+
+    /// A leg is hung up by command.
+    pub fn hang_up(&mut self, sid: &CallSid) -> Vec<Scripted> {
+        match self.leg_of(sid) {
+            Some(Leg::Activist) if self.a_alive => {
+                if self.a_in_conf {
+                    // endConferenceOnExit: the conference ends with the activist.
+                    return self.close_conference();
+                }
+                self.a_alive = false;
+                vec![Scripted {
+                    after_ticks: 1,
+                    event: self.status(Leg::Activist, LegStatus::Completed, Some(20)),
+                }]
+            }
+            Some(Leg::Target) if self.b_alive => {
+                if self.b_in_conf {
+                    return self.close_conference();
+                }
+                self.b_alive = false;
+                let status = if self.b_answered {
+                    LegStatus::Completed
+                } else {
+                    LegStatus::Canceled
+                };
+                vec![Scripted {
+                    after_ticks: 1,
+                    event: self.status(Leg::Target, status, Some(0)),
+                }]
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// What the provider would answer to a status fetch.
+    pub fn snapshot(&self, sid: &CallSid) -> Option<LegSnapshot> {
+        let (alive, answered) = match self.leg_of(sid)? {
+            Leg::Activist => (self.a_alive, self.a_alive || self.a_in_conf),
+            Leg::Target => (self.b_alive, self.b_answered),
+        };
+        let status = match (alive, answered) {
+            (true, true) => LegStatus::InProgress,
+            (true, false) => LegStatus::Ringing,
+            (false, true) => LegStatus::Completed,
+            (false, false) => LegStatus::NoAnswer,
+        };
+        Some(LegSnapshot {
+            sid: sid.clone(),
+            status,
+            duration_secs: None,
+            answered_by: None,
+        })
+    }
+}
+
+/// How the simulated telephony picks a call's scenario.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScenarioPicker {
+    /// Every call plays this scenario.
+    Always(Scenario),
+    /// By the activist number's last digit (see [`Scenario::for_number`]).
+    ByActivistLastDigit,
+}
+
+/// A command the simulated telephony received.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TelephonyCommand {
+    /// `call_activist`.
+    CallActivist(ActivistCallRequest),
+    /// `add_target`.
+    AddTarget(TargetCallRequest),
+    /// `hang_up`.
+    HangUp {
+        /// The call.
+        call_id: CallId,
+        /// The leg.
+        sid: CallSid,
+        /// How.
+        how: HangUp,
+    },
+    /// `end_conference`.
+    EndConference {
+        /// The call.
+        call_id: CallId,
+        /// The conference.
+        conference_sid: ConferenceSid,
+    },
+    /// `fetch_leg`.
+    FetchLeg(CallSid),
+}
+
+/// Which command a configured failure applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CommandKind {
+    /// `call_activist`.
+    CallActivist,
+    /// `add_target`.
+    AddTarget,
+    /// `hang_up`.
+    HangUp,
+    /// `end_conference`.
+    EndConference,
+    /// `fetch_leg`.
+    FetchLeg,
+}
+
+#[derive(Default)]
+struct SimState {
+    calls: HashMap<CallId, SimulatedCall>,
+    by_sid: HashMap<CallSid, CallId>,
+    commands: Vec<TelephonyCommand>,
+    failures: HashMap<CommandKind, TelephonyError>,
+}
+
+/// A [`Telephony`] that plays [`Scenario`]s back into an [`EventSink`],
+/// records every command, and can be told to fail any of them.
+pub struct SimulatedTelephony {
+    picker: ScenarioPicker,
+    tick: Duration,
+    sink: OnceLock<Weak<dyn EventSink>>,
+    state: Arc<Mutex<SimState>>,
+}
+
+impl std::fmt::Debug for SimulatedTelephony {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimulatedTelephony")
+            .field("picker", &self.picker)
+            .field("tick", &self.tick)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SimulatedTelephony {
+    /// A simulated telephony; each scripted callback waits `tick` times its ticks.
+    pub fn new(picker: ScenarioPicker, tick: Duration) -> Self {
+        Self {
+            picker,
+            tick,
+            sink: OnceLock::new(),
+            state: Arc::default(),
+        }
+    }
+
+    /// Where callbacks go (the service). Set once; later calls are ignored.
+    pub fn connect(&self, sink: Weak<dyn EventSink>) {
+        let _ = self.sink.set(sink);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, SimState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Every command received, in order.
+    pub fn commands(&self) -> Vec<TelephonyCommand> {
+        self.lock().commands.clone()
+    }
+
+    /// Makes every following command of `kind` fail with `error` (`None`: succeed again).
+    pub fn set_failure(&self, kind: CommandKind, error: Option<TelephonyError>) {
+        let mut s = self.lock();
+        match error {
+            Some(e) => s.failures.insert(kind, e),
+            None => s.failures.remove(&kind),
+        };
+    }
+
+    fn record(&self, kind: CommandKind, command: TelephonyCommand) -> Result<(), TelephonyError> {
+        let mut s = self.lock();
+        s.commands.push(command);
+        s.failures.get(&kind).cloned().map_or(Ok(()), Err)
+    }
+
+    fn play(&self, call_id: CallId, steps: Vec<Scripted>) {
+        let Some(sink) = self.sink.get().cloned() else {
+            return;
+        };
+        if steps.is_empty() {
+            return;
+        }
+        let tick = self.tick;
+        tokio::spawn(async move {
+            for step in steps {
+                if !tick.is_zero() {
+                    tokio::time::sleep(tick * step.after_ticks).await;
+                } else {
+                    tokio::task::yield_now().await;
+                }
+                let Some(sink) = sink.upgrade() else { return };
+                let raw = RawEvent {
+                    kind: "simulated".into(),
+                    call_sid: None,
+                    payload: serde_json::to_string(&step.event).unwrap_or_default(),
+                    sequence_number: None,
+                    received_at: Utc::now(),
+                };
+                sink.deliver(call_id, step.event, Some(raw)).await;
+            }
+        });
+    }
+
+    fn with_call<R>(&self, call_id: CallId, f: impl FnOnce(&mut SimulatedCall) -> R) -> Option<R> {
+        self.lock().calls.get_mut(&call_id).map(f)
+    }
+}
+
+#[async_trait]
+impl Telephony for SimulatedTelephony {
+    async fn call_activist(&self, req: &ActivistCallRequest) -> Result<DialedLeg, TelephonyError> {
+        self.record(
+            CommandKind::CallActivist,
+            TelephonyCommand::CallActivist(req.clone()),
+        )?;
+        let scenario = match self.picker {
+            ScenarioPicker::Always(s) => s,
+            ScenarioPicker::ByActivistLastDigit => Scenario::for_number(&req.to),
+        };
+        let mut call = SimulatedCall::new(scenario, req.call_id);
+        let sid = call.activist_sid().clone();
+        let steps = call.start();
+        {
+            let mut s = self.lock();
+            s.by_sid.insert(sid.clone(), req.call_id);
+            s.by_sid.insert(call.target_sid().clone(), req.call_id);
+            s.calls.insert(req.call_id, call);
+        }
+        self.play(req.call_id, steps);
+        Ok(DialedLeg {
+            sid,
+            status: Some(LegStatus::Queued),
+        })
+    }
+
+    async fn add_target(&self, req: &TargetCallRequest) -> Result<DialedLeg, TelephonyError> {
+        self.record(
+            CommandKind::AddTarget,
+            TelephonyCommand::AddTarget(req.clone()),
+        )?;
+        let (sid, steps) = self
+            .with_call(req.call_id, |c| (c.target_sid().clone(), c.dial_target()))
+            .ok_or_else(|| TelephonyError::NotFound {
+                message: "no such conference".into(),
+            })?;
+        self.play(req.call_id, steps);
+        Ok(DialedLeg {
+            sid,
+            status: Some(LegStatus::Queued),
+        })
+    }
+
+    async fn hang_up(
+        &self,
+        call_id: CallId,
+        sid: &CallSid,
+        how: HangUp,
+    ) -> Result<(), TelephonyError> {
+        self.record(
+            CommandKind::HangUp,
+            TelephonyCommand::HangUp {
+                call_id,
+                sid: sid.clone(),
+                how,
+            },
+        )?;
+        let steps = self
+            .with_call(call_id, |c| c.hang_up(sid))
+            .unwrap_or_default();
+        self.play(call_id, steps);
+        Ok(())
+    }
+
+    async fn end_conference(
+        &self,
+        call_id: CallId,
+        conference: &ConferenceSid,
+    ) -> Result<(), TelephonyError> {
+        self.record(
+            CommandKind::EndConference,
+            TelephonyCommand::EndConference {
+                call_id,
+                conference_sid: conference.clone(),
+            },
+        )?;
+        let steps = self
+            .with_call(call_id, |c| c.end_conference())
+            .unwrap_or_default();
+        self.play(call_id, steps);
+        Ok(())
+    }
+
+    async fn fetch_leg(&self, sid: &CallSid) -> Result<LegSnapshot, TelephonyError> {
+        self.record(
+            CommandKind::FetchLeg,
+            TelephonyCommand::FetchLeg(sid.clone()),
+        )?;
+        let s = self.lock();
+        s.by_sid
+            .get(sid)
+            .and_then(|id| s.calls.get(id))
+            .and_then(|c| c.snapshot(sid))
+            .ok_or_else(|| TelephonyError::NotFound {
+                message: format!("no call {sid}"),
+            })
+    }
+}

@@ -1,0 +1,1 @@
+//! bonde-pressure http adapter (placeholder until its issue lands).

@@ -1,0 +1,1 @@
+//! bonde-pressure store adapter (placeholder until its issue lands).

@@ -1,0 +1,1 @@
+//! bonde-pressure twilio adapter (placeholder until its issue lands).
