@@ -109,3 +109,30 @@ impl ActionRecorder for StubActionRecorder {
         Ok(())
     }
 }
+
+/// A [`crate::Clock`] that only moves when told to.
+#[derive(Debug)]
+pub struct ManualClock {
+    now: Mutex<chrono::DateTime<chrono::Utc>>,
+}
+
+impl ManualClock {
+    /// A clock showing `now`.
+    pub fn new(now: chrono::DateTime<chrono::Utc>) -> Self {
+        Self {
+            now: Mutex::new(now),
+        }
+    }
+
+    /// Moves the clock forward.
+    pub fn advance(&self, by: std::time::Duration) {
+        let mut now = self.now.lock().unwrap_or_else(|p| p.into_inner());
+        *now += chrono::Duration::from_std(by).unwrap_or_default();
+    }
+}
+
+impl crate::Clock for ManualClock {
+    fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        *self.now.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}

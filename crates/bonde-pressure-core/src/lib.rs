@@ -32,7 +32,9 @@ pub use call::{
     LegStatus, UiStatus,
 };
 pub use domain::{Activist, CallId, CallSid, ConferenceSid, PhoneNumber, Region, Target, WidgetId};
-pub use fakes::{NoopActionRecorder, StaticCampaignDirectory, StubActionRecorder, demo_widget};
+pub use fakes::{
+    ManualClock, NoopActionRecorder, StaticCampaignDirectory, StubActionRecorder, demo_widget,
+};
 pub use memory::InMemoryCallStore;
 pub use ports::{
     ActionRecorder, CallStore, CampaignDirectory, Clock, RawEvent, StoreError, SystemClock,

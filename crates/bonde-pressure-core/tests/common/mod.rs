@@ -1,0 +1,89 @@
+//! Shared test harness: a service over the in-crate fakes.
+#![allow(dead_code)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bonde_pressure_core::{
+    ActivistInput, Call, CallId, Dependencies, EventSink, InMemoryCallStore, PressureService,
+    ScenarioPicker, ServiceConfig, SimulatedTelephony, StartCallRequest, StaticCampaignDirectory,
+    StubActionRecorder, SystemClock, TargetInput,
+};
+
+pub struct Harness {
+    pub service: Arc<PressureService>,
+    pub telephony: Arc<SimulatedTelephony>,
+    pub store: Arc<InMemoryCallStore>,
+    pub recorder: Arc<StubActionRecorder>,
+}
+
+pub fn harness(picker: ScenarioPicker) -> Harness {
+    harness_with_tick(picker, Duration::ZERO)
+}
+
+pub fn harness_with_tick(picker: ScenarioPicker, tick: Duration) -> Harness {
+    let telephony = Arc::new(SimulatedTelephony::new(picker, tick));
+    let store = Arc::new(InMemoryCallStore::new());
+    let recorder = Arc::new(StubActionRecorder::new());
+    let service = Arc::new(PressureService::new(
+        Dependencies {
+            store: store.clone(),
+            telephony: telephony.clone(),
+            directory: Arc::new(StaticCampaignDirectory::demo()),
+            recorder: recorder.clone(),
+            clock: Arc::new(SystemClock),
+        },
+        ServiceConfig::default(),
+    ));
+    let sink: Arc<dyn EventSink> = service.clone();
+    telephony.connect(Arc::downgrade(&sink));
+    Harness {
+        service,
+        telephony,
+        store,
+        recorder,
+    }
+}
+
+/// The front-end's request for the demo widget, with the national format it sends.
+pub fn demo_request() -> StartCallRequest {
+    StartCallRequest {
+        widget_id: 1,
+        activist: ActivistInput {
+            name: "Ana Souza".into(),
+            first_name: Some("Ana".into()),
+            last_name: Some("Souza".into()),
+            email: "ana@example.org".into(),
+            phone: "11 91234-5678".into(),
+        },
+        target: TargetInput {
+            name: "Demo Target".into(),
+            phone: "+55 61 99999-0000".into(),
+        },
+    }
+}
+
+/// Waits until the call is terminal and no event changed it for a while.
+pub async fn settle(service: &PressureService, id: CallId) -> Call {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut last_version = u64::MAX;
+    let mut quiet_rounds = 0;
+    loop {
+        let call = service.call(id).await.unwrap().expect("call exists");
+        if call.is_terminal() && call.version == last_version {
+            quiet_rounds += 1;
+            if quiet_rounds >= 20 {
+                return call;
+            }
+        } else {
+            quiet_rounds = 0;
+        }
+        last_version = call.version;
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "call never settled: {:?}",
+            call.state()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
