@@ -1,1 +1,32 @@
-//! bonde-pressure twilio adapter (placeholder until its issue lands).
+//! # bonde-pressure-twilio
+//!
+//! The Twilio adapter of bonde-pressure, with no Twilio SDK:
+//!
+//! - [`TwilioClient`]: core's [`Telephony`](bonde_pressure_core::Telephony)
+//!   port over Twilio's REST API (create the activist's call, add the target
+//!   to the conference, hang up / cancel a leg, end a conference, fetch a
+//!   leg), with bounded retries and errors mapped to
+//!   [`TelephonyError`](bonde_pressure_core::TelephonyError).
+//! - [`TwilioConfig`], [`Credentials`], [`RetryPolicy`]: its configuration.
+//! - [`urls`]: the webhook route contract ([`Route`], path templates,
+//!   [`CallbackUrls`]), shared with the HTTP crate.
+//! - [`twiml`]: a TwiML writer and [`twiml::render`] of core's voice scripts.
+//! - [`webhook`]: Twilio's webhook forms parsed into core
+//!   [`CallEvent`](bonde_pressure_core::CallEvent)s.
+//! - [`signature`]: `X-Twilio-Signature` signing and validation.
+//!
+//! No `reqwest` type appears in the public API.
+
+pub mod client;
+pub mod config;
+pub mod error;
+pub mod signature;
+pub mod twiml;
+pub mod urls;
+pub mod webhook;
+
+pub use client::TwilioClient;
+pub use config::{ConfigError, Credentials, RetryPolicy, Secret, TwilioConfig};
+pub use signature::{SignatureError, SignatureValidator};
+pub use urls::{CallbackUrls, Route};
+pub use webhook::WebhookError;

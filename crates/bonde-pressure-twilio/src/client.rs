@@ -1,0 +1,402 @@
+//! The REST client: core's [`Telephony`] port over Twilio's 2010-04-01 API.
+
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bonde_pressure_core::ports::{ActivistCallRequest, DialedLeg, LegSnapshot, TargetCallRequest};
+use bonde_pressure_core::{
+    AnsweredBy, CallId, CallSid, ConferenceSid, HangUp, LegStatus, Telephony, TelephonyError,
+};
+use serde::Deserialize;
+use tracing::{debug, warn};
+
+use crate::config::{ConfigError, TwilioConfig};
+use crate::error::{is_retryable, map_error, parse_retry_after};
+
+/// The events both legs report to their status callbacks.
+pub const STATUS_CALLBACK_EVENTS: [&str; 4] = ["initiated", "ringing", "answered", "completed"];
+
+/// The participant label of the target leg (the activist's is set in TwiML).
+pub const TARGET_LABEL: &str = "target";
+
+/// A form body: name/value pairs, names may repeat.
+pub type Form = Vec<(String, String)>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Method {
+    Get,
+    Post,
+}
+
+/// Whether repeating a request whose answer was lost can do harm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Safety {
+    /// Fetches and status updates: repeating is harmless.
+    Idempotent,
+    /// Places a call: repeating may ring someone twice.
+    CreatesCall,
+}
+
+/// Twilio's REST API as a [`Telephony`]. Cheap to clone (shares its
+/// connection pool).
+#[derive(Debug, Clone)]
+pub struct TwilioClient {
+    http: reqwest::Client,
+    config: TwilioConfig,
+}
+
+#[derive(Deserialize)]
+struct CallResource {
+    sid: String,
+    status: Option<String>,
+    duration: Option<serde_json::Value>,
+    answered_by: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ParticipantResource {
+    call_sid: String,
+    status: Option<String>,
+}
+
+fn pair(k: &str, v: impl Into<String>) -> (String, String) {
+    (k.to_owned(), v.into())
+}
+
+fn push_events(form: &mut Form) {
+    for e in STATUS_CALLBACK_EVENTS {
+        form.push(pair("StatusCallbackEvent", e));
+    }
+}
+
+/// Encodes a form body (`application/x-www-form-urlencoded`), keeping order
+/// and repeated names.
+pub fn encode_form(form: &[(String, String)]) -> String {
+    let mut s = form_urlencoded::Serializer::new(String::new());
+    for (k, v) in form {
+        s.append_pair(k, v);
+    }
+    s.finish()
+}
+
+/// A participant's status (`queued connecting ringing connected complete
+/// failed`) as a leg status.
+pub fn participant_status(s: &str) -> Option<LegStatus> {
+    match s {
+        "queued" => Some(LegStatus::Queued),
+        "connecting" => Some(LegStatus::Initiated),
+        "ringing" => Some(LegStatus::Ringing),
+        "connected" => Some(LegStatus::InProgress),
+        "complete" => Some(LegStatus::Completed),
+        "failed" => Some(LegStatus::Failed),
+        _ => None,
+    }
+}
+
+fn unexpected(what: &str, body: &str) -> TelephonyError {
+    let snippet: String = body.chars().take(200).collect();
+    TelephonyError::Unavailable {
+        message: format!("unexpected answer from Twilio ({what}): {snippet}"),
+    }
+}
+
+fn duration_of(v: &serde_json::Value) -> Option<u32> {
+    match v {
+        serde_json::Value::Number(n) => n.as_u64().and_then(|n| u32::try_from(n).ok()),
+        serde_json::Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+impl TwilioClient {
+    /// A client for this configuration.
+    pub fn new(config: TwilioConfig) -> Result<Self, ConfigError> {
+        let http = reqwest::Client::builder()
+            .timeout(config.request_timeout())
+            .connect_timeout(config.request_timeout())
+            .user_agent(concat!("bonde-pressure-twilio/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| ConfigError::HttpClient(e.to_string()))?;
+        Ok(Self { http, config })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &TwilioConfig {
+        &self.config
+    }
+
+    fn account_url(&self, tail: &str) -> String {
+        format!(
+            "{}/2010-04-01/Accounts/{}/{}",
+            self.config.api_base(),
+            self.config.account_sid(),
+            tail
+        )
+    }
+
+    /// The form that creates the activist's call (`POST …/Calls.json`).
+    pub fn activist_call_form(&self, req: &ActivistCallRequest) -> Form {
+        let urls = self.config.callbacks();
+        let id = req.call_id;
+        let mut form = vec![
+            pair("To", req.to.as_e164()),
+            pair("From", self.config.from_number().as_e164()),
+            pair("Url", urls.answer(id)),
+            pair("Method", "POST"),
+            pair("StatusCallback", urls.status_callback(id)),
+            pair("StatusCallbackMethod", "POST"),
+        ];
+        push_events(&mut form);
+        form.push(pair("Timeout", req.timeout_secs.to_string()));
+        if req.detect_machine {
+            form.extend([
+                pair("MachineDetection", "Enable"),
+                pair("AsyncAmd", "true"),
+                pair("AsyncAmdStatusCallback", urls.amd_status_callback(id)),
+                pair("AsyncAmdStatusCallbackMethod", "POST"),
+            ]);
+        }
+        form
+    }
+
+    /// The form that adds the target to the conference
+    /// (`POST …/Conferences/{call id}/Participants.json`).
+    pub fn target_participant_form(&self, req: &TargetCallRequest) -> Form {
+        let urls = self.config.callbacks();
+        let id = req.call_id;
+        let from = req
+            .caller_id
+            .as_ref()
+            .unwrap_or(self.config.from_number())
+            .as_e164();
+        let mut form = vec![
+            pair("From", from),
+            pair("To", req.to.as_e164()),
+            pair("Label", TARGET_LABEL),
+            pair("Beep", "false"),
+            pair("EndConferenceOnExit", "true"),
+            pair("Timeout", req.timeout_secs.to_string()),
+            pair("StatusCallback", urls.dial_status_callback(id)),
+            pair("StatusCallbackMethod", "POST"),
+        ];
+        push_events(&mut form);
+        if req.detect_machine {
+            form.extend([
+                pair("MachineDetection", "Enable"),
+                pair("AmdStatusCallback", urls.dial_amd_status_callback(id)),
+                pair("AmdStatusCallbackMethod", "POST"),
+            ]);
+        }
+        form
+    }
+
+    /// Sends a request, retrying transient failures per the retry policy;
+    /// returns the body of a 2xx answer.
+    async fn send(
+        &self,
+        method: Method,
+        url: &str,
+        form: Option<&[(String, String)]>,
+        safety: Safety,
+    ) -> Result<String, TelephonyError> {
+        let policy = *self.config.retry();
+        let started = Instant::now();
+        let body = form.map(encode_form);
+        let (user, pass) = self.config.basic_auth();
+        let path = url.strip_prefix(self.config.api_base()).unwrap_or(url);
+        let mut attempt: u32 = 1;
+        loop {
+            let mut request = match method {
+                Method::Get => self.http.get(url),
+                Method::Post => self.http.post(url),
+            }
+            .basic_auth(user, Some(pass))
+            .header(reqwest::header::ACCEPT, "application/json");
+            if let Some(b) = &body {
+                request = request
+                    .header(
+                        reqwest::header::CONTENT_TYPE,
+                        "application/x-www-form-urlencoded",
+                    )
+                    .body(b.clone());
+            }
+            let (error, retryable, retry_after) = match request.send().await {
+                Ok(response) => {
+                    let status = response.status().as_u16();
+                    let retry_after = response
+                        .headers()
+                        .get(reqwest::header::RETRY_AFTER)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| parse_retry_after(v, chrono::Utc::now()));
+                    match response.text().await {
+                        Ok(text) if (200..300).contains(&status) => {
+                            debug!(path, status, attempt, "twilio request succeeded");
+                            return Ok(text);
+                        }
+                        Ok(text) => (
+                            map_error(status, &text, retry_after),
+                            is_retryable(status, &text),
+                            retry_after,
+                        ),
+                        Err(e) => (
+                            TelephonyError::Unavailable {
+                                message: format!("HTTP {status}, body unreadable: {e}"),
+                            },
+                            safety == Safety::Idempotent || policy.retry_unsafe_timeouts,
+                            None,
+                        ),
+                    }
+                }
+                Err(e) if e.is_connect() => (
+                    TelephonyError::Unavailable {
+                        message: "could not connect to Twilio".into(),
+                    },
+                    true,
+                    None,
+                ),
+                Err(e) if e.is_timeout() => (
+                    TelephonyError::Unavailable {
+                        message: "Twilio did not answer in time; the request may have taken effect"
+                            .into(),
+                    },
+                    safety == Safety::Idempotent || policy.retry_unsafe_timeouts,
+                    None,
+                ),
+                Err(e) => (
+                    TelephonyError::Unavailable {
+                        message: format!("request to Twilio failed: {e}"),
+                    },
+                    safety == Safety::Idempotent,
+                    None,
+                ),
+            };
+            if !retryable || attempt >= policy.max_attempts {
+                warn!(path, attempt, %error, "twilio request failed");
+                return Err(error);
+            }
+            let mut delay = policy.backoff(attempt);
+            if let Some(ra) = retry_after {
+                delay = delay.max(ra);
+            }
+            if started.elapsed() + delay > policy.max_elapsed {
+                warn!(path, attempt, %error, "twilio request failed; retry budget spent");
+                return Err(error);
+            }
+            warn!(path, attempt, %error, delay_ms = delay.as_millis() as u64, "twilio request failed; retrying");
+            tokio::time::sleep(delay).await;
+            attempt += 1;
+        }
+    }
+
+    async fn update_call(&self, sid: &CallSid, status: &str) -> Result<(), TelephonyError> {
+        let url = self.account_url(&format!("Calls/{}.json", sid.as_str()));
+        let form = vec![pair("Status", status)];
+        self.send(Method::Post, &url, Some(&form), Safety::Idempotent)
+            .await
+            .map(drop)
+    }
+}
+
+#[async_trait]
+impl Telephony for TwilioClient {
+    async fn call_activist(&self, req: &ActivistCallRequest) -> Result<DialedLeg, TelephonyError> {
+        let url = self.account_url("Calls.json");
+        let form = self.activist_call_form(req);
+        let body = self
+            .send(Method::Post, &url, Some(&form), Safety::CreatesCall)
+            .await?;
+        let call: CallResource =
+            serde_json::from_str(&body).map_err(|_| unexpected("call", &body))?;
+        let sid = call
+            .sid
+            .parse()
+            .map_err(|_| unexpected("call sid", &body))?;
+        Ok(DialedLeg {
+            sid,
+            status: call.status.as_deref().and_then(LegStatus::parse),
+        })
+    }
+
+    async fn add_target(&self, req: &TargetCallRequest) -> Result<DialedLeg, TelephonyError> {
+        let url = self.account_url(&format!("Conferences/{}/Participants.json", req.call_id));
+        let form = self.target_participant_form(req);
+        let body = self
+            .send(Method::Post, &url, Some(&form), Safety::CreatesCall)
+            .await?;
+        let p: ParticipantResource =
+            serde_json::from_str(&body).map_err(|_| unexpected("participant", &body))?;
+        let sid = p
+            .call_sid
+            .parse()
+            .map_err(|_| unexpected("participant call sid", &body))?;
+        Ok(DialedLeg {
+            sid,
+            status: p.status.as_deref().and_then(participant_status),
+        })
+    }
+
+    async fn hang_up(
+        &self,
+        call_id: CallId,
+        sid: &CallSid,
+        how: HangUp,
+    ) -> Result<(), TelephonyError> {
+        let status = match how {
+            HangUp::Cancel => "canceled",
+            HangUp::Complete => "completed",
+        };
+        debug!(%call_id, %sid, status, "ending leg");
+        self.update_call(sid, status).await
+    }
+
+    async fn end_conference(
+        &self,
+        call_id: CallId,
+        conference: &ConferenceSid,
+    ) -> Result<(), TelephonyError> {
+        debug!(%call_id, %conference, "ending conference");
+        let url = self.account_url(&format!("Conferences/{}.json", conference.as_str()));
+        let form = vec![pair("Status", "completed")];
+        self.send(Method::Post, &url, Some(&form), Safety::Idempotent)
+            .await
+            .map(drop)
+    }
+
+    async fn fetch_leg(&self, sid: &CallSid) -> Result<LegSnapshot, TelephonyError> {
+        let url = self.account_url(&format!("Calls/{}.json", sid.as_str()));
+        let body = self
+            .send(Method::Get, &url, None, Safety::Idempotent)
+            .await?;
+        let call: CallResource =
+            serde_json::from_str(&body).map_err(|_| unexpected("call", &body))?;
+        let status = call
+            .status
+            .as_deref()
+            .and_then(LegStatus::parse)
+            .ok_or_else(|| unexpected("call status", &body))?;
+        let fetched_sid: CallSid = call
+            .sid
+            .parse()
+            .map_err(|_| unexpected("call sid", &body))?;
+        Ok(LegSnapshot {
+            sid: fetched_sid,
+            status,
+            duration_secs: call.duration.as_ref().and_then(duration_of),
+            answered_by: call.answered_by.as_deref().and_then(AnsweredBy::parse),
+        })
+    }
+}
+
+/// The longest one command can take, all attempts and backoffs included
+/// (for callers sizing their own deadlines): a retry never starts after the
+/// policy's `max_elapsed`, and each attempt lasts at most the request timeout.
+pub fn worst_case_duration(config: &TwilioConfig) -> Duration {
+    let r = config.retry();
+    let t = config.request_timeout();
+    let by_budget = r.max_elapsed + t;
+    let by_attempts = t * r.max_attempts
+        + (1..r.max_attempts)
+            .map(|i| r.backoff_cap(i))
+            .sum::<Duration>();
+    by_budget.min(by_attempts)
+}

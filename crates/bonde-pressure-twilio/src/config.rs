@@ -1,0 +1,442 @@
+//! Client configuration: account, credentials, numbers, URLs, timeouts, retries.
+
+use std::fmt;
+use std::time::Duration;
+
+use bonde_pressure_core::PhoneNumber;
+
+use crate::urls::CallbackUrls;
+
+/// Twilio's production API.
+pub const DEFAULT_API_BASE: &str = "https://api.twilio.com";
+
+/// Shortest request timeout accepted (shorter values are raised to it).
+pub const MIN_REQUEST_TIMEOUT: Duration = Duration::from_millis(10);
+/// Longest request timeout accepted (longer values are lowered to it):
+/// webhooks wait on some requests, and Twilio gives them 15 s in all.
+pub const MAX_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why a configuration was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The account SID is not `AC` followed by 32 hex digits.
+    #[error("invalid Twilio account SID (expected AC followed by 32 hex digits)")]
+    AccountSid,
+    /// The API key SID is not `SK` followed by 32 hex digits.
+    #[error("invalid Twilio API key SID (expected SK followed by 32 hex digits)")]
+    ApiKeySid,
+    /// An empty auth token or API key secret.
+    #[error("empty Twilio auth token or API key secret")]
+    EmptySecret,
+    /// The public base URL is unusable.
+    #[error("invalid public base URL: {0}")]
+    BaseUrl(String),
+    /// The API base URL is unusable.
+    #[error("invalid Twilio API base URL: {0}")]
+    ApiBase(String),
+    /// The HTTP client could not be built.
+    #[error("HTTP client could not be built: {0}")]
+    HttpClient(String),
+}
+
+/// A secret string whose `Debug` and `Display` never show it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret.
+    pub fn new(secret: impl Into<String>) -> Self {
+        Self(secret.into())
+    }
+
+    /// The secret itself. Never log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl From<String> for Secret {
+    fn from(value: String) -> Self {
+        Self(value)
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(value: &str) -> Self {
+        Self(value.to_owned())
+    }
+}
+
+/// How REST requests authenticate (HTTP Basic). The account SID is always in
+/// the path. Note that webhook signatures are always computed with the
+/// account's **auth token**, even when REST requests use an API key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credentials {
+    /// `AccountSid:AuthToken`.
+    AuthToken(Secret),
+    /// `ApiKeySid:ApiKeySecret` (recommended for production: revocable).
+    ApiKey {
+        /// The key's SID (`SK…`).
+        sid: String,
+        /// The key's secret.
+        secret: Secret,
+    },
+}
+
+impl Credentials {
+    fn validate(&self) -> Result<(), ConfigError> {
+        match self {
+            Credentials::AuthToken(t) if t.expose().is_empty() => Err(ConfigError::EmptySecret),
+            Credentials::AuthToken(_) => Ok(()),
+            Credentials::ApiKey { sid, secret } => {
+                if !is_sid(sid, "SK") {
+                    return Err(ConfigError::ApiKeySid);
+                }
+                if secret.expose().is_empty() {
+                    return Err(ConfigError::EmptySecret);
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+pub(crate) fn is_sid(s: &str, prefix: &str) -> bool {
+    s.len() == 34 && s.starts_with(prefix) && s.bytes().skip(2).all(|b| b.is_ascii_hexdigit())
+}
+
+/// Retries of transient failures: exponential backoff with full jitter,
+/// bounded in attempts and in total time.
+///
+/// Retried: HTTP 429 (and Twilio code 20429), 5xx, connection failures, and
+/// timeouts of idempotent requests (hang up, end conference, fetch). A
+/// timed-out request that **creates** a call is not retried unless
+/// [`RetryPolicy::retry_unsafe_timeouts`] is set: Twilio may have placed the
+/// call already, and a second one would ring a real person twice. Other 4xx
+/// are never retried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Attempts in all, the first included (at least 1).
+    pub max_attempts: u32,
+    /// Backoff before the first retry; doubles with each retry.
+    pub initial_backoff: Duration,
+    /// Largest backoff between two attempts.
+    pub max_backoff: Duration,
+    /// No retry is started once this much time has passed since the first
+    /// attempt (nor when its backoff would end past it).
+    pub max_elapsed: Duration,
+    /// Also retry timed-out requests that create calls (may place duplicates).
+    pub retry_unsafe_timeouts: bool,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            max_attempts: 4,
+            initial_backoff: Duration::from_millis(200),
+            max_backoff: Duration::from_secs(2),
+            max_elapsed: Duration::from_secs(8),
+            retry_unsafe_timeouts: false,
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// No retries at all.
+    pub fn none() -> Self {
+        Self {
+            max_attempts: 1,
+            ..Self::default()
+        }
+    }
+
+    /// The backoff before retry number `retry` (1-based): a random duration
+    /// in `[0, min(max_backoff, initial_backoff * 2^(retry-1))]` ("full jitter").
+    pub fn backoff(&self, retry: u32) -> Duration {
+        let cap = self.backoff_cap(retry);
+        let cap_us = u64::try_from(cap.as_micros()).unwrap_or(u64::MAX);
+        Duration::from_micros(fastrand::u64(0..=cap_us))
+    }
+
+    /// The upper bound of the backoff before retry number `retry` (1-based).
+    pub fn backoff_cap(&self, retry: u32) -> Duration {
+        let exp = retry.saturating_sub(1).min(20);
+        self.initial_backoff
+            .saturating_mul(1u32 << exp)
+            .min(self.max_backoff)
+    }
+}
+
+/// Everything the Twilio client needs.
+#[derive(Debug, Clone)]
+pub struct TwilioConfig {
+    account_sid: String,
+    credentials: Credentials,
+    from_number: PhoneNumber,
+    api_base: String,
+    callbacks: CallbackUrls,
+    request_timeout: Duration,
+    retry: RetryPolicy,
+}
+
+impl TwilioConfig {
+    /// A configuration with the default API base
+    /// ([`DEFAULT_API_BASE`]), a 10 s request timeout and the default
+    /// [`RetryPolicy`]. `public_base_url` is the URL Twilio reaches this
+    /// service at (`BASE_URL`).
+    pub fn new(
+        account_sid: impl Into<String>,
+        credentials: Credentials,
+        from_number: PhoneNumber,
+        public_base_url: &str,
+    ) -> Result<Self, ConfigError> {
+        let account_sid = account_sid.into().trim().to_owned();
+        if !is_sid(&account_sid, "AC") {
+            return Err(ConfigError::AccountSid);
+        }
+        credentials.validate()?;
+        Ok(Self {
+            account_sid,
+            credentials,
+            from_number,
+            api_base: DEFAULT_API_BASE.to_owned(),
+            callbacks: CallbackUrls::new(public_base_url)?,
+            request_timeout: Duration::from_secs(10),
+            retry: RetryPolicy::default(),
+        })
+    }
+
+    /// Points the client at another API base (`TWILIO_API_BASE`: a fake in
+    /// tests, a regional edge...): `http(s)://host[:port]`, no trailing path.
+    pub fn with_api_base(mut self, api_base: &str) -> Result<Self, ConfigError> {
+        let base = api_base.trim().trim_end_matches('/');
+        let rest = base
+            .strip_prefix("https://")
+            .or_else(|| base.strip_prefix("http://"))
+            .ok_or_else(|| ConfigError::ApiBase("must start with http:// or https://".into()))?;
+        if rest.is_empty() || rest.contains(['/', '?', '#', ' ']) {
+            return Err(ConfigError::ApiBase(
+                "expected scheme://host[:port] and nothing else".into(),
+            ));
+        }
+        self.api_base = base.to_owned();
+        Ok(self)
+    }
+
+    /// Sets the timeout of one HTTP request, kept within
+    /// [`MIN_REQUEST_TIMEOUT`]..=[`MAX_REQUEST_TIMEOUT`].
+    pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout.clamp(MIN_REQUEST_TIMEOUT, MAX_REQUEST_TIMEOUT);
+        self
+    }
+
+    /// Sets the retry policy (`max_attempts` is raised to at least 1).
+    pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = RetryPolicy {
+            max_attempts: retry.max_attempts.max(1),
+            ..retry
+        };
+        self
+    }
+
+    /// The account SID.
+    pub fn account_sid(&self) -> &str {
+        &self.account_sid
+    }
+
+    /// The REST credentials.
+    pub fn credentials(&self) -> &Credentials {
+        &self.credentials
+    }
+
+    /// Our number: caller id of the activist leg, and of the target leg unless the request names one.
+    pub fn from_number(&self) -> &PhoneNumber {
+        &self.from_number
+    }
+
+    /// The API base URL, without a trailing slash.
+    pub fn api_base(&self) -> &str {
+        &self.api_base
+    }
+
+    /// The callback URLs.
+    pub fn callbacks(&self) -> &CallbackUrls {
+        &self.callbacks
+    }
+
+    /// The timeout of one HTTP request.
+    pub fn request_timeout(&self) -> Duration {
+        self.request_timeout
+    }
+
+    /// The retry policy.
+    pub fn retry(&self) -> &RetryPolicy {
+        &self.retry
+    }
+
+    /// The Basic auth user and password.
+    pub(crate) fn basic_auth(&self) -> (&str, &str) {
+        match &self.credentials {
+            Credentials::AuthToken(t) => (&self.account_sid, t.expose()),
+            Credentials::ApiKey { sid, secret } => (sid, secret.expose()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn number() -> PhoneNumber {
+        PhoneNumber::parse_e164("+5511912345678").unwrap()
+    }
+
+    const AC: &str = "AC0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn validates_sids_and_secrets() {
+        let ok = TwilioConfig::new(
+            AC,
+            Credentials::AuthToken("t".into()),
+            number(),
+            "https://x",
+        );
+        assert!(ok.is_ok());
+        assert_eq!(
+            TwilioConfig::new(
+                "AC123",
+                Credentials::AuthToken("t".into()),
+                number(),
+                "https://x"
+            )
+            .unwrap_err(),
+            ConfigError::AccountSid
+        );
+        assert_eq!(
+            TwilioConfig::new(AC, Credentials::AuthToken("".into()), number(), "https://x")
+                .unwrap_err(),
+            ConfigError::EmptySecret
+        );
+        let bad_key = Credentials::ApiKey {
+            sid: AC.into(),
+            secret: "s".into(),
+        };
+        assert_eq!(
+            TwilioConfig::new(AC, bad_key, number(), "https://x").unwrap_err(),
+            ConfigError::ApiKeySid
+        );
+        assert!(matches!(
+            TwilioConfig::new(AC, Credentials::AuthToken("t".into()), number(), "x"),
+            Err(ConfigError::BaseUrl(_))
+        ));
+    }
+
+    #[test]
+    fn basic_auth_user_depends_on_credentials() {
+        let c = TwilioConfig::new(
+            AC,
+            Credentials::AuthToken("tok".into()),
+            number(),
+            "https://x",
+        )
+        .unwrap();
+        assert_eq!(c.basic_auth(), (AC, "tok"));
+        let sk = "SK0123456789abcdef0123456789abcdef";
+        let c = TwilioConfig::new(
+            AC,
+            Credentials::ApiKey {
+                sid: sk.into(),
+                secret: "sec".into(),
+            },
+            number(),
+            "https://x",
+        )
+        .unwrap();
+        assert_eq!(c.basic_auth(), (sk, "sec"));
+        assert_eq!(c.account_sid(), AC);
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let c = TwilioConfig::new(
+            AC,
+            Credentials::AuthToken("supersecret".into()),
+            number(),
+            "https://x",
+        )
+        .unwrap();
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("supersecret"), "{shown}");
+        assert!(!shown.contains("912345678"), "phone number leaked: {shown}");
+    }
+
+    #[test]
+    fn timeouts_are_bounded_and_api_base_checked() {
+        let c = TwilioConfig::new(
+            AC,
+            Credentials::AuthToken("t".into()),
+            number(),
+            "https://x",
+        )
+        .unwrap();
+        assert_eq!(
+            c.clone()
+                .with_request_timeout(Duration::from_secs(3600))
+                .request_timeout(),
+            MAX_REQUEST_TIMEOUT
+        );
+        assert_eq!(
+            c.clone()
+                .with_request_timeout(Duration::ZERO)
+                .request_timeout(),
+            MIN_REQUEST_TIMEOUT
+        );
+        assert_eq!(
+            c.clone()
+                .with_api_base("http://127.0.0.1:9999/")
+                .unwrap()
+                .api_base(),
+            "http://127.0.0.1:9999"
+        );
+        assert!(c.clone().with_api_base("127.0.0.1").is_err());
+        assert!(c.clone().with_api_base("https://x/2010-04-01").is_err());
+        assert_eq!(
+            c.with_retry(RetryPolicy {
+                max_attempts: 0,
+                ..RetryPolicy::default()
+            })
+            .retry()
+            .max_attempts,
+            1
+        );
+    }
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let p = RetryPolicy {
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_millis(350),
+            ..RetryPolicy::default()
+        };
+        assert_eq!(p.backoff_cap(1), Duration::from_millis(100));
+        assert_eq!(p.backoff_cap(2), Duration::from_millis(200));
+        assert_eq!(p.backoff_cap(3), Duration::from_millis(350));
+        assert_eq!(p.backoff_cap(60), Duration::from_millis(350));
+        for retry in 1..6 {
+            assert!(p.backoff(retry) <= p.backoff_cap(retry));
+        }
+    }
+}

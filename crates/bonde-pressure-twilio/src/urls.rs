@@ -1,0 +1,304 @@
+//! The webhook route contract: the path of every URL Twilio calls back, and
+//! the absolute URLs built from the public base URL.
+//!
+//! The HTTP crate serves the path templates ([`Route::path_template`], or the
+//! `*_PATH` constants, in axum 0.8 syntax); this crate passes the absolute
+//! URLs ([`CallbackUrls`]) to Twilio with every call it places, so nothing has
+//! to be configured on the phone number itself.
+
+use std::fmt;
+
+use bonde_pressure_core::{CallId, Leg, ScriptMoment};
+
+use crate::config::ConfigError;
+
+/// Activist answer (voice `Url` of leg A, returns TwiML).
+pub const ANSWER_PATH: &str = "/v1/phone/answer/{call_id}";
+/// Activist status callback (leg A).
+pub const STATUS_CALLBACK_PATH: &str = "/v1/phone/status-callback/{call_id}";
+/// Activist async AMD callback.
+pub const AMD_STATUS_CALLBACK_PATH: &str = "/v1/phone/amd-status-callback/{call_id}";
+/// Gather action: the activist's confirmation (returns TwiML).
+pub const DIAL_PATH: &str = "/v1/phone/dial/{call_id}";
+/// Target status callback (leg B, Participants API `StatusCallback`).
+pub const DIAL_STATUS_CALLBACK_PATH: &str = "/v1/phone/dial-status-callback/{call_id}";
+/// Target AMD callback (Participants API `AmdStatusCallback`).
+pub const DIAL_AMD_STATUS_CALLBACK_PATH: &str = "/v1/phone/dial-amd-status-callback/{call_id}";
+/// Conference status callback.
+pub const CONFERENCE_STATUS_CALLBACK_PATH: &str = "/v1/phone/conference-status-callback/{call_id}";
+/// After the conference: the `<Dial action>` (returns TwiML).
+pub const AFTER_DIAL_PATH: &str = "/v1/phone/after-dial/{call_id}";
+
+/// One webhook route of the contract.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Route {
+    /// `{base}/v1/phone/answer/{id}`: leg A answered; answer with TwiML.
+    Answer,
+    /// `{base}/v1/phone/status-callback/{id}`: leg A status.
+    StatusCallback,
+    /// `{base}/v1/phone/amd-status-callback/{id}`: leg A answering-machine verdict.
+    AmdStatusCallback,
+    /// `{base}/v1/phone/dial/{id}`: the gather's action (confirmation); answer with TwiML.
+    Dial,
+    /// `{base}/v1/phone/dial-status-callback/{id}`: leg B status.
+    DialStatusCallback,
+    /// `{base}/v1/phone/dial-amd-status-callback/{id}`: leg B answering-machine verdict.
+    DialAmdStatusCallback,
+    /// `{base}/v1/phone/conference-status-callback/{id}`: conference events.
+    ConferenceStatusCallback,
+    /// `{base}/v1/phone/after-dial/{id}`: the `<Dial action>`; answer with TwiML.
+    AfterDial,
+}
+
+impl Route {
+    /// Every route.
+    pub const ALL: [Route; 8] = [
+        Route::Answer,
+        Route::StatusCallback,
+        Route::AmdStatusCallback,
+        Route::Dial,
+        Route::DialStatusCallback,
+        Route::DialAmdStatusCallback,
+        Route::ConferenceStatusCallback,
+        Route::AfterDial,
+    ];
+
+    /// The path template in axum 0.8 syntax (`/v1/phone/answer/{call_id}`).
+    pub fn path_template(&self) -> &'static str {
+        match self {
+            Route::Answer => ANSWER_PATH,
+            Route::StatusCallback => STATUS_CALLBACK_PATH,
+            Route::AmdStatusCallback => AMD_STATUS_CALLBACK_PATH,
+            Route::Dial => DIAL_PATH,
+            Route::DialStatusCallback => DIAL_STATUS_CALLBACK_PATH,
+            Route::DialAmdStatusCallback => DIAL_AMD_STATUS_CALLBACK_PATH,
+            Route::ConferenceStatusCallback => CONFERENCE_STATUS_CALLBACK_PATH,
+            Route::AfterDial => AFTER_DIAL_PATH,
+        }
+    }
+
+    /// The route's name, also the [`bonde_pressure_core::RawEvent::kind`] of
+    /// its payloads (`answer`, `status-callback`, `conference-status-callback`...).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Route::Answer => "answer",
+            Route::StatusCallback => "status-callback",
+            Route::AmdStatusCallback => "amd-status-callback",
+            Route::Dial => "dial",
+            Route::DialStatusCallback => "dial-status-callback",
+            Route::DialAmdStatusCallback => "dial-amd-status-callback",
+            Route::ConferenceStatusCallback => "conference-status-callback",
+            Route::AfterDial => "after-dial",
+        }
+    }
+
+    /// The path for one call (`/v1/phone/answer/<uuid>`).
+    pub fn path(&self, call_id: CallId) -> String {
+        self.path_template()
+            .replace("{call_id}", &call_id.to_string())
+    }
+
+    /// Twilio expects TwiML in the answer (answer, gather action, dial action).
+    pub fn returns_twiml(&self) -> bool {
+        matches!(self, Route::Answer | Route::Dial | Route::AfterDial)
+    }
+
+    /// The leg a status or AMD route reports on; `None` for the others.
+    pub fn leg(&self) -> Option<Leg> {
+        match self {
+            Route::StatusCallback | Route::AmdStatusCallback => Some(Leg::Activist),
+            Route::DialStatusCallback | Route::DialAmdStatusCallback => Some(Leg::Target),
+            _ => None,
+        }
+    }
+
+    /// The script moment a TwiML route asks for; `None` for callbacks.
+    pub fn moment(&self) -> Option<ScriptMoment> {
+        match self {
+            Route::Answer => Some(ScriptMoment::Answered),
+            Route::Dial => Some(ScriptMoment::Confirmed),
+            Route::AfterDial => Some(ScriptMoment::AfterConference),
+            _ => None,
+        }
+    }
+
+    /// The TwiML route serving a script moment.
+    pub fn for_moment(moment: ScriptMoment) -> Route {
+        match moment {
+            ScriptMoment::Answered => Route::Answer,
+            ScriptMoment::Confirmed => Route::Dial,
+            ScriptMoment::AfterConference => Route::AfterDial,
+        }
+    }
+}
+
+impl fmt::Display for Route {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Builds the absolute callback URLs of the route contract from the public
+/// base URL (`BASE_URL`, the URL Twilio reaches us at, which is also the URL
+/// Twilio signs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallbackUrls {
+    base: String,
+}
+
+impl CallbackUrls {
+    /// Takes the public base URL: `http(s)://host[:port][/prefix]`, with or
+    /// without a trailing slash, no query or fragment.
+    pub fn new(base_url: &str) -> Result<Self, ConfigError> {
+        let base = base_url.trim().trim_end_matches('/');
+        let rest = base
+            .strip_prefix("https://")
+            .or_else(|| base.strip_prefix("http://"))
+            .ok_or_else(|| ConfigError::BaseUrl("must start with http:// or https://".into()))?;
+        let host = rest.split('/').next().unwrap_or_default();
+        if host.is_empty() {
+            return Err(ConfigError::BaseUrl("has no host".into()));
+        }
+        if base.contains(['?', '#']) || base.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(ConfigError::BaseUrl(
+                "must not contain a query, a fragment or spaces".into(),
+            ));
+        }
+        Ok(Self {
+            base: base.to_owned(),
+        })
+    }
+
+    /// The base URL, without a trailing slash.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// The absolute URL of `route` for one call.
+    pub fn url(&self, route: Route, call_id: CallId) -> String {
+        format!("{}{}", self.base, route.path(call_id))
+    }
+
+    /// The URL serving a script moment's TwiML.
+    pub fn for_moment(&self, moment: ScriptMoment, call_id: CallId) -> String {
+        self.url(Route::for_moment(moment), call_id)
+    }
+
+    /// `{base}/v1/phone/answer/{id}`.
+    pub fn answer(&self, call_id: CallId) -> String {
+        self.url(Route::Answer, call_id)
+    }
+
+    /// `{base}/v1/phone/status-callback/{id}`.
+    pub fn status_callback(&self, call_id: CallId) -> String {
+        self.url(Route::StatusCallback, call_id)
+    }
+
+    /// `{base}/v1/phone/amd-status-callback/{id}`.
+    pub fn amd_status_callback(&self, call_id: CallId) -> String {
+        self.url(Route::AmdStatusCallback, call_id)
+    }
+
+    /// `{base}/v1/phone/dial/{id}`.
+    pub fn dial(&self, call_id: CallId) -> String {
+        self.url(Route::Dial, call_id)
+    }
+
+    /// `{base}/v1/phone/dial-status-callback/{id}`.
+    pub fn dial_status_callback(&self, call_id: CallId) -> String {
+        self.url(Route::DialStatusCallback, call_id)
+    }
+
+    /// `{base}/v1/phone/dial-amd-status-callback/{id}`.
+    pub fn dial_amd_status_callback(&self, call_id: CallId) -> String {
+        self.url(Route::DialAmdStatusCallback, call_id)
+    }
+
+    /// `{base}/v1/phone/conference-status-callback/{id}`.
+    pub fn conference_status_callback(&self, call_id: CallId) -> String {
+        self.url(Route::ConferenceStatusCallback, call_id)
+    }
+
+    /// `{base}/v1/phone/after-dial/{id}`.
+    pub fn after_dial(&self, call_id: CallId) -> String {
+        self.url(Route::AfterDial, call_id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id() -> CallId {
+        "0b7e3a52-9d4c-4f5e-8a1b-2c3d4e5f6a7b".parse().unwrap()
+    }
+
+    #[test]
+    fn builds_every_contract_url() {
+        let urls = CallbackUrls::new("https://pressure.example.org/").unwrap();
+        let id = id();
+        let b = "https://pressure.example.org/v1/phone";
+        let u = "0b7e3a52-9d4c-4f5e-8a1b-2c3d4e5f6a7b";
+        assert_eq!(urls.answer(id), format!("{b}/answer/{u}"));
+        assert_eq!(urls.status_callback(id), format!("{b}/status-callback/{u}"));
+        assert_eq!(
+            urls.amd_status_callback(id),
+            format!("{b}/amd-status-callback/{u}")
+        );
+        assert_eq!(urls.dial(id), format!("{b}/dial/{u}"));
+        assert_eq!(
+            urls.dial_status_callback(id),
+            format!("{b}/dial-status-callback/{u}")
+        );
+        assert_eq!(
+            urls.dial_amd_status_callback(id),
+            format!("{b}/dial-amd-status-callback/{u}")
+        );
+        assert_eq!(
+            urls.conference_status_callback(id),
+            format!("{b}/conference-status-callback/{u}")
+        );
+        assert_eq!(urls.after_dial(id), format!("{b}/after-dial/{u}"));
+    }
+
+    #[test]
+    fn base_url_with_prefix_and_port() {
+        let urls = CallbackUrls::new("http://localhost:8000/pressure").unwrap();
+        assert_eq!(urls.base(), "http://localhost:8000/pressure");
+        assert!(
+            urls.dial(id())
+                .starts_with("http://localhost:8000/pressure/v1/phone/dial/")
+        );
+    }
+
+    #[test]
+    fn rejects_bad_base_urls() {
+        for bad in [
+            "",
+            "pressure.example.org",
+            "ftp://x",
+            "https://",
+            "https://x/?a=1",
+            "https://x/#f",
+            "https://x y/",
+        ] {
+            assert!(CallbackUrls::new(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn routes_are_consistent() {
+        for r in Route::ALL {
+            assert!(r.path_template().starts_with("/v1/phone/"));
+            assert!(r.path_template().ends_with("/{call_id}"));
+            assert!(r.path_template().contains(r.as_str()));
+            assert_eq!(r.returns_twiml(), r.moment().is_some());
+            if let Some(m) = r.moment() {
+                assert_eq!(Route::for_moment(m), r);
+            }
+        }
+        assert_eq!(Route::DialStatusCallback.leg(), Some(Leg::Target));
+        assert_eq!(Route::AmdStatusCallback.leg(), Some(Leg::Activist));
+        assert_eq!(Route::ConferenceStatusCallback.leg(), None);
+    }
+}

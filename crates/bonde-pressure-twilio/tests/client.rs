@@ -1,0 +1,726 @@
+//! The REST client against a wiremock Twilio: one server per test.
+
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use bonde_pressure_core::ports::{ActivistCallRequest, TargetCallRequest};
+use bonde_pressure_core::{
+    AnsweredBy, CallId, CallSid, ConferenceSid, HangUp, LegStatus, PhoneNumber, Telephony,
+    TelephonyError,
+};
+use bonde_pressure_twilio::{Credentials, RetryPolicy, TwilioClient, TwilioConfig};
+use wiremock::matchers::{body_string, header, method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+const AC: &str = "AC0123456789abcdef0123456789abcdef";
+const TOKEN: &str = "test-auth-token";
+const CA: &str = "CAaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+const CF: &str = "CFbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+const OUR: &str = "+551140028922";
+const ACTIVIST: &str = "+5511987654321";
+const TARGET: &str = "+5561999990000";
+const BASE: &str = "https://pressure.example.org";
+
+fn call_id() -> CallId {
+    "0b7e3a52-9d4c-4f5e-8a1b-2c3d4e5f6a7b".parse().unwrap()
+}
+
+fn phone(s: &str) -> PhoneNumber {
+    PhoneNumber::parse_e164(s).unwrap()
+}
+
+fn fast_retries(max_attempts: u32) -> RetryPolicy {
+    RetryPolicy {
+        max_attempts,
+        initial_backoff: Duration::from_millis(1),
+        max_backoff: Duration::from_millis(5),
+        max_elapsed: Duration::from_secs(10),
+        retry_unsafe_timeouts: false,
+    }
+}
+
+fn config(server: &MockServer) -> TwilioConfig {
+    TwilioConfig::new(AC, Credentials::AuthToken(TOKEN.into()), phone(OUR), BASE)
+        .unwrap()
+        .with_api_base(&server.uri())
+        .unwrap()
+        .with_request_timeout(Duration::from_secs(5))
+        .with_retry(fast_retries(3))
+}
+
+fn client(server: &MockServer) -> TwilioClient {
+    TwilioClient::new(config(server)).unwrap()
+}
+
+fn basic(user: &str, pass: &str) -> String {
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"))
+    )
+}
+
+fn enc(s: &str) -> String {
+    form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+fn calls_path() -> String {
+    format!("/2010-04-01/Accounts/{AC}/Calls.json")
+}
+
+fn activist_request(detect_machine: bool) -> ActivistCallRequest {
+    ActivistCallRequest {
+        call_id: call_id(),
+        to: phone(ACTIVIST),
+        timeout_secs: 30,
+        detect_machine,
+    }
+}
+
+fn target_request(caller_id: Option<&str>) -> TargetCallRequest {
+    TargetCallRequest {
+        call_id: call_id(),
+        to: phone(TARGET),
+        caller_id: caller_id.map(phone),
+        timeout_secs: 25,
+        detect_machine: true,
+    }
+}
+
+fn error_body(code: u32, status: u16) -> serde_json::Value {
+    serde_json::json!({
+        "code": code,
+        "message": format!("error {code}"),
+        "more_info": format!("https://www.twilio.com/docs/errors/{code}"),
+        "status": status,
+    })
+}
+
+fn call_created() -> ResponseTemplate {
+    ResponseTemplate::new(201).set_body_json(serde_json::json!({
+        "sid": CA,
+        "status": "queued",
+        "account_sid": AC,
+        "to": ACTIVIST,
+        "from": OUR,
+        "duration": null,
+        "answered_by": null,
+    }))
+}
+
+/// The decoded pairs of the only request the server received, in order.
+async fn received_pairs(server: &MockServer) -> Vec<(String, String)> {
+    let requests = server.received_requests().await.unwrap();
+    assert_eq!(requests.len(), 1);
+    form_urlencoded::parse(&requests[0].body)
+        .into_owned()
+        .collect()
+}
+
+fn sorted(mut v: Vec<(String, String)>) -> Vec<(String, String)> {
+    v.sort();
+    v
+}
+
+fn pairs(p: &[(&str, &str)]) -> Vec<(String, String)> {
+    p.iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+#[tokio::test]
+async fn call_activist_posts_the_exact_form_and_reads_the_201() {
+    let server = MockServer::start().await;
+    let id = call_id();
+    let expected_body = format!(
+        "To={to}&From={from}&Url={answer}&Method=POST&StatusCallback={status}&StatusCallbackMethod=POST\
+         &StatusCallbackEvent=initiated&StatusCallbackEvent=ringing&StatusCallbackEvent=answered&StatusCallbackEvent=completed\
+         &Timeout=30&MachineDetection=Enable&AsyncAmd=true&AsyncAmdStatusCallback={amd}&AsyncAmdStatusCallbackMethod=POST",
+        to = enc(ACTIVIST),
+        from = enc(OUR),
+        answer = enc(&format!("{BASE}/v1/phone/answer/{id}")),
+        status = enc(&format!("{BASE}/v1/phone/status-callback/{id}")),
+        amd = enc(&format!("{BASE}/v1/phone/amd-status-callback/{id}")),
+    );
+    Mock::given(method("POST"))
+        .and(path(calls_path()))
+        .and(header("authorization", basic(AC, TOKEN).as_str()))
+        .and(header("content-type", "application/x-www-form-urlencoded"))
+        .and(body_string(expected_body))
+        .respond_with(call_created())
+        .expect(1)
+        .mount(&server)
+        .await;
+
+    let leg = client(&server)
+        .call_activist(&activist_request(true))
+        .await
+        .unwrap();
+    assert_eq!(leg.sid, CA.parse::<CallSid>().unwrap());
+    assert_eq!(leg.status, Some(LegStatus::Queued));
+
+    // The same body as a multiset of pairs, repeated keys included.
+    let got = received_pairs(&server).await;
+    let want = pairs(&[
+        ("To", ACTIVIST),
+        ("From", OUR),
+        ("Url", &format!("{BASE}/v1/phone/answer/{id}")),
+        ("Method", "POST"),
+        (
+            "StatusCallback",
+            &format!("{BASE}/v1/phone/status-callback/{id}"),
+        ),
+        ("StatusCallbackMethod", "POST"),
+        ("StatusCallbackEvent", "initiated"),
+        ("StatusCallbackEvent", "ringing"),
+        ("StatusCallbackEvent", "answered"),
+        ("StatusCallbackEvent", "completed"),
+        ("Timeout", "30"),
+        ("MachineDetection", "Enable"),
+        ("AsyncAmd", "true"),
+        (
+            "AsyncAmdStatusCallback",
+            &format!("{BASE}/v1/phone/amd-status-callback/{id}"),
+        ),
+        ("AsyncAmdStatusCallbackMethod", "POST"),
+    ]);
+    assert_eq!(sorted(got), sorted(want));
+}
+
+#[tokio::test]
+async fn call_activist_without_machine_detection_sends_no_amd_fields() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(calls_path()))
+        .respond_with(call_created())
+        .expect(1)
+        .mount(&server)
+        .await;
+    client(&server)
+        .call_activist(&activist_request(false))
+        .await
+        .unwrap();
+    let got = received_pairs(&server).await;
+    assert!(
+        got.iter()
+            .all(|(k, _)| !k.contains("Amd") && k != "MachineDetection")
+    );
+    assert_eq!(
+        got.iter()
+            .filter(|(k, _)| k == "StatusCallbackEvent")
+            .count(),
+        4
+    );
+}
+
+#[tokio::test]
+async fn api_key_credentials_use_the_key_as_basic_user() {
+    let server = MockServer::start().await;
+    let sk = "SK0123456789abcdef0123456789abcdef";
+    Mock::given(method("POST"))
+        .and(path(calls_path()))
+        .and(header("authorization", basic(sk, "key-secret").as_str()))
+        .respond_with(call_created())
+        .expect(1)
+        .mount(&server)
+        .await;
+    let config = TwilioConfig::new(
+        AC,
+        Credentials::ApiKey {
+            sid: sk.into(),
+            secret: "key-secret".into(),
+        },
+        phone(OUR),
+        BASE,
+    )
+    .unwrap()
+    .with_api_base(&server.uri())
+    .unwrap()
+    .with_retry(fast_retries(1));
+    TwilioClient::new(config)
+        .unwrap()
+        .call_activist(&activist_request(true))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn add_target_posts_a_participant_with_our_number() {
+    let server = MockServer::start().await;
+    let id = call_id();
+    let expected_body = format!(
+        "From={from}&To={to}&Label=target&Beep=false&EndConferenceOnExit=true&Timeout=25\
+         &StatusCallback={status}&StatusCallbackMethod=POST\
+         &StatusCallbackEvent=initiated&StatusCallbackEvent=ringing&StatusCallbackEvent=answered&StatusCallbackEvent=completed\
+         &MachineDetection=Enable&AmdStatusCallback={amd}&AmdStatusCallbackMethod=POST",
+        from = enc(OUR),
+        to = enc(TARGET),
+        status = enc(&format!("{BASE}/v1/phone/dial-status-callback/{id}")),
+        amd = enc(&format!("{BASE}/v1/phone/dial-amd-status-callback/{id}")),
+    );
+    Mock::given(method("POST"))
+        .and(path(format!(
+            "/2010-04-01/Accounts/{AC}/Conferences/{id}/Participants.json"
+        )))
+        .and(header("authorization", basic(AC, TOKEN).as_str()))
+        .and(body_string(expected_body))
+        .respond_with(ResponseTemplate::new(201).set_body_json(serde_json::json!({
+            "account_sid": AC,
+            "call_sid": CA,
+            "conference_sid": CF,
+            "label": "target",
+            "status": "queued",
+        })))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let leg = client(&server)
+        .add_target(&target_request(None))
+        .await
+        .unwrap();
+    assert_eq!(leg.sid.as_str(), CA);
+    assert_eq!(leg.status, Some(LegStatus::Queued));
+}
+
+#[tokio::test]
+async fn add_target_uses_the_requested_caller_id() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(201).set_body_json(serde_json::json!({
+            "call_sid": CA, "status": "connecting"
+        })))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let leg = client(&server)
+        .add_target(&target_request(Some(ACTIVIST)))
+        .await
+        .unwrap();
+    assert_eq!(leg.status, Some(LegStatus::Initiated));
+    let got = received_pairs(&server).await;
+    let from: Vec<_> = got.iter().filter(|(k, _)| k == "From").collect();
+    assert_eq!(from, [&("From".to_owned(), ACTIVIST.to_owned())]);
+}
+
+#[tokio::test]
+async fn hang_up_completes_or_cancels() {
+    for (how, status) in [
+        (HangUp::Complete, "completed"),
+        (HangUp::Cancel, "canceled"),
+    ] {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .and(path(format!("/2010-04-01/Accounts/{AC}/Calls/{CA}.json")))
+            .and(header("authorization", basic(AC, TOKEN).as_str()))
+            .and(body_string(format!("Status={status}")))
+            .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+                "sid": CA, "status": status
+            })))
+            .expect(1)
+            .mount(&server)
+            .await;
+        client(&server)
+            .hang_up(call_id(), &CA.parse().unwrap(), how)
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn end_conference_completes_it() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(format!(
+            "/2010-04-01/Accounts/{AC}/Conferences/{CF}.json"
+        )))
+        .and(header("authorization", basic(AC, TOKEN).as_str()))
+        .and(body_string("Status=completed"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "sid": CF, "status": "completed"
+        })))
+        .expect(1)
+        .mount(&server)
+        .await;
+    client(&server)
+        .end_conference(call_id(), &CF.parse::<ConferenceSid>().unwrap())
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn fetch_leg_reads_status_duration_and_amd() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path(format!("/2010-04-01/Accounts/{AC}/Calls/{CA}.json")))
+        .and(header("authorization", basic(AC, TOKEN).as_str()))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "sid": CA,
+            "status": "completed",
+            "duration": "42",
+            "answered_by": "machine_end_beep",
+        })))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let snap = client(&server)
+        .fetch_leg(&CA.parse().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(snap.sid.as_str(), CA);
+    assert_eq!(snap.status, LegStatus::Completed);
+    assert_eq!(snap.duration_secs, Some(42));
+    assert_eq!(snap.answered_by, Some(AnsweredBy::MachineEndBeep));
+    let requests = server.received_requests().await.unwrap();
+    assert!(requests[0].body.is_empty());
+}
+
+#[tokio::test]
+async fn fetch_leg_of_a_ringing_call() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "sid": CA, "status": "ringing", "duration": null, "answered_by": null,
+        })))
+        .mount(&server)
+        .await;
+    let snap = client(&server)
+        .fetch_leg(&CA.parse().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        (snap.status, snap.duration_secs, snap.answered_by),
+        (LegStatus::Ringing, None, None)
+    );
+}
+
+async fn error_case(status: u16, body: serde_json::Value, calls: u64) -> TelephonyError {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(calls_path()))
+        .respond_with(ResponseTemplate::new(status).set_body_json(body))
+        .expect(calls)
+        .mount(&server)
+        .await;
+    client(&server)
+        .call_activist(&activist_request(true))
+        .await
+        .unwrap_err()
+}
+
+#[tokio::test]
+async fn invalid_numbers_are_not_retried() {
+    for code in [21211, 21214, 21215, 21216, 21217, 21219, 13227] {
+        let e = error_case(400, error_body(code, 400), 1).await;
+        assert!(
+            matches!(e, TelephonyError::InvalidNumber { code: Some(c), .. } if c == code),
+            "{code}: {e:?}"
+        );
+        assert_eq!(e.code(), Some(code));
+    }
+}
+
+#[tokio::test]
+async fn auth_failures_are_not_retried() {
+    let e = error_case(401, error_body(20003, 401), 1).await;
+    assert!(matches!(e, TelephonyError::Auth { .. }), "{e:?}");
+}
+
+#[tokio::test]
+async fn other_4xx_are_rejected_without_retry() {
+    let e = error_case(400, error_body(21220, 400), 1).await;
+    assert_eq!(
+        e,
+        TelephonyError::Rejected {
+            status: 400,
+            code: Some(21220),
+            message: "error 21220".into()
+        }
+    );
+    let e = error_case(
+        422,
+        serde_json::json!({"type": "https://www.twilio.com/docs/errors/21201", "title": "Bad", "status": 422, "detail": "No called number"}),
+        1,
+    )
+    .await;
+    assert!(
+        matches!(e, TelephonyError::Rejected { status: 422, code: Some(21201), ref message } if message == "No called number"),
+        "{e:?}"
+    );
+}
+
+#[tokio::test]
+async fn not_found_maps_to_not_found() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(404).set_body_json(error_body(20404, 404)))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let e = client(&server)
+        .hang_up(call_id(), &CA.parse().unwrap(), HangUp::Cancel)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, TelephonyError::NotFound { .. }), "{e:?}");
+}
+
+#[tokio::test]
+async fn server_errors_are_retried_then_unavailable() {
+    let e = error_case(500, error_body(20500, 500), 3).await;
+    assert!(matches!(e, TelephonyError::Unavailable { .. }), "{e:?}");
+    let e = error_case(503, serde_json::json!("down"), 3).await;
+    assert!(matches!(e, TelephonyError::Unavailable { .. }), "{e:?}");
+}
+
+#[tokio::test]
+async fn rate_limits_are_retried_then_reported() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(
+            ResponseTemplate::new(429)
+                .insert_header("Retry-After", "0")
+                .set_body_json(error_body(20429, 429)),
+        )
+        .expect(3)
+        .mount(&server)
+        .await;
+    let e = client(&server)
+        .call_activist(&activist_request(true))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        e,
+        TelephonyError::RateLimited {
+            retry_after: Some(Duration::ZERO)
+        }
+    );
+}
+
+#[tokio::test]
+async fn code_20429_in_a_400_is_retried() {
+    let e = error_case(400, error_body(20429, 400), 3).await;
+    assert!(matches!(e, TelephonyError::RateLimited { .. }), "{e:?}");
+}
+
+#[tokio::test]
+async fn a_transient_failure_then_success() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(429).set_body_json(error_body(20429, 429)))
+        .up_to_n_times(1)
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(503))
+        .up_to_n_times(1)
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(call_created())
+        .expect(1)
+        .mount(&server)
+        .await;
+    let leg = client(&server)
+        .call_activist(&activist_request(true))
+        .await
+        .unwrap();
+    assert_eq!(leg.sid.as_str(), CA);
+}
+
+#[tokio::test]
+async fn retry_after_beyond_the_budget_stops_retrying() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(
+            ResponseTemplate::new(429)
+                .insert_header("Retry-After", "30")
+                .set_body_json(error_body(20429, 429)),
+        )
+        .expect(1)
+        .mount(&server)
+        .await;
+    let started = Instant::now();
+    let e = client(&server)
+        .call_activist(&activist_request(true))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        e,
+        TelephonyError::RateLimited {
+            retry_after: Some(Duration::from_secs(30))
+        }
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test]
+async fn retry_after_is_waited_for() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(
+            ResponseTemplate::new(429)
+                .insert_header("Retry-After", "1")
+                .set_body_json(error_body(20429, 429)),
+        )
+        .up_to_n_times(1)
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({"sid": CA})))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let started = Instant::now();
+    client(&server)
+        .hang_up(call_id(), &CA.parse().unwrap(), HangUp::Complete)
+        .await
+        .unwrap();
+    assert!(started.elapsed() >= Duration::from_secs(1));
+}
+
+fn slow_config(server: &MockServer, retry: RetryPolicy) -> TwilioConfig {
+    config(server)
+        .with_request_timeout(Duration::from_millis(200))
+        .with_retry(retry)
+}
+
+#[tokio::test]
+async fn timeouts_of_idempotent_requests_are_retried() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(serde_json::json!({"sid": CA, "status": "ringing"}))
+                .set_delay(Duration::from_secs(2)),
+        )
+        .expect(3)
+        .mount(&server)
+        .await;
+    let client = TwilioClient::new(slow_config(&server, fast_retries(3))).unwrap();
+    let e = client.fetch_leg(&CA.parse().unwrap()).await.unwrap_err();
+    assert!(matches!(e, TelephonyError::Unavailable { .. }), "{e:?}");
+}
+
+#[tokio::test]
+async fn a_timed_out_call_creation_is_not_repeated() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(call_created().set_delay(Duration::from_secs(2)))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let client = TwilioClient::new(slow_config(&server, fast_retries(3))).unwrap();
+    let e = client
+        .call_activist(&activist_request(true))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, TelephonyError::Unavailable { ref message } if message.contains("may have taken effect")),
+        "{e:?}"
+    );
+}
+
+#[tokio::test]
+async fn timed_out_creations_are_retried_when_allowed() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(call_created().set_delay(Duration::from_secs(2)))
+        .expect(2)
+        .mount(&server)
+        .await;
+    let retry = RetryPolicy {
+        retry_unsafe_timeouts: true,
+        ..fast_retries(2)
+    };
+    let client = TwilioClient::new(slow_config(&server, retry)).unwrap();
+    let e = client.add_target(&target_request(None)).await.unwrap_err();
+    assert!(matches!(e, TelephonyError::Unavailable { .. }), "{e:?}");
+}
+
+#[tokio::test]
+async fn total_retry_time_is_bounded() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(500))
+        .mount(&server)
+        .await;
+    let retry = RetryPolicy {
+        max_attempts: 1000,
+        initial_backoff: Duration::from_millis(50),
+        max_backoff: Duration::from_millis(100),
+        max_elapsed: Duration::from_millis(400),
+        retry_unsafe_timeouts: false,
+    };
+    let client = TwilioClient::new(config(&server).with_retry(retry)).unwrap();
+    let started = Instant::now();
+    let e = client
+        .end_conference(call_id(), &CF.parse().unwrap())
+        .await
+        .unwrap_err();
+    assert!(matches!(e, TelephonyError::Unavailable { .. }));
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    let n = server.received_requests().await.unwrap().len();
+    assert!((2..1000).contains(&n), "{n} attempts");
+}
+
+#[tokio::test]
+async fn connection_failures_are_unavailable() {
+    // Bind then drop a listener: nothing listens on that port any more.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let config = TwilioConfig::new(AC, Credentials::AuthToken(TOKEN.into()), phone(OUR), BASE)
+        .unwrap()
+        .with_api_base(&format!("http://127.0.0.1:{port}"))
+        .unwrap()
+        .with_retry(fast_retries(3));
+    let e = TwilioClient::new(config)
+        .unwrap()
+        .call_activist(&activist_request(true))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, TelephonyError::Unavailable { ref message } if message.contains("connect")),
+        "{e:?}"
+    );
+}
+
+#[tokio::test]
+async fn malformed_success_bodies_are_unavailable_not_panics() {
+    for body in [
+        serde_json::json!({"status": "queued"}),
+        serde_json::json!({"sid": "CA123", "status": "queued"}),
+        serde_json::json!([1, 2, 3]),
+    ] {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .respond_with(ResponseTemplate::new(201).set_body_json(body))
+            .expect(1)
+            .mount(&server)
+            .await;
+        let e = client(&server)
+            .call_activist(&activist_request(true))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, TelephonyError::Unavailable { .. }), "{e:?}");
+    }
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "sid": CA, "status": "warping"
+        })))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let e = client(&server)
+        .fetch_leg(&CA.parse().unwrap())
+        .await
+        .unwrap_err();
+    assert!(matches!(e, TelephonyError::Unavailable { .. }), "{e:?}");
+}
