@@ -1,1 +1,104 @@
+//! Throughput of applying events: the pure transition, and the service's
+//! load-apply-commit path over the in-memory store.
+//!
+//! `cargo bench -p bonde-pressure-core --bench apply`
 
+#![allow(missing_docs)]
+
+use std::sync::Arc;
+
+use bonde_pressure_core::call::{CallEvent, CallFacts, Effect, apply};
+use bonde_pressure_core::simulated::SimulatedCall;
+use bonde_pressure_core::{
+    ActivistInput, CallId, Dependencies, InMemoryCallStore, PressureService, Scenario,
+    ScenarioPicker, ServiceConfig, SimulatedTelephony, StartCallRequest, StaticCampaignDirectory,
+    StubActionRecorder, SystemClock, TargetInput,
+};
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+
+/// A whole success lifecycle's callbacks, in causal order.
+fn lifecycle() -> Vec<CallEvent> {
+    let mut world = SimulatedCall::new(Scenario::Success, CallId::new());
+    let mut events: Vec<CallEvent> = world.start().into_iter().map(|s| s.event).collect();
+    events.extend(world.dial_target().into_iter().map(|s| s.event));
+    events
+}
+
+fn bench_apply(c: &mut Criterion) {
+    let events = lifecycle();
+    let mut g = c.benchmark_group("apply");
+    g.throughput(Throughput::Elements(events.len() as u64));
+    g.bench_function("success_lifecycle", |b| {
+        b.iter(|| {
+            let mut facts = CallFacts::default();
+            let mut dials = 0;
+            for e in &events {
+                let t = apply(&facts, e);
+                dials += t
+                    .effects
+                    .iter()
+                    .filter(|e| matches!(e, Effect::DialTarget))
+                    .count();
+                facts = t.facts;
+            }
+            assert_eq!(dials, 1);
+            facts
+        })
+    });
+    g.finish();
+}
+
+fn bench_handle(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let events = lifecycle();
+    // Telephony never connected: only the benchmark's events reach the service.
+    let telephony = Arc::new(SimulatedTelephony::new(
+        ScenarioPicker::Always(Scenario::Success),
+        std::time::Duration::ZERO,
+    ));
+    let service = PressureService::new(
+        Dependencies {
+            store: Arc::new(InMemoryCallStore::new()),
+            telephony,
+            directory: Arc::new(StaticCampaignDirectory::demo()),
+            recorder: Arc::new(StubActionRecorder::new()),
+            clock: Arc::new(SystemClock),
+        },
+        ServiceConfig::default(),
+    );
+    let req = StartCallRequest {
+        widget_id: 1,
+        activist: ActivistInput {
+            name: "Ana".into(),
+            email: "ana@example.org".into(),
+            phone: "+5511912345678".into(),
+            ..Default::default()
+        },
+        target: TargetInput {
+            name: "Demo Target".into(),
+            phone: "+5561999990000".into(),
+        },
+    };
+    let mut g = c.benchmark_group("service_handle");
+    g.throughput(Throughput::Elements(events.len() as u64));
+    g.bench_function("success_lifecycle_in_memory", |b| {
+        b.iter_batched(
+            || rt.block_on(service.start(&req)).unwrap().call_id,
+            |id| {
+                rt.block_on(async {
+                    for e in &events {
+                        service.handle(id, e.clone(), None).await.unwrap();
+                    }
+                })
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench_apply, bench_handle);
+criterion_main!(benches);

@@ -192,7 +192,7 @@ fn say(settings: &CampaignSettings, call: &Call, template: &str) -> Speech {
 }
 
 /// The closing message for a call's outcome.
-pub fn closing_message<'a>(settings: &'a CampaignSettings, state: DetailedState) -> &'a str {
+pub fn closing_message(settings: &CampaignSettings, state: DetailedState) -> &str {
     let m = &settings.messages;
     match state {
         DetailedState::Completed | DetailedState::Connected => &m.completed,

@@ -99,7 +99,7 @@ impl Email {
             && !domain.starts_with('.')
             && !domain.ends_with('.')
             && !s.chars().any(char::is_whitespace)
-            && !domain.contains('@');
+            && !local.contains('@');
         if shape_ok {
             Ok(Self(s))
         } else {

@@ -1,0 +1,487 @@
+//! The service's contract: validation, authorisation, concurrency, exact
+//! telephony requests, scripts, reconciliation.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bonde_pressure_core::call::{CallEvent, DetailedState, Leg, LegStatus};
+use bonde_pressure_core::ports::{DialedLeg, TargetCallRequest};
+use bonde_pressure_core::script::{ScriptMoment, VoiceInstruction};
+use bonde_pressure_core::simulated::{CommandKind, TelephonyCommand};
+use bonde_pressure_core::{
+    CallId, CallStore, Dependencies, InMemoryCallStore, ManualClock, MockTelephony,
+    PressureService, RawEvent, Scenario, ScenarioPicker, ServiceConfig, ServiceError, StartError,
+    StaticCampaignDirectory, StubActionRecorder, TelephonyError,
+};
+use chrono::Utc;
+use common::{demo_request, harness, settle};
+
+fn raw(n: usize) -> RawEvent {
+    RawEvent {
+        kind: "test".into(),
+        call_sid: None,
+        payload: format!("n={n}"),
+        sequence_number: Some(n as i64),
+        received_at: Utc::now(),
+    }
+}
+
+fn field_locs(err: StartError) -> Vec<String> {
+    match err {
+        StartError::Invalid(fields) => fields.into_iter().map(|f| f.loc.join(".")).collect(),
+        other => panic!("expected field errors, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn bad_input_is_rejected_field_by_field() {
+    let h = harness(ScenarioPicker::Always(Scenario::Success));
+    let mut req = demo_request();
+    req.widget_id = 0;
+    req.activist.name = "  ".into();
+    req.activist.email = "not-an-email".into();
+    req.activist.phone = "12".into();
+    req.target.phone = "banana".into();
+    let locs = field_locs(h.service.start(&req).await.unwrap_err());
+    assert_eq!(
+        locs,
+        [
+            "widget_id",
+            "activist.name",
+            "activist.email",
+            "activist.phone",
+            "target.phone"
+        ]
+    );
+    // Nothing was stored or dialled.
+    assert!(h.telephony.commands().is_empty());
+    assert!(h.store.all_events().is_empty());
+}
+
+#[tokio::test]
+async fn foreign_and_identical_numbers_are_refused() {
+    let h = harness(ScenarioPicker::Always(Scenario::Success));
+    let mut req = demo_request();
+    req.activist.phone = "+14158675309".into();
+    let err = h.service.start(&req).await.unwrap_err();
+    let StartError::Invalid(fields) = err else {
+        panic!()
+    };
+    assert_eq!(fields[0].kind, "value_error.phone.country");
+    assert!(fields[0].msg.contains("+1"), "{}", fields[0].msg);
+
+    let mut req = demo_request();
+    req.activist.phone = "+5561999990000".into();
+    assert_eq!(
+        field_locs(h.service.start(&req).await.unwrap_err()),
+        ["activist.phone"]
+    );
+}
+
+#[tokio::test]
+async fn widget_errors_use_upstream_messages() {
+    let mut survey = bonde_pressure_core::demo_widget();
+    survey.id = bonde_pressure_core::WidgetId::new(2).unwrap();
+    survey.kind = "form".into();
+    let directory = StaticCampaignDirectory::new([bonde_pressure_core::demo_widget(), survey]);
+    let service = PressureService::new(
+        Dependencies {
+            store: Arc::new(InMemoryCallStore::new()),
+            telephony: Arc::new(bonde_pressure_core::SimulatedTelephony::new(
+                ScenarioPicker::Always(Scenario::Success),
+                Duration::ZERO,
+            )),
+            directory: Arc::new(directory),
+            recorder: Arc::new(StubActionRecorder::new()),
+            clock: Arc::new(bonde_pressure_core::SystemClock),
+        },
+        ServiceConfig::default(),
+    );
+    let mut req = demo_request();
+    req.widget_id = 99;
+    assert_eq!(
+        service.start(&req).await.unwrap_err().to_string(),
+        "Widget not found."
+    );
+    req.widget_id = 2;
+    assert_eq!(
+        service.start(&req).await.unwrap_err().to_string(),
+        "Widget is not a 'phone' kind."
+    );
+    req.widget_id = 1;
+    req.target.phone = "+5561988887777".into();
+    assert_eq!(
+        service.start(&req).await.unwrap_err().to_string(),
+        "Target is not present in Widget settings."
+    );
+}
+
+#[tokio::test]
+async fn the_widget_target_is_matched_by_normalised_number_and_named_by_the_campaign() {
+    let h = harness(ScenarioPicker::Always(Scenario::ActivistBusy));
+    let mut req = demo_request();
+    req.target.phone = "(61) 99999-0000".into();
+    req.target.name = "Someone <else>".into();
+    let id = h.service.start(&req).await.unwrap().call_id;
+    let call = h.service.call(id).await.unwrap().unwrap();
+    assert_eq!(call.target.name.as_str(), "Demo Target");
+    assert_eq!(call.target.phone.as_e164(), "+5561999990000");
+    assert_eq!(call.activist.phone.as_e164(), "+5511912345678");
+}
+
+#[tokio::test]
+async fn recorder_failure_never_fails_the_call() {
+    let h = harness(ScenarioPicker::Always(Scenario::ActivistBusy));
+    h.recorder.set_failing(true);
+    let started = h.service.start(&demo_request()).await.unwrap();
+    assert!(h.service.call(started.call_id).await.unwrap().is_some());
+    h.recorder.set_failing(false);
+    let started = h.service.start(&demo_request()).await.unwrap();
+    let recorded = h.recorder.recorded();
+    assert_eq!(recorded.len(), 1);
+    assert_eq!(recorded[0].call_id, started.call_id);
+    assert_eq!(recorded[0].widget_id.get(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_activist_call_is_stored_as_failed() {
+    let h = harness(ScenarioPicker::Always(Scenario::Success));
+    h.telephony.set_failure(
+        CommandKind::CallActivist,
+        Some(TelephonyError::InvalidNumber {
+            code: Some(21211),
+            message: "invalid To".into(),
+        }),
+    );
+    let err = h.service.start(&demo_request()).await.unwrap_err();
+    let StartError::Telephony { call_id, error } = err else {
+        panic!("{err:?}")
+    };
+    assert_eq!(error.code(), Some(21211));
+    let call = h.service.call(call_id).await.unwrap().unwrap();
+    assert_eq!(call.state(), DetailedState::ActivistFailed);
+    assert_eq!(
+        call.facts.activist.error.as_ref().unwrap().code,
+        Some(21211)
+    );
+    assert!(
+        h.recorder.recorded().is_empty(),
+        "no action for a call that never happened"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_target_dial_ends_the_conference() {
+    let h = harness(ScenarioPicker::Always(Scenario::Success));
+    h.telephony.set_failure(
+        CommandKind::AddTarget,
+        Some(TelephonyError::InvalidNumber {
+            code: Some(13227),
+            message: "geo permission".into(),
+        }),
+    );
+    let id = h.service.start(&demo_request()).await.unwrap().call_id;
+    let call = settle(&h.service, id).await;
+    assert_eq!(call.state(), DetailedState::TargetFailed);
+    assert!(
+        h.telephony
+            .commands()
+            .iter()
+            .any(|c| matches!(c, TelephonyCommand::EndConference { .. }))
+    );
+}
+
+#[tokio::test]
+async fn events_for_unknown_calls_are_stored_and_reported() {
+    let h = harness(ScenarioPicker::Always(Scenario::Success));
+    let unknown = CallId::new();
+    let err = h
+        .service
+        .handle(unknown, CallEvent::Prompted, Some(raw(1)))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ServiceError::CallNotFound(id) if id == unknown));
+    let stored = h.store.all_events();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].call_id, None);
+    assert_eq!(stored[0].raw.payload, "n=1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_events_on_one_call_lose_no_update() {
+    // The simulated callbacks race with ours; we count only our own payloads.
+    let h = harness(ScenarioPicker::Always(Scenario::Success));
+    let id = h.service.start(&demo_request()).await.unwrap().call_id;
+    let before = h.service.call(id).await.unwrap().unwrap();
+    let n_before = h.store.events(id).await.unwrap().len();
+
+    let statuses = [
+        LegStatus::Initiated,
+        LegStatus::Ringing,
+        LegStatus::InProgress,
+    ];
+    let tasks: Vec<_> = (0..50)
+        .map(|i| {
+            let service = h.service.clone();
+            let event = if i == 25 {
+                CallEvent::Prompted
+            } else {
+                CallEvent::LegStatus {
+                    leg: Leg::Activist,
+                    sid: None,
+                    status: statuses[i % 3],
+                    duration_secs: None,
+                    sip_response_code: None,
+                    at: None,
+                }
+            };
+            tokio::spawn(async move { service.handle(id, event, Some(raw(i))).await })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    let after = h.service.call(id).await.unwrap().unwrap();
+    let mut payloads: Vec<String> = h.store.events(id).await.unwrap()[n_before..]
+        .iter()
+        .map(|e| e.raw.payload.clone())
+        .collect();
+    payloads.retain(|p| p.starts_with("n="));
+    assert_eq!(payloads.len(), 50, "every payload stored once");
+    payloads.sort();
+    payloads.dedup();
+    assert_eq!(payloads.len(), 50);
+    assert!(after.version >= before.version + 50);
+    // Every fact made it: the highest status and the prompt.
+    assert!(after.facts.activist.status >= Some(LegStatus::InProgress));
+    assert!(after.facts.prompted);
+}
+
+#[tokio::test]
+async fn telephony_receives_exactly_the_expected_requests() {
+    let call_id_slot = Arc::new(std::sync::Mutex::new(None::<CallId>));
+    let mut telephony = MockTelephony::new();
+    let activist_sid: bonde_pressure_core::CallSid =
+        format!("CA{}", "a".repeat(32)).parse().unwrap();
+    let target_sid: bonde_pressure_core::CallSid = format!("CA{}", "b".repeat(32)).parse().unwrap();
+    let mut seq = mockall::Sequence::new();
+    let (slot, sid) = (call_id_slot.clone(), activist_sid.clone());
+    telephony
+        .expect_call_activist()
+        .times(1)
+        .in_sequence(&mut seq)
+        .withf(|r| r.to.as_e164() == "+5511912345678" && r.timeout_secs == 30 && r.detect_machine)
+        .returning(move |r| {
+            *slot.lock().unwrap() = Some(r.call_id);
+            Ok(DialedLeg {
+                sid: sid.clone(),
+                status: Some(LegStatus::Queued),
+            })
+        });
+    let (slot, sid) = (call_id_slot.clone(), target_sid.clone());
+    telephony
+        .expect_add_target()
+        .times(1)
+        .in_sequence(&mut seq)
+        .withf(move |r: &TargetCallRequest| {
+            Some(r.call_id) == *slot.lock().unwrap()
+                && r.to.as_e164() == "+5561999990000"
+                && r.caller_id.is_none()
+                && r.timeout_secs == 30
+        })
+        .returning(move |_| {
+            Ok(DialedLeg {
+                sid: sid.clone(),
+                status: None,
+            })
+        });
+    telephony.expect_hang_up().never();
+    telephony.expect_end_conference().never();
+
+    let store = Arc::new(InMemoryCallStore::new());
+    let service = PressureService::new(
+        Dependencies {
+            store: store.clone(),
+            telephony: Arc::new(telephony),
+            directory: Arc::new(StaticCampaignDirectory::demo()),
+            recorder: Arc::new(StubActionRecorder::new()),
+            clock: Arc::new(bonde_pressure_core::SystemClock),
+        },
+        ServiceConfig::default(),
+    );
+    let id = service.start(&demo_request()).await.unwrap().call_id;
+    let cf: bonde_pressure_core::ConferenceSid = format!("CF{}", "c".repeat(32)).parse().unwrap();
+    let join = CallEvent::ParticipantJoined {
+        conference_sid: cf,
+        call_sid: activist_sid.clone(),
+        leg: None,
+    };
+    // The same participant-join delivered three times dials once.
+    for _ in 0..3 {
+        service.handle(id, join.clone(), None).await.unwrap();
+    }
+    let call = service.call(id).await.unwrap().unwrap();
+    assert_eq!(call.facts.target.sid, Some(target_sid.clone()));
+    assert_eq!(
+        store.find_by_sid(&target_sid).await.unwrap().unwrap().id,
+        id
+    );
+    assert_eq!(call.state(), DetailedState::Connecting);
+}
+
+#[tokio::test]
+async fn scripts_follow_the_call() {
+    // Activist busy never calls back with a gather: drive moments by hand.
+    let h = common::harness_with_tick(
+        ScenarioPicker::Always(Scenario::ActivistBusy),
+        Duration::from_secs(3600),
+    );
+    let id = h.service.start(&demo_request()).await.unwrap().call_id;
+
+    let answer = h
+        .service
+        .script(
+            id,
+            ScriptMoment::Answered,
+            CallEvent::Prompted,
+            Some(raw(1)),
+        )
+        .await
+        .unwrap();
+    let VoiceInstruction::Gather {
+        prompt,
+        action,
+        num_digits,
+        speech,
+        ..
+    } = &answer.instructions[0]
+    else {
+        panic!("{answer:?}")
+    };
+    assert!(
+        prompt.text.contains("Ana") && prompt.text.contains("Demo Target"),
+        "{}",
+        prompt.text
+    );
+    assert_eq!(
+        (*action, *num_digits, *speech),
+        (ScriptMoment::Confirmed, 1, true)
+    );
+    assert_eq!(answer.instructions.last(), Some(&VoiceInstruction::Hangup));
+    assert_eq!(
+        h.service.call(id).await.unwrap().unwrap().state(),
+        DetailedState::AwaitingConfirmation
+    );
+
+    let confirmed = CallEvent::Confirmed(bonde_pressure_core::Confirmation::Digits("5".into()));
+    let join = h
+        .service
+        .script(id, ScriptMoment::Confirmed, confirmed, None)
+        .await
+        .unwrap();
+    assert!(join.instructions.iter().any(|i| matches!(i, VoiceInstruction::JoinConference { room, after: ScriptMoment::AfterConference, .. } if *room == id)));
+
+    let busy = CallEvent::LegStatus {
+        leg: Leg::Target,
+        sid: None,
+        status: LegStatus::Busy,
+        duration_secs: None,
+        sip_response_code: None,
+        at: None,
+    };
+    h.service.handle(id, busy, None).await.unwrap();
+    let closing = h
+        .service
+        .script(
+            id,
+            ScriptMoment::AfterConference,
+            CallEvent::Ignored {
+                what: "dial action".into(),
+            },
+            Some(raw(2)),
+        )
+        .await
+        .unwrap();
+    let VoiceInstruction::Say(s) = &closing.instructions[0] else {
+        panic!()
+    };
+    assert!(s.text.contains("ocupada"), "{}", s.text);
+    assert_eq!(closing.instructions[1], VoiceInstruction::Hangup);
+    // Both moments' payloads were stored with the call.
+    let payloads: Vec<_> = h
+        .store
+        .events(id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.raw.payload)
+        .collect();
+    assert!(payloads.contains(&"n=1".to_string()) && payloads.contains(&"n=2".to_string()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconciliation_drives_silent_calls_to_a_terminal_state() {
+    // A simulated telephony that is never connected: no callbacks ever arrive.
+    let telephony = Arc::new(bonde_pressure_core::SimulatedTelephony::new(
+        ScenarioPicker::Always(Scenario::Success),
+        Duration::ZERO,
+    ));
+    let clock = Arc::new(ManualClock::new(Utc::now()));
+    let store = Arc::new(InMemoryCallStore::new());
+    let service = PressureService::new(
+        Dependencies {
+            store: store.clone(),
+            telephony: telephony.clone(),
+            directory: Arc::new(StaticCampaignDirectory::demo()),
+            recorder: Arc::new(StubActionRecorder::new()),
+            clock: clock.clone(),
+        },
+        ServiceConfig::default(),
+    );
+    let id = service.start(&demo_request()).await.unwrap().call_id;
+
+    // Fresh calls are left alone.
+    assert_eq!(service.reconcile(10).await.unwrap().examined, 0);
+
+    // Stale: the leg is fetched (the world says the activist is in the conference).
+    clock.advance(Duration::from_secs(300));
+    let report = service.reconcile(10).await.unwrap();
+    assert_eq!(
+        (report.examined, report.legs_fetched, report.expired),
+        (1, 1, 0)
+    );
+    assert!(
+        telephony
+            .commands()
+            .iter()
+            .any(|c| matches!(c, TelephonyCommand::FetchLeg(_)))
+    );
+    assert_eq!(
+        service
+            .call(id)
+            .await
+            .unwrap()
+            .unwrap()
+            .facts
+            .activist
+            .status,
+        Some(LegStatus::InProgress)
+    );
+
+    // Too old: expired, its live leg hung up, state error, no longer listed.
+    clock.advance(Duration::from_secs(3 * 3600));
+    let report = service.reconcile(10).await.unwrap();
+    assert_eq!(report.expired, 1);
+    let call = service.call(id).await.unwrap().unwrap();
+    assert_eq!(call.state(), DetailedState::Error);
+    assert!(
+        telephony
+            .commands()
+            .iter()
+            .any(|c| matches!(c, TelephonyCommand::HangUp { .. }))
+    );
+    clock.advance(Duration::from_secs(300));
+    assert_eq!(service.reconcile(10).await.unwrap().examined, 0);
+}
