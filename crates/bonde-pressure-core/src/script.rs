@@ -221,6 +221,11 @@ pub fn script_for(settings: &CampaignSettings, call: &Call, moment: ScriptMoment
             I::Say(say(settings, call, closing_message(settings, call.state()))),
             I::Hangup,
         ],
+        // The gather's action came without input (no key, no speech).
+        ScriptMoment::Confirmed if !call.facts.activist_confirmed() => vec![
+            I::Say(say(settings, call, &settings.messages.no_input)),
+            I::Hangup,
+        ],
         ScriptMoment::Confirmed => vec![
             I::Say(say(settings, call, &settings.messages.connecting)),
             I::JoinConference {

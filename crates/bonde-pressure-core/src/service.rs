@@ -215,6 +215,7 @@ pub trait EventSink: Send + Sync + 'static {
 pub struct PressureService {
     deps: Dependencies,
     config: ServiceConfig,
+    updates: tokio::sync::broadcast::Sender<Call>,
 }
 
 impl std::fmt::Debug for PressureService {
@@ -245,7 +246,20 @@ fn parse_optional_name(
 impl PressureService {
     /// A service over these ports.
     pub fn new(deps: Dependencies, config: ServiceConfig) -> Self {
-        Self { deps, config }
+        let (updates, _) = tokio::sync::broadcast::channel(1024);
+        Self {
+            deps,
+            config,
+            updates,
+        }
+    }
+
+    /// Every call this service commits from now on, as committed (for live
+    /// views such as server-sent events). In-process only: other replicas'
+    /// commits are not seen. A slow receiver skips updates (`Lagged`) rather
+    /// than slowing the service down.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Call> {
+        self.updates.subscribe()
     }
 
     /// The configuration.
@@ -502,6 +516,10 @@ impl PressureService {
             match store.commit(&next, raws).await {
                 Ok(version) => {
                     next.version = version;
+                    if self.updates.receiver_count() > 0 {
+                        // No receiver is not an error: nobody is watching.
+                        let _ = self.updates.send(next.clone());
+                    }
                     if let CallEvent::Ignored { what } = event {
                         debug!(%call_id, what, "event stored and ignored");
                     }

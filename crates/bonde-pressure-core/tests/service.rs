@@ -485,3 +485,45 @@ async fn reconciliation_drives_silent_calls_to_a_terminal_state() {
     clock.advance(Duration::from_secs(300));
     assert_eq!(service.reconcile(10).await.unwrap().examined, 0);
 }
+
+#[tokio::test]
+async fn a_gather_without_input_says_goodbye_instead_of_joining() {
+    let h = common::harness_with_tick(
+        ScenarioPicker::Always(Scenario::Success),
+        Duration::from_secs(3600),
+    );
+    let id = h.service.start(&demo_request()).await.unwrap().call_id;
+    let empty = CallEvent::Ignored {
+        what: "gather without input".into(),
+    };
+    let script = h
+        .service
+        .script(id, ScriptMoment::Confirmed, empty, Some(raw(1)))
+        .await
+        .unwrap();
+    assert!(
+        !script
+            .instructions
+            .iter()
+            .any(|i| matches!(i, VoiceInstruction::JoinConference { .. }))
+    );
+    assert_eq!(script.instructions.last(), Some(&VoiceInstruction::Hangup));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribers_see_every_state_change() {
+    let h = harness(ScenarioPicker::Always(Scenario::TargetBusy));
+    let mut updates = h.service.subscribe();
+    let id = h.service.start(&demo_request()).await.unwrap().call_id;
+    settle(&h.service, id).await;
+    let mut states = Vec::new();
+    while let Ok(call) = updates.try_recv() {
+        assert_eq!(call.id, id);
+        if states.last() != Some(&call.state()) {
+            states.push(call.state());
+        }
+    }
+    assert_eq!(states.first(), Some(&DetailedState::Created));
+    assert_eq!(states.last(), Some(&DetailedState::TargetBusy));
+    assert!(states.contains(&DetailedState::Connecting), "{states:?}");
+}
