@@ -400,3 +400,61 @@ pub fn worst_case_duration(config: &TwilioConfig) -> Duration {
             .sum::<Duration>();
     by_budget.min(by_attempts)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Credentials, RetryPolicy};
+    use bonde_pressure_core::PhoneNumber;
+
+    #[test]
+    fn participant_statuses() {
+        assert_eq!(participant_status("queued"), Some(LegStatus::Queued));
+        assert_eq!(participant_status("connecting"), Some(LegStatus::Initiated));
+        assert_eq!(participant_status("ringing"), Some(LegStatus::Ringing));
+        assert_eq!(participant_status("connected"), Some(LegStatus::InProgress));
+        assert_eq!(participant_status("complete"), Some(LegStatus::Completed));
+        assert_eq!(participant_status("failed"), Some(LegStatus::Failed));
+        assert_eq!(participant_status("completed"), None);
+    }
+
+    #[test]
+    fn forms_encode_in_order_with_repeats() {
+        let form = vec![
+            pair("To", "+5511987654321"),
+            pair("StatusCallbackEvent", "initiated"),
+            pair("StatusCallbackEvent", "ringing"),
+            pair("Url", "https://x/a?b=c&d"),
+        ];
+        assert_eq!(
+            encode_form(&form),
+            "To=%2B5511987654321&StatusCallbackEvent=initiated&StatusCallbackEvent=ringing&Url=https%3A%2F%2Fx%2Fa%3Fb%3Dc%26d"
+        );
+    }
+
+    #[test]
+    fn worst_case_is_bounded_by_budget_and_attempts() {
+        let config = TwilioConfig::new(
+            "AC0123456789abcdef0123456789abcdef",
+            Credentials::AuthToken("t".into()),
+            PhoneNumber::parse_e164("+551140028922").unwrap(),
+            "https://x",
+        )
+        .unwrap()
+        .with_request_timeout(Duration::from_secs(2));
+        let few = config.clone().with_retry(RetryPolicy {
+            max_attempts: 2,
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(1),
+            max_elapsed: Duration::from_secs(60),
+            retry_unsafe_timeouts: false,
+        });
+        assert_eq!(worst_case_duration(&few), Duration::from_millis(4100));
+        let many = config.with_retry(RetryPolicy {
+            max_attempts: 100,
+            max_elapsed: Duration::from_secs(5),
+            ..RetryPolicy::default()
+        });
+        assert_eq!(worst_case_duration(&many), Duration::from_secs(7));
+    }
+}
