@@ -11,10 +11,13 @@ use serde::Deserialize;
 use tracing::{debug, warn};
 
 use crate::config::{ConfigError, TwilioConfig};
-use crate::error::{is_retryable, map_error, parse_retry_after};
+use crate::error::{is_retryable, map_error, parse_retry_after, scrub_phone_numbers};
 
 /// The events both legs report to their status callbacks.
 pub const STATUS_CALLBACK_EVENTS: [&str; 4] = ["initiated", "ringing", "answered", "completed"];
+
+/// Twilio's "invalid call state" code: the call is no longer in progress.
+pub const INVALID_CALL_STATE: u32 = 21220;
 
 /// The participant label of the target leg (the activist's is set in TwiML).
 pub const TARGET_LABEL: &str = "target";
@@ -59,6 +62,11 @@ struct ParticipantResource {
     status: Option<String>,
 }
 
+/// Twilio accepts ring timeouts of 5 to 600 seconds; others are brought within.
+pub fn ring_timeout(secs: u32) -> u32 {
+    secs.clamp(5, 600)
+}
+
 fn pair(k: &str, v: impl Into<String>) -> (String, String) {
     (k.to_owned(), v.into())
 }
@@ -96,7 +104,10 @@ pub fn participant_status(s: &str) -> Option<LegStatus> {
 fn unexpected(what: &str, body: &str) -> TelephonyError {
     let snippet: String = body.chars().take(200).collect();
     TelephonyError::Unavailable {
-        message: format!("unexpected answer from Twilio ({what}): {snippet}"),
+        message: format!(
+            "unexpected answer from Twilio ({what}): {}",
+            scrub_phone_numbers(&snippet)
+        ),
     }
 }
 
@@ -147,7 +158,7 @@ impl TwilioClient {
             pair("StatusCallbackMethod", "POST"),
         ];
         push_events(&mut form);
-        form.push(pair("Timeout", req.timeout_secs.to_string()));
+        form.push(pair("Timeout", ring_timeout(req.timeout_secs).to_string()));
         if req.detect_machine {
             form.extend([
                 pair("MachineDetection", "Enable"),
@@ -175,7 +186,7 @@ impl TwilioClient {
             pair("Label", TARGET_LABEL),
             pair("Beep", "false"),
             pair("EndConferenceOnExit", "true"),
-            pair("Timeout", req.timeout_secs.to_string()),
+            pair("Timeout", ring_timeout(req.timeout_secs).to_string()),
             pair("StatusCallback", urls.dial_status_callback(id)),
             pair("StatusCallbackMethod", "POST"),
         ];
@@ -291,9 +302,21 @@ impl TwilioClient {
     async fn update_call(&self, sid: &CallSid, status: &str) -> Result<(), TelephonyError> {
         let url = self.account_url(&format!("Calls/{}.json", sid.as_str()));
         let form = vec![pair("Status", status)];
-        self.send(Method::Post, &url, Some(&form), Safety::Idempotent)
+        match self
+            .send(Method::Post, &url, Some(&form), Safety::Idempotent)
             .await
-            .map(drop)
+        {
+            Ok(_) => Ok(()),
+            // 21220 "invalid call state": the call is not up any more, which is what we wanted.
+            Err(TelephonyError::Rejected {
+                code: Some(INVALID_CALL_STATE),
+                ..
+            }) => {
+                debug!(%sid, "leg already ended");
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
     }
 }
 
@@ -406,6 +429,13 @@ mod tests {
     use super::*;
     use crate::config::{Credentials, RetryPolicy};
     use bonde_pressure_core::PhoneNumber;
+
+    #[test]
+    fn ring_timeouts_stay_in_twilio_range() {
+        assert_eq!(ring_timeout(0), 5);
+        assert_eq!(ring_timeout(30), 30);
+        assert_eq!(ring_timeout(10_000), 600);
+    }
 
     #[test]
     fn participant_statuses() {

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use bonde_pressure_core::TelephonyError;
+use bonde_pressure_core::domain::mask_phone;
 use serde::Deserialize;
 
 /// Twilio error codes meaning "this number cannot be called from here":
@@ -96,7 +97,7 @@ impl ApiError {
                     .unwrap_or_else(|| "no message".to_owned());
                 ApiError {
                     code,
-                    message,
+                    message: scrub_phone_numbers(&message),
                     more_info: b.more_info.or(b.kind),
                 }
             }
@@ -109,6 +110,37 @@ impl ApiError {
     }
 }
 
+/// Masks every phone-number-like run (an optional `+` and 8 or more digits)
+/// of a provider message, so that errors can be logged: Twilio's messages
+/// quote the numbers they refuse.
+pub fn scrub_phone_numbers(text: &str) -> String {
+    let chars: Vec<char> = text.chars().collect();
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    while i < chars.len() {
+        let start = i;
+        let mut j = i;
+        if chars[j] == '+' {
+            j += 1;
+        }
+        let digits_start = j;
+        while j < chars.len() && chars[j].is_ascii_digit() {
+            j += 1;
+        }
+        // Only whole words: the digits inside a SID (`CA0123456789abcdef…`) stay.
+        let glued_before = start > 0 && chars[start - 1].is_alphanumeric();
+        let glued_after = j < chars.len() && chars[j].is_alphanumeric();
+        if j - digits_start >= 8 && !glued_before && !glued_after {
+            out.push_str(&mask_phone(&chars[start..j].iter().collect::<String>()));
+            i = j;
+        } else {
+            out.push(chars[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
 fn snippet(body: &str) -> String {
     let t = body.trim();
     if t.is_empty() {
@@ -118,7 +150,7 @@ fn snippet(body: &str) -> String {
     if t.chars().count() > 200 {
         s.push('…');
     }
-    s
+    scrub_phone_numbers(&s)
 }
 
 /// Maps a non-success answer to a [`TelephonyError`]: invalid numbers (see
@@ -287,6 +319,27 @@ mod tests {
             Some(Duration::ZERO)
         );
         assert_eq!(parse_retry_after("soon", now), None);
+    }
+
+    #[test]
+    fn phone_numbers_in_messages_are_masked() {
+        let body = r#"{"code": 21211, "message": "The 'To' number +5511987654321 is not a valid phone number.", "status": 400}"#;
+        let e = map_error(400, body, None);
+        let shown = e.to_string();
+        assert!(!shown.contains("987654321"), "{shown}");
+        assert!(shown.contains("+5511*****4321"), "{shown}");
+        assert_eq!(
+            scrub_phone_numbers("call 5511987654321, code 21211, sid CA12"),
+            "call 55119****4321, code 21211, sid CA12"
+        );
+        assert_eq!(scrub_phone_numbers("ação +12 ok"), "ação +12 ok");
+        let sid = "CA0123456789abcdef0123456789abcdef CA01234567890123456789012345678901";
+        assert_eq!(scrub_phone_numbers(sid), sid);
+        assert!(
+            !ApiError::parse("not json +5561999990000")
+                .message
+                .contains("999990000")
+        );
     }
 
     #[test]

@@ -179,6 +179,18 @@ impl CallbackUrls {
         format!("{}{}", self.base, route.path(call_id))
     }
 
+    /// The URL Twilio requested (and signed) for a request this server
+    /// received at `path_and_query` (`/v1/phone/dial/…?x=1`): the public
+    /// base URL followed by the path and query. Use it, never the `Host`
+    /// header, to check `X-Twilio-Signature` behind a proxy.
+    pub fn signed_url(&self, path_and_query: &str) -> String {
+        if path_and_query.starts_with('/') {
+            format!("{}{}", self.base, path_and_query)
+        } else {
+            format!("{}/{}", self.base, path_and_query)
+        }
+    }
+
     /// The URL serving a script moment's TwiML.
     pub fn for_moment(&self, moment: ScriptMoment, call_id: CallId) -> String {
         self.url(Route::for_moment(moment), call_id)
@@ -269,6 +281,18 @@ mod tests {
             urls.dial(id())
                 .starts_with("http://localhost:8000/pressure/v1/phone/dial/")
         );
+    }
+
+    #[test]
+    fn signed_url_is_base_plus_path_and_query() {
+        let urls = CallbackUrls::new("https://p.example.org/prefix/").unwrap();
+        assert_eq!(
+            urls.signed_url("/v1/phone/dial/x?a=1"),
+            "https://p.example.org/prefix/v1/phone/dial/x?a=1"
+        );
+        assert_eq!(urls.signed_url("v1"), "https://p.example.org/prefix/v1");
+        let id = id();
+        assert_eq!(urls.signed_url(&Route::Dial.path(id)), urls.dial(id));
     }
 
     #[test]

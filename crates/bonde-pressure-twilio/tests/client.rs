@@ -326,6 +326,21 @@ async fn hang_up_completes_or_cancels() {
 }
 
 #[tokio::test]
+async fn hanging_up_an_ended_call_is_not_an_error() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(format!("/2010-04-01/Accounts/{AC}/Calls/{CA}.json")))
+        .respond_with(ResponseTemplate::new(400).set_body_json(error_body(21220, 400)))
+        .expect(1)
+        .mount(&server)
+        .await;
+    client(&server)
+        .hang_up(call_id(), &CA.parse().unwrap(), HangUp::Cancel)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
 async fn end_conference_completes_it() {
     let server = MockServer::start().await;
     Mock::given(method("POST"))
@@ -426,13 +441,13 @@ async fn auth_failures_are_not_retried() {
 
 #[tokio::test]
 async fn other_4xx_are_rejected_without_retry() {
-    let e = error_case(400, error_body(21220, 400), 1).await;
+    let e = error_case(400, error_body(21205, 400), 1).await;
     assert_eq!(
         e,
         TelephonyError::Rejected {
             status: 400,
-            code: Some(21220),
-            message: "error 21220".into()
+            code: Some(21205),
+            message: "error 21205".into()
         }
     );
     let e = error_case(
