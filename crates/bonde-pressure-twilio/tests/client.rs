@@ -675,7 +675,7 @@ async fn total_retry_time_is_bounded() {
         .unwrap_err();
     assert!(matches!(e, TelephonyError::Unavailable { .. }));
     assert!(
-        started.elapsed() < Duration::from_secs(2),
+        started.elapsed() < Duration::from_secs(5),
         "{:?}",
         started.elapsed()
     );
