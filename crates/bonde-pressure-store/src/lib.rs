@@ -1,1 +1,307 @@
-//! bonde-pressure store adapter (placeholder until its issue lands).
+//! # bonde-pressure-store
+//!
+//! [`CallStore`] adapters for bonde-pressure:
+//!
+//! - [`PgCallStore`]: PostgreSQL, for production (stateless replicas share it);
+//! - [`SqliteCallStore`]: SQLite, the embedded default (one process, one file).
+//!
+//! Both keep every guarantee of core's [`CallStore`]: a commit is one
+//! transaction that updates `phone_calls` only if the stored version is still
+//! the caller's (`WHERE id = $1 AND version = $2`), upserts the legs into
+//! `twilio_calls` and appends the raw payloads to `twilio_call_events`.
+//! Migrations (one folder per backend, embedded with `sqlx::migrate!`) run on
+//! connect and through the `bonde-pressure-store migrate` command.
+//!
+//! [`connect_any`] picks the backend from the URL scheme:
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), bonde_pressure_store::ConnectError> {
+//! let store = bonde_pressure_store::connect_any("sqlite://calls.db").await?;
+//! # let _ = store; Ok(()) }
+//! ```
+//!
+//! With the `test-util` feature, [`conformance`] is the shared suite every
+//! [`CallStore`] implementation (in-memory, SQLite, PostgreSQL) must pass.
+//!
+//! See `docs/storage.md` for the schema, the indexes and measurements.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bonde_pressure_core::InMemoryCallStore;
+use bonde_pressure_core::ports::{CallStore, StoreError, StoredEvent};
+
+mod codec;
+#[cfg(feature = "test-util")]
+pub mod conformance;
+mod postgres;
+mod sqlite;
+
+pub use postgres::PgCallStore;
+pub use sqlite::SqliteCallStore;
+
+/// Which database a URL names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Backend {
+    /// `postgres://` or `postgresql://`.
+    Postgres,
+    /// `sqlite:` (`sqlite:path`, `sqlite://path`, `sqlite::memory:`).
+    Sqlite,
+}
+
+impl Backend {
+    /// The backend of `url`, by its scheme.
+    pub fn from_url(url: &str) -> Result<Self, ConnectError> {
+        let scheme = url
+            .split_once(':')
+            .map(|(s, _)| s.to_ascii_lowercase())
+            .unwrap_or_default();
+        match scheme.as_str() {
+            "postgres" | "postgresql" => Ok(Backend::Postgres),
+            "sqlite" => Ok(Backend::Sqlite),
+            _ => Err(ConnectError::UnsupportedScheme { scheme }),
+        }
+    }
+
+    /// `"postgres"` or `"sqlite"`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Backend::Postgres => "postgres",
+            Backend::Sqlite => "sqlite",
+        }
+    }
+}
+
+/// Why a store could not be opened or migrated.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectError {
+    /// The URL's scheme names no supported database.
+    #[error("unsupported database URL scheme {scheme:?} (expected postgres:// or sqlite:)")]
+    UnsupportedScheme {
+        /// The scheme found (empty when there is none).
+        scheme: String,
+    },
+    /// The URL could not be parsed.
+    #[error("invalid database URL: {0}")]
+    InvalidUrl(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The database could not be reached or opened.
+    #[error("cannot connect to the database: {0}")]
+    Database(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// A migration failed.
+    #[error("database migration failed: {0}")]
+    Migration(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl ConnectError {
+    pub(crate) fn invalid_url(e: sqlx::Error) -> Self {
+        ConnectError::InvalidUrl(Box::new(e))
+    }
+
+    pub(crate) fn database(e: sqlx::Error) -> Self {
+        ConnectError::Database(Box::new(e))
+    }
+}
+
+/// Pool and start-up settings of a store.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct StoreOptions {
+    /// Maximum pooled connections (SQLite in-memory databases always use one).
+    pub max_connections: u32,
+    /// How long to wait for a pooled connection.
+    pub acquire_timeout: Duration,
+    /// SQLite: how long a writer waits for the write lock.
+    pub busy_timeout: Duration,
+    /// Run pending migrations when connecting.
+    pub run_migrations: bool,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            max_connections: 10,
+            acquire_timeout: Duration::from_secs(10),
+            busy_timeout: Duration::from_secs(10),
+            run_migrations: true,
+        }
+    }
+}
+
+impl StoreOptions {
+    /// Sets [`StoreOptions::max_connections`] (at least 1).
+    pub fn max_connections(mut self, n: u32) -> Self {
+        self.max_connections = n.max(1);
+        self
+    }
+
+    /// Sets [`StoreOptions::acquire_timeout`].
+    pub fn acquire_timeout(mut self, t: Duration) -> Self {
+        self.acquire_timeout = t;
+        self
+    }
+
+    /// Sets [`StoreOptions::busy_timeout`].
+    pub fn busy_timeout(mut self, t: Duration) -> Self {
+        self.busy_timeout = t;
+        self
+    }
+
+    /// Sets [`StoreOptions::run_migrations`].
+    pub fn run_migrations(mut self, on: bool) -> Self {
+        self.run_migrations = on;
+        self
+    }
+}
+
+/// What a migration run did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MigrationReport {
+    /// Migrations applied by this run: `(version, description)`.
+    pub applied: Vec<(i64, String)>,
+    /// Every migration now applied, oldest first.
+    pub current: Vec<(i64, String)>,
+}
+
+pub(crate) async fn migration_report<DB>(
+    migrator: &sqlx::migrate::Migrator,
+    pool: &sqlx::Pool<DB>,
+) -> Result<MigrationReport, ConnectError>
+where
+    DB: sqlx::Database,
+    DB::Connection: sqlx::migrate::Migrate,
+{
+    use sqlx::migrate::Migrate;
+    let applied_versions = |list: Vec<sqlx::migrate::AppliedMigration>| {
+        list.into_iter().map(|m| m.version).collect::<Vec<i64>>()
+    };
+    let before = {
+        let mut conn = pool.acquire().await.map_err(ConnectError::database)?;
+        // No migrations table yet: nothing applied.
+        conn.list_applied_migrations()
+            .await
+            .map(applied_versions)
+            .unwrap_or_default()
+    };
+    migrator
+        .run(pool)
+        .await
+        .map_err(|e| ConnectError::Migration(Box::new(e)))?;
+    let after = {
+        let mut conn = pool.acquire().await.map_err(ConnectError::database)?;
+        conn.list_applied_migrations()
+            .await
+            .map(applied_versions)
+            .map_err(|e| ConnectError::Migration(Box::new(e)))?
+    };
+    let describe = |v: i64| {
+        let description = migrator
+            .iter()
+            .find(|m| m.version == v)
+            .map(|m| m.description.to_string())
+            .unwrap_or_default();
+        (v, description)
+    };
+    let mut current: Vec<(i64, String)> = after.iter().copied().map(describe).collect();
+    current.sort();
+    let applied = current
+        .iter()
+        .filter(|(v, _)| !before.contains(v))
+        .cloned()
+        .collect();
+    Ok(MigrationReport { applied, current })
+}
+
+/// Opens the store `url` names — [`PgCallStore`] for `postgres://`,
+/// [`SqliteCallStore`] for `sqlite:` (creating the file if missing, WAL
+/// mode, busy timeout) — with default [`StoreOptions`] (migrations run).
+pub async fn connect_any(url: &str) -> Result<Arc<dyn CallStore>, ConnectError> {
+    connect_any_with(url, &StoreOptions::default()).await
+}
+
+/// [`connect_any`] with options.
+pub async fn connect_any_with(
+    url: &str,
+    options: &StoreOptions,
+) -> Result<Arc<dyn CallStore>, ConnectError> {
+    Ok(match Backend::from_url(url)? {
+        Backend::Postgres => Arc::new(PgCallStore::connect_with(url, options).await?),
+        Backend::Sqlite => Arc::new(SqliteCallStore::connect_with(url, options).await?),
+    })
+}
+
+/// Connects to `url` without migrating, then applies the pending migrations
+/// (what the `bonde-pressure-store migrate` command runs).
+pub async fn migrate_url(url: &str) -> Result<(Backend, MigrationReport), ConnectError> {
+    let backend = Backend::from_url(url)?;
+    let options = StoreOptions::default()
+        .max_connections(1)
+        .run_migrations(false);
+    let report = match backend {
+        Backend::Postgres => {
+            let store = PgCallStore::connect_with(url, &options).await?;
+            let report = store.migrate().await;
+            store.close().await;
+            report?
+        }
+        Backend::Sqlite => {
+            let store = SqliteCallStore::connect_with(url, &options).await?;
+            let report = store.migrate().await;
+            store.close().await;
+            report?
+        }
+    };
+    Ok((backend, report))
+}
+
+/// Reads the raw event log by CallSid, orphans included: what arrived for a
+/// leg, whether or not a call was known for it.
+#[async_trait]
+pub trait EventLog: CallStore {
+    /// Every stored event naming `call_sid`, oldest first.
+    async fn events_by_sid(&self, call_sid: &str) -> Result<Vec<StoredEvent>, StoreError>;
+}
+
+#[async_trait]
+impl EventLog for InMemoryCallStore {
+    async fn events_by_sid(&self, call_sid: &str) -> Result<Vec<StoredEvent>, StoreError> {
+        Ok(self
+            .all_events()
+            .into_iter()
+            .filter(|e| e.raw.call_sid.as_deref() == Some(call_sid))
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backend_from_url_scheme() {
+        assert_eq!(
+            Backend::from_url("postgres://u@h/db").unwrap(),
+            Backend::Postgres
+        );
+        assert_eq!(
+            Backend::from_url("postgresql://u@h/db").unwrap(),
+            Backend::Postgres
+        );
+        assert_eq!(
+            Backend::from_url("sqlite::memory:").unwrap(),
+            Backend::Sqlite
+        );
+        assert_eq!(Backend::from_url("SQLITE://x.db").unwrap(), Backend::Sqlite);
+        assert!(matches!(
+            Backend::from_url("mysql://h/db"),
+            Err(ConnectError::UnsupportedScheme { scheme }) if scheme == "mysql"
+        ));
+        assert!(matches!(
+            Backend::from_url("calls.db"),
+            Err(ConnectError::UnsupportedScheme { .. })
+        ));
+    }
+}

@@ -1,0 +1,330 @@
+//! Backend-neutral conversions between [`Call`] / [`RawEvent`] and columns.
+
+use std::collections::BTreeMap;
+
+use bonde_pressure_core::call::{CallFacts, LegFacts};
+use bonde_pressure_core::domain::{Email, PersonName};
+use bonde_pressure_core::ports::{CallStats, RawEvent, StoreError, StoredEvent};
+use bonde_pressure_core::{
+    Activist, Call, CallId, DetailedState, Leg, PhoneNumber, Target, WidgetId,
+};
+use chrono::{DateTime, TimeDelta, Timelike, Utc};
+use uuid::Uuid;
+
+/// A row that cannot be turned back into a domain value.
+#[derive(Debug, thiserror::Error)]
+#[error("corrupt {column} in the store: {reason}")]
+pub(crate) struct CorruptRow {
+    column: &'static str,
+    reason: String,
+}
+
+pub(crate) fn corrupt(column: &'static str, reason: impl ToString) -> StoreError {
+    StoreError::backend(CorruptRow {
+        column,
+        reason: reason.to_string(),
+    })
+}
+
+/// Wraps a driver error.
+pub(crate) fn db(e: sqlx::Error) -> StoreError {
+    StoreError::backend(e)
+}
+
+/// `true` when `e` is a unique-constraint violation.
+pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .is_some_and(|d| d.is_unique_violation())
+}
+
+/// `true` when `e` is a foreign-key violation.
+pub(crate) fn is_foreign_key_violation(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .is_some_and(|d| d.is_foreign_key_violation())
+}
+
+// ----------------------------------------------------------------- time
+
+/// Drops the sub-microsecond part (both backends store microseconds).
+pub(crate) fn truncate_micros(t: DateTime<Utc>) -> DateTime<Utc> {
+    t.with_nanosecond(t.nanosecond() / 1_000 * 1_000)
+        .unwrap_or(t)
+}
+
+/// The smallest microsecond instant `>= t`: for a stored (microsecond)
+/// value `x`, `x < t ⇔ x < ceil(t)` and `x >= t ⇔ x >= ceil(t)`.
+pub(crate) fn ceil_micros(t: DateTime<Utc>) -> DateTime<Utc> {
+    let floor = truncate_micros(t);
+    if floor == t {
+        t
+    } else {
+        floor + TimeDelta::microseconds(1)
+    }
+}
+
+/// SQLite's timestamp text: fixed width, so text order is time order.
+pub(crate) fn ts_text(t: DateTime<Utc>) -> String {
+    truncate_micros(t)
+        .format("%Y-%m-%dT%H:%M:%S%.6fZ")
+        .to_string()
+}
+
+/// Parses [`ts_text`]'s output (any RFC 3339 text).
+pub(crate) fn parse_ts(column: &'static str, s: &str) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| corrupt(column, e))
+}
+
+// ------------------------------------------------------------ integers
+
+pub(crate) fn version_to_db(v: u64) -> Result<i64, StoreError> {
+    i64::try_from(v).map_err(|_| corrupt("version", format!("{v} exceeds BIGINT")))
+}
+
+pub(crate) fn version_from_db(v: i64) -> Result<u64, StoreError> {
+    u64::try_from(v).map_err(|_| corrupt("version", format!("{v} is negative")))
+}
+
+fn non_negative(column: &'static str, v: i64) -> Result<u64, StoreError> {
+    u64::try_from(v).map_err(|_| corrupt(column, format!("{v} is negative")))
+}
+
+// ----------------------------------------------------------------- calls
+
+/// The columns written for a call.
+pub(crate) struct CallRecord<'a> {
+    pub id: Uuid,
+    pub widget_id: i64,
+    pub activist_name: &'a str,
+    pub activist_first_name: Option<&'a str>,
+    pub activist_last_name: Option<&'a str>,
+    pub activist_email: &'a str,
+    pub from_phone_number: &'a str,
+    pub from_call_sid: Option<&'a str>,
+    pub to_phone_number: &'a str,
+    pub to_call_sid: Option<&'a str>,
+    pub target_name: &'a str,
+    pub target_caller_id: Option<&'a str>,
+    pub conference_sid: Option<&'a str>,
+    pub state: &'static str,
+    pub terminal: bool,
+    pub connected_secs: Option<i64>,
+    pub facts: String,
+    pub version: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl<'a> CallRecord<'a> {
+    /// The record of `call` stored with version `version`.
+    pub fn new(call: &'a Call, version: u64) -> Result<Self, StoreError> {
+        let state = call.state();
+        Ok(Self {
+            id: call.id.as_uuid(),
+            widget_id: call.widget_id.get(),
+            activist_name: call.activist.name.as_str(),
+            activist_first_name: call.activist.first_name.as_ref().map(PersonName::as_str),
+            activist_last_name: call.activist.last_name.as_ref().map(PersonName::as_str),
+            activist_email: call.activist.email.as_str(),
+            from_phone_number: call.activist.phone.as_e164(),
+            from_call_sid: call.facts.activist.sid.as_ref().map(|s| s.as_str()),
+            to_phone_number: call.target.phone.as_e164(),
+            to_call_sid: call.facts.target.sid.as_ref().map(|s| s.as_str()),
+            target_name: call.target.name.as_str(),
+            target_caller_id: call.target_caller_id.as_ref().map(PhoneNumber::as_e164),
+            conference_sid: call.facts.conference_sid.as_ref().map(|s| s.as_str()),
+            state: state.as_str(),
+            terminal: state.is_terminal(),
+            connected_secs: call.connected_secs().map(i64::from),
+            facts: serde_json::to_string(&call.facts).map_err(StoreError::backend)?,
+            version: version_to_db(version)?,
+            created_at: truncate_micros(call.created_at),
+            updated_at: truncate_micros(call.updated_at),
+        })
+    }
+}
+
+/// The columns a call is read back from (backend types already decoded).
+pub(crate) struct CallParts {
+    pub id: Uuid,
+    pub widget_id: i64,
+    pub activist_name: String,
+    pub activist_first_name: Option<String>,
+    pub activist_last_name: Option<String>,
+    pub activist_email: String,
+    pub from_phone_number: String,
+    pub to_phone_number: String,
+    pub target_name: String,
+    pub target_caller_id: Option<String>,
+    pub facts: String,
+    pub version: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+fn name(column: &'static str, s: &str) -> Result<PersonName, StoreError> {
+    PersonName::parse(s).map_err(|e| corrupt(column, e))
+}
+
+fn phone(column: &'static str, s: &str) -> Result<PhoneNumber, StoreError> {
+    PhoneNumber::parse_e164(s).map_err(|e| corrupt(column, e))
+}
+
+impl CallParts {
+    /// Rebuilds the call.
+    pub fn into_call(self) -> Result<Call, StoreError> {
+        let facts: CallFacts =
+            serde_json::from_str(&self.facts).map_err(|e| corrupt("phone_calls.facts", e))?;
+        Ok(Call {
+            id: CallId::from(self.id),
+            widget_id: WidgetId::new(self.widget_id)
+                .map_err(|e| corrupt("phone_calls.widget_id", e))?,
+            activist: Activist {
+                name: name("phone_calls.activist_name", &self.activist_name)?,
+                first_name: self
+                    .activist_first_name
+                    .as_deref()
+                    .map(|s| name("phone_calls.activist_first_name", s))
+                    .transpose()?,
+                last_name: self
+                    .activist_last_name
+                    .as_deref()
+                    .map(|s| name("phone_calls.activist_last_name", s))
+                    .transpose()?,
+                email: Email::parse(&self.activist_email)
+                    .map_err(|e| corrupt("phone_calls.activist_email", e))?,
+                phone: phone("phone_calls.from_phone_number", &self.from_phone_number)?,
+            },
+            target: Target {
+                name: name("phone_calls.target_name", &self.target_name)?,
+                phone: phone("phone_calls.to_phone_number", &self.to_phone_number)?,
+            },
+            target_caller_id: self
+                .target_caller_id
+                .as_deref()
+                .map(|s| phone("phone_calls.target_caller_id", s))
+                .transpose()?,
+            facts,
+            version: version_from_db(self.version)?,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        })
+    }
+}
+
+/// The `twilio_calls` row of one leg (only legs with a SID have one).
+pub(crate) struct LegRecord<'a> {
+    pub sid: &'a str,
+    pub leg: &'static str,
+    pub status: Option<&'static str>,
+    pub answered_by: Option<&'static str>,
+    pub from_phone_number: Option<&'a str>,
+    pub to_phone_number: &'a str,
+    pub duration_secs: Option<i64>,
+    pub sip_response_code: Option<i32>,
+    pub error_code: Option<i64>,
+    pub error_message: Option<&'a str>,
+    pub ringing_at: Option<DateTime<Utc>>,
+    pub answered_at: Option<DateTime<Utc>>,
+    pub ended_at: Option<DateTime<Utc>>,
+}
+
+/// The legs of `call` that have a SID.
+pub(crate) fn leg_records(call: &Call) -> Vec<LegRecord<'_>> {
+    let mut out = Vec::with_capacity(2);
+    for leg in [Leg::Activist, Leg::Target] {
+        let f: &LegFacts = call.facts.leg(leg);
+        let Some(sid) = f.sid.as_ref() else { continue };
+        let (from, to) = match leg {
+            // Leg A is placed from the service's own number (not stored here).
+            Leg::Activist => (None, call.activist.phone.as_e164()),
+            Leg::Target => (
+                call.target_caller_id.as_ref().map(PhoneNumber::as_e164),
+                call.target.phone.as_e164(),
+            ),
+        };
+        out.push(LegRecord {
+            sid: sid.as_str(),
+            leg: leg.as_str(),
+            status: f.status.map(|s| s.as_str()),
+            answered_by: f.answered_by.map(|a| a.as_str()),
+            from_phone_number: from,
+            to_phone_number: to,
+            duration_secs: f.duration_secs.map(i64::from),
+            sip_response_code: f.sip_response_code.map(i32::from),
+            error_code: f.error.as_ref().and_then(|e| e.code).map(i64::from),
+            error_message: f.error.as_ref().map(|e| e.message.as_str()),
+            ringing_at: f.ringing_at.map(truncate_micros),
+            answered_at: f.answered_at.map(truncate_micros),
+            ended_at: f.ended_at.map(truncate_micros),
+        });
+    }
+    out
+}
+
+// ----------------------------------------------------------------- events
+
+/// The columns an event is read back from.
+pub(crate) struct EventParts {
+    pub id: i64,
+    pub phone_call_id: Option<Uuid>,
+    pub call_sid: Option<String>,
+    pub kind: String,
+    pub payload: String,
+    pub sequence_number: Option<i64>,
+    pub received_at: DateTime<Utc>,
+}
+
+impl EventParts {
+    pub fn into_event(self) -> StoredEvent {
+        StoredEvent {
+            id: self.id,
+            call_id: self.phone_call_id.map(CallId::from),
+            raw: RawEvent {
+                kind: self.kind,
+                call_sid: self.call_sid,
+                payload: self.payload,
+                sequence_number: self.sequence_number,
+                received_at: self.received_at,
+            },
+        }
+    }
+}
+
+// ------------------------------------------------------------------ stats
+
+/// One row of the stats query: a state's count, with the aggregates of
+/// completed calls repeated on every row.
+#[derive(Debug, sqlx::FromRow)]
+pub(crate) struct StatsRow {
+    pub state: String,
+    pub calls: i64,
+    pub total_secs: i64,
+    pub average_secs: Option<f64>,
+    pub median_secs: Option<f64>,
+}
+
+pub(crate) fn stats_from_rows(rows: Vec<StatsRow>) -> Result<CallStats, StoreError> {
+    let mut stats = CallStats::default();
+    let mut by_state = BTreeMap::new();
+    for row in rows {
+        let state = DetailedState::parse(&row.state).ok_or_else(|| {
+            corrupt(
+                "phone_calls.state",
+                format!("unknown state {:?}", row.state),
+            )
+        })?;
+        let n = non_negative("count", row.calls)?;
+        by_state.insert(state, n);
+        stats.total += n;
+        if state == DetailedState::Completed {
+            stats.completed = n;
+        }
+        stats.connected_secs = non_negative("phone_calls.connected_secs", row.total_secs)?;
+        stats.average_secs = row.average_secs;
+        stats.median_secs = row.median_secs;
+    }
+    stats.by_state = by_state;
+    Ok(stats)
+}

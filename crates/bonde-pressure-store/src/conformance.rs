@@ -1,0 +1,925 @@
+//! The [`CallStore`] conformance suite (feature `test-util`).
+//!
+//! Every check is a `pub async fn` taking a fresh, empty store; each
+//! implementation's tests call all of them (see this crate's
+//! `tests/conformance.rs`, which runs them against
+//! [`bonde_pressure_core::InMemoryCallStore`], [`crate::SqliteCallStore`]
+//! and [`crate::PgCallStore`]). A failed check panics, like an assertion.
+//!
+//! Calls are built by applying core [`CallEvent`]s to a new call
+//! ([`build_call`]), so their facts are realistic. Timestamps are whole
+//! microseconds (what the SQL stores keep).
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use bonde_pressure_core::call::Leg;
+use bonde_pressure_core::domain::{Email, PersonName};
+use bonde_pressure_core::ports::{CallStats, CallStore, RawEvent, StoreError};
+use bonde_pressure_core::{
+    Activist, AnsweredBy, Call, CallEvent, CallId, CallSid, ConferenceSid, Confirmation,
+    DetailedState, LegStatus, PhoneNumber, Target, WidgetId,
+};
+use chrono::{DateTime, TimeDelta, TimeZone, Utc};
+
+use crate::EventLog;
+
+/// Every check of the suite with its name, for implementations that want to
+/// loop over them (the orphan-events check needs [`EventLog`] and is
+/// [`orphan_events_are_stored`]).
+pub const CHECKS: [&str; 14] = [
+    "create_get_round_trip",
+    "unicode_names_round_trip",
+    "find_by_sid_on_both_legs",
+    "duplicate_create_is_already_exists",
+    "stale_commit_conflicts_and_writes_nothing",
+    "commit_on_unknown_call_is_not_found",
+    "concurrent_updates_lose_nothing",
+    "event_log_keeps_insertion_order",
+    "append_events_to_unknown_call_is_not_found",
+    "orphan_events_are_stored",
+    "list_unfinished_for_reconciliation",
+    "stats_match_reference",
+    "large_payloads_round_trip",
+    "commit_round_trips_every_outcome",
+];
+
+// ------------------------------------------------------------ builders
+
+/// A fixed instant with a microsecond part (2026-03-01T12:00:00.123456Z).
+pub fn t0() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 3, 1, 12, 0, 0)
+        .single()
+        .expect("valid date")
+        + TimeDelta::microseconds(123_456)
+}
+
+/// `t0() + secs` seconds.
+pub fn at(secs: i64) -> DateTime<Utc> {
+    t0() + TimeDelta::seconds(secs)
+}
+
+/// A random, valid Call SID.
+pub fn call_sid() -> CallSid {
+    format!("CA{}", uuid::Uuid::new_v4().simple())
+        .parse()
+        .expect("valid call sid")
+}
+
+/// A random, valid Conference SID.
+pub fn conference_sid() -> ConferenceSid {
+    format!("CF{}", uuid::Uuid::new_v4().simple())
+        .parse()
+        .expect("valid conference sid")
+}
+
+fn widget(id: i64) -> WidgetId {
+    WidgetId::new(id).expect("valid widget id")
+}
+
+fn phone(e164: &str) -> PhoneNumber {
+    PhoneNumber::parse_e164(e164).expect("valid phone number")
+}
+
+/// A new call (no facts, version 0) for `widget_id`, created at `created_at`.
+pub fn new_call(widget_id: i64, created_at: DateTime<Utc>) -> Call {
+    new_call_named(widget_id, created_at, "Ana Souza", "Deputada Maria")
+}
+
+/// [`new_call`] with the activist's and the target's names.
+pub fn new_call_named(
+    widget_id: i64,
+    created_at: DateTime<Utc>,
+    activist: &str,
+    target: &str,
+) -> Call {
+    let (first, last) = activist.split_once(' ').unwrap_or((activist, activist));
+    Call::new(
+        CallId::new(),
+        widget(widget_id),
+        Activist {
+            name: PersonName::parse(activist).expect("valid name"),
+            first_name: Some(PersonName::parse(first).expect("valid name")),
+            last_name: Some(PersonName::parse(last).expect("valid name")),
+            email: Email::parse("ativista@example.org").expect("valid email"),
+            phone: phone("+5511912345678"),
+        },
+        Target {
+            name: PersonName::parse(target).expect("valid name"),
+            phone: phone("+5561998765432"),
+        },
+        Some(phone("+5511987654321")),
+        created_at,
+    )
+}
+
+/// Where [`build_call`] takes a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Nothing happened yet.
+    Created,
+    /// The activist's phone rings.
+    ActivistRinging,
+    /// The activist's line was busy.
+    ActivistBusy,
+    /// The activist did not answer.
+    ActivistNoAnswer,
+    /// A voicemail answered the activist's phone.
+    ActivistVoicemail,
+    /// The activist confirmed; the target is being dialled.
+    Connecting,
+    /// The target's phone rings.
+    TargetRinging,
+    /// The target did not answer.
+    TargetNoAnswer,
+    /// The activist left before the target answered.
+    Abandoned,
+    /// Both talk.
+    Connected,
+    /// They talked; the target leg reported `talk_secs` (or no duration).
+    Completed {
+        /// The target leg's duration.
+        talk_secs: Option<u32>,
+    },
+}
+
+impl Outcome {
+    /// The detailed state a call with this outcome is in.
+    pub fn state(&self) -> DetailedState {
+        match self {
+            Outcome::Created => DetailedState::Created,
+            Outcome::ActivistRinging => DetailedState::ActivistRinging,
+            Outcome::ActivistBusy => DetailedState::ActivistBusy,
+            Outcome::ActivistNoAnswer => DetailedState::ActivistNoAnswer,
+            Outcome::ActivistVoicemail => DetailedState::ActivistVoicemail,
+            Outcome::Connecting => DetailedState::Connecting,
+            Outcome::TargetRinging => DetailedState::TargetRinging,
+            Outcome::TargetNoAnswer => DetailedState::TargetNoAnswer,
+            Outcome::Abandoned => DetailedState::Abandoned,
+            Outcome::Connected => DetailedState::Connected,
+            Outcome::Completed { .. } => DetailedState::Completed,
+        }
+    }
+
+    /// Every outcome (completed with 42 s of talk).
+    pub const ALL: [Outcome; 11] = [
+        Outcome::Created,
+        Outcome::ActivistRinging,
+        Outcome::ActivistBusy,
+        Outcome::ActivistNoAnswer,
+        Outcome::ActivistVoicemail,
+        Outcome::Connecting,
+        Outcome::TargetRinging,
+        Outcome::TargetNoAnswer,
+        Outcome::Abandoned,
+        Outcome::Connected,
+        Outcome::Completed {
+            talk_secs: Some(42),
+        },
+    ];
+}
+
+/// The core events taking a new call to `outcome`.
+pub fn lifecycle(outcome: Outcome, t: DateTime<Utc>) -> Vec<CallEvent> {
+    let a = call_sid();
+    let b = call_sid();
+    let cf = conference_sid();
+    let s = |n: i64| Some(t + TimeDelta::seconds(n));
+    let leg = |leg, sid: &CallSid, status, duration_secs, at| CallEvent::LegStatus {
+        leg,
+        sid: Some(sid.clone()),
+        status,
+        duration_secs,
+        sip_response_code: None,
+        at,
+    };
+    let mut ev = Vec::new();
+    if outcome == Outcome::Created {
+        return ev;
+    }
+    ev.push(CallEvent::LegDialed {
+        leg: Leg::Activist,
+        sid: a.clone(),
+        status: Some(LegStatus::Queued),
+    });
+    ev.push(leg(Leg::Activist, &a, LegStatus::Ringing, None, s(1)));
+    match outcome {
+        Outcome::ActivistRinging => return ev,
+        Outcome::ActivistBusy => {
+            ev.push(leg(Leg::Activist, &a, LegStatus::Busy, Some(0), s(2)));
+            return ev;
+        }
+        Outcome::ActivistNoAnswer => {
+            ev.push(leg(Leg::Activist, &a, LegStatus::NoAnswer, Some(0), s(30)));
+            return ev;
+        }
+        _ => {}
+    }
+    ev.push(leg(Leg::Activist, &a, LegStatus::InProgress, None, s(5)));
+    if outcome == Outcome::ActivistVoicemail {
+        ev.push(CallEvent::AnsweredBy {
+            leg: Leg::Activist,
+            sid: Some(a.clone()),
+            answered_by: AnsweredBy::MachineEndBeep,
+        });
+        return ev;
+    }
+    ev.push(CallEvent::Prompted);
+    ev.push(CallEvent::Confirmed(Confirmation::Digits("1".into())));
+    ev.push(CallEvent::ConferenceStarted {
+        conference_sid: cf.clone(),
+    });
+    ev.push(CallEvent::ParticipantJoined {
+        conference_sid: cf.clone(),
+        call_sid: a.clone(),
+        leg: Some(Leg::Activist),
+    });
+    ev.push(CallEvent::LegDialed {
+        leg: Leg::Target,
+        sid: b.clone(),
+        status: Some(LegStatus::Queued),
+    });
+    match outcome {
+        Outcome::Connecting => return ev,
+        Outcome::Abandoned => {
+            ev.push(leg(
+                Leg::Activist,
+                &a,
+                LegStatus::Completed,
+                Some(20),
+                s(20),
+            ));
+            return ev;
+        }
+        _ => {}
+    }
+    ev.push(leg(Leg::Target, &b, LegStatus::Ringing, None, s(12)));
+    match outcome {
+        Outcome::TargetRinging => return ev,
+        Outcome::TargetNoAnswer => {
+            ev.push(leg(Leg::Target, &b, LegStatus::NoAnswer, Some(0), s(40)));
+            return ev;
+        }
+        _ => {}
+    }
+    ev.push(leg(Leg::Target, &b, LegStatus::InProgress, None, s(15)));
+    ev.push(CallEvent::ParticipantJoined {
+        conference_sid: cf.clone(),
+        call_sid: b.clone(),
+        leg: Some(Leg::Target),
+    });
+    if let Outcome::Completed { talk_secs } = outcome {
+        ev.push(CallEvent::ParticipantLeft {
+            conference_sid: cf.clone(),
+            call_sid: b.clone(),
+            leg: Some(Leg::Target),
+        });
+        ev.push(leg(
+            Leg::Target,
+            &b,
+            LegStatus::Completed,
+            talk_secs,
+            s(100),
+        ));
+        ev.push(CallEvent::ConferenceEnded {
+            conference_sid: cf.clone(),
+        });
+        ev.push(leg(
+            Leg::Activist,
+            &a,
+            LegStatus::Completed,
+            Some(110),
+            s(110),
+        ));
+    }
+    ev
+}
+
+/// A call of `widget_id` created at `created_at`, taken to `outcome` by
+/// applying its [`lifecycle`] (one second apart, so `updated_at` moves on).
+/// Version 0: ready for [`CallStore::create`].
+pub fn build_call(widget_id: i64, created_at: DateTime<Utc>, outcome: Outcome) -> Call {
+    let mut call = new_call(widget_id, created_at);
+    for (i, e) in lifecycle(outcome, created_at).iter().enumerate() {
+        let now = created_at + TimeDelta::seconds(i as i64 + 1);
+        call = call.apply(e, now).0;
+    }
+    assert_eq!(call.state(), outcome.state(), "lifecycle of {outcome:?}");
+    call
+}
+
+/// A raw webhook payload for the event log.
+pub fn raw_event(kind: &str, sid: Option<&CallSid>, payload: &str, seq: Option<i64>) -> RawEvent {
+    RawEvent {
+        kind: kind.to_owned(),
+        call_sid: sid.map(|s| s.as_str().to_owned()),
+        payload: payload.to_owned(),
+        sequence_number: seq,
+        received_at: at(seq.unwrap_or(0)),
+    }
+}
+
+async fn must_get(store: &dyn CallStore, id: CallId) -> Call {
+    store
+        .get(id)
+        .await
+        .expect("get succeeds")
+        .expect("call exists")
+}
+
+// --------------------------------------------------------------- checks
+
+/// A created call reads back equal; unknown ids read `None`; a commit bumps
+/// the version and reads back (read-your-writes); the version given to
+/// `create` is kept as is.
+pub async fn create_get_round_trip(store: Arc<dyn CallStore>) {
+    assert!(store.get(CallId::new()).await.unwrap().is_none());
+
+    let call = build_call(7, at(0), Outcome::Connected);
+    store.create(&call).await.unwrap();
+    assert_eq!(must_get(&*store, call.id).await, call);
+
+    let (next, _) = call.apply(
+        &CallEvent::ParticipantLeft {
+            conference_sid: call.facts.conference_sid.clone().unwrap(),
+            call_sid: call.facts.target.sid.clone().unwrap(),
+            leg: Some(Leg::Target),
+        },
+        at(500),
+    );
+    assert_eq!(store.commit(&next, &[]).await.unwrap(), 1);
+    let stored = must_get(&*store, call.id).await;
+    assert_eq!(stored, Call { version: 1, ..next });
+    assert_eq!(stored.state(), DetailedState::Completed);
+
+    let mut later = new_call(7, at(1));
+    later.version = 5;
+    later.target_caller_id = None;
+    later.activist.first_name = None;
+    later.activist.last_name = None;
+    store.create(&later).await.unwrap();
+    assert_eq!(must_get(&*store, later.id).await, later);
+    assert_eq!(store.commit(&later, &[]).await.unwrap(), 6);
+}
+
+/// Names with accents, `Ñ` and CJK survive the round trip.
+pub async fn unicode_names_round_trip(store: Arc<dyn CallStore>) {
+    let mut call = new_call_named(8, at(0), "João Ñandú 李", "Zoë Ærø 王小明");
+    call.activist.email = Email::parse("joão.ñandú@exemplo.com.br").unwrap();
+    store.create(&call).await.unwrap();
+    let got = must_get(&*store, call.id).await;
+    assert_eq!(got, call);
+    assert_eq!(got.activist.name.as_str(), "João Ñandú 李");
+    assert_eq!(got.activist.first_name.unwrap().as_str(), "João");
+    assert_eq!(got.target.name.as_str(), "Zoë Ærø 王小明");
+}
+
+/// `find_by_sid` finds a call by either leg's SID once a committed version
+/// carries it, and nothing for unknown SIDs.
+pub async fn find_by_sid_on_both_legs(store: Arc<dyn CallStore>) {
+    assert!(store.find_by_sid(&call_sid()).await.unwrap().is_none());
+
+    let mut call = new_call(9, at(0));
+    let a = call_sid();
+    call = call
+        .apply(
+            &CallEvent::LegDialed {
+                leg: Leg::Activist,
+                sid: a.clone(),
+                status: Some(LegStatus::Queued),
+            },
+            at(1),
+        )
+        .0;
+    store.create(&call).await.unwrap();
+    let other = build_call(9, at(0), Outcome::Connected);
+    store.create(&other).await.unwrap();
+
+    assert_eq!(store.find_by_sid(&a).await.unwrap(), Some(call.clone()));
+    let b = call_sid();
+    assert!(store.find_by_sid(&b).await.unwrap().is_none());
+
+    let (next, _) = call.apply(
+        &CallEvent::LegDialed {
+            leg: Leg::Target,
+            sid: b.clone(),
+            status: Some(LegStatus::Queued),
+        },
+        at(2),
+    );
+    store.commit(&next, &[]).await.unwrap();
+    let expected = Call { version: 1, ..next };
+    assert_eq!(store.find_by_sid(&b).await.unwrap(), Some(expected.clone()));
+    assert_eq!(store.find_by_sid(&a).await.unwrap(), Some(expected));
+
+    let other_b = other.facts.target.sid.clone().unwrap();
+    assert_eq!(store.find_by_sid(&other_b).await.unwrap(), Some(other));
+}
+
+/// Creating an id twice fails with `AlreadyExists` and keeps the first.
+pub async fn duplicate_create_is_already_exists(store: Arc<dyn CallStore>) {
+    let call = build_call(10, at(0), Outcome::ActivistRinging);
+    store.create(&call).await.unwrap();
+    let mut again = build_call(11, at(5), Outcome::Created);
+    again.id = call.id;
+    assert!(matches!(
+        store.create(&again).await,
+        Err(StoreError::AlreadyExists)
+    ));
+    assert_eq!(must_get(&*store, call.id).await, call);
+}
+
+/// A commit with a stale (or future) version fails with `Conflict`, writes
+/// nothing and appends none of its events.
+pub async fn stale_commit_conflicts_and_writes_nothing(store: Arc<dyn CallStore>) {
+    let call = build_call(12, at(0), Outcome::ActivistRinging);
+    store.create(&call).await.unwrap();
+
+    let a = call.facts.activist.sid.clone().unwrap();
+    let first_event = raw_event(
+        "status-callback",
+        Some(&a),
+        "CallStatus=in-progress",
+        Some(1),
+    );
+    let (answered, _) = call.apply(
+        &CallEvent::LegStatus {
+            leg: Leg::Activist,
+            sid: Some(a.clone()),
+            status: LegStatus::InProgress,
+            duration_secs: None,
+            sip_response_code: None,
+            at: Some(at(20)),
+        },
+        at(20),
+    );
+    assert_eq!(
+        store
+            .commit(&answered, std::slice::from_ref(&first_event))
+            .await
+            .unwrap(),
+        1
+    );
+
+    // A writer that read version 0 concurrently:
+    let (busy, _) = call.apply(
+        &CallEvent::LegStatus {
+            leg: Leg::Activist,
+            sid: Some(a.clone()),
+            status: LegStatus::Busy,
+            duration_secs: Some(0),
+            sip_response_code: Some(486),
+            at: Some(at(21)),
+        },
+        at(21),
+    );
+    let stale_event = raw_event("status-callback", Some(&a), "CallStatus=busy", Some(2));
+    assert!(matches!(
+        store
+            .commit(&busy, std::slice::from_ref(&stale_event))
+            .await,
+        Err(StoreError::Conflict)
+    ));
+    let mut future = busy.clone();
+    future.version = 7;
+    assert!(matches!(
+        store
+            .commit(&future, std::slice::from_ref(&stale_event))
+            .await,
+        Err(StoreError::Conflict)
+    ));
+
+    let stored = must_get(&*store, call.id).await;
+    assert_eq!(
+        stored,
+        Call {
+            version: 1,
+            ..answered
+        }
+    );
+    assert_eq!(stored.state(), DetailedState::ActivistAnswered);
+    let events = store.events(call.id).await.unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].raw, first_event);
+    assert_eq!(events[0].call_id, Some(call.id));
+}
+
+/// Committing a call that was never created fails with `NotFound` and
+/// stores nothing.
+pub async fn commit_on_unknown_call_is_not_found(store: Arc<dyn CallStore>) {
+    let call = build_call(13, at(0), Outcome::Connecting);
+    let event = raw_event("status-callback", None, "x=1", None);
+    assert!(matches!(
+        store.commit(&call, std::slice::from_ref(&event)).await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(store.get(call.id).await.unwrap().is_none());
+    assert!(store.events(call.id).await.unwrap().is_empty());
+    let a = call.facts.activist.sid.clone().unwrap();
+    assert!(store.find_by_sid(&a).await.unwrap().is_none());
+}
+
+/// 50 tasks each add a distinct fact and a distinct raw event to one call
+/// (load, apply, commit, retry on `Conflict`): nothing is lost.
+pub async fn concurrent_updates_lose_nothing(store: Arc<dyn CallStore>) {
+    const WRITERS: usize = 50;
+    let call = new_call(14, at(0));
+    store.create(&call).await.unwrap();
+    let cf = conference_sid();
+
+    let mut tasks = Vec::with_capacity(WRITERS);
+    for i in 0..WRITERS {
+        let store = store.clone();
+        let cf = cf.clone();
+        tasks.push(tokio::spawn(async move {
+            let sid = call_sid();
+            let event = CallEvent::ParticipantJoined {
+                conference_sid: cf,
+                call_sid: sid.clone(),
+                leg: None,
+            };
+            let raw = raw_event(
+                "conference-status-callback",
+                Some(&sid),
+                &format!("StatusCallbackEvent=participant-join&worker={i}"),
+                Some(i as i64),
+            );
+            let mut attempts = 0_u32;
+            loop {
+                attempts += 1;
+                assert!(attempts <= 10_000, "writer {i} never committed");
+                let current = store.get(call.id).await.expect("get").expect("exists");
+                let (next, _) = current.apply(&event, at(i as i64 + 1));
+                match store.commit(&next, std::slice::from_ref(&raw)).await {
+                    Ok(version) => return (version, sid, raw),
+                    Err(StoreError::Conflict) => tokio::task::yield_now().await,
+                    Err(e) => panic!("writer {i}: unexpected store error: {e}"),
+                }
+            }
+        }));
+    }
+    let mut versions = BTreeSet::new();
+    let mut sids = BTreeSet::new();
+    let mut raws = Vec::new();
+    for t in tasks {
+        let (version, sid, raw) = t.await.expect("writer task");
+        versions.insert(version);
+        sids.insert(sid);
+        raws.push(raw);
+    }
+    assert_eq!(versions, (1..=WRITERS as u64).collect::<BTreeSet<_>>());
+
+    let stored = must_get(&*store, call.id).await;
+    assert_eq!(stored.version, WRITERS as u64);
+    let seen: BTreeSet<CallSid> = stored.facts.participants.keys().cloned().collect();
+    assert_eq!(seen, sids, "every writer's fact is in the final call");
+
+    let events = store.events(call.id).await.unwrap();
+    assert_eq!(events.len(), WRITERS);
+    assert!(events.windows(2).all(|w| w[0].id < w[1].id));
+    let mut stored_payloads: Vec<&str> = events.iter().map(|e| e.raw.payload.as_str()).collect();
+    let mut sent_payloads: Vec<&str> = raws.iter().map(|r| r.payload.as_str()).collect();
+    stored_payloads.sort_unstable();
+    sent_payloads.sort_unstable();
+    assert_eq!(stored_payloads, sent_payloads);
+}
+
+/// A call's log is its events in insertion order (ids increasing), across
+/// commits and `append_events`, and never mixes in another call's events.
+pub async fn event_log_keeps_insertion_order(store: Arc<dyn CallStore>) {
+    let call = build_call(15, at(0), Outcome::ActivistRinging);
+    let other = build_call(15, at(0), Outcome::ActivistRinging);
+    store.create(&call).await.unwrap();
+    store.create(&other).await.unwrap();
+    let a = call.facts.activist.sid.clone().unwrap();
+    let o = other.facts.activist.sid.clone().unwrap();
+
+    let mut sent = Vec::new();
+    let batch1: Vec<RawEvent> = (0..3)
+        .map(|i| raw_event("status-callback", Some(&a), &format!("n={i}"), Some(i)))
+        .collect();
+    let v1 = store.commit(&call, &batch1).await.unwrap();
+    sent.extend(batch1);
+
+    store
+        .append_events(
+            Some(other.id),
+            &[raw_event("status-callback", Some(&o), "other", Some(0))],
+        )
+        .await
+        .unwrap();
+
+    // Out-of-order sequence numbers are kept as received.
+    let batch2 = vec![
+        raw_event("amd-status-callback", Some(&a), "n=3", Some(9)),
+        raw_event("gather", None, "Digits=1", None),
+    ];
+    store.append_events(Some(call.id), &batch2).await.unwrap();
+    sent.extend(batch2);
+
+    let mut next = must_get(&*store, call.id).await;
+    assert_eq!(next.version, v1);
+    next.updated_at = at(60);
+    let batch3 = vec![raw_event("status-callback", Some(&a), "n=5", Some(4))];
+    store.commit(&next, &batch3).await.unwrap();
+    sent.extend(batch3);
+    store.append_events(Some(call.id), &[]).await.unwrap();
+
+    let events = store.events(call.id).await.unwrap();
+    assert_eq!(
+        events.iter().map(|e| e.raw.clone()).collect::<Vec<_>>(),
+        sent
+    );
+    assert!(events.iter().all(|e| e.call_id == Some(call.id)));
+    assert!(events.windows(2).all(|w| w[0].id < w[1].id));
+
+    let other_events = store.events(other.id).await.unwrap();
+    assert_eq!(other_events.len(), 1);
+    assert_eq!(other_events[0].raw.payload, "other");
+    assert!(store.events(CallId::new()).await.unwrap().is_empty());
+}
+
+/// Appending to a call that does not exist fails with `NotFound`.
+pub async fn append_events_to_unknown_call_is_not_found(store: Arc<dyn CallStore>) {
+    let ghost = CallId::new();
+    let e = raw_event("status-callback", None, "x", None);
+    assert!(matches!(
+        store
+            .append_events(Some(ghost), std::slice::from_ref(&e))
+            .await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(matches!(
+        store.append_events(Some(ghost), &[]).await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(store.events(ghost).await.unwrap().is_empty());
+}
+
+/// Payloads naming no known call are stored (`call_id = None`), in order,
+/// findable by SID, and in no call's log.
+pub async fn orphan_events_are_stored<S: EventLog + ?Sized>(store: Arc<S>) {
+    let sid = call_sid();
+    let orphans = vec![
+        raw_event("status-callback", Some(&sid), "CallStatus=ringing", Some(1)),
+        raw_event(
+            "status-callback",
+            Some(&sid),
+            "CallStatus=completed",
+            Some(2),
+        ),
+    ];
+    store.append_events(None, &orphans).await.unwrap();
+    // A malformed SID is kept as text.
+    store
+        .append_events(
+            None,
+            &[raw_event("status-callback", None, "CallSid=bogus", None)],
+        )
+        .await
+        .unwrap();
+
+    let call = build_call(16, at(0), Outcome::ActivistRinging);
+    store.create(&call).await.unwrap();
+    store
+        .commit(
+            &call,
+            &[raw_event("status-callback", Some(&sid), "mine", Some(3))],
+        )
+        .await
+        .unwrap();
+
+    let by_sid = store.events_by_sid(sid.as_str()).await.unwrap();
+    assert_eq!(by_sid.len(), 3);
+    assert_eq!(by_sid[0].call_id, None);
+    assert_eq!(by_sid[1].call_id, None);
+    assert_eq!(by_sid[2].call_id, Some(call.id));
+    assert_eq!(by_sid[0].raw, orphans[0]);
+    assert_eq!(by_sid[1].raw, orphans[1]);
+    assert!(by_sid.windows(2).all(|w| w[0].id < w[1].id));
+
+    let log = store.events(call.id).await.unwrap();
+    assert_eq!(log.len(), 1);
+    assert_eq!(log[0].raw.payload, "mine");
+}
+
+/// `list_unfinished` lists only non-terminal calls updated strictly before
+/// the cutoff, oldest update first (ties by id), at most `limit`.
+pub async fn list_unfinished_for_reconciliation(store: Arc<dyn CallStore>) {
+    let cutoff = at(1_000);
+    let put = |outcome: Outcome, updated: DateTime<Utc>| {
+        let mut c = build_call(17, at(0), outcome);
+        c.updated_at = updated;
+        c
+    };
+    let old = put(Outcome::ActivistRinging, at(100));
+    let tie_a = put(Outcome::Connecting, at(200));
+    let tie_b = put(Outcome::Created, at(200));
+    let newer = put(Outcome::Connected, at(999));
+    let terminal_old = put(Outcome::ActivistBusy, at(50));
+    let completed_old = put(Outcome::Completed { talk_secs: Some(3) }, at(60));
+    let at_cutoff = put(Outcome::TargetRinging, cutoff);
+    let after_cutoff = put(Outcome::ActivistRinging, at(2_000));
+    let going_terminal = put(Outcome::TargetRinging, at(10));
+    for c in [
+        &old,
+        &tie_a,
+        &tie_b,
+        &newer,
+        &terminal_old,
+        &completed_old,
+        &at_cutoff,
+        &after_cutoff,
+        &going_terminal,
+    ] {
+        store.create(c).await.unwrap();
+    }
+    // A commit moves a call to a terminal state: it leaves the listing.
+    let (ended, _) = going_terminal.apply(
+        &CallEvent::LegStatus {
+            leg: Leg::Target,
+            sid: going_terminal.facts.target.sid.clone(),
+            status: LegStatus::Busy,
+            duration_secs: Some(0),
+            sip_response_code: None,
+            at: Some(at(11)),
+        },
+        at(11),
+    );
+    assert!(ended.is_terminal());
+    store.commit(&ended, &[]).await.unwrap();
+
+    let (first_tie, second_tie) = if tie_a.id < tie_b.id {
+        (tie_a, tie_b)
+    } else {
+        (tie_b, tie_a)
+    };
+    let expected = vec![old, first_tie, second_tie, newer];
+    assert_eq!(store.list_unfinished(cutoff, 100).await.unwrap(), expected);
+    assert_eq!(
+        store.list_unfinished(cutoff, 2).await.unwrap(),
+        expected[..2].to_vec()
+    );
+    assert_eq!(
+        store
+            .list_unfinished(cutoff + TimeDelta::nanoseconds(1), 100)
+            .await
+            .unwrap()
+            .len(),
+        5,
+        "a cutoff just past a call's update includes it"
+    );
+    assert!(store.list_unfinished(cutoff, 0).await.unwrap().is_empty());
+    assert!(store.list_unfinished(at(50), 10).await.unwrap().is_empty());
+}
+
+/// `stats` over `[from, to)` equals [`CallStats::from_calls`] on the same
+/// calls: counts by state, completed, talk-time sum, mean and lower median.
+pub async fn stats_match_reference(store: Arc<dyn CallStore>) {
+    let w = 18;
+    let from = at(0);
+    let to = at(3_600);
+    let in_range = [
+        (
+            Outcome::Completed {
+                talk_secs: Some(30),
+            },
+            0,
+        ),
+        (
+            Outcome::Completed {
+                talk_secs: Some(10),
+            },
+            10,
+        ),
+        (
+            Outcome::Completed {
+                talk_secs: Some(50),
+            },
+            20,
+        ),
+        (
+            Outcome::Completed {
+                talk_secs: Some(21),
+            },
+            30,
+        ),
+        (Outcome::Completed { talk_secs: None }, 40),
+        (Outcome::ActivistBusy, 50),
+        (Outcome::ActivistBusy, 60),
+        (Outcome::TargetNoAnswer, 70),
+        (Outcome::ActivistVoicemail, 80),
+        (Outcome::Abandoned, 90),
+        (Outcome::Connected, 100),
+        (Outcome::ActivistRinging, 3_599),
+    ];
+    let mut counted = Vec::new();
+    for (outcome, secs) in in_range {
+        let c = build_call(w, at(secs), outcome);
+        store.create(&c).await.unwrap();
+        counted.push(c);
+    }
+    // Out of range, or another widget's.
+    for (widget_id, created) in [(w, at(-1)), (w, to), (w, at(7_200)), (w + 1, at(5))] {
+        let c = build_call(
+            widget_id,
+            created,
+            Outcome::Completed {
+                talk_secs: Some(1_000),
+            },
+        );
+        store.create(&c).await.unwrap();
+    }
+    // A call completed through a commit counts with its committed state.
+    let connected = counted
+        .iter()
+        .position(|c| c.state() == DetailedState::Connected)
+        .unwrap();
+    let c = counted[connected].clone();
+    let (done, _) = c.apply(
+        &CallEvent::LegStatus {
+            leg: Leg::Target,
+            sid: c.facts.target.sid.clone(),
+            status: LegStatus::Completed,
+            duration_secs: Some(7),
+            sip_response_code: None,
+            at: Some(at(300)),
+        },
+        at(300),
+    );
+    store.commit(&done, &[]).await.unwrap();
+    counted[connected] = done;
+
+    let expected = CallStats::from_calls(&counted);
+    assert_eq!(expected.total, 12);
+    assert_eq!(expected.completed, 6);
+    assert_eq!(expected.connected_secs, 30 + 10 + 50 + 21 + 7);
+    assert_eq!(expected.median_secs, Some(21.0));
+    assert_eq!(store.stats(widget(w), from, to).await.unwrap(), expected);
+
+    // Narrower ranges: an odd and an even count of timed calls.
+    let odd = CallStats::from_calls(counted.iter().filter(|c| c.created_at < at(25)));
+    assert_eq!(odd.median_secs, Some(30.0));
+    assert_eq!(store.stats(widget(w), from, at(25)).await.unwrap(), odd);
+    let even = CallStats::from_calls(counted.iter().filter(|c| c.created_at < at(35)));
+    assert_eq!(even.median_secs, Some(21.0), "lower median of 10 21 30 50");
+    assert_eq!(even.average_secs, Some(27.75));
+    assert_eq!(store.stats(widget(w), from, at(35)).await.unwrap(), even);
+
+    assert_eq!(
+        store
+            .stats(widget(w), at(10_000), at(20_000))
+            .await
+            .unwrap(),
+        CallStats::default()
+    );
+    assert_eq!(
+        store.stats(widget(999), from, to).await.unwrap(),
+        CallStats::default()
+    );
+}
+
+/// Payloads of 1 MiB and more are stored and read back intact.
+pub async fn large_payloads_round_trip(store: Arc<dyn CallStore>) {
+    let call = build_call(19, at(0), Outcome::ActivistRinging);
+    store.create(&call).await.unwrap();
+    let unit = "Body=Olá+mundo+🌍&Digits=1234567890&";
+    let big = unit.repeat((1 << 20) / unit.len() + 1);
+    assert!(big.len() >= 1 << 20);
+    let bigger = format!("{big}{big}");
+    let events = vec![
+        raw_event("status-callback", None, &big, Some(1)),
+        raw_event("status-callback", None, &bigger, Some(2)),
+    ];
+    store.commit(&call, &events).await.unwrap();
+    let stored = store.events(call.id).await.unwrap();
+    assert_eq!(stored.len(), 2);
+    assert_eq!(stored[0].raw, events[0]);
+    assert_eq!(stored[1].raw, events[1]);
+}
+
+/// Every outcome's call, created at its first step and committed at its
+/// last, reads back equal, with the derived state and terminality.
+pub async fn commit_round_trips_every_outcome(store: Arc<dyn CallStore>) {
+    for outcome in Outcome::ALL {
+        let created = new_call(20, at(0));
+        store.create(&created).await.unwrap();
+        let mut call = created.clone();
+        let mut version = 0;
+        for (i, e) in lifecycle(outcome, at(0)).iter().enumerate() {
+            let (next, _) = call.apply(e, at(i as i64 + 1));
+            version = store.commit(&next, &[]).await.unwrap();
+            call = Call { version, ..next };
+        }
+        let got = must_get(&*store, created.id).await;
+        assert_eq!(got, call, "{outcome:?}");
+        assert_eq!(got.version, version);
+        assert_eq!(got.state(), outcome.state());
+        let listed = store.list_unfinished(at(10_000), 1_000).await.unwrap();
+        assert_eq!(
+            listed.iter().any(|c| c.id == created.id),
+            !outcome.state().is_terminal(),
+            "{outcome:?}"
+        );
+    }
+}

@@ -1,0 +1,535 @@
+//! [`SqliteCallStore`]: the embedded default [`CallStore`] on SQLite.
+
+use std::path::Path;
+use std::str::FromStr;
+
+use async_trait::async_trait;
+use bonde_pressure_core::ports::{CallStats, CallStore, RawEvent, StoreError, StoredEvent};
+use bonde_pressure_core::{Call, CallId, CallSid, WidgetId};
+use chrono::{DateTime, Utc};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{FromRow, Sqlite, Transaction};
+use uuid::Uuid;
+
+use crate::codec::{
+    CallParts, CallRecord, EventParts, StatsRow, ceil_micros, corrupt, db,
+    is_foreign_key_violation, is_unique_violation, leg_records, parse_ts, stats_from_rows, ts_text,
+    version_to_db,
+};
+use crate::{ConnectError, EventLog, MigrationReport, StoreOptions, migration_report};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// Write transactions take the write lock up front, so two writers never
+/// deadlock upgrading a read snapshot; waiting is bounded by the busy timeout.
+const BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
+
+macro_rules! call_columns {
+    () => {
+        "id, widget_id, activist_name, activist_first_name, activist_last_name, activist_email, \
+         from_phone_number, to_phone_number, target_name, target_caller_id, facts, version, \
+         created_at, updated_at"
+    };
+}
+
+macro_rules! event_columns {
+    () => {
+        "id, phone_call_id, call_sid, kind, payload, sequence_number, received_at"
+    };
+}
+
+fn parse_uuid(column: &'static str, s: &str) -> Result<Uuid, StoreError> {
+    Uuid::parse_str(s).map_err(|e| corrupt(column, e))
+}
+
+fn id_text(id: CallId) -> String {
+    id.as_uuid().hyphenated().to_string()
+}
+
+#[derive(FromRow)]
+struct CallRow {
+    id: String,
+    widget_id: i64,
+    activist_name: String,
+    activist_first_name: Option<String>,
+    activist_last_name: Option<String>,
+    activist_email: String,
+    from_phone_number: String,
+    to_phone_number: String,
+    target_name: String,
+    target_caller_id: Option<String>,
+    facts: String,
+    version: i64,
+    created_at: String,
+    updated_at: String,
+}
+
+impl CallRow {
+    fn into_call(self) -> Result<Call, StoreError> {
+        CallParts {
+            id: parse_uuid("phone_calls.id", &self.id)?,
+            widget_id: self.widget_id,
+            activist_name: self.activist_name,
+            activist_first_name: self.activist_first_name,
+            activist_last_name: self.activist_last_name,
+            activist_email: self.activist_email,
+            from_phone_number: self.from_phone_number,
+            to_phone_number: self.to_phone_number,
+            target_name: self.target_name,
+            target_caller_id: self.target_caller_id,
+            facts: self.facts,
+            version: self.version,
+            created_at: parse_ts("phone_calls.created_at", &self.created_at)?,
+            updated_at: parse_ts("phone_calls.updated_at", &self.updated_at)?,
+        }
+        .into_call()
+    }
+}
+
+#[derive(FromRow)]
+struct EventRow {
+    id: i64,
+    phone_call_id: Option<String>,
+    call_sid: Option<String>,
+    kind: String,
+    payload: String,
+    sequence_number: Option<i64>,
+    received_at: String,
+}
+
+impl EventRow {
+    fn into_event(self) -> Result<StoredEvent, StoreError> {
+        Ok(EventParts {
+            id: self.id,
+            phone_call_id: self
+                .phone_call_id
+                .as_deref()
+                .map(|s| parse_uuid("twilio_call_events.phone_call_id", s))
+                .transpose()?,
+            call_sid: self.call_sid,
+            kind: self.kind,
+            payload: self.payload,
+            sequence_number: self.sequence_number,
+            received_at: parse_ts("twilio_call_events.received_at", &self.received_at)?,
+        }
+        .into_event())
+    }
+}
+
+/// A [`CallStore`] in a SQLite database: the embedded default (one process).
+///
+/// The file is opened in WAL mode (readers never block the writer) with
+/// `synchronous = NORMAL`, foreign keys on and a busy timeout; write
+/// transactions are `BEGIN IMMEDIATE`. Timestamps are stored as fixed-width
+/// UTC text with microsecond precision (sub-microsecond parts are dropped).
+#[derive(Debug, Clone)]
+pub struct SqliteCallStore {
+    pool: SqlitePool,
+}
+
+impl SqliteCallStore {
+    /// Connects to `url` (`sqlite:path`, `sqlite://path`, `sqlite::memory:`),
+    /// creating the file if missing, with default [`StoreOptions`], and runs
+    /// the pending migrations.
+    pub async fn connect(url: &str) -> Result<Self, ConnectError> {
+        Self::connect_with(url, &StoreOptions::default()).await
+    }
+
+    /// Connects to `url` with `options`; runs the pending migrations unless
+    /// [`StoreOptions::run_migrations`] is off.
+    ///
+    /// An in-memory database (`sqlite::memory:` or `mode=memory`) gets a
+    /// single connection that is never closed, so the data lives as long as
+    /// the store.
+    pub async fn connect_with(url: &str, options: &StoreOptions) -> Result<Self, ConnectError> {
+        let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+        let connect = SqliteConnectOptions::from_str(url).map_err(ConnectError::invalid_url)?;
+        Self::open_with_options(connect, in_memory, options).await
+    }
+
+    /// Opens (creating if missing) the database file at `path`.
+    pub async fn open(path: impl AsRef<Path>) -> Result<Self, ConnectError> {
+        let connect = SqliteConnectOptions::new().filename(path);
+        Self::open_with_options(connect, false, &StoreOptions::default()).await
+    }
+
+    /// A fresh, private in-memory database.
+    pub async fn in_memory() -> Result<Self, ConnectError> {
+        Self::connect("sqlite::memory:").await
+    }
+
+    async fn open_with_options(
+        connect: SqliteConnectOptions,
+        in_memory: bool,
+        options: &StoreOptions,
+    ) -> Result<Self, ConnectError> {
+        let mut connect = connect
+            .create_if_missing(true)
+            .foreign_keys(true)
+            .busy_timeout(options.busy_timeout);
+        if !in_memory {
+            connect = connect
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal);
+        }
+        let pool_options = if in_memory {
+            SqlitePoolOptions::new()
+                .max_connections(1)
+                .min_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None)
+        } else {
+            SqlitePoolOptions::new().max_connections(options.max_connections)
+        };
+        let pool = pool_options
+            .acquire_timeout(options.acquire_timeout)
+            .connect_with(connect)
+            .await
+            .map_err(ConnectError::database)?;
+        let store = Self::from_pool(pool);
+        if options.run_migrations {
+            store.migrate().await?;
+        }
+        Ok(store)
+    }
+
+    /// Wraps an existing pool (migrations are not run: call [`Self::migrate`]).
+    pub fn from_pool(pool: SqlitePool) -> Self {
+        Self { pool }
+    }
+
+    /// The pool.
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    /// Applies the pending migrations.
+    pub async fn migrate(&self) -> Result<MigrationReport, ConnectError> {
+        migration_report(&MIGRATOR, &self.pool).await
+    }
+
+    /// Closes the pool, waiting for connections in use to come back.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    async fn upsert_legs(
+        tx: &mut Transaction<'_, Sqlite>,
+        call: &Call,
+        now: &str,
+    ) -> Result<(), StoreError> {
+        let call_id = id_text(call.id);
+        for leg in leg_records(call) {
+            sqlx::query(
+                "INSERT INTO twilio_calls (sid, phone_call_id, leg, status, answered_by, \
+                 from_phone_number, to_phone_number, duration_secs, sip_response_code, error_code, \
+                 error_message, ringing_at, answered_at, ended_at, created_at, updated_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?15) \
+                 ON CONFLICT (sid) DO UPDATE SET phone_call_id = excluded.phone_call_id, \
+                 leg = excluded.leg, status = excluded.status, answered_by = excluded.answered_by, \
+                 from_phone_number = excluded.from_phone_number, \
+                 to_phone_number = excluded.to_phone_number, duration_secs = excluded.duration_secs, \
+                 sip_response_code = excluded.sip_response_code, error_code = excluded.error_code, \
+                 error_message = excluded.error_message, ringing_at = excluded.ringing_at, \
+                 answered_at = excluded.answered_at, ended_at = excluded.ended_at, \
+                 updated_at = excluded.updated_at",
+            )
+            .bind(leg.sid)
+            .bind(&call_id)
+            .bind(leg.leg)
+            .bind(leg.status)
+            .bind(leg.answered_by)
+            .bind(leg.from_phone_number)
+            .bind(leg.to_phone_number)
+            .bind(leg.duration_secs)
+            .bind(leg.sip_response_code)
+            .bind(leg.error_code)
+            .bind(leg.error_message)
+            .bind(leg.ringing_at.map(ts_text))
+            .bind(leg.answered_at.map(ts_text))
+            .bind(leg.ended_at.map(ts_text))
+            .bind(now)
+            .execute(&mut **tx)
+            .await
+            .map_err(db)?;
+        }
+        Ok(())
+    }
+
+    async fn insert_events(
+        tx: &mut Transaction<'_, Sqlite>,
+        call_id: Option<CallId>,
+        events: &[RawEvent],
+    ) -> Result<(), sqlx::Error> {
+        let call_id = call_id.map(id_text);
+        for e in events {
+            sqlx::query(
+                "INSERT INTO twilio_call_events (phone_call_id, call_sid, kind, payload, \
+                 sequence_number, received_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )
+            .bind(call_id.as_deref())
+            .bind(e.call_sid.as_deref())
+            .bind(&e.kind)
+            .bind(&e.payload)
+            .bind(e.sequence_number)
+            .bind(ts_text(e.received_at))
+            .execute(&mut **tx)
+            .await?;
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl CallStore for SqliteCallStore {
+    async fn create(&self, call: &Call) -> Result<(), StoreError> {
+        let r = CallRecord::new(call, call.version)?;
+        let updated_at = ts_text(r.updated_at);
+        let mut tx = self.pool.begin_with(BEGIN_WRITE).await.map_err(db)?;
+        let inserted = sqlx::query(
+            "INSERT INTO phone_calls (id, widget_id, activist_name, activist_first_name, \
+             activist_last_name, activist_email, from_phone_number, from_call_sid, to_phone_number, \
+             to_call_sid, target_name, target_caller_id, conference_sid, state, terminal, \
+             connected_secs, facts, version, created_at, updated_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, \
+             ?18, ?19, ?20)",
+        )
+        .bind(r.id.hyphenated().to_string())
+        .bind(r.widget_id)
+        .bind(r.activist_name)
+        .bind(r.activist_first_name)
+        .bind(r.activist_last_name)
+        .bind(r.activist_email)
+        .bind(r.from_phone_number)
+        .bind(r.from_call_sid)
+        .bind(r.to_phone_number)
+        .bind(r.to_call_sid)
+        .bind(r.target_name)
+        .bind(r.target_caller_id)
+        .bind(r.conference_sid)
+        .bind(r.state)
+        .bind(r.terminal)
+        .bind(r.connected_secs)
+        .bind(&r.facts)
+        .bind(r.version)
+        .bind(ts_text(r.created_at))
+        .bind(&updated_at)
+        .execute(&mut *tx)
+        .await;
+        match inserted {
+            Ok(_) => {}
+            Err(e) if is_unique_violation(&e) => return Err(StoreError::AlreadyExists),
+            Err(e) => return Err(db(e)),
+        }
+        Self::upsert_legs(&mut tx, call, &updated_at).await?;
+        tx.commit().await.map_err(db)
+    }
+
+    async fn get(&self, id: CallId) -> Result<Option<Call>, StoreError> {
+        sqlx::query_as::<_, CallRow>(concat!(
+            "SELECT ",
+            call_columns!(),
+            " FROM phone_calls WHERE id = ?1"
+        ))
+        .bind(id_text(id))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?
+        .map(CallRow::into_call)
+        .transpose()
+    }
+
+    async fn find_by_sid(&self, sid: &CallSid) -> Result<Option<Call>, StoreError> {
+        sqlx::query_as::<_, CallRow>(concat!(
+            "SELECT ",
+            call_columns!(),
+            " FROM phone_calls WHERE from_call_sid = ?1 OR to_call_sid = ?1 \
+             ORDER BY updated_at DESC LIMIT 1"
+        ))
+        .bind(sid.as_str())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?
+        .map(CallRow::into_call)
+        .transpose()
+    }
+
+    async fn commit(&self, call: &Call, events: &[RawEvent]) -> Result<u64, StoreError> {
+        let next = call
+            .version
+            .checked_add(1)
+            .ok_or_else(|| corrupt("version", "overflow"))?;
+        let r = CallRecord::new(call, next)?;
+        let expected = version_to_db(call.version)?;
+        let id = r.id.hyphenated().to_string();
+        let updated_at = ts_text(r.updated_at);
+        let mut tx = self.pool.begin_with(BEGIN_WRITE).await.map_err(db)?;
+        let updated = sqlx::query(
+            "UPDATE phone_calls SET widget_id = ?3, activist_name = ?4, activist_first_name = ?5, \
+             activist_last_name = ?6, activist_email = ?7, from_phone_number = ?8, \
+             from_call_sid = ?9, to_phone_number = ?10, to_call_sid = ?11, target_name = ?12, \
+             target_caller_id = ?13, conference_sid = ?14, state = ?15, terminal = ?16, \
+             connected_secs = ?17, facts = ?18, version = ?19, created_at = ?20, \
+             updated_at = ?21 WHERE id = ?1 AND version = ?2",
+        )
+        .bind(&id)
+        .bind(expected)
+        .bind(r.widget_id)
+        .bind(r.activist_name)
+        .bind(r.activist_first_name)
+        .bind(r.activist_last_name)
+        .bind(r.activist_email)
+        .bind(r.from_phone_number)
+        .bind(r.from_call_sid)
+        .bind(r.to_phone_number)
+        .bind(r.to_call_sid)
+        .bind(r.target_name)
+        .bind(r.target_caller_id)
+        .bind(r.conference_sid)
+        .bind(r.state)
+        .bind(r.terminal)
+        .bind(r.connected_secs)
+        .bind(&r.facts)
+        .bind(r.version)
+        .bind(ts_text(r.created_at))
+        .bind(&updated_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        if updated.rows_affected() == 0 {
+            let exists =
+                sqlx::query_scalar::<_, i64>("SELECT version FROM phone_calls WHERE id = ?1")
+                    .bind(&id)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(db)?;
+            tx.rollback().await.map_err(db)?;
+            return Err(match exists {
+                Some(_) => {
+                    tracing::debug!(call_id = %call.id, "commit lost a version race");
+                    StoreError::Conflict
+                }
+                None => StoreError::NotFound,
+            });
+        }
+        Self::upsert_legs(&mut tx, call, &updated_at).await?;
+        Self::insert_events(&mut tx, Some(call.id), events)
+            .await
+            .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        Ok(next)
+    }
+
+    async fn append_events(
+        &self,
+        call_id: Option<CallId>,
+        events: &[RawEvent],
+    ) -> Result<(), StoreError> {
+        if events.is_empty() {
+            if let Some(id) = call_id {
+                if self.get(id).await?.is_none() {
+                    return Err(StoreError::NotFound);
+                }
+            }
+            return Ok(());
+        }
+        let mut tx = self.pool.begin_with(BEGIN_WRITE).await.map_err(db)?;
+        match Self::insert_events(&mut tx, call_id, events).await {
+            Ok(()) => tx.commit().await.map_err(db),
+            Err(e) if is_foreign_key_violation(&e) => Err(StoreError::NotFound),
+            Err(e) => Err(db(e)),
+        }
+    }
+
+    async fn events(&self, call_id: CallId) -> Result<Vec<StoredEvent>, StoreError> {
+        sqlx::query_as::<_, EventRow>(concat!(
+            "SELECT ",
+            event_columns!(),
+            " FROM twilio_call_events WHERE phone_call_id = ?1 ORDER BY id"
+        ))
+        .bind(id_text(call_id))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?
+        .into_iter()
+        .map(EventRow::into_event)
+        .collect()
+    }
+
+    async fn list_unfinished(
+        &self,
+        updated_before: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<Call>, StoreError> {
+        sqlx::query_as::<_, CallRow>(concat!(
+            "SELECT ",
+            call_columns!(),
+            " FROM phone_calls WHERE terminal = 0 AND updated_at < ?1 \
+             ORDER BY updated_at, id LIMIT ?2"
+        ))
+        .bind(ts_text(ceil_micros(updated_before)))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?
+        .into_iter()
+        .map(CallRow::into_call)
+        .collect()
+    }
+
+    async fn stats(
+        &self,
+        widget_id: WidgetId,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<CallStats, StoreError> {
+        let rows = sqlx::query_as::<_, StatsRow>(
+            "WITH c AS ( \
+                SELECT state, connected_secs FROM phone_calls \
+                WHERE widget_id = ?1 AND created_at >= ?2 AND created_at < ?3 \
+             ), d AS ( \
+                SELECT connected_secs, \
+                       ROW_NUMBER() OVER (ORDER BY connected_secs) AS rn, \
+                       COUNT(*) OVER () AS n \
+                FROM c WHERE state = 'completed' AND connected_secs IS NOT NULL \
+             ), agg AS ( \
+                SELECT COALESCE(SUM(connected_secs), 0) AS total_secs, \
+                       CAST(SUM(connected_secs) AS REAL) / NULLIF(COUNT(*), 0) AS average_secs, \
+                       (SELECT CAST(connected_secs AS REAL) FROM d WHERE rn = (n + 1) / 2) \
+                           AS median_secs \
+                FROM d \
+             ) \
+             SELECT c.state AS state, COUNT(*) AS calls, agg.total_secs AS total_secs, \
+                    agg.average_secs AS average_secs, agg.median_secs AS median_secs \
+             FROM c CROSS JOIN agg \
+             GROUP BY c.state, agg.total_secs, agg.average_secs, agg.median_secs",
+        )
+        .bind(widget_id.get())
+        .bind(ts_text(ceil_micros(from)))
+        .bind(ts_text(ceil_micros(to)))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        stats_from_rows(rows)
+    }
+}
+
+#[async_trait]
+impl EventLog for SqliteCallStore {
+    async fn events_by_sid(&self, call_sid: &str) -> Result<Vec<StoredEvent>, StoreError> {
+        sqlx::query_as::<_, EventRow>(concat!(
+            "SELECT ",
+            event_columns!(),
+            " FROM twilio_call_events WHERE call_sid = ?1 ORDER BY id"
+        ))
+        .bind(call_sid)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?
+        .into_iter()
+        .map(EventRow::into_event)
+        .collect()
+    }
+}
