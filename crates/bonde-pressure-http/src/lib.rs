@@ -1,1 +1,32 @@
-//! bonde-pressure http adapter (placeholder until its issue lands).
+//! # bonde-pressure-http
+//!
+//! The HTTP adapter of bonde-pressure: the campaign page's routes (a drop-in
+//! for the previous FastAPI service), Twilio's webhooks, call details and
+//! live updates, health, metrics and OpenAPI — over core's
+//! [`PressureService`](bonde_pressure_core::PressureService).
+//!
+//! - [`router`] builds the [`axum::Router`] from an [`AppState`].
+//! - [`config::Config`] reads the environment (upstream's variable names).
+//! - [`wiring`] turns a configuration into a running service (store,
+//!   telephony, campaigns, action recorder) — what the `bonde-pressure`
+//!   binary does.
+//! - [`campaigns`] and [`recorder`] implement core's `CampaignDirectory` and
+//!   `ActionRecorder` over a local file and BONDE's GraphQL API.
+//!
+//! See `docs/http-api.md` for routes, shapes and status codes.
+
+pub mod campaigns;
+pub mod config;
+pub mod error;
+pub mod events;
+pub mod extract;
+pub mod metrics;
+pub mod rate_limit;
+pub mod recorder;
+pub mod routes;
+pub mod state;
+pub mod wiring;
+
+pub use error::AppError;
+pub use routes::router;
+pub use state::{AppState, HttpOptions, WebhookAuth};

@@ -1,0 +1,532 @@
+//! Configuration from the environment (and a `.env` file), with upstream's
+//! variable names. See `docs/configuration.md` for every variable.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use bonde_pressure_core::{PhoneNumber, Region};
+use clap::Parser;
+
+/// A secret value: never printed by `Debug` or `Display`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret itself (pass it on; never log it).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl FromStr for Secret {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        if s.is_empty() {
+            return Err("must not be empty".into());
+        }
+        Ok(Self(s.to_owned()))
+    }
+}
+
+/// A rate: at most `count` requests per `per` (a token bucket of `count`
+/// tokens refilled over `per`). Written `10/min`, `5/h`, `2/s`, `30/10m`;
+/// `off` (or `0`) disables the limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    /// Requests allowed per period (the burst).
+    pub count: u32,
+    /// The period.
+    pub per: Duration,
+}
+
+impl Rate {
+    /// `count` per `per`.
+    pub fn new(count: u32, per: Duration) -> Self {
+        Self { count, per }
+    }
+}
+
+/// A rate setting: a [`Rate`] or disabled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateSetting(pub Option<Rate>);
+
+impl FromStr for RateSetting {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim().to_ascii_lowercase();
+        if s == "off" || s == "0" || s == "none" {
+            return Ok(Self(None));
+        }
+        let err =
+            || format!("expected a rate such as `10/min`, `5/h`, `30/10m` or `off`, got {s:?}");
+        let (count, period) = s.split_once('/').ok_or_else(err)?;
+        let count: u32 = count.trim().parse().map_err(|_| err())?;
+        let period = period.trim();
+        let split = period.find(|c: char| !c.is_ascii_digit()).ok_or_else(err)?;
+        let (n, unit) = period.split_at(split);
+        let n: u64 = if n.is_empty() {
+            1
+        } else {
+            n.parse().map_err(|_| err())?
+        };
+        let unit_secs = match unit {
+            "s" | "sec" | "second" => 1,
+            "m" | "min" | "minute" => 60,
+            "h" | "hour" => 3600,
+            "d" | "day" => 86_400,
+            _ => return Err(err()),
+        };
+        if count == 0 {
+            return Ok(Self(None));
+        }
+        if n == 0 {
+            return Err(err());
+        }
+        Ok(Self(Some(Rate::new(
+            count,
+            Duration::from_secs(n * unit_secs),
+        ))))
+    }
+}
+
+/// Country calling codes activists may be called in: `55`, `55,351`, or `*` (any).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CountryCodes(pub Vec<u16>);
+
+impl FromStr for CountryCodes {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        if s == "*" || s.eq_ignore_ascii_case("any") {
+            return Ok(Self(Vec::new()));
+        }
+        s.split(',')
+            .map(|c| {
+                let c = c.trim().trim_start_matches('+');
+                c.parse::<u16>()
+                    .ok()
+                    .filter(|n| (1..=999).contains(n))
+                    .ok_or_else(|| {
+                        format!("expected country calling codes such as `55,351` or `*`, got {c:?}")
+                    })
+            })
+            .collect::<Result<_, _>>()
+            .map(Self)
+    }
+}
+
+/// Allowed CORS origins: `*` (any) or a comma-separated list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CorsOrigins {
+    /// Any origin.
+    Any,
+    /// These origins (`https://www.bonde.org`).
+    List(Vec<String>),
+}
+
+impl FromStr for CorsOrigins {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        if s.is_empty() || s == "*" {
+            return Ok(Self::Any);
+        }
+        let list: Vec<String> = s
+            .split(',')
+            .map(|o| o.trim().trim_end_matches('/').to_owned())
+            .filter(|o| !o.is_empty())
+            .collect();
+        for o in &list {
+            if !(o.starts_with("http://") || o.starts_with("https://")) || o.contains(' ') {
+                return Err(format!(
+                    "CORS origins must look like https://example.org, got {o:?}"
+                ));
+            }
+        }
+        Ok(Self::List(list))
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+fn parse_base_url(s: &str) -> Result<String, String> {
+    let s = s.trim().trim_end_matches('/');
+    if !(s.starts_with("http://") || s.starts_with("https://")) {
+        return Err(format!(
+            "BASE_URL must be the public http(s) URL of this service, got {s:?}"
+        ));
+    }
+    if s.contains('?') || s.contains('#') || s.contains(' ') {
+        return Err("BASE_URL must have no query, fragment or spaces".into());
+    }
+    Ok(s.to_owned())
+}
+
+fn parse_phone(s: &str) -> Result<PhoneNumber, String> {
+    PhoneNumber::parse_e164(s).map_err(|e| format!("{e}"))
+}
+
+fn parse_secs(s: &str) -> Result<Duration, String> {
+    s.trim()
+        .parse::<u64>()
+        .map(Duration::from_secs)
+        .map_err(|_| format!("expected a number of seconds, got {s:?}"))
+}
+
+fn parse_millis(s: &str) -> Result<Duration, String> {
+    s.trim()
+        .parse::<u64>()
+        .map(Duration::from_millis)
+        .map_err(|_| format!("expected a number of milliseconds, got {s:?}"))
+}
+
+/// Every setting of the server. Read with [`Config::from_env`] (which loads
+/// `.env` first), or [`Config::try_parse_from`] in tests.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "bonde-pressure",
+    version,
+    about = "Phone pressure campaigns: calls an activist, then connects them to a target.",
+    args_override_self = true
+)]
+pub struct Config {
+    /// Public URL of this service, as Twilio reaches it (webhook URLs and
+    /// signature checks are built from it). Default: http://localhost:PORT.
+    #[arg(long, env = "BASE_URL", value_parser = parse_base_url)]
+    pub base_url: Option<String>,
+
+    /// Address to listen on.
+    #[arg(long, env = "HOST", default_value = "0.0.0.0")]
+    pub host: String,
+
+    /// Port to listen on.
+    #[arg(long, env = "PORT", default_value_t = 8000)]
+    pub port: u16,
+
+    /// Database: `sqlite://path.db` or `postgres://…`. Default: a SQLite
+    /// file `bonde-pressure.db` in the working directory.
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: Option<Secret>,
+
+    /// Twilio account SID (`AC…`). With the token and number: real calls.
+    #[arg(long, env = "TWILIO_ACCOUNT_SID")]
+    pub twilio_account_sid: Option<String>,
+
+    /// Twilio auth token (also checks webhook signatures).
+    #[arg(long, env = "TWILIO_AUTH_TOKEN")]
+    pub twilio_auth_token: Option<Secret>,
+
+    /// The Twilio number calls are placed from (E.164).
+    #[arg(long, env = "TWILIO_PHONE_NUMBER", value_parser = parse_phone)]
+    pub twilio_phone_number: Option<PhoneNumber>,
+
+    /// Twilio's REST API base URL (tests point it at a local fake).
+    #[arg(
+        long,
+        env = "TWILIO_API_BASE",
+        default_value = "https://api.twilio.com"
+    )]
+    pub twilio_api_base: String,
+
+    /// BONDE GraphQL (Hasura) endpoint: widgets and widget actions. Without
+    /// it, campaigns come from CAMPAIGNS_FILE (or the built-in demo widget).
+    #[arg(long, env = "GRAPHQL_API_URL")]
+    pub graphql_api_url: Option<String>,
+
+    /// Hasura admin secret, sent as `x-hasura-admin-secret`.
+    #[arg(long, env = "GRAPHQL_API_TOKEN")]
+    pub graphql_api_token: Option<Secret>,
+
+    /// A JSON campaigns file (`{"widgets": [...]}`), used when GRAPHQL_API_URL is unset.
+    #[arg(long, env = "CAMPAIGNS_FILE")]
+    pub campaigns_file: Option<std::path::PathBuf>,
+
+    /// Log filter: `info`, `debug`, `bonde_pressure_http=debug,info`...
+    #[arg(long, env = "LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+
+    /// Log format.
+    #[arg(
+        long,
+        env = "LOG_FORMAT",
+        value_enum,
+        default_value = "text",
+        ignore_case = true
+    )]
+    pub log_format: LogFormat,
+
+    /// Allowed CORS origins (`*` or a comma-separated list).
+    #[arg(long, env = "CORS_ORIGINS", default_value = "*")]
+    pub cors_origins: CorsOrigins,
+
+    /// `POST /v1/phone/call` limit per client IP.
+    #[arg(long, env = "RATE_LIMIT_PER_IP", default_value = "20/min")]
+    pub rate_limit_per_ip: RateSetting,
+
+    /// `POST /v1/phone/call` limit per activist number.
+    #[arg(long, env = "RATE_LIMIT_PER_ACTIVIST", default_value = "5/10m")]
+    pub rate_limit_per_activist: RateSetting,
+
+    /// `POST /v1/phone/call` limit per target number.
+    #[arg(long, env = "RATE_LIMIT_PER_TARGET", default_value = "30/min")]
+    pub rate_limit_per_target: RateSetting,
+
+    /// Reverse proxies in front of the service whose `X-Forwarded-For` entry
+    /// is trusted (0: use the peer address, ignore the header).
+    #[arg(long, env = "TRUSTED_PROXY_HOPS", default_value_t = 0)]
+    pub trusted_proxy_hops: usize,
+
+    /// Country calling codes activists may be called in (`55`, `55,351`, `*`).
+    #[arg(long, env = "ALLOWED_COUNTRY_CODES", default_value = "55")]
+    pub allowed_country_codes: CountryCodes,
+
+    /// Region for numbers typed without a country code (ISO 3166 alpha-2).
+    #[arg(long, env = "DEFAULT_REGION", default_value = "BR")]
+    pub default_region: Region,
+
+    /// Bearer token that unmasks phone numbers in `GET /v1/phone/calls/{id}`.
+    #[arg(long, env = "ADMIN_TOKEN")]
+    pub admin_token: Option<Secret>,
+
+    /// Largest accepted request body, in bytes.
+    #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 64 * 1024)]
+    pub max_body_bytes: usize,
+
+    /// Seconds between reconciliation passes (0: none).
+    #[arg(long, env = "RECONCILE_INTERVAL_SECS", default_value = "30", value_parser = parse_secs)]
+    pub reconcile_interval: Duration,
+
+    /// Unfinished calls with no news for this many seconds are reconciled.
+    #[arg(long, env = "STALE_AFTER_SECS", default_value = "120", value_parser = parse_secs)]
+    pub stale_after: Duration,
+
+    /// Unfinished calls this many seconds old are declared failed.
+    #[arg(long, env = "EXPIRE_AFTER_SECS", default_value = "7200", value_parser = parse_secs)]
+    pub expire_after: Duration,
+
+    /// Simulated telephony: milliseconds per scripted step.
+    #[arg(long, env = "SIMULATED_TICK_MS", default_value = "800", value_parser = parse_millis)]
+    pub simulated_tick: Duration,
+
+    /// Check `X-Twilio-Signature` on webhooks. May be turned off only with the
+    /// simulated telephony (no Twilio credentials).
+    #[arg(long, env = "WEBHOOK_SIGNATURE_CHECK", default_value_t = true, action = clap::ArgAction::Set)]
+    pub webhook_signature_check: bool,
+
+    /// Seconds to wait for in-flight requests on shutdown.
+    #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value = "20", value_parser = parse_secs)]
+    pub shutdown_grace: Duration,
+}
+
+/// A configuration that cannot work.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A variable is missing or malformed (clap's message names it).
+    #[error("{0}")]
+    Invalid(String),
+    /// Some Twilio variables are set but not all.
+    #[error(
+        "Twilio is half configured: set all of TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN and TWILIO_PHONE_NUMBER (missing: {0}), or none for the simulated telephony"
+    )]
+    PartialTwilio(String),
+    /// Signature checks can be turned off only with the simulated telephony.
+    #[error(
+        "WEBHOOK_SIGNATURE_CHECK=false is allowed only with the simulated telephony (no Twilio credentials)"
+    )]
+    SignatureCheckOff,
+    /// GraphQL URL without its token.
+    #[error("GRAPHQL_API_URL is set but GRAPHQL_API_TOKEN is not")]
+    GraphqlToken,
+}
+
+/// The Twilio settings, when all three are configured.
+#[derive(Debug, Clone)]
+pub struct TwilioSettings {
+    /// Account SID.
+    pub account_sid: String,
+    /// Auth token.
+    pub auth_token: Secret,
+    /// Our number.
+    pub phone_number: PhoneNumber,
+}
+
+impl Config {
+    /// Loads `.env` (if any), then parses the environment and checks the result.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let _ = dotenvy::dotenv();
+        Self::try_parse_from(["bonde-pressure"]).map_err(|e| ConfigError::Invalid(e.to_string()))
+    }
+
+    /// Parses these arguments (and the environment), then checks the result.
+    pub fn from_args<I, T>(args: I) -> Result<Self, ConfigError>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let config = Self::try_parse_from(args).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        config.check()?;
+        Ok(config)
+    }
+
+    /// Checks cross-variable rules.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        let twilio = self.twilio()?;
+        if twilio.is_some() && !self.webhook_signature_check {
+            return Err(ConfigError::SignatureCheckOff);
+        }
+        if self.graphql_api_url.is_some() && self.graphql_api_token.is_none() {
+            return Err(ConfigError::GraphqlToken);
+        }
+        Ok(())
+    }
+
+    /// The Twilio settings: `Some` when all are set, `None` when none is, an
+    /// error when only some are.
+    pub fn twilio(&self) -> Result<Option<TwilioSettings>, ConfigError> {
+        match (
+            &self.twilio_account_sid,
+            &self.twilio_auth_token,
+            &self.twilio_phone_number,
+        ) {
+            (Some(sid), Some(token), Some(number)) => Ok(Some(TwilioSettings {
+                account_sid: sid.trim().to_owned(),
+                auth_token: token.clone(),
+                phone_number: number.clone(),
+            })),
+            (None, None, None) => Ok(None),
+            (sid, token, number) => {
+                let missing: Vec<&str> = [
+                    (sid.is_none(), "TWILIO_ACCOUNT_SID"),
+                    (token.is_none(), "TWILIO_AUTH_TOKEN"),
+                    (number.is_none(), "TWILIO_PHONE_NUMBER"),
+                ]
+                .into_iter()
+                .filter_map(|(m, name)| m.then_some(name))
+                .collect();
+                Err(ConfigError::PartialTwilio(missing.join(", ")))
+            }
+        }
+    }
+
+    /// The public base URL, without a trailing slash.
+    pub fn public_base_url(&self) -> String {
+        self.base_url
+            .clone()
+            .unwrap_or_else(|| format!("http://localhost:{}", self.port))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_parse() {
+        let r: RateSetting = "10/min".parse().unwrap();
+        assert_eq!(r.0, Some(Rate::new(10, Duration::from_secs(60))));
+        let r: RateSetting = "5/10m".parse().unwrap();
+        assert_eq!(r.0, Some(Rate::new(5, Duration::from_secs(600))));
+        let r: RateSetting = "2/s".parse().unwrap();
+        assert_eq!(r.0, Some(Rate::new(2, Duration::from_secs(1))));
+        assert_eq!("off".parse::<RateSetting>().unwrap().0, None);
+        assert_eq!("0".parse::<RateSetting>().unwrap().0, None);
+        for bad in ["10", "x/min", "10/fortnight", "10/0m", "/min"] {
+            assert!(bad.parse::<RateSetting>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn country_codes_and_origins_parse() {
+        assert_eq!("55".parse::<CountryCodes>().unwrap().0, vec![55]);
+        assert_eq!("+55, 351".parse::<CountryCodes>().unwrap().0, vec![55, 351]);
+        assert!("*".parse::<CountryCodes>().unwrap().0.is_empty());
+        assert!("br".parse::<CountryCodes>().is_err());
+        assert_eq!("*".parse::<CorsOrigins>().unwrap(), CorsOrigins::Any);
+        assert_eq!(
+            "https://a.org/, http://b.org"
+                .parse::<CorsOrigins>()
+                .unwrap(),
+            CorsOrigins::List(vec!["https://a.org".into(), "http://b.org".into()])
+        );
+        assert!("a.org".parse::<CorsOrigins>().is_err());
+    }
+
+    #[test]
+    fn defaults_and_cross_checks() {
+        let c = Config::from_args(["x"]).unwrap();
+        assert_eq!(c.port, 8000);
+        assert_eq!(c.public_base_url(), "http://localhost:8000");
+        assert!(c.twilio().unwrap().is_none());
+        assert_eq!(c.allowed_country_codes.0, vec![55]);
+
+        let err = Config::from_args(["x", "--twilio-account-sid", "AC123"]).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("TWILIO_AUTH_TOKEN") && msg.contains("TWILIO_PHONE_NUMBER"),
+            "{msg}"
+        );
+
+        let err = Config::from_args([
+            "x",
+            "--twilio-account-sid",
+            "AC123",
+            "--twilio-auth-token",
+            "tok",
+            "--twilio-phone-number",
+            "+5511912345678",
+            "--webhook-signature-check",
+            "false",
+        ])
+        .unwrap_err();
+        assert!(matches!(err, ConfigError::SignatureCheckOff));
+
+        let err = Config::from_args(["x", "--port", "eighty"]).unwrap_err();
+        assert!(err.to_string().contains("PORT") || err.to_string().contains("port"));
+
+        let err = Config::from_args(["x", "--base-url", "localhost:8000"]).unwrap_err();
+        assert!(err.to_string().contains("BASE_URL"), "{err}");
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        let c = Config::from_args([
+            "x",
+            "--twilio-auth-token",
+            "supersecret",
+            "--twilio-account-sid",
+            "AC1",
+            "--twilio-phone-number",
+            "+5511912345678",
+            "--admin-token",
+            "admintok",
+        ])
+        .unwrap();
+        let dbg = format!("{c:?}");
+        assert!(
+            !dbg.contains("supersecret") && !dbg.contains("admintok"),
+            "{dbg}"
+        );
+        assert!(!dbg.contains("912345678"), "phone masked: {dbg}");
+    }
+}

@@ -1,0 +1,211 @@
+//! Error answers: FastAPI-shaped bodies (`{"detail": …}`), so the campaign
+//! page reads them as it read upstream's.
+
+use std::time::Duration;
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// One validation error, FastAPI's shape: `loc` starts with `body`, `path` or `query`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct ValidationItem {
+    /// Where: `["body", "activist", "phone"]`.
+    #[schema(value_type = Vec<Object>)]
+    pub loc: Vec<serde_json::Value>,
+    /// What is wrong.
+    pub msg: String,
+    /// Machine-readable kind (`missing`, `json_invalid`, `value_error.phone`...).
+    #[serde(rename = "type")]
+    pub kind: String,
+}
+
+impl ValidationItem {
+    /// An error at `loc` (strings become path segments).
+    pub fn new(
+        loc: Vec<serde_json::Value>,
+        msg: impl Into<String>,
+        kind: impl Into<String>,
+    ) -> Self {
+        Self {
+            loc,
+            msg: msg.into(),
+            kind: kind.into(),
+        }
+    }
+
+    /// An error in the body at these field names.
+    pub fn body(fields: &[&str], msg: impl Into<String>, kind: impl Into<String>) -> Self {
+        let mut loc = vec![serde_json::Value::from("body")];
+        loc.extend(fields.iter().map(|f| serde_json::Value::from(*f)));
+        Self::new(loc, msg, kind)
+    }
+}
+
+/// `422` body: `{"detail": [ValidationItem…]}`.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ValidationBody {
+    /// The errors.
+    pub detail: Vec<ValidationItem>,
+}
+
+/// Other error bodies: `{"detail": "message"}`.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct MessageBody {
+    /// The message.
+    pub detail: String,
+}
+
+/// Everything a handler can answer with besides success. 5xx answers log
+/// their cause and return a generic body.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AppError {
+    /// 422 with field errors.
+    #[error("validation failed")]
+    Validation(Vec<ValidationItem>),
+    /// A 4xx with a message (`404 Widget not found.`).
+    #[error("{status}: {message}")]
+    Client {
+        /// The status.
+        status: StatusCode,
+        /// The message.
+        message: String,
+    },
+    /// 429: slow down.
+    #[error("rate limited ({scope})")]
+    RateLimited {
+        /// Which limit (`ip`, `activist`, `target`).
+        scope: &'static str,
+        /// When to try again.
+        retry_after: Duration,
+    },
+    /// A dependency (telephony, campaign directory) failed: 502/503 with a generic message.
+    #[error("upstream failure: {detail}")]
+    Upstream {
+        /// 502 or 503.
+        status: StatusCode,
+        /// Shown to the client.
+        public: &'static str,
+        /// Logged only.
+        detail: String,
+        /// Retry-After, when known.
+        retry_after: Option<Duration>,
+    },
+    /// Anything else: 500, logged, generic body.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl AppError {
+    /// A 4xx with a message.
+    pub fn client(status: StatusCode, message: impl Into<String>) -> Self {
+        Self::Client {
+            status,
+            message: message.into(),
+        }
+    }
+
+    /// 404 with a message.
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::client(StatusCode::NOT_FOUND, message)
+    }
+
+    /// 500, with a cause for the logs.
+    pub fn internal(cause: impl std::fmt::Display) -> Self {
+        Self::Internal(cause.to_string())
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            AppError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            AppError::Client { status, .. } => *status,
+            AppError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            AppError::Upstream { status, .. } => *status,
+            AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+fn retry_after_header(d: Duration) -> HeaderValue {
+    // Whole seconds, rounded up, at least 1.
+    let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+    HeaderValue::from(secs.max(1))
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        match self {
+            AppError::Validation(detail) => {
+                (status, axum::Json(ValidationBody { detail })).into_response()
+            }
+            AppError::Client { message, .. } => {
+                (status, axum::Json(MessageBody { detail: message })).into_response()
+            }
+            AppError::RateLimited { retry_after, .. } => {
+                let mut r = (
+                    status,
+                    axum::Json(MessageBody {
+                        detail: "Too many requests. Try again later.".into(),
+                    }),
+                )
+                    .into_response();
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, retry_after_header(retry_after));
+                r
+            }
+            AppError::Upstream {
+                public,
+                detail,
+                retry_after,
+                ..
+            } => {
+                tracing::warn!(status = status.as_u16(), %detail, "upstream failure");
+                let mut r = (
+                    status,
+                    axum::Json(MessageBody {
+                        detail: public.into(),
+                    }),
+                )
+                    .into_response();
+                if let Some(d) = retry_after {
+                    r.headers_mut()
+                        .insert(header::RETRY_AFTER, retry_after_header(d));
+                }
+                r
+            }
+            AppError::Internal(cause) => {
+                tracing::error!(%cause, "internal error");
+                (
+                    status,
+                    axum::Json(MessageBody {
+                        detail: "Internal server error.".into(),
+                    }),
+                )
+                    .into_response()
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_rounds_up() {
+        assert_eq!(retry_after_header(Duration::from_millis(1)), "1");
+        assert_eq!(retry_after_header(Duration::from_millis(1500)), "2");
+        assert_eq!(retry_after_header(Duration::from_secs(3)), "3");
+        assert_eq!(retry_after_header(Duration::ZERO), "1");
+    }
+
+    #[test]
+    fn internal_errors_hide_their_cause() {
+        let r = AppError::internal("db password is hunter2").into_response();
+        assert_eq!(r.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    }
+}

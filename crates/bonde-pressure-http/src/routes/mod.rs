@@ -1,0 +1,89 @@
+//! The router: every route, CORS, body limit, tracing, response metrics,
+//! and JSON answers for unknown routes and methods.
+
+pub mod ops;
+pub mod phone;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post};
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::trace::TraceLayer;
+
+use crate::config::CorsOrigins;
+use crate::error::AppError;
+use crate::metrics;
+use crate::state::AppState;
+
+fn cors(origins: &CorsOrigins) -> CorsLayer {
+    let allow_origin = match origins {
+        CorsOrigins::Any => AllowOrigin::any(),
+        CorsOrigins::List(list) => AllowOrigin::list(
+            list.iter()
+                .filter_map(|o| HeaderValue::from_str(o).ok())
+                .collect::<Vec<_>>(),
+        ),
+    };
+    CorsLayer::new()
+        .allow_origin(allow_origin)
+        .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+        .allow_headers([
+            header::CONTENT_TYPE,
+            header::ACCEPT,
+            header::CACHE_CONTROL,
+            HeaderName::from_static("ngrok-skip-browser-warning"),
+        ])
+        .expose_headers([header::RETRY_AFTER])
+        .max_age(std::time::Duration::from_secs(600))
+}
+
+async fn count_responses(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".into());
+    let response = next.run(req).await;
+    state.metrics.inc(
+        metrics::HTTP_RESPONSES,
+        &[("route", &route), ("status", response.status().as_str())],
+    );
+    response
+}
+
+async fn not_found() -> AppError {
+    AppError::not_found("Not Found")
+}
+
+async fn method_not_allowed() -> AppError {
+    AppError::client(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed")
+}
+
+/// The whole HTTP API over `state`.
+pub fn router(state: AppState) -> Router {
+    let max_body = state.options.max_body_bytes;
+    let cors = cors(&state.options.cors_origins);
+    Router::new()
+        .route("/v1/phone/call", post(phone::start_call))
+        .route("/v1/phone/status/{call_id}", get(phone::call_status))
+        .route("/v1/phone/calls/{call_id}", get(phone::call_details))
+        .route("/v1/phone/calls/{call_id}/events", get(phone::call_events))
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .route("/openapi.json", get(ops::openapi_json))
+        .route("/docs", get(ops::docs))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            count_responses,
+        ))
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(TraceLayer::new_for_http())
+        .layer(cors)
+        .with_state(state)
+}

@@ -1,0 +1,731 @@
+//! The campaign page's routes and the call read models.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use bonde_pressure_core::ports::StoredEvent;
+use bonde_pressure_core::{
+    Call, CallId, PhoneNumber, StartError, TelephonyError, call::LegFacts, domain::mask_phone,
+};
+use futures::Stream;
+use serde::Serialize;
+use serde_json::Value;
+use subtle::ConstantTimeEq;
+use tokio::sync::broadcast;
+use utoipa::ToSchema;
+
+use crate::error::{AppError, MessageBody, ValidationBody, ValidationItem};
+use crate::extract::{CallIdPath, RawBody, parse_start_call};
+use crate::metrics;
+use crate::state::{AppState, ClientIp};
+
+/// `POST /v1/phone/call`'s request (documentation only; parsed by hand for
+/// FastAPI-shaped errors).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StartCallDoc {
+    /// The campaign widget.
+    #[schema(example = 1)]
+    pub widget_id: i64,
+    /// Who is called first.
+    pub activist: ActivistDoc,
+    /// Whom the activist talks to (one of the widget's targets).
+    pub target: TargetDoc,
+}
+
+/// The activist as the form sends it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ActivistDoc {
+    /// Full name.
+    #[schema(example = "Ana Silva")]
+    pub name: String,
+    /// First name (optional).
+    #[schema(example = "Ana")]
+    pub first_name: Option<String>,
+    /// Last name (optional).
+    #[schema(example = "Silva")]
+    pub last_name: Option<String>,
+    /// E-mail.
+    #[schema(example = "ana@example.org")]
+    pub email: String,
+    /// Phone: E.164 or national (`11 91234-5678`, read in the default region).
+    #[schema(example = "11 91234-5678")]
+    pub phone: String,
+}
+
+/// The target as the form sends it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TargetDoc {
+    /// Name.
+    #[schema(example = "Demo Target")]
+    pub name: String,
+    /// Phone, compared (normalised) with the widget's targets.
+    #[schema(example = "+5561999990000")]
+    pub phone: String,
+}
+
+/// `POST /v1/phone/call`'s answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StartCallResponse {
+    /// Our call id (poll `/v1/phone/status/{call_id}`).
+    pub call_id: String,
+    /// The page's status: `initiated` at first.
+    #[schema(example = "initiated")]
+    pub status: String,
+    /// The activist leg's Twilio Call SID.
+    pub twilio_call_sid: Option<String>,
+    /// The activist leg's status as Twilio answered (`queued`).
+    #[schema(example = "queued")]
+    pub twilio_call_status: Option<String>,
+}
+
+/// `GET /v1/phone/status/{call_id}`'s answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StatusResponse {
+    /// The call.
+    pub call_id: String,
+    /// One of `initiated ringing in-progress completed busy no-answer failed canceled`.
+    #[schema(example = "ringing")]
+    pub status: String,
+}
+
+fn start_error(e: StartError) -> AppError {
+    match e {
+        StartError::Invalid(fields) => AppError::Validation(
+            fields
+                .into_iter()
+                .map(|f| {
+                    let mut loc = vec![Value::from("body")];
+                    loc.extend(f.loc.into_iter().map(Value::from));
+                    ValidationItem::new(loc, f.msg, f.kind)
+                })
+                .collect(),
+        ),
+        StartError::WidgetNotFound => AppError::not_found("Widget not found."),
+        StartError::WidgetNotPhone => {
+            AppError::client(StatusCode::BAD_REQUEST, "Widget is not a 'phone' kind.")
+        }
+        StartError::TargetNotInWidget => AppError::client(
+            StatusCode::BAD_REQUEST,
+            "Target is not present in Widget settings.",
+        ),
+        StartError::Directory(e) => AppError::Upstream {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            public: "Campaign directory unavailable. Try again later.",
+            detail: e.to_string(),
+            retry_after: None,
+        },
+        StartError::Telephony { call_id, error } => match error {
+            TelephonyError::InvalidNumber { code, .. } => {
+                tracing::info!(%call_id, ?code, "telephony refused the activist's number");
+                AppError::Validation(vec![ValidationItem::body(
+                    &["activist", "phone"],
+                    "This phone number cannot be called.",
+                    "value_error.phone.unreachable",
+                )])
+            }
+            TelephonyError::RateLimited { retry_after } => AppError::Upstream {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                public: "Too many calls right now. Try again later.",
+                detail: format!("call {call_id}: telephony rate limit"),
+                retry_after: Some(retry_after.unwrap_or(Duration::from_secs(5))),
+            },
+            other => AppError::Upstream {
+                status: StatusCode::BAD_GATEWAY,
+                public: "Could not place the call. Try again later.",
+                detail: format!("call {call_id}: {other}"),
+                retry_after: None,
+            },
+        },
+        StartError::Service(bonde_pressure_core::ServiceError::Contention(n)) => {
+            AppError::Upstream {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                public: "Busy. Try again.",
+                detail: format!("commit contention after {n} attempts"),
+                retry_after: Some(Duration::from_secs(1)),
+            }
+        }
+        other => AppError::internal(other),
+    }
+}
+
+fn outcome_label(e: &AppError) -> &'static str {
+    match e {
+        AppError::Validation(_) => "invalid",
+        AppError::Client { status, .. } if *status == StatusCode::NOT_FOUND => "widget_not_found",
+        AppError::Client { .. } => "rejected",
+        AppError::RateLimited { .. } => "rate_limited",
+        AppError::Upstream { .. } => "upstream_error",
+        AppError::Internal(_) => "error",
+    }
+}
+
+/// Starts a pressure call.
+#[utoipa::path(
+    post, path = "/v1/phone/call", tag = "phone",
+    request_body(content = StartCallDoc, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The activist is being called", body = StartCallResponse),
+        (status = 400, description = "`Widget is not a 'phone' kind.` or `Target is not present in Widget settings.`", body = MessageBody),
+        (status = 404, description = "`Widget not found.`", body = MessageBody),
+        (status = 413, description = "Body too large", body = MessageBody),
+        (status = 422, description = "Invalid fields (FastAPI shape)", body = ValidationBody),
+        (status = 429, description = "Rate limited; see Retry-After", body = MessageBody),
+        (status = 502, description = "The telephony refused the call", body = MessageBody),
+        (status = 503, description = "Campaign directory or telephony unavailable", body = MessageBody),
+    )
+)]
+pub async fn start_call(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    RawBody(body): RawBody,
+) -> Result<Json<StartCallResponse>, AppError> {
+    let result = start_call_inner(&state, ip, &body).await;
+    let label = match &result {
+        Ok(_) => "started",
+        Err(e) => outcome_label(e),
+    };
+    state
+        .metrics
+        .inc(metrics::CALLS_STARTED, &[("outcome", label)]);
+    result.map(Json)
+}
+
+async fn start_call_inner(
+    state: &AppState,
+    ip: Option<std::net::IpAddr>,
+    body: &[u8],
+) -> Result<StartCallResponse, AppError> {
+    if let (Some(limiter), Some(ip)) = (&state.limits.per_ip, ip) {
+        limiter
+            .check(&ip)
+            .map_err(|retry_after| AppError::RateLimited {
+                scope: "ip",
+                retry_after,
+            })?;
+    }
+    let req = parse_start_call(body)?;
+    let region = state.service.config().default_region;
+    if let Some(limiter) = &state.limits.per_activist {
+        if let Ok(p) = PhoneNumber::parse(&req.activist.phone, region) {
+            limiter
+                .check(&p.as_e164().to_owned())
+                .map_err(|retry_after| AppError::RateLimited {
+                    scope: "activist",
+                    retry_after,
+                })?;
+        }
+    }
+    if let Some(limiter) = &state.limits.per_target {
+        if let Ok(p) = PhoneNumber::parse(&req.target.phone, region) {
+            limiter
+                .check(&p.as_e164().to_owned())
+                .map_err(|retry_after| AppError::RateLimited {
+                    scope: "target",
+                    retry_after,
+                })?;
+        }
+    }
+    let started = state.service.start(&req).await.map_err(start_error)?;
+    Ok(StartCallResponse {
+        call_id: started.call_id.to_string(),
+        status: started.status.as_str().to_owned(),
+        twilio_call_sid: started.twilio_call_sid.map(|s| s.as_str().to_owned()),
+        twilio_call_status: started.twilio_call_status.map(|s| s.as_str().to_owned()),
+    })
+}
+
+async fn load(state: &AppState, id: CallId) -> Result<Call, AppError> {
+    state
+        .service
+        .call(id)
+        .await
+        .map_err(AppError::internal)?
+        .ok_or_else(|| AppError::not_found("Call not found."))
+}
+
+/// The page's status of a call (polled every 2 s).
+#[utoipa::path(
+    get, path = "/v1/phone/status/{call_id}", tag = "phone",
+    params(("call_id" = String, Path, description = "The call id (UUID)")),
+    responses(
+        (status = 200, body = StatusResponse),
+        (status = 404, description = "`Call not found.`", body = MessageBody),
+        (status = 422, description = "Malformed id", body = ValidationBody),
+    )
+)]
+pub async fn call_status(
+    State(state): State<AppState>,
+    CallIdPath(id): CallIdPath,
+) -> Result<Response, AppError> {
+    let call = load(&state, id).await?;
+    let mut r = Json(StatusResponse {
+        call_id: id.to_string(),
+        status: call.ui_status().as_str().to_owned(),
+    })
+    .into_response();
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(r)
+}
+
+/// A person in the call details (phone masked unless authorised).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PartyView {
+    /// Name.
+    pub name: String,
+    /// E-mail (activist only; masked unless authorised).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    /// Phone number (E.164, masked unless authorised).
+    pub phone: String,
+}
+
+/// One leg in the call details.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LegView {
+    /// Twilio Call SID.
+    pub sid: Option<String>,
+    /// Highest status seen (`queued` … `completed`, `busy`...).
+    pub status: Option<String>,
+    /// Answering-machine verdict.
+    pub answered_by: Option<String>,
+    /// Seen in the conference.
+    pub joined_conference: bool,
+    /// Seen leaving the conference.
+    pub left_conference: bool,
+    /// Duration in seconds, once ended.
+    pub duration_secs: Option<u32>,
+    /// SIP response code.
+    pub sip_response_code: Option<u16>,
+    /// Provider error code, when it failed.
+    pub error_code: Option<u32>,
+    /// First seen ringing.
+    pub ringing_at: Option<String>,
+    /// First seen answered.
+    pub answered_at: Option<String>,
+    /// First seen ended.
+    pub ended_at: Option<String>,
+}
+
+impl LegView {
+    fn of(l: &LegFacts) -> Self {
+        Self {
+            sid: l.sid.as_ref().map(|s| s.as_str().to_owned()),
+            status: l.status.map(|s| s.as_str().to_owned()),
+            answered_by: l.answered_by.map(|a| a.as_str().to_owned()),
+            joined_conference: l.joined_conference,
+            left_conference: l.left_conference,
+            duration_secs: l.duration_secs,
+            sip_response_code: l.sip_response_code,
+            error_code: l.error.as_ref().and_then(|e| e.code),
+            ringing_at: l.ringing_at.map(|t| t.to_rfc3339()),
+            answered_at: l.answered_at.map(|t| t.to_rfc3339()),
+            ended_at: l.ended_at.map(|t| t.to_rfc3339()),
+        }
+    }
+}
+
+/// Both legs.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LegsView {
+    /// Leg A.
+    pub activist: LegView,
+    /// Leg B.
+    pub target: LegView,
+}
+
+/// One entry of the event log.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TimelineEntry {
+    /// Store id (increasing).
+    pub id: i64,
+    /// Route or report kind (`status-callback`, `simulated`...).
+    pub kind: String,
+    /// When it was received.
+    pub received_at: String,
+    /// The Call SID it names.
+    pub call_sid: Option<String>,
+    /// Twilio's SequenceNumber.
+    pub sequence_number: Option<i64>,
+    /// The payload's non-personal fields (status, event, answered-by...).
+    #[schema(value_type = Object)]
+    pub summary: serde_json::Map<String, Value>,
+    /// The raw payload (authorised requests only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payload: Option<String>,
+}
+
+/// `GET /v1/phone/calls/{id}`'s answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CallDetails {
+    /// The call.
+    pub call_id: String,
+    /// The widget.
+    pub widget_id: i64,
+    /// Detailed state (`awaiting_confirmation`, `target_no_answer`...).
+    pub state: String,
+    /// The page's status.
+    pub status: String,
+    /// The call is over.
+    pub terminal: bool,
+    /// Optimistic-concurrency version (grows with every committed event).
+    pub version: u64,
+    /// Created.
+    pub created_at: String,
+    /// Last updated.
+    pub updated_at: String,
+    /// The activist.
+    pub activist: PartyView,
+    /// The target.
+    pub target: PartyView,
+    /// The legs.
+    pub legs: LegsView,
+    /// The greeting was played.
+    pub prompted: bool,
+    /// The activist confirmed.
+    pub confirmed: bool,
+    /// Conference SID.
+    pub conference_sid: Option<String>,
+    /// Conference started.
+    pub conference_started: bool,
+    /// Conference ended.
+    pub conference_ended: bool,
+    /// Reconciliation gave up on the call.
+    pub expired: bool,
+    /// Talk time of a completed call.
+    pub connected_secs: Option<u32>,
+    /// The event log, oldest first.
+    pub timeline: Vec<TimelineEntry>,
+    /// Phone numbers are shown unmasked (admin token presented).
+    pub unmasked: bool,
+}
+
+fn mask_email(email: &str) -> String {
+    match email.rsplit_once('@') {
+        Some((local, domain)) => {
+            let first: String = local.chars().take(1).collect();
+            format!("{first}***@{domain}")
+        }
+        None => "***".into(),
+    }
+}
+
+/// Payload keys safe to show to anyone (no numbers, no names).
+const SAFE_KEYS: &[&str] = &[
+    "CallStatus",
+    "StatusCallbackEvent",
+    "AnsweredBy",
+    "ParticipantLabel",
+    "ReasonConferenceEnded",
+    "ReasonParticipantLeft",
+    "ParticipantCallStatus",
+    "CallDuration",
+    "SipResponseCode",
+    "SequenceNumber",
+    "Timestamp",
+    "ErrorCode",
+    "type",
+    "status",
+    "leg",
+    "answered_by",
+];
+
+fn summarise(payload: &str) -> serde_json::Map<String, Value> {
+    let mut out = serde_json::Map::new();
+    if let Ok(Value::Object(m)) = serde_json::from_str::<Value>(payload) {
+        for k in SAFE_KEYS {
+            if let Some(v) = m.get(*k).filter(|v| v.is_string() || v.is_number()) {
+                out.insert((*k).into(), v.clone());
+            }
+        }
+        return out;
+    }
+    for pair in payload.split('&') {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        if SAFE_KEYS.contains(&k) {
+            let v = v.replace('+', " ");
+            let v = percent_decode(&v);
+            out.insert(k.to_owned(), Value::from(v));
+        }
+    }
+    out
+}
+
+fn percent_decode(s: &str) -> String {
+    fn hex(b: u8) -> Option<u8> {
+        (b as char).to_digit(16).map(|d| d as u8)
+    }
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                out.push(h * 16 + l);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn authorised(state: &AppState, headers: &HeaderMap) -> Result<bool, AppError> {
+    let Some(presented) = headers.get(header::AUTHORIZATION) else {
+        return Ok(false);
+    };
+    let Some(token) = &state.options.admin_token else {
+        return Err(AppError::client(StatusCode::UNAUTHORIZED, "Invalid token."));
+    };
+    let presented = presented
+        .to_str()
+        .ok()
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default()
+        .trim();
+    if bool::from(presented.as_bytes().ct_eq(token.expose().as_bytes())) {
+        Ok(true)
+    } else {
+        Err(AppError::client(StatusCode::UNAUTHORIZED, "Invalid token."))
+    }
+}
+
+fn details(call: &Call, events: Vec<StoredEvent>, unmasked: bool) -> CallDetails {
+    let phone = |p: &PhoneNumber| {
+        if unmasked {
+            p.as_e164().to_owned()
+        } else {
+            mask_phone(p.as_e164())
+        }
+    };
+    let f = &call.facts;
+    CallDetails {
+        call_id: call.id.to_string(),
+        widget_id: call.widget_id.get(),
+        state: call.state().as_str().to_owned(),
+        status: call.ui_status().as_str().to_owned(),
+        terminal: call.is_terminal(),
+        version: call.version,
+        created_at: call.created_at.to_rfc3339(),
+        updated_at: call.updated_at.to_rfc3339(),
+        activist: PartyView {
+            name: call.activist.name.as_str().to_owned(),
+            email: Some(if unmasked {
+                call.activist.email.as_str().to_owned()
+            } else {
+                mask_email(call.activist.email.as_str())
+            }),
+            phone: phone(&call.activist.phone),
+        },
+        target: PartyView {
+            name: call.target.name.as_str().to_owned(),
+            email: None,
+            phone: phone(&call.target.phone),
+        },
+        legs: LegsView {
+            activist: LegView::of(&f.activist),
+            target: LegView::of(&f.target),
+        },
+        prompted: f.prompted,
+        confirmed: f.confirmed,
+        conference_sid: f.conference_sid.as_ref().map(|s| s.as_str().to_owned()),
+        conference_started: f.conference_started,
+        conference_ended: f.conference_ended,
+        expired: f.expired,
+        connected_secs: call.connected_secs(),
+        timeline: events
+            .into_iter()
+            .map(|e| TimelineEntry {
+                id: e.id,
+                summary: summarise(&e.raw.payload),
+                kind: e.raw.kind,
+                received_at: e.raw.received_at.to_rfc3339(),
+                call_sid: e.raw.call_sid,
+                sequence_number: e.raw.sequence_number,
+                payload: unmasked.then_some(e.raw.payload),
+            })
+            .collect(),
+        unmasked,
+    }
+}
+
+/// A call in detail: state, legs, event log.
+#[utoipa::path(
+    get, path = "/v1/phone/calls/{call_id}", tag = "calls",
+    params(("call_id" = String, Path, description = "The call id (UUID)")),
+    security((), ("admin_token" = [])),
+    responses(
+        (status = 200, body = CallDetails),
+        (status = 401, description = "A wrong admin token", body = MessageBody),
+        (status = 404, body = MessageBody),
+        (status = 422, body = ValidationBody),
+    )
+)]
+pub async fn call_details(
+    State(state): State<AppState>,
+    CallIdPath(id): CallIdPath,
+    headers: HeaderMap,
+) -> Result<Response, AppError> {
+    let unmasked = authorised(&state, &headers)?;
+    let call = load(&state, id).await?;
+    let events = state
+        .service
+        .store()
+        .events(id)
+        .await
+        .map_err(AppError::internal)?;
+    let mut r = Json(details(&call, events, unmasked)).into_response();
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(r)
+}
+
+/// One SSE `state` event.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StateEvent {
+    /// The call.
+    pub call_id: String,
+    /// Detailed state.
+    pub state: String,
+    /// The page's status.
+    pub status: String,
+    /// The call's version.
+    pub version: u64,
+    /// The call is over (the stream ends after this event).
+    pub terminal: bool,
+}
+
+struct Subscription {
+    state: AppState,
+    id: CallId,
+    rx: Option<broadcast::Receiver<crate::events::CallUpdate>>,
+    last_version: Option<u64>,
+    first: bool,
+    done: bool,
+}
+
+impl Subscription {
+    async fn wait(&mut self) {
+        let poll = self.state.options.sse_poll_interval;
+        let sleep = tokio::time::sleep(poll);
+        tokio::pin!(sleep);
+        loop {
+            let Some(rx) = self.rx.as_mut() else {
+                sleep.as_mut().await;
+                return;
+            };
+            tokio::select! {
+                _ = sleep.as_mut() => return,
+                r = rx.recv() => match r {
+                    Ok(u) if u.call_id == self.id => return,
+                    Ok(_) => continue,
+                    Err(broadcast::error::RecvError::Lagged(_)) => return,
+                    Err(broadcast::error::RecvError::Closed) => self.rx = None,
+                },
+            }
+        }
+    }
+
+    async fn next_event(&mut self) -> Option<Event> {
+        loop {
+            if self.done {
+                return None;
+            }
+            if !self.first {
+                self.wait().await;
+            }
+            self.first = false;
+            let call = match self.state.service.call(self.id).await {
+                Ok(Some(c)) => c,
+                Ok(None) => return None,
+                Err(error) => {
+                    tracing::warn!(call_id = %self.id, %error, "SSE: store read failed");
+                    continue;
+                }
+            };
+            if self.last_version.is_some_and(|v| v >= call.version) {
+                continue;
+            }
+            self.last_version = Some(call.version);
+            let terminal = call.is_terminal();
+            self.done = terminal;
+            let data = StateEvent {
+                call_id: self.id.to_string(),
+                state: call.state().as_str().to_owned(),
+                status: call.ui_status().as_str().to_owned(),
+                version: call.version,
+                terminal,
+            };
+            let event = Event::default()
+                .event("state")
+                .id(call.version.to_string())
+                .json_data(&data)
+                .unwrap_or_default();
+            return Some(event);
+        }
+    }
+}
+
+/// Server-Sent Events: a `state` event now and at every change, until the
+/// call ends.
+#[utoipa::path(
+    get, path = "/v1/phone/calls/{call_id}/events", tag = "calls",
+    params(("call_id" = String, Path, description = "The call id (UUID)")),
+    responses(
+        (status = 200, description = "`text/event-stream` of `state` events", body = StateEvent, content_type = "text/event-stream"),
+        (status = 404, body = MessageBody),
+        (status = 422, body = ValidationBody),
+    )
+)]
+pub async fn call_events(
+    State(state): State<AppState>,
+    CallIdPath(id): CallIdPath,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, AppError> {
+    load(&state, id).await?;
+    let sub = Subscription {
+        rx: state.hub.as_ref().map(|h| h.subscribe()),
+        state,
+        id,
+        last_version: None,
+        first: true,
+        done: false,
+    };
+    let stream = futures::stream::unfold(sub, |mut sub| async move {
+        let e = sub.next_event().await?;
+        Some((Ok(e), sub))
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summaries_keep_only_safe_fields() {
+        let s = summarise(
+            "CallSid=CA1&From=%2B5511912345678&CallStatus=in-progress&To=%2B5561999990000&SequenceNumber=2",
+        );
+        assert_eq!(s.get("CallStatus").unwrap(), "in-progress");
+        assert_eq!(s.get("SequenceNumber").unwrap(), "2");
+        assert!(!s.contains_key("From") && !s.contains_key("To"));
+        let s =
+            summarise(r#"{"type":"leg_status","leg":"activist","status":"ringing","sid":"CA1"}"#);
+        assert_eq!(s.get("type").unwrap(), "leg_status");
+        assert!(!s.contains_key("sid"));
+        assert_eq!(percent_decode("a%2Bb%zz%2"), "a+b%zz%2");
+    }
+
+    #[test]
+    fn emails_are_masked() {
+        assert_eq!(mask_email("ana@nossas.org"), "a***@nossas.org");
+        assert_eq!(mask_email("nope"), "***");
+    }
+}

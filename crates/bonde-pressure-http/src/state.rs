@@ -1,0 +1,166 @@
+//! The state every handler shares.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::http::request::Parts;
+use bonde_pressure_core::PressureService;
+
+use crate::config::{CorsOrigins, Secret};
+use crate::error::AppError;
+use crate::events::CommitHub;
+use crate::metrics::Metrics;
+use crate::rate_limit::RateLimits;
+
+/// HTTP-level settings.
+#[derive(Debug, Clone)]
+pub struct HttpOptions {
+    /// Allowed CORS origins.
+    pub cors_origins: CorsOrigins,
+    /// Largest accepted request body, in bytes.
+    pub max_body_bytes: usize,
+    /// Trusted reverse proxies in front of us (0: ignore `X-Forwarded-For`).
+    pub trusted_proxy_hops: usize,
+    /// Bearer token that unmasks phone numbers in call details.
+    pub admin_token: Option<Secret>,
+    /// SSE subscribers re-read the store this often (besides in-process notifications).
+    pub sse_poll_interval: Duration,
+}
+
+impl Default for HttpOptions {
+    fn default() -> Self {
+        Self {
+            cors_origins: CorsOrigins::Any,
+            max_body_bytes: 64 * 1024,
+            trusted_proxy_hops: 0,
+            admin_token: None,
+            sse_poll_interval: Duration::from_millis(500),
+        }
+    }
+}
+
+/// How Twilio webhooks are authenticated.
+#[derive(Debug, Clone)]
+pub struct WebhookAuth {
+    /// The public base URL Twilio calls (no trailing slash): signatures are
+    /// computed over `base_url + path + query`, whatever the Host header says.
+    pub base_url: String,
+    /// The auth token signatures are made with; `None` disables checks
+    /// (allowed only with the simulated telephony).
+    pub auth_token: Option<Secret>,
+}
+
+/// Shared by every handler; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    /// The orchestration service.
+    pub service: Arc<PressureService>,
+    /// HTTP settings.
+    pub options: Arc<HttpOptions>,
+    /// Rate limits of `POST /v1/phone/call`.
+    pub limits: Arc<RateLimits>,
+    /// Counters served at `/metrics`.
+    pub metrics: Arc<Metrics>,
+    /// In-process commit notifications (SSE wakes on them); `None`: polling only.
+    pub hub: Option<CommitHub>,
+    /// Webhook authentication.
+    pub webhooks: Arc<WebhookAuth>,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AppState {
+    /// A state over `service`, with default options, no rate limits, no hub,
+    /// and webhook signature checks off (base URL `http://localhost`).
+    pub fn new(service: Arc<PressureService>) -> Self {
+        Self {
+            service,
+            options: Arc::new(HttpOptions::default()),
+            limits: Arc::new(RateLimits::none()),
+            metrics: Arc::new(Metrics::new()),
+            hub: None,
+            webhooks: Arc::new(WebhookAuth {
+                base_url: "http://localhost".into(),
+                auth_token: None,
+            }),
+        }
+    }
+
+    /// With these HTTP options.
+    pub fn with_options(mut self, options: HttpOptions) -> Self {
+        self.options = Arc::new(options);
+        self
+    }
+
+    /// With these rate limits.
+    pub fn with_rate_limits(mut self, limits: RateLimits) -> Self {
+        self.limits = Arc::new(limits);
+        self
+    }
+
+    /// With these metrics (share them with [`crate::events::NotifyingStore`]).
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// With a commit hub (the one the store publishes on).
+    pub fn with_hub(mut self, hub: CommitHub) -> Self {
+        self.hub = Some(hub);
+        self
+    }
+
+    /// With this webhook authentication.
+    pub fn with_webhooks(mut self, webhooks: WebhookAuth) -> Self {
+        self.webhooks = Arc::new(webhooks);
+        self
+    }
+}
+
+/// The client's IP: the peer address, or — with `trusted_proxy_hops = n` —
+/// the `n`-th `X-Forwarded-For` entry from the right (the one our outermost
+/// trusted proxy saw). `None` when unknown (in-process tests).
+#[derive(Debug, Clone, Copy)]
+pub struct ClientIp(pub Option<IpAddr>);
+
+impl FromRequestParts<AppState> for ClientIp {
+    type Rejection = AppError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip());
+        let hops = state.options.trusted_proxy_hops;
+        if hops == 0 {
+            return Ok(Self(peer));
+        }
+        let forwarded: Vec<IpAddr> = parts
+            .headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|s| s.trim().parse().ok())
+            .collect();
+        let ip = forwarded
+            .len()
+            .checked_sub(hops)
+            .and_then(|i| forwarded.get(i))
+            .or(forwarded.first())
+            .copied()
+            .or(peer);
+        Ok(Self(ip))
+    }
+}

@@ -1,0 +1,351 @@
+//! From a [`Config`] to a running server: picks the store, the telephony,
+//! the campaign directory and the action recorder, builds the service and
+//! the router, runs the reconciliation task, serves until SIGINT/SIGTERM.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use bonde_pressure_core::{
+    ActionRecorder, CallStore, CampaignDirectory, Dependencies, EventSink, InMemoryCallStore,
+    NoopActionRecorder, PressureService, ScenarioPicker, ServiceConfig, SimulatedTelephony,
+    StaticCampaignDirectory, SystemClock, Telephony,
+};
+use tokio::sync::watch;
+
+use crate::campaigns::{CachedDirectory, GraphqlCampaignDirectory, load_campaigns_file};
+use crate::config::{Config, ConfigError, LogFormat};
+use crate::events::{CommitHub, NotifyingStore};
+use crate::metrics::{self, Metrics};
+use crate::rate_limit::RateLimits;
+use crate::recorder::GraphqlActionRecorder;
+use crate::state::{AppState, HttpOptions, WebhookAuth};
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WiringError {
+    /// The configuration cannot work.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The campaigns file could not be loaded.
+    #[error(transparent)]
+    Campaigns(#[from] crate::campaigns::CampaignsFileError),
+    /// The store could not be opened.
+    #[error("cannot open the database: {0}")]
+    Store(String),
+    /// The telephony could not be set up.
+    #[error("cannot set up the telephony: {0}")]
+    Telephony(String),
+    /// Binding or serving failed.
+    #[error("server error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Sets up logging: `LOG_LEVEL` as an env-filter, text or JSON lines.
+/// Phone numbers are masked by core's types; request bodies are never logged.
+pub fn init_tracing(config: &Config) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_new(&config.log_level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let _ = match config.log_format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+/// Which telephony the service runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TelephonyKind {
+    /// Scripted lifecycles, no provider.
+    Simulated,
+    /// Twilio's REST API.
+    Twilio,
+}
+
+/// A wired application: the state (and so the router), and what `serve` needs.
+pub struct App {
+    /// The handlers' state.
+    pub state: AppState,
+    /// The service (reconciliation runs on it).
+    pub service: Arc<PressureService>,
+    /// Which telephony is in use.
+    pub telephony: TelephonyKind,
+    /// The simulated telephony, when in use (tests inspect its commands).
+    pub simulated: Option<Arc<SimulatedTelephony>>,
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App")
+            .field("telephony", &self.telephony)
+            .finish_non_exhaustive()
+    }
+}
+
+fn service_config(config: &Config) -> ServiceConfig {
+    ServiceConfig {
+        default_region: config.default_region,
+        allowed_country_codes: config.allowed_country_codes.0.clone(),
+        stale_after: config.stale_after,
+        expire_after: config.expire_after,
+        ..ServiceConfig::default()
+    }
+}
+
+fn directory(config: &Config) -> Result<Arc<dyn CampaignDirectory>, WiringError> {
+    if let (Some(url), Some(token)) = (&config.graphql_api_url, &config.graphql_api_token) {
+        tracing::info!("campaigns from BONDE GraphQL");
+        let gql = GraphqlCampaignDirectory::new(url.clone(), token.clone());
+        return Ok(Arc::new(CachedDirectory::new(
+            Arc::new(gql),
+            Duration::from_secs(60),
+        )));
+    }
+    if let Some(path) = &config.campaigns_file {
+        tracing::info!(path = %path.display(), "campaigns from file");
+        return Ok(Arc::new(load_campaigns_file(path)?));
+    }
+    tracing::info!("campaigns: built-in demo widget 1 (target Demo Target +5561*****0000)");
+    Ok(Arc::new(StaticCampaignDirectory::demo()))
+}
+
+fn recorder(config: &Config) -> Arc<dyn ActionRecorder> {
+    match (&config.graphql_api_url, &config.graphql_api_token) {
+        (Some(url), Some(token)) => {
+            Arc::new(GraphqlActionRecorder::new(url.clone(), token.clone()))
+        }
+        _ => Arc::new(NoopActionRecorder),
+    }
+}
+
+/// Opens the store the configuration names. Until the store crate is wired
+/// in, this is core's in-memory store (nothing survives a restart).
+pub async fn open_store(config: &Config) -> Result<Arc<dyn CallStore>, WiringError> {
+    if config.database_url.is_some() {
+        return Err(WiringError::Store(
+            "DATABASE_URL is set but this build has no database support yet; unset it to run in memory".into(),
+        ));
+    }
+    tracing::warn!("no database support in this build: calls are kept in memory only");
+    Ok(Arc::new(InMemoryCallStore::new()))
+}
+
+/// Wires everything from `config` (no socket is opened).
+pub async fn build(config: &Config) -> Result<App, WiringError> {
+    config.check()?;
+    let metrics = Arc::new(Metrics::new());
+    let hub = CommitHub::default();
+    let store = open_store(config).await?;
+    let store: Arc<dyn CallStore> =
+        Arc::new(NotifyingStore::new(store, hub.clone(), metrics.clone()));
+
+    let twilio = config.twilio()?;
+    let (telephony, simulated, kind): (Arc<dyn Telephony>, _, _) = match twilio {
+        Some(_) => {
+            return Err(WiringError::Telephony(
+                "Twilio credentials are set but this build has no Twilio support yet".into(),
+            ));
+        }
+        None => {
+            tracing::info!(
+                tick_ms = config.simulated_tick.as_millis() as u64,
+                "simulated telephony (no Twilio credentials)"
+            );
+            let sim = Arc::new(SimulatedTelephony::new(
+                ScenarioPicker::ByActivistLastDigit,
+                config.simulated_tick,
+            ));
+            (
+                sim.clone() as Arc<dyn Telephony>,
+                Some(sim),
+                TelephonyKind::Simulated,
+            )
+        }
+    };
+
+    let deps = Dependencies {
+        store,
+        telephony,
+        directory: directory(config)?,
+        recorder: recorder(config),
+        clock: Arc::new(SystemClock),
+    };
+    let service = Arc::new(PressureService::new(deps, service_config(config)));
+    if let Some(sim) = &simulated {
+        let sink: Weak<dyn EventSink> = Arc::downgrade(&service) as Weak<dyn EventSink>;
+        sim.connect(sink);
+    }
+
+    let options = HttpOptions {
+        cors_origins: config.cors_origins.clone(),
+        max_body_bytes: config.max_body_bytes,
+        trusted_proxy_hops: config.trusted_proxy_hops,
+        admin_token: config.admin_token.clone(),
+        sse_poll_interval: Duration::from_secs(2),
+    };
+    let webhooks = WebhookAuth {
+        base_url: config.public_base_url(),
+        auth_token: match (kind, config.webhook_signature_check) {
+            (TelephonyKind::Twilio, _) => config.twilio_auth_token.clone(),
+            (TelephonyKind::Simulated, true) => config.twilio_auth_token.clone(),
+            (TelephonyKind::Simulated, false) => None,
+        },
+    };
+    let state = AppState::new(service.clone())
+        .with_options(options)
+        .with_rate_limits(RateLimits::new(
+            config.rate_limit_per_ip.0,
+            config.rate_limit_per_activist.0,
+            config.rate_limit_per_target.0,
+        ))
+        .with_metrics(metrics)
+        .with_hub(hub)
+        .with_webhooks(webhooks);
+    Ok(App {
+        state,
+        service,
+        telephony: kind,
+        simulated,
+    })
+}
+
+/// Runs `service.reconcile` every `interval` until `stop` turns true.
+pub fn spawn_reconciler(
+    service: Arc<PressureService>,
+    metrics: Arc<Metrics>,
+    interval: Duration,
+    mut stop: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        if interval.is_zero() {
+            return;
+        }
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticker.tick().await;
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                _ = stop.changed() => return,
+            }
+            match service.reconcile(200).await {
+                Ok(r) => {
+                    metrics.inc(metrics::RECONCILE, &[("what", "passes")]);
+                    metrics.add(
+                        metrics::RECONCILE,
+                        &[("what", "examined")],
+                        r.examined as u64,
+                    );
+                    metrics.add(
+                        metrics::RECONCILE,
+                        &[("what", "legs_fetched")],
+                        r.legs_fetched as u64,
+                    );
+                    metrics.add(metrics::RECONCILE, &[("what", "expired")], r.expired as u64);
+                    metrics.add(metrics::RECONCILE, &[("what", "errors")], r.errors as u64);
+                    if r.examined > 0 {
+                        tracing::info!(
+                            examined = r.examined,
+                            fetched = r.legs_fetched,
+                            expired = r.expired,
+                            errors = r.errors,
+                            "reconciliation pass"
+                        );
+                    }
+                }
+                Err(error) => {
+                    metrics.inc(metrics::RECONCILE, &[("what", "failed_passes")]);
+                    tracing::warn!(%error, "reconciliation pass failed");
+                }
+            }
+        }
+    })
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+    tracing::info!("shutdown requested");
+}
+
+/// Serves `app` on `listener` until `shutdown` resolves, with the
+/// reconciliation task running; waits up to `grace` for in-flight requests.
+pub async fn serve(
+    app: App,
+    listener: tokio::net::TcpListener,
+    reconcile_interval: Duration,
+    grace: Duration,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), WiringError> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let reconciler = spawn_reconciler(
+        app.service.clone(),
+        app.state.metrics.clone(),
+        reconcile_interval,
+        stop_rx.clone(),
+    );
+    let router = crate::router(app.state);
+    let mut stopped = stop_rx;
+    let server = axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let server = async move { server.await };
+    tokio::pin!(server);
+    // Once shutdown starts, give in-flight requests (and SSE streams) `grace`.
+    let result = tokio::select! {
+        r = &mut server => r,
+        _ = async {
+            let _ = stopped.wait_for(|s| *s).await;
+            tokio::time::sleep(grace).await;
+        } => {
+            tracing::warn!("grace period over; closing remaining connections");
+            Ok(())
+        }
+    };
+    reconciler.abort();
+    result.map_err(WiringError::Io)
+}
+
+/// Everything the binary does: wire, bind `HOST:PORT`, serve until a signal.
+pub async fn run(config: Config) -> Result<(), WiringError> {
+    let app = build(&config).await?;
+    let addr = format!("{}:{}", config.host, config.port);
+    let listener = tokio::net::TcpListener::bind(&addr).await?;
+    tracing::info!(
+        addr = %listener.local_addr()?,
+        base_url = %config.public_base_url(),
+        telephony = ?app.telephony,
+        "bonde-pressure listening"
+    );
+    serve(
+        app,
+        listener,
+        config.reconcile_interval,
+        config.shutdown_grace,
+        shutdown_signal(),
+    )
+    .await
+}

@@ -1,0 +1,636 @@
+//! The campaign page's contract, in process (tower `oneshot`), on the
+//! simulated telephony.
+
+mod common;
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use bonde_pressure_core::TelephonyError;
+use bonde_pressure_core::simulated::CommandKind;
+use common::*;
+use serde_json::{Value, json};
+
+#[tokio::test]
+async fn the_front_end_request_starts_a_call() {
+    let app = app().await;
+    let r = router(&app);
+    let resp = send(&r, post_call(&front_end_body("11 91234-5670"))).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.headers()["access-control-allow-origin"], "*");
+    let v = json_body(resp).await;
+    assert_eq!(v["status"], "initiated");
+    assert!(uuid::Uuid::parse_str(v["call_id"].as_str().unwrap()).is_ok());
+    let sid = v["twilio_call_sid"].as_str().unwrap();
+    assert!(sid.starts_with("CA") && sid.len() == 34, "{sid}");
+    assert_eq!(v["twilio_call_status"], "queued");
+    // The telephony was asked to call the normalised number.
+    let sim = app.simulated.as_ref().unwrap();
+    let cmds = format!("{:?}", sim.commands());
+    assert!(cmds.contains("CallActivist"), "{cmds}");
+}
+
+#[tokio::test]
+async fn cors_preflight_allows_the_page_headers() {
+    let app = app().await;
+    let r = router(&app);
+    for path in [
+        "/v1/phone/call",
+        "/v1/phone/status/3f1c0f5e-3d59-4a51-9a57-0f6b0a0c0e11",
+    ] {
+        let resp = send(
+            &r,
+            Request::options(path)
+                .header("origin", "https://www.bonde.org")
+                .header("access-control-request-method", "GET")
+                .header(
+                    "access-control-request-headers",
+                    "content-type,accept,cache-control,ngrok-skip-browser-warning",
+                )
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(resp.status(), StatusCode::OK, "{path}");
+        let h = resp.headers();
+        assert_eq!(h["access-control-allow-origin"], "*");
+        let allowed = h["access-control-allow-headers"].to_str().unwrap();
+        for want in [
+            "content-type",
+            "accept",
+            "cache-control",
+            "ngrok-skip-browser-warning",
+        ] {
+            assert!(allowed.contains(want), "{want} in {allowed}");
+        }
+        let methods = h["access-control-allow-methods"].to_str().unwrap();
+        assert!(
+            methods.contains("GET") && methods.contains("POST"),
+            "{methods}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn cors_origins_can_be_restricted() {
+    let app = app_with(&["--cors-origins", "https://www.bonde.org"]).await;
+    let r = router(&app);
+    let preflight = |origin: &'static str| {
+        Request::options("/v1/phone/call")
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header("access-control-request-headers", "content-type")
+            .body(Body::empty())
+            .unwrap()
+    };
+    let ok = send(&r, preflight("https://www.bonde.org")).await;
+    assert_eq!(
+        ok.headers()["access-control-allow-origin"],
+        "https://www.bonde.org"
+    );
+    let other = send(&r, preflight("https://evil.example")).await;
+    assert!(other.headers().get("access-control-allow-origin").is_none());
+}
+
+#[tokio::test]
+async fn validation_errors_have_fastapi_shape() {
+    let app = app().await;
+    let r = router(&app);
+
+    // JSON syntax error
+    let resp = send(
+        &r,
+        Request::post("/v1/phone/call")
+            .header("content-type", "application/json")
+            .body(Body::from("{\"widget_id\": 1,"))
+            .unwrap(),
+    )
+    .await;
+    let items = validation_items(resp).await;
+    assert_eq!(items[0]["type"], "json_invalid");
+    assert_eq!(items[0]["loc"][0], "body");
+
+    // missing fields, all reported
+    let resp = send(
+        &r,
+        post_call(&json!({"widget_id": 1, "activist": {"name": "Ana"}})),
+    )
+    .await;
+    let items = validation_items(resp).await;
+    let locs: Vec<Value> = items.iter().map(|i| i["loc"].clone()).collect();
+    assert!(
+        locs.contains(&json!(["body", "activist", "email"])),
+        "{locs:?}"
+    );
+    assert!(
+        locs.contains(&json!(["body", "activist", "phone"])),
+        "{locs:?}"
+    );
+    assert!(locs.contains(&json!(["body", "target"])), "{locs:?}");
+    assert!(items.iter().all(|i| i["type"] == "missing"));
+
+    // bad phone number
+    let resp = send(&r, post_call(&front_end_body("123"))).await;
+    let items = validation_items(resp).await;
+    assert_eq!(items[0]["loc"], json!(["body", "activist", "phone"]));
+    assert_eq!(items[0]["type"], "value_error.phone");
+
+    // several invalid values at once
+    let mut body = front_end_body("11 91234-5670");
+    body["activist"]["email"] = json!("not-an-email");
+    body["target"]["phone"] = json!("abc");
+    let items = validation_items(send(&r, post_call(&body)).await).await;
+    let locs: Vec<Value> = items.iter().map(|i| i["loc"].clone()).collect();
+    assert!(
+        locs.contains(&json!(["body", "activist", "email"])),
+        "{locs:?}"
+    );
+    assert!(
+        locs.contains(&json!(["body", "target", "phone"])),
+        "{locs:?}"
+    );
+
+    // a country outside the allowlist
+    let items =
+        validation_items(send(&r, post_call(&front_end_body("+1 415 555 2671"))).await).await;
+    assert_eq!(items[0]["loc"], json!(["body", "activist", "phone"]));
+    assert_eq!(items[0]["type"], "value_error.phone.country");
+
+    // wrong types
+    let items = validation_items(
+        send(
+            &r,
+            post_call(
+                &json!({"widget_id": "x", "activist": [], "target": {"name": 3, "phone": "1"}}),
+            ),
+        )
+        .await,
+    )
+    .await;
+    let kinds: Vec<&str> = items.iter().map(|i| i["type"].as_str().unwrap()).collect();
+    assert!(
+        kinds.contains(&"int_parsing")
+            && kinds.contains(&"model_attributes_type")
+            && kinds.contains(&"string_type"),
+        "{kinds:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_country_allowlist_is_configurable() {
+    let app = app_with(&["--allowed-country-codes", "*"]).await;
+    let r = router(&app);
+    let resp = send(&r, post_call(&front_end_body("+1 415 555 2670"))).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn widget_errors_use_upstream_messages() {
+    let dir = std::env::temp_dir().join(format!("bp-campaigns-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("campaigns.json");
+    std::fs::write(
+        &file,
+        r#"{"widgets": [
+            {"id": 1, "kind": "phone", "targets": [{"name": "Demo Target", "phone": "61 99999-0000"}]},
+            {"id": 2, "kind": "form", "targets": []}
+        ]}"#,
+    )
+    .unwrap();
+    let app = app_with(&["--campaigns-file", file.to_str().unwrap()]).await;
+    let r = router(&app);
+
+    let mut body = front_end_body("11 91234-5670");
+    // the widget's national spelling matches the E.164 one
+    assert_eq!(send(&r, post_call(&body)).await.status(), StatusCode::OK);
+
+    body["widget_id"] = json!(999);
+    let resp = send(&r, post_call(&body)).await;
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        json_body(resp).await,
+        json!({"detail": "Widget not found."})
+    );
+
+    body["widget_id"] = json!(2);
+    let resp = send(&r, post_call(&body)).await;
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        json_body(resp).await,
+        json!({"detail": "Widget is not a 'phone' kind."})
+    );
+
+    body["widget_id"] = json!(1);
+    body["target"]["phone"] = json!("+5561988887777");
+    let resp = send(&r, post_call(&body)).await;
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        json_body(resp).await,
+        json!({"detail": "Target is not present in Widget settings."})
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[tokio::test]
+async fn status_polling_reaches_the_final_status_of_each_scenario() {
+    let app = app().await;
+    let r = router(&app);
+    // Last digit of the activist's number picks the simulated scenario.
+    let cases = [
+        ("0", "completed", "completed"),
+        ("1", "busy", "activist_busy"),
+        ("2", "no-answer", "activist_no_answer"),
+        ("3", "no-answer", "activist_voicemail"),
+        ("4", "canceled", "not_confirmed"),
+        ("5", "busy", "target_busy"),
+        ("6", "no-answer", "target_no_answer"),
+        ("7", "no-answer", "target_voicemail"),
+        ("8", "canceled", "abandoned"),
+    ];
+    for (digit, status, state) in cases {
+        let id = start(&r, &format!("11 91234-567{digit}")).await;
+        let got = poll_final(&r, &id, Duration::from_secs(10)).await;
+        assert_eq!(got, status, "scenario {digit}");
+        let details = json_body(send(&r, get(&format!("/v1/phone/calls/{id}"))).await).await;
+        assert_eq!(details["state"], state, "scenario {digit}");
+        assert_eq!(details["terminal"], true);
+    }
+}
+
+#[tokio::test]
+async fn status_with_a_slow_telephony_starts_initiated() {
+    let app = app_with(&["--simulated-tick", "5"]).await;
+    let r = router(&app);
+    let id = start(&r, "11 91234-5670").await;
+    let v = json_body(send(&r, get(&format!("/v1/phone/status/{id}"))).await).await;
+    assert_eq!(v, json!({"call_id": id, "status": "initiated"}));
+    assert_eq!(
+        poll_final(&r, &id, Duration::from_secs(10)).await,
+        "completed"
+    );
+}
+
+#[tokio::test]
+async fn unknown_and_malformed_ids_get_json_errors() {
+    let app = app().await;
+    let r = router(&app);
+    let unknown = uuid::Uuid::new_v4();
+    for path in [
+        format!("/v1/phone/status/{unknown}"),
+        format!("/v1/phone/calls/{unknown}"),
+        format!("/v1/phone/calls/{unknown}/events"),
+    ] {
+        let resp = send(&r, get(&path)).await;
+        assert_eq!(resp.status(), StatusCode::NOT_FOUND, "{path}");
+        assert_eq!(json_body(resp).await, json!({"detail": "Call not found."}));
+    }
+    for path in [
+        "/v1/phone/status/nope",
+        "/v1/phone/calls/123",
+        "/v1/phone/calls/x/events",
+    ] {
+        let items = validation_items(send(&r, get(path)).await).await;
+        assert_eq!(items[0]["loc"], json!(["path", "call_id"]), "{path}");
+    }
+    let resp = send(&r, get("/nowhere")).await;
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    assert_eq!(json_body(resp).await, json!({"detail": "Not Found"}));
+    let resp = send(
+        &r,
+        Request::delete("/v1/phone/call")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(
+        json_body(resp).await,
+        json!({"detail": "Method Not Allowed"})
+    );
+}
+
+#[tokio::test]
+async fn rate_limits_answer_429_with_retry_after() {
+    let app = app_with(&[
+        "--rate-limit-per-ip",
+        "2/min",
+        "--rate-limit-per-activist",
+        "1/h",
+        "--trusted-proxy-hops",
+        "1",
+    ])
+    .await;
+    let r = router(&app);
+    let from = |ip: &str, phone: &str| {
+        Request::post("/v1/phone/call")
+            .header("content-type", "application/json")
+            .header("x-forwarded-for", format!("198.51.100.9, {ip}"))
+            .body(Body::from(front_end_body(phone).to_string()))
+            .unwrap()
+    };
+    // per activist: the second call from the same number is refused
+    assert_eq!(
+        send(&r, from("203.0.113.1", "11 91234-5670"))
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    let resp = send(&r, from("203.0.113.2", "+55 11 91234-5670")).await;
+    assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+    let retry: u64 = resp.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((3000..=3600).contains(&retry), "{retry}");
+    assert_eq!(
+        json_body(resp).await["detail"],
+        "Too many requests. Try again later."
+    );
+
+    // per IP (the right-most X-Forwarded-For entry): the third request is refused,
+    // even an invalid one, and another IP is not affected
+    assert_eq!(
+        send(&r, from("203.0.113.1", "11 91234-5671"))
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    let resp = send(&r, from("203.0.113.1", "11 91234-5672")).await;
+    assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+    let retry: u64 = resp.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=30).contains(&retry), "{retry}");
+    assert_eq!(
+        send(&r, from("203.0.113.3", "11 91234-5673"))
+            .await
+            .status(),
+        StatusCode::OK
+    );
+
+    let metrics = String::from_utf8(body_bytes(send(&r, get("/metrics")).await).await).unwrap();
+    assert!(
+        metrics.contains("bonde_pressure_call_requests_total{outcome=\"rate_limited\"} 2"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn x_forwarded_for_is_ignored_unless_trusted() {
+    let app = app_with(&["--rate-limit-per-ip", "1/min"]).await;
+    let r = router(&app);
+    // In process there is no peer address, and the header is not trusted: no IP, no IP limit.
+    for i in 0..3 {
+        let req = Request::post("/v1/phone/call")
+            .header("content-type", "application/json")
+            .header("x-forwarded-for", "203.0.113.1")
+            .body(Body::from(
+                front_end_body(&format!("11 91234-567{i}")).to_string(),
+            ))
+            .unwrap();
+        assert_eq!(send(&r, req).await.status(), StatusCode::OK);
+    }
+}
+
+#[tokio::test]
+async fn garbage_bodies_get_4xx_never_5xx() {
+    let app = app().await;
+    let r = router(&app);
+    let mut bodies: Vec<Vec<u8>> = vec![
+        b"".to_vec(),
+        b"null".to_vec(),
+        b"[]".to_vec(),
+        b"\"str\"".to_vec(),
+        b"{}".to_vec(),
+        b"{\"widget_id\": 1e400}".to_vec(),
+        b"{\"widget_id\": -5, \"activist\": {\"name\": \"\", \"email\": \"\", \"phone\": \"\"}, \"target\": {\"name\": \"\", \"phone\": \"\"}}".to_vec(),
+        b"{\"widget_id\": 99999999999999999999999}".to_vec(),
+        vec![0xff, 0xfe, 0x00, 0x7b],
+        "{\"widget_id\":1,\"activist\":{\"name\":\"\u{0}\",\"email\":\"a@b.co\",\"phone\":\"+5511912345670\"},\"target\":{\"name\":\"x\",\"phone\":\"+5561999990000\"}}".as_bytes().to_vec(),
+        format!("{{\"widget_id\": 1, \"activist\": {{\"name\": \"{}\", \"email\": \"a@b.co\", \"phone\": \"{}\"}}, \"target\": {{\"name\": \"x\", \"phone\": \"+5561999990000\"}}}}", "a".repeat(5000), "9".repeat(200)).into_bytes(),
+        "[".repeat(10_000).into_bytes(),
+    ];
+    // pseudo-random bytes
+    let mut x: u64 = 0x9e3779b97f4a7c15;
+    for n in 0..50 {
+        let mut b = Vec::new();
+        for _ in 0..(n * 7 % 300) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            b.push((x % 256) as u8);
+        }
+        bodies.push(b);
+    }
+    for body in bodies {
+        let resp = send(
+            &r,
+            Request::post("/v1/phone/call")
+                .header("content-type", "application/json")
+                .body(Body::from(body.clone()))
+                .unwrap(),
+        )
+        .await;
+        let status = resp.status();
+        assert!(
+            status.is_client_error(),
+            "{status} for {:?}",
+            String::from_utf8_lossy(&body)
+        );
+        let v = json_body(resp).await;
+        assert!(v.get("detail").is_some());
+    }
+}
+
+#[tokio::test]
+async fn bodies_over_the_limit_get_a_json_413() {
+    let app = app_with(&["--max-body-bytes", "1024"]).await;
+    let r = router(&app);
+    let mut body = front_end_body("11 91234-5670");
+    body["activist"]["name"] = json!("a".repeat(2000));
+    let resp = send(&r, post_call(&body)).await;
+    assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(
+        json_body(resp).await,
+        json!({"detail": "Request body too large."})
+    );
+}
+
+#[tokio::test]
+async fn telephony_refusals_map_to_4xx_or_502() {
+    let app = app().await;
+    let r = router(&app);
+    let sim = app.simulated.clone().unwrap();
+    sim.set_failure(
+        CommandKind::CallActivist,
+        Some(TelephonyError::InvalidNumber {
+            code: Some(21211),
+            message: "Invalid 'To' Phone Number".into(),
+        }),
+    );
+    let items = validation_items(send(&r, post_call(&front_end_body("11 91234-5670"))).await).await;
+    assert_eq!(items[0]["loc"], json!(["body", "activist", "phone"]));
+    assert_eq!(items[0]["type"], "value_error.phone.unreachable");
+
+    sim.set_failure(
+        CommandKind::CallActivist,
+        Some(TelephonyError::Unavailable {
+            message: "timeout".into(),
+        }),
+    );
+    let resp = send(&r, post_call(&front_end_body("11 91234-5671"))).await;
+    assert_eq!(resp.status(), StatusCode::BAD_GATEWAY);
+    let v = json_body(resp).await;
+    assert_eq!(v["detail"], "Could not place the call. Try again later.");
+
+    sim.set_failure(
+        CommandKind::CallActivist,
+        Some(TelephonyError::RateLimited {
+            retry_after: Some(Duration::from_secs(7)),
+        }),
+    );
+    let resp = send(&r, post_call(&front_end_body("11 91234-5672"))).await;
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(resp.headers()["retry-after"], "7");
+}
+
+#[tokio::test]
+async fn call_details_mask_numbers_unless_the_admin_token_is_presented() {
+    let app = app_with(&["--admin-token", "s3cret-admin"]).await;
+    let r = router(&app);
+    let id = start(&r, "11 91234-5670").await;
+    poll_final(&r, &id, Duration::from_secs(10)).await;
+
+    let v = json_body(send(&r, get(&format!("/v1/phone/calls/{id}"))).await).await;
+    assert_eq!(v["unmasked"], false);
+    assert_eq!(v["activist"]["phone"], "+5511*****5670");
+    assert_eq!(v["target"]["phone"], "+5561*****0000");
+    assert_eq!(v["activist"]["email"], "a***@example.org");
+    assert_eq!(v["state"], "completed");
+    assert_eq!(v["legs"]["target"]["status"], "completed");
+    assert!(
+        v["legs"]["activist"]["sid"]
+            .as_str()
+            .unwrap()
+            .starts_with("CA")
+    );
+    let timeline = v["timeline"].as_array().unwrap();
+    assert!(timeline.len() >= 10, "{}", timeline.len());
+    assert!(timeline.iter().all(|e| e.get("payload").is_none()));
+    let text = v.to_string();
+    assert!(
+        !text.contains("5511912345670") && !text.contains("ana@example.org"),
+        "{text}"
+    );
+
+    let authed = |token: &str| {
+        Request::get(format!("/v1/phone/calls/{id}"))
+            .header("authorization", format!("Bearer {token}"))
+            .body(Body::empty())
+            .unwrap()
+    };
+    let v = json_body(send(&r, authed("s3cret-admin")).await).await;
+    assert_eq!(v["unmasked"], true);
+    assert_eq!(v["activist"]["phone"], "+5511912345670");
+    assert!(v["timeline"][0]["payload"].is_string());
+
+    let resp = send(&r, authed("wrong")).await;
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(json_body(resp).await, json!({"detail": "Invalid token."}));
+}
+
+#[tokio::test]
+async fn sse_streams_state_changes_until_the_end() {
+    let app = app_with(&["--simulated-tick", "5"]).await;
+    let r = router(&app);
+    let id = start(&r, "11 91234-5675").await;
+    let resp = send(&r, get(&format!("/v1/phone/calls/{id}/events"))).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(
+        resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    // The stream ends by itself once the call is terminal.
+    let body = tokio::time::timeout(Duration::from_secs(20), body_bytes(resp))
+        .await
+        .expect("stream ended");
+    let text = String::from_utf8(body).unwrap();
+    let states: Vec<Value> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    assert!(text.contains("event: state"));
+    assert!(states.len() >= 3, "{text}");
+    let last = states.last().unwrap();
+    assert_eq!(last["state"], "target_busy");
+    assert_eq!(last["status"], "busy");
+    assert_eq!(last["terminal"], true);
+    // versions only grow
+    let versions: Vec<u64> = states
+        .iter()
+        .map(|s| s["version"].as_u64().unwrap())
+        .collect();
+    assert!(versions.windows(2).all(|w| w[0] < w[1]), "{versions:?}");
+}
+
+#[tokio::test]
+async fn ops_routes() {
+    let app = app().await;
+    let r = router(&app);
+    assert_eq!(
+        json_body(send(&r, get("/healthz")).await).await,
+        json!({"status": "ok"})
+    );
+    assert_eq!(
+        json_body(send(&r, get("/readyz")).await).await,
+        json!({"status": "ready"})
+    );
+
+    let id = start(&r, "11 91234-5670").await;
+    poll_final(&r, &id, Duration::from_secs(10)).await;
+    let resp = send(&r, get("/metrics")).await;
+    assert!(
+        resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    let text = String::from_utf8(body_bytes(resp).await).unwrap();
+    assert!(
+        text.contains("bonde_pressure_call_requests_total{outcome=\"started\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("bonde_pressure_call_state_transitions_total{state=\"completed\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "bonde_pressure_http_responses_total{route=\"/v1/phone/call\",status=\"200\"} 1"
+        ),
+        "{text}"
+    );
+
+    let spec = json_body(send(&r, get("/openapi.json")).await).await;
+    assert!(spec["openapi"].as_str().unwrap().starts_with("3."));
+    for path in [
+        "/v1/phone/call",
+        "/v1/phone/status/{call_id}",
+        "/v1/phone/calls/{call_id}",
+        "/v1/phone/calls/{call_id}/events",
+        "/healthz",
+    ] {
+        assert!(spec["paths"].get(path).is_some(), "{path} documented");
+    }
+    let resp = send(&r, get("/docs")).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let html = String::from_utf8(body_bytes(resp).await).unwrap();
+    assert!(html.contains("/openapi.json"));
+}

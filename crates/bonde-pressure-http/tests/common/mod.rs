@@ -1,0 +1,145 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, Response, StatusCode};
+use bonde_pressure_http::config::Config;
+use bonde_pressure_http::wiring::{self, App};
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+/// An app from CLI-style settings (the environment still applies), with a
+/// simulated telephony ticking every `tick_ms` and rate limits off unless
+/// `extra` sets them.
+pub async fn app_with(extra: &[&str]) -> App {
+    let mut args = vec![
+        "bonde-pressure",
+        "--simulated-tick",
+        "0",
+        "--reconcile-interval",
+        "0",
+        "--rate-limit-per-ip",
+        "off",
+        "--rate-limit-per-activist",
+        "off",
+        "--rate-limit-per-target",
+        "off",
+    ];
+    args.extend_from_slice(extra);
+    let config = Config::from_args(args).expect("test config");
+    wiring::build(&config).await.expect("wired app")
+}
+
+/// The default test app.
+pub async fn app() -> App {
+    app_with(&[]).await
+}
+
+/// The router of an app.
+pub fn router(app: &App) -> Router {
+    bonde_pressure_http::router(app.state.clone())
+}
+
+/// The front-end's exact request body, with this activist phone.
+pub fn front_end_body(phone: &str) -> Value {
+    json!({
+        "widget_id": 1,
+        "activist": {
+            "name": "Ana Silva",
+            "first_name": "Ana",
+            "last_name": "Silva",
+            "email": "ana@example.org",
+            "phone": phone
+        },
+        "target": {"name": "Demo Target", "phone": "+5561999990000"}
+    })
+}
+
+/// Sends one request through the router.
+pub async fn send(router: &Router, req: Request<Body>) -> Response<Body> {
+    router.clone().oneshot(req).await.expect("infallible")
+}
+
+/// Reads a body as bytes.
+pub async fn body_bytes(resp: Response<Body>) -> Vec<u8> {
+    axum::body::to_bytes(resp.into_body(), 10 * 1024 * 1024)
+        .await
+        .expect("body")
+        .to_vec()
+}
+
+/// Reads a JSON body.
+pub async fn json_body(resp: Response<Body>) -> Value {
+    let bytes = body_bytes(resp).await;
+    serde_json::from_slice(&bytes)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&bytes)))
+}
+
+/// `POST /v1/phone/call` with a JSON value.
+pub fn post_call(body: &Value) -> Request<Body> {
+    Request::post("/v1/phone/call")
+        .header("content-type", "application/json")
+        .header("origin", "https://www.bonde.org")
+        .body(Body::from(body.to_string()))
+        .unwrap()
+}
+
+/// `GET` a path.
+pub fn get(path: &str) -> Request<Body> {
+    Request::get(path).body(Body::empty()).unwrap()
+}
+
+/// Starts a call and returns its id.
+pub async fn start(router: &Router, phone: &str) -> String {
+    let resp = send(router, post_call(&front_end_body(phone))).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    json_body(resp).await["call_id"]
+        .as_str()
+        .expect("call_id")
+        .to_owned()
+}
+
+/// Polls the page's status route until a final status (or panics after `timeout`).
+pub async fn poll_final(router: &Router, call_id: &str, timeout: Duration) -> String {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let resp = send(
+            router,
+            Request::get(format!("/v1/phone/status/{call_id}"))
+                .header("cache-control", "no-cache")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(resp.status(), StatusCode::OK);
+        let v = json_body(resp).await;
+        let status = v["status"].as_str().unwrap().to_owned();
+        if ["completed", "busy", "canceled", "failed", "no-answer"].contains(&status.as_str()) {
+            return status;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "call {call_id} still {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Asserts a FastAPI 422 body and returns its items.
+pub async fn validation_items(resp: Response<Body>) -> Vec<Value> {
+    assert_eq!(resp.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(resp.headers()["content-type"], "application/json");
+    let v = json_body(resp).await;
+    let items = v["detail"].as_array().expect("detail array").clone();
+    assert!(!items.is_empty());
+    for i in &items {
+        assert!(
+            i["loc"].is_array() && i["msg"].is_string() && i["type"].is_string(),
+            "{i}"
+        );
+    }
+    items
+}
