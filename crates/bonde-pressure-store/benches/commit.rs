@@ -85,7 +85,7 @@ fn commit(c: &mut Criterion) {
         Ok(url) => {
             let admin_options = PgConnectOptions::from_str(&url).expect("database URL");
             let name = format!("bps_bench_{}", uuid::Uuid::new_v4().simple());
-            let (mut admin, store) = rt.block_on(async {
+            let (mut admin, store, async_store) = rt.block_on(async {
                 let mut admin = PgConnection::connect_with(&admin_options)
                     .await
                     .expect("connect to PostgreSQL");
@@ -93,18 +93,33 @@ fn commit(c: &mut Criterion) {
                     .execute(&mut admin)
                     .await
                     .expect("create scratch database");
+                let scratch = admin_options.clone().database(&name);
                 let pool = PgPoolOptions::new()
                     .max_connections(4)
-                    .connect_with(admin_options.clone().database(&name))
+                    .connect_with(scratch.clone())
                     .await
                     .expect("connect to scratch database");
                 let store = PgCallStore::from_pool(pool);
                 store.migrate().await.expect("migrate");
-                (admin, store)
+                // The same, without waiting for the WAL flush: what the store
+                // costs on top of the database when fsync does not dominate.
+                let async_pool = PgPoolOptions::new()
+                    .max_connections(4)
+                    .connect_with(scratch.options([("synchronous_commit", "off")]))
+                    .await
+                    .expect("connect to scratch database");
+                (admin, store, PgCallStore::from_pool(async_pool))
             });
             bench_store(&mut group, &rt, "postgres", Arc::new(store.clone()));
+            bench_store(
+                &mut group,
+                &rt,
+                "postgres_synchronous_commit_off",
+                Arc::new(async_store.clone()),
+            );
             rt.block_on(async {
                 store.close().await;
+                async_store.close().await;
                 sqlx::query(&format!("DROP DATABASE \"{name}\" WITH (FORCE)"))
                     .execute(&mut admin)
                     .await
