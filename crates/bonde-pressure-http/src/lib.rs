@@ -29,4 +29,4 @@ pub mod wiring;
 
 pub use error::AppError;
 pub use routes::router;
-pub use state::{AppState, HttpOptions, WebhookAuth};
+pub use state::{AppState, HttpOptions, SignatureCheck, WebhookAuth};

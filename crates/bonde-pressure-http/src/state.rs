@@ -7,6 +7,7 @@ use std::time::Duration;
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
 use bonde_pressure_core::PressureService;
+use bonde_pressure_twilio::{CallbackUrls, ConfigError as TwilioConfigError};
 
 use crate::config::{CorsOrigins, Secret};
 use crate::error::AppError;
@@ -41,15 +42,37 @@ impl Default for HttpOptions {
     }
 }
 
-/// How Twilio webhooks are authenticated.
+/// Whether and how webhook signatures are checked.
+#[derive(Debug, Clone)]
+pub enum SignatureCheck {
+    /// `X-Twilio-Signature` must match, computed with this auth token.
+    Verify(Secret),
+    /// No token to check with: every webhook is refused with 403 (the
+    /// simulated telephony needs no webhooks).
+    RejectAll,
+    /// No check (allowed only with the simulated telephony: load tests, demos).
+    Off,
+}
+
+/// How Twilio webhooks are authenticated and which URLs TwiML names.
 #[derive(Debug, Clone)]
 pub struct WebhookAuth {
-    /// The public base URL Twilio calls (no trailing slash): signatures are
-    /// computed over `base_url + path + query`, whatever the Host header says.
-    pub base_url: String,
-    /// The auth token signatures are made with; `None` disables checks
-    /// (allowed only with the simulated telephony).
-    pub auth_token: Option<Secret>,
+    /// The public base URL Twilio calls: signatures are computed over
+    /// `base + path + query`, whatever the Host header says (works behind a
+    /// proxy), and TwiML actions point there.
+    pub urls: CallbackUrls,
+    /// The signature check.
+    pub check: SignatureCheck,
+}
+
+impl WebhookAuth {
+    /// Webhooks reached at `base_url`, checked with `check`.
+    pub fn new(base_url: &str, check: SignatureCheck) -> Result<Self, TwilioConfigError> {
+        Ok(Self {
+            urls: CallbackUrls::new(base_url)?,
+            check,
+        })
+    }
 }
 
 /// Shared by every handler; cheap to clone.
@@ -79,7 +102,7 @@ impl std::fmt::Debug for AppState {
 
 impl AppState {
     /// A state over `service`, with default options, no rate limits, no hub,
-    /// and webhook signature checks off (base URL `http://localhost`).
+    /// and every webhook refused (base URL `http://localhost`, no auth token).
     pub fn new(service: Arc<PressureService>) -> Self {
         Self {
             service,
@@ -88,8 +111,8 @@ impl AppState {
             metrics: Arc::new(Metrics::new()),
             hub: None,
             webhooks: Arc::new(WebhookAuth {
-                base_url: "http://localhost".into(),
-                auth_token: None,
+                urls: CallbackUrls::new("http://localhost").expect("a valid base URL"),
+                check: SignatureCheck::RejectAll,
             }),
         }
     }

@@ -11,6 +11,7 @@ use bonde_pressure_core::{
     NoopActionRecorder, PressureService, ScenarioPicker, ServiceConfig, SimulatedTelephony,
     StaticCampaignDirectory, SystemClock, Telephony,
 };
+use bonde_pressure_twilio::{Credentials, Secret as TwilioSecret, TwilioClient, TwilioConfig};
 use tokio::sync::watch;
 
 use crate::campaigns::{CachedDirectory, GraphqlCampaignDirectory, load_campaigns_file};
@@ -19,7 +20,7 @@ use crate::events::{CommitHub, NotifyingStore};
 use crate::metrics::{self, Metrics};
 use crate::rate_limit::RateLimits;
 use crate::recorder::GraphqlActionRecorder;
-use crate::state::{AppState, HttpOptions, WebhookAuth};
+use crate::state::{AppState, HttpOptions, SignatureCheck, WebhookAuth};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -119,16 +120,48 @@ fn recorder(config: &Config) -> Arc<dyn ActionRecorder> {
     }
 }
 
-/// Opens the store the configuration names. Until the store crate is wired
-/// in, this is core's in-memory store (nothing survives a restart).
+/// The database used when `DATABASE_URL` is unset.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://bonde-pressure.db";
+
+/// Opens the store the configuration names: `postgres://…` → PostgreSQL,
+/// `sqlite:…` → SQLite (file created if missing), `memory:` → core's
+/// in-memory store (nothing survives a restart); unset → the SQLite file
+/// [`DEFAULT_DATABASE_URL`]. Migrations run on connect.
 pub async fn open_store(config: &Config) -> Result<Arc<dyn CallStore>, WiringError> {
-    if config.database_url.is_some() {
-        return Err(WiringError::Store(
-            "DATABASE_URL is set but this build has no database support yet; unset it to run in memory".into(),
-        ));
+    let url = config
+        .database_url
+        .as_ref()
+        .map(|s| s.expose().to_owned())
+        .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned());
+    if url == "memory:" {
+        tracing::warn!("in-memory store: calls are lost on restart");
+        return Ok(Arc::new(InMemoryCallStore::new()));
     }
-    tracing::warn!("no database support in this build: calls are kept in memory only");
-    Ok(Arc::new(InMemoryCallStore::new()))
+    let backend = bonde_pressure_store::Backend::from_url(&url)
+        .map_err(|e| WiringError::Store(e.to_string()))?;
+    let store = bonde_pressure_store::connect_any(&url)
+        .await
+        .map_err(|e| WiringError::Store(e.to_string()))?;
+    tracing::info!(backend = backend.as_str(), "store opened");
+    Ok(store)
+}
+
+fn twilio_client(
+    config: &Config,
+    settings: &crate::config::TwilioSettings,
+) -> Result<TwilioClient, WiringError> {
+    let err = |e: bonde_pressure_twilio::ConfigError| WiringError::Telephony(e.to_string());
+    let credentials = Credentials::AuthToken(TwilioSecret::new(settings.auth_token.expose()));
+    let cfg = TwilioConfig::new(
+        settings.account_sid.clone(),
+        credentials,
+        settings.phone_number.clone(),
+        &config.public_base_url(),
+    )
+    .map_err(err)?
+    .with_api_base(&config.twilio_api_base)
+    .map_err(err)?;
+    TwilioClient::new(cfg).map_err(err)
 }
 
 /// Wires everything from `config` (no socket is opened).
@@ -142,10 +175,14 @@ pub async fn build(config: &Config) -> Result<App, WiringError> {
 
     let twilio = config.twilio()?;
     let (telephony, simulated, kind): (Arc<dyn Telephony>, _, _) = match twilio {
-        Some(_) => {
-            return Err(WiringError::Telephony(
-                "Twilio credentials are set but this build has no Twilio support yet".into(),
-            ));
+        Some(settings) => {
+            let client = twilio_client(config, &settings)?;
+            tracing::info!(api_base = %config.twilio_api_base, "Twilio telephony");
+            (
+                Arc::new(client) as Arc<dyn Telephony>,
+                None,
+                TelephonyKind::Twilio,
+            )
         }
         None => {
             tracing::info!(
@@ -184,14 +221,14 @@ pub async fn build(config: &Config) -> Result<App, WiringError> {
         admin_token: config.admin_token.clone(),
         sse_poll_interval: Duration::from_secs(2),
     };
-    let webhooks = WebhookAuth {
-        base_url: config.public_base_url(),
-        auth_token: match (kind, config.webhook_signature_check) {
-            (TelephonyKind::Twilio, _) => config.twilio_auth_token.clone(),
-            (TelephonyKind::Simulated, true) => config.twilio_auth_token.clone(),
-            (TelephonyKind::Simulated, false) => None,
-        },
+    let check = match (&config.twilio_auth_token, config.webhook_signature_check) {
+        (Some(token), true) => SignatureCheck::Verify(token.clone()),
+        (None, true) => SignatureCheck::RejectAll,
+        // `Config::check` refuses this with Twilio credentials.
+        (_, false) => SignatureCheck::Off,
     };
+    let webhooks = WebhookAuth::new(&config.public_base_url(), check)
+        .map_err(|e| WiringError::Telephony(e.to_string()))?;
     let state = AppState::new(service.clone())
         .with_options(options)
         .with_rate_limits(RateLimits::new(

@@ -3,6 +3,7 @@
 
 pub mod ops;
 pub mod phone;
+pub mod webhooks;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
@@ -10,6 +11,7 @@ use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post};
+use bonde_pressure_twilio::urls;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::trace::TraceLayer;
 
@@ -71,6 +73,26 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/phone/status/{call_id}", get(phone::call_status))
         .route("/v1/phone/calls/{call_id}", get(phone::call_details))
         .route("/v1/phone/calls/{call_id}/events", get(phone::call_events))
+        .route(urls::ANSWER_PATH, post(webhooks::answer))
+        .route(urls::STATUS_CALLBACK_PATH, post(webhooks::status_callback))
+        .route(
+            urls::AMD_STATUS_CALLBACK_PATH,
+            post(webhooks::amd_status_callback),
+        )
+        .route(urls::DIAL_PATH, post(webhooks::dial))
+        .route(
+            urls::DIAL_STATUS_CALLBACK_PATH,
+            post(webhooks::dial_status_callback),
+        )
+        .route(
+            urls::DIAL_AMD_STATUS_CALLBACK_PATH,
+            post(webhooks::dial_amd_status_callback),
+        )
+        .route(
+            urls::CONFERENCE_STATUS_CALLBACK_PATH,
+            post(webhooks::conference_status_callback),
+        )
+        .route(urls::AFTER_DIAL_PATH, post(webhooks::after_dial))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))

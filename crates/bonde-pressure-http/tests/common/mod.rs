@@ -17,6 +17,8 @@ use tower::ServiceExt;
 pub async fn app_with(extra: &[&str]) -> App {
     let mut args = vec![
         "bonde-pressure",
+        "--database-url",
+        "memory:",
         "--simulated-tick",
         "0",
         "--reconcile-interval",

@@ -1,0 +1,273 @@
+//! Twilio's webhooks (the shared route contract of
+//! [`bonde_pressure_twilio::urls`]): form-encoded, signature-checked,
+//! parsed into core events, stored raw, applied by the service.
+//!
+//! For each request, in order:
+//! 1. the `X-Twilio-Signature` is checked against the public URL
+//!    (`BASE_URL` + path + query) and the form: a missing or wrong one is a
+//!    403 and nothing is stored (unauthenticated payloads never reach the
+//!    database);
+//! 2. a malformed call id, or a form the route cannot use, is a 400/404 and
+//!    the payload is stored in the event log without a call;
+//! 3. the event is applied with its raw payload (`service.handle`, or
+//!    `service.script` for the TwiML routes); an unknown call is a 404, its
+//!    payload stored by the core.
+//!
+//! Callbacks answer `204 No Content`; TwiML routes `200 text/xml`.
+
+use axum::extract::rejection::PathRejection;
+use axum::extract::{OriginalUri, Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bonde_pressure_core::{CallId, ServiceError, StoreError};
+use bonde_pressure_twilio::signature::{SIGNATURE_HEADER, validate};
+use bonde_pressure_twilio::webhook::{decode_form, parse, raw_event};
+use bonde_pressure_twilio::{Route, twiml};
+use chrono::Utc;
+
+use crate::error::{AppError, MessageBody};
+use crate::extract::RawBody;
+use crate::metrics;
+use crate::state::{AppState, SignatureCheck};
+
+struct Outcome {
+    label: &'static str,
+    response: Response,
+}
+
+fn outcome(label: &'static str, response: impl IntoResponse) -> Outcome {
+    Outcome {
+        label,
+        response: response.into_response(),
+    }
+}
+
+/// The URL Twilio signed: the public base URL, then the path and query as received.
+fn signed_url(state: &AppState, uri: &axum::http::Uri) -> String {
+    let pq = uri
+        .path_and_query()
+        .map(|pq| pq.as_str())
+        .unwrap_or_else(|| uri.path());
+    state.webhooks.urls.signed_url(pq)
+}
+
+async fn store_orphan(
+    state: &AppState,
+    call_id: Option<CallId>,
+    raw: bonde_pressure_core::RawEvent,
+) {
+    let store = state.service.store();
+    let events = [raw];
+    let result = match call_id {
+        Some(id) => match store.append_events(Some(id), &events).await {
+            Err(StoreError::NotFound) => store.append_events(None, &events).await,
+            other => other,
+        },
+        None => store.append_events(None, &events).await,
+    };
+    if let Err(error) = result {
+        tracing::error!(%error, "could not store a webhook payload");
+    }
+}
+
+async fn webhook(
+    route: Route,
+    state: &AppState,
+    id: Result<Path<String>, PathRejection>,
+    uri: &axum::http::Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Outcome {
+    let form = decode_form(body);
+    match &state.webhooks.check {
+        SignatureCheck::Off => {}
+        SignatureCheck::RejectAll => {
+            return outcome(
+                "forbidden",
+                AppError::client(StatusCode::FORBIDDEN, "Invalid signature."),
+            );
+        }
+        SignatureCheck::Verify(token) => {
+            let signature = headers.get(SIGNATURE_HEADER).and_then(|v| v.to_str().ok());
+            let url = signed_url(state, uri);
+            if let Err(e) = validate(token.expose(), &url, &form, signature) {
+                tracing::warn!(route = route.as_str(), error = %e, "webhook signature refused");
+                return outcome(
+                    "forbidden",
+                    AppError::client(StatusCode::FORBIDDEN, "Invalid signature."),
+                );
+            }
+        }
+    }
+
+    let raw = raw_event(route, &String::from_utf8_lossy(body), &form, Utc::now());
+    let call_id = id.ok().and_then(|Path(s)| s.parse::<CallId>().ok());
+    let Some(call_id) = call_id else {
+        store_orphan(state, None, raw).await;
+        return outcome("not_found", AppError::not_found("Call not found."));
+    };
+    let event = match parse(route, &form) {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::warn!(%call_id, route = route.as_str(), error = %e, "malformed webhook");
+            store_orphan(state, Some(call_id), raw).await;
+            return outcome(
+                "malformed",
+                AppError::client(StatusCode::BAD_REQUEST, format!("Malformed webhook: {e}")),
+            );
+        }
+    };
+
+    let service_error = |e: ServiceError| match e {
+        ServiceError::CallNotFound(_) => {
+            outcome("not_found", AppError::not_found("Call not found."))
+        }
+        ServiceError::Contention(n) => outcome(
+            "contention",
+            AppError::Upstream {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                public: "Busy. Try again.",
+                detail: format!("commit contention after {n} attempts"),
+                retry_after: None,
+            },
+        ),
+        other => outcome("error", AppError::internal(other)),
+    };
+
+    match route.moment() {
+        Some(moment) => match state
+            .service
+            .script(call_id, moment, event, Some(raw))
+            .await
+        {
+            Ok(script) => {
+                let xml = twiml::render(&script, &state.webhooks.urls);
+                let mut r = xml.into_response();
+                r.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/xml; charset=utf-8"),
+                );
+                outcome("ok", r)
+            }
+            Err(e) => service_error(e),
+        },
+        None => match state.service.handle(call_id, event, Some(raw)).await {
+            Ok(_) => outcome("ok", StatusCode::NO_CONTENT),
+            Err(e) => service_error(e),
+        },
+    }
+}
+
+async fn run(
+    route: Route,
+    state: AppState,
+    id: Result<Path<String>, PathRejection>,
+    uri: OriginalUri,
+    headers: HeaderMap,
+    body: RawBody,
+) -> Response {
+    let o = webhook(route, &state, id, &uri.0, &headers, &body.0).await;
+    state.metrics.inc(
+        metrics::WEBHOOKS,
+        &[("route", route.as_str()), ("outcome", o.label)],
+    );
+    o.response
+}
+
+macro_rules! webhook_route {
+    ($(#[$doc:meta])* $name:ident, $route:expr, $path:literal, twiml) => {
+        $(#[$doc])*
+        #[utoipa::path(
+            post, path = $path, tag = "twilio",
+            params(("call_id" = String, Path, description = "Our call id"), ("X-Twilio-Signature" = String, Header, description = "Twilio's signature")),
+            request_body(content = String, content_type = "application/x-www-form-urlencoded", description = "Twilio's form"),
+            responses(
+                (status = 200, description = "TwiML", content_type = "text/xml", body = String),
+                (status = 400, description = "Malformed form (stored)", body = MessageBody),
+                (status = 403, description = "Missing or invalid signature", body = MessageBody),
+                (status = 404, description = "Unknown call (payload stored)", body = MessageBody),
+            )
+        )]
+        pub async fn $name(
+            State(state): State<AppState>,
+            id: Result<Path<String>, PathRejection>,
+            uri: OriginalUri,
+            headers: HeaderMap,
+            body: RawBody,
+        ) -> Response {
+            run($route, state, id, uri, headers, body).await
+        }
+    };
+    ($(#[$doc:meta])* $name:ident, $route:expr, $path:literal) => {
+        $(#[$doc])*
+        #[utoipa::path(
+            post, path = $path, tag = "twilio",
+            params(("call_id" = String, Path, description = "Our call id"), ("X-Twilio-Signature" = String, Header, description = "Twilio's signature")),
+            request_body(content = String, content_type = "application/x-www-form-urlencoded", description = "Twilio's form"),
+            responses(
+                (status = 204, description = "Applied"),
+                (status = 400, description = "Malformed form (stored)", body = MessageBody),
+                (status = 403, description = "Missing or invalid signature", body = MessageBody),
+                (status = 404, description = "Unknown call (payload stored)", body = MessageBody),
+            )
+        )]
+        pub async fn $name(
+            State(state): State<AppState>,
+            id: Result<Path<String>, PathRejection>,
+            uri: OriginalUri,
+            headers: HeaderMap,
+            body: RawBody,
+        ) -> Response {
+            run($route, state, id, uri, headers, body).await
+        }
+    };
+}
+
+webhook_route!(
+    /// The activist answered: greeting and confirmation prompt (TwiML).
+    answer, Route::Answer, "/v1/phone/answer/{call_id}", twiml
+);
+webhook_route!(
+    /// Status callback of the activist's leg.
+    status_callback, Route::StatusCallback, "/v1/phone/status-callback/{call_id}"
+);
+webhook_route!(
+    /// Asynchronous answering-machine detection of the activist's leg.
+    amd_status_callback, Route::AmdStatusCallback, "/v1/phone/amd-status-callback/{call_id}"
+);
+webhook_route!(
+    /// The confirmation (gather action): join the conference (TwiML).
+    dial, Route::Dial, "/v1/phone/dial/{call_id}", twiml
+);
+webhook_route!(
+    /// Status callback of the target's leg (Participants API).
+    dial_status_callback, Route::DialStatusCallback, "/v1/phone/dial-status-callback/{call_id}"
+);
+webhook_route!(
+    /// Answering-machine detection of the target's leg.
+    dial_amd_status_callback, Route::DialAmdStatusCallback, "/v1/phone/dial-amd-status-callback/{call_id}"
+);
+webhook_route!(
+    /// Conference status callback (start, end, join, leave).
+    conference_status_callback, Route::ConferenceStatusCallback, "/v1/phone/conference-status-callback/{call_id}"
+);
+webhook_route!(
+    /// After the conference (the `<Dial action>`): closing message (TwiML).
+    after_dial, Route::AfterDial, "/v1/phone/after-dial/{call_id}", twiml
+);
+
+#[cfg(test)]
+mod tests {
+    use bonde_pressure_twilio::urls;
+
+    #[test]
+    fn routes_follow_the_shared_contract() {
+        // The router registers the twilio crate's templates; these are the contract's names.
+        assert_eq!(
+            urls::STATUS_CALLBACK_PATH,
+            "/v1/phone/status-callback/{call_id}"
+        );
+        assert_eq!(urls::DIAL_PATH, "/v1/phone/dial/{call_id}");
+        assert_eq!(urls::AFTER_DIAL_PATH, "/v1/phone/after-dial/{call_id}");
+    }
+}

@@ -1,0 +1,136 @@
+//! Real HTTP over a socket (port 0): the binary's wiring, served with
+//! graceful shutdown, on SQLite and — when `TEST_DATABASE_URL` names one — on
+//! PostgreSQL.
+
+use std::time::Duration;
+
+use bonde_pressure_http::config::Config;
+use bonde_pressure_http::wiring;
+use serde_json::{Value, json};
+
+async fn smoke(database_url: &str) {
+    let config = Config::from_args([
+        "bonde-pressure",
+        "--database-url",
+        database_url,
+        "--simulated-tick",
+        "2",
+        "--reconcile-interval",
+        "1",
+        "--shutdown-grace",
+        "2",
+    ])
+    .expect("config");
+    let app = wiring::build(&config).await.expect("wired");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(wiring::serve(
+        app,
+        listener,
+        config.reconcile_interval,
+        config.shutdown_grace,
+        async move {
+            let _ = stop_rx.await;
+        },
+    ));
+
+    let http = reqwest::Client::new();
+    let base = format!("http://{addr}");
+    let health: Value = http
+        .get(format!("{base}/healthz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health, json!({"status": "ok"}));
+    let ready = http.get(format!("{base}/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+
+    let resp = http
+        .post(format!("{base}/v1/phone/call"))
+        .header("origin", "https://www.bonde.org")
+        .json(&json!({
+            "widget_id": 1,
+            "activist": {"name": "Ana Silva", "first_name": "Ana", "last_name": "Silva",
+                         "email": "ana@example.org", "phone": "11 91234-5670"},
+            "target": {"name": "Demo Target", "phone": "+5561999990000"}
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["access-control-allow-origin"], "*");
+    let started: Value = resp.json().await.unwrap();
+    assert_eq!(started["status"], "initiated");
+    let id = started["call_id"].as_str().unwrap().to_owned();
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        let v: Value = http
+            .get(format!("{base}/v1/phone/status/{id}"))
+            .header("cache-control", "no-cache")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let s = v["status"].as_str().unwrap().to_owned();
+        if ["completed", "busy", "canceled", "failed", "no-answer"].contains(&s.as_str()) {
+            break s;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "still {s}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(status, "completed");
+    let details: Value = http
+        .get(format!("{base}/v1/phone/calls/{id}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(details["state"], "completed");
+    assert!(details["timeline"].as_array().unwrap().len() >= 10);
+
+    let bad = http
+        .post(format!("{base}/v1/phone/call"))
+        .body("not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 422);
+
+    stop_tx.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), server)
+        .await
+        .expect("graceful shutdown")
+        .unwrap()
+        .expect("served");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smoke_over_http_on_sqlite() {
+    let dir = std::env::temp_dir().join(format!("bp-smoke-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let url = format!("sqlite://{}", dir.join("calls.db").display());
+    smoke(&url).await;
+    assert!(dir.join("calls.db").exists());
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smoke_over_http_on_postgres() {
+    let Ok(url) = std::env::var("TEST_DATABASE_URL") else {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("TEST_DATABASE_URL must be set when CI=true");
+        }
+        println!("skipped: set TEST_DATABASE_URL=postgres://… to run the PostgreSQL smoke test");
+        return;
+    };
+    smoke(&url).await;
+}

@@ -1,0 +1,471 @@
+//! Twilio webhooks end to end: the real Twilio client against a wiremock
+//! Twilio, and signed form callbacks delivered through the router.
+
+mod common;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use bonde_pressure_twilio::signature::sign;
+use common::*;
+use serde_json::json;
+use wiremock::matchers::{method, path, path_regex};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+const AC: &str = "AC0123456789abcdef0123456789abcdef";
+const A: &str = "CAaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+const B: &str = "CAbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+const CF: &str = "CFcccccccccccccccccccccccccccccccc";
+const TOKEN: &str = "test-auth-token";
+const BASE: &str = "https://pressure.example.org";
+
+async fn twilio_app(server: &MockServer) -> bonde_pressure_http::wiring::App {
+    let uri = server.uri();
+    app_with(&[
+        "--twilio-account-sid",
+        AC,
+        "--twilio-auth-token",
+        TOKEN,
+        "--twilio-phone-number",
+        "+5511987650000",
+        "--twilio-api-base",
+        &uri,
+        "--base-url",
+        BASE,
+    ])
+    .await
+}
+
+/// A fake Twilio expecting one activist call and `dials` Participants requests.
+async fn mock_twilio(dials: u64) -> MockServer {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(format!("/2010-04-01/Accounts/{AC}/Calls.json")))
+        .respond_with(
+            ResponseTemplate::new(201).set_body_json(json!({"sid": A, "status": "queued"})),
+        )
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path_regex(format!(
+            r"^/2010-04-01/Accounts/{AC}/Conferences/[0-9a-f-]{{36}}/Participants\.json$"
+        )))
+        .respond_with(
+            ResponseTemplate::new(201).set_body_json(json!({"call_sid": B, "status": "queued"})),
+        )
+        .expect(dials)
+        .mount(&server)
+        .await;
+    // Hang-ups and conference ends (only in some orders): accepted.
+    Mock::given(method("POST"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(json!({"sid": B, "status": "completed"})),
+        )
+        .mount(&server)
+        .await;
+    server
+}
+
+fn enc(pairs: &[(&str, &str)]) -> String {
+    let mut s = form_urlencoded::Serializer::new(String::new());
+    for (k, v) in pairs {
+        s.append_pair(k, v);
+    }
+    s.finish()
+}
+
+fn signed(path: &str, body: &str, token: &str, signed_path: &str) -> Request<Body> {
+    let form: Vec<(String, String)> = form_urlencoded::parse(body.as_bytes())
+        .into_owned()
+        .collect();
+    let signature = sign(token, &format!("{BASE}{signed_path}"), &form);
+    Request::post(path)
+        // The Host header is the proxy's view; signatures use BASE_URL.
+        .header("host", "10.0.0.7:8000")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("x-twilio-signature", signature)
+        .body(Body::from(body.to_owned()))
+        .unwrap()
+}
+
+fn deliver(route: &str, id: &str, body: &str) -> Request<Body> {
+    let p = format!("/v1/phone/{route}/{id}");
+    signed(&p, body, TOKEN, &p)
+}
+
+/// Deterministic shuffle with duplicates (xorshift).
+fn shuffle_with_duplicates(
+    items: &[(&'static str, String)],
+    seed: u64,
+) -> Vec<(&'static str, String)> {
+    let mut x = seed.max(1);
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let mut out: Vec<(&'static str, String)> = items.to_vec();
+    for (i, item) in items.iter().enumerate() {
+        if next() % 3 == 0 || i == 0 {
+            out.push(item.clone());
+        }
+    }
+    for i in (1..out.len()).rev() {
+        let j = (next() % (i as u64 + 1)) as usize;
+        out.swap(i, j);
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_full_lifecycle_from_signed_callbacks_in_any_order_dials_the_target_once() {
+    for seed in [7u64, 1234, 99991] {
+        let server = mock_twilio(1).await;
+        let app = twilio_app(&server).await;
+        let r = router(&app);
+        let resp = send(&r, post_call(&front_end_body("11 91234-5678"))).await;
+        assert_eq!(resp.status(), StatusCode::OK);
+        let v = json_body(resp).await;
+        assert_eq!(v["twilio_call_sid"], A);
+        assert_eq!(v["twilio_call_status"], "queued");
+        let id = v["call_id"].as_str().unwrap().to_owned();
+
+        // The voice moments answer TwiML.
+        let resp = send(
+            &r,
+            deliver(
+                "answer",
+                &id,
+                &enc(&[("CallSid", A), ("CallStatus", "in-progress")]),
+            ),
+        )
+        .await;
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert!(
+            resp.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/xml")
+        );
+        let xml = String::from_utf8(body_bytes(resp).await).unwrap();
+        assert!(
+            xml.contains("<Gather") && xml.contains(&format!("/v1/phone/dial/{id}")),
+            "{xml}"
+        );
+
+        // Before the target is dialled: the activist's side, shuffled, duplicated.
+        let phase1: Vec<(&'static str, String)> = vec![
+            (
+                "status-callback",
+                enc(&[
+                    ("CallSid", A),
+                    ("CallStatus", "initiated"),
+                    ("SequenceNumber", "0"),
+                ]),
+            ),
+            (
+                "status-callback",
+                enc(&[
+                    ("CallSid", A),
+                    ("CallStatus", "ringing"),
+                    ("SequenceNumber", "1"),
+                ]),
+            ),
+            (
+                "status-callback",
+                enc(&[
+                    ("CallSid", A),
+                    ("CallStatus", "in-progress"),
+                    ("SequenceNumber", "2"),
+                ]),
+            ),
+            (
+                "amd-status-callback",
+                enc(&[("CallSid", A), ("AnsweredBy", "human")]),
+            ),
+            ("dial", enc(&[("CallSid", A), ("Digits", "1")])),
+            (
+                "conference-status-callback",
+                enc(&[
+                    ("StatusCallbackEvent", "conference-start"),
+                    ("ConferenceSid", CF),
+                    ("FriendlyName", &id),
+                ]),
+            ),
+            (
+                "conference-status-callback",
+                enc(&[
+                    ("StatusCallbackEvent", "participant-join"),
+                    ("ConferenceSid", CF),
+                    ("CallSid", A),
+                    ("ParticipantLabel", "activist"),
+                ]),
+            ),
+        ];
+        for (route, body) in shuffle_with_duplicates(&phase1, seed) {
+            let resp = send(&r, deliver(route, &id, &body)).await;
+            let status = resp.status();
+            assert!(
+                status == StatusCode::NO_CONTENT || status == StatusCode::OK,
+                "{route}: {status}"
+            );
+            if route == "dial" {
+                let xml = String::from_utf8(body_bytes(resp).await).unwrap();
+                assert!(xml.contains("<Conference"), "{xml}");
+            }
+        }
+        let v = json_body(send(&r, get(&format!("/v1/phone/status/{id}"))).await).await;
+        assert_eq!(v["status"], "ringing");
+
+        // The target's side and the end, shuffled with duplicates of everything.
+        let mut phase2: Vec<(&'static str, String)> = vec![
+            (
+                "dial-status-callback",
+                enc(&[("CallSid", B), ("CallStatus", "ringing")]),
+            ),
+            (
+                "dial-status-callback",
+                enc(&[("CallSid", B), ("CallStatus", "in-progress")]),
+            ),
+            (
+                "dial-amd-status-callback",
+                enc(&[("CallSid", B), ("AnsweredBy", "human")]),
+            ),
+            (
+                "conference-status-callback",
+                enc(&[
+                    ("StatusCallbackEvent", "participant-join"),
+                    ("ConferenceSid", CF),
+                    ("CallSid", B),
+                    ("ParticipantLabel", "target"),
+                ]),
+            ),
+            (
+                "conference-status-callback",
+                enc(&[
+                    ("StatusCallbackEvent", "participant-leave"),
+                    ("ConferenceSid", CF),
+                    ("CallSid", B),
+                    ("ParticipantLabel", "target"),
+                ]),
+            ),
+            (
+                "conference-status-callback",
+                enc(&[
+                    ("StatusCallbackEvent", "conference-end"),
+                    ("ConferenceSid", CF),
+                ]),
+            ),
+            (
+                "dial-status-callback",
+                enc(&[
+                    ("CallSid", B),
+                    ("CallStatus", "completed"),
+                    ("CallDuration", "95"),
+                ]),
+            ),
+            (
+                "after-dial",
+                enc(&[("CallSid", A), ("DialCallStatus", "completed")]),
+            ),
+            (
+                "status-callback",
+                enc(&[
+                    ("CallSid", A),
+                    ("CallStatus", "completed"),
+                    ("CallDuration", "130"),
+                ]),
+            ),
+        ];
+        phase2.extend(phase1.iter().cloned());
+        for (route, body) in shuffle_with_duplicates(&phase2, seed + 1) {
+            let resp = send(&r, deliver(route, &id, &body)).await;
+            let status = resp.status();
+            assert!(
+                status == StatusCode::NO_CONTENT || status == StatusCode::OK,
+                "{route}: {status}"
+            );
+        }
+
+        let v = json_body(send(&r, get(&format!("/v1/phone/status/{id}"))).await).await;
+        assert_eq!(v["status"], "completed", "seed {seed}");
+        let d = json_body(send(&r, get(&format!("/v1/phone/calls/{id}"))).await).await;
+        assert_eq!(d["state"], "completed");
+        assert_eq!(d["connected_secs"], 95);
+        assert_eq!(d["legs"]["target"]["sid"], B);
+        // every delivered payload is in the event log
+        assert!(d["timeline"].as_array().unwrap().len() >= phase1.len() + 9);
+        let after = send(
+            &r,
+            deliver(
+                "after-dial",
+                &id,
+                &enc(&[("CallSid", A), ("DialCallStatus", "completed")]),
+            ),
+        )
+        .await;
+        let xml = String::from_utf8(body_bytes(after).await).unwrap();
+        assert!(xml.contains("<Hangup"), "{xml}");
+
+        let metrics = String::from_utf8(body_bytes(send(&r, get("/metrics")).await).await).unwrap();
+        assert!(
+            metrics.contains(
+                "bonde_pressure_webhooks_total{route=\"status-callback\",outcome=\"ok\"}"
+            ),
+            "{metrics}"
+        );
+        server.verify().await;
+    }
+}
+
+#[tokio::test]
+async fn forged_or_missing_signatures_are_refused_and_not_stored() {
+    let server = mock_twilio(0).await;
+    let app = twilio_app(&server).await;
+    let r = router(&app);
+    let id = start(&r, "11 91234-5678").await;
+    let body = enc(&[("CallSid", A), ("CallStatus", "busy")]);
+    let p = format!("/v1/phone/status-callback/{id}");
+
+    // wrong token
+    let resp = send(&r, signed(&p, &body, "not-the-token", &p)).await;
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    assert_eq!(
+        json_body(resp).await,
+        json!({"detail": "Invalid signature."})
+    );
+    // signed for another call's URL
+    let other = format!("/v1/phone/status-callback/{}", uuid::Uuid::new_v4());
+    assert_eq!(
+        send(&r, signed(&p, &body, TOKEN, &other)).await.status(),
+        StatusCode::FORBIDDEN
+    );
+    // body tampered with after signing
+    let mut req = signed(&p, &body, TOKEN, &p);
+    *req.body_mut() = Body::from(enc(&[("CallSid", A), ("CallStatus", "completed")]));
+    assert_eq!(send(&r, req).await.status(), StatusCode::FORBIDDEN);
+    // no signature at all
+    let req = Request::post(&p)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(Body::from(body.clone()))
+        .unwrap();
+    assert_eq!(send(&r, req).await.status(), StatusCode::FORBIDDEN);
+
+    let d = json_body(send(&r, get(&format!("/v1/phone/calls/{id}"))).await).await;
+    assert!(d["timeline"].as_array().unwrap().is_empty(), "{d}");
+    assert_ne!(d["status"], "busy");
+
+    // the genuine one is applied
+    assert_eq!(
+        send(&r, deliver("status-callback", &id, &body))
+            .await
+            .status(),
+        StatusCode::NO_CONTENT
+    );
+    let v = json_body(send(&r, get(&format!("/v1/phone/status/{id}"))).await).await;
+    assert_eq!(v["status"], "busy");
+}
+
+#[tokio::test]
+async fn the_signed_url_keeps_the_query_string() {
+    let server = mock_twilio(0).await;
+    let app = twilio_app(&server).await;
+    let r = router(&app);
+    let id = start(&r, "11 91234-5678").await;
+    let body = enc(&[("CallSid", A), ("CallStatus", "ringing")]);
+    let p = format!("/v1/phone/status-callback/{id}?attempt=2");
+    assert_eq!(
+        send(&r, signed(&p, &body, TOKEN, &p)).await.status(),
+        StatusCode::NO_CONTENT
+    );
+    let without_query = format!("/v1/phone/status-callback/{id}");
+    assert_eq!(
+        send(&r, signed(&p, &body, TOKEN, &without_query))
+            .await
+            .status(),
+        StatusCode::FORBIDDEN
+    );
+}
+
+#[tokio::test]
+async fn unknown_calls_are_404_and_malformed_forms_400() {
+    let server = mock_twilio(0).await;
+    let app = twilio_app(&server).await;
+    let r = router(&app);
+    let unknown = uuid::Uuid::new_v4().to_string();
+    let resp = send(
+        &r,
+        deliver(
+            "status-callback",
+            &unknown,
+            &enc(&[("CallSid", A), ("CallStatus", "ringing")]),
+        ),
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    assert_eq!(json_body(resp).await, json!({"detail": "Call not found."}));
+    let resp = send(&r, deliver("answer", &unknown, &enc(&[("CallSid", A)]))).await;
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    let resp = send(
+        &r,
+        deliver("status-callback", "not-a-uuid", &enc(&[("CallSid", A)])),
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+
+    let id = start(&r, "11 91234-5678").await;
+    for (route, body) in [
+        ("status-callback", enc(&[("CallSid", A)])),
+        (
+            "status-callback",
+            enc(&[("CallSid", "nonsense"), ("CallStatus", "ringing")]),
+        ),
+        (
+            "conference-status-callback",
+            enc(&[("StatusCallbackEvent", "participant-join")]),
+        ),
+        ("amd-status-callback", String::from("%%%garbage&&=")),
+    ] {
+        let resp = send(&r, deliver(route, &id, &body)).await;
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "{route} {body}");
+        assert!(
+            json_body(resp).await["detail"]
+                .as_str()
+                .unwrap()
+                .starts_with("Malformed webhook")
+        );
+    }
+    // the malformed payloads are in the call's event log
+    let d = json_body(send(&r, get(&format!("/v1/phone/calls/{id}"))).await).await;
+    assert_eq!(d["timeline"].as_array().unwrap().len(), 4, "{d}");
+}
+
+#[tokio::test]
+async fn the_simulated_telephony_refuses_webhooks_unless_checks_are_off() {
+    let app = app().await;
+    let r = router(&app);
+    let id = start(&r, "11 91234-5670").await;
+    let body = enc(&[("CallSid", A), ("CallStatus", "ringing")]);
+    assert_eq!(
+        send(&r, deliver("status-callback", &id, &body))
+            .await
+            .status(),
+        StatusCode::FORBIDDEN
+    );
+
+    let app = app_with(&[
+        "--webhook-signature-check",
+        "false",
+        "--simulated-tick",
+        "1000",
+    ])
+    .await;
+    let r = router(&app);
+    let id = start(&r, "11 91234-5670").await;
+    let req = Request::post(format!("/v1/phone/status-callback/{id}"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(Body::from(enc(&[("CallSid", A), ("CallStatus", "busy")])))
+        .unwrap();
+    assert_eq!(send(&r, req).await.status(), StatusCode::NO_CONTENT);
+}
