@@ -236,6 +236,10 @@ pub(crate) fn leg_records(call: &Call) -> Vec<LegRecord<'_>> {
     for leg in [Leg::Activist, Leg::Target] {
         let f: &LegFacts = call.facts.leg(leg);
         let Some(sid) = f.sid.as_ref() else { continue };
+        // A SID is one leg: never upsert the same row twice in one commit.
+        if out.iter().any(|l: &LegRecord<'_>| l.sid == sid.as_str()) {
+            continue;
+        }
         let (from, to) = match leg {
             // Leg A is placed from the service's own number (not stored here).
             Leg::Activist => (None, call.activist.phone.as_e164()),

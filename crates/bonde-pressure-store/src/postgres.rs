@@ -19,6 +19,52 @@ use crate::{ConnectError, EventLog, MigrationReport, StoreOptions, migration_rep
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
+/// `commit` in one statement: the versioned `UPDATE` ($1 id, $2 expected
+/// version, $3–$21 the columns), the legs' upserts from arrays ($22–$34) and
+/// the events' inserts from arrays ($35–$39), both fed by the `UPDATE`'s
+/// output. Returns 1 if the version matched, else 0 (nothing written).
+const COMMIT_SQL: &str = "\
+WITH upd AS ( \
+    UPDATE phone_calls SET widget_id = $3, activist_name = $4, activist_first_name = $5, \
+        activist_last_name = $6, activist_email = $7, from_phone_number = $8, \
+        from_call_sid = $9, to_phone_number = $10, to_call_sid = $11, target_name = $12, \
+        target_caller_id = $13, conference_sid = $14, state = $15, terminal = $16, \
+        connected_secs = $17, facts = $18::jsonb, version = $19, created_at = $20, \
+        updated_at = $21 \
+    WHERE id = $1 AND version = $2 \
+    RETURNING id \
+), legs AS ( \
+    INSERT INTO twilio_calls (sid, phone_call_id, leg, status, answered_by, from_phone_number, \
+        to_phone_number, duration_secs, sip_response_code, error_code, error_message, \
+        ringing_at, answered_at, ended_at, created_at, updated_at) \
+    SELECT l.sid, upd.id, l.leg, l.status, l.answered_by, l.from_phone_number, \
+        l.to_phone_number, l.duration_secs, l.sip_response_code, l.error_code, \
+        l.error_message, l.ringing_at, l.answered_at, l.ended_at, $21, $21 \
+    FROM upd, UNNEST($22::text[], $23::text[], $24::text[], $25::text[], $26::text[], \
+        $27::text[], $28::int8[], $29::int4[], $30::int8[], $31::text[], \
+        $32::timestamptz[], $33::timestamptz[], $34::timestamptz[]) \
+        AS l(sid, leg, status, answered_by, from_phone_number, to_phone_number, \
+        duration_secs, sip_response_code, error_code, error_message, ringing_at, \
+        answered_at, ended_at) \
+    ON CONFLICT (sid) DO UPDATE SET phone_call_id = EXCLUDED.phone_call_id, \
+        leg = EXCLUDED.leg, status = EXCLUDED.status, answered_by = EXCLUDED.answered_by, \
+        from_phone_number = EXCLUDED.from_phone_number, \
+        to_phone_number = EXCLUDED.to_phone_number, duration_secs = EXCLUDED.duration_secs, \
+        sip_response_code = EXCLUDED.sip_response_code, error_code = EXCLUDED.error_code, \
+        error_message = EXCLUDED.error_message, ringing_at = EXCLUDED.ringing_at, \
+        answered_at = EXCLUDED.answered_at, ended_at = EXCLUDED.ended_at, \
+        updated_at = EXCLUDED.updated_at \
+), ev AS ( \
+    INSERT INTO twilio_call_events (phone_call_id, call_sid, kind, payload, sequence_number, \
+        received_at) \
+    SELECT upd.id, e.call_sid, e.kind, e.payload, e.sequence_number, e.received_at \
+    FROM upd, UNNEST($35::text[], $36::text[], $37::text[], $38::int8[], \
+        $39::timestamptz[]) WITH ORDINALITY \
+        AS e(call_sid, kind, payload, sequence_number, received_at, ord) \
+    ORDER BY e.ord \
+) \
+SELECT COUNT(*) FROM upd";
+
 macro_rules! call_columns {
     () => {
         "id, widget_id, activist_name, activist_first_name, activist_last_name, activist_email, \
@@ -300,47 +346,76 @@ impl CallStore for PgCallStore {
             .ok_or_else(|| corrupt("version", "overflow"))?;
         let r = CallRecord::new(call, next)?;
         let expected = version_to_db(call.version)?;
-        let mut tx = self.pool.begin().await.map_err(db)?;
-        let updated = sqlx::query(
-            "UPDATE phone_calls SET widget_id = $3, activist_name = $4, activist_first_name = $5, \
-             activist_last_name = $6, activist_email = $7, from_phone_number = $8, \
-             from_call_sid = $9, to_phone_number = $10, to_call_sid = $11, target_name = $12, \
-             target_caller_id = $13, conference_sid = $14, state = $15, terminal = $16, \
-             connected_secs = $17, facts = $18::jsonb, version = $19, created_at = $20, \
-             updated_at = $21 WHERE id = $1 AND version = $2",
-        )
-        .bind(r.id)
-        .bind(expected)
-        .bind(r.widget_id)
-        .bind(r.activist_name)
-        .bind(r.activist_first_name)
-        .bind(r.activist_last_name)
-        .bind(r.activist_email)
-        .bind(r.from_phone_number)
-        .bind(r.from_call_sid)
-        .bind(r.to_phone_number)
-        .bind(r.to_call_sid)
-        .bind(r.target_name)
-        .bind(r.target_caller_id)
-        .bind(r.conference_sid)
-        .bind(r.state)
-        .bind(r.terminal)
-        .bind(r.connected_secs)
-        .bind(&r.facts)
-        .bind(r.version)
-        .bind(r.created_at)
-        .bind(r.updated_at)
-        .execute(&mut *tx)
-        .await
-        .map_err(db)?;
-        if updated.rows_affected() == 0 {
+        let legs = leg_records(call);
+        // One statement, so one round trip and atomic without BEGIN/COMMIT:
+        // the versioned UPDATE takes the row lock; the leg upserts and the
+        // event inserts read its output, so they happen only if it matched,
+        // and events get their ids after the lock (in commit order).
+        let updated = sqlx::query_scalar::<_, i64>(COMMIT_SQL)
+            .bind(r.id)
+            .bind(expected)
+            .bind(r.widget_id)
+            .bind(r.activist_name)
+            .bind(r.activist_first_name)
+            .bind(r.activist_last_name)
+            .bind(r.activist_email)
+            .bind(r.from_phone_number)
+            .bind(r.from_call_sid)
+            .bind(r.to_phone_number)
+            .bind(r.to_call_sid)
+            .bind(r.target_name)
+            .bind(r.target_caller_id)
+            .bind(r.conference_sid)
+            .bind(r.state)
+            .bind(r.terminal)
+            .bind(r.connected_secs)
+            .bind(&r.facts)
+            .bind(r.version)
+            .bind(r.created_at)
+            .bind(r.updated_at)
+            .bind(legs.iter().map(|l| l.sid).collect::<Vec<_>>())
+            .bind(legs.iter().map(|l| l.leg).collect::<Vec<_>>())
+            .bind(legs.iter().map(|l| l.status).collect::<Vec<_>>())
+            .bind(legs.iter().map(|l| l.answered_by).collect::<Vec<_>>())
+            .bind(legs.iter().map(|l| l.from_phone_number).collect::<Vec<_>>())
+            .bind(legs.iter().map(|l| l.to_phone_number).collect::<Vec<_>>())
+            .bind(legs.iter().map(|l| l.duration_secs).collect::<Vec<_>>())
+            .bind(legs.iter().map(|l| l.sip_response_code).collect::<Vec<_>>())
+            .bind(legs.iter().map(|l| l.error_code).collect::<Vec<_>>())
+            .bind(legs.iter().map(|l| l.error_message).collect::<Vec<_>>())
+            .bind(legs.iter().map(|l| l.ringing_at).collect::<Vec<_>>())
+            .bind(legs.iter().map(|l| l.answered_at).collect::<Vec<_>>())
+            .bind(legs.iter().map(|l| l.ended_at).collect::<Vec<_>>())
+            .bind(
+                events
+                    .iter()
+                    .map(|e| e.call_sid.as_deref())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(events.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>())
+            .bind(
+                events
+                    .iter()
+                    .map(|e| e.payload.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(events.iter().map(|e| e.sequence_number).collect::<Vec<_>>())
+            .bind(
+                events
+                    .iter()
+                    .map(|e| truncate_micros(e.received_at))
+                    .collect::<Vec<_>>(),
+            )
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db)?;
+        if updated == 0 {
             let exists =
                 sqlx::query_scalar::<_, i64>("SELECT version FROM phone_calls WHERE id = $1")
                     .bind(r.id)
-                    .fetch_optional(&mut *tx)
+                    .fetch_optional(&self.pool)
                     .await
                     .map_err(db)?;
-            tx.rollback().await.map_err(db)?;
             return Err(match exists {
                 Some(_) => {
                     tracing::debug!(call_id = %call.id, "commit lost a version race");
@@ -349,11 +424,6 @@ impl CallStore for PgCallStore {
                 None => StoreError::NotFound,
             });
         }
-        Self::upsert_legs(&mut tx, call, r.updated_at).await?;
-        Self::insert_events(&mut tx, Some(call.id), events)
-            .await
-            .map_err(db)?;
-        tx.commit().await.map_err(db)?;
         Ok(next)
     }
 

@@ -144,3 +144,122 @@ conformance_tests!(
     large_payloads_round_trip,
     commit_round_trips_every_outcome,
 );
+
+/// The read models a commit keeps up to date: the projection columns of
+/// `phone_calls` and the legs in `twilio_calls`.
+mod read_models {
+    use super::*;
+    use bonde_pressure_core::call::Leg;
+    use bonde_pressure_core::{Call, CallEvent, CallStore, LegStatus};
+    use conformance::{Outcome, at, build_call};
+
+    /// A connected call, created, then committed as completed (42 s talk).
+    async fn connected_then_completed(store: &dyn CallStore) -> Call {
+        let call = build_call(30, at(0), Outcome::Connected);
+        store.create(&call).await.unwrap();
+        let (done, _) = call.apply(
+            &CallEvent::LegStatus {
+                leg: Leg::Target,
+                sid: call.facts.target.sid.clone(),
+                status: LegStatus::Completed,
+                duration_secs: Some(42),
+                sip_response_code: Some(200),
+                at: Some(at(100)),
+            },
+            at(100),
+        );
+        store.commit(&done, &[]).await.unwrap();
+        done
+    }
+
+    type LegRow = (String, String, String, Option<String>, Option<i64>, String);
+    type CallRow = (String, bool, Option<i64>, Option<String>, Option<String>);
+
+    fn check(call: &Call, legs: Vec<LegRow>, row: CallRow) {
+        let a = call.facts.activist.sid.clone().unwrap();
+        let b = call.facts.target.sid.clone().unwrap();
+        assert_eq!(
+            legs,
+            vec![
+                (
+                    a.as_str().to_owned(),
+                    call.id.to_string(),
+                    "activist".to_owned(),
+                    Some("in-progress".to_owned()),
+                    None,
+                    "+5511912345678".to_owned()
+                ),
+                (
+                    b.as_str().to_owned(),
+                    call.id.to_string(),
+                    "target".to_owned(),
+                    Some("completed".to_owned()),
+                    Some(42),
+                    "+5561998765432".to_owned()
+                ),
+            ]
+        );
+        assert_eq!(
+            row,
+            (
+                "completed".to_owned(),
+                true,
+                Some(42),
+                Some(a.as_str().to_owned()),
+                Some(b.as_str().to_owned())
+            )
+        );
+    }
+
+    #[tokio::test]
+    async fn sqlite_commit_updates_projections_and_legs() {
+        with_sqlite(|store| async move {
+            let call = connected_then_completed(&*store).await;
+            let legs: Vec<LegRow> = sqlx::query_as(
+                "SELECT sid, phone_call_id, leg, status, duration_secs, to_phone_number \
+                 FROM twilio_calls ORDER BY leg",
+            )
+            .fetch_all(store.pool())
+            .await
+            .unwrap();
+            let row: CallRow = sqlx::query_as(
+                "SELECT state, terminal, connected_secs, from_call_sid, to_call_sid \
+                 FROM phone_calls",
+            )
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+            check(&call, legs, row);
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn postgres_commit_updates_projections_and_legs() {
+        with_postgres(|store| async move {
+            let call = connected_then_completed(&*store).await;
+            let legs: Vec<LegRow> = sqlx::query_as(
+                "SELECT sid, phone_call_id::text, leg, status, duration_secs, to_phone_number \
+                 FROM twilio_calls ORDER BY leg",
+            )
+            .fetch_all(store.pool())
+            .await
+            .unwrap();
+            let row: CallRow = sqlx::query_as(
+                "SELECT state, terminal, connected_secs, from_call_sid, to_call_sid \
+                 FROM phone_calls",
+            )
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+            check(&call, legs, row);
+            let facts_state: String =
+                sqlx::query_scalar("SELECT facts->'target'->>'status' FROM phone_calls")
+                    .fetch_one(store.pool())
+                    .await
+                    .unwrap();
+            assert_eq!(facts_state, "completed", "facts are queryable jsonb");
+        })
+        .await;
+    }
+}

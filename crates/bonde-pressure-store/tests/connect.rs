@@ -195,3 +195,59 @@ async fn in_memory_sqlite_from_url_passes_the_concurrency_check() {
     bonde_pressure_store::conformance::concurrent_updates_lose_nothing(store.clone()).await;
     bonde_pressure_store::conformance::event_log_keeps_insertion_order(store).await;
 }
+
+/// The SQLite plans of the store's queries use the indexes the migration
+/// creates for them (docs/storage.md, "Indexes").
+#[tokio::test]
+async fn sqlite_queries_use_their_indexes() {
+    let store = SqliteCallStore::in_memory().await.unwrap();
+    let plans = [
+        (
+            "SELECT id FROM phone_calls WHERE from_call_sid = ?1 OR to_call_sid = ?1 \
+             ORDER BY updated_at DESC LIMIT 1",
+            vec![
+                "phone_calls_from_call_sid_idx",
+                "phone_calls_to_call_sid_idx",
+            ],
+        ),
+        (
+            "SELECT id FROM phone_calls WHERE terminal = 0 AND updated_at < ?1 \
+             ORDER BY updated_at, id LIMIT ?2",
+            vec!["phone_calls_unfinished_idx"],
+        ),
+        (
+            "SELECT state, COUNT(*) FROM phone_calls \
+             WHERE widget_id = ?1 AND created_at >= ?2 AND created_at < ?3 GROUP BY state",
+            vec!["phone_calls_widget_created_idx"],
+        ),
+        (
+            "SELECT id FROM twilio_call_events WHERE phone_call_id = ?1 ORDER BY id",
+            vec!["twilio_call_events_phone_call_id_idx"],
+        ),
+        (
+            "SELECT id FROM twilio_call_events WHERE call_sid = ?1 ORDER BY id",
+            vec!["twilio_call_events_call_sid_idx"],
+        ),
+    ];
+    for (sql, indexes) in plans {
+        let rows: Vec<(i64, i64, i64, String)> =
+            sqlx::query_as(&format!("EXPLAIN QUERY PLAN {sql}"))
+                .fetch_all(store.pool())
+                .await
+                .unwrap();
+        let plan: Vec<String> = rows.into_iter().map(|r| r.3).collect();
+        for index in indexes {
+            assert!(
+                plan.iter().any(|d| d.contains(index)),
+                "{sql}\nshould use {index}, plan: {plan:#?}"
+            );
+        }
+        assert!(
+            !plan
+                .iter()
+                .any(|d| d.starts_with("SCAN phone_calls")
+                    || d.starts_with("SCAN twilio_call_events")),
+            "{sql}: full scan in {plan:#?}"
+        );
+    }
+}
