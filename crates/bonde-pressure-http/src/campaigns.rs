@@ -255,6 +255,21 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_example_campaigns_file_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("campaigns.example.json");
+        let d = load_campaigns_file(&path).unwrap();
+        assert_eq!(d.widgets().len(), 2);
+        let w = d.widget(wid(2)).await.unwrap().unwrap();
+        assert_eq!(w.settings.target_timeout_secs, 40);
+        assert!(w.settings.messages.greeting.starts_with("Olá, {activist}!"));
+        // unspecified messages keep their defaults
+        assert_eq!(
+            w.settings.messages.no_input,
+            CampaignSettings::default().messages.no_input
+        );
+    }
+
+    #[tokio::test]
     async fn graphql_directory_reads_widgets_by_pk() {
         let server = MockServer::start().await;
         Mock::given(method("POST"))

@@ -236,6 +236,15 @@ pub struct Config {
     #[arg(long, env = "TWILIO_AUTH_TOKEN")]
     pub twilio_auth_token: Option<Secret>,
 
+    /// Optional API key SID (`SK…`) for REST requests instead of the auth
+    /// token (webhook signatures still use TWILIO_AUTH_TOKEN).
+    #[arg(long, env = "TWILIO_API_KEY_SID")]
+    pub twilio_api_key_sid: Option<String>,
+
+    /// The API key's secret.
+    #[arg(long, env = "TWILIO_API_KEY_SECRET")]
+    pub twilio_api_key_secret: Option<Secret>,
+
     /// The Twilio number calls are placed from (E.164).
     #[arg(long, env = "TWILIO_PHONE_NUMBER", value_parser = parse_phone)]
     pub twilio_phone_number: Option<PhoneNumber>,
@@ -333,6 +342,11 @@ pub struct Config {
     #[arg(long, env = "WEBHOOK_SIGNATURE_CHECK", default_value_t = true, action = clap::ArgAction::Set)]
     pub webhook_signature_check: bool,
 
+    /// SSE subscribers re-read the store this often, in milliseconds (they also
+    /// wake at once on this process's own commits).
+    #[arg(long, env = "SSE_POLL_MS", default_value = "2000", value_parser = parse_millis)]
+    pub sse_poll_interval: Duration,
+
     /// Seconds to wait for in-flight requests on shutdown.
     #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value = "20", value_parser = parse_secs)]
     pub shutdown_grace: Duration,
@@ -355,6 +369,9 @@ pub enum ConfigError {
         "WEBHOOK_SIGNATURE_CHECK=false is allowed only with the simulated telephony (no Twilio credentials)"
     )]
     SignatureCheckOff,
+    /// Only one of the API key SID and secret.
+    #[error("set both TWILIO_API_KEY_SID and TWILIO_API_KEY_SECRET, or neither")]
+    PartialApiKey,
     /// GraphQL URL without its token.
     #[error("GRAPHQL_API_URL is set but GRAPHQL_API_TOKEN is not")]
     GraphqlToken,
@@ -394,6 +411,9 @@ impl Config {
         let twilio = self.twilio()?;
         if twilio.is_some() && !self.webhook_signature_check {
             return Err(ConfigError::SignatureCheckOff);
+        }
+        if self.twilio_api_key_sid.is_some() != self.twilio_api_key_secret.is_some() {
+            return Err(ConfigError::PartialApiKey);
         }
         if self.graphql_api_url.is_some() && self.graphql_api_token.is_none() {
             return Err(ConfigError::GraphqlToken);

@@ -133,6 +133,7 @@ pub async fn open_store(config: &Config) -> Result<Arc<dyn CallStore>, WiringErr
         .as_ref()
         .map(|s| s.expose().to_owned())
         .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned());
+    let url = normalise_database_url(&url);
     if url == "memory:" {
         tracing::warn!("in-memory store: calls are lost on restart");
         return Ok(Arc::new(InMemoryCallStore::new()));
@@ -146,12 +147,30 @@ pub async fn open_store(config: &Config) -> Result<Arc<dyn CallStore>, WiringErr
     Ok(store)
 }
 
+/// Accepts SQLAlchemy-style schemes (`postgresql+asyncpg://`, upstream's
+/// habit) by dropping the driver suffix.
+pub fn normalise_database_url(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) if scheme.contains('+') => {
+            let base = scheme.split('+').next().unwrap_or(scheme);
+            format!("{base}://{rest}")
+        }
+        _ => url.to_owned(),
+    }
+}
+
 fn twilio_client(
     config: &Config,
     settings: &crate::config::TwilioSettings,
 ) -> Result<TwilioClient, WiringError> {
     let err = |e: bonde_pressure_twilio::ConfigError| WiringError::Telephony(e.to_string());
-    let credentials = Credentials::AuthToken(TwilioSecret::new(settings.auth_token.expose()));
+    let credentials = match (&config.twilio_api_key_sid, &config.twilio_api_key_secret) {
+        (Some(sid), Some(secret)) => Credentials::ApiKey {
+            sid: sid.trim().to_owned(),
+            secret: TwilioSecret::new(secret.expose()),
+        },
+        _ => Credentials::AuthToken(TwilioSecret::new(settings.auth_token.expose())),
+    };
     let cfg = TwilioConfig::new(
         settings.account_sid.clone(),
         credentials,
@@ -219,7 +238,7 @@ pub async fn build(config: &Config) -> Result<App, WiringError> {
         max_body_bytes: config.max_body_bytes,
         trusted_proxy_hops: config.trusted_proxy_hops,
         admin_token: config.admin_token.clone(),
-        sse_poll_interval: Duration::from_secs(2),
+        sse_poll_interval: config.sse_poll_interval,
     };
     let check = match (&config.twilio_auth_token, config.webhook_signature_check) {
         (Some(token), true) => SignatureCheck::Verify(token.clone()),
@@ -245,6 +264,44 @@ pub async fn build(config: &Config) -> Result<App, WiringError> {
         telephony: kind,
         simulated,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_urls_drop_driver_suffixes() {
+        assert_eq!(
+            normalise_database_url("postgresql+asyncpg://u:p@h/db"),
+            "postgresql://u:p@h/db"
+        );
+        assert_eq!(normalise_database_url("sqlite://x.db"), "sqlite://x.db");
+        assert_eq!(normalise_database_url("memory:"), "memory:");
+    }
+
+    #[tokio::test]
+    async fn half_configured_services_do_not_start() {
+        let config = Config::from_args(["x", "--database-url", "mysql://h/db"]).unwrap();
+        let err = build(&config).await.unwrap_err();
+        assert!(err.to_string().contains("mysql"), "{err}");
+        let config = Config::from_args([
+            "x",
+            "--database-url",
+            "memory:",
+            "--twilio-account-sid",
+            "not-a-sid",
+            "--twilio-auth-token",
+            "t",
+            "--twilio-phone-number",
+            "+5511987650000",
+        ])
+        .unwrap();
+        assert!(matches!(
+            build(&config).await,
+            Err(WiringError::Telephony(_))
+        ));
+    }
 }
 
 /// Runs `service.reconcile` every `interval` until `stop` turns true.
