@@ -266,44 +266,6 @@ pub async fn build(config: &Config) -> Result<App, WiringError> {
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn database_urls_drop_driver_suffixes() {
-        assert_eq!(
-            normalise_database_url("postgresql+asyncpg://u:p@h/db"),
-            "postgresql://u:p@h/db"
-        );
-        assert_eq!(normalise_database_url("sqlite://x.db"), "sqlite://x.db");
-        assert_eq!(normalise_database_url("memory:"), "memory:");
-    }
-
-    #[tokio::test]
-    async fn half_configured_services_do_not_start() {
-        let config = Config::from_args(["x", "--database-url", "mysql://h/db"]).unwrap();
-        let err = build(&config).await.unwrap_err();
-        assert!(err.to_string().contains("mysql"), "{err}");
-        let config = Config::from_args([
-            "x",
-            "--database-url",
-            "memory:",
-            "--twilio-account-sid",
-            "not-a-sid",
-            "--twilio-auth-token",
-            "t",
-            "--twilio-phone-number",
-            "+5511987650000",
-        ])
-        .unwrap();
-        assert!(matches!(
-            build(&config).await,
-            Err(WiringError::Telephony(_))
-        ));
-    }
-}
-
 /// Runs `service.reconcile` every `interval` until `stop` turns true.
 pub fn spawn_reconciler(
     service: Arc<PressureService>,
@@ -442,4 +404,42 @@ pub async fn run(config: Config) -> Result<(), WiringError> {
         shutdown_signal(),
     )
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_urls_drop_driver_suffixes() {
+        assert_eq!(
+            normalise_database_url("postgresql+asyncpg://u:p@h/db"),
+            "postgresql://u:p@h/db"
+        );
+        assert_eq!(normalise_database_url("sqlite://x.db"), "sqlite://x.db");
+        assert_eq!(normalise_database_url("memory:"), "memory:");
+    }
+
+    #[tokio::test]
+    async fn half_configured_services_do_not_start() {
+        let config = Config::from_args(["x", "--database-url", "mysql://h/db"]).unwrap();
+        let err = build(&config).await.unwrap_err();
+        assert!(err.to_string().contains("mysql"), "{err}");
+        let config = Config::from_args([
+            "x",
+            "--database-url",
+            "memory:",
+            "--twilio-account-sid",
+            "not-a-sid",
+            "--twilio-auth-token",
+            "t",
+            "--twilio-phone-number",
+            "+5511987650000",
+        ])
+        .unwrap();
+        assert!(matches!(
+            build(&config).await,
+            Err(WiringError::Telephony(_))
+        ));
+    }
 }
