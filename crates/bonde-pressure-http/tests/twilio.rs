@@ -469,3 +469,62 @@ async fn the_simulated_telephony_refuses_webhooks_unless_checks_are_off() {
         .unwrap();
     assert_eq!(send(&r, req).await.status(), StatusCode::NO_CONTENT);
 }
+
+#[tokio::test]
+async fn garbage_webhooks_get_4xx_never_5xx() {
+    let app = app_with(&[
+        "--webhook-signature-check",
+        "false",
+        "--simulated-tick",
+        "1000",
+    ])
+    .await;
+    let r = router(&app);
+    let id = start(&r, "11 91234-5670").await;
+    let routes = [
+        "answer",
+        "status-callback",
+        "amd-status-callback",
+        "dial",
+        "dial-status-callback",
+        "dial-amd-status-callback",
+        "conference-status-callback",
+        "after-dial",
+    ];
+    let mut x: u64 = 0x2545F4914F6CDD1D;
+    let mut bodies: Vec<Vec<u8>> = vec![
+        b"".to_vec(),
+        b"CallSid=&CallStatus=".to_vec(),
+        b"CallSid=CA%zz&CallStatus=%%".to_vec(),
+        b"StatusCallbackEvent=participant-join&ConferenceSid=CFx&CallSid=CAy".to_vec(),
+        b"CallSid=CAaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa&CallStatus=teleported&AnsweredBy=robot"
+            .to_vec(),
+        vec![0xff; 300],
+    ];
+    for n in 0..20 {
+        let mut b = Vec::new();
+        for _ in 0..(n * 13 % 200) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            b.push((x % 256) as u8);
+        }
+        bodies.push(b);
+    }
+    for route in routes {
+        for target in [id.as_str(), "x", "00000000-0000-0000-0000-000000000000"] {
+            for body in &bodies {
+                let req = Request::post(format!("/v1/phone/{route}/{target}"))
+                    .header("content-type", "application/x-www-form-urlencoded")
+                    .body(Body::from(body.clone()))
+                    .unwrap();
+                let status = send(&r, req).await.status();
+                assert!(
+                    status.is_success() || status.is_client_error(),
+                    "{route} {target}: {status} for {:?}",
+                    String::from_utf8_lossy(body)
+                );
+            }
+        }
+    }
+}
