@@ -149,10 +149,19 @@ impl SqliteCallStore {
         Self::open_with_options(connect, in_memory, options).await
     }
 
-    /// Opens (creating if missing) the database file at `path`.
+    /// Opens (creating if missing) the database file at `path`, with default
+    /// [`StoreOptions`], and runs the pending migrations.
     pub async fn open(path: impl AsRef<Path>) -> Result<Self, ConnectError> {
+        Self::open_with(path, &StoreOptions::default()).await
+    }
+
+    /// [`Self::open`] with `options`.
+    pub async fn open_with(
+        path: impl AsRef<Path>,
+        options: &StoreOptions,
+    ) -> Result<Self, ConnectError> {
         let connect = SqliteConnectOptions::new().filename(path);
-        Self::open_with_options(connect, false, &StoreOptions::default()).await
+        Self::open_with_options(connect, false, options).await
     }
 
     /// A fresh, private in-memory database.
