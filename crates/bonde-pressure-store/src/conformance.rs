@@ -27,7 +27,7 @@ use crate::EventLog;
 /// Every check of the suite with its name, for implementations that want to
 /// loop over them (the orphan-events check needs [`EventLog`] and is
 /// [`orphan_events_are_stored`]).
-pub const CHECKS: [&str; 14] = [
+pub const CHECKS: [&str; 15] = [
     "create_get_round_trip",
     "unicode_names_round_trip",
     "find_by_sid_on_both_legs",
@@ -40,6 +40,7 @@ pub const CHECKS: [&str; 14] = [
     "orphan_events_are_stored",
     "list_unfinished_for_reconciliation",
     "stats_match_reference",
+    "stats_match_reference_on_random_calls",
     "large_payloads_round_trip",
     "commit_round_trips_every_outcome",
 ];
@@ -876,6 +877,62 @@ pub async fn stats_match_reference(store: Arc<dyn CallStore>) {
     assert_eq!(
         store.stats(widget(999), from, to).await.unwrap(),
         CallStats::default()
+    );
+}
+
+/// A small deterministic generator (64-bit LCG), so failures reproduce.
+struct Lcg(u64);
+
+impl Lcg {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (self.0 >> 33) % n
+    }
+}
+
+/// `stats` equals [`CallStats::from_calls`] on 80 calls with random
+/// outcomes, talk times (many ties) and creation times, over random ranges.
+pub async fn stats_match_reference_on_random_calls(store: Arc<dyn CallStore>) {
+    let mut rng = Lcg(0x5eed_b0de);
+    let widgets = [21, 22];
+    let mut calls = Vec::new();
+    for _ in 0..80 {
+        let outcome = match rng.below(4) {
+            0 | 1 => Outcome::Completed {
+                talk_secs: (rng.below(8) != 0).then(|| rng.below(12) as u32 * 5),
+            },
+            _ => Outcome::ALL[rng.below(Outcome::ALL.len() as u64) as usize],
+        };
+        let widget_id = widgets[rng.below(2) as usize];
+        let created = at(rng.below(10_000) as i64) + TimeDelta::microseconds(rng.below(7) as i64);
+        let c = build_call(widget_id, created, outcome);
+        store.create(&c).await.unwrap();
+        calls.push(c);
+    }
+    let mut medians = 0;
+    for _ in 0..12 {
+        let a = rng.below(11_000) as i64 - 500;
+        let b = a + rng.below(11_000) as i64;
+        let (from, to) = (at(a), at(b));
+        for w in widgets {
+            let expected =
+                CallStats::from_calls(calls.iter().filter(|c| {
+                    c.widget_id == widget(w) && c.created_at >= from && c.created_at < to
+                }));
+            medians += usize::from(expected.median_secs.is_some() && expected.completed > 3);
+            assert_eq!(
+                store.stats(widget(w), from, to).await.unwrap(),
+                expected,
+                "widget {w}, [{from}, {to})"
+            );
+        }
+    }
+    assert!(
+        medians >= 6,
+        "the ranges cover enough completed calls ({medians})"
     );
 }
 

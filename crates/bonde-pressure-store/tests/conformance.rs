@@ -141,6 +141,7 @@ conformance_tests!(
     orphan_events_are_stored,
     list_unfinished_for_reconciliation,
     stats_match_reference,
+    stats_match_reference_on_random_calls,
     large_payloads_round_trip,
     commit_round_trips_every_outcome,
 );
