@@ -73,24 +73,34 @@ async fn fake_twilio(State(fake): State<Arc<FakeTwilio>>, req: Request) -> Respo
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     // 2010-04-01 / Accounts / {AC} / ...
     let rest = segments.get(3..).unwrap_or_default();
-    let json = |status: StatusCode, body: serde_json::Value| (status, axum::Json(body)).into_response();
+    let json =
+        |status: StatusCode, body: serde_json::Value| (status, axum::Json(body)).into_response();
     match (req.method().clone(), rest) {
-        (Method::POST, ["Calls.json"]) => {
-            json(StatusCode::CREATED, serde_json::json!({"sid": new_sid("CA"), "status": "queued"}))
-        }
+        (Method::POST, ["Calls.json"]) => json(
+            StatusCode::CREATED,
+            serde_json::json!({"sid": new_sid("CA"), "status": "queued"}),
+        ),
         (Method::POST, ["Conferences", name, "Participants.json"]) => {
             let sid = new_sid("CA");
-            fake.participants.lock().unwrap().insert((*name).to_owned(), sid.clone());
+            fake.participants
+                .lock()
+                .unwrap()
+                .insert((*name).to_owned(), sid.clone());
             json(
                 StatusCode::CREATED,
                 serde_json::json!({"call_sid": sid, "conference_sid": new_sid("CF"), "status": "queued", "label": "target"}),
             )
         }
-        (Method::POST | Method::GET, ["Calls", sid]) | (Method::POST, ["Conferences", sid]) => json(
-            StatusCode::OK,
-            serde_json::json!({"sid": sid.trim_end_matches(".json"), "status": "completed"}),
+        (Method::POST | Method::GET, ["Calls", sid]) | (Method::POST, ["Conferences", sid]) => {
+            json(
+                StatusCode::OK,
+                serde_json::json!({"sid": sid.trim_end_matches(".json"), "status": "completed"}),
+            )
+        }
+        _ => json(
+            StatusCode::NOT_FOUND,
+            serde_json::json!({"code": 20404, "message": "not found", "status": 404}),
         ),
-        _ => json(StatusCode::NOT_FOUND, serde_json::json!({"code": 20404, "message": "not found", "status": 404})),
     }
 }
 
@@ -140,7 +150,10 @@ impl Ctx {
         let activist_phone = format!("+55119{:08}", n % 100_000_000);
         let start = self
             .http
-            .post(format!("{}/v1/phone/call", self.args.server.trim_end_matches('/')))
+            .post(format!(
+                "{}/v1/phone/call",
+                self.args.server.trim_end_matches('/')
+            ))
             .json(&serde_json::json!({
                 "widget_id": self.args.widget_id,
                 "activist": {"name": "Load Test", "first_name": "Load", "last_name": "Test",
@@ -155,8 +168,14 @@ impl Ctx {
         if !status.is_success() {
             return Err(format!("start: HTTP {status}: {started}"));
         }
-        let id = started["call_id"].as_str().ok_or("start: no call_id")?.to_owned();
-        let a_sid = started["twilio_call_sid"].as_str().ok_or("start: no twilio_call_sid")?.to_owned();
+        let id = started["call_id"]
+            .as_str()
+            .ok_or("start: no call_id")?
+            .to_owned();
+        let a_sid = started["twilio_call_sid"]
+            .as_str()
+            .ok_or("start: no twilio_call_sid")?
+            .to_owned();
         let cf = new_sid("CF");
         let acct = format!("AC{}", "0".repeat(32));
         let leg = |sid: &str, status: &str, seq: u32| {
@@ -182,19 +201,38 @@ impl Ctx {
             }
             p
         };
-        let amd = |sid: &str| vec![("AccountSid", acct.clone()), ("CallSid", sid.to_owned()), ("AnsweredBy", "human".to_owned())];
+        let amd = |sid: &str| {
+            vec![
+                ("AccountSid", acct.clone()),
+                ("CallSid", sid.to_owned()),
+                ("AnsweredBy", "human".to_owned()),
+            ]
+        };
 
         let p = |route: &str| format!("/v1/phone/{route}/{id}");
-        self.callback(&p("status-callback"), &leg(&a_sid, "initiated", 0)).await?;
-        self.callback(&p("status-callback"), &leg(&a_sid, "ringing", 1)).await?;
-        self.callback(&p("answer"), &leg(&a_sid, "in-progress", 2)).await?;
-        self.callback(&p("status-callback"), &leg(&a_sid, "in-progress", 2)).await?;
-        self.callback(&p("amd-status-callback"), &amd(&a_sid)).await?;
+        self.callback(&p("status-callback"), &leg(&a_sid, "initiated", 0))
+            .await?;
+        self.callback(&p("status-callback"), &leg(&a_sid, "ringing", 1))
+            .await?;
+        self.callback(&p("answer"), &leg(&a_sid, "in-progress", 2))
+            .await?;
+        self.callback(&p("status-callback"), &leg(&a_sid, "in-progress", 2))
+            .await?;
+        self.callback(&p("amd-status-callback"), &amd(&a_sid))
+            .await?;
         let mut gather = leg(&a_sid, "in-progress", 3);
         gather.push(("Digits", "1".to_owned()));
         self.callback(&p("dial"), &gather).await?;
-        self.callback(&p("conference-status-callback"), &conf("conference-start", None, 0)).await?;
-        self.callback(&p("conference-status-callback"), &conf("participant-join", Some((&a_sid, "activist")), 1)).await?;
+        self.callback(
+            &p("conference-status-callback"),
+            &conf("conference-start", None, 0),
+        )
+        .await?;
+        self.callback(
+            &p("conference-status-callback"),
+            &conf("participant-join", Some((&a_sid, "activist")), 1),
+        )
+        .await?;
 
         // The server dials the target through the fake Twilio.
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -207,17 +245,37 @@ impl Ctx {
             }
             tokio::time::sleep(Duration::from_millis(2)).await;
         };
-        self.callback(&p("dial-status-callback"), &leg(&b_sid, "initiated", 0)).await?;
-        self.callback(&p("dial-status-callback"), &leg(&b_sid, "ringing", 1)).await?;
-        self.callback(&p("dial-status-callback"), &leg(&b_sid, "in-progress", 2)).await?;
-        self.callback(&p("dial-amd-status-callback"), &amd(&b_sid)).await?;
-        self.callback(&p("conference-status-callback"), &conf("participant-join", Some((&b_sid, "target")), 2)).await?;
-        self.callback(&p("conference-status-callback"), &conf("participant-leave", Some((&b_sid, "target")), 3)).await?;
+        self.callback(&p("dial-status-callback"), &leg(&b_sid, "initiated", 0))
+            .await?;
+        self.callback(&p("dial-status-callback"), &leg(&b_sid, "ringing", 1))
+            .await?;
+        self.callback(&p("dial-status-callback"), &leg(&b_sid, "in-progress", 2))
+            .await?;
+        self.callback(&p("dial-amd-status-callback"), &amd(&b_sid))
+            .await?;
+        self.callback(
+            &p("conference-status-callback"),
+            &conf("participant-join", Some((&b_sid, "target")), 2),
+        )
+        .await?;
+        self.callback(
+            &p("conference-status-callback"),
+            &conf("participant-leave", Some((&b_sid, "target")), 3),
+        )
+        .await?;
         let mut b_done = leg(&b_sid, "completed", 3);
         b_done.push(("CallDuration", "42".to_owned()));
         self.callback(&p("dial-status-callback"), &b_done).await?;
-        self.callback(&p("conference-status-callback"), &conf("conference-end", None, 4)).await?;
-        self.callback(&p("conference-status-callback"), &conf("participant-leave", Some((&a_sid, "activist")), 5)).await?;
+        self.callback(
+            &p("conference-status-callback"),
+            &conf("conference-end", None, 4),
+        )
+        .await?;
+        self.callback(
+            &p("conference-status-callback"),
+            &conf("participant-leave", Some((&a_sid, "activist")), 5),
+        )
+        .await?;
         let mut after = leg(&a_sid, "in-progress", 4);
         after.push(("DialCallStatus", "completed".to_owned()));
         self.callback(&p("after-dial"), &after).await?;
@@ -227,7 +285,10 @@ impl Ctx {
 
         let status: serde_json::Value = self
             .http
-            .get(format!("{}/v1/phone/status/{id}", self.args.server.trim_end_matches('/')))
+            .get(format!(
+                "{}/v1/phone/status/{id}",
+                self.args.server.trim_end_matches('/')
+            ))
             .send()
             .await
             .map_err(|e| format!("status: {e}"))?
@@ -263,12 +324,23 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let app = Router::new().fallback(fake_twilio).with_state(fake.clone());
     tokio::spawn(async move { axum::serve(listener, app).await });
 
-    let base = args.base_url.clone().unwrap_or_else(|| args.server.clone()).trim_end_matches('/').to_owned();
+    let base = args
+        .base_url
+        .clone()
+        .unwrap_or_else(|| args.server.clone())
+        .trim_end_matches('/')
+        .to_owned();
     let ctx = Arc::new(Ctx {
-        http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?,
+        http: reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()?,
         base,
         fake: fake.clone(),
-        stats: Stats { latencies: Mutex::default(), failures: Mutex::default(), completed: Mutex::default() },
+        stats: Stats {
+            latencies: Mutex::default(),
+            failures: Mutex::default(),
+            completed: Mutex::default(),
+        },
         args: args.clone(),
     });
 
@@ -299,8 +371,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     lat.sort_unstable();
     let failures = ctx.stats.failures.lock().unwrap().clone();
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    println!("lifecycles: {} requested, {} completed, {} failed", args.calls, *ctx.stats.completed.lock().unwrap(), failures.len());
-    println!("callbacks: {} in {:.2} s = {:.0} callbacks/s (concurrency {}, duplicates {})", lat.len(), elapsed.as_secs_f64(), lat.len() as f64 / elapsed.as_secs_f64(), args.concurrency, args.duplicates);
+    println!(
+        "lifecycles: {} requested, {} completed, {} failed",
+        args.calls,
+        *ctx.stats.completed.lock().unwrap(),
+        failures.len()
+    );
+    println!(
+        "callbacks: {} in {:.2} s = {:.0} callbacks/s (concurrency {}, duplicates {})",
+        lat.len(),
+        elapsed.as_secs_f64(),
+        lat.len() as f64 / elapsed.as_secs_f64(),
+        args.concurrency,
+        args.duplicates
+    );
     println!(
         "callback latency ms: p50 {:.2}  p90 {:.2}  p99 {:.2}  max {:.2}",
         ms(percentile(&lat, 50.0)),
@@ -312,5 +396,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     for f in failures.iter().take(5) {
         eprintln!("failure: {f}");
     }
-    if failures.is_empty() { Ok(()) } else { Err(format!("{} lifecycles failed", failures.len()).into()) }
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("{} lifecycles failed", failures.len()).into())
+    }
 }
