@@ -20,7 +20,7 @@
 //! # let _ = store; Ok(()) }
 //! ```
 //!
-//! With the `test-util` feature, [`conformance`] is the shared suite every
+//! With the `test-util` feature, `conformance` is the shared suite every
 //! [`CallStore`] implementation (in-memory, SQLite, PostgreSQL) must pass.
 //!
 //! See `docs/storage.md` for the schema, the indexes and measurements.
