@@ -36,9 +36,10 @@ async fn every_scenario_reaches_its_state_and_ui_status() {
     for scenario in Scenario::ALL {
         let h = harness(ScenarioPicker::Always(scenario));
         let started = h.service.start(&demo_request()).await.unwrap();
-        // With instant playback the callbacks may outrun the answer: it tells the truth.
+        // With instant playback the callbacks may outrun the answer, which tells
+        // the truth: any status on the way, but never a wrong final one.
         assert!(
-            [UiStatus::Initiated, expected_ui(scenario)].contains(&started.status),
+            !started.status.is_final() || started.status == expected_ui(scenario),
             "{scenario:?}: {:?}",
             started.status
         );
