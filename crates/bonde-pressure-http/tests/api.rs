@@ -512,6 +512,15 @@ async fn call_details_mask_numbers_unless_the_admin_token_is_presented() {
     assert_eq!(v["activist"]["email"], "a***@example.org");
     assert_eq!(v["state"], "completed");
     assert_eq!(v["legs"]["target"]["status"], "completed");
+    // the activist joined through TwiML, reported by SID only
+    assert_eq!(v["legs"]["activist"]["joined_conference"], true);
+    assert_eq!(v["legs"]["target"]["left_conference"], true);
+    // simulated reports carry no time: stamped when received
+    for leg in ["activist", "target"] {
+        for at in ["ringing_at", "answered_at", "ended_at"] {
+            assert!(v["legs"][leg][at].is_string(), "{leg}.{at}: {v}");
+        }
+    }
     assert!(
         v["legs"]["activist"]["sid"]
             .as_str()

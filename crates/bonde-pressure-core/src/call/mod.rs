@@ -262,7 +262,23 @@ pub fn apply(facts: &CallFacts, event: &CallEvent) -> Transition {
 impl Call {
     /// Applies an event (see [`apply`]) and returns the updated call (same
     /// version: the store bumps it on commit) with the requested effects.
+    ///
+    /// A leg-status report that carries no time of its own (the simulated
+    /// telephony's, a reconciliation fetch) is stamped with `now`, the time
+    /// it was received; the facts keep the earliest time seen.
     pub fn apply(&self, event: &CallEvent, now: DateTime<Utc>) -> (Call, Vec<Effect>) {
+        let stamped;
+        let event = match event {
+            CallEvent::LegStatus { at: None, .. } => {
+                let mut e = event.clone();
+                if let CallEvent::LegStatus { at, .. } = &mut e {
+                    *at = Some(now);
+                }
+                stamped = e;
+                &stamped
+            }
+            _ => event,
+        };
         let t = apply(&self.facts, event);
         let mut next = self.clone();
         next.facts = t.facts;

@@ -10,7 +10,9 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use bonde_pressure_core::ports::StoredEvent;
 use bonde_pressure_core::{
-    Call, CallId, PhoneNumber, StartError, TelephonyError, call::LegFacts, domain::mask_phone,
+    Call, CallId, PhoneNumber, StartError, TelephonyError,
+    call::{CallFacts, Leg},
+    domain::mask_phone,
 };
 use futures::Stream;
 use serde::Serialize;
@@ -313,13 +315,16 @@ pub struct LegView {
 }
 
 impl LegView {
-    fn of(l: &LegFacts) -> Self {
+    fn of(f: &CallFacts, leg: Leg) -> Self {
+        let l = f.leg(leg);
         Self {
             sid: l.sid.as_ref().map(|s| s.as_str().to_owned()),
             status: l.status.map(|s| s.as_str().to_owned()),
             answered_by: l.answered_by.map(|a| a.as_str().to_owned()),
-            joined_conference: l.joined_conference,
-            left_conference: l.left_conference,
+            // By the leg's own reports or by its SID among the participants
+            // (the activist joins through TwiML, reported by SID).
+            joined_conference: f.joined(leg),
+            left_conference: f.left(leg),
             duration_secs: l.duration_secs,
             sip_response_code: l.sip_response_code,
             error_code: l.error.as_ref().and_then(|e| e.code),
@@ -530,8 +535,8 @@ fn details(call: &Call, events: Vec<StoredEvent>, unmasked: bool) -> CallDetails
             phone: phone(&call.target.phone),
         },
         legs: LegsView {
-            activist: LegView::of(&f.activist),
-            target: LegView::of(&f.target),
+            activist: LegView::of(f, Leg::Activist),
+            target: LegView::of(f, Leg::Target),
         },
         prompted: f.prompted,
         confirmed: f.confirmed,
