@@ -11,7 +11,9 @@ use serde::Deserialize;
 use tracing::{debug, warn};
 
 use crate::config::{ConfigError, TwilioConfig};
-use crate::error::{is_retryable, map_error, parse_retry_after, scrub_phone_numbers};
+use crate::error::{
+    is_retryable, is_retryable_creation, map_error, parse_retry_after, scrub_phone_numbers,
+};
 
 /// The events both legs report to their status callbacks.
 pub const STATUS_CALLBACK_EVENTS: [&str; 4] = ["initiated", "ringing", "answered", "completed"];
@@ -24,6 +26,47 @@ pub const TARGET_LABEL: &str = "target";
 
 /// A form body: name/value pairs, names may repeat.
 pub type Form = Vec<(String, String)>;
+
+/// The longest inline TwiML Twilio accepts in a create-call request, in
+/// characters (Twilio error 32018 "Twiml size exceeded maximum allowed value
+/// of 4000 characters").
+pub const MAX_TWIML_CHARS: usize = 4000;
+
+/// What Twilio runs when the called person answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CallInstructions {
+    /// `Url` (with `Method=POST`): Twilio fetches the TwiML from this URL.
+    /// The [`Telephony`] implementation always uses this, with the call's
+    /// answer route.
+    Url(String),
+    /// `Twiml`: Twilio runs this document as is, with no request to us (at
+    /// most [`MAX_TWIML_CHARS`] characters).
+    Twiml(String),
+}
+
+impl From<&crate::twiml::Response> for CallInstructions {
+    fn from(response: &crate::twiml::Response) -> Self {
+        CallInstructions::Twiml(response.to_xml())
+    }
+}
+
+/// Why [`TwilioClient::create_call`] failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CreateCallError {
+    /// The inline TwiML is longer than Twilio accepts; nothing was sent.
+    #[error("inline TwiML is {chars} characters long; Twilio accepts at most {max}")]
+    TwimlTooLong {
+        /// Its length in characters.
+        chars: usize,
+        /// The limit, [`MAX_TWIML_CHARS`].
+        max: usize,
+    },
+    /// Twilio refused or failed the request.
+    #[error(transparent)]
+    Telephony(#[from] TelephonyError),
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Method {
@@ -54,6 +97,11 @@ struct CallResource {
     status: Option<String>,
     duration: Option<serde_json::Value>,
     answered_by: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct CallStatusOnly {
+    status: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -145,18 +193,34 @@ impl TwilioClient {
         )
     }
 
-    /// The form that creates the activist's call (`POST …/Calls.json`).
+    /// The form that creates the activist's call (`POST …/Calls.json`), with
+    /// the call's answer route as `Url`.
     pub fn activist_call_form(&self, req: &ActivistCallRequest) -> Form {
+        let answer = CallInstructions::Url(self.config.callbacks().answer(req.call_id));
+        self.call_form(req, &answer)
+    }
+
+    /// The form that creates a call to `req.to` running `instructions`
+    /// (`Url` + `Method=POST`, or `Twiml`), with the leg's status callback
+    /// (`initiated ringing answered completed` as repeated
+    /// `StatusCallbackEvent`), `Timeout` and, if asked, async AMD.
+    pub fn call_form(&self, req: &ActivistCallRequest, instructions: &CallInstructions) -> Form {
         let urls = self.config.callbacks();
         let id = req.call_id;
         let mut form = vec![
             pair("To", req.to.as_e164()),
             pair("From", self.config.from_number().as_e164()),
-            pair("Url", urls.answer(id)),
-            pair("Method", "POST"),
+        ];
+        match instructions {
+            CallInstructions::Url(url) => {
+                form.extend([pair("Url", url.as_str()), pair("Method", "POST")]);
+            }
+            CallInstructions::Twiml(twiml) => form.push(pair("Twiml", twiml.as_str())),
+        }
+        form.extend([
             pair("StatusCallback", urls.status_callback(id)),
             pair("StatusCallbackMethod", "POST"),
-        ];
+        ]);
         push_events(&mut form);
         form.push(pair("Timeout", ring_timeout(req.timeout_secs).to_string()));
         if req.detect_machine {
@@ -168,6 +232,45 @@ impl TwilioClient {
             ]);
         }
         form
+    }
+
+    /// Calls `req.to` (the activist's leg, reporting to its callbacks) running
+    /// `instructions`: a URL, as [`Telephony::call_activist`] does, or inline
+    /// TwiML. Inline TwiML longer than [`MAX_TWIML_CHARS`] is refused with
+    /// [`CreateCallError::TwimlTooLong`] before any request.
+    pub async fn create_call(
+        &self,
+        req: &ActivistCallRequest,
+        instructions: &CallInstructions,
+    ) -> Result<DialedLeg, CreateCallError> {
+        if let CallInstructions::Twiml(twiml) = instructions {
+            let chars = twiml.chars().count();
+            if chars > MAX_TWIML_CHARS {
+                return Err(CreateCallError::TwimlTooLong {
+                    chars,
+                    max: MAX_TWIML_CHARS,
+                });
+            }
+        }
+        let form = self.call_form(req, instructions);
+        Ok(self.post_call(&form).await?)
+    }
+
+    async fn post_call(&self, form: &[(String, String)]) -> Result<DialedLeg, TelephonyError> {
+        let url = self.account_url("Calls.json");
+        let body = self
+            .send(Method::Post, &url, Some(form), Safety::CreatesCall)
+            .await?;
+        let call: CallResource =
+            serde_json::from_str(&body).map_err(|_| unexpected("call", &body))?;
+        let sid = call
+            .sid
+            .parse()
+            .map_err(|_| unexpected("call sid", &body))?;
+        Ok(DialedLeg {
+            sid,
+            status: call.status.as_deref().and_then(LegStatus::parse),
+        })
     }
 
     /// The form that adds the target to the conference
@@ -231,30 +334,52 @@ impl TwilioClient {
                     )
                     .body(b.clone());
             }
+            // Whether an error answer with this status (and body) may be retried.
+            let retry_answer = |status: u16, text: &str| match safety {
+                Safety::Idempotent => is_retryable(status, text),
+                // Only answers meaning Twilio did not act (429, 503), unless
+                // the policy accepts possible duplicates.
+                Safety::CreatesCall => {
+                    is_retryable_creation(status, text)
+                        || (policy.retry_unsafe_timeouts && is_retryable(status, text))
+                }
+            };
             let (error, retryable, retry_after) = match request.send().await {
                 Ok(response) => {
                     let status = response.status().as_u16();
+                    let success = (200..300).contains(&status);
                     let retry_after = response
                         .headers()
                         .get(reqwest::header::RETRY_AFTER)
                         .and_then(|v| v.to_str().ok())
                         .and_then(|v| parse_retry_after(v, chrono::Utc::now()));
                     match response.text().await {
-                        Ok(text) if (200..300).contains(&status) => {
+                        Ok(text) if success => {
                             debug!(path, status, attempt, "twilio request succeeded");
                             return Ok(text);
                         }
                         Ok(text) => (
                             map_error(status, &text, retry_after),
-                            is_retryable(status, &text),
+                            retry_answer(status, &text),
                             retry_after,
+                        ),
+                        // Twilio accepted the request: repeating one that
+                        // creates a call would place a second call.
+                        Err(e) if success => (
+                            TelephonyError::Unavailable {
+                                message: format!(
+                                    "Twilio answered HTTP {status} but the answer could not be read ({e}); the request may have taken effect"
+                                ),
+                            },
+                            safety == Safety::Idempotent,
+                            None,
                         ),
                         Err(e) => (
                             TelephonyError::Unavailable {
                                 message: format!("HTTP {status}, body unreadable: {e}"),
                             },
-                            safety == Safety::Idempotent || policy.retry_unsafe_timeouts,
-                            None,
+                            retry_answer(status, ""),
+                            retry_after,
                         ),
                     }
                 }
@@ -275,9 +400,11 @@ impl TwilioClient {
                 ),
                 Err(e) => (
                     TelephonyError::Unavailable {
-                        message: format!("request to Twilio failed: {e}"),
+                        message: format!(
+                            "request to Twilio failed ({e}); the request may have taken effect"
+                        ),
                     },
-                    safety == Safety::Idempotent,
+                    safety == Safety::Idempotent || policy.retry_unsafe_timeouts,
                     None,
                 ),
             };
@@ -299,21 +426,30 @@ impl TwilioClient {
         }
     }
 
-    async fn update_call(&self, sid: &CallSid, status: &str) -> Result<(), TelephonyError> {
+    /// Sets a call's status; returns the call's status in Twilio's answer
+    /// (`None` when the call had already ended, error 21220, or the answer
+    /// names none).
+    async fn update_call(
+        &self,
+        sid: &CallSid,
+        status: &str,
+    ) -> Result<Option<String>, TelephonyError> {
         let url = self.account_url(&format!("Calls/{}.json", sid.as_str()));
         let form = vec![pair("Status", status)];
         match self
             .send(Method::Post, &url, Some(&form), Safety::Idempotent)
             .await
         {
-            Ok(_) => Ok(()),
+            Ok(body) => Ok(serde_json::from_str::<CallStatusOnly>(&body)
+                .ok()
+                .and_then(|c| c.status)),
             // 21220 "invalid call state": the call is not up any more, which is what we wanted.
             Err(TelephonyError::Rejected {
                 code: Some(INVALID_CALL_STATE),
                 ..
             }) => {
                 debug!(%sid, "leg already ended");
-                Ok(())
+                Ok(None)
             }
             Err(e) => Err(e),
         }
@@ -323,21 +459,7 @@ impl TwilioClient {
 #[async_trait]
 impl Telephony for TwilioClient {
     async fn call_activist(&self, req: &ActivistCallRequest) -> Result<DialedLeg, TelephonyError> {
-        let url = self.account_url("Calls.json");
-        let form = self.activist_call_form(req);
-        let body = self
-            .send(Method::Post, &url, Some(&form), Safety::CreatesCall)
-            .await?;
-        let call: CallResource =
-            serde_json::from_str(&body).map_err(|_| unexpected("call", &body))?;
-        let sid = call
-            .sid
-            .parse()
-            .map_err(|_| unexpected("call sid", &body))?;
-        Ok(DialedLeg {
-            sid,
-            status: call.status.as_deref().and_then(LegStatus::parse),
-        })
+        self.post_call(&self.activist_call_form(req)).await
     }
 
     async fn add_target(&self, req: &TargetCallRequest) -> Result<DialedLeg, TelephonyError> {
@@ -364,12 +486,24 @@ impl Telephony for TwilioClient {
         sid: &CallSid,
         how: HangUp,
     ) -> Result<(), TelephonyError> {
-        let status = match how {
-            HangUp::Cancel => "canceled",
-            HangUp::Complete => "completed",
-        };
-        debug!(%call_id, %sid, status, "ending leg");
-        self.update_call(sid, status).await
+        match how {
+            HangUp::Complete => {
+                debug!(%call_id, %sid, "completing leg");
+                self.update_call(sid, "completed").await?;
+            }
+            HangUp::Cancel => {
+                debug!(%call_id, %sid, "canceling leg");
+                // `canceled` only ends a queued or ringing call; Twilio still
+                // answers 200 for an answered one, whose status stays
+                // `in-progress`. Such a leg is ended with `completed`.
+                let now = self.update_call(sid, "canceled").await?;
+                if now.as_deref() == Some("in-progress") {
+                    debug!(%call_id, %sid, "leg was answered before the cancel; completing it");
+                    self.update_call(sid, "completed").await?;
+                }
+            }
+        }
+        Ok(())
     }
 
     async fn end_conference(
@@ -486,5 +620,61 @@ mod tests {
             ..RetryPolicy::default()
         });
         assert_eq!(worst_case_duration(&many), Duration::from_secs(7));
+    }
+
+    #[test]
+    fn default_worst_case_fits_in_a_webhook() {
+        // Effects run inside webhook handlers, which Twilio cuts at 15 s.
+        let config = TwilioConfig::new(
+            "AC0123456789abcdef0123456789abcdef",
+            Credentials::AuthToken("t".into()),
+            PhoneNumber::parse_e164("+551140028922").unwrap(),
+            "https://x",
+        )
+        .unwrap();
+        assert_eq!(config.request_timeout(), Duration::from_secs(4));
+        assert_eq!(config.retry().max_elapsed, Duration::from_secs(6));
+        assert_eq!(worst_case_duration(&config), Duration::from_secs(10));
+        assert!(worst_case_duration(&config) < Duration::from_secs(15));
+        // Even the longest request timeout allowed leaves a webhook time.
+        let longest = config.with_request_timeout(Duration::from_secs(3600));
+        assert_eq!(
+            longest.request_timeout(),
+            crate::config::MAX_REQUEST_TIMEOUT
+        );
+        assert!(longest.request_timeout() < Duration::from_secs(15));
+    }
+
+    #[test]
+    fn inline_twiml_replaces_url_and_method() {
+        let config = TwilioConfig::new(
+            "AC0123456789abcdef0123456789abcdef",
+            Credentials::AuthToken("t".into()),
+            PhoneNumber::parse_e164("+551140028922").unwrap(),
+            "https://x",
+        )
+        .unwrap();
+        let client = TwilioClient::new(config).unwrap();
+        let req = ActivistCallRequest {
+            call_id: "0b7e3a52-9d4c-4f5e-8a1b-2c3d4e5f6a7b".parse().unwrap(),
+            to: PhoneNumber::parse_e164("+5511987654321").unwrap(),
+            timeout_secs: 30,
+            detect_machine: false,
+        };
+        let twiml = crate::twiml::Response::new().with(crate::twiml::Verb::Hangup);
+        let form = client.call_form(&req, &CallInstructions::from(&twiml));
+        let names: Vec<&str> = form.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(&names[..4], ["To", "From", "Twiml", "StatusCallback"]);
+        assert!(!names.contains(&"Url") && !names.contains(&"Method"));
+        assert_eq!(form[2].1, twiml.to_xml());
+        assert_eq!(
+            client.activist_call_form(&req),
+            client.call_form(
+                &req,
+                &CallInstructions::Url(
+                    "https://x/v1/phone/answer/0b7e3a52-9d4c-4f5e-8a1b-2c3d4e5f6a7b".into()
+                )
+            )
+        );
     }
 }

@@ -13,8 +13,12 @@ pub const DEFAULT_API_BASE: &str = "https://api.twilio.com";
 /// Shortest request timeout accepted (shorter values are raised to it).
 pub const MIN_REQUEST_TIMEOUT: Duration = Duration::from_millis(10);
 /// Longest request timeout accepted (longer values are lowered to it):
-/// webhooks wait on some requests, and Twilio gives them 15 s in all.
-pub const MAX_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// webhooks wait on some requests, and Twilio gives them 15 s in all, so one
+/// attempt must leave time for the rest of the webhook's work.
+pub const MAX_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Default timeout of one HTTP request.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(4);
 
 /// Why a configuration was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -121,12 +125,24 @@ pub(crate) fn is_sid(s: &str, prefix: &str) -> bool {
 /// Retries of transient failures: exponential backoff with full jitter,
 /// bounded in attempts and in total time.
 ///
-/// Retried: HTTP 429 (and Twilio code 20429), 5xx, connection failures, and
-/// timeouts of idempotent requests (hang up, end conference, fetch). A
-/// timed-out request that **creates** a call is not retried unless
-/// [`RetryPolicy::retry_unsafe_timeouts`] is set: Twilio may have placed the
-/// call already, and a second one would ring a real person twice. Other 4xx
-/// are never retried.
+/// Idempotent requests (hang up, end conference, fetch) are retried on HTTP
+/// 429 (and Twilio code 20429), any 5xx, connection failures and timeouts.
+///
+/// Requests that **create** a call (the activist's call, the target
+/// participant) are retried only when Twilio surely did not act on them:
+/// 429 / 20429, 503, and connection failures (the request never reached
+/// Twilio). A timeout, a 500, 502, 504 or other 5xx may come after Twilio
+/// placed the call, and a second request would ring a real person twice, so
+/// those are reported (as "unavailable, may have taken effect" where that
+/// applies) and left to reconciliation, unless
+/// [`RetryPolicy::retry_unsafe_timeouts`] is set.
+///
+/// Other 4xx are never retried.
+///
+/// The defaults (4 attempts, 6 s budget) with the default 4 s request
+/// timeout keep one command under 10 s
+/// ([`crate::client::worst_case_duration`]), inside the 15 s Twilio gives a
+/// webhook, since effects run inside webhook handlers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryPolicy {
     /// Attempts in all, the first included (at least 1).
@@ -138,7 +154,8 @@ pub struct RetryPolicy {
     /// No retry is started once this much time has passed since the first
     /// attempt (nor when its backoff would end past it).
     pub max_elapsed: Duration,
-    /// Also retry timed-out requests that create calls (may place duplicates).
+    /// Also retry call-creating requests whose outcome is unknown (timeouts,
+    /// 5xx other than 503, unreadable error answers): may place duplicate calls.
     pub retry_unsafe_timeouts: bool,
 }
 
@@ -148,7 +165,7 @@ impl Default for RetryPolicy {
             max_attempts: 4,
             initial_backoff: Duration::from_millis(200),
             max_backoff: Duration::from_secs(2),
-            max_elapsed: Duration::from_secs(8),
+            max_elapsed: Duration::from_secs(6),
             retry_unsafe_timeouts: false,
         }
     }
@@ -193,10 +210,10 @@ pub struct TwilioConfig {
 }
 
 impl TwilioConfig {
-    /// A configuration with the default API base
-    /// ([`DEFAULT_API_BASE`]), a 10 s request timeout and the default
-    /// [`RetryPolicy`]. `public_base_url` is the URL Twilio reaches this
-    /// service at (`BASE_URL`).
+    /// A configuration with the default API base ([`DEFAULT_API_BASE`]),
+    /// the default request timeout ([`DEFAULT_REQUEST_TIMEOUT`], 4 s) and the
+    /// default [`RetryPolicy`]. `public_base_url` is the URL Twilio reaches
+    /// this service at (`BASE_URL`).
     pub fn new(
         account_sid: impl Into<String>,
         credentials: Credentials,
@@ -214,7 +231,7 @@ impl TwilioConfig {
             from_number,
             api_base: DEFAULT_API_BASE.to_owned(),
             callbacks: CallbackUrls::new(public_base_url)?,
-            request_timeout: Duration::from_secs(10),
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
             retry: RetryPolicy::default(),
         })
     }

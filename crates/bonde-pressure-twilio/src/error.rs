@@ -6,29 +6,84 @@ use bonde_pressure_core::TelephonyError;
 use bonde_pressure_core::domain::mask_phone;
 use serde::Deserialize;
 
-/// Twilio error codes meaning "this number cannot be called from here":
-/// invalid or unsupported numbers, numbers blocked by geographic
-/// permissions, unverified numbers on trial accounts, and unverified caller ids.
+// Sources of the code lists below: Twilio's error dictionary
+// (https://www.twilio.com/docs/api/errors/{code}), checked for each code.
+// Only codes that the voice REST API (Calls, Conference Participants)
+// answers with are listed: the 1322x codes are `<Dial>` verb errors reported
+// in call logs, never REST answers, and 21401, 21408, 21421, 21612 are
+// Messaging / phone-number-purchase errors.
+
+/// Twilio error codes meaning "the number we were asked to call cannot be
+/// called": invalid or unreachable numbers, destinations Twilio blocks, and
+/// unverified numbers on trial accounts.
 pub const INVALID_NUMBER_CODES: &[u32] = &[
-    13223, // Dial: invalid phone number format
-    13224, // Dial: Twilio does not support calling this number or the number is invalid
-    13225, // Dial: forbidden phone number
-    13226, // Dial: invalid country code
-    13227, // Dial: no international authorization (geo permissions)
-    21210, // 'From' phone number not verified
     21211, // invalid 'To' phone number
-    21212, // invalid 'From' / caller id
-    21213, // caller id is required
     21214, // 'To' phone number cannot be reached
-    21215, // geo permission configuration is not permitting the call
     21216, // call blocked by Twilio (high-risk or regulatory destination)
     21217, // phone number does not appear to be valid
     21219, // 'To' phone number not verified (trial account)
-    21401, // invalid phone number
-    21408, // permission not enabled for the region
-    21421, // phone number is invalid
-    21612, // 'To' number cannot be reached / unroutable
 ];
+
+/// Twilio error codes meaning "the account's geographic permissions do not
+/// allow calling this country" (Console → Voice → Settings → Geo
+/// permissions). Reported as [`TelephonyError::InvalidNumber`] (the number
+/// cannot be called from here) with a message starting with
+/// [`GEO_PERMISSION_PREFIX`]; [`Refusal::of`] tells them apart.
+pub const GEO_PERMISSION_CODES: &[u32] = &[
+    21215, // "Account not authorized to call +…": geo permission (REST)
+    13227, // "No international authorization": the `<Dial>` counterpart; listed so
+           // that it can never be mistaken for another refusal if it is relayed.
+];
+
+/// Twilio error codes meaning "**our** caller id (`From`) was refused": the
+/// configured number (`TWILIO_PHONE_NUMBER`) or the campaign's caller-id
+/// policy is wrong, not the number being called. Reported as
+/// [`TelephonyError::Rejected`] (never `InvalidNumber`, which would blame the
+/// activist) with a message starting with [`CALLER_ID_PREFIX`].
+pub const CALLER_ID_CODES: &[u32] = &[
+    21210, // 'From' phone number not verified (not a Twilio number or verified caller id)
+    21212, // invalid 'From' / caller id
+    21213, // 'From' / caller id is required
+];
+
+/// How the message of a geo-permission refusal starts.
+pub const GEO_PERMISSION_PREFIX: &str = "geo permission: Twilio's geographic permissions do not allow calling this country (Console → Voice → Settings → Geo permissions)";
+
+/// How the message of a refused caller id starts.
+pub const CALLER_ID_PREFIX: &str = "caller id refused: Twilio rejected our From number (check TWILIO_PHONE_NUMBER and the campaign's caller-id policy)";
+
+/// What kind of refusal a Twilio error is, beyond core's
+/// [`TelephonyError`] variants (which this crate cannot extend).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Refusal {
+    /// The called number is invalid, unreachable, blocked or unverified.
+    InvalidNumber,
+    /// The account's geographic permissions do not allow the destination.
+    GeoPermission,
+    /// Our caller id (`From`) was refused: a configuration problem.
+    CallerId,
+}
+
+impl Refusal {
+    /// The refusal a Twilio error code means, if it is one of the lists above.
+    pub fn of_code(code: u32) -> Option<Self> {
+        if INVALID_NUMBER_CODES.contains(&code) {
+            Some(Refusal::InvalidNumber)
+        } else if GEO_PERMISSION_CODES.contains(&code) {
+            Some(Refusal::GeoPermission)
+        } else if CALLER_ID_CODES.contains(&code) {
+            Some(Refusal::CallerId)
+        } else {
+            None
+        }
+    }
+
+    /// The refusal an error of this client stands for, if any.
+    pub fn of(error: &TelephonyError) -> Option<Self> {
+        error.code().and_then(Self::of_code)
+    }
+}
 
 /// Twilio's "too many requests" code (concurrent REST requests).
 pub const TOO_MANY_REQUESTS: u32 = 20429;
@@ -110,33 +165,76 @@ impl ApiError {
     }
 }
 
-/// Masks every phone-number-like run (an optional `+` and 8 or more digits)
-/// of a provider message, so that errors can be logged: Twilio's messages
-/// quote the numbers they refuse.
+/// Characters that may separate the digit groups of a written phone number
+/// (`+55 (11) 98765-4321`, `11.98765.4321`).
+const PHONE_SEPARATORS: [char; 5] = [' ', '-', '(', ')', '.'];
+
+/// The end (exclusive) of the phone-number-like run starting at `start`, and
+/// its digit count: an optional `+` or `(`, then digit groups separated by at
+/// most two separators (`") "`); the run ends at its last digit. `None` if it
+/// does not start with a digit group.
+fn phone_run(chars: &[char], start: usize) -> Option<(usize, usize)> {
+    let mut j = start;
+    while j < chars.len() && j - start < 2 && matches!(chars[j], '+' | '(') {
+        j += 1;
+    }
+    if j >= chars.len() || !chars[j].is_ascii_digit() {
+        return None;
+    }
+    let mut digits = 0;
+    let mut end = j;
+    loop {
+        while j < chars.len() && chars[j].is_ascii_digit() {
+            j += 1;
+            digits += 1;
+        }
+        end = end.max(j);
+        // A separator group: one or two separators, then a digit. ". " ends a
+        // sentence, not a number.
+        let mut k = j;
+        while k < chars.len() && k - j < 2 && PHONE_SEPARATORS.contains(&chars[k]) {
+            k += 1;
+        }
+        let sentence_end = k - j == 2 && chars[j] == '.' && chars[j + 1] == ' ';
+        if k == j || sentence_end || k >= chars.len() || !chars[k].is_ascii_digit() {
+            break;
+        }
+        j = k;
+    }
+    Some((end, digits))
+}
+
+/// Masks every phone-number-like run of a provider message, so that errors
+/// can be logged: Twilio's messages quote the numbers they refuse. A run is an
+/// optional `+` (or `(`) and digit groups separated by spaces, `-`, `.`, `(`
+/// or `)` (`+55 11 98765-4321`, `(11) 98765-4321`), with 8 digits or more in
+/// all; it is masked with [`mask_phone`], separators included. Digits glued to
+/// letters (SIDs such as `CA0123…`) are left alone. Shorter runs (error codes,
+/// HTTP statuses) stay, but two short numbers separated by a space may be
+/// masked together: masking too much is the safe side.
 pub fn scrub_phone_numbers(text: &str) -> String {
     let chars: Vec<char> = text.chars().collect();
     let mut out = String::with_capacity(text.len());
     let mut i = 0;
     while i < chars.len() {
-        let start = i;
-        let mut j = i;
-        if chars[j] == '+' {
-            j += 1;
-        }
-        let digits_start = j;
-        while j < chars.len() && chars[j].is_ascii_digit() {
-            j += 1;
-        }
         // Only whole words: the digits inside a SID (`CA0123456789abcdef…`) stay.
-        let glued_before = start > 0 && chars[start - 1].is_alphanumeric();
-        let glued_after = j < chars.len() && chars[j].is_alphanumeric();
-        if j - digits_start >= 8 && !glued_before && !glued_after {
-            out.push_str(&mask_phone(&chars[start..j].iter().collect::<String>()));
-            i = j;
-        } else {
-            out.push(chars[i]);
-            i += 1;
+        let glued_before = i > 0 && chars[i - 1].is_alphanumeric();
+        if !glued_before {
+            if let Some((end, digits)) = phone_run(&chars, i) {
+                let glued_after = end < chars.len() && chars[end].is_alphanumeric();
+                if digits >= 8 && !glued_after {
+                    out.push_str(&mask_phone(&chars[i..end].iter().collect::<String>()));
+                } else {
+                    // Not a phone number: copy the whole run, so that its tail
+                    // is not examined again as a run of its own.
+                    out.extend(&chars[i..end]);
+                }
+                i = end;
+                continue;
+            }
         }
+        out.push(chars[i]);
+        i += 1;
     }
     out
 }
@@ -154,17 +252,36 @@ fn snippet(body: &str) -> String {
 }
 
 /// Maps a non-success answer to a [`TelephonyError`]: invalid numbers (see
-/// [`INVALID_NUMBER_CODES`]) → `InvalidNumber`; 401 / 20003 → `Auth`; 404 /
-/// 20404 → `NotFound`; 429 / 20429 → `RateLimited`; other 4xx → `Rejected`;
-/// 5xx → `Unavailable`.
+/// [`INVALID_NUMBER_CODES`]) → `InvalidNumber`; geo permissions
+/// ([`GEO_PERMISSION_CODES`]) → `InvalidNumber` with a "geo permission"
+/// message; our refused caller id ([`CALLER_ID_CODES`]) → `Rejected` with a
+/// "caller id refused" message; 401 / 20003 → `Auth`; 404 / 20404 →
+/// `NotFound`; 429 / 20429 → `RateLimited`; other 4xx → `Rejected`; 5xx →
+/// `Unavailable`.
 pub fn map_error(status: u16, body: &str, retry_after: Option<Duration>) -> TelephonyError {
     let e = ApiError::parse(body);
     let code = e.code;
-    if code.is_some_and(|c| INVALID_NUMBER_CODES.contains(&c)) {
-        return TelephonyError::InvalidNumber {
-            code,
-            message: e.message,
-        };
+    match code.and_then(Refusal::of_code) {
+        Some(Refusal::InvalidNumber) => {
+            return TelephonyError::InvalidNumber {
+                code,
+                message: e.message,
+            };
+        }
+        Some(Refusal::GeoPermission) => {
+            return TelephonyError::InvalidNumber {
+                code,
+                message: format!("{GEO_PERMISSION_PREFIX}: {}", e.message),
+            };
+        }
+        Some(Refusal::CallerId) => {
+            return TelephonyError::Rejected {
+                status,
+                code,
+                message: format!("{CALLER_ID_PREFIX}: {}", e.message),
+            };
+        }
+        None => {}
     }
     if status == 401 || code == Some(AUTHENTICATION_ERROR) {
         return TelephonyError::Auth { message: e.message };
@@ -187,11 +304,22 @@ pub fn map_error(status: u16, body: &str, retry_after: Option<Duration>) -> Tele
     }
 }
 
-/// Whether an answer is worth retrying: 429, Twilio code 20429, or 5xx.
+/// Whether an answer to an idempotent request is worth retrying: 429,
+/// Twilio code 20429, or 5xx.
 pub fn is_retryable(status: u16, body: &str) -> bool {
-    status == 429
-        || status >= 500
-        || ((400..500).contains(&status) && ApiError::parse(body).code == Some(TOO_MANY_REQUESTS))
+    status == 429 || status >= 500 || is_rate_limit_code(status, body)
+}
+
+/// Whether an answer to a request that **creates a call** is worth retrying:
+/// only answers meaning Twilio did not act on it, 429 / 20429 and 503
+/// (Service Unavailable). A 500, 502 or 504 may come after the call was
+/// placed; repeating the request could ring the person twice.
+pub fn is_retryable_creation(status: u16, body: &str) -> bool {
+    status == 429 || status == 503 || is_rate_limit_code(status, body)
+}
+
+fn is_rate_limit_code(status: u16, body: &str) -> bool {
+    (400..500).contains(&status) && ApiError::parse(body).code == Some(TOO_MANY_REQUESTS)
 }
 
 /// Reads `Retry-After`: delay-seconds or an HTTP date.
@@ -255,9 +383,22 @@ mod tests {
     #[test]
     fn mapping_table() {
         let b = |code: u32| format!(r#"{{"code": {code}, "message": "m", "status": 400}}"#);
-        for code in [21214, 21216, 21217, 21219, 13227, 21408, 21210] {
+        for code in [21211, 21214, 21216, 21217, 21219] {
+            assert_eq!(
+                map_error(400, &b(code), None),
+                TelephonyError::InvalidNumber {
+                    code: Some(code),
+                    message: "m".into()
+                },
+                "{code}"
+            );
+            assert_eq!(Refusal::of_code(code), Some(Refusal::InvalidNumber));
+        }
+        // Messaging / number-purchase codes are not voice refusals of a number.
+        for code in [21401, 21408, 21421, 21612, 13223, 13224, 13225, 13226] {
+            assert_eq!(Refusal::of_code(code), None, "{code}");
             assert!(
-                matches!(map_error(400, &b(code), None), TelephonyError::InvalidNumber { code: Some(c), .. } if c == code),
+                matches!(map_error(400, &b(code), None), TelephonyError::Rejected { code: Some(c), .. } if c == code),
                 "{code}"
             );
         }
@@ -291,6 +432,87 @@ mod tests {
             map_error(503, "<html>oops</html>", None),
             TelephonyError::Unavailable { message } if message.contains("503") && message.contains("oops")
         ));
+    }
+
+    #[test]
+    fn geo_permission_says_so_and_is_typed() {
+        for code in [21215, 13227] {
+            let body = format!(
+                r#"{{"code": {code}, "message": "Account not authorized to call +5511987654321. Perhaps you need to enable some international permissions", "status": 400}}"#
+            );
+            let e = map_error(400, &body, None);
+            assert_eq!(Refusal::of(&e), Some(Refusal::GeoPermission), "{code}");
+            match &e {
+                TelephonyError::InvalidNumber {
+                    code: Some(c),
+                    message,
+                } => {
+                    assert_eq!(*c, code);
+                    assert!(message.starts_with("geo permission: "), "{message}");
+                    assert!(message.contains("Geo permissions"), "{message}");
+                    assert!(message.contains("Account not authorized"), "{message}");
+                    assert!(!message.contains("987654321"), "{message}");
+                }
+                other => panic!("{code}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn our_caller_id_is_not_the_activists_number() {
+        for &code in CALLER_ID_CODES {
+            let body = format!(
+                r#"{{"code": {code}, "message": "The source phone number provided, +551140028922, is not yet verified for your account.", "status": 400}}"#
+            );
+            let e = map_error(400, &body, None);
+            assert!(
+                !matches!(e, TelephonyError::InvalidNumber { .. }),
+                "{code} blames the called number: {e:?}"
+            );
+            assert_eq!(Refusal::of(&e), Some(Refusal::CallerId), "{code}");
+            match &e {
+                TelephonyError::Rejected {
+                    status: 400,
+                    code: Some(c),
+                    message,
+                } => {
+                    assert_eq!(*c, code);
+                    assert!(message.starts_with("caller id refused: "), "{message}");
+                    assert!(message.contains("TWILIO_PHONE_NUMBER"), "{message}");
+                    assert!(message.contains("not yet verified"), "{message}");
+                }
+                other => panic!("{code}: {other:?}"),
+            }
+        }
+        assert_eq!(
+            Refusal::of(&TelephonyError::Auth {
+                message: "x".into()
+            }),
+            None
+        );
+    }
+
+    #[test]
+    fn code_lists_are_disjoint() {
+        for c in INVALID_NUMBER_CODES {
+            assert!(
+                !GEO_PERMISSION_CODES.contains(c) && !CALLER_ID_CODES.contains(c),
+                "{c}"
+            );
+        }
+        for c in GEO_PERMISSION_CODES {
+            assert!(!CALLER_ID_CODES.contains(c), "{c}");
+        }
+    }
+
+    #[test]
+    fn creations_retry_only_answers_twilio_did_not_act_on() {
+        assert!(is_retryable_creation(429, ""));
+        assert!(is_retryable_creation(503, ""));
+        assert!(is_retryable_creation(400, r#"{"code": 20429}"#));
+        for status in [500, 502, 504, 400, 401, 404] {
+            assert!(!is_retryable_creation(status, ""), "{status}");
+        }
     }
 
     #[test]
@@ -339,6 +561,57 @@ mod tests {
             !ApiError::parse("not json +5561999990000")
                 .message
                 .contains("999990000")
+        );
+    }
+
+    #[test]
+    fn formatted_phone_numbers_are_masked() {
+        // Separators are kept, digits in the middle hidden.
+        assert_eq!(
+            scrub_phone_numbers("To +55 11 98765-4321 refused"),
+            "To +55 1********4321 refused"
+        );
+        assert_eq!(
+            scrub_phone_numbers("call (11) 98765-4321."),
+            "call (11) ******4321."
+        );
+        assert_eq!(
+            scrub_phone_numbers("n=11.98765.4321, ok"),
+            "n=11.98****4321, ok"
+        );
+        assert_eq!(scrub_phone_numbers("+1 415-867-5309"), "+1 41******5309");
+        assert_eq!(scrub_phone_numbers("9876-5432"), "*********");
+        for text in [
+            "+55 11 98765-4321",
+            "(11) 98765-4321",
+            "+55 (11) 98765 4321",
+            "11 98765 4321",
+            "+55-11-98765-4321",
+        ] {
+            let shown = scrub_phone_numbers(&format!("number {text} is invalid"));
+            assert!(!shown.contains("98765"), "{text}: {shown}");
+            assert!(
+                shown.starts_with("number ") && shown.ends_with(" is invalid"),
+                "{shown}"
+            );
+        }
+    }
+
+    #[test]
+    fn short_numbers_and_sentences_stay() {
+        for text in [
+            "error 21211 (see docs)",
+            "HTTP 400",
+            "code 21211. Retry in 30 s",
+            "1234-5678x",
+            "sid CA0123456789abcdef0123456789abcdef, 12 34",
+        ] {
+            assert_eq!(scrub_phone_numbers(text), text);
+        }
+        // A sentence end does not join two numbers into one.
+        assert_eq!(
+            scrub_phone_numbers("code 21211. 1234 is fine"),
+            "code 21211. 1234 is fine"
         );
     }
 

@@ -7,6 +7,8 @@
 //!   to the conference, hang up / cancel a leg, end a conference, fetch a
 //!   leg), with bounded retries and errors mapped to
 //!   [`TelephonyError`](bonde_pressure_core::TelephonyError).
+//!   [`TwilioClient::create_call`] also places a call running inline TwiML
+//!   ([`CallInstructions`]).
 //! - [`TwilioConfig`], [`Credentials`], [`RetryPolicy`]: its configuration.
 //! - [`urls`]: the webhook route contract ([`Route`], path templates,
 //!   [`CallbackUrls`]), shared with the HTTP crate.
@@ -25,8 +27,9 @@ pub mod twiml;
 pub mod urls;
 pub mod webhook;
 
-pub use client::TwilioClient;
+pub use client::{CallInstructions, CreateCallError, TwilioClient};
 pub use config::{ConfigError, Credentials, RetryPolicy, Secret, TwilioConfig};
+pub use error::Refusal;
 pub use signature::{SignatureError, SignatureValidator};
 pub use urls::{CallbackUrls, Route};
 pub use webhook::WebhookError;

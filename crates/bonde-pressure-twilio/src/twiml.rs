@@ -502,6 +502,139 @@ mod tests {
         assert_eq!(conf.attribute("waitMethod"), None);
     }
 
+    const ID: &str = "0b7e3a52-9d4c-4f5e-8a1b-2c3d4e5f6a7b";
+
+    /// The XML declaration every document starts with.
+    const DECL: &str = r#"<?xml version="1.0" encoding="UTF-8"?>"#;
+
+    /// Element names of `n`'s element children, in order.
+    fn names(n: roxmltree::Node<'_, '_>) -> Vec<String> {
+        children(n)
+            .iter()
+            .map(|c| c.tag_name().name().to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn snapshot_answered_greeting_and_gather() {
+        let script = VoiceScript {
+            call_id: id(),
+            instructions: vec![
+                VoiceInstruction::Gather {
+                    prompt: speech(
+                        "Olá, Ana! Você vai ligar para a Dep. \"Maria\" & cia. Aperte qualquer tecla ou diga seu nome.",
+                    ),
+                    num_digits: 1,
+                    timeout_secs: 8,
+                    speech: true,
+                    action: ScriptMoment::Confirmed,
+                },
+                VoiceInstruction::Say(speech("Não ouvimos nada. Até logo!")),
+                VoiceInstruction::Hangup,
+            ],
+        };
+        let xml = render(&script, &urls());
+        let expected = format!(
+            "{DECL}<Response>\
+             <Gather input=\"dtmf speech\" numDigits=\"1\" action=\"https://p.example.org/v1/phone/dial/{ID}\" method=\"POST\" timeout=\"8\" language=\"pt-BR\">\
+             <Say voice=\"Polly.Camila\" language=\"pt-BR\">Olá, Ana! Você vai ligar para a Dep. &quot;Maria&quot; &amp; cia. Aperte qualquer tecla ou diga seu nome.</Say>\
+             </Gather>\
+             <Say voice=\"Polly.Camila\" language=\"pt-BR\">Não ouvimos nada. Até logo!</Say>\
+             <Hangup/>\
+             </Response>"
+        );
+        assert_eq!(xml, expected);
+
+        let doc = parse(&xml);
+        let root = doc.root_element();
+        assert_eq!(root.tag_name().name(), "Response");
+        assert_eq!(names(root), ["Gather", "Say", "Hangup"]);
+        let gather = children(root)[0];
+        assert_eq!(names(gather), ["Say"]);
+        assert_eq!(
+            children(gather)[0].text(),
+            Some(
+                "Olá, Ana! Você vai ligar para a Dep. \"Maria\" & cia. Aperte qualquer tecla ou diga seu nome."
+            )
+        );
+        assert_eq!(
+            gather.attribute("action"),
+            Some(format!("https://p.example.org/v1/phone/dial/{ID}").as_str())
+        );
+    }
+
+    #[test]
+    fn snapshot_confirmed_joins_the_conference() {
+        let script = VoiceScript {
+            call_id: id(),
+            instructions: vec![
+                VoiceInstruction::Say(speech("Conectando você agora.")),
+                VoiceInstruction::JoinConference {
+                    room: id(),
+                    hold_music_url: Some("https://cdn.example.org/hold.mp3?a=1&b=2".into()),
+                    after: ScriptMoment::AfterConference,
+                },
+            ],
+        };
+        let xml = render(&script, &urls());
+        let expected = format!(
+            "{DECL}<Response>\
+             <Say voice=\"Polly.Camila\" language=\"pt-BR\">Conectando você agora.</Say>\
+             <Dial action=\"https://p.example.org/v1/phone/after-dial/{ID}\" method=\"POST\">\
+             <Conference startConferenceOnEnter=\"true\" endConferenceOnExit=\"true\" beep=\"false\" \
+             waitUrl=\"https://cdn.example.org/hold.mp3?a=1&amp;b=2\" waitMethod=\"GET\" participantLabel=\"activist\" \
+             statusCallback=\"https://p.example.org/v1/phone/conference-status-callback/{ID}\" statusCallbackMethod=\"POST\" \
+             statusCallbackEvent=\"start end join leave\">{ID}</Conference>\
+             </Dial>\
+             </Response>"
+        );
+        assert_eq!(xml, expected);
+
+        let doc = parse(&xml);
+        let root = doc.root_element();
+        assert_eq!(names(root), ["Say", "Dial"]);
+        let dial = children(root)[1];
+        assert_eq!(names(dial), ["Conference"]);
+        let conference = children(dial)[0];
+        assert_eq!(conference.text(), Some(ID));
+        assert_eq!(
+            conference.attribute("waitUrl"),
+            Some("https://cdn.example.org/hold.mp3?a=1&b=2")
+        );
+        assert_eq!(
+            conference.attribute("statusCallbackEvent"),
+            Some("start end join leave")
+        );
+    }
+
+    #[test]
+    fn snapshot_after_conference_closing() {
+        let script = VoiceScript {
+            call_id: id(),
+            instructions: vec![
+                VoiceInstruction::Say(speech("Obrigado por pressionar! <3 A ligação terminou.")),
+                VoiceInstruction::Hangup,
+            ],
+        };
+        let xml = render(&script, &urls());
+        let expected = format!(
+            "{DECL}<Response>\
+             <Say voice=\"Polly.Camila\" language=\"pt-BR\">Obrigado por pressionar! &lt;3 A ligação terminou.</Say>\
+             <Hangup/>\
+             </Response>"
+        );
+        assert_eq!(xml, expected);
+
+        let doc = parse(&xml);
+        let root = doc.root_element();
+        assert_eq!(names(root), ["Say", "Hangup"]);
+        assert_eq!(
+            children(root)[0].text(),
+            Some("Obrigado por pressionar! <3 A ligação terminou.")
+        );
+        assert!(children(root)[1].children().next().is_none());
+    }
+
     #[test]
     fn hold_music_is_fetched_with_get() {
         let c = pressure_conference(

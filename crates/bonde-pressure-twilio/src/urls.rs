@@ -31,6 +31,7 @@ pub const AFTER_DIAL_PATH: &str = "/v1/phone/after-dial/{call_id}";
 
 /// One webhook route of the contract.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
 pub enum Route {
     /// `{base}/v1/phone/answer/{id}`: leg A answered; answer with TwiML.
     Answer,

@@ -1,5 +1,8 @@
 //! The REST client against a wiremock Twilio: one server per test.
 
+use std::io::{Read, Write};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -8,9 +11,13 @@ use bonde_pressure_core::{
     AnsweredBy, CallId, CallSid, ConferenceSid, HangUp, LegStatus, PhoneNumber, Telephony,
     TelephonyError,
 };
-use bonde_pressure_twilio::{Credentials, RetryPolicy, TwilioClient, TwilioConfig};
+use bonde_pressure_twilio::client::MAX_TWIML_CHARS;
+use bonde_pressure_twilio::{
+    CallInstructions, CreateCallError, Credentials, Refusal, RetryPolicy, TwilioClient,
+    TwilioConfig,
+};
 use wiremock::matchers::{body_string, header, method, path};
-use wiremock::{Mock, MockServer, ResponseTemplate};
+use wiremock::{Mock, MockBuilder, MockServer, ResponseTemplate};
 
 const AC: &str = "AC0123456789abcdef0123456789abcdef";
 const TOKEN: &str = "test-auth-token";
@@ -65,6 +72,80 @@ fn enc(s: &str) -> String {
 
 fn calls_path() -> String {
     format!("/2010-04-01/Accounts/{AC}/Calls.json")
+}
+
+fn call_path() -> String {
+    format!("/2010-04-01/Accounts/{AC}/Calls/{CA}.json")
+}
+
+fn participants_path() -> String {
+    format!(
+        "/2010-04-01/Accounts/{AC}/Conferences/{}/Participants.json",
+        call_id()
+    )
+}
+
+fn conference_path() -> String {
+    format!("/2010-04-01/Accounts/{AC}/Conferences/{CF}.json")
+}
+
+/// A POST to `p` with our Basic auth, a form content type and exactly `body`.
+fn post(p: String, body: impl Into<String>) -> MockBuilder {
+    Mock::given(method("POST"))
+        .and(path(p))
+        .and(header("authorization", basic(AC, TOKEN).as_str()))
+        .and(header("content-type", "application/x-www-form-urlencoded"))
+        .and(body_string(body.into()))
+}
+
+/// A GET of `p` with our Basic auth and no body.
+fn get(p: String) -> MockBuilder {
+    Mock::given(method("GET"))
+        .and(path(p))
+        .and(header("authorization", basic(AC, TOKEN).as_str()))
+        .and(body_string(""))
+}
+
+/// The exact body that creates the activist's call: `instructions` is the
+/// encoded `Url=…&Method=POST` or `Twiml=…` part.
+fn call_body(instructions: &str, detect_machine: bool) -> String {
+    let id = call_id();
+    let mut body = format!(
+        "To={to}&From={from}&{instructions}&StatusCallback={status}&StatusCallbackMethod=POST\
+         &StatusCallbackEvent=initiated&StatusCallbackEvent=ringing&StatusCallbackEvent=answered&StatusCallbackEvent=completed\
+         &Timeout=30",
+        to = enc(ACTIVIST),
+        from = enc(OUR),
+        status = enc(&format!("{BASE}/v1/phone/status-callback/{id}")),
+    );
+    if detect_machine {
+        body.push_str(&format!(
+            "&MachineDetection=Enable&AsyncAmd=true&AsyncAmdStatusCallback={amd}&AsyncAmdStatusCallbackMethod=POST",
+            amd = enc(&format!("{BASE}/v1/phone/amd-status-callback/{id}")),
+        ));
+    }
+    body
+}
+
+/// The exact body of [`Telephony::call_activist`].
+fn activist_body(detect_machine: bool) -> String {
+    let answer = enc(&format!("{BASE}/v1/phone/answer/{}", call_id()));
+    call_body(&format!("Url={answer}&Method=POST"), detect_machine)
+}
+
+/// The exact body that adds the target, shown `from`.
+fn target_body(from: &str) -> String {
+    let id = call_id();
+    format!(
+        "From={from}&To={to}&Label=target&Beep=false&EndConferenceOnExit=true&Timeout=25\
+         &StatusCallback={status}&StatusCallbackMethod=POST\
+         &StatusCallbackEvent=initiated&StatusCallbackEvent=ringing&StatusCallbackEvent=answered&StatusCallbackEvent=completed\
+         &MachineDetection=Enable&AmdStatusCallback={amd}&AmdStatusCallbackMethod=POST",
+        from = enc(from),
+        to = enc(TARGET),
+        status = enc(&format!("{BASE}/v1/phone/dial-status-callback/{id}")),
+        amd = enc(&format!("{BASE}/v1/phone/dial-amd-status-callback/{id}")),
+    )
 }
 
 fn activist_request(detect_machine: bool) -> ActivistCallRequest {
@@ -189,8 +270,7 @@ async fn call_activist_posts_the_exact_form_and_reads_the_201() {
 #[tokio::test]
 async fn call_activist_without_machine_detection_sends_no_amd_fields() {
     let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path(calls_path()))
+    post(calls_path(), activist_body(false))
         .respond_with(call_created())
         .expect(1)
         .mount(&server)
@@ -219,6 +299,7 @@ async fn api_key_credentials_use_the_key_as_basic_user() {
     Mock::given(method("POST"))
         .and(path(calls_path()))
         .and(header("authorization", basic(sk, "key-secret").as_str()))
+        .and(body_string(activist_body(true)))
         .respond_with(call_created())
         .expect(1)
         .mount(&server)
@@ -243,6 +324,148 @@ async fn api_key_credentials_use_the_key_as_basic_user() {
         .unwrap();
 }
 
+// ------------------------------------------------------------ inline TwiML
+
+fn greeting_twiml() -> String {
+    r#"<?xml version="1.0" encoding="UTF-8"?><Response><Say language="pt-BR">Olá &amp; até já</Say><Hangup/></Response>"#
+        .to_owned()
+}
+
+#[tokio::test]
+async fn create_call_with_inline_twiml_posts_the_exact_form() {
+    let server = MockServer::start().await;
+    let twiml = greeting_twiml();
+    let expected = call_body(&format!("Twiml={}", enc(&twiml)), true);
+    // Spelled out once, so that a wrong helper cannot hide a wrong body.
+    assert!(expected.starts_with(&format!(
+        "To=%2B5511987654321&From=%2B551140028922&Twiml=%3C%3Fxml+version%3D%221.0%22+encoding%3D%22UTF-8%22%3F%3E%3CResponse%3E%3CSay+language%3D%22pt-BR%22%3EOl%C3%A1+%26amp%3B+at%C3%A9+j%C3%A1%3C%2FSay%3E%3CHangup%2F%3E%3C%2FResponse%3E&StatusCallback={}",
+        enc(&format!("{BASE}/v1/phone/status-callback/{}", call_id()))
+    )));
+    assert!(expected.contains(
+        "&StatusCallbackEvent=initiated&StatusCallbackEvent=ringing&StatusCallbackEvent=answered&StatusCallbackEvent=completed&"
+    ));
+    post(calls_path(), expected)
+        .respond_with(call_created())
+        .expect(1)
+        .mount(&server)
+        .await;
+    let leg = client(&server)
+        .create_call(
+            &activist_request(true),
+            &CallInstructions::Twiml(twiml.clone()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(leg.sid.as_str(), CA);
+    let got = received_pairs(&server).await;
+    assert!(got.iter().all(|(k, _)| k != "Url" && k != "Method"));
+    assert_eq!(
+        got.iter()
+            .filter(|(k, _)| k == "Twiml")
+            .map(|(_, v)| v.as_str())
+            .collect::<Vec<_>>(),
+        [twiml.as_str()]
+    );
+}
+
+#[tokio::test]
+async fn create_call_with_a_url_is_what_call_activist_sends() {
+    let server = MockServer::start().await;
+    post(calls_path(), activist_body(false))
+        .respond_with(call_created())
+        .expect(1)
+        .mount(&server)
+        .await;
+    let answer = format!("{BASE}/v1/phone/answer/{}", call_id());
+    client(&server)
+        .create_call(&activist_request(false), &CallInstructions::Url(answer))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn twiml_of_exactly_the_limit_is_sent() {
+    let server = MockServer::start().await;
+    let open = "<Response><Say>";
+    let close = "</Say></Response>";
+    // Multi-byte characters: the limit counts characters, not bytes.
+    let twiml = format!(
+        "{open}{}{close}",
+        "ç".repeat(MAX_TWIML_CHARS - open.len() - close.len())
+    );
+    assert_eq!(twiml.chars().count(), MAX_TWIML_CHARS);
+    post(
+        calls_path(),
+        call_body(&format!("Twiml={}", enc(&twiml)), false),
+    )
+    .respond_with(call_created())
+    .expect(1)
+    .mount(&server)
+    .await;
+    client(&server)
+        .create_call(&activist_request(false), &CallInstructions::Twiml(twiml))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn twiml_over_the_limit_is_refused_before_any_request() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(call_created())
+        .expect(0)
+        .mount(&server)
+        .await;
+    let twiml = format!(
+        "<Response><Say>{}</Say></Response>",
+        "a".repeat(MAX_TWIML_CHARS)
+    );
+    let chars = twiml.chars().count();
+    let e = client(&server)
+        .create_call(&activist_request(true), &CallInstructions::Twiml(twiml))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        e,
+        CreateCallError::TwimlTooLong {
+            chars,
+            max: MAX_TWIML_CHARS
+        }
+    );
+    assert!(e.to_string().contains("4000"), "{e}");
+    assert!(server.received_requests().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn create_call_reports_twilio_refusals() {
+    let server = MockServer::start().await;
+    let twiml = greeting_twiml();
+    post(
+        calls_path(),
+        call_body(&format!("Twiml={}", enc(&twiml)), true),
+    )
+    .respond_with(ResponseTemplate::new(400).set_body_json(error_body(21211, 400)))
+    .expect(1)
+    .mount(&server)
+    .await;
+    let e = client(&server)
+        .create_call(&activist_request(true), &CallInstructions::Twiml(twiml))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            CreateCallError::Telephony(TelephonyError::InvalidNumber {
+                code: Some(21211),
+                ..
+            })
+        ),
+        "{e:?}"
+    );
+}
+
+// ------------------------------------------------------------ target
+
 #[tokio::test]
 async fn add_target_posts_a_participant_with_our_number() {
     let server = MockServer::start().await;
@@ -257,12 +480,8 @@ async fn add_target_posts_a_participant_with_our_number() {
         status = enc(&format!("{BASE}/v1/phone/dial-status-callback/{id}")),
         amd = enc(&format!("{BASE}/v1/phone/dial-amd-status-callback/{id}")),
     );
-    Mock::given(method("POST"))
-        .and(path(format!(
-            "/2010-04-01/Accounts/{AC}/Conferences/{id}/Participants.json"
-        )))
-        .and(header("authorization", basic(AC, TOKEN).as_str()))
-        .and(body_string(expected_body))
+    assert_eq!(expected_body, target_body(OUR));
+    post(participants_path(), expected_body)
         .respond_with(ResponseTemplate::new(201).set_body_json(serde_json::json!({
             "account_sid": AC,
             "call_sid": CA,
@@ -284,7 +503,7 @@ async fn add_target_posts_a_participant_with_our_number() {
 #[tokio::test]
 async fn add_target_uses_the_requested_caller_id() {
     let server = MockServer::start().await;
-    Mock::given(method("POST"))
+    post(participants_path(), target_body(ACTIVIST))
         .respond_with(ResponseTemplate::new(201).set_body_json(serde_json::json!({
             "call_sid": CA, "status": "connecting"
         })))
@@ -302,34 +521,98 @@ async fn add_target_uses_the_requested_caller_id() {
 }
 
 #[tokio::test]
-async fn hang_up_completes_or_cancels() {
-    for (how, status) in [
-        (HangUp::Complete, "completed"),
-        (HangUp::Cancel, "canceled"),
-    ] {
-        let server = MockServer::start().await;
-        Mock::given(method("POST"))
-            .and(path(format!("/2010-04-01/Accounts/{AC}/Calls/{CA}.json")))
-            .and(header("authorization", basic(AC, TOKEN).as_str()))
-            .and(body_string(format!("Status={status}")))
-            .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
-                "sid": CA, "status": status
-            })))
-            .expect(1)
-            .mount(&server)
-            .await;
-        client(&server)
-            .hang_up(call_id(), &CA.parse().unwrap(), how)
-            .await
-            .unwrap();
-    }
+async fn a_refused_caller_id_is_not_blamed_on_the_number_called() {
+    // The campaign shows the activist's number, which is not a verified
+    // caller id of the account: Twilio answers 21210.
+    let server = MockServer::start().await;
+    post(participants_path(), target_body(ACTIVIST))
+        .respond_with(ResponseTemplate::new(400).set_body_json(error_body(21210, 400)))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let e = client(&server)
+        .add_target(&target_request(Some(ACTIVIST)))
+        .await
+        .unwrap_err();
+    assert_eq!(Refusal::of(&e), Some(Refusal::CallerId));
+    assert!(
+        matches!(e, TelephonyError::Rejected { status: 400, code: Some(21210), ref message }
+            if message.starts_with("caller id refused")),
+        "{e:?}"
+    );
+}
+
+// ------------------------------------------------------------ hang up
+
+#[tokio::test]
+async fn hang_up_completes() {
+    let server = MockServer::start().await;
+    post(call_path(), "Status=completed")
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "sid": CA, "status": "completed"
+        })))
+        .expect(1)
+        .mount(&server)
+        .await;
+    client(&server)
+        .hang_up(call_id(), &CA.parse().unwrap(), HangUp::Complete)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn hang_up_cancels_a_ringing_call_with_one_request() {
+    let server = MockServer::start().await;
+    post(call_path(), "Status=canceled")
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "sid": CA, "status": "canceled"
+        })))
+        .expect(1)
+        .mount(&server)
+        .await;
+    client(&server)
+        .hang_up(call_id(), &CA.parse().unwrap(), HangUp::Cancel)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn canceling_an_answered_call_completes_it() {
+    // Twilio answers 200 to `canceled` for an answered call and leaves it up.
+    let server = MockServer::start().await;
+    post(call_path(), "Status=canceled")
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "sid": CA, "status": "in-progress"
+        })))
+        .expect(1)
+        .mount(&server)
+        .await;
+    post(call_path(), "Status=completed")
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "sid": CA, "status": "completed"
+        })))
+        .expect(1)
+        .mount(&server)
+        .await;
+    client(&server)
+        .hang_up(call_id(), &CA.parse().unwrap(), HangUp::Cancel)
+        .await
+        .unwrap();
+    let requests = server.received_requests().await.unwrap();
+    let bodies: Vec<&[u8]> = requests.iter().map(|r| r.body.as_slice()).collect();
+    assert_eq!(
+        bodies,
+        [
+            b"Status=canceled".as_slice(),
+            b"Status=completed".as_slice()
+        ]
+    );
 }
 
 #[tokio::test]
 async fn hanging_up_an_ended_call_is_not_an_error() {
     let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path(format!("/2010-04-01/Accounts/{AC}/Calls/{CA}.json")))
+    post(call_path(), "Status=canceled")
         .respond_with(ResponseTemplate::new(400).set_body_json(error_body(21220, 400)))
         .expect(1)
         .mount(&server)
@@ -343,12 +626,7 @@ async fn hanging_up_an_ended_call_is_not_an_error() {
 #[tokio::test]
 async fn end_conference_completes_it() {
     let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path(format!(
-            "/2010-04-01/Accounts/{AC}/Conferences/{CF}.json"
-        )))
-        .and(header("authorization", basic(AC, TOKEN).as_str()))
-        .and(body_string("Status=completed"))
+    post(conference_path(), "Status=completed")
         .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
             "sid": CF, "status": "completed"
         })))
@@ -361,12 +639,12 @@ async fn end_conference_completes_it() {
         .unwrap();
 }
 
+// ------------------------------------------------------------ fetch
+
 #[tokio::test]
 async fn fetch_leg_reads_status_duration_and_amd() {
     let server = MockServer::start().await;
-    Mock::given(method("GET"))
-        .and(path(format!("/2010-04-01/Accounts/{AC}/Calls/{CA}.json")))
-        .and(header("authorization", basic(AC, TOKEN).as_str()))
+    get(call_path())
         .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
             "sid": CA,
             "status": "completed",
@@ -391,10 +669,11 @@ async fn fetch_leg_reads_status_duration_and_amd() {
 #[tokio::test]
 async fn fetch_leg_of_a_ringing_call() {
     let server = MockServer::start().await;
-    Mock::given(method("GET"))
+    get(call_path())
         .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
             "sid": CA, "status": "ringing", "duration": null, "answered_by": null,
         })))
+        .expect(1)
         .mount(&server)
         .await;
     let snap = client(&server)
@@ -407,10 +686,13 @@ async fn fetch_leg_of_a_ringing_call() {
     );
 }
 
+// ------------------------------------------------------------ error answers
+
+/// Answers the activist's call creation with `status` and `body`, expecting
+/// `calls` requests (all with the exact form); returns the error.
 async fn error_case(status: u16, body: serde_json::Value, calls: u64) -> TelephonyError {
     let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path(calls_path()))
+    post(calls_path(), activist_body(true))
         .respond_with(ResponseTemplate::new(status).set_body_json(body))
         .expect(calls)
         .mount(&server)
@@ -423,14 +705,30 @@ async fn error_case(status: u16, body: serde_json::Value, calls: u64) -> Telepho
 
 #[tokio::test]
 async fn invalid_numbers_are_not_retried() {
-    for code in [21211, 21214, 21215, 21216, 21217, 21219, 13227] {
-        let e = error_case(400, error_body(code, 400), 1).await;
-        assert!(
-            matches!(e, TelephonyError::InvalidNumber { code: Some(c), .. } if c == code),
-            "{code}: {e:?}"
-        );
-        assert_eq!(e.code(), Some(code));
-    }
+    let e = error_case(400, error_body(21211, 400), 1).await;
+    assert!(
+        matches!(
+            e,
+            TelephonyError::InvalidNumber {
+                code: Some(21211),
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert_eq!(e.code(), Some(21211));
+    assert_eq!(Refusal::of(&e), Some(Refusal::InvalidNumber));
+}
+
+#[tokio::test]
+async fn geo_permission_refusals_say_so_and_are_not_retried() {
+    let e = error_case(400, error_body(21215, 400), 1).await;
+    assert_eq!(Refusal::of(&e), Some(Refusal::GeoPermission));
+    assert!(
+        matches!(e, TelephonyError::InvalidNumber { code: Some(21215), ref message }
+            if message.starts_with("geo permission")),
+        "{e:?}"
+    );
 }
 
 #[tokio::test]
@@ -450,6 +748,10 @@ async fn other_4xx_are_rejected_without_retry() {
             message: "error 21205".into()
         }
     );
+}
+
+#[tokio::test]
+async fn problem_shaped_4xx_are_rejected_without_retry() {
     let e = error_case(
         422,
         serde_json::json!({"type": "https://www.twilio.com/docs/errors/21201", "title": "Bad", "status": 422, "detail": "No called number"}),
@@ -465,7 +767,7 @@ async fn other_4xx_are_rejected_without_retry() {
 #[tokio::test]
 async fn not_found_maps_to_not_found() {
     let server = MockServer::start().await;
-    Mock::given(method("POST"))
+    post(call_path(), "Status=canceled")
         .respond_with(ResponseTemplate::new(404).set_body_json(error_body(20404, 404)))
         .expect(1)
         .mount(&server)
@@ -478,17 +780,79 @@ async fn not_found_maps_to_not_found() {
 }
 
 #[tokio::test]
-async fn server_errors_are_retried_then_unavailable() {
-    let e = error_case(500, error_body(20500, 500), 3).await;
-    assert!(matches!(e, TelephonyError::Unavailable { .. }), "{e:?}");
+async fn server_errors_of_idempotent_requests_are_retried_then_unavailable() {
+    let server = MockServer::start().await;
+    post(call_path(), "Status=completed")
+        .respond_with(ResponseTemplate::new(500).set_body_json(error_body(20500, 500)))
+        .expect(3)
+        .mount(&server)
+        .await;
+    let e = client(&server)
+        .hang_up(call_id(), &CA.parse().unwrap(), HangUp::Complete)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, TelephonyError::Unavailable { ref message } if message.contains("500")),
+        "{e:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_503_on_call_creation_is_retried() {
+    // 503: Twilio did not take the request.
     let e = error_case(503, serde_json::json!("down"), 3).await;
+    assert!(matches!(e, TelephonyError::Unavailable { .. }), "{e:?}");
+}
+
+#[tokio::test]
+async fn a_502_on_call_creation_is_not_retried() {
+    // 502 / 504 / 500: the call may have been placed; a retry could ring twice.
+    let e = error_case(502, error_body(20500, 502), 1).await;
+    assert!(
+        matches!(e, TelephonyError::Unavailable { ref message } if message.contains("502")),
+        "{e:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_500_on_adding_the_target_is_not_retried() {
+    let server = MockServer::start().await;
+    post(participants_path(), target_body(OUR))
+        .respond_with(ResponseTemplate::new(500).set_body_json(error_body(20500, 500)))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let e = client(&server)
+        .add_target(&target_request(None))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, TelephonyError::Unavailable { .. }), "{e:?}");
+}
+
+#[tokio::test]
+async fn a_504_on_call_creation_is_retried_when_unsafe_retries_are_allowed() {
+    let server = MockServer::start().await;
+    post(calls_path(), activist_body(true))
+        .respond_with(ResponseTemplate::new(504).set_body_json(error_body(20504, 504)))
+        .expect(3)
+        .mount(&server)
+        .await;
+    let retry = RetryPolicy {
+        retry_unsafe_timeouts: true,
+        ..fast_retries(3)
+    };
+    let e = TwilioClient::new(config(&server).with_retry(retry))
+        .unwrap()
+        .call_activist(&activist_request(true))
+        .await
+        .unwrap_err();
     assert!(matches!(e, TelephonyError::Unavailable { .. }), "{e:?}");
 }
 
 #[tokio::test]
 async fn rate_limits_are_retried_then_reported() {
     let server = MockServer::start().await;
-    Mock::given(method("POST"))
+    post(calls_path(), activist_body(true))
         .respond_with(
             ResponseTemplate::new(429)
                 .insert_header("Retry-After", "0")
@@ -518,19 +882,19 @@ async fn code_20429_in_a_400_is_retried() {
 #[tokio::test]
 async fn a_transient_failure_then_success() {
     let server = MockServer::start().await;
-    Mock::given(method("POST"))
+    post(calls_path(), activist_body(true))
         .respond_with(ResponseTemplate::new(429).set_body_json(error_body(20429, 429)))
         .up_to_n_times(1)
         .expect(1)
         .mount(&server)
         .await;
-    Mock::given(method("POST"))
+    post(calls_path(), activist_body(true))
         .respond_with(ResponseTemplate::new(503))
         .up_to_n_times(1)
         .expect(1)
         .mount(&server)
         .await;
-    Mock::given(method("POST"))
+    post(calls_path(), activist_body(true))
         .respond_with(call_created())
         .expect(1)
         .mount(&server)
@@ -543,9 +907,47 @@ async fn a_transient_failure_then_success() {
 }
 
 #[tokio::test]
+async fn a_retried_request_is_resent_with_an_identical_body() {
+    let server = MockServer::start().await;
+    post(participants_path(), target_body(OUR))
+        .respond_with(ResponseTemplate::new(429).set_body_json(error_body(20429, 429)))
+        .up_to_n_times(2)
+        .expect(2)
+        .mount(&server)
+        .await;
+    post(participants_path(), target_body(OUR))
+        .respond_with(ResponseTemplate::new(201).set_body_json(serde_json::json!({
+            "call_sid": CA, "status": "queued"
+        })))
+        .expect(1)
+        .mount(&server)
+        .await;
+    client(&server)
+        .add_target(&target_request(None))
+        .await
+        .unwrap();
+    let requests = server.received_requests().await.unwrap();
+    assert_eq!(requests.len(), 3);
+    let want = target_body(OUR);
+    for r in &requests {
+        assert_eq!(r.method.as_str(), "POST");
+        assert_eq!(r.url.path(), participants_path());
+        assert_eq!(String::from_utf8_lossy(&r.body), want);
+        assert_eq!(
+            r.headers.get("authorization").unwrap().to_str().unwrap(),
+            basic(AC, TOKEN)
+        );
+        assert_eq!(
+            r.headers.get("content-type").unwrap().to_str().unwrap(),
+            "application/x-www-form-urlencoded"
+        );
+    }
+}
+
+#[tokio::test]
 async fn retry_after_beyond_the_budget_stops_retrying() {
     let server = MockServer::start().await;
-    Mock::given(method("POST"))
+    post(calls_path(), activist_body(true))
         .respond_with(
             ResponseTemplate::new(429)
                 .insert_header("Retry-After", "30")
@@ -571,7 +973,7 @@ async fn retry_after_beyond_the_budget_stops_retrying() {
 #[tokio::test]
 async fn retry_after_is_waited_for() {
     let server = MockServer::start().await;
-    Mock::given(method("POST"))
+    post(call_path(), "Status=completed")
         .respond_with(
             ResponseTemplate::new(429)
                 .insert_header("Retry-After", "1")
@@ -581,7 +983,7 @@ async fn retry_after_is_waited_for() {
         .expect(1)
         .mount(&server)
         .await;
-    Mock::given(method("POST"))
+    post(call_path(), "Status=completed")
         .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({"sid": CA})))
         .expect(1)
         .mount(&server)
@@ -603,7 +1005,7 @@ fn slow_config(server: &MockServer, retry: RetryPolicy) -> TwilioConfig {
 #[tokio::test]
 async fn timeouts_of_idempotent_requests_are_retried() {
     let server = MockServer::start().await;
-    Mock::given(method("GET"))
+    get(call_path())
         .respond_with(
             ResponseTemplate::new(200)
                 .set_body_json(serde_json::json!({"sid": CA, "status": "ringing"}))
@@ -620,7 +1022,7 @@ async fn timeouts_of_idempotent_requests_are_retried() {
 #[tokio::test]
 async fn a_timed_out_call_creation_is_not_repeated() {
     let server = MockServer::start().await;
-    Mock::given(method("POST"))
+    post(calls_path(), activist_body(true))
         .respond_with(call_created().set_delay(Duration::from_secs(2)))
         .expect(1)
         .mount(&server)
@@ -639,7 +1041,7 @@ async fn a_timed_out_call_creation_is_not_repeated() {
 #[tokio::test]
 async fn timed_out_creations_are_retried_when_allowed() {
     let server = MockServer::start().await;
-    Mock::given(method("POST"))
+    post(participants_path(), target_body(OUR))
         .respond_with(call_created().set_delay(Duration::from_secs(2)))
         .expect(2)
         .mount(&server)
@@ -656,7 +1058,7 @@ async fn timed_out_creations_are_retried_when_allowed() {
 #[tokio::test]
 async fn total_retry_time_is_bounded() {
     let server = MockServer::start().await;
-    Mock::given(method("POST"))
+    post(conference_path(), "Status=completed")
         .respond_with(ResponseTemplate::new(500))
         .mount(&server)
         .await;
@@ -706,27 +1108,106 @@ async fn connection_failures_are_unavailable() {
     );
 }
 
+/// A fake Twilio that answers every request with a 201 whose body is cut
+/// short (it announces more bytes than it sends, then closes), counting the
+/// requests.
+fn truncated_answer_server() -> (String, Arc<AtomicUsize>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let count = Arc::new(AtomicUsize::new(0));
+    let seen = count.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            seen.fetch_add(1, Ordering::SeqCst);
+            // Read the head and the announced body, then answer.
+            let mut data = Vec::new();
+            let mut buf = [0u8; 4096];
+            loop {
+                let n = stream.read(&mut buf).unwrap_or(0);
+                if n == 0 {
+                    break;
+                }
+                data.extend_from_slice(&buf[..n]);
+                let text = String::from_utf8_lossy(&data).to_ascii_lowercase();
+                if let Some(end) = text.find("\r\n\r\n") {
+                    let len = text
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .and_then(|v| v.trim().parse::<usize>().ok())
+                        .unwrap_or(0);
+                    if data.len() >= end + 4 + len {
+                        break;
+                    }
+                }
+            }
+            let _ = stream.write_all(
+                b"HTTP/1.1 201 Created\r\nContent-Type: application/json\r\nContent-Length: 500\r\n\r\n{\"sid\": \"CA",
+            );
+            let _ = stream.flush();
+            // Dropping the stream closes it mid-body.
+        }
+    });
+    (base, count)
+}
+
 #[tokio::test]
-async fn malformed_success_bodies_are_unavailable_not_panics() {
-    for body in [
-        serde_json::json!({"status": "queued"}),
-        serde_json::json!({"sid": "CA123", "status": "queued"}),
-        serde_json::json!([1, 2, 3]),
-    ] {
-        let server = MockServer::start().await;
-        Mock::given(method("POST"))
-            .respond_with(ResponseTemplate::new(201).set_body_json(body))
-            .expect(1)
-            .mount(&server)
-            .await;
-        let e = client(&server)
-            .call_activist(&activist_request(true))
-            .await
-            .unwrap_err();
-        assert!(matches!(e, TelephonyError::Unavailable { .. }), "{e:?}");
-    }
+async fn an_unreadable_success_may_have_taken_effect_and_is_not_repeated() {
+    let (base, count) = truncated_answer_server();
+    let config = TwilioConfig::new(AC, Credentials::AuthToken(TOKEN.into()), phone(OUR), BASE)
+        .unwrap()
+        .with_api_base(&base)
+        .unwrap()
+        .with_retry(fast_retries(3));
+    let e = TwilioClient::new(config)
+        .unwrap()
+        .call_activist(&activist_request(true))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, TelephonyError::Unavailable { ref message }
+            if message.contains("201") && message.contains("may have taken effect")),
+        "{e:?}"
+    );
+    // Twilio accepted it: a second request would place a second call.
+    assert_eq!(count.load(Ordering::SeqCst), 1);
+}
+
+async fn malformed_success(body: serde_json::Value) -> TelephonyError {
     let server = MockServer::start().await;
-    Mock::given(method("GET"))
+    post(calls_path(), activist_body(true))
+        .respond_with(ResponseTemplate::new(201).set_body_json(body))
+        .expect(1)
+        .mount(&server)
+        .await;
+    client(&server)
+        .call_activist(&activist_request(true))
+        .await
+        .unwrap_err()
+}
+
+#[tokio::test]
+async fn a_success_without_sid_is_unavailable_not_a_panic() {
+    let e = malformed_success(serde_json::json!({"status": "queued"})).await;
+    assert!(matches!(e, TelephonyError::Unavailable { .. }), "{e:?}");
+}
+
+#[tokio::test]
+async fn a_success_with_a_malformed_sid_is_unavailable_not_a_panic() {
+    let e = malformed_success(serde_json::json!({"sid": "CA123", "status": "queued"})).await;
+    assert!(matches!(e, TelephonyError::Unavailable { .. }), "{e:?}");
+}
+
+#[tokio::test]
+async fn a_success_that_is_not_an_object_is_unavailable_not_a_panic() {
+    let e = malformed_success(serde_json::json!([1, 2, 3])).await;
+    assert!(matches!(e, TelephonyError::Unavailable { .. }), "{e:?}");
+}
+
+#[tokio::test]
+async fn an_unknown_fetched_status_is_unavailable_not_a_panic() {
+    let server = MockServer::start().await;
+    get(call_path())
         .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
             "sid": CA, "status": "warping"
         })))
