@@ -138,7 +138,7 @@ impl CallStore for InMemoryCallStore {
         let mut calls: Vec<Call> = inner
             .calls
             .values()
-            .filter(|c| !c.is_terminal() && c.updated_at < updated_before)
+            .filter(|c| !c.is_settled() && c.updated_at < updated_before)
             .cloned()
             .collect();
         calls.sort_by_key(|c| (c.updated_at, c.id));

@@ -178,7 +178,10 @@ pub trait Telephony: Send + Sync + 'static {
 // ---------------------------------------------------------------- CallStore
 
 /// A webhook payload (or other report) exactly as received, for the event log.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// `Debug` shows the payload's length, never its contents: payloads carry
+/// phone numbers (`From`, `To`) and what the activist said.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RawEvent {
     /// What it is: the route or report kind (`status-callback`, `conference-callback`...).
     pub kind: String,
@@ -190,6 +193,18 @@ pub struct RawEvent {
     pub sequence_number: Option<i64>,
     /// When we received it.
     pub received_at: DateTime<Utc>,
+}
+
+impl Debug for RawEvent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RawEvent")
+            .field("kind", &self.kind)
+            .field("call_sid", &self.call_sid)
+            .field("payload", &format_args!("<{} bytes>", self.payload.len()))
+            .field("sequence_number", &self.sequence_number)
+            .field("received_at", &self.received_at)
+            .finish()
+    }
 }
 
 /// A [`RawEvent`] as stored.
@@ -286,6 +301,8 @@ impl CallStats {
 /// - [`CallStore::find_by_sid`] finds a call by either leg's SID once a
 ///   committed version carries it.
 /// - Reads return what the last successful commit wrote (read-your-writes).
+/// - [`CallStore::list_unfinished`] lists exactly the calls that are not
+///   [settled](Call::is_settled) as last written, terminal or not.
 #[cfg_attr(feature = "mock", mockall::automock)]
 #[async_trait]
 pub trait CallStore: Send + Sync + 'static {
@@ -305,7 +322,16 @@ pub trait CallStore: Send + Sync + 'static {
     ) -> Result<(), StoreError>;
     /// The call's event log, oldest first.
     async fn events(&self, call_id: CallId) -> Result<Vec<StoredEvent>, StoreError>;
-    /// Calls not in a terminal state, last updated before `updated_before`, oldest first.
+    /// Calls that are not settled ([`Call::is_settled`]), last updated
+    /// strictly before `updated_before`, oldest update first (ties by id), at
+    /// most `limit`.
+    ///
+    /// Not settled is more than "not in a terminal state": a call whose
+    /// state is terminal but one of whose legs may still be up (the target
+    /// was busy, ending the conference failed, the activist is still in it)
+    /// is listed too, so reconciliation hangs that leg up. Stores that keep
+    /// a projection for this query must compute it with
+    /// [`Call::is_settled`] on every create and commit.
     async fn list_unfinished(
         &self,
         updated_before: DateTime<Utc>,

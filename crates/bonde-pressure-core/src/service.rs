@@ -10,7 +10,7 @@ use tracing::{debug, info, warn};
 
 use crate::call::{Call, CallEvent, DetailedState, Effect, Leg, LegError, LegStatus, UiStatus};
 use crate::domain::{
-    Activist, CallId, CallSid, Email, PersonName, PhoneNumber, Region, Target, WidgetId,
+    Activist, CallId, CallSid, Email, PersonName, PhoneNumber, Region, Target, WidgetId, mask_phone,
 };
 use crate::ports::{
     ActionRecorder, ActivistCallRequest, CallStore, CampaignDirectory, Clock, DirectoryError,
@@ -61,7 +61,9 @@ pub struct Dependencies {
 }
 
 /// The activist as the form sends it (unvalidated).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// `Debug` masks the phone number and the e-mail (only its domain shows).
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ActivistInput {
     /// Full name.
     pub name: String,
@@ -78,7 +80,9 @@ pub struct ActivistInput {
 }
 
 /// The target as the form sends it (unvalidated).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// `Debug` masks the phone number.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TargetInput {
     /// Name.
     pub name: String,
@@ -87,7 +91,9 @@ pub struct TargetInput {
 }
 
 /// `POST /v1/phone/call`'s body.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// `Debug` masks phone numbers and e-mails (see [`ActivistInput`], [`TargetInput`]).
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StartCallRequest {
     /// The widget.
     pub widget_id: i64,
@@ -95,6 +101,45 @@ pub struct StartCallRequest {
     pub activist: ActivistInput,
     /// Whom.
     pub target: TargetInput,
+}
+
+/// An unvalidated e-mail for debug output: only the domain shows.
+fn mask_email(raw: &str) -> String {
+    match raw.rsplit_once('@') {
+        Some((_, domain)) => format!("***@{domain}"),
+        None => "*".repeat(raw.chars().count()),
+    }
+}
+
+impl std::fmt::Debug for ActivistInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ActivistInput")
+            .field("name", &self.name)
+            .field("first_name", &self.first_name)
+            .field("last_name", &self.last_name)
+            .field("email", &mask_email(&self.email))
+            .field("phone", &mask_phone(&self.phone))
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for TargetInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TargetInput")
+            .field("name", &self.name)
+            .field("phone", &mask_phone(&self.phone))
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for StartCallRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StartCallRequest")
+            .field("widget_id", &self.widget_id)
+            .field("activist", &self.activist)
+            .field("target", &self.target)
+            .finish()
+    }
 }
 
 /// One invalid field: `loc` is its path (`["activist", "phone"]`).
@@ -200,11 +245,26 @@ pub struct ReconcileReport {
     pub legs_fetched: usize,
     /// Calls declared expired.
     pub expired: usize,
+    /// Legs hung up directly because their call's state was terminal.
+    pub legs_hung_up: usize,
     /// Errors met (logged).
     pub errors: usize,
 }
 
 /// Receives events for calls (the simulated telephony plays its callbacks into this).
+///
+/// # What implementations must guarantee
+/// - Delivery never fails from the caller's point of view: `deliver` returns
+///   nothing, so an implementation handles (and logs) its own errors, and
+///   must not panic on an unknown call or an event that changes nothing.
+/// - Each delivered event is applied at most once per `deliver` call, with
+///   the same guarantees as [`PressureService::handle`] (order-independent,
+///   effects run by the winning commit only); the raw payload, when given,
+///   is stored with it, or alone for an unknown call.
+/// - `deliver` may be called concurrently, for the same call or others, and
+///   must not block the caller for longer than handling the event takes.
+///
+/// [`PressureService`] implements it by calling [`PressureService::handle`].
 #[async_trait]
 pub trait EventSink: Send + Sync + 'static {
     /// Delivers one event with its raw payload.
@@ -417,30 +477,39 @@ impl PressureService {
             timeout_secs: settings.activist_timeout_secs,
             detect_machine: settings.detect_machines,
         };
-        let dialed = self.deps.telephony.call_activist(&request).await;
-        let event = match &dialed {
-            Ok(leg) => CallEvent::LegDialed {
-                leg: Leg::Activist,
-                sid: leg.sid.clone(),
-                status: leg.status,
-            },
-            Err(e) => CallEvent::DialFailed {
-                leg: Leg::Activist,
-                error: LegError {
-                    code: e.code(),
-                    message: e.to_string(),
-                },
-            },
-        };
-        let outcome = self.handle(call.id, event, None).await?;
-        let leg = match dialed {
+        let leg = match self.deps.telephony.call_activist(&request).await {
             Ok(leg) => leg,
             Err(error) => {
                 warn!(call_id = %call.id, %error, "activist call refused");
+                let failed = CallEvent::DialFailed {
+                    leg: Leg::Activist,
+                    error: LegError {
+                        code: error.code(),
+                        message: error.to_string(),
+                    },
+                };
+                if let Err(store_error) = self.handle(call.id, failed, None).await {
+                    // Reconciliation expires the call, which stays `created`.
+                    warn!(call_id = %call.id, error = %store_error, "refused activist call not recorded");
+                }
                 return Err(StartError::Telephony {
                     call_id: call.id,
                     error,
                 });
+            }
+        };
+        // The activist's phone is ringing now: whatever happens to this
+        // commit, the call is started. Its callbacks carry the leg's SID.
+        let dialed = CallEvent::LegDialed {
+            leg: Leg::Activist,
+            sid: leg.sid.clone(),
+            status: leg.status,
+        };
+        let status = match self.handle(call.id, dialed, None).await {
+            Ok(outcome) => outcome.call.ui_status(),
+            Err(error) => {
+                warn!(call_id = %call.id, sid = %leg.sid, %error, "activist leg placed but not recorded; callbacks will record it");
+                call.ui_status()
             }
         };
 
@@ -454,7 +523,7 @@ impl PressureService {
         }
         Ok(StartedCall {
             call_id: call.id,
-            status: outcome.call.ui_status(),
+            status,
             twilio_call_sid: Some(leg.sid),
             twilio_call_status: leg.status,
         })
@@ -536,6 +605,12 @@ impl PressureService {
             }
         }
         warn!(%call_id, event = event.kind(), "commit contention: giving up");
+        // The event is not applied, but its payload is never lost.
+        if !raws.is_empty() {
+            if let Err(error) = store.append_events(Some(call_id), raws).await {
+                warn!(%call_id, %error, "raw payload of an unapplied event not stored");
+            }
+        }
         Err(ServiceError::Contention(self.config.max_commit_attempts))
     }
 
@@ -613,9 +688,15 @@ impl PressureService {
         Ok(script_for(&settings, &outcome.call, moment))
     }
 
-    /// One reconciliation pass: unfinished calls with no news for
-    /// `stale_after` get their legs fetched from the telephony; those older
-    /// than `expire_after` are declared expired (state `error`, legs hung up).
+    /// One reconciliation pass over the calls that are not settled
+    /// ([`Call::is_settled`]) and had no news for `stale_after`:
+    /// - their live legs' status is fetched from the telephony;
+    /// - if the call's state is terminal but a leg is still live (an effect
+    ///   that should have ended it failed), that leg is hung up directly
+    ///   (completed if answered, else canceled; idempotent at the provider;
+    ///   a failure is logged and retried by the next pass);
+    /// - those created more than `expire_after` ago are declared expired
+    ///   (state `error` unless completed, live legs hung up).
     pub async fn reconcile(&self, limit: u32) -> Result<ReconcileReport, ServiceError> {
         let now = self.deps.clock.now();
         let stale_before =
@@ -664,6 +745,7 @@ impl PressureService {
                     }
                 }
             }
+            self.hang_up_leftover_legs(call.id, &mut report).await;
             if call.created_at < expire_before {
                 match self.handle(call.id, CallEvent::Expired, None).await {
                     Ok(o) if o.call.state() == DetailedState::Error => report.expired += 1,
@@ -676,6 +758,40 @@ impl PressureService {
             }
         }
         Ok(report)
+    }
+}
+
+impl PressureService {
+    /// A call whose state is terminal must not keep a leg up: hangs up the
+    /// legs that are still live after the fetch (the effect that should have
+    /// ended them failed, e.g. ending the conference after a busy target).
+    async fn hang_up_leftover_legs(&self, call_id: CallId, report: &mut ReconcileReport) {
+        let call = match self.deps.store.get(call_id).await {
+            Ok(Some(call)) => call,
+            Ok(None) => return,
+            Err(error) => {
+                report.errors += 1;
+                warn!(%call_id, %error, "reconciliation reload failed");
+                return;
+            }
+        };
+        if !call.is_terminal() || call.facts.expired {
+            return;
+        }
+        for leg in call.live_legs() {
+            let Some(sid) = call.facts.leg(leg).sid.clone() else {
+                continue; // dialled, but its SID never came back: expiry ends it
+            };
+            let how = call.hang_up_mode(leg);
+            info!(%call_id, leg = leg.as_str(), state = call.state().as_str(), ?how, "hanging up a leg left live by a terminal call");
+            match self.deps.telephony.hang_up(call_id, &sid, how).await {
+                Ok(()) | Err(TelephonyError::NotFound { .. }) => report.legs_hung_up += 1,
+                Err(error) => {
+                    report.errors += 1;
+                    warn!(%call_id, leg = leg.as_str(), %error, "hanging up a leftover leg failed; the next pass retries");
+                }
+            }
+        }
     }
 }
 

@@ -365,9 +365,16 @@ impl SimulatedCall {
         self.close_conference()
     }
 
-    /// A leg is hung up by command.
-    pub fn hang_up(&mut self, sid: &CallSid) -> Vec<Scripted> {
+    /// A leg is hung up by command. Like Twilio, a [`HangUp::Cancel`] only
+    /// ends a leg that was not answered yet: on an answered leg it does
+    /// nothing (only [`HangUp::Complete`] hangs an answered call up).
+    pub fn hang_up(&mut self, sid: &CallSid, how: HangUp) -> Vec<Scripted> {
         match self.leg_of(sid) {
+            // The activist's leg is up only once answered.
+            Some(Leg::Activist) if self.a_alive && how == HangUp::Cancel => Vec::new(),
+            Some(Leg::Target) if self.b_alive && self.b_answered && how == HangUp::Cancel => {
+                Vec::new()
+            }
             Some(Leg::Activist) if self.a_alive => {
                 if self.a_in_conf {
                     // endConferenceOnExit: the conference ends with the activist.
@@ -629,7 +636,7 @@ impl Telephony for SimulatedTelephony {
             },
         )?;
         let steps = self
-            .with_call(call_id, |c| c.hang_up(sid))
+            .with_call(call_id, |c| c.hang_up(sid, how))
             .unwrap_or_default();
         self.play(call_id, steps);
         Ok(())
@@ -667,5 +674,53 @@ impl Telephony for SimulatedTelephony {
             .ok_or_else(|| TelephonyError::NotFound {
                 message: format!("no call {sid}"),
             })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cancel_is_ignored_on_an_answered_leg_like_twilio() {
+        // The activist answers (voicemail): canceling does nothing, completing hangs up.
+        let mut call = SimulatedCall::new(Scenario::ActivistVoicemail, CallId::new());
+        call.start();
+        let a = call.activist_sid().clone();
+        assert!(call.hang_up(&a, HangUp::Cancel).is_empty());
+        let ended = call.hang_up(&a, HangUp::Complete);
+        assert_eq!(ended.len(), 1);
+        assert!(matches!(
+            ended[0].event,
+            CallEvent::LegStatus {
+                status: LegStatus::Completed,
+                ..
+            }
+        ));
+
+        // The target rings: canceling ends it.
+        let mut call = SimulatedCall::new(Scenario::ActivistHangsUpWhileTargetRings, CallId::new());
+        call.start();
+        call.dial_target();
+        let b = call.target_sid().clone();
+        let ended = call.hang_up(&b, HangUp::Cancel);
+        assert!(matches!(
+            ended.as_slice(),
+            [Scripted {
+                event: CallEvent::LegStatus {
+                    status: LegStatus::Canceled,
+                    ..
+                },
+                ..
+            }]
+        ));
+
+        // The target answered (voicemail): canceling does nothing.
+        let mut call = SimulatedCall::new(Scenario::TargetVoicemail, CallId::new());
+        call.start();
+        call.dial_target();
+        let b = call.target_sid().clone();
+        assert!(call.hang_up(&b, HangUp::Cancel).is_empty());
+        assert!(!call.hang_up(&b, HangUp::Complete).is_empty());
     }
 }

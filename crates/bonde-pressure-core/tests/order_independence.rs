@@ -69,8 +69,8 @@ fn run(scenario: Scenario, choices: &[(usize, bool)]) -> Run {
                     });
                     world.dial_target()
                 }
-                Effect::HangUpActivist { sid, .. } | Effect::HangUpTarget { sid, .. } => {
-                    world.hang_up(sid)
+                Effect::HangUpActivist { sid, how } | Effect::HangUpTarget { sid, how } => {
+                    world.hang_up(sid, *how)
                 }
                 Effect::EndConference { .. } => world.end_conference(),
                 _ => Vec::new(),

@@ -31,6 +31,32 @@ fn reaches_target(s: Scenario) -> bool {
     )
 }
 
+/// How many callbacks the simulated world sends for a scenario.
+fn expected_callbacks(s: Scenario) -> usize {
+    // Activist: initiated, ringing, in-progress, prompt, AMD, confirmation,
+    // conference start, join.
+    let joined = 8;
+    // Conference ended by us: end, activist leaves, activist's leg completes.
+    let closed = 3;
+    match s {
+        // initiated, ringing, busy / no-answer
+        Scenario::ActivistBusy | Scenario::ActivistNoAnswer => 3,
+        // initiated, ringing, in-progress, prompt, AMD, then completed
+        // (hung up by us for a voicemail, by the activist otherwise)
+        Scenario::ActivistVoicemail | Scenario::NotConfirmed => 6,
+        // target: initiated, ringing, busy / no-answer
+        Scenario::TargetBusy | Scenario::TargetNoAnswer => joined + 3 + closed,
+        // target: initiated, ringing, in-progress, join, AMD; hanging it up
+        // ends the conference: end, target leaves + completes, activist too
+        Scenario::TargetVoicemail => joined + 5 + 5,
+        // target: initiated, ringing; activist leaves, conference ends,
+        // activist completes; our cancel: target canceled
+        Scenario::ActivistHangsUpWhileTargetRings => joined + 5 + 1,
+        // target: initiated, ringing, in-progress, AMD, join, leave, completed
+        Scenario::Success => joined + 7 + closed,
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_scenario_reaches_its_state_and_ui_status() {
     for scenario in Scenario::ALL {
@@ -59,9 +85,14 @@ async fn every_scenario_reaches_its_state_and_ui_status() {
             usize::from(reaches_target(scenario)),
             "{scenario:?}: {commands:?}"
         );
-        // Every callback was stored with the call.
+        // Every callback was stored with the call, once.
         let events = h.store.events(started.call_id).await.unwrap();
-        assert!(events.len() >= 3, "{scenario:?}: {} events", events.len());
+        assert!(events.iter().all(|e| e.raw.kind == "simulated"));
+        assert_eq!(
+            events.len(),
+            expected_callbacks(scenario),
+            "{scenario:?}: {events:?}"
+        );
         assert_eq!(h.recorder.recorded().len(), 1);
     }
 }

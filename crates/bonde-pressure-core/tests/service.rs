@@ -6,16 +6,20 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bonde_pressure_core::call::{CallEvent, DetailedState, Leg, LegStatus};
-use bonde_pressure_core::ports::{DialedLeg, TargetCallRequest};
+use std::sync::atomic::{AtomicU8, Ordering};
+
+use async_trait::async_trait;
+use bonde_pressure_core::call::{CallEvent, DetailedState, Leg, LegStatus, UiStatus};
+use bonde_pressure_core::ports::{CallStats, DialedLeg, StoredEvent, TargetCallRequest};
 use bonde_pressure_core::script::{ScriptMoment, VoiceInstruction};
 use bonde_pressure_core::simulated::{CommandKind, TelephonyCommand};
 use bonde_pressure_core::{
-    CallId, CallStore, Dependencies, InMemoryCallStore, ManualClock, MockTelephony,
-    PressureService, RawEvent, Scenario, ScenarioPicker, ServiceConfig, ServiceError, StartError,
-    StaticCampaignDirectory, StubActionRecorder, TelephonyError,
+    Call, CallId, CallSid, CallStore, Clock, Dependencies, EventSink, InMemoryCallStore,
+    ManualClock, MockTelephony, PressureService, RawEvent, Scenario, ScenarioPicker, ServiceConfig,
+    ServiceError, StartError, StaticCampaignDirectory, StoreError, StubActionRecorder,
+    TelephonyError, WidgetId,
 };
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use common::{demo_request, harness, settle};
 
 fn raw(n: usize) -> RawEvent {
@@ -209,54 +213,265 @@ async fn events_for_unknown_calls_are_stored_and_reported() {
     assert_eq!(stored[0].raw.payload, "n=1");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_events_on_one_call_lose_no_update() {
-    // The simulated callbacks race with ours; we count only our own payloads.
-    let h = harness(ScenarioPicker::Always(Scenario::Success));
-    let id = h.service.start(&demo_request()).await.unwrap().call_id;
-    let before = h.service.call(id).await.unwrap().unwrap();
-    let n_before = h.store.events(id).await.unwrap().len();
+/// A store over [`InMemoryCallStore`] that behaves like one with I/O: every
+/// read and write yields first, so concurrent handlers interleave between
+/// their load and their commit. It can also be told to fail commits.
+#[derive(Default)]
+struct TestStore {
+    inner: InMemoryCallStore,
+    /// 0: commit normally; 1: every commit conflicts; 2: every commit fails.
+    commit_mode: AtomicU8,
+}
 
-    let statuses = [
-        LegStatus::Initiated,
-        LegStatus::Ringing,
-        LegStatus::InProgress,
-    ];
+const COMMIT_OK: u8 = 0;
+const COMMIT_CONFLICTS: u8 = 1;
+const COMMIT_FAILS: u8 = 2;
+
+impl TestStore {
+    fn set_commit_mode(&self, mode: u8) {
+        self.commit_mode.store(mode, Ordering::SeqCst);
+    }
+}
+
+#[async_trait]
+impl CallStore for TestStore {
+    async fn create(&self, call: &Call) -> Result<(), StoreError> {
+        self.inner.create(call).await
+    }
+    async fn get(&self, id: CallId) -> Result<Option<Call>, StoreError> {
+        tokio::task::yield_now().await;
+        self.inner.get(id).await
+    }
+    async fn find_by_sid(&self, sid: &CallSid) -> Result<Option<Call>, StoreError> {
+        self.inner.find_by_sid(sid).await
+    }
+    async fn commit(&self, call: &Call, events: &[RawEvent]) -> Result<u64, StoreError> {
+        tokio::task::yield_now().await;
+        match self.commit_mode.load(Ordering::SeqCst) {
+            COMMIT_OK => self.inner.commit(call, events).await,
+            COMMIT_CONFLICTS => Err(StoreError::Conflict),
+            _ => Err(StoreError::backend(std::io::Error::other("disk on fire"))),
+        }
+    }
+    async fn append_events(
+        &self,
+        call_id: Option<CallId>,
+        events: &[RawEvent],
+    ) -> Result<(), StoreError> {
+        self.inner.append_events(call_id, events).await
+    }
+    async fn events(&self, call_id: CallId) -> Result<Vec<StoredEvent>, StoreError> {
+        self.inner.events(call_id).await
+    }
+    async fn list_unfinished(
+        &self,
+        updated_before: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<Call>, StoreError> {
+        self.inner.list_unfinished(updated_before, limit).await
+    }
+    async fn stats(
+        &self,
+        widget_id: WidgetId,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<CallStats, StoreError> {
+        self.inner.stats(widget_id, from, to).await
+    }
+}
+
+/// A service over a [`TestStore`] and a simulated telephony whose callbacks
+/// never arrive (an hour per step), so only the test changes the call.
+fn quiet_service(
+    store: Arc<TestStore>,
+    config: ServiceConfig,
+) -> (Arc<PressureService>, Arc<StubActionRecorder>) {
+    let telephony = Arc::new(bonde_pressure_core::SimulatedTelephony::new(
+        ScenarioPicker::Always(Scenario::Success),
+        Duration::from_secs(3600),
+    ));
+    let recorder = Arc::new(StubActionRecorder::new());
+    let service = Arc::new(PressureService::new(
+        Dependencies {
+            store,
+            telephony: telephony.clone(),
+            directory: Arc::new(StaticCampaignDirectory::demo()),
+            recorder: recorder.clone(),
+            clock: Arc::new(bonde_pressure_core::SystemClock),
+        },
+        config,
+    ));
+    let sink: Arc<dyn EventSink> = service.clone();
+    telephony.connect(Arc::downgrade(&sink));
+    (service, recorder)
+}
+
+fn participant(i: usize) -> (CallSid, CallEvent) {
+    let sid: CallSid = format!("CA{:032x}", 0xC0_FFEE_0000 + i as u128)
+        .parse()
+        .unwrap();
+    let cf: bonde_pressure_core::ConferenceSid = format!("CF{}", "c".repeat(32)).parse().unwrap();
+    let event = CallEvent::ParticipantJoined {
+        conference_sid: cf,
+        call_sid: sid.clone(),
+        leg: None,
+    };
+    (sid, event)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_events_on_one_call_lose_no_update() {
+    // Each of 50 concurrent handlers contributes its own fact (a distinct
+    // participant) and payload: a store that lets a stale version win loses
+    // some of them, and the version would not count exactly 50 commits.
+    let store = Arc::new(TestStore::default());
+    let (service, _) = quiet_service(store.clone(), ServiceConfig::default());
+    let id = service.start(&demo_request()).await.unwrap().call_id;
+    let before = service.call(id).await.unwrap().unwrap();
+    let n_before = store.events(id).await.unwrap().len();
+
     let tasks: Vec<_> = (0..50)
         .map(|i| {
-            let service = h.service.clone();
-            let event = if i == 25 {
-                CallEvent::Prompted
-            } else {
-                CallEvent::LegStatus {
-                    leg: Leg::Activist,
-                    sid: None,
-                    status: statuses[i % 3],
-                    duration_secs: None,
-                    sip_response_code: None,
-                    at: None,
-                }
-            };
+            let service = service.clone();
+            let (_, event) = participant(i);
             tokio::spawn(async move { service.handle(id, event, Some(raw(i))).await })
         })
         .collect();
     for t in tasks {
         t.await.unwrap().unwrap();
     }
-    let after = h.service.call(id).await.unwrap().unwrap();
-    let mut payloads: Vec<String> = h.store.events(id).await.unwrap()[n_before..]
+    let after = service.call(id).await.unwrap().unwrap();
+    for i in 0..50 {
+        let (sid, _) = participant(i);
+        assert!(
+            after.facts.participants.get(&sid).is_some_and(|p| p.joined),
+            "participant {i} lost"
+        );
+    }
+    assert_eq!(after.facts.participants.len(), 50);
+    assert_eq!(after.version, before.version + 50, "one commit per event");
+    let mut payloads: Vec<String> = store.events(id).await.unwrap()[n_before..]
         .iter()
         .map(|e| e.raw.payload.clone())
         .collect();
-    payloads.retain(|p| p.starts_with("n="));
     assert_eq!(payloads.len(), 50, "every payload stored once");
     payloads.sort();
     payloads.dedup();
     assert_eq!(payloads.len(), 50);
-    assert!(after.version >= before.version + 50);
-    // Every fact made it: the highest status and the prompt.
-    assert!(after.facts.activist.status >= Some(LegStatus::InProgress));
-    assert!(after.facts.prompted);
+}
+
+#[tokio::test]
+async fn contention_gives_up_but_keeps_the_raw_payload() {
+    let store = Arc::new(TestStore::default());
+    let config = ServiceConfig {
+        max_commit_attempts: 3,
+        ..ServiceConfig::default()
+    };
+    let (service, _) = quiet_service(store.clone(), config);
+    let id = service.start(&demo_request()).await.unwrap().call_id;
+    let before = service.call(id).await.unwrap().unwrap();
+
+    store.set_commit_mode(COMMIT_CONFLICTS);
+    let err = service
+        .handle(id, CallEvent::Prompted, Some(raw(7)))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ServiceError::Contention(3)), "{err:?}");
+    // Not applied, but the payload is in the call's event log.
+    assert_eq!(service.call(id).await.unwrap().unwrap(), before);
+    let payloads: Vec<String> = store
+        .events(id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.raw.payload)
+        .collect();
+    assert_eq!(payloads, ["n=7"]);
+}
+
+#[tokio::test]
+async fn a_ringing_activist_is_a_started_call_even_if_its_commit_fails() {
+    let store = Arc::new(TestStore::default());
+    let (service, recorder) = quiet_service(store.clone(), ServiceConfig::default());
+    store.set_commit_mode(COMMIT_FAILS);
+    let started = service.start(&demo_request()).await.unwrap();
+    assert_eq!(started.status, UiStatus::Initiated);
+    assert!(started.twilio_call_sid.is_some());
+    assert_eq!(started.twilio_call_status, Some(LegStatus::Queued));
+    // The action is recorded; the stored call is as created (callbacks will fill it in).
+    assert_eq!(recorder.recorded().len(), 1);
+    assert_eq!(recorder.recorded()[0].call_id, started.call_id);
+    let call = service.call(started.call_id).await.unwrap().unwrap();
+    assert_eq!((call.version, call.state()), (0, DetailedState::Created));
+}
+
+#[tokio::test]
+async fn a_refused_activist_call_is_reported_even_if_its_commit_fails() {
+    let store = Arc::new(TestStore::default());
+    let telephony = Arc::new(bonde_pressure_core::SimulatedTelephony::new(
+        ScenarioPicker::Always(Scenario::Success),
+        Duration::from_secs(3600),
+    ));
+    telephony.set_failure(
+        CommandKind::CallActivist,
+        Some(TelephonyError::InvalidNumber {
+            code: Some(21211),
+            message: "invalid To".into(),
+        }),
+    );
+    let recorder = Arc::new(StubActionRecorder::new());
+    let service = PressureService::new(
+        Dependencies {
+            store: store.clone(),
+            telephony,
+            directory: Arc::new(StaticCampaignDirectory::demo()),
+            recorder: recorder.clone(),
+            clock: Arc::new(bonde_pressure_core::SystemClock),
+        },
+        ServiceConfig::default(),
+    );
+    store.set_commit_mode(COMMIT_FAILS);
+    let err = service.start(&demo_request()).await.unwrap_err();
+    assert!(
+        matches!(&err, StartError::Telephony { error, .. } if error.code() == Some(21211)),
+        "{err:?}"
+    );
+    assert!(recorder.recorded().is_empty());
+}
+
+#[test]
+fn debug_output_masks_phone_numbers_and_emails() {
+    let req = demo_request();
+    let shown = format!("{req:?} {:?} {:?}", req.activist, req.target);
+    for secret in ["91234-5678", "1234", "99999-0000", "ana@"] {
+        assert!(!shown.contains(secret), "{secret} in {shown}");
+    }
+    assert!(shown.contains("***@example.org"), "{shown}");
+    assert!(
+        shown.contains("5678") && shown.contains("widget_id: 1"),
+        "{shown}"
+    );
+
+    let payload = "CallSid=CA123&From=%2B5511912345678&To=%2B5561999990000&SpeechResult=Ana";
+    let raw = RawEvent {
+        kind: "status-callback".into(),
+        call_sid: Some("CA123".into()),
+        payload: payload.into(),
+        sequence_number: Some(3),
+        received_at: Utc::now(),
+    };
+    let shown = format!("{raw:?}");
+    for secret in ["5511912345678", "5561999990000", "SpeechResult", "From"] {
+        assert!(!shown.contains(secret), "{secret} in {shown}");
+    }
+    assert!(
+        shown.contains(&format!("<{} bytes>", payload.len())),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("status-callback") && shown.contains("CA123"),
+        "{shown}"
+    );
 }
 
 #[tokio::test]
@@ -484,6 +699,67 @@ async fn reconciliation_drives_silent_calls_to_a_terminal_state() {
     );
     clock.advance(Duration::from_secs(300));
     assert_eq!(service.reconcile(10).await.unwrap().examined, 0);
+}
+
+/// Target busy, and ending the conference fails: the state is terminal
+/// (`target_busy`) but the activist is left alone in the conference.
+/// Reconciliation must still list the call and hang the activist up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconciliation_hangs_up_a_leg_left_live_by_a_terminal_call() {
+    let clock = Arc::new(ManualClock::new(Utc::now()));
+    let h = common::harness_with(
+        ScenarioPicker::Always(Scenario::TargetBusy),
+        Duration::ZERO,
+        clock.clone(),
+    );
+    h.telephony.set_failure(
+        CommandKind::EndConference,
+        Some(TelephonyError::Unavailable {
+            message: "timeout".into(),
+        }),
+    );
+    let id = h.service.start(&demo_request()).await.unwrap().call_id;
+    let call = settle(&h.service, id).await;
+    assert_eq!(call.state(), DetailedState::TargetBusy);
+    assert_eq!(call.live_legs(), [Leg::Activist]);
+    assert!(!call.is_settled());
+    let activist = call.facts.activist.sid.clone().unwrap();
+
+    clock.advance(Duration::from_secs(300));
+    let listed = h.store.list_unfinished(clock.now(), 10).await.unwrap();
+    assert_eq!(listed.iter().map(|c| c.id).collect::<Vec<_>>(), [id]);
+    let report = h.service.reconcile(10).await.unwrap();
+    assert_eq!(
+        (
+            report.examined,
+            report.legs_fetched,
+            report.legs_hung_up,
+            report.expired,
+            report.errors
+        ),
+        (1, 1, 1, 0, 0)
+    );
+    let hang_ups: Vec<_> = h
+        .telephony
+        .commands()
+        .into_iter()
+        .filter(|c| matches!(c, TelephonyCommand::HangUp { .. }))
+        .collect();
+    assert_eq!(
+        hang_ups,
+        [TelephonyCommand::HangUp {
+            call_id: id,
+            sid: activist,
+            how: bonde_pressure_core::HangUp::Complete,
+        }]
+    );
+
+    // The activist's leg ends; the call keeps its state and is settled.
+    let call = common::until_settled(&h.service, id).await;
+    assert_eq!(call.state(), DetailedState::TargetBusy);
+    assert_eq!(call.facts.activist.status, Some(LegStatus::Completed));
+    clock.advance(Duration::from_secs(300));
+    assert_eq!(h.service.reconcile(10).await.unwrap().examined, 0);
 }
 
 #[tokio::test]

@@ -16,6 +16,16 @@ pub enum Confirmation {
     Speech(String),
 }
 
+impl Confirmation {
+    /// Something was actually pressed or said (not empty, not only
+    /// spaces). A confirmation without input does not confirm.
+    pub fn has_input(&self) -> bool {
+        match self {
+            Confirmation::Digits(s) | Confirmation::Speech(s) => !s.trim().is_empty(),
+        }
+    }
+}
+
 /// Something the telephony (or our own command) reported about a call,
 /// already parsed and provider-neutral.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -377,4 +377,23 @@ impl CallFacts {
     pub fn target_answered(&self) -> bool {
         self.joined(Leg::Target) || self.target.was_answered()
     }
+
+    /// The leg was picked up, by any sign: an answered status (in progress,
+    /// completed), an answering-machine verdict (detection runs only on an
+    /// answered call, and its callback may arrive before the `in-progress`
+    /// one), or presence in the conference. Decides how to end the leg: the
+    /// provider ignores a cancel on an answered call.
+    pub fn leg_answered(&self, leg: Leg) -> bool {
+        let l = self.leg(leg);
+        l.was_answered() || l.answered_by.is_some() || self.joined(leg)
+    }
+
+    /// The leg may still be up at the provider: it was placed (we know its
+    /// SID, or, for the target, we asked for it to be dialled) and no
+    /// terminal status was seen for it.
+    pub fn leg_possibly_live(&self, leg: Leg) -> bool {
+        let l = self.leg(leg);
+        let placed = l.sid.is_some() || (leg == Leg::Target && self.requested.dial_target);
+        placed && !l.is_terminal()
+    }
 }

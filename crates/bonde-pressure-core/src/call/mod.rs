@@ -78,9 +78,37 @@ impl Call {
         self.state().ui_status()
     }
 
-    /// The call is over.
+    /// The call is over (its [`DetailedState`] is terminal). Its legs may
+    /// still be up: see [`Call::is_settled`].
     pub fn is_terminal(&self) -> bool {
         self.state().is_terminal()
+    }
+
+    /// Nothing is left to follow up: the state is terminal and no leg that
+    /// we know of may still be up at the provider (see
+    /// [`CallFacts::leg_possibly_live`]), or reconciliation expired the call.
+    ///
+    /// A call can be terminal without being settled: the target was busy,
+    /// but ending the conference failed and the activist is still in it.
+    /// [`crate::ports::CallStore::list_unfinished`] lists the calls that are
+    /// not settled, so reconciliation follows them up.
+    pub fn is_settled(&self) -> bool {
+        self.facts.expired || (self.is_terminal() && self.live_legs().is_empty())
+    }
+
+    /// The legs that may still be up at the provider
+    /// ([`CallFacts::leg_possibly_live`]), activist first.
+    pub fn live_legs(&self) -> Vec<Leg> {
+        [Leg::Activist, Leg::Target]
+            .into_iter()
+            .filter(|&leg| self.facts.leg_possibly_live(leg))
+            .collect()
+    }
+
+    /// How to end `leg` now: complete it if it was answered by any sign
+    /// ([`CallFacts::leg_answered`]), cancel it otherwise.
+    pub fn hang_up_mode(&self, leg: Leg) -> HangUp {
+        hang_up_mode(&self.facts, leg)
     }
 
     /// How long the activist and the target talked (the target leg's
@@ -126,7 +154,7 @@ fn facts_of(event: &CallEvent) -> CallFacts {
             l.answered_by = Some(*answered_by);
         }
         CallEvent::Prompted => f.prompted = true,
-        CallEvent::Confirmed(_) => f.confirmed = true,
+        CallEvent::Confirmed(c) => f.confirmed = c.has_input(),
         CallEvent::ConferenceStarted { conference_sid } => {
             f.conference_sid = Some(conference_sid.clone());
             f.conference_started = true;
@@ -182,8 +210,8 @@ fn facts_of(event: &CallEvent) -> CallFacts {
     f
 }
 
-fn hang_up_mode(leg: &LegFacts) -> HangUp {
-    if leg.was_answered() {
+fn hang_up_mode(f: &CallFacts, leg: Leg) -> HangUp {
+    if f.leg_answered(leg) {
         HangUp::Complete
     } else {
         HangUp::Cancel
@@ -217,7 +245,7 @@ fn decide(f: &mut CallFacts) -> Vec<Effect> {
             f.requested.hang_up_activist = true;
             effects.push(Effect::HangUpActivist {
                 sid,
-                how: hang_up_mode(&f.activist),
+                how: hang_up_mode(f, Leg::Activist),
             });
         }
     }
@@ -231,7 +259,7 @@ fn decide(f: &mut CallFacts) -> Vec<Effect> {
             f.requested.hang_up_target = true;
             effects.push(Effect::HangUpTarget {
                 sid,
-                how: hang_up_mode(&f.target),
+                how: hang_up_mode(f, Leg::Target),
             });
         }
     }
@@ -284,5 +312,208 @@ impl Call {
         next.facts = t.facts;
         next.updated_at = now.max(self.updated_at);
         (next, t.effects)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{CallSid, ConferenceSid};
+
+    fn sid(c: char) -> CallSid {
+        format!("CA{}", c.to_string().repeat(32)).parse().unwrap()
+    }
+
+    fn cf() -> ConferenceSid {
+        format!("CF{}", "c".repeat(32)).parse().unwrap()
+    }
+
+    fn status(leg: Leg, sid: &CallSid, status: LegStatus) -> CallEvent {
+        CallEvent::LegStatus {
+            leg,
+            sid: Some(sid.clone()),
+            status,
+            duration_secs: None,
+            sip_response_code: None,
+            at: None,
+        }
+    }
+
+    fn play(events: &[CallEvent]) -> (CallFacts, Vec<Effect>) {
+        let mut facts = CallFacts::default();
+        let mut effects = Vec::new();
+        for e in events {
+            let t = apply(&facts, e);
+            facts = t.facts;
+            effects.extend(t.effects);
+        }
+        (facts, effects)
+    }
+
+    /// The machine verdict can arrive before the `in-progress` callback: the
+    /// leg is answered all the same, and a cancel would be ignored.
+    #[test]
+    fn a_leg_with_a_machine_verdict_is_completed_not_canceled() {
+        let a = sid('a');
+        let (_, effects) = play(&[
+            status(Leg::Activist, &a, LegStatus::Ringing),
+            CallEvent::AnsweredBy {
+                leg: Leg::Activist,
+                sid: Some(a.clone()),
+                answered_by: AnsweredBy::MachineStart,
+            },
+        ]);
+        assert_eq!(
+            effects,
+            [Effect::HangUpActivist {
+                sid: a,
+                how: HangUp::Complete
+            }]
+        );
+
+        // The target: ringing, in the conference, then a machine verdict.
+        let (a, b) = (sid('a'), sid('b'));
+        let (_, effects) = play(&[
+            status(Leg::Activist, &a, LegStatus::InProgress),
+            CallEvent::ParticipantJoined {
+                conference_sid: cf(),
+                call_sid: a.clone(),
+                leg: None,
+            },
+            CallEvent::LegDialed {
+                leg: Leg::Target,
+                sid: b.clone(),
+                status: Some(LegStatus::Ringing),
+            },
+            CallEvent::AnsweredBy {
+                leg: Leg::Target,
+                sid: Some(b.clone()),
+                answered_by: AnsweredBy::MachineEndBeep,
+            },
+        ]);
+        assert!(
+            effects.contains(&Effect::HangUpTarget {
+                sid: b,
+                how: HangUp::Complete
+            }),
+            "{effects:?}"
+        );
+    }
+
+    #[test]
+    fn a_leg_seen_in_the_conference_is_answered() {
+        let mut f = CallFacts::default();
+        let b = sid('b');
+        f.target.sid = Some(b.clone());
+        f.target.status = Some(LegStatus::Ringing);
+        assert!(!f.leg_answered(Leg::Target));
+        f.participants.insert(
+            b,
+            Presence {
+                joined: true,
+                left: false,
+            },
+        );
+        assert!(f.leg_answered(Leg::Target));
+        assert_eq!(hang_up_mode(&f, Leg::Target), HangUp::Complete);
+    }
+
+    #[test]
+    fn a_confirmation_without_input_does_not_confirm() {
+        let a = sid('a');
+        let answered = [
+            status(Leg::Activist, &a, LegStatus::InProgress),
+            CallEvent::Prompted,
+        ];
+        for empty in [
+            Confirmation::Digits(String::new()),
+            Confirmation::Speech(String::new()),
+            Confirmation::Speech("  ".into()),
+        ] {
+            let mut events = answered.to_vec();
+            events.push(CallEvent::Confirmed(empty.clone()));
+            let (f, _) = play(&events);
+            assert!(!f.confirmed, "{empty:?}");
+            assert_eq!(derive_state(&f), DetailedState::AwaitingConfirmation);
+        }
+        let mut events = answered.to_vec();
+        events.push(CallEvent::Confirmed(Confirmation::Digits("1".into())));
+        let (f, _) = play(&events);
+        assert!(f.confirmed);
+        assert_eq!(derive_state(&f), DetailedState::Connecting);
+    }
+
+    fn call_with(facts: CallFacts) -> Call {
+        use crate::domain::{Activist, Email, PersonName, PhoneNumber, Target};
+        let phone = |s| PhoneNumber::parse_e164(s).unwrap();
+        let mut call = Call::new(
+            CallId::new(),
+            WidgetId::new(1).unwrap(),
+            Activist {
+                name: PersonName::parse("Ana").unwrap(),
+                first_name: None,
+                last_name: None,
+                email: Email::parse("ana@example.org").unwrap(),
+                phone: phone("+5511912345678"),
+            },
+            Target {
+                name: PersonName::parse("Target").unwrap(),
+                phone: phone("+5561999990000"),
+            },
+            None,
+            Utc::now(),
+        );
+        call.facts = facts;
+        call
+    }
+
+    /// Target busy, but ending the conference failed: the state is terminal,
+    /// the activist is still in the conference, so the call is not settled.
+    #[test]
+    fn a_terminal_call_with_a_live_leg_is_not_settled() {
+        let (a, b) = (sid('a'), sid('b'));
+        let mut events = vec![
+            status(Leg::Activist, &a, LegStatus::InProgress),
+            CallEvent::ParticipantJoined {
+                conference_sid: cf(),
+                call_sid: a.clone(),
+                leg: None,
+            },
+            CallEvent::LegDialed {
+                leg: Leg::Target,
+                sid: b.clone(),
+                status: Some(LegStatus::Queued),
+            },
+            status(Leg::Target, &b, LegStatus::Busy),
+        ];
+        let call = call_with(play(&events).0);
+        assert_eq!(call.state(), DetailedState::TargetBusy);
+        assert!(call.is_terminal());
+        assert_eq!(call.live_legs(), [Leg::Activist]);
+        assert!(!call.is_settled());
+        assert_eq!(call.hang_up_mode(Leg::Activist), HangUp::Complete);
+
+        events.push(status(Leg::Activist, &a, LegStatus::Completed));
+        let call = call_with(play(&events).0);
+        assert!(call.live_legs().is_empty());
+        assert!(call.is_settled());
+
+        // A dial we asked for but whose SID never came back may be ringing.
+        let mut f = CallFacts::default();
+        f.activist.status = Some(LegStatus::Completed);
+        f.requested.dial_target = true;
+        let call = call_with(f);
+        assert!(call.is_terminal());
+        assert_eq!(call.live_legs(), [Leg::Target]);
+        assert!(!call.is_settled());
+
+        // Expired calls are settled: expiry hung their legs up.
+        let mut f = call.facts.clone();
+        f.expired = true;
+        assert!(call_with(f).is_settled());
+
+        // Unfinished calls are never settled.
+        let call = call_with(play(&events[..2]).0);
+        assert!(!call.is_terminal() && !call.is_settled());
     }
 }

@@ -189,9 +189,17 @@ impl UiStatus {
 }
 
 /// Derives the detailed state from the facts. Pure and total.
+///
+/// Expiry dominates: an expired call is [`DetailedState::Error`] for good,
+/// whatever the legs report afterwards (expiring hangs the legs up, and their
+/// final callbacks must not turn `error` into `not_confirmed` or
+/// `abandoned`). The one exception is [`DetailedState::Completed`]: when the
+/// activist and the target talked and the call ended, it completed, expired
+/// or not. Facts carry no order, so "terminal before it expired" cannot be
+/// told apart from "terminal because it expired"; this rule needs neither.
 pub fn derive_state(f: &CallFacts) -> DetailedState {
     let state = derive_from_legs(f);
-    if f.expired && !state.is_terminal() {
+    if f.expired && state != DetailedState::Completed {
         DetailedState::Error
     } else {
         state
@@ -312,13 +320,70 @@ mod tests {
     }
 
     #[test]
-    fn expiry_only_overrides_unfinished_calls() {
+    fn expiry_dominates_every_state_but_completed() {
         let mut f = CallFacts {
             expired: true,
             ..Default::default()
         };
         assert_eq!(derive_state(&f), DetailedState::Error);
         f.activist.status = Some(LegStatus::Busy);
-        assert_eq!(derive_state(&f), DetailedState::ActivistBusy);
+        assert_eq!(derive_state(&f), DetailedState::Error);
+
+        // Talked, then ended: completed, expired or not.
+        let mut f = CallFacts {
+            expired: true,
+            confirmed: true,
+            ..Default::default()
+        };
+        f.activist.status = Some(LegStatus::InProgress);
+        f.target.status = Some(LegStatus::Completed);
+        f.target.duration_secs = Some(42);
+        assert_eq!(derive_state(&f), DetailedState::Completed);
+    }
+
+    /// Expiring hangs the legs up; their late callbacks must not move the
+    /// call out of `error` (it used to become `not_confirmed` / `abandoned`).
+    #[test]
+    fn callbacks_after_expiry_leave_the_call_in_error() {
+        use crate::call::{CallEvent, apply};
+        let sid: crate::CallSid = format!("CA{}", "a".repeat(32)).parse().unwrap();
+        let target: crate::CallSid = format!("CA{}", "b".repeat(32)).parse().unwrap();
+        let status = |leg, sid: &crate::CallSid, status| CallEvent::LegStatus {
+            leg,
+            sid: Some(sid.clone()),
+            status,
+            duration_secs: Some(3),
+            sip_response_code: None,
+            at: None,
+        };
+
+        // Awaiting confirmation, expired, then the hung-up activist completes.
+        let mut f = CallFacts::default();
+        for e in [
+            status(Leg::Activist, &sid, LegStatus::InProgress),
+            CallEvent::Prompted,
+            CallEvent::Expired,
+        ] {
+            f = apply(&f, &e).facts;
+        }
+        assert_eq!(derive_state(&f), DetailedState::Error);
+        let f = apply(&f, &status(Leg::Activist, &sid, LegStatus::Completed)).facts;
+        assert_eq!(derive_state(&f), DetailedState::Error);
+
+        // Target ringing, expired, then the activist's leg ends and the target is canceled.
+        let mut f = CallFacts {
+            confirmed: true,
+            ..Default::default()
+        };
+        for e in [
+            status(Leg::Activist, &sid, LegStatus::InProgress),
+            status(Leg::Target, &target, LegStatus::Ringing),
+            CallEvent::Expired,
+            status(Leg::Activist, &sid, LegStatus::Completed),
+            status(Leg::Target, &target, LegStatus::Canceled),
+        ] {
+            f = apply(&f, &e).facts;
+        }
+        assert_eq!(derive_state(&f), DetailedState::Error);
     }
 }

@@ -26,6 +26,7 @@ pub enum PhoneNumberError {
 /// Why a region code was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("unknown region code {0:?}: expected an ISO 3166 alpha-2 code such as BR")]
+#[non_exhaustive]
 pub struct RegionError(String);
 
 /// The region used to read numbers written without a country code

@@ -5,9 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bonde_pressure_core::{
-    ActivistInput, Call, CallId, Dependencies, EventSink, InMemoryCallStore, PressureService,
-    ScenarioPicker, ServiceConfig, SimulatedTelephony, StartCallRequest, StaticCampaignDirectory,
-    StubActionRecorder, SystemClock, TargetInput,
+    ActivistInput, Call, CallId, Clock, Dependencies, EventSink, InMemoryCallStore,
+    PressureService, ScenarioPicker, ServiceConfig, SimulatedTelephony, StartCallRequest,
+    StaticCampaignDirectory, StubActionRecorder, SystemClock, TargetInput,
 };
 
 pub struct Harness {
@@ -22,6 +22,11 @@ pub fn harness(picker: ScenarioPicker) -> Harness {
 }
 
 pub fn harness_with_tick(picker: ScenarioPicker, tick: Duration) -> Harness {
+    harness_with(picker, tick, Arc::new(SystemClock))
+}
+
+/// A harness whose service runs on `clock` (a `ManualClock` for reconciliation).
+pub fn harness_with(picker: ScenarioPicker, tick: Duration, clock: Arc<dyn Clock>) -> Harness {
     let telephony = Arc::new(SimulatedTelephony::new(picker, tick));
     let store = Arc::new(InMemoryCallStore::new());
     let recorder = Arc::new(StubActionRecorder::new());
@@ -31,7 +36,7 @@ pub fn harness_with_tick(picker: ScenarioPicker, tick: Duration) -> Harness {
             telephony: telephony.clone(),
             directory: Arc::new(StaticCampaignDirectory::demo()),
             recorder: recorder.clone(),
-            clock: Arc::new(SystemClock),
+            clock,
         },
         ServiceConfig::default(),
     ));
@@ -60,6 +65,24 @@ pub fn demo_request() -> StartCallRequest {
             name: "Demo Target".into(),
             phone: "+55 61 99999-0000".into(),
         },
+    }
+}
+
+/// Waits until the call is settled (`Call::is_settled`: nothing left live).
+pub async fn until_settled(service: &PressureService, id: CallId) -> Call {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let call = service.call(id).await.unwrap().expect("call exists");
+        if call.is_settled() {
+            return call;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "call never settled: {:?}, live legs {:?}",
+            call.state(),
+            call.live_legs()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 
