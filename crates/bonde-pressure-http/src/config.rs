@@ -200,8 +200,9 @@ fn parse_millis(s: &str) -> Result<Duration, String> {
         .map_err(|_| format!("expected a number of milliseconds, got {s:?}"))
 }
 
-/// Every setting of the server. Read with [`Config::from_env`] (which loads
-/// `.env` first), or [`Config::try_parse_from`] in tests.
+/// Every setting of the server, from command-line flags or environment
+/// variables (a flag wins). Read with [`Config::from_env`] (which loads `.env`
+/// first and parses the process's arguments), or [`Config::from_args`].
 #[derive(Debug, Clone, Parser)]
 #[command(
     name = "bonde-pressure",
@@ -211,7 +212,8 @@ fn parse_millis(s: &str) -> Result<Duration, String> {
 )]
 pub struct Config {
     /// Public URL of this service, as Twilio reaches it (webhook URLs and
-    /// signature checks are built from it). Default: http://localhost:PORT.
+    /// signature checks are built from it). Required with Twilio credentials;
+    /// with the simulated telephony it defaults to http://localhost:PORT.
     #[arg(long, env = "BASE_URL", value_parser = parse_base_url)]
     pub base_url: Option<String>,
 
@@ -352,18 +354,27 @@ pub struct Config {
     pub shutdown_grace: Duration,
 }
 
-/// A configuration that cannot work.
+/// A configuration that cannot work (or a command line asking for help).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConfigError {
-    /// A variable is missing or malformed (clap's message names it).
+    /// The command line or a variable is missing or malformed (clap's
+    /// message names it), or `--help` / `--version` was asked for: print it
+    /// with [`clap::Error::print`] and exit with [`clap::Error::exit_code`]
+    /// (0 for help and version).
     #[error("{0}")]
-    Invalid(String),
+    Cli(#[from] clap::Error),
     /// Some Twilio variables are set but not all.
     #[error(
         "Twilio is half configured: set all of TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN and TWILIO_PHONE_NUMBER (missing: {0}), or none for the simulated telephony"
     )]
     PartialTwilio(String),
+    /// Twilio credentials without `BASE_URL`: Twilio could not reach the
+    /// webhooks and every signature check would fail.
+    #[error(
+        "BASE_URL is required with Twilio credentials: set it to this service's public URL as Twilio reaches it (e.g. https://pressure.example.org); webhook URLs and signature checks are built from it"
+    )]
+    MissingBaseUrl,
     /// Signature checks can be turned off only with the simulated telephony.
     #[error(
         "WEBHOOK_SIGNATURE_CHECK=false is allowed only with the simulated telephony (no Twilio credentials)"
@@ -375,6 +386,13 @@ pub enum ConfigError {
     /// GraphQL URL without its token.
     #[error("GRAPHQL_API_URL is set but GRAPHQL_API_TOKEN is not")]
     GraphqlToken,
+}
+
+impl ConfigError {
+    /// Whether this is `--help` or `--version` output rather than an error.
+    pub fn is_help(&self) -> bool {
+        matches!(self, ConfigError::Cli(e) if e.exit_code() == 0)
+    }
 }
 
 /// The Twilio settings, when all three are configured.
@@ -389,19 +407,23 @@ pub struct TwilioSettings {
 }
 
 impl Config {
-    /// Loads `.env` (if any), then parses the environment and checks the result.
+    /// Loads `.env` (if any, without overriding the environment), then
+    /// parses the process's command line and the environment (a flag wins
+    /// over its variable) and checks the result. `--help` and `--version`
+    /// come back as a [`ConfigError::Cli`] to print (see [`ConfigError::is_help`]).
     pub fn from_env() -> Result<Self, ConfigError> {
         let _ = dotenvy::dotenv();
-        Self::try_parse_from(["bonde-pressure"]).map_err(|e| ConfigError::Invalid(e.to_string()))
+        Self::from_args(std::env::args_os())
     }
 
-    /// Parses these arguments (and the environment), then checks the result.
+    /// Parses these arguments (the first is the program name) and the
+    /// environment, then checks the result.
     pub fn from_args<I, T>(args: I) -> Result<Self, ConfigError>
     where
         I: IntoIterator<Item = T>,
         T: Into<std::ffi::OsString> + Clone,
     {
-        let config = Self::try_parse_from(args).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        let config = Self::try_parse_from(args)?;
         config.check()?;
         Ok(config)
     }
@@ -409,6 +431,9 @@ impl Config {
     /// Checks cross-variable rules.
     pub fn check(&self) -> Result<(), ConfigError> {
         let twilio = self.twilio()?;
+        if twilio.is_some() && self.base_url.is_none() {
+            return Err(ConfigError::MissingBaseUrl);
+        }
         if twilio.is_some() && !self.webhook_signature_check {
             return Err(ConfigError::SignatureCheckOff);
         }
@@ -515,6 +540,8 @@ mod tests {
             "tok",
             "--twilio-phone-number",
             "+5511912345678",
+            "--base-url",
+            "https://pressure.example.org",
             "--webhook-signature-check",
             "false",
         ])
@@ -538,6 +565,8 @@ mod tests {
             "AC1",
             "--twilio-phone-number",
             "+5511912345678",
+            "--base-url",
+            "https://pressure.example.org",
             "--admin-token",
             "admintok",
         ])
@@ -548,5 +577,74 @@ mod tests {
             "{dbg}"
         );
         assert!(!dbg.contains("912345678"), "phone masked: {dbg}");
+    }
+
+    #[test]
+    fn twilio_needs_a_base_url() {
+        let twilio = [
+            "x",
+            "--twilio-account-sid",
+            "AC123",
+            "--twilio-auth-token",
+            "tok",
+            "--twilio-phone-number",
+            "+5511912345678",
+        ];
+        let err = Config::from_args(twilio).unwrap_err();
+        assert!(matches!(err, ConfigError::MissingBaseUrl), "{err:?}");
+        let msg = err.to_string();
+        assert!(msg.contains("BASE_URL") && msg.contains("Twilio"), "{msg}");
+
+        let mut with_url = twilio.to_vec();
+        with_url.extend(["--base-url", "https://pressure.example.org/"]);
+        let c = Config::from_args(with_url).unwrap();
+        assert_eq!(c.public_base_url(), "https://pressure.example.org");
+        assert!(c.twilio().unwrap().is_some());
+
+        // the simulated telephony still defaults to localhost
+        let c = Config::from_args(["x", "--port", "9001"]).unwrap();
+        assert_eq!(c.public_base_url(), "http://localhost:9001");
+    }
+
+    #[test]
+    fn command_line_flags_are_parsed_and_help_is_not_an_error() {
+        let c = Config::from_args([
+            "bonde-pressure",
+            "--port",
+            "9123",
+            "--host",
+            "127.0.0.1",
+            "--rate-limit-per-ip",
+            "off",
+            "--cors-origins",
+            "https://www.bonde.org",
+        ])
+        .unwrap();
+        assert_eq!((c.host.as_str(), c.port), ("127.0.0.1", 9123));
+        assert_eq!(c.rate_limit_per_ip.0, None);
+        assert_eq!(
+            c.cors_origins,
+            CorsOrigins::List(vec!["https://www.bonde.org".into()])
+        );
+
+        let err = Config::from_args(["bonde-pressure", "--help"]).unwrap_err();
+        assert!(err.is_help(), "{err:?}");
+        let ConfigError::Cli(e) = &err else {
+            panic!("{err:?}")
+        };
+        assert_eq!(e.kind(), clap::error::ErrorKind::DisplayHelp);
+        assert_eq!(e.exit_code(), 0);
+        let help = e.render().to_string();
+        assert!(
+            help.contains("--base-url") && help.contains("BASE_URL") && help.contains("--port"),
+            "{help}"
+        );
+        let err = Config::from_args(["bonde-pressure", "--version"]).unwrap_err();
+        assert!(err.is_help(), "{err:?}");
+
+        let err = Config::from_args(["bonde-pressure", "--no-such-flag"]).unwrap_err();
+        assert!(!err.is_help());
+        assert!(matches!(&err, ConfigError::Cli(e) if e.exit_code() == 2));
+        assert!(err.to_string().contains("--no-such-flag"), "{err}");
     }
 }

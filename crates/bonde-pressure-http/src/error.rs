@@ -65,7 +65,7 @@ pub enum AppError {
     /// 422 with field errors.
     #[error("validation failed")]
     Validation(Vec<ValidationItem>),
-    /// A 4xx with a message (`404 Widget not found.`).
+    /// A 4xx with a message (`404 Call not found.`).
     #[error("{status}: {message}")]
     Client {
         /// The status.

@@ -154,6 +154,34 @@ impl AppState {
 #[derive(Debug, Clone, Copy)]
 pub struct ClientIp(pub Option<IpAddr>);
 
+/// Resolves the client IP from the peer address and the `X-Forwarded-For`
+/// headers, trusting the `hops` right-most entries (appended by our own
+/// proxies). With fewer entries than `hops` the request did not come through
+/// all our proxies, so no entry can be trusted (the left-most one is whatever
+/// the client wrote): the peer address is used.
+pub fn client_ip(
+    peer: Option<IpAddr>,
+    headers: &axum::http::HeaderMap,
+    hops: usize,
+) -> Option<IpAddr> {
+    if hops == 0 {
+        return peer;
+    }
+    let forwarded: Vec<IpAddr> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    forwarded
+        .len()
+        .checked_sub(hops)
+        .and_then(|i| forwarded.get(i))
+        .copied()
+        .or(peer)
+}
+
 impl FromRequestParts<AppState> for ClientIp {
     type Rejection = AppError;
 
@@ -165,25 +193,51 @@ impl FromRequestParts<AppState> for ClientIp {
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map(|c| c.0.ip());
-        let hops = state.options.trusted_proxy_hops;
-        if hops == 0 {
-            return Ok(Self(peer));
+        Ok(Self(client_ip(
+            peer,
+            &parts.headers,
+            state.options.trusted_proxy_hops,
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderMap;
+
+    fn xff(values: &[&str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for v in values {
+            h.append("x-forwarded-for", v.parse().unwrap());
         }
-        let forwarded: Vec<IpAddr> = parts
-            .headers
-            .get_all("x-forwarded-for")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|s| s.trim().parse().ok())
-            .collect();
-        let ip = forwarded
-            .len()
-            .checked_sub(hops)
-            .and_then(|i| forwarded.get(i))
-            .or(forwarded.first())
-            .copied()
-            .or(peer);
-        Ok(Self(ip))
+        h
+    }
+
+    fn ip(s: &str) -> Option<IpAddr> {
+        Some(s.parse().unwrap())
+    }
+
+    #[test]
+    fn the_client_ip_is_the_entry_our_outermost_proxy_saw() {
+        let peer = ip("10.0.0.2");
+        // untrusted header: the peer
+        assert_eq!(client_ip(peer, &xff(&["203.0.113.9"]), 0), peer);
+        // one proxy: the right-most entry
+        let h = xff(&["198.51.100.1, 203.0.113.9"]);
+        assert_eq!(client_ip(peer, &h, 1), ip("203.0.113.9"));
+        // two proxies: the second from the right, across repeated headers
+        let h = xff(&["198.51.100.1", "203.0.113.9, 10.0.0.1"]);
+        assert_eq!(client_ip(peer, &h, 2), ip("203.0.113.9"));
+    }
+
+    #[test]
+    fn too_few_entries_fall_back_to_the_peer_not_to_the_client_supplied_one() {
+        let peer = ip("10.0.0.2");
+        // two trusted hops but a single (client-written) entry
+        assert_eq!(client_ip(peer, &xff(&["203.0.113.66"]), 2), peer);
+        assert_eq!(client_ip(peer, &HeaderMap::new(), 1), peer);
+        assert_eq!(client_ip(peer, &xff(&["garbage, also-bad"]), 1), peer);
+        assert_eq!(client_ip(None, &xff(&["203.0.113.66"]), 3), None);
     }
 }

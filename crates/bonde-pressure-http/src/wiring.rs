@@ -435,6 +435,8 @@ mod tests {
             "t",
             "--twilio-phone-number",
             "+5511987650000",
+            "--base-url",
+            "https://pressure.example.org",
         ])
         .unwrap();
         assert!(matches!(

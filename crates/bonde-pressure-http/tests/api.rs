@@ -205,30 +205,38 @@ async fn widget_errors_use_upstream_messages() {
     // the widget's national spelling matches the E.164 one
     assert_eq!(send(&r, post_call(&body)).await.status(), StatusCode::OK);
 
+    // Upstream's FastAPI: HTTPException(status_code=422, detail=[{loc, msg, type}]).
+    let upstream = |msg: &str| json!({"detail": [{"loc": ["body", "widget_id"], "msg": msg, "type": "value_error"}]});
     body["widget_id"] = json!(999);
     let resp = send(&r, post_call(&body)).await;
-    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
-    assert_eq!(
-        json_body(resp).await,
-        json!({"detail": "Widget not found."})
-    );
+    assert_eq!(resp.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(json_body(resp).await, upstream("Widget not found."));
 
     body["widget_id"] = json!(2);
     let resp = send(&r, post_call(&body)).await;
-    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(resp.status(), StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(
         json_body(resp).await,
-        json!({"detail": "Widget is not a 'phone' kind."})
+        upstream("Widget is not a 'phone' kind.")
     );
 
     body["widget_id"] = json!(1);
     body["target"]["phone"] = json!("+5561988887777");
     let resp = send(&r, post_call(&body)).await;
-    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(resp.status(), StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(
         json_body(resp).await,
-        json!({"detail": "Target is not present in Widget settings."})
+        upstream("Target is not present in Widget settings.")
     );
+
+    // the metrics still tell them apart
+    let metrics = String::from_utf8(body_bytes(send(&r, get("/metrics")).await).await).unwrap();
+    for line in [
+        "bonde_pressure_call_requests_total{outcome=\"widget_not_found\"} 1",
+        "bonde_pressure_call_requests_total{outcome=\"rejected\"} 2",
+    ] {
+        assert!(metrics.contains(line), "{line} in {metrics}");
+    }
     std::fs::remove_dir_all(&dir).ok();
 }
 
@@ -394,6 +402,109 @@ async fn x_forwarded_for_is_ignored_unless_trusted() {
             .unwrap();
         assert_eq!(send(&r, req).await.status(), StatusCode::OK);
     }
+}
+
+#[tokio::test]
+async fn invalid_requests_do_not_use_up_the_target_or_activist_limits() {
+    let app = app_with(&[
+        "--rate-limit-per-target",
+        "2/h",
+        "--rate-limit-per-activist",
+        "2/h",
+    ])
+    .await;
+    let r = router(&app);
+    // Many requests naming the target (and one activist), each refused by
+    // validation or by the widget checks.
+    for i in 0..10 {
+        let mut body = front_end_body("11 91234-5670");
+        match i % 3 {
+            0 => body["widget_id"] = json!(999),
+            1 => body["activist"]["email"] = json!("not-an-email"),
+            _ => body["activist"]["name"] = json!(""),
+        }
+        let resp = send(&r, post_call(&body)).await;
+        assert_eq!(
+            resp.status(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "request {i}"
+        );
+    }
+    // The target and the activist can still be called.
+    assert_eq!(
+        send(&r, post_call(&front_end_body("11 91234-5670")))
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        send(&r, post_call(&front_end_body("11 91234-5671")))
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    // Valid requests are charged: the target's third call is refused.
+    let resp = send(&r, post_call(&front_end_body("11 91234-5672"))).await;
+    assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(resp.headers().contains_key("retry-after"));
+}
+
+#[tokio::test]
+async fn a_short_forwarded_chain_is_attributed_to_the_peer() {
+    use axum::extract::ConnectInfo;
+    use std::net::SocketAddr;
+    // Two trusted proxies, one IP allowed once a minute.
+    let app = app_with(&["--rate-limit-per-ip", "1/min", "--trusted-proxy-hops", "2"]).await;
+    let r = router(&app);
+    let from = |peer: &str, xff: &str, phone: &str| {
+        let mut req = post_call(&front_end_body(phone));
+        req.headers_mut()
+            .insert("x-forwarded-for", xff.parse().unwrap());
+        req.extensions_mut()
+            .insert(ConnectInfo(peer.parse::<SocketAddr>().unwrap()));
+        req
+    };
+    // A client reaching us directly writes its own single entry each time:
+    // fewer entries than trusted hops, so the peer address is the client.
+    assert_eq!(
+        send(&r, from("192.0.2.10:5000", "198.51.100.1", "11 91234-5670"))
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        send(&r, from("192.0.2.10:5001", "198.51.100.2", "11 91234-5671"))
+            .await
+            .status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    // Through both proxies, the entry the outer one appended is the client.
+    assert_eq!(
+        send(
+            &r,
+            from(
+                "10.0.0.2:4000",
+                "1.2.3.4, 203.0.113.7, 10.0.0.1",
+                "11 91234-5672"
+            )
+        )
+        .await
+        .status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        send(
+            &r,
+            from(
+                "10.0.0.2:4001",
+                "5.6.7.8, 203.0.113.7, 10.0.0.1",
+                "11 91234-5673"
+            )
+        )
+        .await
+        .status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
 }
 
 #[tokio::test]
@@ -587,6 +698,57 @@ async fn sse_streams_state_changes_until_the_end() {
         .map(|s| s["version"].as_u64().unwrap())
         .collect();
     assert!(versions.windows(2).all(|w| w[0] < w[1]), "{versions:?}");
+}
+
+#[tokio::test]
+async fn sse_reconnections_after_the_last_event_get_204() {
+    let app = app().await;
+    let r = router(&app);
+    let id = start(&r, "11 91234-5670").await;
+    poll_final(&r, &id, Duration::from_secs(10)).await;
+    let events = |last: Option<String>| {
+        let mut req = Request::get(format!("/v1/phone/calls/{id}/events"));
+        if let Some(v) = last {
+            req = req.header("last-event-id", v);
+        }
+        req.body(Body::empty()).unwrap()
+    };
+    let read = |resp: axum::http::Response<Body>| async move {
+        let body = tokio::time::timeout(Duration::from_secs(10), body_bytes(resp))
+            .await
+            .expect("stream ended");
+        String::from_utf8(body).unwrap()
+    };
+
+    // A first connection gets the terminal event, then the stream ends.
+    let resp = send(&r, events(None)).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let text = read(resp).await;
+    let ids: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("id: "))
+        .collect();
+    assert_eq!(ids.len(), 1, "{text}");
+    assert!(text.contains("\"terminal\":true"), "{text}");
+    let version: u64 = ids[0].parse().unwrap();
+
+    // The EventSource reconnects with that id: 204, so it stops.
+    for last in [version.to_string(), (version + 3).to_string()] {
+        let resp = send(&r, events(Some(last.clone()))).await;
+        assert_eq!(
+            resp.status(),
+            StatusCode::NO_CONTENT,
+            "Last-Event-ID {last}"
+        );
+        assert!(body_bytes(resp).await.is_empty());
+    }
+    // An older id (or a malformed one) still gets the final state.
+    for last in [(version - 1).to_string(), "x".to_owned()] {
+        let resp = send(&r, events(Some(last.clone()))).await;
+        assert_eq!(resp.status(), StatusCode::OK, "Last-Event-ID {last}");
+        let text = read(resp).await;
+        assert!(text.contains(&format!("id: {version}")), "{text}");
+    }
 }
 
 #[tokio::test]

@@ -134,3 +134,85 @@ async fn smoke_over_http_on_postgres() {
     };
     smoke(&url).await;
 }
+
+/// Runs the binary with `args` in an empty directory (no `.env`), killing it
+/// after `timeout`; returns its exit status (`None`: still running) and output.
+fn run_binary(args: &[&str], timeout: Duration) -> (Option<i32>, String, String) {
+    use std::process::{Command, Stdio};
+    let dir = std::env::temp_dir().join(format!("bp-cli-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_bonde-pressure"))
+        .args(args)
+        .current_dir(&dir)
+        // Should it start anyway: nothing on disk, no fixed port.
+        .env("DATABASE_URL", "memory:")
+        .env("HOST", "127.0.0.1")
+        .env("PORT", "0")
+        .env_remove("BASE_URL")
+        .env_remove("TWILIO_ACCOUNT_SID")
+        .env_remove("TWILIO_AUTH_TOKEN")
+        .env_remove("TWILIO_PHONE_NUMBER")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the binary runs");
+    let deadline = std::time::Instant::now() + timeout;
+    let code = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status.code();
+        }
+        if std::time::Instant::now() > deadline {
+            child.kill().ok();
+            child.wait().ok();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let out = child.wait_with_output().unwrap();
+    std::fs::remove_dir_all(&dir).ok();
+    (
+        code,
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn the_binary_prints_help_and_exits_0() {
+    let (code, out, err) = run_binary(&["--help"], Duration::from_secs(20));
+    assert_eq!(code, Some(0), "stdout: {out}\nstderr: {err}");
+    assert!(
+        out.contains("--base-url") && out.contains("[env: BASE_URL=]") && out.contains("--port"),
+        "{out}"
+    );
+    assert!(!out.contains("listening") && !err.contains("listening"));
+
+    let (code, out, _) = run_binary(&["--version"], Duration::from_secs(20));
+    assert_eq!(code, Some(0));
+    assert!(out.starts_with("bonde-pressure "), "{out}");
+
+    // An unknown flag or a bad value: clap's message, exit 2.
+    let (code, _, err) = run_binary(&["--no-such-flag"], Duration::from_secs(20));
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("--no-such-flag"), "{err}");
+    let (code, _, err) = run_binary(&["--port", "eighty"], Duration::from_secs(20));
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("eighty"), "{err}");
+}
+
+#[test]
+fn the_binary_refuses_twilio_without_base_url() {
+    let (code, _, err) = run_binary(
+        &[
+            "--twilio-account-sid",
+            "AC0123456789abcdef0123456789abcdef",
+            "--twilio-auth-token",
+            "t",
+            "--twilio-phone-number",
+            "+5511987650000",
+        ],
+        Duration::from_secs(20),
+    );
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("BASE_URL is required"), "{err}");
+}

@@ -118,6 +118,250 @@ fn shuffle_with_duplicates(
     out
 }
 
+/// Every callback of the activist's side up to the target being dialled:
+/// answered by a human, confirmed, in the conference.
+fn activist_side(id: &str) -> Vec<(&'static str, String)> {
+    vec![
+        (
+            "status-callback",
+            enc(&[
+                ("CallSid", A),
+                ("CallStatus", "initiated"),
+                ("SequenceNumber", "0"),
+            ]),
+        ),
+        (
+            "status-callback",
+            enc(&[
+                ("CallSid", A),
+                ("CallStatus", "ringing"),
+                ("SequenceNumber", "1"),
+            ]),
+        ),
+        (
+            "status-callback",
+            enc(&[
+                ("CallSid", A),
+                ("CallStatus", "in-progress"),
+                ("SequenceNumber", "2"),
+            ]),
+        ),
+        (
+            "amd-status-callback",
+            enc(&[("CallSid", A), ("AnsweredBy", "human")]),
+        ),
+        (
+            "answer",
+            enc(&[("CallSid", A), ("CallStatus", "in-progress")]),
+        ),
+        ("dial", enc(&[("CallSid", A), ("Digits", "1")])),
+        (
+            "conference-status-callback",
+            enc(&[
+                ("StatusCallbackEvent", "conference-start"),
+                ("ConferenceSid", CF),
+                ("FriendlyName", id),
+            ]),
+        ),
+        (
+            "conference-status-callback",
+            enc(&[
+                ("StatusCallbackEvent", "participant-join"),
+                ("ConferenceSid", CF),
+                ("CallSid", A),
+                ("ParticipantLabel", "activist"),
+            ]),
+        ),
+    ]
+}
+
+/// Delivers signed callbacks in order; each must be accepted (2xx).
+async fn deliver_all(r: &axum::Router, id: &str, callbacks: &[(&'static str, String)]) {
+    for (route, body) in callbacks {
+        let resp = send(r, deliver(route, id, body)).await;
+        let status = resp.status();
+        assert!(
+            status == StatusCode::NO_CONTENT || status == StatusCode::OK,
+            "{route} {body}: {status}"
+        );
+    }
+}
+
+async fn status_and_state(r: &axum::Router, id: &str) -> (String, String) {
+    let v = json_body(send(r, get(&format!("/v1/phone/status/{id}"))).await).await;
+    let d = json_body(send(r, get(&format!("/v1/phone/calls/{id}"))).await).await;
+    (
+        v["status"].as_str().unwrap().to_owned(),
+        d["state"].as_str().unwrap().to_owned(),
+    )
+}
+
+#[tokio::test]
+async fn the_activist_leg_failing_ends_failed() {
+    let server = mock_twilio(0).await;
+    let app = twilio_app(&server).await;
+    let r = router(&app);
+    let id = start(&r, "11 91234-5678").await;
+    let failed = enc(&[
+        ("CallSid", A),
+        ("CallStatus", "failed"),
+        ("SipResponseCode", "404"),
+        ("SequenceNumber", "1"),
+    ]);
+    let initiated = enc(&[
+        ("CallSid", A),
+        ("CallStatus", "initiated"),
+        ("SequenceNumber", "0"),
+    ]);
+    // Out of order and duplicated, as Twilio may deliver them.
+    deliver_all(
+        &r,
+        &id,
+        &[
+            ("status-callback", failed.clone()),
+            ("status-callback", initiated),
+            ("status-callback", failed),
+        ],
+    )
+    .await;
+    assert_eq!(
+        status_and_state(&r, &id).await,
+        ("failed".to_owned(), "activist_failed".to_owned())
+    );
+    let d = json_body(send(&r, get(&format!("/v1/phone/calls/{id}"))).await).await;
+    assert_eq!(d["terminal"], true);
+    assert_eq!(d["legs"]["activist"]["status"], "failed");
+    assert_eq!(d["legs"]["activist"]["sip_response_code"], 404);
+    assert_eq!(d["timeline"].as_array().unwrap().len(), 3);
+    // the target was never dialled
+    server.verify().await;
+}
+
+#[tokio::test]
+async fn twilio_refusing_the_activist_number_is_a_field_error() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(format!("/2010-04-01/Accounts/{AC}/Calls.json")))
+        .respond_with(ResponseTemplate::new(400).set_body_json(json!({
+            "code": 21211,
+            "message": "Invalid 'To' Phone Number: +55119123XXXXX",
+            "more_info": "https://www.twilio.com/docs/errors/21211",
+            "status": 400
+        })))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let app = twilio_app(&server).await;
+    let r = router(&app);
+    let items = validation_items(send(&r, post_call(&front_end_body("11 91234-5678"))).await).await;
+    assert_eq!(items[0]["loc"], json!(["body", "activist", "phone"]));
+    assert_eq!(items[0]["type"], "value_error.phone.unreachable");
+    server.verify().await;
+}
+
+#[tokio::test]
+async fn a_busy_target_ends_busy_and_ends_the_conference() {
+    let server = mock_twilio(1).await;
+    let app = twilio_app(&server).await;
+    let r = router(&app);
+    let id = start(&r, "11 91234-5678").await;
+    deliver_all(&r, &id, &activist_side(&id)).await;
+    assert_eq!(
+        status_and_state(&r, &id).await.0,
+        "ringing",
+        "the target is being dialled"
+    );
+
+    // The target's leg rings, then is busy (the Participants status callback).
+    let busy = [
+        (
+            "dial-status-callback",
+            enc(&[("CallSid", B), ("CallStatus", "initiated")]),
+        ),
+        (
+            "dial-status-callback",
+            enc(&[("CallSid", B), ("CallStatus", "ringing")]),
+        ),
+        (
+            "dial-status-callback",
+            enc(&[
+                ("CallSid", B),
+                ("CallStatus", "busy"),
+                ("SipResponseCode", "486"),
+            ]),
+        ),
+    ];
+    deliver_all(&r, &id, &busy).await;
+    assert_eq!(
+        status_and_state(&r, &id).await,
+        ("busy".to_owned(), "target_busy".to_owned())
+    );
+    // The activist is not left waiting: the conference is ended through the API.
+    let requests = server.received_requests().await.unwrap();
+    assert!(
+        requests.iter().any(|q| {
+            q.url.path() == format!("/2010-04-01/Accounts/{AC}/Conferences/{CF}.json")
+                && String::from_utf8_lossy(&q.body).contains("Status=completed")
+        }),
+        "conference ended: {:?}",
+        requests.iter().map(|q| q.url.path()).collect::<Vec<_>>()
+    );
+
+    // Then Twilio reports the end, asks the <Dial action> for the closing
+    // message and completes the activist's leg; duplicates included.
+    let after_dial = enc(&[("CallSid", A), ("DialCallStatus", "completed")]);
+    let end = [
+        (
+            "conference-status-callback",
+            enc(&[
+                ("StatusCallbackEvent", "participant-leave"),
+                ("ConferenceSid", CF),
+                ("CallSid", A),
+                ("ParticipantLabel", "activist"),
+            ]),
+        ),
+        (
+            "conference-status-callback",
+            enc(&[
+                ("StatusCallbackEvent", "conference-end"),
+                ("ConferenceSid", CF),
+                ("ReasonConferenceEnded", "conference-ended-via-api"),
+            ]),
+        ),
+        ("after-dial", after_dial.clone()),
+        (
+            "status-callback",
+            enc(&[
+                ("CallSid", A),
+                ("CallStatus", "completed"),
+                ("CallDuration", "40"),
+            ]),
+        ),
+        busy[2].clone(),
+    ];
+    deliver_all(&r, &id, &end).await;
+    assert_eq!(
+        status_and_state(&r, &id).await,
+        ("busy".to_owned(), "target_busy".to_owned())
+    );
+    let xml = String::from_utf8(
+        body_bytes(send(&r, deliver("after-dial", &id, &after_dial)).await).await,
+    )
+    .unwrap();
+    assert!(xml.contains("<Hangup"), "{xml}");
+    let d = json_body(send(&r, get(&format!("/v1/phone/calls/{id}"))).await).await;
+    assert_eq!(d["legs"]["target"]["status"], "busy");
+    assert_eq!(d["legs"]["target"]["joined_conference"], false);
+    assert_eq!(d["connected_secs"], serde_json::Value::Null);
+    // every payload is in the event log
+    assert_eq!(
+        d["timeline"].as_array().unwrap().len(),
+        activist_side(&id).len() + busy.len() + end.len() + 1
+    );
+    // the target was dialled exactly once
+    server.verify().await;
+}
+
 #[tokio::test]
 async fn a_full_lifecycle_from_signed_callbacks_in_any_order_dials_the_target_once() {
     for seed in [7u64, 1234, 99991] {

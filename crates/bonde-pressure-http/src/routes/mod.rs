@@ -1,5 +1,6 @@
 //! The router: every route, CORS, body limit, tracing, response metrics,
-//! and JSON answers for unknown routes and methods.
+//! JSON answers for unknown routes and methods, and a generic JSON 500 for a
+//! handler that panics.
 
 pub mod ops;
 pub mod phone;
@@ -9,9 +10,10 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use bonde_pressure_twilio::urls;
+use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::trace::TraceLayer;
 
@@ -54,6 +56,17 @@ async fn count_responses(State(state): State<AppState>, req: Request, next: Next
         &[("route", &route), ("status", response.status().as_str())],
     );
     response
+}
+
+/// A handler panicked: log it, answer the generic JSON 500 (never a reset
+/// connection or a plain-text body).
+fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let cause = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("(no message)");
+    AppError::internal(format!("handler panicked: {cause}")).into_response()
 }
 
 async fn not_found() -> AppError {
@@ -105,7 +118,32 @@ pub fn router(state: AppState) -> Router {
             count_responses,
         ))
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(CatchPanicLayer::custom(panic_response))
         .layer(TraceLayer::new_for_http())
         .layer(cors)
         .with_state(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use tower::ServiceExt;
+
+    #[tokio::test]
+    async fn panics_become_the_generic_json_500() {
+        async fn boom() -> &'static str {
+            panic!("secret detail")
+        }
+        let app = Router::new()
+            .route("/boom", get(boom))
+            .layer(CatchPanicLayer::custom(panic_response));
+        let resp = app
+            .oneshot(Request::get("/boom").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let body = axum::body::to_bytes(resp.into_body(), 1024).await.unwrap();
+        assert_eq!(&body[..], br#"{"detail":"Internal server error."}"#);
+    }
 }

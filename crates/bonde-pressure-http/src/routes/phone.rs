@@ -14,7 +14,6 @@ use bonde_pressure_core::{
     call::{CallFacts, Leg},
     domain::mask_phone,
 };
-use futures::Stream;
 use serde::Serialize;
 use serde_json::Value;
 use subtle::ConstantTimeEq;
@@ -95,7 +94,42 @@ pub struct StatusResponse {
     pub status: String,
 }
 
-fn start_error(e: StartError) -> AppError {
+/// Upstream's widget errors: FastAPI's `HTTPException(status_code=422,
+/// detail=[{"loc": ["body", "widget_id"], "msg": …, "type": "value_error"}])`.
+fn widget_error(msg: &str) -> AppError {
+    AppError::Validation(vec![ValidationItem::body(
+        &["widget_id"],
+        msg,
+        "value_error",
+    )])
+}
+
+/// A refused start: the answer and its label in `call_requests_total`.
+struct Refused {
+    label: &'static str,
+    error: AppError,
+}
+
+impl Refused {
+    fn new(label: &'static str, error: AppError) -> Self {
+        Self { label, error }
+    }
+}
+
+impl From<AppError> for Refused {
+    fn from(error: AppError) -> Self {
+        let label = match &error {
+            AppError::Validation(_) => "invalid",
+            AppError::Client { .. } => "rejected",
+            AppError::RateLimited { .. } => "rate_limited",
+            AppError::Upstream { .. } => "upstream_error",
+            AppError::Internal(_) => "error",
+        };
+        Self { label, error }
+    }
+}
+
+fn start_error(e: StartError) -> Refused {
     match e {
         StartError::Invalid(fields) => AppError::Validation(
             fields
@@ -106,21 +140,25 @@ fn start_error(e: StartError) -> AppError {
                     ValidationItem::new(loc, f.msg, f.kind)
                 })
                 .collect(),
-        ),
-        StartError::WidgetNotFound => AppError::not_found("Widget not found."),
-        StartError::WidgetNotPhone => {
-            AppError::client(StatusCode::BAD_REQUEST, "Widget is not a 'phone' kind.")
+        )
+        .into(),
+        StartError::WidgetNotFound => {
+            Refused::new("widget_not_found", widget_error("Widget not found."))
         }
-        StartError::TargetNotInWidget => AppError::client(
-            StatusCode::BAD_REQUEST,
-            "Target is not present in Widget settings.",
+        StartError::WidgetNotPhone => {
+            Refused::new("rejected", widget_error("Widget is not a 'phone' kind."))
+        }
+        StartError::TargetNotInWidget => Refused::new(
+            "rejected",
+            widget_error("Target is not present in Widget settings."),
         ),
         StartError::Directory(e) => AppError::Upstream {
             status: StatusCode::SERVICE_UNAVAILABLE,
             public: "Campaign directory unavailable. Try again later.",
             detail: e.to_string(),
             retry_after: None,
-        },
+        }
+        .into(),
         StartError::Telephony { call_id, error } => match error {
             TelephonyError::InvalidNumber { code, .. } => {
                 tracing::info!(%call_id, ?code, "telephony refused the activist's number");
@@ -129,19 +167,22 @@ fn start_error(e: StartError) -> AppError {
                     "This phone number cannot be called.",
                     "value_error.phone.unreachable",
                 )])
+                .into()
             }
             TelephonyError::RateLimited { retry_after } => AppError::Upstream {
                 status: StatusCode::SERVICE_UNAVAILABLE,
                 public: "Too many calls right now. Try again later.",
                 detail: format!("call {call_id}: telephony rate limit"),
                 retry_after: Some(retry_after.unwrap_or(Duration::from_secs(5))),
-            },
+            }
+            .into(),
             other => AppError::Upstream {
                 status: StatusCode::BAD_GATEWAY,
                 public: "Could not place the call. Try again later.",
                 detail: format!("call {call_id}: {other}"),
                 retry_after: None,
-            },
+            }
+            .into(),
         },
         StartError::Service(bonde_pressure_core::ServiceError::Contention(n)) => {
             AppError::Upstream {
@@ -150,32 +191,24 @@ fn start_error(e: StartError) -> AppError {
                 detail: format!("commit contention after {n} attempts"),
                 retry_after: Some(Duration::from_secs(1)),
             }
+            .into()
         }
-        other => AppError::internal(other),
-    }
-}
-
-fn outcome_label(e: &AppError) -> &'static str {
-    match e {
-        AppError::Validation(_) => "invalid",
-        AppError::Client { status, .. } if *status == StatusCode::NOT_FOUND => "widget_not_found",
-        AppError::Client { .. } => "rejected",
-        AppError::RateLimited { .. } => "rate_limited",
-        AppError::Upstream { .. } => "upstream_error",
-        AppError::Internal(_) => "error",
+        other => AppError::internal(other).into(),
     }
 }
 
 /// Starts a pressure call.
+///
+/// Rate limits: the client IP's first (before the body is read); the
+/// activist's and the target's are charged only for requests that pass
+/// validation and the widget checks.
 #[utoipa::path(
     post, path = "/v1/phone/call", tag = "phone",
     request_body(content = StartCallDoc, content_type = "application/json"),
     responses(
         (status = 200, description = "The activist is being called", body = StartCallResponse),
-        (status = 400, description = "`Widget is not a 'phone' kind.` or `Target is not present in Widget settings.`", body = MessageBody),
-        (status = 404, description = "`Widget not found.`", body = MessageBody),
         (status = 413, description = "Body too large", body = MessageBody),
-        (status = 422, description = "Invalid fields (FastAPI shape)", body = ValidationBody),
+        (status = 422, description = "Invalid fields (FastAPI shape), or upstream's widget errors with `loc: [\"body\", \"widget_id\"]`, `type: value_error` and `msg` one of `Widget not found.`, `Widget is not a 'phone' kind.`, `Target is not present in Widget settings.`", body = ValidationBody),
         (status = 429, description = "Rate limited; see Retry-After", body = MessageBody),
         (status = 502, description = "The telephony refused the call", body = MessageBody),
         (status = 503, description = "Campaign directory or telephony unavailable", body = MessageBody),
@@ -189,19 +222,79 @@ pub async fn start_call(
     let result = start_call_inner(&state, ip, &body).await;
     let label = match &result {
         Ok(_) => "started",
-        Err(e) => outcome_label(e),
+        Err(r) => r.label,
     };
     state
         .metrics
         .inc(metrics::CALLS_STARTED, &[("outcome", label)]);
-    result.map(Json)
+    result.map(Json).map_err(|r| r.error)
 }
 
+/// The per-number tokens one request took, given back if it does not count.
+#[derive(Default)]
+struct Charged {
+    activist: Option<String>,
+    target: Option<String>,
+}
+
+impl Charged {
+    fn refund(self, state: &AppState) {
+        if let (Some(limiter), Some(key)) = (&state.limits.per_activist, self.activist) {
+            limiter.refund(&key);
+        }
+        if let (Some(limiter), Some(key)) = (&state.limits.per_target, self.target) {
+            limiter.refund(&key);
+        }
+    }
+}
+
+/// Takes the activist's and the target's tokens (all or none).
+fn charge_numbers(
+    state: &AppState,
+    req: &bonde_pressure_core::StartCallRequest,
+) -> Result<Charged, AppError> {
+    let region = state.service.config().default_region;
+    let e164 = |raw: &str| {
+        PhoneNumber::parse(raw, region)
+            .ok()
+            .map(|p| p.as_e164().to_owned())
+    };
+    let mut charged = Charged::default();
+    if let (Some(limiter), Some(key)) = (&state.limits.per_activist, e164(&req.activist.phone)) {
+        limiter
+            .check(&key)
+            .map_err(|retry_after| AppError::RateLimited {
+                scope: "activist",
+                retry_after,
+            })?;
+        charged.activist = Some(key);
+    }
+    if let (Some(limiter), Some(key)) = (&state.limits.per_target, e164(&req.target.phone)) {
+        if let Err(retry_after) = limiter.check(&key) {
+            charged.refund(state);
+            return Err(AppError::RateLimited {
+                scope: "target",
+                retry_after,
+            });
+        }
+        charged.target = Some(key);
+    }
+    Ok(charged)
+}
+
+/// The per-IP limit is charged first, for every request (garbage included).
+/// The per-activist and per-target limits are charged only for requests that
+/// pass validation and authorisation: invalid requests must not let anyone
+/// lock a target (or an activist) out. Core validates, authorises and places
+/// the call in one step, so the tokens are taken just before it (a burst of
+/// valid requests cannot overshoot) and given back when it refuses the
+/// request before anything was handed to the telephony (invalid fields,
+/// widget errors, directory or store unavailable).
 async fn start_call_inner(
     state: &AppState,
     ip: Option<std::net::IpAddr>,
     body: &[u8],
-) -> Result<StartCallResponse, AppError> {
+) -> Result<StartCallResponse, Refused> {
     if let (Some(limiter), Some(ip)) = (&state.limits.per_ip, ip) {
         limiter
             .check(&ip)
@@ -211,28 +304,16 @@ async fn start_call_inner(
             })?;
     }
     let req = parse_start_call(body)?;
-    let region = state.service.config().default_region;
-    if let Some(limiter) = &state.limits.per_activist {
-        if let Ok(p) = PhoneNumber::parse(&req.activist.phone, region) {
-            limiter
-                .check(&p.as_e164().to_owned())
-                .map_err(|retry_after| AppError::RateLimited {
-                    scope: "activist",
-                    retry_after,
-                })?;
+    let charged = charge_numbers(state, &req)?;
+    let started = match state.service.start(&req).await {
+        Ok(started) => started,
+        Err(e) => {
+            if !matches!(e, StartError::Telephony { .. }) {
+                charged.refund(state);
+            }
+            return Err(start_error(e));
         }
-    }
-    if let Some(limiter) = &state.limits.per_target {
-        if let Ok(p) = PhoneNumber::parse(&req.target.phone, region) {
-            limiter
-                .check(&p.as_e164().to_owned())
-                .map_err(|retry_after| AppError::RateLimited {
-                    scope: "target",
-                    retry_after,
-                })?;
-        }
-    }
-    let started = state.service.start(&req).await.map_err(start_error)?;
+    };
     Ok(StartCallResponse {
         call_id: started.call_id.to_string(),
         status: started.status.as_str().to_owned(),
@@ -603,7 +684,8 @@ pub struct StateEvent {
     pub status: String,
     /// The call's version.
     pub version: u64,
-    /// The call is over (the stream ends after this event).
+    /// The call is over (the stream ends after this event; a reconnection
+    /// with this event's id as `Last-Event-ID` gets `204 No Content`).
     pub terminal: bool,
 }
 
@@ -678,13 +760,31 @@ impl Subscription {
     }
 }
 
-/// Server-Sent Events: a `state` event now and at every change, until the
-/// call ends.
+/// The `Last-Event-ID` a reconnecting `EventSource` sends (our versions).
+fn last_event_id(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Server-Sent Events: a `state` event now and one per committed update
+/// (each carries the call's version as its `id`), until the call ends.
+///
+/// A browser's `EventSource` reconnects when a stream ends. When it comes
+/// back with a `Last-Event-ID` at or past the version of a call that is
+/// over, it has seen the last event: the answer is `204 No Content`, which
+/// makes it stop. A `Last-Event-ID` of an unfinished call resumes after that
+/// version.
 #[utoipa::path(
     get, path = "/v1/phone/calls/{call_id}/events", tag = "calls",
-    params(("call_id" = String, Path, description = "The call id (UUID)")),
+    params(
+        ("call_id" = String, Path, description = "The call id (UUID)"),
+        ("Last-Event-ID" = Option<u64>, Header, description = "The last version received (sent by a reconnecting EventSource)"),
+    ),
     responses(
         (status = 200, description = "`text/event-stream` of `state` events", body = StateEvent, content_type = "text/event-stream"),
+        (status = 204, description = "The call is over and `Last-Event-ID` is at or past its last version: nothing more will come"),
         (status = 404, body = MessageBody),
         (status = 422, body = ValidationBody),
     )
@@ -692,21 +792,31 @@ impl Subscription {
 pub async fn call_events(
     State(state): State<AppState>,
     CallIdPath(id): CallIdPath,
-) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, AppError> {
-    load(&state, id).await?;
+    headers: HeaderMap,
+) -> Result<Response, AppError> {
+    let call = load(&state, id).await?;
+    let last_seen = last_event_id(&headers);
+    if call.is_terminal() && last_seen.is_some_and(|v| v >= call.version) {
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    }
+    // Resume after the last version seen; an id from the future (another
+    // call's, a forged one) is ignored rather than waited for.
+    let seen = last_seen.filter(|v| *v <= call.version);
     let sub = Subscription {
         rx: state.hub.as_ref().map(|h| h.subscribe()),
         state,
         id,
-        last_version: None,
+        last_version: seen,
         first: true,
         done: false,
     };
     let stream = futures::stream::unfold(sub, |mut sub| async move {
         let e = sub.next_event().await?;
-        Some((Ok(e), sub))
+        Some((Ok::<_, Infallible>(e), sub))
     });
-    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response())
 }
 
 #[cfg(test)]

@@ -11,7 +11,9 @@
 //!    the payload is stored in the event log without a call;
 //! 3. the event is applied with its raw payload (`service.handle`, or
 //!    `service.script` for the TwiML routes); an unknown call is a 404, its
-//!    payload stored by the core.
+//!    payload stored by the core; commit contention is a 503, the payload
+//!    stored (unapplied) by the core; a store failure is a 500, and the
+//!    payload is stored here unless the failure came after its commit.
 //!
 //! Callbacks answer `204 No Content`; TwiML routes `200 text/xml`.
 
@@ -19,7 +21,7 @@ use axum::extract::rejection::PathRejection;
 use axum::extract::{OriginalUri, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use bonde_pressure_core::{CallId, ServiceError, StoreError};
+use bonde_pressure_core::{CallId, RawEvent, ServiceError, StoreError};
 use bonde_pressure_twilio::signature::{SIGNATURE_HEADER, validate};
 use bonde_pressure_twilio::webhook::{decode_form, parse, raw_event};
 use bonde_pressure_twilio::{Route, twiml};
@@ -51,11 +53,9 @@ fn signed_url(state: &AppState, uri: &axum::http::Uri) -> String {
     state.webhooks.urls.signed_url(pq)
 }
 
-async fn store_orphan(
-    state: &AppState,
-    call_id: Option<CallId>,
-    raw: bonde_pressure_core::RawEvent,
-) {
+/// Stores a payload the service did not take: with its call, or without one
+/// when the call is unknown.
+async fn store_orphan(state: &AppState, call_id: Option<CallId>, raw: RawEvent) {
     let store = state.service.store();
     let events = [raw];
     let result = match call_id {
@@ -118,11 +118,37 @@ async fn webhook(
         }
     };
 
-    let service_error = |e: ServiceError| match e {
-        ServiceError::CallNotFound(_) => {
+    // The payload goes to the service with the event; a copy stays here in
+    // case the service fails before storing it.
+    let kept = raw.clone();
+    let result = match route.moment() {
+        Some(moment) => state
+            .service
+            .script(call_id, moment, event, Some(raw))
+            .await
+            .map(|script| {
+                let xml = twiml::render(&script, &state.webhooks.urls);
+                let mut r = xml.into_response();
+                r.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/xml; charset=utf-8"),
+                );
+                r
+            }),
+        None => state
+            .service
+            .handle(call_id, event, Some(raw))
+            .await
+            .map(|_| StatusCode::NO_CONTENT.into_response()),
+    };
+    match result {
+        Ok(r) => outcome("ok", r),
+        // The core stored the payload (without a call).
+        Err(ServiceError::CallNotFound(_)) => {
             outcome("not_found", AppError::not_found("Call not found."))
         }
-        ServiceError::Contention(n) => outcome(
+        // The core stored the payload with the call, unapplied.
+        Err(ServiceError::Contention(n)) => outcome(
             "contention",
             AppError::Upstream {
                 status: StatusCode::SERVICE_UNAVAILABLE,
@@ -131,31 +157,34 @@ async fn webhook(
                 retry_after: None,
             },
         ),
-        other => outcome("error", AppError::internal(other)),
-    };
-
-    match route.moment() {
-        Some(moment) => match state
-            .service
-            .script(call_id, moment, event, Some(raw))
-            .await
-        {
-            Ok(script) => {
-                let xml = twiml::render(&script, &state.webhooks.urls);
-                let mut r = xml.into_response();
-                r.headers_mut().insert(
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("text/xml; charset=utf-8"),
-                );
-                outcome("ok", r)
-            }
-            Err(e) => service_error(e),
-        },
-        None => match state.service.handle(call_id, event, Some(raw)).await {
-            Ok(_) => outcome("ok", StatusCode::NO_CONTENT),
-            Err(e) => service_error(e),
-        },
+        // A store failure, before the payload's commit (it is not stored) or
+        // after it (a follow-up commit failed: it is). Store it unless it is there.
+        Err(other) => {
+            store_unless_present(state, call_id, kept).await;
+            outcome("error", AppError::internal(other))
+        }
     }
+}
+
+/// Whether two payloads are the same delivery (stores may keep timestamps
+/// to the microsecond only).
+fn same_delivery(a: &RawEvent, b: &RawEvent) -> bool {
+    a.kind == b.kind
+        && a.call_sid == b.call_sid
+        && a.payload == b.payload
+        && a.sequence_number == b.sequence_number
+        && (a.received_at - b.received_at).abs() < chrono::Duration::milliseconds(1)
+}
+
+/// Stores `raw` for `call_id` unless the call's event log already holds it
+/// (if the log cannot be read, stores it: a duplicate beats a loss).
+async fn store_unless_present(state: &AppState, call_id: CallId, raw: RawEvent) {
+    if let Ok(events) = state.service.store().events(call_id).await {
+        if events.iter().any(|e| same_delivery(&e.raw, &raw)) {
+            return;
+        }
+    }
+    store_orphan(state, Some(call_id), raw).await;
 }
 
 async fn run(
