@@ -3,9 +3,10 @@
 //! one raw event), as `benches/commit.pgbench` does with plain SQL.
 //!
 //! ```text
-//! CARGO_TARGET_DIR=/work/target-store \
 //! BENCH_DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres \
 //!   cargo bench -p bonde-pressure-store --all-features --bench commit
+//! # only SQLite:
+//! cargo bench -p bonde-pressure-store --all-features --bench commit -- sqlite
 //! ```
 //!
 //! PostgreSQL is measured only when `BENCH_DATABASE_URL` (or
@@ -17,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use bonde_pressure_core::{CallStore, InMemoryCallStore};
 use bonde_pressure_store::conformance::{Outcome, at, build_call, raw_event};
-use bonde_pressure_store::{PgCallStore, SqliteCallStore};
+use bonde_pressure_store::{PgCallStore, SqliteCallStore, SqliteDurability, StoreOptions};
 use criterion::measurement::WallTime;
 use criterion::{BenchmarkGroup, Criterion, Throughput, criterion_main};
 use sqlx::Connection;
@@ -74,11 +75,20 @@ fn commit(c: &mut Criterion) {
     );
 
     let dir = tempfile::tempdir().expect("temp dir");
-    let sqlite = rt
-        .block_on(SqliteCallStore::open(dir.path().join("bench.db")))
-        .expect("open sqlite");
-    bench_store(&mut group, &rt, "sqlite_file", Arc::new(sqlite.clone()));
-    rt.block_on(sqlite.close());
+    for (name, durability) in [
+        ("sqlite_file", SqliteDurability::Full),
+        ("sqlite_file_synchronous_normal", SqliteDurability::Normal),
+    ] {
+        let options = StoreOptions::default().sqlite_durability(durability);
+        let sqlite = rt
+            .block_on(SqliteCallStore::open_with(
+                dir.path().join(format!("{name}.db")),
+                &options,
+            ))
+            .expect("open sqlite");
+        bench_store(&mut group, &rt, name, Arc::new(sqlite.clone()));
+        rt.block_on(sqlite.close());
+    }
 
     let url = std::env::var("BENCH_DATABASE_URL").or_else(|_| std::env::var("TEST_DATABASE_URL"));
     match url {

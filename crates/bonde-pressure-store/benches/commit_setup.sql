@@ -2,7 +2,7 @@
 -- (see docs/storage.md).
 INSERT INTO phone_calls (id, widget_id, activist_name, activist_first_name, activist_last_name,
     activist_email, from_phone_number, from_call_sid, to_phone_number, to_call_sid, target_name,
-    target_caller_id, conference_sid, state, terminal, connected_secs, facts, version, created_at,
+    target_caller_id, conference_sid, state, settled, connected_secs, facts, version, created_at,
     updated_at)
 VALUES ('00000000-0000-4000-8000-000000000001', 1, 'Ana Souza', 'Ana', 'Souza', 'ativista@example.org', '+5511912345678', 'CA0a1b2c3d4e5f60718293a4b5c6d7e8f9',
     '+5561998765432', 'CA1b2c3d4e5f60718293a4b5c6d7e8f90a', 'Deputada Maria', '+5511987654321', 'CF2c3d4e5f60718293a4b5c6d7e8f90a1b', 'connected', false, NULL,

@@ -108,7 +108,9 @@ pub(crate) struct CallRecord<'a> {
     pub target_caller_id: Option<&'a str>,
     pub conference_sid: Option<&'a str>,
     pub state: &'static str,
-    pub terminal: bool,
+    /// [`Call::is_settled`], not merely a terminal state: `list_unfinished`
+    /// lists the rows where it is false.
+    pub settled: bool,
     pub connected_secs: Option<i64>,
     pub facts: String,
     pub version: i64,
@@ -135,7 +137,7 @@ impl<'a> CallRecord<'a> {
             target_caller_id: call.target_caller_id.as_ref().map(PhoneNumber::as_e164),
             conference_sid: call.facts.conference_sid.as_ref().map(|s| s.as_str()),
             state: state.as_str(),
-            terminal: state.is_terminal(),
+            settled: call.is_settled(),
             connected_secs: call.connected_secs().map(i64::from),
             facts: serde_json::to_string(&call.facts).map_err(StoreError::backend)?,
             version: version_to_db(version)?,

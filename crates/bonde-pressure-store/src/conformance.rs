@@ -6,6 +6,11 @@
 //! [`bonde_pressure_core::InMemoryCallStore`], [`crate::SqliteCallStore`]
 //! and [`crate::PgCallStore`]). A failed check panics, like an assertion.
 //!
+//! The list of checks is written once, in
+//! [`for_each_conformance_check!`](crate::for_each_conformance_check):
+//! [`CHECKS`] and the test functions are generated from it, and a unit test
+//! asserts that every `pub async fn` check of this module is in it.
+//!
 //! Calls are built by applying core [`CallEvent`]s to a new call
 //! ([`build_call`]), so their facts are realistic. Timestamps are whole
 //! microseconds (what the SQL stores keep).
@@ -24,26 +29,65 @@ use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 
 use crate::EventLog;
 
-/// Every check of the suite with its name, for implementations that want to
-/// loop over them (the orphan-events check needs [`EventLog`] and is
-/// [`orphan_events_are_stored`]).
-pub const CHECKS: [&str; 15] = [
-    "create_get_round_trip",
-    "unicode_names_round_trip",
-    "find_by_sid_on_both_legs",
-    "duplicate_create_is_already_exists",
-    "stale_commit_conflicts_and_writes_nothing",
-    "commit_on_unknown_call_is_not_found",
-    "concurrent_updates_lose_nothing",
-    "event_log_keeps_insertion_order",
-    "append_events_to_unknown_call_is_not_found",
-    "orphan_events_are_stored",
-    "list_unfinished_for_reconciliation",
-    "stats_match_reference",
-    "stats_match_reference_on_random_calls",
-    "large_payloads_round_trip",
-    "commit_round_trips_every_outcome",
-];
+/// Invokes the macro `$m` once with the name of every check of the suite,
+/// comma-separated: `$m!(create_get_round_trip, unicode_names_round_trip, …)`.
+///
+/// The one list of checks: [`CHECKS`] is built from it, and so are this
+/// crate's test functions (`tests/conformance.rs`). An implementation's
+/// tests can do the same:
+///
+/// ```
+/// use std::sync::Arc;
+/// use bonde_pressure_core::InMemoryCallStore; // your store here
+///
+/// macro_rules! my_tests {
+///     ($($check:ident),* $(,)?) => {$(
+///         // #[tokio::test] in a real test file.
+///         async fn $check() {
+///             bonde_pressure_store::conformance::$check(Arc::new(InMemoryCallStore::new())).await;
+///         }
+///     )*};
+/// }
+/// bonde_pressure_store::for_each_conformance_check!(my_tests);
+/// # let _ = create_get_round_trip();
+/// ```
+///
+/// Checks take `Arc<dyn CallStore>`, except [`orphan_events_are_stored`] and
+/// [`nul_bytes_are_stored`], which take `Arc<S>` for any `S: EventLog`.
+#[macro_export]
+macro_rules! for_each_conformance_check {
+    ($m:ident) => {
+        $m! {
+            create_get_round_trip,
+            unicode_names_round_trip,
+            find_by_sid_on_both_legs,
+            duplicate_create_is_already_exists,
+            stale_commit_conflicts_and_writes_nothing,
+            commit_on_unknown_call_is_not_found,
+            concurrent_updates_lose_nothing,
+            event_log_keeps_insertion_order,
+            append_events_to_unknown_call_is_not_found,
+            orphan_events_are_stored,
+            list_unfinished_for_reconciliation,
+            stats_match_reference,
+            stats_match_reference_on_random_calls,
+            large_payloads_round_trip,
+            nul_bytes_are_stored,
+            commit_round_trips_every_outcome,
+        }
+    };
+}
+
+macro_rules! check_names {
+    ($($check:ident),* $(,)?) => {
+        [$(stringify!($check)),*]
+    };
+}
+
+/// The name of every check of the suite, in
+/// [`for_each_conformance_check!`](crate::for_each_conformance_check)'s
+/// order, for implementations that want to loop over them.
+pub const CHECKS: &[&str] = &crate::for_each_conformance_check!(check_names);
 
 // ------------------------------------------------------------ builders
 
@@ -704,8 +748,10 @@ pub async fn orphan_events_are_stored<S: EventLog + ?Sized>(store: Arc<S>) {
     assert_eq!(log[0].raw.payload, "mine");
 }
 
-/// `list_unfinished` lists only non-terminal calls updated strictly before
-/// the cutoff, oldest update first (ties by id), at most `limit`.
+/// `list_unfinished` lists only calls that are not settled
+/// ([`Call::is_settled`]) updated strictly before the cutoff, oldest update
+/// first (ties by id), at most `limit`: unfinished calls, and calls in a
+/// terminal state one of whose legs may still be up.
 pub async fn list_unfinished_for_reconciliation(store: Arc<dyn CallStore>) {
     let cutoff = at(1_000);
     let put = |outcome: Outcome, updated: DateTime<Utc>| {
@@ -722,6 +768,10 @@ pub async fn list_unfinished_for_reconciliation(store: Arc<dyn CallStore>) {
     let at_cutoff = put(Outcome::TargetRinging, cutoff);
     let after_cutoff = put(Outcome::ActivistRinging, at(2_000));
     let going_terminal = put(Outcome::TargetRinging, at(10));
+    // Terminal (target_no_answer), but the activist is still in the
+    // conference: listed, so reconciliation hangs the activist up.
+    let terminal_live = put(Outcome::TargetNoAnswer, at(300));
+    assert!(terminal_live.is_terminal() && !terminal_live.is_settled());
     for c in [
         &old,
         &tie_a,
@@ -732,22 +782,26 @@ pub async fn list_unfinished_for_reconciliation(store: Arc<dyn CallStore>) {
         &at_cutoff,
         &after_cutoff,
         &going_terminal,
+        &terminal_live,
     ] {
         store.create(c).await.unwrap();
     }
-    // A commit moves a call to a terminal state: it leaves the listing.
-    let (ended, _) = going_terminal.apply(
-        &CallEvent::LegStatus {
-            leg: Leg::Target,
-            sid: going_terminal.facts.target.sid.clone(),
-            status: LegStatus::Busy,
-            duration_secs: Some(0),
-            sip_response_code: None,
-            at: Some(at(11)),
-        },
+    // A commit settles a call (terminal state, both legs ended): it leaves the listing.
+    let end = |call: &Call, leg: Leg, status: LegStatus, t: i64| CallEvent::LegStatus {
+        leg,
+        sid: call.facts.leg(leg).sid.clone(),
+        status,
+        duration_secs: Some(0),
+        sip_response_code: None,
+        at: Some(at(t)),
+    };
+    let (busy, _) = going_terminal.apply(
+        &end(&going_terminal, Leg::Target, LegStatus::Busy, 11),
         at(11),
     );
-    assert!(ended.is_terminal());
+    assert!(busy.is_terminal() && !busy.is_settled());
+    let (ended, _) = busy.apply(&end(&busy, Leg::Activist, LegStatus::Completed, 11), at(11));
+    assert!(ended.is_settled());
     store.commit(&ended, &[]).await.unwrap();
 
     let (first_tie, second_tie) = if tie_a.id < tie_b.id {
@@ -755,7 +809,13 @@ pub async fn list_unfinished_for_reconciliation(store: Arc<dyn CallStore>) {
     } else {
         (tie_b, tie_a)
     };
-    let expected = vec![old, first_tie, second_tie, newer];
+    let expected = vec![
+        old.clone(),
+        first_tie.clone(),
+        second_tie.clone(),
+        terminal_live.clone(),
+        newer.clone(),
+    ];
     assert_eq!(store.list_unfinished(cutoff, 100).await.unwrap(), expected);
     assert_eq!(
         store.list_unfinished(cutoff, 2).await.unwrap(),
@@ -767,11 +827,25 @@ pub async fn list_unfinished_for_reconciliation(store: Arc<dyn CallStore>) {
             .await
             .unwrap()
             .len(),
-        5,
+        6,
         "a cutoff just past a call's update includes it"
     );
     assert!(store.list_unfinished(cutoff, 0).await.unwrap().is_empty());
     assert!(store.list_unfinished(at(50), 10).await.unwrap().is_empty());
+
+    // The live leg ends: same (terminal) state, but now settled, so it
+    // leaves the listing.
+    let (settled, _) = terminal_live.apply(
+        &end(&terminal_live, Leg::Activist, LegStatus::Completed, 301),
+        at(301),
+    );
+    assert_eq!(settled.state(), terminal_live.state());
+    assert!(settled.is_settled());
+    store.commit(&settled, &[]).await.unwrap();
+    assert_eq!(
+        store.list_unfinished(cutoff, 100).await.unwrap(),
+        vec![old, first_tie, second_tie, newer]
+    );
 }
 
 /// `stats` over `[from, to)` equals [`CallStats::from_calls`] on the same
@@ -955,8 +1029,86 @@ pub async fn large_payloads_round_trip(store: Arc<dyn CallStore>) {
     assert_eq!(stored[1].raw, events[1]);
 }
 
+/// How a backend may store a NUL character of free text (raw payloads, their
+/// CallSid): as is, or replaced by U+FFFD (PostgreSQL, whose `text` cannot
+/// hold U+0000). Nothing else of the text changes either way.
+pub fn nul_stored_as(sent: &str, stored: &str) -> bool {
+    stored == sent || stored == sent.replace('\0', "\u{FFFD}")
+}
+
+/// Payloads (and CallSids) containing NUL bytes — a hostile body — are
+/// stored through `commit` and `append_events`, orphans included, and read
+/// back with every other character intact: the NULs either kept or each
+/// replaced by U+FFFD ([`nul_stored_as`]). The call's own commit goes
+/// through, and a lookup by the raw CallSid finds the orphans.
+pub async fn nul_bytes_are_stored<S: EventLog + ?Sized>(store: Arc<S>) {
+    let call = build_call(23, at(0), Outcome::ActivistRinging);
+    store.create(&call).await.unwrap();
+    let a = call.facts.activist.sid.clone().unwrap();
+
+    let hostile = "CallSid=CA\0&Digits=1\0\0&Body=ol\u{e1}\0mundo\0";
+    let committed = raw_event("status-callback", Some(&a), hostile, Some(1));
+    assert_eq!(
+        store
+            .commit(&call, std::slice::from_ref(&committed))
+            .await
+            .unwrap(),
+        1
+    );
+    let appended = raw_event("gather", Some(&a), "\0", Some(2));
+    store
+        .append_events(Some(call.id), std::slice::from_ref(&appended))
+        .await
+        .unwrap();
+    let nul_sid = "CA\0bogus";
+    let orphan = RawEvent {
+        call_sid: Some(nul_sid.to_owned()),
+        ..raw_event("status-callback", None, "CallSid=CA%00bogus&\0", Some(3))
+    };
+    store
+        .append_events(None, std::slice::from_ref(&orphan))
+        .await
+        .unwrap();
+
+    let log = store.events(call.id).await.unwrap();
+    assert_eq!(log.len(), 2);
+    for (stored, sent) in log.iter().zip([&committed, &appended]) {
+        assert!(
+            nul_stored_as(&sent.payload, &stored.raw.payload),
+            "{:?} stored as {:?}",
+            sent.payload,
+            stored.raw.payload
+        );
+        assert_eq!(
+            RawEvent {
+                payload: sent.payload.clone(),
+                ..stored.raw.clone()
+            },
+            *sent,
+            "only the NULs may change"
+        );
+    }
+
+    let orphans = store.events_by_sid(nul_sid).await.unwrap();
+    assert_eq!(orphans.len(), 1, "found by the CallSid as received");
+    let stored = &orphans[0];
+    assert_eq!(stored.call_id, None);
+    assert!(nul_stored_as(&orphan.payload, &stored.raw.payload));
+    let stored_sid = stored.raw.call_sid.as_deref().unwrap();
+    assert!(nul_stored_as(nul_sid, stored_sid), "{stored_sid:?}");
+    // A backend replaces NULs in all of an event's text or in none of it.
+    assert_eq!(
+        stored.raw.payload == orphan.payload,
+        stored_sid == nul_sid,
+        "{stored:?}"
+    );
+    let stored_call = store.get(call.id).await.unwrap().expect("call exists");
+    assert_eq!(stored_call.version, 1);
+}
+
 /// Every outcome's call, created at its first step and committed at its
-/// last, reads back equal, with the derived state and terminality.
+/// last, reads back equal, with the derived state, and is listed as
+/// unfinished exactly when it is not settled.
 pub async fn commit_round_trips_every_outcome(store: Arc<dyn CallStore>) {
     for outcome in Outcome::ALL {
         let created = new_call(20, at(0));
@@ -975,8 +1127,36 @@ pub async fn commit_round_trips_every_outcome(store: Arc<dyn CallStore>) {
         let listed = store.list_unfinished(at(10_000), 1_000).await.unwrap();
         assert_eq!(
             listed.iter().any(|c| c.id == created.id),
-            !outcome.state().is_terminal(),
+            !got.is_settled(),
             "{outcome:?}"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    /// The list the tests are generated from names every check: each
+    /// `pub async fn` of this module (a check takes a store), and nothing else.
+    #[test]
+    fn checks_list_every_check_of_the_module() {
+        let source = include_str!("conformance.rs");
+        let defined: BTreeSet<&str> = source
+            .lines()
+            .filter_map(|l| l.strip_prefix("pub async fn "))
+            .map(|rest| {
+                rest.split(|c: char| !(c.is_alphanumeric() || c == '_'))
+                    .next()
+                    .unwrap_or_default()
+            })
+            .collect();
+        let listed: BTreeSet<&str> = super::CHECKS.iter().copied().collect();
+        assert_eq!(listed.len(), super::CHECKS.len(), "a check is listed twice");
+        assert!(defined.len() >= 16, "{defined:?}");
+        assert_eq!(
+            defined, listed,
+            "add new checks to for_each_conformance_check! (src/conformance.rs)"
         );
     }
 }

@@ -113,10 +113,35 @@ pub struct StoreOptions {
     pub max_connections: u32,
     /// How long to wait for a pooled connection.
     pub acquire_timeout: Duration,
-    /// SQLite: how long a writer waits for the write lock.
+    /// SQLite: how long a writer waits for the write lock held by another
+    /// connection (another process; writers of one store queue in-process
+    /// first, see [`SqliteCallStore`]).
     pub busy_timeout: Duration,
+    /// SQLite: when a commit reaches the disk (file databases only).
+    pub sqlite_durability: SqliteDurability,
     /// Run pending migrations when connecting.
     pub run_migrations: bool,
+}
+
+/// When a SQLite commit is durable: the `synchronous` setting of a
+/// WAL-mode database file.
+///
+/// A store answers Twilio only after its commit returns, so anything short
+/// of [`SqliteDurability::Full`] can lose callbacks Twilio was told were
+/// received (it will not resend them).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SqliteDurability {
+    /// `synchronous = FULL` (the default): the WAL is fsynced on every
+    /// commit, so a committed call survives an OS crash or power loss.
+    #[default]
+    Full,
+    /// `synchronous = NORMAL`: no fsync on commit (only at checkpoints).
+    /// Still consistent after any crash and durable across an application
+    /// crash, but an OS crash or power loss can roll back the last commits
+    /// — payloads already acknowledged to Twilio. Faster on slow disks; see
+    /// docs/storage.md for measured figures.
+    Normal,
 }
 
 impl Default for StoreOptions {
@@ -125,6 +150,7 @@ impl Default for StoreOptions {
             max_connections: 10,
             acquire_timeout: Duration::from_secs(10),
             busy_timeout: Duration::from_secs(10),
+            sqlite_durability: SqliteDurability::Full,
             run_migrations: true,
         }
     }
@@ -146,6 +172,12 @@ impl StoreOptions {
     /// Sets [`StoreOptions::busy_timeout`].
     pub fn busy_timeout(mut self, t: Duration) -> Self {
         self.busy_timeout = t;
+        self
+    }
+
+    /// Sets [`StoreOptions::sqlite_durability`].
+    pub fn sqlite_durability(mut self, d: SqliteDurability) -> Self {
+        self.sqlite_durability = d;
         self
     }
 

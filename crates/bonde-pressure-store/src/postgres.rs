@@ -1,5 +1,6 @@
 //! [`PgCallStore`]: the production [`CallStore`] on PostgreSQL.
 
+use std::borrow::Cow;
 use std::str::FromStr;
 
 use async_trait::async_trait;
@@ -19,6 +20,73 @@ use crate::{ConnectError, EventLog, MigrationReport, StoreOptions, migration_rep
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
+/// SQLSTATEs of a statement that lost a race with another transaction and
+/// wrote nothing: `serialization_failure` and `deadlock_detected`.
+const RETRYABLE_SQLSTATES: [&str; 2] = ["40001", "40P01"];
+
+/// A driver error in `commit`: a serialization failure or a deadlock is
+/// [`StoreError::Conflict`] (the statement was rolled back; the caller's
+/// load, apply, commit loop reloads and retries), anything else a backend
+/// error.
+fn commit_error(e: sqlx::Error) -> StoreError {
+    let retryable = e
+        .as_database_error()
+        .and_then(|d| d.code())
+        .is_some_and(|c| RETRYABLE_SQLSTATES.contains(&c.as_ref()));
+    if retryable {
+        tracing::debug!(error = %e, "commit lost a race in PostgreSQL");
+        StoreError::Conflict
+    } else {
+        db(e)
+    }
+}
+
+/// What a NUL character is stored as: PostgreSQL `text` cannot hold U+0000
+/// (nor `jsonb` the `\u0000` escape), so free text that came from outside
+/// (raw payloads, their CallSid, error messages) has it replaced with U+FFFD,
+/// the replacement character, the way invalid UTF-8 in a body already is.
+const NUL_REPLACEMENT: &str = "\u{FFFD}";
+
+/// `s` with every NUL replaced by [`NUL_REPLACEMENT`] (borrowed when it has
+/// none, the normal case).
+fn without_nul(s: &str) -> Cow<'_, str> {
+    if s.contains('\0') {
+        Cow::Owned(s.replace('\0', NUL_REPLACEMENT))
+    } else {
+        Cow::Borrowed(s)
+    }
+}
+
+/// The facts JSON with NULs replaced in its strings: `jsonb` rejects
+/// `\u0000`. Only parsed and rewritten when that escape appears.
+fn facts_without_nul(json: &str) -> Result<Cow<'_, str>, StoreError> {
+    fn clean(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::String(s) if s.contains('\0') => {
+                *s = s.replace('\0', NUL_REPLACEMENT);
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(clean),
+            serde_json::Value::Object(map) => {
+                // Keys can hold a NUL too (a map keyed by free text).
+                let entries = std::mem::take(map);
+                for (k, mut item) in entries {
+                    clean(&mut item);
+                    map.insert(without_nul(&k).into_owned(), item);
+                }
+            }
+            _ => {}
+        }
+    }
+    if !json.contains("\\u0000") {
+        return Ok(Cow::Borrowed(json));
+    }
+    let mut value: serde_json::Value = serde_json::from_str(json).map_err(StoreError::backend)?;
+    clean(&mut value);
+    serde_json::to_string(&value)
+        .map(Cow::Owned)
+        .map_err(StoreError::backend)
+}
+
 /// `commit` in one statement: the versioned `UPDATE` ($1 id, $2 expected
 /// version, $3–$21 the columns), the legs' upserts from arrays ($22–$34) and
 /// the events' inserts from arrays ($35–$39), both fed by the `UPDATE`'s
@@ -28,7 +96,7 @@ WITH upd AS ( \
     UPDATE phone_calls SET widget_id = $3, activist_name = $4, activist_first_name = $5, \
         activist_last_name = $6, activist_email = $7, from_phone_number = $8, \
         from_call_sid = $9, to_phone_number = $10, to_call_sid = $11, target_name = $12, \
-        target_caller_id = $13, conference_sid = $14, state = $15, terminal = $16, \
+        target_caller_id = $13, conference_sid = $14, state = $15, settled = $16, \
         connected_secs = $17, facts = $18::jsonb, version = $19, created_at = $20, \
         updated_at = $21 \
     WHERE id = $1 AND version = $2 \
@@ -149,8 +217,12 @@ impl EventRow {
 ///
 /// Every commit is one transaction: `UPDATE phone_calls … WHERE id = $1 AND
 /// version = $2`, upserts of the legs into `twilio_calls`, inserts into
-/// `twilio_call_events`. Timestamps are stored with microsecond precision
-/// (sub-microsecond parts are dropped).
+/// `twilio_call_events`. A commit that fails with a serialization failure
+/// (`40001`) or a deadlock (`40P01`) wrote nothing and returns
+/// [`StoreError::Conflict`], so core's loop retries it. Timestamps are stored
+/// with microsecond precision (sub-microsecond parts are dropped). NUL
+/// characters, which `text` cannot hold, are stored as U+FFFD in raw
+/// payloads, their CallSid and kind, and in error messages.
 #[derive(Debug, Clone)]
 pub struct PgCallStore {
     pool: PgPool,
@@ -231,7 +303,7 @@ impl PgCallStore {
             .bind(leg.duration_secs)
             .bind(leg.sip_response_code)
             .bind(leg.error_code)
-            .bind(leg.error_message)
+            .bind(leg.error_message.map(without_nul))
             .bind(leg.ringing_at)
             .bind(leg.answered_at)
             .bind(leg.ended_at)
@@ -254,9 +326,9 @@ impl PgCallStore {
                  sequence_number, received_at) VALUES ($1, $2, $3, $4, $5, $6)",
             )
             .bind(call_id.map(|c| c.as_uuid()))
-            .bind(e.call_sid.as_deref())
-            .bind(&e.kind)
-            .bind(&e.payload)
+            .bind(e.call_sid.as_deref().map(without_nul))
+            .bind(without_nul(&e.kind))
+            .bind(without_nul(&e.payload))
             .bind(e.sequence_number)
             .bind(truncate_micros(e.received_at))
             .execute(&mut **tx)
@@ -274,7 +346,7 @@ impl CallStore for PgCallStore {
         let inserted = sqlx::query(
             "INSERT INTO phone_calls (id, widget_id, activist_name, activist_first_name, \
              activist_last_name, activist_email, from_phone_number, from_call_sid, to_phone_number, \
-             to_call_sid, target_name, target_caller_id, conference_sid, state, terminal, \
+             to_call_sid, target_name, target_caller_id, conference_sid, state, settled, \
              connected_secs, facts, version, created_at, updated_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, \
              $17::jsonb, $18, $19, $20)",
@@ -293,9 +365,9 @@ impl CallStore for PgCallStore {
         .bind(r.target_caller_id)
         .bind(r.conference_sid)
         .bind(r.state)
-        .bind(r.terminal)
+        .bind(r.settled)
         .bind(r.connected_secs)
-        .bind(&r.facts)
+        .bind(facts_without_nul(&r.facts)?)
         .bind(r.version)
         .bind(r.created_at)
         .bind(r.updated_at)
@@ -346,6 +418,7 @@ impl CallStore for PgCallStore {
             .ok_or_else(|| corrupt("version", "overflow"))?;
         let r = CallRecord::new(call, next)?;
         let expected = version_to_db(call.version)?;
+        let facts = facts_without_nul(&r.facts)?;
         let legs = leg_records(call);
         // One statement, so one round trip and atomic without BEGIN/COMMIT:
         // the versioned UPDATE takes the row lock; the leg upserts and the
@@ -367,9 +440,9 @@ impl CallStore for PgCallStore {
             .bind(r.target_caller_id)
             .bind(r.conference_sid)
             .bind(r.state)
-            .bind(r.terminal)
+            .bind(r.settled)
             .bind(r.connected_secs)
-            .bind(&r.facts)
+            .bind(&facts)
             .bind(r.version)
             .bind(r.created_at)
             .bind(r.updated_at)
@@ -382,21 +455,30 @@ impl CallStore for PgCallStore {
             .bind(legs.iter().map(|l| l.duration_secs).collect::<Vec<_>>())
             .bind(legs.iter().map(|l| l.sip_response_code).collect::<Vec<_>>())
             .bind(legs.iter().map(|l| l.error_code).collect::<Vec<_>>())
-            .bind(legs.iter().map(|l| l.error_message).collect::<Vec<_>>())
+            .bind(
+                legs.iter()
+                    .map(|l| l.error_message.map(without_nul))
+                    .collect::<Vec<_>>(),
+            )
             .bind(legs.iter().map(|l| l.ringing_at).collect::<Vec<_>>())
             .bind(legs.iter().map(|l| l.answered_at).collect::<Vec<_>>())
             .bind(legs.iter().map(|l| l.ended_at).collect::<Vec<_>>())
             .bind(
                 events
                     .iter()
-                    .map(|e| e.call_sid.as_deref())
+                    .map(|e| e.call_sid.as_deref().map(without_nul))
                     .collect::<Vec<_>>(),
             )
-            .bind(events.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>())
             .bind(
                 events
                     .iter()
-                    .map(|e| e.payload.as_str())
+                    .map(|e| without_nul(&e.kind))
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                events
+                    .iter()
+                    .map(|e| without_nul(&e.payload))
                     .collect::<Vec<_>>(),
             )
             .bind(events.iter().map(|e| e.sequence_number).collect::<Vec<_>>())
@@ -408,7 +490,7 @@ impl CallStore for PgCallStore {
             )
             .fetch_one(&self.pool)
             .await
-            .map_err(db)?;
+            .map_err(commit_error)?;
         if updated == 0 {
             let exists =
                 sqlx::query_scalar::<_, i64>("SELECT version FROM phone_calls WHERE id = $1")
@@ -470,7 +552,7 @@ impl CallStore for PgCallStore {
         sqlx::query_as::<_, CallRow>(concat!(
             "SELECT ",
             call_columns!(),
-            " FROM phone_calls WHERE NOT terminal AND updated_at < $1 \
+            " FROM phone_calls WHERE NOT settled AND updated_at < $1 \
              ORDER BY updated_at, id LIMIT $2"
         ))
         .bind(ceil_micros(updated_before))
@@ -526,10 +608,38 @@ impl EventLog for PgCallStore {
             event_columns!(),
             " FROM twilio_call_events WHERE call_sid = $1 ORDER BY id"
         ))
-        .bind(call_sid)
+        .bind(without_nul(call_sid))
         .fetch_all(&self.pool)
         .await
         .map_err(db)?;
         Ok(rows.into_iter().map(EventRow::into_event).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nul_is_replaced_only_where_present() {
+        assert!(matches!(without_nul("CallSid=CA1&x=2"), Cow::Borrowed(_)));
+        assert_eq!(without_nul("a\0b\0"), "a\u{FFFD}b\u{FFFD}");
+        let plain = r#"{"a":"x\\u0000"}"#;
+        // An escaped backslash followed by `u0000` is not a NUL: unchanged
+        // (up to formatting) and still the same JSON value.
+        let kept = facts_without_nul(plain).unwrap();
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&kept).unwrap(),
+            serde_json::from_str::<serde_json::Value>(plain).unwrap()
+        );
+        let json = serde_json::json!({"m": "bad\0msg", "l": ["\0"], "k\0": 1}).to_string();
+        assert!(json.contains("\\u0000"));
+        let clean = facts_without_nul(&json).unwrap();
+        assert!(!clean.contains("\\u0000"), "{clean}");
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&clean).unwrap(),
+            serde_json::json!({"m": "bad\u{FFFD}msg", "l": ["\u{FFFD}"], "k\u{FFFD}": 1})
+        );
+        assert!(matches!(facts_without_nul("{}").unwrap(), Cow::Borrowed(_)));
     }
 }

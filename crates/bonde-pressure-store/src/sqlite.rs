@@ -2,6 +2,7 @@
 
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use bonde_pressure_core::ports::{CallStats, CallStore, RawEvent, StoreError, StoredEvent};
@@ -11,6 +12,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use sqlx::{FromRow, Sqlite, Transaction};
+use tokio::sync::Mutex;
 use uuid::Uuid;
 
 use crate::codec::{
@@ -18,13 +20,79 @@ use crate::codec::{
     is_foreign_key_violation, is_unique_violation, leg_records, parse_ts, stats_from_rows, ts_text,
     version_to_db,
 };
-use crate::{ConnectError, EventLog, MigrationReport, StoreOptions, migration_report};
+use crate::{
+    ConnectError, EventLog, MigrationReport, SqliteDurability, StoreOptions, migration_report,
+};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
 /// Write transactions take the write lock up front, so two writers never
 /// deadlock upgrading a read snapshot; waiting is bounded by the busy timeout.
 const BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
+
+/// `commit`'s versioned update: ?1 id, ?2 expected version, ?3–?21 the columns.
+const UPDATE_CALL_SQL: &str = "UPDATE phone_calls SET widget_id = ?3, activist_name = ?4, \
+    activist_first_name = ?5, activist_last_name = ?6, activist_email = ?7, \
+    from_phone_number = ?8, from_call_sid = ?9, to_phone_number = ?10, to_call_sid = ?11, \
+    target_name = ?12, target_caller_id = ?13, conference_sid = ?14, state = ?15, \
+    settled = ?16, connected_secs = ?17, facts = ?18, version = ?19, created_at = ?20, \
+    updated_at = ?21 WHERE id = ?1 AND version = ?2";
+
+/// `SQLITE_BUSY` and `SQLITE_LOCKED` (primary result codes).
+const SQLITE_BUSY: i64 = 5;
+const SQLITE_LOCKED: i64 = 6;
+
+/// `true` for an extended result code whose primary code is `SQLITE_BUSY`
+/// or `SQLITE_LOCKED`: the write lock was not obtained (within the busy
+/// timeout) and nothing was written.
+fn is_busy_code(code: &str) -> bool {
+    code.parse::<i64>()
+        .is_ok_and(|c| matches!(c & 0xff, SQLITE_BUSY | SQLITE_LOCKED))
+}
+
+/// `true` when `e` is SQLite's "database is locked" / "database table is
+/// locked".
+fn is_busy(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .and_then(|d| d.code())
+        .is_some_and(|c| is_busy_code(&c))
+}
+
+/// A driver error in `commit`: lock contention with another connection is
+/// [`StoreError::Conflict`] (nothing was written; the caller's load, apply,
+/// commit loop reloads and retries), anything else a backend error.
+fn commit_error(e: sqlx::Error) -> StoreError {
+    if is_busy(&e) {
+        tracing::debug!(error = %e, "commit could not take the SQLite write lock");
+        StoreError::Conflict
+    } else {
+        db(e)
+    }
+}
+
+/// Ends a write transaction while the caller still holds the store's writer
+/// lock: commits it if `result` is a success, else rolls it back — awaited,
+/// so SQLite's write lock is free before the next writer begins (a dropped
+/// transaction would only queue its rollback). `commit_error` maps a failed
+/// `COMMIT`.
+async fn finish<T>(
+    tx: Transaction<'_, Sqlite>,
+    result: Result<T, StoreError>,
+    commit_error: fn(sqlx::Error) -> StoreError,
+) -> Result<T, StoreError> {
+    match result {
+        Ok(value) => {
+            tx.commit().await.map_err(commit_error)?;
+            Ok(value)
+        }
+        Err(e) => {
+            if let Err(rollback) = tx.rollback().await {
+                tracing::warn!(error = %rollback, "rollback of a failed SQLite write failed");
+            }
+            Err(e)
+        }
+    }
+}
 
 macro_rules! call_columns {
     () => {
@@ -121,12 +189,20 @@ impl EventRow {
 /// A [`CallStore`] in a SQLite database: the embedded default (one process).
 ///
 /// The file is opened in WAL mode (readers never block the writer) with
-/// `synchronous = NORMAL`, foreign keys on and a busy timeout; write
-/// transactions are `BEGIN IMMEDIATE`. Timestamps are stored as fixed-width
+/// `synchronous = FULL` (or `NORMAL`, see [`SqliteDurability`]), foreign
+/// keys on and a busy timeout; write transactions are `BEGIN IMMEDIATE`.
+/// Writes through one store (and its clones) are serialised in-process
+/// first, so concurrent writers of one process queue on a tokio mutex and
+/// never wait out the busy timeout; the timeout only applies to other
+/// processes holding the lock. If it expires, `commit` returns
+/// [`StoreError::Conflict`] (retried by core's loop), `create` and
+/// `append_events` a backend error. Timestamps are stored as fixed-width
 /// UTC text with microsecond precision (sub-microsecond parts are dropped).
 #[derive(Debug, Clone)]
 pub struct SqliteCallStore {
     pool: SqlitePool,
+    /// Held for the whole of every write transaction.
+    writer: Arc<Mutex<()>>,
 }
 
 impl SqliteCallStore {
@@ -179,9 +255,13 @@ impl SqliteCallStore {
             .foreign_keys(true)
             .busy_timeout(options.busy_timeout);
         if !in_memory {
+            let synchronous = match options.sqlite_durability {
+                SqliteDurability::Full => SqliteSynchronous::Full,
+                SqliteDurability::Normal => SqliteSynchronous::Normal,
+            };
             connect = connect
                 .journal_mode(SqliteJournalMode::Wal)
-                .synchronous(SqliteSynchronous::Normal);
+                .synchronous(synchronous);
         }
         let pool_options = if in_memory {
             SqlitePoolOptions::new()
@@ -206,7 +286,10 @@ impl SqliteCallStore {
 
     /// Wraps an existing pool (migrations are not run: call [`Self::migrate`]).
     pub fn from_pool(pool: SqlitePool) -> Self {
-        Self { pool }
+        Self {
+            pool,
+            writer: Arc::new(Mutex::new(())),
+        }
     }
 
     /// The pool.
@@ -296,11 +379,12 @@ impl CallStore for SqliteCallStore {
     async fn create(&self, call: &Call) -> Result<(), StoreError> {
         let r = CallRecord::new(call, call.version)?;
         let updated_at = ts_text(r.updated_at);
+        let _writer = self.writer.lock().await;
         let mut tx = self.pool.begin_with(BEGIN_WRITE).await.map_err(db)?;
         let inserted = sqlx::query(
             "INSERT INTO phone_calls (id, widget_id, activist_name, activist_first_name, \
              activist_last_name, activist_email, from_phone_number, from_call_sid, to_phone_number, \
-             to_call_sid, target_name, target_caller_id, conference_sid, state, terminal, \
+             to_call_sid, target_name, target_caller_id, conference_sid, state, settled, \
              connected_secs, facts, version, created_at, updated_at) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, \
              ?18, ?19, ?20)",
@@ -319,7 +403,7 @@ impl CallStore for SqliteCallStore {
         .bind(r.target_caller_id)
         .bind(r.conference_sid)
         .bind(r.state)
-        .bind(r.terminal)
+        .bind(r.settled)
         .bind(r.connected_secs)
         .bind(&r.facts)
         .bind(r.version)
@@ -327,13 +411,12 @@ impl CallStore for SqliteCallStore {
         .bind(&updated_at)
         .execute(&mut *tx)
         .await;
-        match inserted {
-            Ok(_) => {}
-            Err(e) if is_unique_violation(&e) => return Err(StoreError::AlreadyExists),
-            Err(e) => return Err(db(e)),
-        }
-        Self::upsert_legs(&mut tx, call, &updated_at).await?;
-        tx.commit().await.map_err(db)
+        let result = match inserted {
+            Ok(_) => Self::upsert_legs(&mut tx, call, &updated_at).await,
+            Err(e) if is_unique_violation(&e) => Err(StoreError::AlreadyExists),
+            Err(e) => Err(db(e)),
+        };
+        finish(tx, result, db).await
     }
 
     async fn get(&self, id: CallId) -> Result<Option<Call>, StoreError> {
@@ -374,61 +457,60 @@ impl CallStore for SqliteCallStore {
         let expected = version_to_db(call.version)?;
         let id = r.id.hyphenated().to_string();
         let updated_at = ts_text(r.updated_at);
-        let mut tx = self.pool.begin_with(BEGIN_WRITE).await.map_err(db)?;
-        let updated = sqlx::query(
-            "UPDATE phone_calls SET widget_id = ?3, activist_name = ?4, activist_first_name = ?5, \
-             activist_last_name = ?6, activist_email = ?7, from_phone_number = ?8, \
-             from_call_sid = ?9, to_phone_number = ?10, to_call_sid = ?11, target_name = ?12, \
-             target_caller_id = ?13, conference_sid = ?14, state = ?15, terminal = ?16, \
-             connected_secs = ?17, facts = ?18, version = ?19, created_at = ?20, \
-             updated_at = ?21 WHERE id = ?1 AND version = ?2",
-        )
-        .bind(&id)
-        .bind(expected)
-        .bind(r.widget_id)
-        .bind(r.activist_name)
-        .bind(r.activist_first_name)
-        .bind(r.activist_last_name)
-        .bind(r.activist_email)
-        .bind(r.from_phone_number)
-        .bind(r.from_call_sid)
-        .bind(r.to_phone_number)
-        .bind(r.to_call_sid)
-        .bind(r.target_name)
-        .bind(r.target_caller_id)
-        .bind(r.conference_sid)
-        .bind(r.state)
-        .bind(r.terminal)
-        .bind(r.connected_secs)
-        .bind(&r.facts)
-        .bind(r.version)
-        .bind(ts_text(r.created_at))
-        .bind(&updated_at)
-        .execute(&mut *tx)
-        .await
-        .map_err(db)?;
-        if updated.rows_affected() == 0 {
-            let exists =
-                sqlx::query_scalar::<_, i64>("SELECT version FROM phone_calls WHERE id = ?1")
-                    .bind(&id)
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(db)?;
-            tx.rollback().await.map_err(db)?;
-            return Err(match exists {
-                Some(_) => {
-                    tracing::debug!(call_id = %call.id, "commit lost a version race");
-                    StoreError::Conflict
-                }
-                None => StoreError::NotFound,
-            });
-        }
-        Self::upsert_legs(&mut tx, call, &updated_at).await?;
-        Self::insert_events(&mut tx, Some(call.id), events)
+        let _writer = self.writer.lock().await;
+        let mut tx = self
+            .pool
+            .begin_with(BEGIN_WRITE)
             .await
-            .map_err(db)?;
-        tx.commit().await.map_err(db)?;
-        Ok(next)
+            .map_err(commit_error)?;
+        let result: Result<(), StoreError> = async {
+            let updated = sqlx::query(UPDATE_CALL_SQL)
+                .bind(&id)
+                .bind(expected)
+                .bind(r.widget_id)
+                .bind(r.activist_name)
+                .bind(r.activist_first_name)
+                .bind(r.activist_last_name)
+                .bind(r.activist_email)
+                .bind(r.from_phone_number)
+                .bind(r.from_call_sid)
+                .bind(r.to_phone_number)
+                .bind(r.to_call_sid)
+                .bind(r.target_name)
+                .bind(r.target_caller_id)
+                .bind(r.conference_sid)
+                .bind(r.state)
+                .bind(r.settled)
+                .bind(r.connected_secs)
+                .bind(&r.facts)
+                .bind(r.version)
+                .bind(ts_text(r.created_at))
+                .bind(&updated_at)
+                .execute(&mut *tx)
+                .await
+                .map_err(commit_error)?;
+            if updated.rows_affected() == 0 {
+                let exists =
+                    sqlx::query_scalar::<_, i64>("SELECT version FROM phone_calls WHERE id = ?1")
+                        .bind(&id)
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(db)?;
+                return Err(match exists {
+                    Some(_) => {
+                        tracing::debug!(call_id = %call.id, "commit lost a version race");
+                        StoreError::Conflict
+                    }
+                    None => StoreError::NotFound,
+                });
+            }
+            Self::upsert_legs(&mut tx, call, &updated_at).await?;
+            Self::insert_events(&mut tx, Some(call.id), events)
+                .await
+                .map_err(db)
+        }
+        .await;
+        finish(tx, result, commit_error).await.map(|()| next)
     }
 
     async fn append_events(
@@ -444,12 +526,14 @@ impl CallStore for SqliteCallStore {
             }
             return Ok(());
         }
+        let _writer = self.writer.lock().await;
         let mut tx = self.pool.begin_with(BEGIN_WRITE).await.map_err(db)?;
-        match Self::insert_events(&mut tx, call_id, events).await {
-            Ok(()) => tx.commit().await.map_err(db),
+        let result = match Self::insert_events(&mut tx, call_id, events).await {
+            Ok(()) => Ok(()),
             Err(e) if is_foreign_key_violation(&e) => Err(StoreError::NotFound),
             Err(e) => Err(db(e)),
-        }
+        };
+        finish(tx, result, db).await
     }
 
     async fn events(&self, call_id: CallId) -> Result<Vec<StoredEvent>, StoreError> {
@@ -475,7 +559,7 @@ impl CallStore for SqliteCallStore {
         sqlx::query_as::<_, CallRow>(concat!(
             "SELECT ",
             call_columns!(),
-            " FROM phone_calls WHERE terminal = 0 AND updated_at < ?1 \
+            " FROM phone_calls WHERE settled = 0 AND updated_at < ?1 \
              ORDER BY updated_at, id LIMIT ?2"
         ))
         .bind(ts_text(ceil_micros(updated_before)))
@@ -540,5 +624,24 @@ impl EventLog for SqliteCallStore {
         .into_iter()
         .map(EventRow::into_event)
         .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn busy_and_locked_codes_are_recognised() {
+        // SQLITE_BUSY, SQLITE_LOCKED and their extended codes
+        // (BUSY_RECOVERY 261, BUSY_SNAPSHOT 517, BUSY_TIMEOUT 773,
+        // LOCKED_SHAREDCACHE 262, LOCKED_VTAB 518).
+        for code in ["5", "6", "261", "517", "773", "262", "518"] {
+            assert!(is_busy_code(code), "{code}");
+        }
+        // ERROR, CONSTRAINT_UNIQUE, CONSTRAINT_FOREIGNKEY, IOERR, not a number.
+        for code in ["1", "2067", "787", "10", "40001", ""] {
+            assert!(!is_busy_code(code), "{code}");
+        }
     }
 }

@@ -5,7 +5,11 @@
 //!
 //! PostgreSQL tests print `skipped: TEST_DATABASE_URL not set` and pass when
 //! the variable is absent or the server unreachable — unless `CI=true`, where
-//! they fail.
+//! they fail. The message is written to the process's stderr directly, not
+//! through `eprintln!` (which libtest captures), so it shows in every run.
+//!
+//! The test functions are generated from the suite's one list of checks,
+//! `bonde_pressure_store::for_each_conformance_check!`.
 
 use std::future::Future;
 use std::str::FromStr;
@@ -27,7 +31,10 @@ fn skip(reason: &str) {
         !in_ci(),
         "CI=true but {reason}: PostgreSQL tests cannot run"
     );
-    eprintln!("skipped: {reason}");
+    // Not `eprintln!`: libtest captures it (shown only for failing tests),
+    // while a write to the stderr handle is not captured.
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "skipped: {reason}");
 }
 
 async fn with_sqlite<F, Fut>(check: F)
@@ -128,23 +135,7 @@ macro_rules! conformance_tests {
     };
 }
 
-conformance_tests!(
-    create_get_round_trip,
-    unicode_names_round_trip,
-    find_by_sid_on_both_legs,
-    duplicate_create_is_already_exists,
-    stale_commit_conflicts_and_writes_nothing,
-    commit_on_unknown_call_is_not_found,
-    concurrent_updates_lose_nothing,
-    event_log_keeps_insertion_order,
-    append_events_to_unknown_call_is_not_found,
-    orphan_events_are_stored,
-    list_unfinished_for_reconciliation,
-    stats_match_reference,
-    stats_match_reference_on_random_calls,
-    large_payloads_round_trip,
-    commit_round_trips_every_outcome,
-);
+bonde_pressure_store::for_each_conformance_check!(conformance_tests);
 
 /// The read models a commit keeps up to date: the projection columns of
 /// `phone_calls` and the legs in `twilio_calls`.
@@ -204,7 +195,9 @@ mod read_models {
             row,
             (
                 "completed".to_owned(),
-                true,
+                // The `settled` column holds `Call::is_settled`: completed,
+                // but the activist is still on the line (closing message).
+                false,
                 Some(42),
                 Some(a.as_str().to_owned()),
                 Some(b.as_str().to_owned())
@@ -224,7 +217,7 @@ mod read_models {
             .await
             .unwrap();
             let row: CallRow = sqlx::query_as(
-                "SELECT state, terminal, connected_secs, from_call_sid, to_call_sid \
+                "SELECT state, settled, connected_secs, from_call_sid, to_call_sid \
                  FROM phone_calls",
             )
             .fetch_one(store.pool())
@@ -247,7 +240,7 @@ mod read_models {
             .await
             .unwrap();
             let row: CallRow = sqlx::query_as(
-                "SELECT state, terminal, connected_secs, from_call_sid, to_call_sid \
+                "SELECT state, settled, connected_secs, from_call_sid, to_call_sid \
                  FROM phone_calls",
             )
             .fetch_one(store.pool())
@@ -260,6 +253,256 @@ mod read_models {
                     .await
                     .unwrap();
             assert_eq!(facts_state, "completed", "facts are queryable jsonb");
+        })
+        .await;
+    }
+}
+
+/// The skip message is visible in a normal (captured) test run, and
+/// `CI=true` turns the skip into a failure: this test binary re-runs one of
+/// its PostgreSQL tests without `TEST_DATABASE_URL`.
+#[test]
+fn postgres_skip_is_printed_and_fails_in_ci() {
+    let exe = std::env::current_exe().expect("test binary path");
+    let run = |ci: Option<&str>| {
+        let mut cmd = std::process::Command::new(&exe);
+        cmd.args(["--exact", "postgres::create_get_round_trip"])
+            .env_remove("TEST_DATABASE_URL")
+            .env_remove("CI");
+        if let Some(v) = ci {
+            cmd.env("CI", v);
+        }
+        cmd.output().expect("run the test binary")
+    };
+
+    let out = run(None);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("1 passed"), "the test ran: {stdout}");
+    assert!(
+        stderr.contains("skipped: TEST_DATABASE_URL not set"),
+        "the skip shows despite output capture: {stderr}"
+    );
+
+    for ci in ["true", "1"] {
+        let out = run(Some(ci));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(!out.status.success(), "CI={ci} must fail: {stdout}");
+        assert!(
+            stdout.contains("CI=true but TEST_DATABASE_URL not set"),
+            "{stdout}"
+        );
+    }
+}
+
+/// PostgreSQL-only behaviour: what `text` cannot hold, contention errors,
+/// and the plans of the store's queries.
+mod postgres_specific {
+    use super::*;
+    use bonde_pressure_core::{CallStore, RawEvent, StoreError};
+    use bonde_pressure_store::EventLog;
+    use conformance::{Outcome, at, build_call, raw_event};
+
+    /// A NUL in a payload, its CallSid, or a leg's error message (which ends
+    /// up in the `jsonb` facts and in `twilio_calls.error_message`) is
+    /// stored as U+FFFD; the rest of the text is kept.
+    #[tokio::test]
+    async fn nul_characters_are_stored_as_replacement_characters() {
+        with_postgres(|store| async move {
+            let mut call = build_call(40, at(0), Outcome::ActivistRinging);
+            store.create(&call).await.unwrap();
+            let raw = RawEvent {
+                call_sid: Some("CA\0x".into()),
+                ..raw_event("status-callback", None, "Body=a\0b&x=\0", Some(1))
+            };
+            // A telephony error message with a NUL in it, in the facts.
+            let (failed, _) = call.apply(
+                &bonde_pressure_core::CallEvent::DialFailed {
+                    leg: bonde_pressure_core::call::Leg::Target,
+                    error: bonde_pressure_core::call::LegError {
+                        code: Some(13224),
+                        message: "bad\0number".into(),
+                    },
+                },
+                at(5),
+            );
+            call = failed;
+            assert_eq!(
+                store
+                    .commit(&call, std::slice::from_ref(&raw))
+                    .await
+                    .unwrap(),
+                1
+            );
+            let events = store.events_by_sid("CA\0x").await.unwrap();
+            assert_eq!(events.len(), 1);
+            assert_eq!(events[0].raw.payload, "Body=a\u{FFFD}b&x=\u{FFFD}");
+            assert_eq!(events[0].raw.call_sid.as_deref(), Some("CA\u{FFFD}x"));
+            let stored = store.get(call.id).await.unwrap().unwrap();
+            assert_eq!(
+                stored
+                    .facts
+                    .target
+                    .error
+                    .as_ref()
+                    .map(|e| e.message.as_str()),
+                Some("bad\u{FFFD}number")
+            );
+            assert_eq!(stored.version, 1);
+        })
+        .await;
+    }
+
+    /// A commit that PostgreSQL aborts with a serialization failure (40001;
+    /// here under REPEATABLE READ, racing another transaction's update of
+    /// the row) is a `Conflict`, writes nothing, and succeeds when retried.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn serialization_failure_is_a_conflict() {
+        with_postgres(|store| async move {
+            let call = build_call(41, at(0), Outcome::ActivistRinging);
+            store.create(&call).await.unwrap();
+            let rr = PgCallStore::from_pool(
+                PgPoolOptions::new()
+                    .max_connections(1)
+                    // (A space in a startup option is escaped with `\`.)
+                    .connect_with(
+                        (*store.pool().connect_options())
+                            .clone()
+                            .options([("default_transaction_isolation", "repeatable\\ read")]),
+                    )
+                    .await
+                    .unwrap(),
+            );
+
+            let mut other = store.pool().begin().await.unwrap();
+            sqlx::query("UPDATE phone_calls SET updated_at = updated_at WHERE id = $1")
+                .bind(call.id.as_uuid())
+                .execute(&mut *other)
+                .await
+                .unwrap();
+            let raw = raw_event("status-callback", None, "CallStatus=ringing", Some(1));
+            let commit = tokio::spawn({
+                let rr = rr.clone();
+                let (call, raw) = (call.clone(), raw.clone());
+                async move { rr.commit(&call, &[raw]).await }
+            });
+            // Wait until the commit is blocked on the row lock.
+            let mut waiting = false;
+            for _ in 0..200 {
+                let n: i64 = sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM pg_stat_activity \
+                     WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                )
+                .fetch_one(store.pool())
+                .await
+                .unwrap();
+                if n > 0 {
+                    waiting = true;
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            assert!(waiting, "the commit waits for the row lock");
+            other.commit().await.unwrap();
+            let got = commit.await.unwrap();
+            assert!(matches!(got, Err(StoreError::Conflict)), "{got:?}");
+
+            assert_eq!(store.get(call.id).await.unwrap().unwrap().version, 0);
+            assert!(store.events(call.id).await.unwrap().is_empty());
+            assert_eq!(rr.commit(&call, &[raw]).await.unwrap(), 1);
+            rr.close().await;
+        })
+        .await;
+    }
+
+    /// The generic plans (what prepared statements get) of the store's
+    /// lookups use the indexes the migration creates for them
+    /// (docs/storage.md, "Indexes"). The tables are nearly empty, so
+    /// sequential scans are disabled for the session: the planner must then
+    /// find an index path, and the one it picks must be the intended one.
+    #[tokio::test]
+    async fn queries_use_their_indexes() {
+        with_postgres(|store| async move {
+            let call = build_call(42, at(0), Outcome::Connected);
+            store.create(&call).await.unwrap();
+            let mut conn = store.pool().acquire().await.unwrap();
+            sqlx::raw_sql("SET enable_seqscan = off; SET plan_cache_mode = force_generic_plan")
+                .execute(&mut *conn)
+                .await
+                .unwrap();
+            let plans = [
+                (
+                    "find_by_sid(text)",
+                    "SELECT id FROM phone_calls WHERE from_call_sid = $1 OR to_call_sid = $1 \
+                     ORDER BY updated_at DESC LIMIT 1",
+                    "('CA00000000000000000000000000000000')",
+                    vec![
+                        "phone_calls_from_call_sid_idx",
+                        "phone_calls_to_call_sid_idx",
+                    ],
+                ),
+                (
+                    "list_unfinished(timestamptz, int8)",
+                    "SELECT id FROM phone_calls WHERE NOT settled AND updated_at < $1 \
+                     ORDER BY updated_at, id LIMIT $2",
+                    "(now(), 100)",
+                    vec!["phone_calls_unfinished_idx"],
+                ),
+                (
+                    "stats(int8, timestamptz, timestamptz)",
+                    "WITH c AS ( \
+                        SELECT state, connected_secs FROM phone_calls \
+                        WHERE widget_id = $1 AND created_at >= $2 AND created_at < $3 \
+                     ), d AS ( \
+                        SELECT connected_secs FROM c \
+                        WHERE state = 'completed' AND connected_secs IS NOT NULL \
+                     ), agg AS ( \
+                        SELECT COALESCE(SUM(connected_secs), 0)::bigint AS total_secs, \
+                               (percentile_disc(0.5) WITHIN GROUP (ORDER BY connected_secs))::float8 \
+                                   AS median_secs \
+                        FROM d \
+                     ) \
+                     SELECT c.state, COUNT(*)::bigint AS calls, agg.total_secs, agg.median_secs \
+                     FROM c CROSS JOIN agg GROUP BY c.state, agg.total_secs, agg.median_secs",
+                    "(42, now() - interval '1 day', now())",
+                    vec!["phone_calls_widget_created_idx"],
+                ),
+                (
+                    "events(uuid)",
+                    "SELECT id FROM twilio_call_events WHERE phone_call_id = $1 ORDER BY id",
+                    "(gen_random_uuid())",
+                    vec!["twilio_call_events_phone_call_id_idx"],
+                ),
+                (
+                    "events_by_sid(text)",
+                    "SELECT id FROM twilio_call_events WHERE call_sid = $1 ORDER BY id",
+                    "('CA00000000000000000000000000000000')",
+                    vec!["twilio_call_events_call_sid_idx"],
+                ),
+            ];
+            for (i, (signature, sql, args, indexes)) in plans.into_iter().enumerate() {
+                let (_, types) = signature.split_once('(').unwrap();
+                let name = format!("plan_{i}");
+                sqlx::raw_sql(&format!("PREPARE {name}({types} AS {sql}"))
+                    .execute(&mut *conn)
+                    .await
+                    .unwrap();
+                let plan: Vec<String> =
+                    sqlx::query_scalar(&format!("EXPLAIN EXECUTE {name}{args}"))
+                        .fetch_all(&mut *conn)
+                        .await
+                        .unwrap();
+                let plan = plan.join("\n");
+                for index in indexes {
+                    assert!(
+                        plan.contains(index),
+                        "{signature} should use {index}:\n{plan}"
+                    );
+                }
+                assert!(!plan.contains("Seq Scan"), "{signature}:\n{plan}");
+                assert!(plan.contains("$1"), "{signature}: a generic plan:\n{plan}");
+            }
         })
         .await;
     }

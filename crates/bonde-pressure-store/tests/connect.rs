@@ -7,8 +7,8 @@ use bonde_pressure_core::domain::{Email, PersonName};
 use bonde_pressure_core::ports::StoreError;
 use bonde_pressure_core::{Activist, Call, CallId, PhoneNumber, Target, WidgetId};
 use bonde_pressure_store::{
-    Backend, ConnectError, SqliteCallStore, StoreOptions, connect_any, connect_any_with,
-    migrate_url,
+    Backend, ConnectError, SqliteCallStore, SqliteDurability, StoreOptions, connect_any,
+    connect_any_with, migrate_url,
 };
 use chrono::{TimeZone, Utc};
 
@@ -56,8 +56,174 @@ async fn connect_any_creates_a_sqlite_file_in_wal_mode_and_keeps_data() {
         .await
         .unwrap();
     assert_eq!(timeout, 10_000);
+    let synchronous: i64 = sqlx::query_scalar("PRAGMA synchronous")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(synchronous, 2, "FULL by default: every commit is fsynced");
     use bonde_pressure_core::CallStore;
     assert_eq!(store.get(c.id).await.unwrap(), Some(c));
+}
+
+#[tokio::test]
+async fn sqlite_durability_normal_is_an_explicit_option() {
+    assert_eq!(
+        StoreOptions::default().sqlite_durability,
+        SqliteDurability::Full
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let options = StoreOptions::default()
+        .max_connections(3)
+        .sqlite_durability(SqliteDurability::Normal);
+    let store = SqliteCallStore::open_with(dir.path().join("normal.db"), &options)
+        .await
+        .unwrap();
+    // Every pooled connection gets the setting, not only the first.
+    let mut conns = Vec::new();
+    for _ in 0..3 {
+        let mut conn = store.pool().acquire().await.unwrap();
+        let synchronous: i64 = sqlx::query_scalar("PRAGMA synchronous")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+        assert_eq!(synchronous, 1, "NORMAL");
+        conns.push(conn);
+    }
+}
+
+/// Another process holding SQLite's write lock past the busy timeout makes
+/// `commit` a `Conflict` (core's loop reloads and retries), not a backend
+/// error; nothing is written, and the retry succeeds once the lock is free.
+#[tokio::test]
+async fn sqlite_lock_held_elsewhere_makes_commit_a_conflict() {
+    use bonde_pressure_core::{CallStore, RawEvent};
+    use sqlx::Connection;
+    use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
+    use std::time::{Duration, Instant};
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("locked.db");
+    let timeout = Duration::from_millis(150);
+    let store = SqliteCallStore::open_with(&path, &StoreOptions::default().busy_timeout(timeout))
+        .await
+        .unwrap();
+    let c = call();
+    store.create(&c).await.unwrap();
+    let raw = RawEvent {
+        kind: "status-callback".into(),
+        call_sid: None,
+        payload: "CallStatus=ringing".into(),
+        sequence_number: Some(1),
+        received_at: c.created_at,
+    };
+
+    // Another process's writer (a connection outside the store's pool).
+    let mut other = SqliteConnection::connect_with(&SqliteConnectOptions::new().filename(&path))
+        .await
+        .unwrap();
+    sqlx::raw_sql("BEGIN IMMEDIATE")
+        .execute(&mut other)
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let got = store.commit(&c, std::slice::from_ref(&raw)).await;
+    assert!(matches!(got, Err(StoreError::Conflict)), "{got:?}");
+    assert!(started.elapsed() >= timeout, "waited the busy timeout");
+    sqlx::raw_sql("ROLLBACK").execute(&mut other).await.unwrap();
+
+    assert_eq!(store.get(c.id).await.unwrap().unwrap().version, 0);
+    assert!(store.events(c.id).await.unwrap().is_empty());
+    assert_eq!(store.commit(&c, &[raw]).await.unwrap(), 1);
+    assert_eq!(store.events(c.id).await.unwrap().len(), 1);
+    other.close().await.unwrap();
+}
+
+/// Writers of one store queue in-process for SQLite's single write lock:
+/// with a zero busy timeout (any wait for the lock would fail at once), 20
+/// tasks' concurrent creates, commits and appends on an 8-connection pool
+/// all succeed, and their failing writes fail for their own reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_writers_of_one_store_never_wait_on_the_busy_timeout() {
+    use bonde_pressure_core::{CallStore, RawEvent};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    let dir = tempfile::tempdir().unwrap();
+    let options = StoreOptions::default()
+        .max_connections(8)
+        .busy_timeout(Duration::ZERO);
+    let store = Arc::new(
+        SqliteCallStore::open_with(dir.path().join("queue.db"), &options)
+            .await
+            .unwrap(),
+    );
+    let raw = |i: i64| RawEvent {
+        kind: "status-callback".into(),
+        call_sid: None,
+        payload: format!("n={i}"),
+        sequence_number: Some(i),
+        received_at: Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).unwrap(),
+    };
+    let mut tasks = Vec::new();
+    for i in 0..20_i64 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let c = call();
+            store.create(&c).await?;
+            store.commit(&c, &[raw(i)]).await?;
+            store.append_events(None, &[raw(100 + i)]).await?;
+            store.append_events(Some(c.id), &[raw(200 + i)]).await?;
+            // Failed writes end their transaction before the next writer
+            // starts, too: each fails with its own error, never "locked".
+            let duplicate = store.create(&c).await;
+            assert!(
+                matches!(duplicate, Err(StoreError::AlreadyExists)),
+                "{duplicate:?}"
+            );
+            let stale = store.commit(&c, &[raw(300 + i)]).await;
+            assert!(matches!(stale, Err(StoreError::Conflict)), "{stale:?}");
+            let ghost = store.append_events(Some(call().id), &[raw(400 + i)]).await;
+            assert!(matches!(ghost, Err(StoreError::NotFound)), "{ghost:?}");
+            Ok::<_, StoreError>(c.id)
+        }));
+    }
+    let mut ids = Vec::new();
+    for t in tasks {
+        ids.push(t.await.unwrap().expect("no write fails on the lock"));
+    }
+    for id in ids {
+        assert_eq!(store.get(id).await.unwrap().unwrap().version, 1);
+        assert_eq!(store.events(id).await.unwrap().len(), 2);
+    }
+    let orphans: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM twilio_call_events WHERE phone_call_id IS NULL")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+    assert_eq!(orphans, 20);
+}
+
+/// SQLite keeps NUL characters of raw payloads and CallSids as they are
+/// (PostgreSQL replaces them: tests/conformance.rs).
+#[tokio::test]
+async fn sqlite_keeps_nul_bytes_exactly() {
+    use bonde_pressure_core::{CallStore, RawEvent};
+    use bonde_pressure_store::EventLog;
+    let store = SqliteCallStore::in_memory().await.unwrap();
+    let raw = RawEvent {
+        kind: "status-callback".into(),
+        call_sid: Some("CA\0x".into()),
+        payload: "a\0b\0".into(),
+        sequence_number: None,
+        received_at: Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).unwrap(),
+    };
+    store
+        .append_events(None, std::slice::from_ref(&raw))
+        .await
+        .unwrap();
+    let stored = store.events_by_sid("CA\0x").await.unwrap();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].raw, raw);
 }
 
 #[tokio::test]
@@ -211,7 +377,7 @@ async fn sqlite_queries_use_their_indexes() {
             ],
         ),
         (
-            "SELECT id FROM phone_calls WHERE terminal = 0 AND updated_at < ?1 \
+            "SELECT id FROM phone_calls WHERE settled = 0 AND updated_at < ?1 \
              ORDER BY updated_at, id LIMIT ?2",
             vec!["phone_calls_unfinished_idx"],
         ),

@@ -1,7 +1,7 @@
 -- bonde-pressure store, PostgreSQL schema (see docs/storage.md).
 
 -- One pressure call. Identity columns are written once; `facts` holds the
--- whole join-semilattice of what is known; `state`, `terminal`,
+-- whole join-semilattice of what is known; `state`, `settled`,
 -- `connected_secs`, the leg SIDs and `conference_sid` are projections of the
 -- facts kept for queries (derived by the core on every commit).
 CREATE TABLE phone_calls (
@@ -19,7 +19,7 @@ CREATE TABLE phone_calls (
     target_caller_id    text,
     conference_sid      text,
     state               text        NOT NULL, -- DetailedState::as_str()
-    terminal            boolean     NOT NULL,
+    settled             boolean     NOT NULL,
     connected_secs      bigint,               -- talk time of completed calls
     facts               jsonb       NOT NULL,
     version             bigint      NOT NULL CHECK (version >= 0),
@@ -30,8 +30,8 @@ CREATE TABLE phone_calls (
 -- find_by_sid: either leg's CallSid.
 CREATE INDEX phone_calls_from_call_sid_idx ON phone_calls (from_call_sid) WHERE from_call_sid IS NOT NULL;
 CREATE INDEX phone_calls_to_call_sid_idx ON phone_calls (to_call_sid) WHERE to_call_sid IS NOT NULL;
--- list_unfinished (reconciliation): non-terminal calls, oldest update first.
-CREATE INDEX phone_calls_unfinished_idx ON phone_calls (updated_at, id) WHERE NOT terminal;
+-- list_unfinished (reconciliation): unsettled calls (Call::is_settled), oldest update first.
+CREATE INDEX phone_calls_unfinished_idx ON phone_calls (updated_at, id) WHERE NOT settled;
 -- stats: one widget's calls over a period.
 CREATE INDEX phone_calls_widget_created_idx ON phone_calls (widget_id, created_at);
 

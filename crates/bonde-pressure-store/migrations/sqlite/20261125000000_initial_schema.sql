@@ -17,7 +17,7 @@ CREATE TABLE phone_calls (
     target_caller_id    TEXT,
     conference_sid      TEXT,
     state               TEXT    NOT NULL, -- DetailedState::as_str()
-    terminal            INTEGER NOT NULL CHECK (terminal IN (0, 1)),
+    settled             INTEGER NOT NULL CHECK (settled IN (0, 1)),
     connected_secs      INTEGER,          -- talk time of completed calls
     facts               TEXT    NOT NULL CHECK (json_valid(facts)),
     version             INTEGER NOT NULL CHECK (version >= 0),
@@ -28,8 +28,8 @@ CREATE TABLE phone_calls (
 -- find_by_sid: either leg's CallSid.
 CREATE INDEX phone_calls_from_call_sid_idx ON phone_calls (from_call_sid);
 CREATE INDEX phone_calls_to_call_sid_idx ON phone_calls (to_call_sid);
--- list_unfinished (reconciliation): non-terminal calls, oldest update first.
-CREATE INDEX phone_calls_unfinished_idx ON phone_calls (updated_at, id) WHERE terminal = 0;
+-- list_unfinished (reconciliation): unsettled calls (Call::is_settled), oldest update first.
+CREATE INDEX phone_calls_unfinished_idx ON phone_calls (updated_at, id) WHERE settled = 0;
 -- stats: one widget's calls over a period.
 CREATE INDEX phone_calls_widget_created_idx ON phone_calls (widget_id, created_at);
 
