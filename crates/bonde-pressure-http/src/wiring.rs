@@ -299,12 +299,18 @@ pub fn spawn_reconciler(
                         r.legs_fetched as u64,
                     );
                     metrics.add(metrics::RECONCILE, &[("what", "expired")], r.expired as u64);
+                    metrics.add(
+                        metrics::RECONCILE,
+                        &[("what", "legs_hung_up")],
+                        r.legs_hung_up as u64,
+                    );
                     metrics.add(metrics::RECONCILE, &[("what", "errors")], r.errors as u64);
                     if r.examined > 0 {
                         tracing::info!(
                             examined = r.examined,
                             fetched = r.legs_fetched,
                             expired = r.expired,
+                            hung_up = r.legs_hung_up,
                             errors = r.errors,
                             "reconciliation pass"
                         );

@@ -126,13 +126,70 @@ async fn smoke_over_http_on_sqlite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn smoke_over_http_on_postgres() {
     let Ok(url) = std::env::var("TEST_DATABASE_URL") else {
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
+        // Same rule as the store's PostgreSQL tests: in CI (`CI=true` in
+        // any case, or `CI=1`) a missing database fails; elsewhere the skip
+        // is said on stderr, which the test harness does not capture.
+        if std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1") {
             panic!("TEST_DATABASE_URL must be set when CI=true");
         }
-        println!("skipped: set TEST_DATABASE_URL=postgres://… to run the PostgreSQL smoke test");
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
+            "skipped: set TEST_DATABASE_URL=postgres://… to run the PostgreSQL smoke test"
+        );
         return;
     };
-    smoke(&url).await;
+    // A scratch database of its own, dropped afterwards: the smoke test
+    // never depends on (or leaves behind) a schema in the shared database.
+    use sqlx::{Connection, Executor};
+    let mut admin = sqlx::PgConnection::connect(&url)
+        .await
+        .expect("TEST_DATABASE_URL reachable");
+    let name = format!("bp_smoke_{}", uuid::Uuid::new_v4().simple());
+    admin
+        .execute(format!("CREATE DATABASE \"{name}\"").as_str())
+        .await
+        .expect("create the scratch database");
+    let scratch = scratch_url(&url, &name);
+    let outcome = tokio::spawn(async move { smoke(&scratch).await }).await;
+    admin
+        .execute(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)").as_str())
+        .await
+        .expect("drop the scratch database");
+    if let Err(e) = outcome {
+        std::panic::resume_unwind(e.into_panic());
+    }
+}
+
+/// `url` with its database name replaced by `name` (query kept).
+fn scratch_url(url: &str, name: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let rest = base.split_once("://").map_or(base, |(_, r)| r);
+    let base = if rest.contains('/') {
+        base.rsplit_once('/').map_or(base, |(b, _)| b)
+    } else {
+        base
+    };
+    match query {
+        Some(q) => format!("{base}/{name}?{q}"),
+        None => format!("{base}/{name}"),
+    }
+}
+
+#[test]
+fn scratch_urls_keep_host_and_options() {
+    assert_eq!(
+        scratch_url("postgres://postgres@127.0.0.1:5432/postgres", "x"),
+        "postgres://postgres@127.0.0.1:5432/x"
+    );
+    assert_eq!(
+        scratch_url("postgres://u:p@h/db?sslmode=disable", "x"),
+        "postgres://u:p@h/x?sslmode=disable"
+    );
+    assert_eq!(scratch_url("postgres://h:5432", "x"), "postgres://h:5432/x");
 }
 
 /// Runs the binary with `args` in an empty directory (no `.env`), killing it
