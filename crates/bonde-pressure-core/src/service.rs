@@ -247,6 +247,8 @@ pub struct ReconcileReport {
     pub expired: usize,
     /// Legs hung up directly because their call's state was terminal.
     pub legs_hung_up: usize,
+    /// Target dials that never reported back, recorded as failed.
+    pub lost_dials: usize,
     /// Errors met (logged).
     pub errors: usize,
 }
@@ -745,6 +747,7 @@ impl PressureService {
                     }
                 }
             }
+            self.fail_lost_dial(call.id, &mut report).await;
             self.hang_up_leftover_legs(call.id, &mut report).await;
             if call.created_at < expire_before {
                 match self.handle(call.id, CallEvent::Expired, None).await {
@@ -762,6 +765,48 @@ impl PressureService {
 }
 
 impl PressureService {
+    /// The target was to be dialled, but neither the dialled leg nor a
+    /// refusal was ever recorded (the replica that won the `DialTarget`
+    /// commit died before the request, or before recording its answer), and
+    /// the call has been silent for `stale_after`: a dialled target would
+    /// have reported `initiated` long ago. Records the dial as failed, so
+    /// the usual effects follow (the conference ends, the activist hears the
+    /// closing message) instead of the activist waiting until expiry.
+    async fn fail_lost_dial(&self, call_id: CallId, report: &mut ReconcileReport) {
+        let call = match self.deps.store.get(call_id).await {
+            Ok(Some(call)) => call,
+            Ok(None) => return,
+            Err(error) => {
+                report.errors += 1;
+                warn!(%call_id, %error, "reconciliation reload failed");
+                return;
+            }
+        };
+        let target = &call.facts.target;
+        if !call.facts.requested.dial_target
+            || target.sid.is_some()
+            || target.status.is_some()
+            || call.is_terminal()
+        {
+            return;
+        }
+        warn!(%call_id, "the target's dial never reported back; recording it as failed");
+        let lost = CallEvent::DialFailed {
+            leg: Leg::Target,
+            error: LegError {
+                code: None,
+                message: "the request to dial the target never reported back".into(),
+            },
+        };
+        match self.handle(call_id, lost, None).await {
+            Ok(_) => report.lost_dials += 1,
+            Err(error) => {
+                report.errors += 1;
+                warn!(%call_id, %error, "recording a lost dial failed");
+            }
+        }
+    }
+
     /// A call whose state is terminal must not keep a leg up: hangs up the
     /// legs that are still live after the fetch (the effect that should have
     /// ended them failed, e.g. ending the conference after a busy target).

@@ -762,6 +762,77 @@ async fn reconciliation_hangs_up_a_leg_left_live_by_a_terminal_call() {
     assert_eq!(h.service.reconcile(10).await.unwrap().examined, 0);
 }
 
+/// The `DialTarget` effect was committed, but the replica that won it died
+/// before recording the dial: no target SID, no refusal. Once the call is
+/// stale, reconciliation records the dial as failed, so the conference ends
+/// and the activist hears the closing message instead of waiting for expiry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconciliation_fails_a_target_dial_that_never_reported_back() {
+    let clock = Arc::new(ManualClock::new(Utc::now()));
+    // An hour per simulated step: no callback arrives during the test.
+    let h = common::harness_with(
+        ScenarioPicker::Always(Scenario::Success),
+        Duration::from_secs(3600),
+        clock.clone(),
+    );
+    let id = h.service.start(&demo_request()).await.unwrap().call_id;
+    let mut call = h.service.call(id).await.unwrap().unwrap();
+    let activist = call.facts.activist.sid.clone().unwrap();
+    // The activist answered, confirmed, joined; the dial was requested and lost.
+    for e in [
+        CallEvent::LegStatus {
+            leg: Leg::Activist,
+            sid: Some(activist.clone()),
+            status: LegStatus::InProgress,
+            duration_secs: None,
+            sip_response_code: None,
+            at: None,
+        },
+        CallEvent::Confirmed(bonde_pressure_core::call::Confirmation::Digits("1".into())),
+        CallEvent::ParticipantJoined {
+            conference_sid: format!("CF{}", "c".repeat(32)).parse().unwrap(),
+            call_sid: activist.clone(),
+            leg: None,
+        },
+    ] {
+        let (next, _effects) = call.apply(&e, clock.now()); // effects dropped: the crash
+        call = next;
+    }
+    assert!(call.facts.requested.dial_target);
+    h.store.commit(&call, &[]).await.unwrap();
+    let call = h.service.call(id).await.unwrap().unwrap();
+    assert_eq!(call.state(), DetailedState::Connecting);
+
+    // Not stale yet: left alone.
+    let report = h.service.reconcile(10).await.unwrap();
+    assert_eq!(report.lost_dials, 0);
+
+    clock.advance(Duration::from_secs(300));
+    let report = h.service.reconcile(10).await.unwrap();
+    assert_eq!((report.examined, report.lost_dials), (1, 1), "{report:?}");
+    let call = h.service.call(id).await.unwrap().unwrap();
+    assert_eq!(call.state(), DetailedState::TargetFailed);
+    assert_eq!(call.ui_status(), UiStatus::Failed);
+    assert!(
+        h.telephony
+            .commands()
+            .iter()
+            .any(|c| matches!(c, TelephonyCommand::EndConference { .. })),
+        "{:?}",
+        h.telephony.commands()
+    );
+    // Never dialled afterwards: the dial is not retried behind a live conference.
+    assert!(
+        !h.telephony
+            .commands()
+            .iter()
+            .any(|c| matches!(c, TelephonyCommand::AddTarget(_)))
+    );
+    // A second pass finds nothing more to do for the dial.
+    clock.advance(Duration::from_secs(300));
+    assert_eq!(h.service.reconcile(10).await.unwrap().lost_dials, 0);
+}
+
 #[tokio::test]
 async fn a_gather_without_input_says_goodbye_instead_of_joining() {
     let h = common::harness_with_tick(

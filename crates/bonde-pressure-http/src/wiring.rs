@@ -304,6 +304,11 @@ pub fn spawn_reconciler(
                         &[("what", "legs_hung_up")],
                         r.legs_hung_up as u64,
                     );
+                    metrics.add(
+                        metrics::RECONCILE,
+                        &[("what", "lost_dials")],
+                        r.lost_dials as u64,
+                    );
                     metrics.add(metrics::RECONCILE, &[("what", "errors")], r.errors as u64);
                     if r.examined > 0 {
                         tracing::info!(
@@ -311,6 +316,7 @@ pub fn spawn_reconciler(
                             fetched = r.legs_fetched,
                             expired = r.expired,
                             hung_up = r.legs_hung_up,
+                            lost_dials = r.lost_dials,
                             errors = r.errors,
                             "reconciliation pass"
                         );
