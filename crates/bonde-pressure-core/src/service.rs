@@ -748,8 +748,12 @@ impl PressureService {
                 }
             }
             self.fail_lost_dial(call.id, &mut report).await;
-            self.hang_up_leftover_legs(call.id, &mut report).await;
-            if call.created_at < expire_before {
+            let Some(call) = self.hang_up_leftover_legs(call.id, &mut report).await else {
+                continue;
+            };
+            // Only a call that is still unfinished after what this pass
+            // learnt is expired: an outcome just fetched is kept.
+            if call.created_at < expire_before && !call.is_terminal() {
                 match self.handle(call.id, CallEvent::Expired, None).await {
                     Ok(o) if o.call.state() == DetailedState::Error => report.expired += 1,
                     Ok(_) => {}
@@ -783,11 +787,7 @@ impl PressureService {
             }
         };
         let target = &call.facts.target;
-        if !call.facts.requested.dial_target
-            || target.sid.is_some()
-            || target.status.is_some()
-            || call.is_terminal()
-        {
+        if !call.facts.requested.dial_target || target.sid.is_some() || target.status.is_some() {
             return;
         }
         warn!(%call_id, "the target's dial never reported back; recording it as failed");
@@ -810,22 +810,29 @@ impl PressureService {
     /// A call whose state is terminal must not keep a leg up: hangs up the
     /// legs that are still live after the fetch (the effect that should have
     /// ended them failed, e.g. ending the conference after a busy target).
-    async fn hang_up_leftover_legs(&self, call_id: CallId, report: &mut ReconcileReport) {
+    ///
+    /// Returns the call as reloaded before the hang-ups (`None` if it could
+    /// not be read).
+    async fn hang_up_leftover_legs(
+        &self,
+        call_id: CallId,
+        report: &mut ReconcileReport,
+    ) -> Option<Call> {
         let call = match self.deps.store.get(call_id).await {
             Ok(Some(call)) => call,
-            Ok(None) => return,
+            Ok(None) => return None,
             Err(error) => {
                 report.errors += 1;
                 warn!(%call_id, %error, "reconciliation reload failed");
-                return;
+                return None;
             }
         };
-        if !call.is_terminal() || call.facts.expired {
-            return;
+        if !call.is_terminal() {
+            return Some(call);
         }
         for leg in call.live_legs() {
             let Some(sid) = call.facts.leg(leg).sid.clone() else {
-                continue; // dialled, but its SID never came back: expiry ends it
+                continue; // dial requested, SID never came back: `fail_lost_dial` settles it
             };
             let how = call.hang_up_mode(leg);
             info!(%call_id, leg = leg.as_str(), state = call.state().as_str(), ?how, "hanging up a leg left live by a terminal call");
@@ -837,6 +844,7 @@ impl PressureService {
                 }
             }
         }
+        Some(call)
     }
 }
 

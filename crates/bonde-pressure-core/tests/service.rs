@@ -697,8 +697,55 @@ async fn reconciliation_drives_silent_calls_to_a_terminal_state() {
             .iter()
             .any(|c| matches!(c, TelephonyCommand::HangUp { .. }))
     );
+    // No callback reports the hang-up: the next pass fetches the leg, finds
+    // it ended, and the call settles (still `error`); then it is left alone.
+    assert!(!call.is_settled());
+    clock.advance(Duration::from_secs(300));
+    let report = service.reconcile(10).await.unwrap();
+    assert_eq!(
+        (report.examined, report.legs_fetched, report.expired),
+        (1, 1, 0)
+    );
+    let call = service.call(id).await.unwrap().unwrap();
+    assert_eq!(call.state(), DetailedState::Error);
+    assert!(call.is_settled(), "{:?}", call.facts.activist);
     clock.advance(Duration::from_secs(300));
     assert_eq!(service.reconcile(10).await.unwrap().examined, 0);
+}
+
+/// A call whose callbacks were all lost during an outage longer than
+/// `expire_after`: the pass that fetches its legs learns the real outcome
+/// and keeps it, rather than expiring the call into `error`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconciliation_keeps_an_outcome_it_fetched_instead_of_expiring() {
+    // Never connected: no callback ever arrives; fetches see the world.
+    let telephony = Arc::new(bonde_pressure_core::SimulatedTelephony::new(
+        ScenarioPicker::Always(Scenario::ActivistNoAnswer),
+        Duration::ZERO,
+    ));
+    let clock = Arc::new(ManualClock::new(Utc::now()));
+    let service = PressureService::new(
+        Dependencies {
+            store: Arc::new(InMemoryCallStore::new()),
+            telephony: telephony.clone(),
+            directory: Arc::new(StaticCampaignDirectory::demo()),
+            recorder: Arc::new(StubActionRecorder::new()),
+            clock: clock.clone(),
+        },
+        ServiceConfig::default(),
+    );
+    let id = service.start(&demo_request()).await.unwrap().call_id;
+    clock.advance(Duration::from_secs(3 * 3600));
+    let report = service.reconcile(10).await.unwrap();
+    assert_eq!(
+        (report.examined, report.legs_fetched, report.expired),
+        (1, 1, 0),
+        "{report:?}"
+    );
+    let call = service.call(id).await.unwrap().unwrap();
+    assert_eq!(call.state(), DetailedState::ActivistNoAnswer);
+    assert_eq!(call.ui_status(), UiStatus::NoAnswer);
+    assert!(!call.facts.expired && call.is_settled());
 }
 
 /// Target busy, and ending the conference fails: the state is terminal

@@ -58,16 +58,17 @@ fn is_busy(e: &sqlx::Error) -> bool {
         .is_some_and(|c| is_busy_code(&c))
 }
 
-/// A driver error in `commit`: lock contention with another connection is
-/// [`StoreError::Conflict`] (nothing was written; the caller's load, apply,
-/// commit loop reloads and retries), anything else a backend error.
+/// A driver error in `commit`. Lock contention with another process
+/// surfaces only after the busy timeout was waited out, so it is a backend
+/// error ("database is locked"), not a [`StoreError::Conflict`]: a conflict
+/// is retried by core's load-apply-commit loop up to 100 times, and each
+/// retry would wait the whole busy timeout again while the in-process
+/// writer queue stands behind it.
 fn commit_error(e: sqlx::Error) -> StoreError {
     if is_busy(&e) {
-        tracing::debug!(error = %e, "commit could not take the SQLite write lock");
-        StoreError::Conflict
-    } else {
-        db(e)
+        tracing::warn!(error = %e, "commit could not take the SQLite write lock within the busy timeout");
     }
+    db(e)
 }
 
 /// Ends a write transaction while the caller still holds the store's writer
@@ -194,9 +195,9 @@ impl EventRow {
 /// Writes through one store (and its clones) are serialised in-process
 /// first, so concurrent writers of one process queue on a tokio mutex and
 /// never wait out the busy timeout; the timeout only applies to other
-/// processes holding the lock. If it expires, `commit` returns
-/// [`StoreError::Conflict`] (retried by core's loop), `create` and
-/// `append_events` a backend error. Timestamps are stored as fixed-width
+/// processes holding the lock. If it expires, every write returns a
+/// backend error ("database is locked") after one wait: not a conflict,
+/// which core would retry, waiting the timeout again each time. Timestamps are stored as fixed-width
 /// UTC text with microsecond precision (sub-microsecond parts are dropped).
 #[derive(Debug, Clone)]
 pub struct SqliteCallStore {

@@ -552,7 +552,7 @@ mod tests {
         assert!(shown.contains("+5511*****4321"), "{shown}");
         assert_eq!(
             scrub_phone_numbers("call 5511987654321, code 21211, sid CA12"),
-            "call 55119****4321, code 21211, sid CA12"
+            "call *********4321, code 21211, sid CA12"
         );
         assert_eq!(scrub_phone_numbers("ação +12 ok"), "ação +12 ok");
         let sid = "CA0123456789abcdef0123456789abcdef CA01234567890123456789012345678901";
@@ -566,18 +566,18 @@ mod tests {
 
     #[test]
     fn formatted_phone_numbers_are_masked() {
-        // Separators are kept, digits in the middle hidden.
+        // International numbers keep country and area code; anything else only its last 4.
         assert_eq!(
             scrub_phone_numbers("To +55 11 98765-4321 refused"),
             "To +55 1********4321 refused"
         );
         assert_eq!(
             scrub_phone_numbers("call (11) 98765-4321."),
-            "call (11) ******4321."
+            "call ***********4321."
         );
         assert_eq!(
             scrub_phone_numbers("n=11.98765.4321, ok"),
-            "n=11.98****4321, ok"
+            "n=*********4321, ok"
         );
         assert_eq!(scrub_phone_numbers("+1 415-867-5309"), "+1 41******5309");
         assert_eq!(scrub_phone_numbers("9876-5432"), "*********");

@@ -86,14 +86,16 @@ impl Call {
 
     /// Nothing is left to follow up: the state is terminal and no leg that
     /// we know of may still be up at the provider (see
-    /// [`CallFacts::leg_possibly_live`]), or reconciliation expired the call.
+    /// [`CallFacts::leg_possibly_live`]). An expired call is terminal
+    /// (`error`) but not settled while a leg may still be up: its hang-up
+    /// may have failed.
     ///
     /// A call can be terminal without being settled: the target was busy,
     /// but ending the conference failed and the activist is still in it.
     /// [`crate::ports::CallStore::list_unfinished`] lists the calls that are
     /// not settled, so reconciliation follows them up.
     pub fn is_settled(&self) -> bool {
-        self.facts.expired || (self.is_terminal() && self.live_legs().is_empty())
+        self.is_terminal() && self.live_legs().is_empty()
     }
 
     /// The legs that may still be up at the provider
@@ -507,9 +509,12 @@ mod tests {
         assert_eq!(call.live_legs(), [Leg::Target]);
         assert!(!call.is_settled());
 
-        // Expired calls are settled: expiry hung their legs up.
+        // Expiry does not settle a call by itself: its hang-ups may fail.
         let mut f = call.facts.clone();
         f.expired = true;
+        assert!(!call_with(f.clone()).is_settled());
+        // It settles once the dial is known to have failed.
+        f.target.status = Some(LegStatus::Failed);
         assert!(call_with(f).is_settled());
 
         // Unfinished calls are never settled.

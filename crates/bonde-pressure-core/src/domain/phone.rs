@@ -131,18 +131,24 @@ impl PhoneNumber {
     }
 }
 
-/// Masks any phone-number-like text for logs: keeps the first 5 and last 4
-/// characters of numbers longer than 9 characters, hides the rest.
+/// Masks any phone-number-like text for logs and public views.
+///
+/// An international number (`+` and at least 12 characters, as E.164 numbers
+/// with an area code are) keeps its first 5 characters (country and area
+/// code) and last 4: `+5511*****5678`. Anything else (national input as
+/// typed, `11 98765-4321`; fragments) keeps only its last 4 characters, so
+/// at most 4 of its digits show; 9 characters or fewer are hidden entirely.
 pub fn mask_phone(raw: &str) -> String {
     let chars: Vec<char> = raw.chars().collect();
-    if chars.len() <= 9 {
-        return "*".repeat(chars.len());
+    let n = chars.len();
+    if n <= 9 {
+        return "*".repeat(n);
     }
-    let hidden = chars.len() - 9;
-    chars[..5]
+    let shown_prefix = if chars[0] == '+' && n >= 12 { 5 } else { 0 };
+    chars[..shown_prefix]
         .iter()
-        .chain(std::iter::repeat_n(&'*', hidden))
-        .chain(&chars[chars.len() - 4..])
+        .chain(std::iter::repeat_n(&'*', n - shown_prefix - 4))
+        .chain(&chars[n - 4..])
         .collect()
 }
 
@@ -240,6 +246,10 @@ mod tests {
         assert_eq!(n.to_string(), "+5511*****5678");
         assert!(!format!("{n:?}").contains("912345678"));
         assert_eq!(mask_phone("1234"), "****");
+        // national input as typed shows no more than its last 4 digits
+        assert_eq!(mask_phone("11987654321"), "*******4321");
+        assert_eq!(mask_phone("(11) 98765-4321"), "***********4321");
+        assert_eq!(mask_phone("+5561999990000"), "+5561*****0000");
     }
 
     #[test]

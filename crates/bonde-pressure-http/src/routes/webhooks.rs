@@ -167,11 +167,13 @@ async fn webhook(
 }
 
 /// Whether two payloads are the same delivery (stores may keep timestamps
-/// to the microsecond only).
+/// to the microsecond only, and PostgreSQL keeps a NUL as U+FFFD).
 fn same_delivery(a: &RawEvent, b: &RawEvent) -> bool {
+    let text = |s: &str| s.replace('\0', "\u{FFFD}");
+    let sid = |s: &Option<String>| s.as_deref().map(text);
     a.kind == b.kind
-        && a.call_sid == b.call_sid
-        && a.payload == b.payload
+        && sid(&a.call_sid) == sid(&b.call_sid)
+        && text(&a.payload) == text(&b.payload)
         && a.sequence_number == b.sequence_number
         && (a.received_at - b.received_at).abs() < chrono::Duration::milliseconds(1)
 }
@@ -287,7 +289,25 @@ webhook_route!(
 
 #[cfg(test)]
 mod tests {
+    use super::{RawEvent, same_delivery};
     use bonde_pressure_twilio::urls;
+
+    #[test]
+    fn a_payload_read_back_with_nul_replaced_is_the_same_delivery() {
+        let sent = RawEvent {
+            kind: "status-callback".into(),
+            call_sid: Some("CA\0x".into()),
+            payload: "CallStatus=ringing&X=\0".into(),
+            sequence_number: Some(3),
+            received_at: chrono::Utc::now(),
+        };
+        let mut stored = sent.clone();
+        stored.payload = sent.payload.replace('\0', "\u{FFFD}");
+        stored.call_sid = Some("CA\u{FFFD}x".into());
+        assert!(same_delivery(&sent, &stored));
+        stored.payload.push('x');
+        assert!(!same_delivery(&sent, &stored));
+    }
 
     #[test]
     fn routes_follow_the_shared_contract() {
