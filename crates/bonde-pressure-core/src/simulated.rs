@@ -116,6 +116,9 @@ pub struct SimulatedCall {
     b_answered: bool,
     b_in_conf: bool,
     conf_live: bool,
+    /// The terminal status each leg reported, for fetches.
+    a_final: Option<LegStatus>,
+    b_final: Option<LegStatus>,
 }
 
 impl SimulatedCall {
@@ -135,6 +138,8 @@ impl SimulatedCall {
             b_answered: false,
             b_in_conf: false,
             conf_live: false,
+            a_final: None,
+            b_final: None,
         }
     }
 
@@ -163,7 +168,14 @@ impl SimulatedCall {
         }
     }
 
-    fn status(&self, leg: Leg, status: LegStatus, duration: Option<u32>) -> CallEvent {
+    fn status(&mut self, leg: Leg, status: LegStatus, duration: Option<u32>) -> CallEvent {
+        if status.is_terminal() {
+            let last = match leg {
+                Leg::Activist => &mut self.a_final,
+                Leg::Target => &mut self.b_final,
+            };
+            last.get_or_insert(status);
+        }
         let sid = match leg {
             Leg::Activist => &self.activist,
             Leg::Target => &self.target,
@@ -407,15 +419,17 @@ impl SimulatedCall {
 
     /// What the provider would answer to a status fetch.
     pub fn snapshot(&self, sid: &CallSid) -> Option<LegSnapshot> {
-        let (alive, answered) = match self.leg_of(sid)? {
-            Leg::Activist => (self.a_alive, self.a_alive || self.a_in_conf),
-            Leg::Target => (self.b_alive, self.b_answered),
+        let (alive, answered, last) = match self.leg_of(sid)? {
+            Leg::Activist => (self.a_alive, self.a_alive || self.a_in_conf, self.a_final),
+            Leg::Target => (self.b_alive, self.b_answered, self.b_final),
         };
-        let status = match (alive, answered) {
-            (true, true) => LegStatus::InProgress,
-            (true, false) => LegStatus::Ringing,
-            (false, true) => LegStatus::Completed,
-            (false, false) => LegStatus::NoAnswer,
+        let status = match (alive, answered, last) {
+            // Ended: as it reported itself (busy, no-answer, canceled...).
+            (false, _, Some(last)) => last,
+            (true, true, _) => LegStatus::InProgress,
+            (true, false, _) => LegStatus::Ringing,
+            (false, true, None) => LegStatus::Completed,
+            (false, false, None) => LegStatus::NoAnswer,
         };
         Some(LegSnapshot {
             sid: sid.clone(),
@@ -680,6 +694,45 @@ impl Telephony for SimulatedTelephony {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A fetch of an ended leg answers the status the leg reported, as
+    /// Twilio's Call resource would (busy stays busy, not no-answer).
+    #[test]
+    fn fetches_of_ended_legs_report_their_own_terminal_status() {
+        let last_status = |events: &[Scripted], leg: Leg| {
+            events.iter().rev().find_map(|s| match &s.event {
+                CallEvent::LegStatus { leg: l, status, .. } if *l == leg => Some(*status),
+                _ => None,
+            })
+        };
+        for (scenario, a, b) in [
+            (Scenario::ActivistBusy, LegStatus::Busy, None),
+            (Scenario::ActivistNoAnswer, LegStatus::NoAnswer, None),
+            (
+                Scenario::TargetBusy,
+                LegStatus::InProgress,
+                Some(LegStatus::Busy),
+            ),
+            (
+                Scenario::TargetNoAnswer,
+                LegStatus::InProgress,
+                Some(LegStatus::NoAnswer),
+            ),
+        ] {
+            let mut call = SimulatedCall::new(scenario, CallId::new());
+            let mut events = call.start();
+            if b.is_some() {
+                events.extend(call.dial_target());
+            }
+            let snap = call.snapshot(&call.activist_sid().clone()).unwrap();
+            assert_eq!(snap.status, a, "{scenario:?}");
+            if let Some(b) = b {
+                assert_eq!(last_status(&events, Leg::Target), Some(b));
+                let snap = call.snapshot(&call.target_sid().clone()).unwrap();
+                assert_eq!(snap.status, b, "{scenario:?}");
+            }
+        }
+    }
 
     #[test]
     fn cancel_is_ignored_on_an_answered_leg_like_twilio() {
