@@ -259,6 +259,61 @@ async fn twilio_refusing_the_activist_number_is_a_field_error() {
     server.verify().await;
 }
 
+/// Twilio refusing *us* (rate limit, credentials) is not the activist's
+/// attempt: the per-number tokens are given back, so the activist can try
+/// again once Twilio accepts calls. A refused number does count.
+#[tokio::test]
+async fn provider_side_refusals_do_not_use_up_the_number_limits() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(format!("/2010-04-01/Accounts/{AC}/Calls.json")))
+        .respond_with(ResponseTemplate::new(401).set_body_json(json!({
+            "code": 20003, "message": "Authenticate", "status": 401
+        })))
+        .up_to_n_times(3)
+        .expect(3)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path(format!("/2010-04-01/Accounts/{AC}/Calls.json")))
+        .respond_with(ResponseTemplate::new(400).set_body_json(json!({
+            "code": 21211, "message": "Invalid 'To' Phone Number", "status": 400
+        })))
+        .up_to_n_times(1)
+        .expect(1)
+        .mount(&server)
+        .await;
+    let uri = server.uri();
+    let app = app_with(&[
+        "--twilio-account-sid",
+        AC,
+        "--twilio-auth-token",
+        TOKEN,
+        "--twilio-phone-number",
+        "+5511987650000",
+        "--twilio-api-base",
+        &uri,
+        "--base-url",
+        BASE,
+        "--rate-limit-per-activist",
+        "1/h",
+    ])
+    .await;
+    let r = router(&app);
+    // Three refusals on our side: each time the activist's token comes back.
+    for _ in 0..3 {
+        let resp = send(&r, post_call(&front_end_body("11 91234-5678"))).await;
+        assert_eq!(resp.status(), StatusCode::BAD_GATEWAY);
+    }
+    // The number refused by Twilio: an attempt, it uses the token up...
+    let resp = send(&r, post_call(&front_end_body("11 91234-5678"))).await;
+    assert_eq!(resp.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    // ...so the next try is rate-limited before reaching Twilio.
+    let resp = send(&r, post_call(&front_end_body("11 91234-5678"))).await;
+    assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+    server.verify().await;
+}
+
 #[tokio::test]
 async fn a_busy_target_ends_busy_and_ends_the_conference() {
     let server = mock_twilio(1).await;

@@ -287,9 +287,27 @@ fn charge_numbers(
 /// pass validation and authorisation: invalid requests must not let anyone
 /// lock a target (or an activist) out. Core validates, authorises and places
 /// the call in one step, so the tokens are taken just before it (a burst of
-/// valid requests cannot overshoot) and given back when it refuses the
-/// request before anything was handed to the telephony (invalid fields,
-/// widget errors, directory or store unavailable).
+/// valid requests cannot overshoot) and given back when the request is
+/// refused without a call that counts (see `counts_as_an_attempt`).
+/// Whether a refused start still uses up the activist's and the target's
+/// tokens: only when a call may have been placed (the provider's answer was
+/// lost: `Unavailable`) or the number itself was refused (`InvalidNumber`:
+/// retrying it is the abuse the limit is for). Refusals on our side —
+/// validation, widget, directory, store, and the provider refusing us (auth,
+/// its own rate limit, another 4xx) — do not.
+fn counts_as_an_attempt(e: &StartError) -> bool {
+    match e {
+        StartError::Telephony { error, .. } => !matches!(
+            error,
+            TelephonyError::Auth { .. }
+                | TelephonyError::RateLimited { .. }
+                | TelephonyError::Rejected { .. }
+                | TelephonyError::NotFound { .. }
+        ),
+        _ => false,
+    }
+}
+
 async fn start_call_inner(
     state: &AppState,
     ip: Option<std::net::IpAddr>,
@@ -308,7 +326,7 @@ async fn start_call_inner(
     let started = match state.service.start(&req).await {
         Ok(started) => started,
         Err(e) => {
-            if !matches!(e, StartError::Telephony { .. }) {
+            if !counts_as_an_attempt(&e) {
                 charged.refund(state);
             }
             return Err(start_error(e));
