@@ -11,14 +11,26 @@ use utoipa::ToSchema;
 /// One validation error, FastAPI's shape: `loc` starts with `body`, `path` or `query`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct ValidationItem {
-    /// Where: `["body", "activist", "phone"]`.
-    #[schema(value_type = Vec<Object>)]
+    /// Where: `["body", "activist", "phone"]` (names, or indexes in lists).
+    #[schema(schema_with = loc_schema)]
     pub loc: Vec<serde_json::Value>,
     /// What is wrong.
     pub msg: String,
     /// Machine-readable kind (`missing`, `json_invalid`, `value_error.phone`...).
     #[serde(rename = "type")]
     pub kind: String,
+}
+
+/// `loc`'s schema, as FastAPI's: a list of strings or integers.
+fn loc_schema() -> utoipa::openapi::schema::Array {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, OneOfBuilder, Type};
+    ArrayBuilder::new()
+        .items(
+            OneOfBuilder::new()
+                .item(ObjectBuilder::new().schema_type(Type::String))
+                .item(ObjectBuilder::new().schema_type(Type::Integer)),
+        )
+        .build()
 }
 
 impl ValidationItem {

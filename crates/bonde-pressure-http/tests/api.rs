@@ -800,6 +800,23 @@ async fn ops_routes() {
     ] {
         assert!(spec["paths"].get(path).is_some(), "{path} documented");
     }
+    // The spec describes what the server sends (checked against the live
+    // server with schemathesis, docs/http-api.md); these are the parts
+    // that once disagreed.
+    let schemas = &spec["components"]["schemas"];
+    let loc = &schemas["ValidationItem"]["properties"]["loc"]["items"]["oneOf"];
+    assert_eq!(loc[0]["type"], "string", "{loc}");
+    assert_eq!(loc[1]["type"], "integer", "{loc}");
+    let call_id = &spec["paths"]["/v1/phone/status/{call_id}"]["get"]["parameters"][0];
+    assert_eq!(call_id["schema"]["format"], "uuid", "{call_id}");
+    let required = schemas["CallStatusForm"]["required"].to_string();
+    assert!(
+        required.contains("CallSid") && required.contains("CallStatus"),
+        "{required}"
+    );
+    let sse = &spec["paths"]["/v1/phone/calls/{call_id}/events"]["get"]["responses"]["200"]["content"]
+        ["text/event-stream"]["schema"]["$ref"];
+    assert_eq!(sse, "#/components/schemas/SseStateEvent");
     let resp = send(&r, get("/docs")).await;
     assert_eq!(resp.status(), StatusCode::OK);
     let html = String::from_utf8(body_bytes(resp).await).unwrap();

@@ -30,7 +30,7 @@ use crate::state::{AppState, ClientIp};
 #[derive(Debug, Serialize, ToSchema)]
 pub struct StartCallDoc {
     /// The campaign widget.
-    #[schema(example = 1)]
+    #[schema(example = 1, minimum = 1)]
     pub widget_id: i64,
     /// Who is called first.
     pub activist: ActivistDoc,
@@ -42,19 +42,24 @@ pub struct StartCallDoc {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ActivistDoc {
     /// Full name.
-    #[schema(example = "Ana Silva")]
+    #[schema(example = "Ana Silva", min_length = 1, max_length = 200)]
     pub name: String,
     /// First name (optional).
-    #[schema(example = "Ana")]
+    #[schema(example = "Ana", max_length = 200)]
     pub first_name: Option<String>,
     /// Last name (optional).
-    #[schema(example = "Silva")]
+    #[schema(example = "Silva", max_length = 200)]
     pub last_name: Option<String>,
     /// E-mail.
-    #[schema(example = "ana@example.org")]
+    #[schema(
+        example = "ana@example.org",
+        format = "email",
+        min_length = 3,
+        max_length = 254
+    )]
     pub email: String,
     /// Phone: E.164 or national (`11 91234-5678`, read in the default region).
-    #[schema(example = "11 91234-5678")]
+    #[schema(example = "11 91234-5678", pattern = r"^\+?[0-9 ().-]{8,24}$")]
     pub phone: String,
 }
 
@@ -62,10 +67,10 @@ pub struct ActivistDoc {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct TargetDoc {
     /// Name.
-    #[schema(example = "Demo Target")]
+    #[schema(example = "Demo Target", min_length = 1, max_length = 200)]
     pub name: String,
     /// Phone, compared (normalised) with the widget's targets.
-    #[schema(example = "+5561999990000")]
+    #[schema(example = "+5561999990000", pattern = r"^\+?[0-9 ().-]{8,24}$")]
     pub phone: String,
 }
 
@@ -352,7 +357,7 @@ async fn load(state: &AppState, id: CallId) -> Result<Call, AppError> {
 /// The page's status of a call (polled every 2 s).
 #[utoipa::path(
     get, path = "/v1/phone/status/{call_id}", tag = "phone",
-    params(("call_id" = String, Path, description = "The call id (UUID)")),
+    params(("call_id" = uuid::Uuid, Path, description = "The call id (UUID)")),
     responses(
         (status = 200, body = StatusResponse),
         (status = 404, description = "`Call not found.`", body = MessageBody),
@@ -663,7 +668,7 @@ fn details(call: &Call, events: Vec<StoredEvent>, unmasked: bool) -> CallDetails
 /// A call in detail: state, legs, event log.
 #[utoipa::path(
     get, path = "/v1/phone/calls/{call_id}", tag = "calls",
-    params(("call_id" = String, Path, description = "The call id (UUID)")),
+    params(("call_id" = uuid::Uuid, Path, description = "The call id (UUID)")),
     security((), ("admin_token" = [])),
     responses(
         (status = 200, body = CallDetails),
@@ -691,7 +696,23 @@ pub async fn call_details(
     Ok(r)
 }
 
-/// One SSE `state` event.
+/// One server-sent event as it appears on the stream (documentation only).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SseStateEvent {
+    /// Always `state`.
+    #[schema(example = "state")]
+    pub event: String,
+    /// The call's version (send it back as `Last-Event-ID`).
+    #[schema(example = "7")]
+    pub id: String,
+    /// A [`StateEvent`] as JSON.
+    #[schema(
+        example = r#"{"call_id":"b1f7afd0-8e24-4beb-b8be-72cd77040a40","state":"connecting","status":"ringing","version":7,"terminal":false}"#
+    )]
+    pub data: String,
+}
+
+/// One SSE `state` event's `data`.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct StateEvent {
     /// The call.
@@ -797,11 +818,11 @@ fn last_event_id(headers: &HeaderMap) -> Option<u64> {
 #[utoipa::path(
     get, path = "/v1/phone/calls/{call_id}/events", tag = "calls",
     params(
-        ("call_id" = String, Path, description = "The call id (UUID)"),
+        ("call_id" = uuid::Uuid, Path, description = "The call id (UUID)"),
         ("Last-Event-ID" = Option<u64>, Header, description = "The last version received (sent by a reconnecting EventSource)"),
     ),
     responses(
-        (status = 200, description = "`text/event-stream` of `state` events", body = StateEvent, content_type = "text/event-stream"),
+        (status = 200, description = "`text/event-stream` of `state` events: each has `event: state`, `id:` the call's version, and `data:` a `StateEvent` as JSON", body = SseStateEvent, content_type = "text/event-stream"),
         (status = 204, description = "The call is over and `Last-Event-ID` is at or past its last version: nothing more will come"),
         (status = 404, body = MessageBody),
         (status = 422, body = ValidationBody),

@@ -206,12 +206,12 @@ async fn run(
 }
 
 macro_rules! webhook_route {
-    ($(#[$doc:meta])* $name:ident, $route:expr, $path:literal, twiml) => {
+    ($(#[$doc:meta])* $name:ident, $route:expr, $path:literal, $form:ty, twiml) => {
         $(#[$doc])*
         #[utoipa::path(
             post, path = $path, tag = "twilio",
-            params(("call_id" = String, Path, description = "Our call id"), ("X-Twilio-Signature" = String, Header, description = "Twilio's signature")),
-            request_body(content = String, content_type = "application/x-www-form-urlencoded", description = "Twilio's form"),
+            params(("call_id" = uuid::Uuid, Path, description = "Our call id"), ("X-Twilio-Signature" = String, Header, description = "Twilio's signature")),
+            request_body(content = $form, content_type = "application/x-www-form-urlencoded", description = "Twilio's form (the fields this service reads; Twilio sends more, all kept in the event log)"),
             responses(
                 (status = 200, description = "TwiML", content_type = "text/xml", body = String),
                 (status = 400, description = "Malformed form (stored)", body = MessageBody),
@@ -229,12 +229,12 @@ macro_rules! webhook_route {
             run($route, state, id, uri, headers, body).await
         }
     };
-    ($(#[$doc:meta])* $name:ident, $route:expr, $path:literal) => {
+    ($(#[$doc:meta])* $name:ident, $route:expr, $path:literal, $form:ty) => {
         $(#[$doc])*
         #[utoipa::path(
             post, path = $path, tag = "twilio",
-            params(("call_id" = String, Path, description = "Our call id"), ("X-Twilio-Signature" = String, Header, description = "Twilio's signature")),
-            request_body(content = String, content_type = "application/x-www-form-urlencoded", description = "Twilio's form"),
+            params(("call_id" = uuid::Uuid, Path, description = "Our call id"), ("X-Twilio-Signature" = String, Header, description = "Twilio's signature")),
+            request_body(content = $form, content_type = "application/x-www-form-urlencoded", description = "Twilio's form (the fields this service reads; Twilio sends more, all kept in the event log)"),
             responses(
                 (status = 204, description = "Applied"),
                 (status = 400, description = "Malformed form (stored)", body = MessageBody),
@@ -254,37 +254,130 @@ macro_rules! webhook_route {
     };
 }
 
+/// A TwiML request's form (documentation only): Twilio's voice request
+/// parameters; none is required by this service.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+#[serde(rename_all = "PascalCase")]
+pub struct CallForm {
+    /// The leg's Call SID.
+    #[schema(pattern = "^CA[0-9a-fA-F]{32}$")]
+    call_sid: Option<String>,
+    /// The leg's status.
+    call_status: Option<String>,
+    /// Twilio's `DialCallStatus` (after the conference).
+    dial_call_status: Option<String>,
+}
+
+/// A status callback's form (documentation only).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+#[serde(rename_all = "PascalCase")]
+pub struct CallStatusForm {
+    /// The leg's Call SID.
+    #[schema(pattern = "^CA[0-9a-fA-F]{32}$")]
+    call_sid: String,
+    /// `queued initiated ringing in-progress completed busy failed no-answer
+    /// canceled`; another value is stored and ignored.
+    #[schema(min_length = 1)]
+    call_status: String,
+    /// Seconds, on the final callback.
+    call_duration: Option<u32>,
+    /// SIP response code of the attempt.
+    sip_response_code: Option<u16>,
+    /// RFC 2822 time of the event.
+    timestamp: Option<String>,
+    /// Order of this leg's callbacks.
+    sequence_number: Option<u32>,
+}
+
+/// An answering-machine detection callback's form (documentation only).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+#[serde(rename_all = "PascalCase")]
+pub struct AmdForm {
+    /// The leg's Call SID.
+    #[schema(pattern = "^CA[0-9a-fA-F]{32}$")]
+    call_sid: String,
+    /// `human machine_start fax unknown machine_end_beep machine_end_silence
+    /// machine_end_other`; another value is stored and ignored.
+    #[schema(min_length = 1)]
+    answered_by: String,
+    /// How long detection took, in milliseconds.
+    machine_detection_duration: Option<u32>,
+}
+
+/// The gather action's form (documentation only): no input at all is a
+/// valid request (the activist did not confirm).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+#[serde(rename_all = "PascalCase")]
+pub struct GatherForm {
+    /// The activist leg's Call SID.
+    #[schema(pattern = "^CA[0-9a-fA-F]{32}$")]
+    call_sid: Option<String>,
+    /// Keys pressed.
+    digits: Option<String>,
+    /// What was said.
+    speech_result: Option<String>,
+    /// Speech recognition confidence, 0 to 1.
+    confidence: Option<f32>,
+}
+
+/// A conference status callback's form (documentation only).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+#[serde(rename_all = "PascalCase")]
+pub struct ConferenceForm {
+    /// The conference's SID.
+    #[schema(pattern = "^CF[0-9a-fA-F]{32}$")]
+    conference_sid: String,
+    /// `conference-start conference-end participant-join participant-leave`;
+    /// other events are stored and ignored.
+    #[schema(min_length = 1)]
+    status_callback_event: String,
+    /// The participant's Call SID (participant events).
+    #[schema(pattern = "^CA[0-9a-fA-F]{32}$")]
+    call_sid: Option<String>,
+    /// Our call id.
+    friendly_name: Option<String>,
+    /// `target` for the target's leg.
+    participant_label: Option<String>,
+    /// Order of this conference's callbacks.
+    sequence_number: Option<u32>,
+}
+
 webhook_route!(
     /// The activist answered: greeting and confirmation prompt (TwiML).
-    answer, Route::Answer, "/v1/phone/answer/{call_id}", twiml
+    answer, Route::Answer, "/v1/phone/answer/{call_id}", CallForm, twiml
 );
 webhook_route!(
     /// Status callback of the activist's leg.
-    status_callback, Route::StatusCallback, "/v1/phone/status-callback/{call_id}"
+    status_callback, Route::StatusCallback, "/v1/phone/status-callback/{call_id}", CallStatusForm
 );
 webhook_route!(
     /// Asynchronous answering-machine detection of the activist's leg.
-    amd_status_callback, Route::AmdStatusCallback, "/v1/phone/amd-status-callback/{call_id}"
+    amd_status_callback, Route::AmdStatusCallback, "/v1/phone/amd-status-callback/{call_id}", AmdForm
 );
 webhook_route!(
     /// The confirmation (gather action): join the conference (TwiML).
-    dial, Route::Dial, "/v1/phone/dial/{call_id}", twiml
+    dial, Route::Dial, "/v1/phone/dial/{call_id}", GatherForm, twiml
 );
 webhook_route!(
     /// Status callback of the target's leg (Participants API).
-    dial_status_callback, Route::DialStatusCallback, "/v1/phone/dial-status-callback/{call_id}"
+    dial_status_callback, Route::DialStatusCallback, "/v1/phone/dial-status-callback/{call_id}", CallStatusForm
 );
 webhook_route!(
     /// Answering-machine detection of the target's leg.
-    dial_amd_status_callback, Route::DialAmdStatusCallback, "/v1/phone/dial-amd-status-callback/{call_id}"
+    dial_amd_status_callback, Route::DialAmdStatusCallback, "/v1/phone/dial-amd-status-callback/{call_id}", AmdForm
 );
 webhook_route!(
     /// Conference status callback (start, end, join, leave).
-    conference_status_callback, Route::ConferenceStatusCallback, "/v1/phone/conference-status-callback/{call_id}"
+    conference_status_callback, Route::ConferenceStatusCallback, "/v1/phone/conference-status-callback/{call_id}", ConferenceForm
 );
 webhook_route!(
     /// After the conference (the `<Dial action>`): closing message (TwiML).
-    after_dial, Route::AfterDial, "/v1/phone/after-dial/{call_id}", twiml
+    after_dial, Route::AfterDial, "/v1/phone/after-dial/{call_id}", CallForm, twiml
 );
 
 #[cfg(test)]
@@ -314,7 +407,8 @@ mod tests {
         // The router registers the twilio crate's templates; these are the contract's names.
         assert_eq!(
             urls::STATUS_CALLBACK_PATH,
-            "/v1/phone/status-callback/{call_id}"
+            "/v1/phone/status-callback/{call_id}",
+            CallStatusForm
         );
         assert_eq!(urls::DIAL_PATH, "/v1/phone/dial/{call_id}");
         assert_eq!(urls::AFTER_DIAL_PATH, "/v1/phone/after-dial/{call_id}");
