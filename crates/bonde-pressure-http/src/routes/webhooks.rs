@@ -407,8 +407,7 @@ mod tests {
         // The router registers the twilio crate's templates; these are the contract's names.
         assert_eq!(
             urls::STATUS_CALLBACK_PATH,
-            "/v1/phone/status-callback/{call_id}",
-            CallStatusForm
+            "/v1/phone/status-callback/{call_id}"
         );
         assert_eq!(urls::DIAL_PATH, "/v1/phone/dial/{call_id}");
         assert_eq!(urls::AFTER_DIAL_PATH, "/v1/phone/after-dial/{call_id}");
