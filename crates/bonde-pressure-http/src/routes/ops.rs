@@ -132,13 +132,14 @@ const DOCS_HTML: &str = r#"<!doctype html>
 </head>
 <body>
   <script id="api-reference" data-url="/openapi.json"></script>
-  <script src="https://cdn.jsdelivr.net/npm/@scalar/api-reference"></script>
+  <script src="https://cdn.jsdelivr.net/npm/@scalar/api-reference@1.72.1/dist/browser/standalone.js" crossorigin="anonymous"></script>
   <noscript>The interactive documentation needs JavaScript; the spec is at <a href="/openapi.json">/openapi.json</a>.</noscript>
 </body>
 </html>
 "#;
 
-/// `/docs`: Scalar's API reference (loaded from a CDN) over `/openapi.json`.
+/// `/docs`: Scalar's API reference (loaded from a CDN, version pinned, so
+/// the page does not change under us) over `/openapi.json`.
 pub async fn docs() -> Html<&'static str> {
     Html(DOCS_HTML)
 }
