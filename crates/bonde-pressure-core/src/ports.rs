@@ -71,6 +71,9 @@ pub struct LegSnapshot {
     pub duration_secs: Option<u32>,
     /// Answering-machine verdict, when known.
     pub answered_by: Option<AnsweredBy>,
+    /// When the leg ended, as the provider recorded it (a terminal leg
+    /// fetched long after it ended keeps its real end time, not the fetch's).
+    pub ended_at: Option<DateTime<Utc>>,
 }
 
 /// Why the telephony refused or failed a command.

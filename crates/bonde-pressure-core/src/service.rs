@@ -725,7 +725,8 @@ impl PressureService {
                             status: snap.status,
                             duration_secs: snap.duration_secs,
                             sip_response_code: None,
-                            at: None,
+                            // The provider's end time; otherwise stamped on receipt.
+                            at: snap.ended_at.filter(|_| snap.status.is_terminal()),
                         }];
                         if let Some(answered_by) = snap.answered_by {
                             events.push(CallEvent::AnsweredBy {

@@ -436,6 +436,7 @@ impl SimulatedCall {
             status,
             duration_secs: None,
             answered_by: None,
+            ended_at: None,
         })
     }
 }

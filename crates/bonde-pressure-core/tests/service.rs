@@ -748,6 +748,53 @@ async fn reconciliation_keeps_an_outcome_it_fetched_instead_of_expiring() {
     assert!(!call.facts.expired && call.is_settled());
 }
 
+/// A leg fetched long after it ended keeps the provider's end time, not
+/// the time of the fetch (the details view's `ended_at` after an outage).
+#[tokio::test]
+async fn a_fetched_ended_leg_keeps_the_providers_end_time() {
+    let sid: CallSid = format!("CA{}", "a".repeat(32)).parse().unwrap();
+    let ended: DateTime<Utc> = "2026-11-25T10:00:00Z".parse().unwrap();
+    let mut telephony = MockTelephony::new();
+    let s = sid.clone();
+    telephony
+        .expect_call_activist()
+        .times(1)
+        .returning(move |_| {
+            Ok(DialedLeg {
+                sid: s.clone(),
+                status: Some(LegStatus::Queued),
+            })
+        });
+    let s = sid.clone();
+    telephony.expect_fetch_leg().times(1).returning(move |_| {
+        Ok(bonde_pressure_core::ports::LegSnapshot {
+            sid: s.clone(),
+            status: LegStatus::NoAnswer,
+            duration_secs: Some(0),
+            answered_by: None,
+            ended_at: Some(ended),
+        })
+    });
+    let clock = Arc::new(ManualClock::new(ended + chrono::Duration::hours(1)));
+    let service = PressureService::new(
+        Dependencies {
+            store: Arc::new(InMemoryCallStore::new()),
+            telephony: Arc::new(telephony),
+            directory: Arc::new(StaticCampaignDirectory::demo()),
+            recorder: Arc::new(StubActionRecorder::new()),
+            clock: clock.clone(),
+        },
+        ServiceConfig::default(),
+    );
+    let id = service.start(&demo_request()).await.unwrap().call_id;
+    clock.advance(Duration::from_secs(300));
+    let report = service.reconcile(10).await.unwrap();
+    assert_eq!(report.legs_fetched, 1);
+    let call = service.call(id).await.unwrap().unwrap();
+    assert_eq!(call.state(), DetailedState::ActivistNoAnswer);
+    assert_eq!(call.facts.activist.ended_at, Some(ended));
+}
+
 /// Target busy, and ending the conference fails: the state is terminal
 /// (`target_busy`) but the activist is left alone in the conference.
 /// Reconciliation must still list the call and hang the activist up.

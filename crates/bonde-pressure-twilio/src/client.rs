@@ -97,6 +97,8 @@ struct CallResource {
     status: Option<String>,
     duration: Option<serde_json::Value>,
     answered_by: Option<String>,
+    /// RFC 2822, e.g. `Tue, 10 Aug 2010 08:02:31 +0000`.
+    end_time: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -540,6 +542,10 @@ impl Telephony for TwilioClient {
             status,
             duration_secs: call.duration.as_ref().and_then(duration_of),
             answered_by: call.answered_by.as_deref().and_then(AnsweredBy::parse),
+            ended_at: call
+                .end_time
+                .as_deref()
+                .and_then(crate::webhook::parse_timestamp),
         })
     }
 }

@@ -650,6 +650,7 @@ async fn fetch_leg_reads_status_duration_and_amd() {
             "status": "completed",
             "duration": "42",
             "answered_by": "machine_end_beep",
+            "end_time": "Tue, 10 Aug 2010 08:02:31 +0000",
         })))
         .expect(1)
         .mount(&server)
@@ -662,6 +663,10 @@ async fn fetch_leg_reads_status_duration_and_amd() {
     assert_eq!(snap.status, LegStatus::Completed);
     assert_eq!(snap.duration_secs, Some(42));
     assert_eq!(snap.answered_by, Some(AnsweredBy::MachineEndBeep));
+    assert_eq!(
+        snap.ended_at.map(|t| t.to_rfc3339()).as_deref(),
+        Some("2010-08-10T08:02:31+00:00")
+    );
     let requests = server.received_requests().await.unwrap();
     assert!(requests[0].body.is_empty());
 }
@@ -681,8 +686,13 @@ async fn fetch_leg_of_a_ringing_call() {
         .await
         .unwrap();
     assert_eq!(
-        (snap.status, snap.duration_secs, snap.answered_by),
-        (LegStatus::Ringing, None, None)
+        (
+            snap.status,
+            snap.duration_secs,
+            snap.answered_by,
+            snap.ended_at
+        ),
+        (LegStatus::Ringing, None, None, None)
     );
 }
 
