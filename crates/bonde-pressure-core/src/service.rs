@@ -692,13 +692,17 @@ impl PressureService {
 
     /// One reconciliation pass over the calls that are not settled
     /// ([`Call::is_settled`]) and had no news for `stale_after`:
-    /// - their live legs' status is fetched from the telephony;
+    /// - their live legs' status is fetched from the telephony (a leg the
+    ///   provider does not know is recorded as ended);
+    /// - a target dial that was already requested, without SID or refusal,
+    ///   when the call was listed is recorded as failed (lost dial);
     /// - if the call's state is terminal but a leg is still live (an effect
     ///   that should have ended it failed), that leg is hung up directly
     ///   (completed if answered, else canceled; idempotent at the provider;
     ///   a failure is logged and retried by the next pass);
-    /// - those created more than `expire_after` ago are declared expired
-    ///   (state `error` unless completed, live legs hung up).
+    /// - those created more than `expire_after` ago that are still not
+    ///   terminal are declared expired (state `error` unless completed,
+    ///   live legs hung up).
     pub async fn reconcile(&self, limit: u32) -> Result<ReconcileReport, ServiceError> {
         let now = self.deps.clock.now();
         let stale_before =
@@ -742,13 +746,39 @@ impl PressureService {
                             }
                         }
                     }
+                    // The provider has no such call (a simulated telephony
+                    // that restarted, another account): it is not up. Record
+                    // it as ended, or the call would be listed forever.
+                    Err(TelephonyError::NotFound { .. }) => {
+                        report.legs_fetched += 1;
+                        let status = if call.facts.leg_answered(leg) {
+                            LegStatus::Completed
+                        } else {
+                            LegStatus::Canceled
+                        };
+                        warn!(call_id = %call.id, leg = leg.as_str(), status = status.as_str(), "leg unknown to the telephony; recorded as ended");
+                        let ended = CallEvent::LegStatus {
+                            leg,
+                            sid: Some(sid),
+                            status,
+                            duration_secs: None,
+                            sip_response_code: None,
+                            at: None,
+                        };
+                        if let Err(error) = self.handle(call.id, ended, None).await {
+                            report.errors += 1;
+                            warn!(call_id = %call.id, %error, "reconciliation update failed");
+                        }
+                    }
                     Err(error) => {
                         report.errors += 1;
                         warn!(call_id = %call.id, leg = leg.as_str(), %error, "reconciliation fetch failed");
                     }
                 }
             }
-            self.fail_lost_dial(call.id, &mut report).await;
+            if dial_was_lost(&call) {
+                self.fail_lost_dial(call.id, &mut report).await;
+            }
             let Some(call) = self.hang_up_leftover_legs(call.id, &mut report).await else {
                 continue;
             };
@@ -770,13 +800,11 @@ impl PressureService {
 }
 
 impl PressureService {
-    /// The target was to be dialled, but neither the dialled leg nor a
-    /// refusal was ever recorded (the replica that won the `DialTarget`
-    /// commit died before the request, or before recording its answer), and
-    /// the call has been silent for `stale_after`: a dialled target would
-    /// have reported `initiated` long ago. Records the dial as failed, so
-    /// the usual effects follow (the conference ends, the activist hears the
-    /// closing message) instead of the activist waiting until expiry.
+    /// Records a lost target dial (see [`dial_was_lost`], checked on the
+    /// call as listed, i.e. silent for `stale_after`) as failed, so the
+    /// usual effects follow (the conference ends, the activist hears the
+    /// closing message) instead of the activist waiting until expiry. The
+    /// reloaded call is checked again: a dial reported meanwhile wins.
     async fn fail_lost_dial(&self, call_id: CallId, report: &mut ReconcileReport) {
         let call = match self.deps.store.get(call_id).await {
             Ok(Some(call)) => call,
@@ -787,8 +815,7 @@ impl PressureService {
                 return;
             }
         };
-        let target = &call.facts.target;
-        if !call.facts.requested.dial_target || target.sid.is_some() || target.status.is_some() {
+        if !dial_was_lost(&call) {
             return;
         }
         warn!(%call_id, "the target's dial never reported back; recording it as failed");
@@ -847,6 +874,23 @@ impl PressureService {
         }
         Some(call)
     }
+}
+
+/// The target was to be dialled, but neither the dialled leg nor a refusal
+/// was recorded, and no participant other than the activist was seen (a
+/// target whose `LegDialed` and callbacks were lost but who joined is not
+/// lost). Checked on a call listed as silent for `stale_after`, this means
+/// the replica that won the `DialTarget` commit died before the request or
+/// before recording its answer: a dialled target reports `initiated` within
+/// seconds, and a dial in progress takes at most the Twilio client's worst
+/// case (about 10 s), far less than `stale_after` (2 min).
+fn dial_was_lost(call: &Call) -> bool {
+    let f = &call.facts;
+    let activist = f.activist.sid.as_ref();
+    f.requested.dial_target
+        && f.target.sid.is_none()
+        && f.target.status.is_none()
+        && f.participants.keys().all(|sid| Some(sid) == activist)
 }
 
 async fn backoff(attempt: u32) {

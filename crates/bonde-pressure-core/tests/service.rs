@@ -927,6 +927,218 @@ async fn reconciliation_fails_a_target_dial_that_never_reported_back() {
     assert_eq!(h.service.reconcile(10).await.unwrap().lost_dials, 0);
 }
 
+/// The activist's answer, confirmation and join, as callbacks would report them.
+fn activist_joins(activist: &CallSid) -> Vec<CallEvent> {
+    vec![
+        CallEvent::LegStatus {
+            leg: Leg::Activist,
+            sid: Some(activist.clone()),
+            status: LegStatus::InProgress,
+            duration_secs: None,
+            sip_response_code: None,
+            at: None,
+        },
+        CallEvent::Confirmed(bonde_pressure_core::call::Confirmation::Digits("1".into())),
+        CallEvent::ParticipantJoined {
+            conference_sid: format!("CF{}", "c".repeat(32)).parse().unwrap(),
+            call_sid: activist.clone(),
+            leg: None,
+        },
+    ]
+}
+
+/// Commits `events` to the call directly, dropping their effects (a
+/// replica that died, or one still performing them).
+async fn commit_dropping_effects(
+    store: &InMemoryCallStore,
+    id: CallId,
+    events: &[CallEvent],
+    now: DateTime<Utc>,
+) {
+    let mut call = store.get(id).await.unwrap().unwrap();
+    for e in events {
+        call = call.apply(e, now).0;
+    }
+    store.commit(&call, &[]).await.unwrap();
+}
+
+/// A target that joined the conference (seen by its SID) though its
+/// `LegDialed` and status callbacks were lost is not a lost dial.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_seen_in_the_conference_is_not_a_lost_dial() {
+    let clock = Arc::new(ManualClock::new(Utc::now()));
+    let h = common::harness_with(
+        ScenarioPicker::Always(Scenario::Success),
+        Duration::from_secs(3600),
+        clock.clone(),
+    );
+    let id = h.service.start(&demo_request()).await.unwrap().call_id;
+    let activist = h
+        .service
+        .call(id)
+        .await
+        .unwrap()
+        .unwrap()
+        .facts
+        .activist
+        .sid
+        .unwrap();
+    let mut events = activist_joins(&activist);
+    events.push(CallEvent::ParticipantJoined {
+        conference_sid: format!("CF{}", "c".repeat(32)).parse().unwrap(),
+        call_sid: format!("CA{}", "b".repeat(32)).parse().unwrap(),
+        leg: None,
+    });
+    commit_dropping_effects(&h.store, id, &events, clock.now()).await;
+    clock.advance(Duration::from_secs(300));
+    let report = h.service.reconcile(10).await.unwrap();
+    assert_eq!((report.examined, report.lost_dials), (1, 0), "{report:?}");
+    let call = h.service.call(id).await.unwrap().unwrap();
+    assert_ne!(call.facts.target.status, Some(LegStatus::Failed));
+}
+
+/// A telephony whose first leg fetch lets "another replica" request the
+/// target's dial (committed, not yet performed), as if it happened while
+/// the reconciliation pass was under way.
+struct DialRequestedDuringFetch {
+    inner: Arc<bonde_pressure_core::SimulatedTelephony>,
+    store: Arc<InMemoryCallStore>,
+    pending: std::sync::Mutex<Option<(CallId, Vec<CallEvent>)>>,
+    clock: Arc<ManualClock>,
+}
+
+#[async_trait]
+impl bonde_pressure_core::Telephony for DialRequestedDuringFetch {
+    async fn call_activist(
+        &self,
+        req: &bonde_pressure_core::ports::ActivistCallRequest,
+    ) -> Result<DialedLeg, TelephonyError> {
+        self.inner.call_activist(req).await
+    }
+    async fn add_target(&self, req: &TargetCallRequest) -> Result<DialedLeg, TelephonyError> {
+        self.inner.add_target(req).await
+    }
+    async fn hang_up(
+        &self,
+        call_id: CallId,
+        sid: &CallSid,
+        how: bonde_pressure_core::HangUp,
+    ) -> Result<(), TelephonyError> {
+        self.inner.hang_up(call_id, sid, how).await
+    }
+    async fn end_conference(
+        &self,
+        call_id: CallId,
+        conference: &bonde_pressure_core::ConferenceSid,
+    ) -> Result<(), TelephonyError> {
+        self.inner.end_conference(call_id, conference).await
+    }
+    async fn fetch_leg(
+        &self,
+        sid: &CallSid,
+    ) -> Result<bonde_pressure_core::ports::LegSnapshot, TelephonyError> {
+        let pending = self.pending.lock().unwrap().take();
+        if let Some((id, events)) = pending {
+            commit_dropping_effects(&self.store, id, &events, self.clock.now()).await;
+        }
+        self.inner.fetch_leg(sid).await
+    }
+}
+
+/// A dial requested after the pass listed the call (another replica is
+/// dialling right now) is not a lost dial: only a request that was already
+/// silent for `stale_after` when listed is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dial_requested_during_the_pass_is_not_a_lost_dial() {
+    let clock = Arc::new(ManualClock::new(Utc::now()));
+    let store = Arc::new(InMemoryCallStore::new());
+    let telephony = Arc::new(DialRequestedDuringFetch {
+        inner: Arc::new(bonde_pressure_core::SimulatedTelephony::new(
+            ScenarioPicker::Always(Scenario::Success),
+            Duration::ZERO,
+        )),
+        store: store.clone(),
+        pending: std::sync::Mutex::new(None),
+        clock: clock.clone(),
+    });
+    let service = PressureService::new(
+        Dependencies {
+            store: store.clone(),
+            telephony: telephony.clone(),
+            directory: Arc::new(StaticCampaignDirectory::demo()),
+            recorder: Arc::new(StubActionRecorder::new()),
+            clock: clock.clone(),
+        },
+        ServiceConfig::default(),
+    );
+    let id = service.start(&demo_request()).await.unwrap().call_id;
+    let activist = service
+        .call(id)
+        .await
+        .unwrap()
+        .unwrap()
+        .facts
+        .activist
+        .sid
+        .unwrap();
+    *telephony.pending.lock().unwrap() = Some((id, activist_joins(&activist)));
+
+    clock.advance(Duration::from_secs(300));
+    let report = service.reconcile(10).await.unwrap();
+    assert_eq!(report.lost_dials, 0, "{report:?}");
+    let call = service.call(id).await.unwrap().unwrap();
+    assert!(
+        call.facts.requested.dial_target,
+        "the other replica's request"
+    );
+    assert_eq!(call.facts.target.status, None);
+}
+
+/// A leg the telephony does not know (a simulated telephony that restarted,
+/// another account) is recorded as ended; the call settles instead of being
+/// listed on every pass.
+#[tokio::test]
+async fn a_leg_unknown_to_the_telephony_is_recorded_as_ended() {
+    let sid: CallSid = format!("CA{}", "a".repeat(32)).parse().unwrap();
+    let mut telephony = MockTelephony::new();
+    let s = sid.clone();
+    telephony
+        .expect_call_activist()
+        .times(1)
+        .returning(move |_| {
+            Ok(DialedLeg {
+                sid: s.clone(),
+                status: Some(LegStatus::Queued),
+            })
+        });
+    telephony.expect_fetch_leg().times(1).returning(|_| {
+        Err(TelephonyError::NotFound {
+            message: "The requested resource was not found".into(),
+        })
+    });
+    telephony.expect_hang_up().never();
+    let clock = Arc::new(ManualClock::new(Utc::now()));
+    let service = PressureService::new(
+        Dependencies {
+            store: Arc::new(InMemoryCallStore::new()),
+            telephony: Arc::new(telephony),
+            directory: Arc::new(StaticCampaignDirectory::demo()),
+            recorder: Arc::new(StubActionRecorder::new()),
+            clock: clock.clone(),
+        },
+        ServiceConfig::default(),
+    );
+    let id = service.start(&demo_request()).await.unwrap().call_id;
+    clock.advance(Duration::from_secs(300));
+    let report = service.reconcile(10).await.unwrap();
+    assert_eq!((report.examined, report.errors), (1, 0), "{report:?}");
+    let call = service.call(id).await.unwrap().unwrap();
+    assert_eq!(call.facts.activist.status, Some(LegStatus::Canceled));
+    assert!(call.is_settled(), "{:?}", call.state());
+    clock.advance(Duration::from_secs(300));
+    assert_eq!(service.reconcile(10).await.unwrap().examined, 0);
+}
+
 #[tokio::test]
 async fn a_gather_without_input_says_goodbye_instead_of_joining() {
     let h = common::harness_with_tick(

@@ -287,13 +287,6 @@ fn charge_numbers(
     Ok(charged)
 }
 
-/// The per-IP limit is charged first, for every request (garbage included).
-/// The per-activist and per-target limits are charged only for requests that
-/// pass validation and authorisation: invalid requests must not let anyone
-/// lock a target (or an activist) out. Core validates, authorises and places
-/// the call in one step, so the tokens are taken just before it (a burst of
-/// valid requests cannot overshoot) and given back when the request is
-/// refused without a call that counts (see `counts_as_an_attempt`).
 /// Whether a refused start still uses up the activist's and the target's
 /// tokens: only when a call may have been placed (the provider's answer was
 /// lost: `Unavailable`) or the number itself was refused (`InvalidNumber`:
@@ -313,6 +306,13 @@ fn counts_as_an_attempt(e: &StartError) -> bool {
     }
 }
 
+/// The per-IP limit is charged first, for every request (garbage included).
+/// The per-activist and per-target limits are charged only for requests that
+/// pass validation and authorisation: invalid requests must not let anyone
+/// lock a target (or an activist) out. Core validates, authorises and places
+/// the call in one step, so the tokens are taken just before it (a burst of
+/// valid requests cannot overshoot) and given back when the request is
+/// refused without a call that counts (see `counts_as_an_attempt`).
 async fn start_call_inner(
     state: &AppState,
     ip: Option<std::net::IpAddr>,
