@@ -314,6 +314,48 @@ async fn provider_side_refusals_do_not_use_up_the_number_limits() {
     server.verify().await;
 }
 
+/// Twilio's geo permissions (our account's setting) refusing the
+/// destination: the field error says so, and the activist's token is
+/// given back (the number is not at fault).
+#[tokio::test]
+async fn a_geo_permission_refusal_says_so_and_does_not_count() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(format!("/2010-04-01/Accounts/{AC}/Calls.json")))
+        .respond_with(ResponseTemplate::new(400).set_body_json(json!({
+            "code": 21215,
+            "message": "Account not authorized to call +55119123XXXXX",
+            "status": 400
+        })))
+        .expect(2)
+        .mount(&server)
+        .await;
+    let uri = server.uri();
+    let app = app_with(&[
+        "--twilio-account-sid",
+        AC,
+        "--twilio-auth-token",
+        TOKEN,
+        "--twilio-phone-number",
+        "+5511987650000",
+        "--twilio-api-base",
+        &uri,
+        "--base-url",
+        BASE,
+        "--rate-limit-per-activist",
+        "1/h",
+    ])
+    .await;
+    let r = router(&app);
+    for _ in 0..2 {
+        let items =
+            validation_items(send(&r, post_call(&front_end_body("11 91234-5678"))).await).await;
+        assert_eq!(items[0]["loc"], json!(["body", "activist", "phone"]));
+        assert_eq!(items[0]["type"], "value_error.phone.geo_permission");
+    }
+    server.verify().await;
+}
+
 #[tokio::test]
 async fn a_busy_target_ends_busy_and_ends_the_conference() {
     let server = mock_twilio(1).await;

@@ -165,6 +165,19 @@ fn start_error(e: StartError) -> Refused {
         }
         .into(),
         StartError::Telephony { call_id, error } => match error {
+            TelephonyError::InvalidNumber { code, .. }
+                if bonde_pressure_twilio::Refusal::of(&error)
+                    == Some(bonde_pressure_twilio::Refusal::GeoPermission) =>
+            {
+                // Our account's geographic permissions, not the activist's number.
+                tracing::warn!(%call_id, ?code, "telephony refused the destination country: check the account's geo permissions");
+                AppError::Validation(vec![ValidationItem::body(
+                    &["activist", "phone"],
+                    "Calls to this number's country are not enabled.",
+                    "value_error.phone.geo_permission",
+                )])
+                .into()
+            }
             TelephonyError::InvalidNumber { code, .. } => {
                 tracing::info!(%call_id, ?code, "telephony refused the activist's number");
                 AppError::Validation(vec![ValidationItem::body(
@@ -292,16 +305,20 @@ fn charge_numbers(
 /// lost: `Unavailable`) or the number itself was refused (`InvalidNumber`:
 /// retrying it is the abuse the limit is for). Refusals on our side —
 /// validation, widget, directory, store, and the provider refusing us (auth,
-/// its own rate limit, another 4xx) — do not.
+/// its own rate limit, our geo permissions, another 4xx) — do not.
 fn counts_as_an_attempt(e: &StartError) -> bool {
     match e {
-        StartError::Telephony { error, .. } => !matches!(
-            error,
-            TelephonyError::Auth { .. }
-                | TelephonyError::RateLimited { .. }
-                | TelephonyError::Rejected { .. }
-                | TelephonyError::NotFound { .. }
-        ),
+        StartError::Telephony { error, .. } => {
+            let ours = matches!(
+                error,
+                TelephonyError::Auth { .. }
+                    | TelephonyError::RateLimited { .. }
+                    | TelephonyError::Rejected { .. }
+                    | TelephonyError::NotFound { .. }
+            ) || bonde_pressure_twilio::Refusal::of(error)
+                == Some(bonde_pressure_twilio::Refusal::GeoPermission);
+            !ours
+        }
         _ => false,
     }
 }
