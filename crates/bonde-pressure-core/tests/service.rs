@@ -516,15 +516,10 @@ async fn telephony_receives_exactly_the_expected_requests() {
     telephony.expect_end_conference().never();
 
     let store = Arc::new(InMemoryCallStore::new());
-    let service = PressureService::new(
-        Dependencies {
-            store: store.clone(),
-            telephony: Arc::new(telephony),
-            directory: Arc::new(StaticCampaignDirectory::demo()),
-            recorder: Arc::new(StubActionRecorder::new()),
-            clock: Arc::new(bonde_pressure_core::SystemClock),
-        },
-        ServiceConfig::default(),
+    let service = common::service_over(
+        store.clone(),
+        Arc::new(telephony),
+        Arc::new(bonde_pressure_core::SystemClock),
     );
     let id = service.start(&demo_request()).await.unwrap().call_id;
     let cf: bonde_pressure_core::ConferenceSid = format!("CF{}", "c".repeat(32)).parse().unwrap();
@@ -645,16 +640,7 @@ async fn reconciliation_drives_silent_calls_to_a_terminal_state() {
     ));
     let clock = Arc::new(ManualClock::new(Utc::now()));
     let store = Arc::new(InMemoryCallStore::new());
-    let service = PressureService::new(
-        Dependencies {
-            store: store.clone(),
-            telephony: telephony.clone(),
-            directory: Arc::new(StaticCampaignDirectory::demo()),
-            recorder: Arc::new(StubActionRecorder::new()),
-            clock: clock.clone(),
-        },
-        ServiceConfig::default(),
-    );
+    let service = common::service_over(store.clone(), telephony.clone(), clock.clone());
     let id = service.start(&demo_request()).await.unwrap().call_id;
 
     // Fresh calls are left alone.
@@ -724,15 +710,10 @@ async fn reconciliation_keeps_an_outcome_it_fetched_instead_of_expiring() {
         Duration::ZERO,
     ));
     let clock = Arc::new(ManualClock::new(Utc::now()));
-    let service = PressureService::new(
-        Dependencies {
-            store: Arc::new(InMemoryCallStore::new()),
-            telephony: telephony.clone(),
-            directory: Arc::new(StaticCampaignDirectory::demo()),
-            recorder: Arc::new(StubActionRecorder::new()),
-            clock: clock.clone(),
-        },
-        ServiceConfig::default(),
+    let service = common::service_over(
+        Arc::new(InMemoryCallStore::new()),
+        telephony.clone(),
+        clock.clone(),
     );
     let id = service.start(&demo_request()).await.unwrap().call_id;
     clock.advance(Duration::from_secs(3 * 3600));
@@ -776,15 +757,10 @@ async fn a_fetched_ended_leg_keeps_the_providers_end_time() {
         })
     });
     let clock = Arc::new(ManualClock::new(ended + chrono::Duration::hours(1)));
-    let service = PressureService::new(
-        Dependencies {
-            store: Arc::new(InMemoryCallStore::new()),
-            telephony: Arc::new(telephony),
-            directory: Arc::new(StaticCampaignDirectory::demo()),
-            recorder: Arc::new(StubActionRecorder::new()),
-            clock: clock.clone(),
-        },
-        ServiceConfig::default(),
+    let service = common::service_over(
+        Arc::new(InMemoryCallStore::new()),
+        Arc::new(telephony),
+        clock.clone(),
     );
     let id = service.start(&demo_request()).await.unwrap().call_id;
     clock.advance(Duration::from_secs(300));
@@ -1061,16 +1037,7 @@ async fn a_dial_requested_during_the_pass_is_not_a_lost_dial() {
         pending: std::sync::Mutex::new(None),
         clock: clock.clone(),
     });
-    let service = PressureService::new(
-        Dependencies {
-            store: store.clone(),
-            telephony: telephony.clone(),
-            directory: Arc::new(StaticCampaignDirectory::demo()),
-            recorder: Arc::new(StubActionRecorder::new()),
-            clock: clock.clone(),
-        },
-        ServiceConfig::default(),
-    );
+    let service = common::service_over(store.clone(), telephony.clone(), clock.clone());
     let id = service.start(&demo_request()).await.unwrap().call_id;
     let activist = service
         .call(id)
@@ -1118,15 +1085,10 @@ async fn a_leg_unknown_to_the_telephony_is_recorded_as_ended() {
     });
     telephony.expect_hang_up().never();
     let clock = Arc::new(ManualClock::new(Utc::now()));
-    let service = PressureService::new(
-        Dependencies {
-            store: Arc::new(InMemoryCallStore::new()),
-            telephony: Arc::new(telephony),
-            directory: Arc::new(StaticCampaignDirectory::demo()),
-            recorder: Arc::new(StubActionRecorder::new()),
-            clock: clock.clone(),
-        },
-        ServiceConfig::default(),
+    let service = common::service_over(
+        Arc::new(InMemoryCallStore::new()),
+        Arc::new(telephony),
+        clock.clone(),
     );
     let id = service.start(&demo_request()).await.unwrap().call_id;
     clock.advance(Duration::from_secs(300));

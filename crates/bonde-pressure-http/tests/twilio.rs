@@ -19,8 +19,13 @@ const TOKEN: &str = "test-auth-token";
 const BASE: &str = "https://pressure.example.org";
 
 async fn twilio_app(server: &MockServer) -> bonde_pressure_http::wiring::App {
+    twilio_app_with(server, &[]).await
+}
+
+/// [`twilio_app`] with more flags.
+async fn twilio_app_with(server: &MockServer, extra: &[&str]) -> bonde_pressure_http::wiring::App {
     let uri = server.uri();
-    app_with(&[
+    let mut args = vec![
         "--twilio-account-sid",
         AC,
         "--twilio-auth-token",
@@ -31,8 +36,9 @@ async fn twilio_app(server: &MockServer) -> bonde_pressure_http::wiring::App {
         &uri,
         "--base-url",
         BASE,
-    ])
-    .await
+    ];
+    args.extend_from_slice(extra);
+    app_with(&args).await
 }
 
 /// A fake Twilio expecting one activist call and `dials` Participants requests.
@@ -283,22 +289,7 @@ async fn provider_side_refusals_do_not_use_up_the_number_limits() {
         .expect(1)
         .mount(&server)
         .await;
-    let uri = server.uri();
-    let app = app_with(&[
-        "--twilio-account-sid",
-        AC,
-        "--twilio-auth-token",
-        TOKEN,
-        "--twilio-phone-number",
-        "+5511987650000",
-        "--twilio-api-base",
-        &uri,
-        "--base-url",
-        BASE,
-        "--rate-limit-per-activist",
-        "1/h",
-    ])
-    .await;
+    let app = twilio_app_with(&server, &["--rate-limit-per-activist", "1/h"]).await;
     let r = router(&app);
     // Three refusals on our side: each time the activist's token comes back.
     for _ in 0..3 {
@@ -330,22 +321,7 @@ async fn a_geo_permission_refusal_says_so_and_does_not_count() {
         .expect(2)
         .mount(&server)
         .await;
-    let uri = server.uri();
-    let app = app_with(&[
-        "--twilio-account-sid",
-        AC,
-        "--twilio-auth-token",
-        TOKEN,
-        "--twilio-phone-number",
-        "+5511987650000",
-        "--twilio-api-base",
-        &uri,
-        "--base-url",
-        BASE,
-        "--rate-limit-per-activist",
-        "1/h",
-    ])
-    .await;
+    let app = twilio_app_with(&server, &["--rate-limit-per-activist", "1/h"]).await;
     let r = router(&app);
     for _ in 0..2 {
         let items =

@@ -50,6 +50,25 @@ pub fn harness_with(picker: ScenarioPicker, tick: Duration, clock: Arc<dyn Clock
     }
 }
 
+/// A service over `store`, `telephony` and `clock`, with the demo campaign
+/// directory and a stub action recorder.
+pub fn service_over(
+    store: Arc<dyn bonde_pressure_core::CallStore>,
+    telephony: Arc<dyn bonde_pressure_core::Telephony>,
+    clock: Arc<dyn Clock>,
+) -> PressureService {
+    PressureService::new(
+        Dependencies {
+            store,
+            telephony,
+            directory: Arc::new(StaticCampaignDirectory::demo()),
+            recorder: Arc::new(StubActionRecorder::new()),
+            clock,
+        },
+        ServiceConfig::default(),
+    )
+}
+
 /// The front-end's request for the demo widget, with the national format it sends.
 pub fn demo_request() -> StartCallRequest {
     StartCallRequest {
