@@ -846,31 +846,21 @@ async fn reconciliation_fails_a_target_dial_that_never_reported_back() {
         clock.clone(),
     );
     let id = h.service.start(&demo_request()).await.unwrap().call_id;
-    let mut call = h.service.call(id).await.unwrap().unwrap();
-    let activist = call.facts.activist.sid.clone().unwrap();
-    // The activist answered, confirmed, joined; the dial was requested and lost.
-    for e in [
-        CallEvent::LegStatus {
-            leg: Leg::Activist,
-            sid: Some(activist.clone()),
-            status: LegStatus::InProgress,
-            duration_secs: None,
-            sip_response_code: None,
-            at: None,
-        },
-        CallEvent::Confirmed(bonde_pressure_core::call::Confirmation::Digits("1".into())),
-        CallEvent::ParticipantJoined {
-            conference_sid: format!("CF{}", "c".repeat(32)).parse().unwrap(),
-            call_sid: activist.clone(),
-            leg: None,
-        },
-    ] {
-        let (next, _effects) = call.apply(&e, clock.now()); // effects dropped: the crash
-        call = next;
-    }
-    assert!(call.facts.requested.dial_target);
-    h.store.commit(&call, &[]).await.unwrap();
+    let activist = h
+        .service
+        .call(id)
+        .await
+        .unwrap()
+        .unwrap()
+        .facts
+        .activist
+        .sid
+        .unwrap();
+    // The activist answered, confirmed, joined; the dial was requested and
+    // its effect dropped (the replica died).
+    commit_dropping_effects(&h.store, id, &activist_joins(&activist), clock.now()).await;
     let call = h.service.call(id).await.unwrap().unwrap();
+    assert!(call.facts.requested.dial_target);
     assert_eq!(call.state(), DetailedState::Connecting);
 
     // Not stale yet: left alone.

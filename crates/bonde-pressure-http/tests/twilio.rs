@@ -471,55 +471,12 @@ async fn a_full_lifecycle_from_signed_callbacks_in_any_order_dials_the_target_on
             "{xml}"
         );
 
-        // Before the target is dialled: the activist's side, shuffled, duplicated.
-        let phase1: Vec<(&'static str, String)> = vec![
-            (
-                "status-callback",
-                enc(&[
-                    ("CallSid", A),
-                    ("CallStatus", "initiated"),
-                    ("SequenceNumber", "0"),
-                ]),
-            ),
-            (
-                "status-callback",
-                enc(&[
-                    ("CallSid", A),
-                    ("CallStatus", "ringing"),
-                    ("SequenceNumber", "1"),
-                ]),
-            ),
-            (
-                "status-callback",
-                enc(&[
-                    ("CallSid", A),
-                    ("CallStatus", "in-progress"),
-                    ("SequenceNumber", "2"),
-                ]),
-            ),
-            (
-                "amd-status-callback",
-                enc(&[("CallSid", A), ("AnsweredBy", "human")]),
-            ),
-            ("dial", enc(&[("CallSid", A), ("Digits", "1")])),
-            (
-                "conference-status-callback",
-                enc(&[
-                    ("StatusCallbackEvent", "conference-start"),
-                    ("ConferenceSid", CF),
-                    ("FriendlyName", &id),
-                ]),
-            ),
-            (
-                "conference-status-callback",
-                enc(&[
-                    ("StatusCallbackEvent", "participant-join"),
-                    ("ConferenceSid", CF),
-                    ("CallSid", A),
-                    ("ParticipantLabel", "activist"),
-                ]),
-            ),
-        ];
+        // Before the target is dialled: the activist's side, shuffled,
+        // duplicated (its answer TwiML was requested above).
+        let phase1: Vec<(&'static str, String)> = activist_side(&id)
+            .into_iter()
+            .filter(|(route, _)| *route != "answer")
+            .collect();
         for (route, body) in shuffle_with_duplicates(&phase1, seed) {
             let resp = send(&r, deliver(route, &id, &body)).await;
             let status = resp.status();
