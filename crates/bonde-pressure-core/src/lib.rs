@@ -11,6 +11,8 @@
 //!   [`call::apply`] returning the [`Effect`]s to run, each exactly once.
 //! - [`ports`]: [`Telephony`], [`CallStore`], [`CampaignDirectory`],
 //!   [`ActionRecorder`], with what implementations must guarantee.
+//! - [`privacy`]: retention, erasure of one person's data and the audit log
+//!   of unmasked reads ([`Privacy`], the [`PersonalDataStore`] port).
 //! - [`PressureService`]: start a call, handle an event (load, apply, commit
 //!   with a version check, retry on conflict, then run the effects), decide
 //!   the voice script of each moment, reconcile stale calls.
@@ -23,6 +25,7 @@ pub mod domain;
 mod fakes;
 mod memory;
 pub mod ports;
+pub mod privacy;
 pub mod script;
 mod service;
 pub mod simulated;
@@ -42,6 +45,10 @@ pub use ports::{
 };
 #[cfg(feature = "mock")]
 pub use ports::{MockActionRecorder, MockCallStore, MockCampaignDirectory, MockTelephony};
+pub use privacy::{
+    ActorId, AuditEntry, ErasureReport, PersonKey, PersonalDataStore, Privacy, RetentionConfig,
+    RetentionPass, RetentionReport,
+};
 pub use script::{CampaignSettings, ScriptMoment, VoiceScript};
 pub use service::{
     ActivistInput, Dependencies, EventSink, FieldError, HandleOutcome, PressureService,

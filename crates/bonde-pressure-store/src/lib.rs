@@ -29,15 +29,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bonde_pressure_core::InMemoryCallStore;
+use bonde_pressure_core::{InMemoryCallStore, PersonalDataStore};
 use bonde_pressure_core::ports::{CallStore, StoreError, StoredEvent};
 
 mod codec;
 #[cfg(feature = "test-util")]
 pub mod conformance;
+mod personal;
 mod postgres;
 mod sqlite;
 
+pub use personal::RETENTION_LOCK_KEY;
 pub use postgres::PgCallStore;
 pub use sqlite::SqliteCallStore;
 
@@ -262,6 +264,46 @@ pub async fn connect_any_with(
     Ok(match Backend::from_url(url)? {
         Backend::Postgres => Arc::new(PgCallStore::connect_with(url, options).await?),
         Backend::Sqlite => Arc::new(SqliteCallStore::connect_with(url, options).await?),
+    })
+}
+
+/// One opened store seen through both of core's storage ports.
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct Stores {
+    /// Calls and their event log.
+    pub calls: Arc<dyn CallStore>,
+    /// Retention, erasure and the audit log, on the same database.
+    pub personal: Arc<dyn PersonalDataStore>,
+}
+
+impl std::fmt::Debug for Stores {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stores").finish_non_exhaustive()
+    }
+}
+
+impl Stores {
+    /// Both ports of one store.
+    pub fn of<S: CallStore + PersonalDataStore>(store: Arc<S>) -> Self {
+        Self {
+            calls: store.clone(),
+            personal: store,
+        }
+    }
+}
+
+/// [`connect_any_with`], returning both ports of the store
+/// ([`CallStore`] and [`PersonalDataStore`]).
+pub async fn connect_stores_with(
+    url: &str,
+    options: &StoreOptions,
+) -> Result<Stores, ConnectError> {
+    Ok(match Backend::from_url(url)? {
+        Backend::Postgres => Stores::of(Arc::new(PgCallStore::connect_with(url, options).await?)),
+        Backend::Sqlite => Stores::of(Arc::new(
+            SqliteCallStore::connect_with(url, options).await?,
+        )),
     })
 }
 

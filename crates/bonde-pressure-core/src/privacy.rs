@@ -1,0 +1,389 @@
+//! Personal data: retention, erasure on request, and the audit log of
+//! unmasked reads (LGPD).
+//!
+//! - An erased call keeps everything but the activist's personal data (see
+//!   [`Call::erase`]): it still loads, its status and statistics are
+//!   unchanged. Erasure is marked in the facts ([`crate::CallFacts::erased_at`])
+//!   and stores rebuild an erased activist from [`Activist::erased`] without
+//!   parsing the placeholders, so an erased row cannot fail to decode.
+//! - [`PersonalDataStore`] is the port: the retention pass, erasure of one
+//!   person, the audit log. Every store implements it (in-memory here;
+//!   PostgreSQL and SQLite in `bonde-pressure-store`).
+//! - [`Privacy`] holds the policy: the retention period, the batch size,
+//!   what is audited.
+//!
+//! [`Activist::erased`]: crate::Activist::erased
+
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, TimeDelta, Utc};
+use serde::Serialize;
+
+use crate::call::Call;
+use crate::domain::{CallId, Email, PhoneNumber};
+use crate::ports::{Clock, StoreError};
+
+/// Whose data to erase: the activist's phone number or e-mail address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PersonKey {
+    /// Every call placed to this activist number.
+    Phone(PhoneNumber),
+    /// Every call whose activist gave this e-mail (compared case-insensitively).
+    Email(Email),
+}
+
+impl PersonKey {
+    /// `"phone"` or `"email"` (for the audit log: the value is never logged).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            PersonKey::Phone(_) => "phone",
+            PersonKey::Email(_) => "email",
+        }
+    }
+
+    /// The texts that identify this person inside a raw payload: the
+    /// number's digits without `+` (so both `+55…` and form-encoded
+    /// `%2B55…` match), or the e-mail as is and with `@` percent-encoded.
+    /// Stores delete the raw payloads containing any of them.
+    pub fn payload_needles(&self) -> Vec<String> {
+        match self {
+            PersonKey::Phone(p) => vec![p.as_e164().trim_start_matches('+').to_owned()],
+            PersonKey::Email(e) => {
+                let lower = e.as_str().to_lowercase();
+                vec![lower.clone(), lower.replace('@', "%40")]
+            }
+        }
+    }
+}
+
+/// What one retention pass did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct RetentionReport {
+    /// Calls whose personal data was erased.
+    pub calls_erased: u64,
+    /// Raw payloads deleted.
+    pub events_deleted: u64,
+    /// A batch was full: more is probably due (run again now).
+    pub more: bool,
+}
+
+impl RetentionReport {
+    /// A report with these counts.
+    pub fn new(calls_erased: u64, events_deleted: u64, more: bool) -> Self {
+        Self {
+            calls_erased,
+            events_deleted,
+            more,
+        }
+    }
+}
+
+/// The outcome of [`PersonalDataStore::retention_pass`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RetentionPass {
+    /// This replica ran the pass.
+    Ran(RetentionReport),
+    /// Another replica's pass was running: nothing was done.
+    Skipped,
+}
+
+/// What an erasure request did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct ErasureReport {
+    /// Settled calls of this person whose personal data was erased now.
+    pub calls_erased: u64,
+    /// Calls of this person still in progress: marked, and erased by the
+    /// first retention pass after they settle (a live call is never broken).
+    pub calls_pending: u64,
+    /// Raw payloads deleted: those of the erased calls, and any other
+    /// (orphans included) that contain the number or the e-mail.
+    pub events_deleted: u64,
+}
+
+impl ErasureReport {
+    /// A report with these counts.
+    pub fn new(calls_erased: u64, calls_pending: u64, events_deleted: u64) -> Self {
+        Self {
+            calls_erased,
+            calls_pending,
+            events_deleted,
+        }
+    }
+}
+
+/// Who did something: a short keyed fingerprint of the credential used
+/// (never the credential itself), e.g. `tok_1a2b3c4d5e6f7a8b`.
+#[derive(Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct ActorId(String);
+
+impl ActorId {
+    /// Wraps an id (at most 64 characters, no control characters: longer
+    /// or odd input is cut and cleaned, it is an id, not a secret).
+    pub fn new(id: impl Into<String>) -> Self {
+        let id: String = id.into();
+        Self(id.chars().filter(|c| !c.is_control()).take(64).collect())
+    }
+
+    /// The id.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for ActorId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ActorId({})", self.0)
+    }
+}
+
+impl fmt::Display for ActorId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// One entry of the audit log. Holds no personal data: who (an
+/// [`ActorId`]), what (an action, the call id, a short detail), when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct AuditEntry {
+    /// When.
+    pub at: DateTime<Utc>,
+    /// Who.
+    pub actor: ActorId,
+    /// What: [`AuditEntry::READ_CALL`] or [`AuditEntry::ERASE_PERSON`].
+    pub action: String,
+    /// The call concerned, if one.
+    pub call_id: Option<CallId>,
+    /// Anything else (the route; for an erasure, the key kind and counts).
+    pub detail: Option<String>,
+}
+
+impl AuditEntry {
+    /// An unmasked read of a call's details.
+    pub const READ_CALL: &'static str = "read_call_unmasked";
+    /// An erasure request.
+    pub const ERASE_PERSON: &'static str = "erase_person";
+
+    /// An entry.
+    pub fn new(
+        at: DateTime<Utc>,
+        actor: ActorId,
+        action: impl Into<String>,
+        call_id: Option<CallId>,
+        detail: Option<String>,
+    ) -> Self {
+        Self {
+            at,
+            actor,
+            action: action.into(),
+            call_id,
+            detail,
+        }
+    }
+}
+
+/// Stores personal data's life cycle: retention, erasure, audit.
+///
+/// # What implementations must guarantee
+/// - Erasing a call does what [`Call::erase`] does to it, in the store's
+///   representation: afterwards [`crate::CallStore::get`] returns a call
+///   equal to the one [`Call::erase`] gives (same placeholders, same
+///   `erased_at`), with its version bumped (so a writer holding the old
+///   version gets a conflict and reloads), and its raw payloads are
+///   deleted. An erased call always loads: stores build its activist with
+///   [`crate::Activist::erased`] and never parse the placeholders.
+/// - [`PersonalDataStore::retention_pass`] erases at most `limit` calls,
+///   oldest first, that are [settled](Call::is_settled), not yet erased,
+///   and created before `cutoff` or marked by an erasure request; and
+///   deletes at most `limit` raw payloads received before `cutoff` (orphans
+///   included), plus payloads stored for an erased call after its erasure
+///   (erased within [`LATE_PAYLOAD_WINDOW`]). Nothing newer than `cutoff`
+///   is touched. Calls not settled are left alone, whatever their age.
+/// - Passes run on one replica at a time: a pass that finds another
+///   running returns [`RetentionPass::Skipped`] without waiting and
+///   without doing anything (PostgreSQL: a transaction-level advisory
+///   lock, never a session lock on a pooled connection).
+/// - [`PersonalDataStore::erase_person`] erases now the settled calls of
+///   the person, marks the unsettled ones (erased by the first pass after
+///   they settle), and deletes the raw payloads of the erased calls plus
+///   every payload not of a still-unsettled call that contains one of
+///   [`PersonKey::payload_needles`]. Already-erased calls are not counted.
+/// - The audit log is append-only and durable like the calls.
+#[async_trait]
+pub trait PersonalDataStore: Send + Sync + 'static {
+    /// One retention pass (one batch); see the trait's guarantees.
+    async fn retention_pass(
+        &self,
+        cutoff: DateTime<Utc>,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<RetentionPass, StoreError>;
+
+    /// Erases one person's data as of `now`; see the trait's guarantees.
+    async fn erase_person(
+        &self,
+        who: &PersonKey,
+        now: DateTime<Utc>,
+    ) -> Result<ErasureReport, StoreError>;
+
+    /// Appends an entry to the audit log.
+    async fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError>;
+
+    /// The last `limit` audit entries, newest first.
+    async fn audit_entries(&self, limit: u32) -> Result<Vec<AuditEntry>, StoreError>;
+}
+
+/// How long after a call's erasure a retention pass still looks for
+/// payloads stored for it late (a provider callback that arrives after the
+/// erasure of a just-settled call).
+pub const LATE_PAYLOAD_WINDOW: TimeDelta = TimeDelta::days(7);
+
+/// Retention settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RetentionConfig {
+    /// Personal data older than this is erased (`RETENTION_DAYS`, 180 days).
+    pub retention: TimeDelta,
+    /// Calls erased and payloads deleted per pass, each at most.
+    pub batch: u32,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        Self {
+            retention: TimeDelta::days(180),
+            batch: 500,
+        }
+    }
+}
+
+impl RetentionConfig {
+    /// Keeps personal data `days` days (at least 1).
+    pub fn days(days: u32) -> Self {
+        Self {
+            retention: TimeDelta::days(i64::from(days.max(1))),
+            ..Self::default()
+        }
+    }
+
+    /// Sets the batch size (at least 1).
+    pub fn batch(mut self, batch: u32) -> Self {
+        self.batch = batch.max(1);
+        self
+    }
+}
+
+/// The personal-data policy: runs retention passes, erases people on
+/// request and writes the audit log.
+#[derive(Clone)]
+pub struct Privacy {
+    store: Arc<dyn PersonalDataStore>,
+    clock: Arc<dyn Clock>,
+    config: RetentionConfig,
+}
+
+impl fmt::Debug for Privacy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Privacy")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Privacy {
+    /// The policy over `store`.
+    pub fn new(
+        store: Arc<dyn PersonalDataStore>,
+        clock: Arc<dyn Clock>,
+        config: RetentionConfig,
+    ) -> Self {
+        Self {
+            store,
+            clock,
+            config,
+        }
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &RetentionConfig {
+        &self.config
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn PersonalDataStore> {
+        &self.store
+    }
+
+    /// One retention pass: erases calls created more than the retention
+    /// period ago (and those an erasure request marked, once settled),
+    /// deletes raw payloads received before that. Run it again at once
+    /// while the report says [`RetentionReport::more`].
+    pub async fn retention_pass(&self) -> Result<RetentionPass, StoreError> {
+        let now = self.clock.now();
+        let cutoff = now - self.config.retention;
+        self.store
+            .retention_pass(cutoff, now, self.config.batch)
+            .await
+    }
+
+    /// Erases one person's data (see [`PersonalDataStore::erase_person`])
+    /// and writes who asked to the audit log (the key's kind and the
+    /// counts, never its value).
+    pub async fn erase(
+        &self,
+        who: &PersonKey,
+        actor: &ActorId,
+    ) -> Result<ErasureReport, StoreError> {
+        let now = self.clock.now();
+        let report = self.store.erase_person(who, now).await?;
+        let detail = format!(
+            "by {}: {} calls erased, {} pending, {} payloads deleted",
+            who.kind(),
+            report.calls_erased,
+            report.calls_pending,
+            report.events_deleted
+        );
+        self.store
+            .append_audit(&AuditEntry::new(
+                now,
+                actor.clone(),
+                AuditEntry::ERASE_PERSON,
+                None,
+                Some(detail),
+            ))
+            .await?;
+        Ok(report)
+    }
+
+    /// Records that `actor` is about to read `call` unmasked through
+    /// `route`. Must succeed before the data is shown (no audit entry, no
+    /// unmasked read). An erased call shows no personal data: nothing is
+    /// recorded and `Ok(false)` is returned.
+    pub async fn record_unmasked_read(
+        &self,
+        actor: &ActorId,
+        route: &str,
+        call: &Call,
+    ) -> Result<bool, StoreError> {
+        if call.is_erased() {
+            return Ok(false);
+        }
+        self.store
+            .append_audit(&AuditEntry::new(
+                self.clock.now(),
+                actor.clone(),
+                AuditEntry::READ_CALL,
+                Some(call.id),
+                Some(route.to_owned()),
+            ))
+            .await?;
+        Ok(true)
+    }
+}
