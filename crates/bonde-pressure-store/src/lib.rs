@@ -21,7 +21,9 @@
 //! ```
 //!
 //! With the `test-util` feature, `conformance` is the shared suite every
-//! [`CallStore`] implementation (in-memory, SQLite, PostgreSQL) must pass.
+//! [`CallStore`] implementation (in-memory, SQLite, PostgreSQL) must pass,
+//! and `personal_conformance` the one for core's `PersonalDataStore`
+//! (retention, erasure, audit log).
 //!
 //! See `docs/storage.md` for the schema, the indexes and measurements.
 
@@ -36,6 +38,8 @@ mod codec;
 #[cfg(feature = "test-util")]
 pub mod conformance;
 mod personal;
+#[cfg(feature = "test-util")]
+pub mod personal_conformance;
 mod postgres;
 mod sqlite;
 

@@ -507,3 +507,45 @@ mod postgres_specific {
         .await;
     }
 }
+
+/// The personal-data suite (retention, erasure, audit) on every store.
+macro_rules! personal_data_tests {
+    ($($check:ident),* $(,)?) => {
+        mod personal_data {
+            use super::*;
+            use bonde_pressure_store::personal_conformance;
+
+            mod memory {
+                use super::*;
+                $(
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                    async fn $check() {
+                        personal_conformance::$check(Arc::new(InMemoryCallStore::new())).await;
+                    }
+                )*
+            }
+
+            mod sqlite {
+                use super::*;
+                $(
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                    async fn $check() {
+                        with_sqlite(|store| personal_conformance::$check(store)).await;
+                    }
+                )*
+            }
+
+            mod postgres {
+                use super::*;
+                $(
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                    async fn $check() {
+                        with_postgres(|store| personal_conformance::$check(store)).await;
+                    }
+                )*
+            }
+        }
+    };
+}
+
+bonde_pressure_store::for_each_personal_data_check!(personal_data_tests);
