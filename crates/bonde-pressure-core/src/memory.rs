@@ -223,7 +223,11 @@ impl PersonalDataStore for InMemoryCallStore {
         let late: HashSet<CallId> = inner
             .calls
             .values()
-            .filter(|c| c.facts.erased_at.is_some_and(|t| t >= now - LATE_PAYLOAD_WINDOW))
+            .filter(|c| {
+                c.facts
+                    .erased_at
+                    .is_some_and(|t| t >= now - LATE_PAYLOAD_WINDOW)
+            })
             .map(|c| c.id)
             .collect();
         events_deleted += inner.delete_events(|e| e.call_id.is_some_and(|id| late.contains(&id)));
@@ -255,7 +259,9 @@ impl PersonalDataStore for InMemoryCallStore {
             !c.is_erased()
                 && match who {
                     PersonKey::Phone(p) => c.activist.phone == *p,
-                    PersonKey::Email(e) => c.activist.email.as_str().eq_ignore_ascii_case(e.as_str()),
+                    PersonKey::Email(e) => {
+                        c.activist.email.as_str().eq_ignore_ascii_case(e.as_str())
+                    }
                 }
         };
         let (settled, pending): (Vec<&Call>, Vec<&Call>) = inner

@@ -31,8 +31,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bonde_pressure_core::{InMemoryCallStore, PersonalDataStore};
 use bonde_pressure_core::ports::{CallStore, StoreError, StoredEvent};
+use bonde_pressure_core::{InMemoryCallStore, PersonalDataStore};
 
 mod codec;
 #[cfg(feature = "test-util")]
@@ -305,9 +305,7 @@ pub async fn connect_stores_with(
 ) -> Result<Stores, ConnectError> {
     Ok(match Backend::from_url(url)? {
         Backend::Postgres => Stores::of(Arc::new(PgCallStore::connect_with(url, options).await?)),
-        Backend::Sqlite => Stores::of(Arc::new(
-            SqliteCallStore::connect_with(url, options).await?,
-        )),
+        Backend::Sqlite => Stores::of(Arc::new(SqliteCallStore::connect_with(url, options).await?)),
     })
 }
 

@@ -140,7 +140,10 @@ where
         .append_events(Some(live.id), &[old_event.clone()])
         .await
         .expect("append");
-    let stats_before = store.stats(old.widget_id, at(-10), at(10_000)).await.unwrap();
+    let stats_before = store
+        .stats(old.widget_id, at(-10), at(10_000))
+        .await
+        .unwrap();
     let stored_old = get(&*store, old.id).await;
 
     let report = ran(store.retention_pass(cutoff, now, 100).await.expect("pass"));
@@ -151,13 +154,23 @@ where
     let got = get(&*store, old.id).await;
     assert_eq!(got, erased(&stored_old, now));
     assert!(got.activist.is_erased() && got.is_erased());
-    assert!(got.target_caller_id.as_ref().is_some_and(PhoneNumber::is_erased));
+    assert!(
+        got.target_caller_id
+            .as_ref()
+            .is_some_and(PhoneNumber::is_erased)
+    );
     assert_eq!(got.state(), old.state());
     assert_eq!(got.target, old.target);
-    assert_eq!(got.facts.activist.error.as_ref().unwrap().message, "[erased]");
+    assert_eq!(
+        got.facts.activist.error.as_ref().unwrap().message,
+        "[erased]"
+    );
     assert_eq!(got.facts.target.error.as_ref().unwrap().code, Some(13_224));
     assert!(store.events(old.id).await.unwrap().is_empty());
-    assert_eq!(store.find_by_sid(&sid).await.unwrap().map(|c| c.id), Some(old.id));
+    assert_eq!(
+        store.find_by_sid(&sid).await.unwrap().map(|c| c.id),
+        Some(old.id)
+    );
 
     for c in [&edge, &new] {
         let kept = get(&*store, c.id).await;
@@ -170,7 +183,10 @@ where
     assert!(store.events(live.id).await.unwrap().is_empty());
     assert_eq!(store.events(new.id).await.unwrap().len(), 1);
 
-    let stats_after = store.stats(old.widget_id, at(-10), at(10_000)).await.unwrap();
+    let stats_after = store
+        .stats(old.widget_id, at(-10), at(10_000))
+        .await
+        .unwrap();
     assert_eq!(stats_before, stats_after, "statistics are unchanged");
 
     // Idempotent.
@@ -178,14 +194,19 @@ where
     assert_eq!(again, RetentionReport::new(0, 0, false));
 
     // The old version conflicts; the erased one commits and stays erased.
-    let ignored = CallEvent::Ignored { what: "late".into() };
+    let ignored = CallEvent::Ignored {
+        what: "late".into(),
+    };
     let (stale, _) = stored_old.apply(&ignored, at(6_000));
     assert!(matches!(
         store.commit(&stale, &[]).await,
         Err(StoreError::Conflict)
     ));
     let (next, _) = got.apply(&ignored, at(6_000));
-    store.commit(&next, &[]).await.expect("commit an erased call");
+    store
+        .commit(&next, &[])
+        .await
+        .expect("commit an erased call");
     let reread = get(&*store, old.id).await;
     assert!(reread.is_erased() && reread.activist.is_erased());
     assert_eq!(reread.facts.erased_at, got.facts.erased_at);
@@ -233,10 +254,22 @@ where
     }
     let quoting = raw_event("status-callback", None, "To=%2B5511912345678", None);
     let unrelated = raw_event("status-callback", None, "To=%2B5521998877665", None);
-    store.append_events(Some(mine.id), &[unrelated.clone()]).await.unwrap();
-    store.append_events(Some(live.id), &[quoting.clone()]).await.unwrap();
-    store.append_events(None, &[quoting.clone(), unrelated.clone()]).await.unwrap();
-    store.append_events(Some(other.id), &[unrelated.clone()]).await.unwrap();
+    store
+        .append_events(Some(mine.id), &[unrelated.clone()])
+        .await
+        .unwrap();
+    store
+        .append_events(Some(live.id), &[quoting.clone()])
+        .await
+        .unwrap();
+    store
+        .append_events(None, &[quoting.clone(), unrelated.clone()])
+        .await
+        .unwrap();
+    store
+        .append_events(Some(other.id), &[unrelated.clone()])
+        .await
+        .unwrap();
     let stored_mine = get(&*store, mine.id).await;
 
     let who = PersonKey::Phone(phone("+5511912345678"));
@@ -354,6 +387,9 @@ mod tests {
             })
             .collect();
         let listed: BTreeSet<&str> = super::CHECKS.iter().copied().collect();
-        assert_eq!(defined, listed, "add new checks to for_each_personal_data_check!");
+        assert_eq!(
+            defined, listed,
+            "add new checks to for_each_personal_data_check!"
+        );
     }
 }

@@ -549,3 +549,150 @@ macro_rules! personal_data_tests {
 }
 
 bonde_pressure_store::for_each_personal_data_check!(personal_data_tests);
+
+/// Retention in the SQL stores' own terms: no trace of the activist left in
+/// any column, and on PostgreSQL one pass at a time.
+mod retention_sql {
+    use super::*;
+    use bonde_pressure_core::call::LegError;
+    use bonde_pressure_core::{CallEvent, CallStore, Leg, PersonKey, PersonalDataStore};
+    use bonde_pressure_core::{RetentionPass, RetentionReport};
+    use conformance::{Outcome, at, build_call};
+
+    const NUMBER: &str = "+5511912345678";
+    const DIGITS: &str = "5511912345678";
+
+    /// A completed call quoting the activist's number everywhere it can be:
+    /// columns, the caller id, both legs, an error message.
+    async fn seeded(store: &dyn CallStore) -> bonde_pressure_core::Call {
+        let mut call = build_call(50, at(0), Outcome::Completed { talk_secs: Some(5) });
+        call.target_caller_id = Some(call.activist.phone.clone());
+        let failed = CallEvent::DialFailed {
+            leg: Leg::Activist,
+            error: LegError {
+                code: Some(1),
+                message: format!("Call to {NUMBER} failed"),
+            },
+        };
+        let call = call.apply(&failed, at(200)).0;
+        store.create(&call).await.unwrap();
+        assert!(call.is_settled());
+        call
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn sqlite_erasure_leaves_no_trace_in_any_column() {
+        with_sqlite(|store| async move {
+            seeded(&*store).await;
+            let who =
+                PersonKey::Phone(bonde_pressure_core::PhoneNumber::parse_e164(NUMBER).unwrap());
+            let r = store.erase_person(&who, at(300)).await.unwrap();
+            assert_eq!(r.calls_erased, 1);
+            let like = format!("%{DIGITS}%");
+            let traces: i64 = sqlx::query_scalar(
+                "SELECT (SELECT COUNT(*) FROM phone_calls WHERE activist_name LIKE '%Ana%' \
+                   OR activist_first_name IS NOT NULL OR activist_last_name IS NOT NULL \
+                   OR activist_email LIKE '%ativista%' OR from_phone_number LIKE ?1 \
+                   OR target_caller_id LIKE ?1 OR facts LIKE ?1) \
+                 + (SELECT COUNT(*) FROM twilio_calls WHERE to_phone_number LIKE ?1 \
+                   OR from_phone_number LIKE ?1 OR error_message LIKE ?1)",
+            )
+            .bind(&like)
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+            assert_eq!(traces, 0);
+            let legs: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM twilio_calls")
+                .fetch_one(store.pool())
+                .await
+                .unwrap();
+            assert_eq!(legs, 2, "the legs' rows stay (statuses, durations)");
+        })
+        .await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn postgres_erasure_leaves_no_trace_in_any_column() {
+        with_postgres(|store| async move {
+            seeded(&*store).await;
+            let r = ran(store.retention_pass(at(100), at(300), 10).await.unwrap());
+            assert_eq!(r.calls_erased, 1);
+            let like = format!("%{DIGITS}%");
+            let traces: i64 = sqlx::query_scalar(
+                "SELECT (SELECT COUNT(*) FROM phone_calls WHERE activist_name LIKE '%Ana%' \
+                   OR activist_first_name IS NOT NULL OR activist_last_name IS NOT NULL \
+                   OR activist_email LIKE '%ativista%' OR from_phone_number LIKE $1 \
+                   OR target_caller_id LIKE $1 OR facts::text LIKE $1) \
+                 + (SELECT COUNT(*) FROM twilio_calls WHERE to_phone_number LIKE $1 \
+                   OR from_phone_number LIKE $1 OR error_message LIKE $1)",
+            )
+            .bind(&like)
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+            assert_eq!(traces, 0);
+        })
+        .await;
+    }
+
+    fn ran(p: RetentionPass) -> RetentionReport {
+        match p {
+            RetentionPass::Ran(r) => r,
+            other => panic!("did not run: {other:?}"),
+        }
+    }
+
+    async fn advisory_locks(store: &PgCallStore) -> i64 {
+        sqlx::query_scalar(
+            "SELECT COUNT(*) FROM pg_locks WHERE locktype = 'advisory' AND granted \
+             AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+        )
+        .fetch_one(store.pool())
+        .await
+        .unwrap()
+    }
+
+    /// Two passes at once: while the first holds the advisory lock (it is
+    /// made to wait on a row another transaction holds), the second skips
+    /// without waiting; the first then finishes; the lock goes with its
+    /// transaction (none is left on a pooled connection), so a third runs.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn postgres_concurrent_passes_do_not_both_run() {
+        with_postgres(|store| async move {
+            let call = seeded(&*store).await;
+            let mut blocker = store.pool().begin().await.unwrap();
+            sqlx::query("SELECT id FROM phone_calls WHERE id = $1 FOR UPDATE")
+                .bind(call.id.as_uuid())
+                .execute(&mut *blocker)
+                .await
+                .unwrap();
+            let first = {
+                let store = store.clone();
+                tokio::spawn(async move { store.retention_pass(at(100), at(300), 10).await })
+            };
+            let mut waited = 0;
+            while advisory_locks(&store).await == 0 {
+                assert!(waited < 500, "the first pass never took the lock");
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                waited += 1;
+            }
+            let second = tokio::time::timeout(
+                std::time::Duration::from_secs(5),
+                store.retention_pass(at(100), at(300), 10),
+            )
+            .await
+            .expect("the second pass does not wait for the first")
+            .unwrap();
+            assert_eq!(second, RetentionPass::Skipped);
+            assert!(!first.is_finished(), "the first pass is still running");
+            blocker.rollback().await.unwrap();
+            let first = first.await.unwrap().unwrap();
+            assert_eq!(ran(first).calls_erased, 1);
+            assert_eq!(advisory_locks(&store).await, 0, "no lock outlives its pass");
+            let third = ran(store.retention_pass(at(100), at(300), 10).await.unwrap());
+            assert_eq!(third.calls_erased, 0);
+            assert!(store.get(call.id).await.unwrap().unwrap().is_erased());
+        })
+        .await;
+    }
+}
