@@ -22,8 +22,9 @@ use chrono::{DateTime, TimeDelta, Utc};
 use serde::Serialize;
 
 use crate::call::Call;
-use crate::domain::{CallId, Email, PhoneNumber};
+use crate::domain::{CallId, Email, PhoneNumber, Region};
 use crate::ports::{Clock, StoreError};
+use crate::service::FieldError;
 
 /// Whose data to erase: the activist's phone number or e-mail address.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,7 +36,75 @@ pub enum PersonKey {
     Email(Email),
 }
 
+fn field(loc: &[&str], msg: impl ToString, kind: &str) -> FieldError {
+    FieldError {
+        loc: loc.iter().map(|s| s.to_string()).collect(),
+        msg: msg.to_string(),
+        kind: kind.to_owned(),
+    }
+}
+
 impl PersonKey {
+    /// Reads an erasure request's key from its query parameters (`phone`,
+    /// `email`, in order, repeated names included): exactly one of the two,
+    /// once, valid — a number as the campaign form accepts it (read in
+    /// `region`; the number policy is not applied: any number that was
+    /// stored can be erased), or an e-mail address. Errors are located at
+    /// `["query", name]`.
+    pub fn from_query<'a>(
+        params: impl IntoIterator<Item = (&'a str, &'a str)>,
+        region: Region,
+    ) -> Result<Self, Vec<FieldError>> {
+        let mut phones = Vec::new();
+        let mut emails = Vec::new();
+        for (name, value) in params {
+            match name {
+                "phone" => phones.push(value),
+                "email" => emails.push(value),
+                _ => {}
+            }
+        }
+        let mut errors = Vec::new();
+        for (name, n) in [("phone", phones.len()), ("email", emails.len())] {
+            if n > 1 {
+                errors.push(field(
+                    &["query", name],
+                    format!("Give {name} once."),
+                    "value_error.duplicate",
+                ));
+            }
+        }
+        match (phones.first(), emails.first()) {
+            (None, None) => {
+                for name in ["phone", "email"] {
+                    errors.push(field(
+                        &["query", name],
+                        "Give the person's phone or email (exactly one).",
+                        "missing",
+                    ));
+                }
+            }
+            (Some(_), Some(_)) => errors.push(field(
+                &["query"],
+                "Give phone or email, not both.",
+                "value_error.exclusive",
+            )),
+            _ => {}
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        if let Some(p) = phones.first() {
+            return PhoneNumber::parse(p, region)
+                .map(PersonKey::Phone)
+                .map_err(|e| vec![field(&["query", "phone"], e, "value_error.phone")]);
+        }
+        let e = emails.first().copied().unwrap_or_default();
+        Email::parse(e)
+            .map(PersonKey::Email)
+            .map_err(|e| vec![field(&["query", "email"], e, "value_error.email")])
+    }
+
     /// `"phone"` or `"email"` (for the audit log: the value is never logged).
     pub fn kind(&self) -> &'static str {
         match self {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
-use bonde_pressure_core::PressureService;
+use bonde_pressure_core::{PressureService, Privacy};
 use bonde_pressure_twilio::{CallbackUrls, ConfigError as TwilioConfigError};
 
 use crate::config::{CorsOrigins, Secret};
@@ -90,6 +90,9 @@ pub struct AppState {
     pub hub: Option<CommitHub>,
     /// Webhook authentication.
     pub webhooks: Arc<WebhookAuth>,
+    /// Retention, erasure and the audit log; `None`: erasure requests and
+    /// unmasked reads are refused (503), since they could not be audited.
+    pub privacy: Option<Arc<Privacy>>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -114,7 +117,14 @@ impl AppState {
                 urls: CallbackUrls::new("http://localhost").expect("a valid base URL"),
                 check: SignatureCheck::RejectAll,
             }),
+            privacy: None,
         }
+    }
+
+    /// With this personal-data policy (erasure route, audit of unmasked reads).
+    pub fn with_privacy(mut self, privacy: Arc<Privacy>) -> Self {
+        self.privacy = Some(privacy);
+        self
     }
 
     /// With these HTTP options.

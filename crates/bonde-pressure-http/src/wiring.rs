@@ -8,9 +8,11 @@ use std::time::Duration;
 
 use bonde_pressure_core::{
     ActionRecorder, CallStore, CampaignDirectory, Dependencies, EventSink, InMemoryCallStore,
-    NoopActionRecorder, PressureService, ScenarioPicker, ServiceConfig, SimulatedTelephony,
-    StaticCampaignDirectory, SystemClock, Telephony,
+    NoopActionRecorder, PersonalDataStore, PressureService, Privacy, RetentionConfig,
+    ScenarioPicker, ServiceConfig, SimulatedTelephony, StaticCampaignDirectory, SystemClock,
+    Telephony,
 };
+use bonde_pressure_store::Stores;
 use bonde_pressure_twilio::{Credentials, Secret as TwilioSecret, TwilioClient, TwilioConfig};
 use tokio::sync::watch;
 
@@ -74,6 +76,8 @@ pub struct App {
     pub telephony: TelephonyKind,
     /// The simulated telephony, when in use (tests inspect its commands).
     pub simulated: Option<Arc<SimulatedTelephony>>,
+    /// Time between retention passes (`RETENTION_INTERVAL_SECS`; zero: none).
+    pub retention_interval: Duration,
 }
 
 impl std::fmt::Debug for App {
@@ -128,6 +132,12 @@ pub const DEFAULT_DATABASE_URL: &str = "sqlite://bonde-pressure.db";
 /// in-memory store (nothing survives a restart); unset → the SQLite file
 /// [`DEFAULT_DATABASE_URL`]. Migrations run on connect.
 pub async fn open_store(config: &Config) -> Result<Arc<dyn CallStore>, WiringError> {
+    Ok(open_stores(config).await?.calls)
+}
+
+/// [`open_store`], seen through both storage ports: calls, and personal
+/// data (retention, erasure, audit log) on the same database.
+pub async fn open_stores(config: &Config) -> Result<Stores, WiringError> {
     let url = config
         .database_url
         .as_ref()
@@ -136,15 +146,27 @@ pub async fn open_store(config: &Config) -> Result<Arc<dyn CallStore>, WiringErr
     let url = normalise_database_url(&url);
     if url == "memory:" {
         tracing::warn!("in-memory store: calls are lost on restart");
-        return Ok(Arc::new(InMemoryCallStore::new()));
+        return Ok(Stores::of(Arc::new(InMemoryCallStore::new())));
     }
     let backend = bonde_pressure_store::Backend::from_url(&url)
         .map_err(|e| WiringError::Store(e.to_string()))?;
-    let store = bonde_pressure_store::connect_any(&url)
-        .await
-        .map_err(|e| WiringError::Store(e.to_string()))?;
+    let stores = bonde_pressure_store::connect_stores_with(
+        &url,
+        &bonde_pressure_store::StoreOptions::default(),
+    )
+    .await
+    .map_err(|e| WiringError::Store(e.to_string()))?;
     tracing::info!(backend = backend.as_str(), "store opened");
-    Ok(store)
+    Ok(stores)
+}
+
+/// The personal-data policy of `config` over `store`.
+fn privacy(config: &Config, store: Arc<dyn PersonalDataStore>) -> Arc<Privacy> {
+    Arc::new(Privacy::new(
+        store,
+        Arc::new(SystemClock),
+        RetentionConfig::days(config.retention_days).batch(config.retention_batch),
+    ))
 }
 
 /// Accepts SQLAlchemy-style schemes (`postgresql+asyncpg://`, upstream's
@@ -188,9 +210,13 @@ pub async fn build(config: &Config) -> Result<App, WiringError> {
     config.check()?;
     let metrics = Arc::new(Metrics::new());
     let hub = CommitHub::default();
-    let store = open_store(config).await?;
-    let store: Arc<dyn CallStore> =
-        Arc::new(NotifyingStore::new(store, hub.clone(), metrics.clone()));
+    let stores = open_stores(config).await?;
+    let privacy = privacy(config, stores.personal);
+    let store: Arc<dyn CallStore> = Arc::new(NotifyingStore::new(
+        stores.calls,
+        hub.clone(),
+        metrics.clone(),
+    ));
 
     let twilio = config.twilio()?;
     let (telephony, simulated, kind): (Arc<dyn Telephony>, _, _) = match twilio {
@@ -257,12 +283,14 @@ pub async fn build(config: &Config) -> Result<App, WiringError> {
         ))
         .with_metrics(metrics)
         .with_hub(hub)
-        .with_webhooks(webhooks);
+        .with_webhooks(webhooks)
+        .with_privacy(privacy);
     Ok(App {
         state,
         service,
         telephony: kind,
         simulated,
+        retention_interval: config.retention_interval,
     })
 }
 
@@ -370,6 +398,14 @@ pub async fn serve(
         reconcile_interval,
         stop_rx.clone(),
     );
+    let retention = app.state.privacy.clone().map(|privacy| {
+        crate::privacy::spawn_retention(
+            privacy,
+            app.state.metrics.clone(),
+            app.retention_interval,
+            stop_rx.clone(),
+        )
+    });
     let router = crate::router(app.state);
     let mut stopped = stop_rx;
     let server = axum::serve(
@@ -394,6 +430,9 @@ pub async fn serve(
         }
     };
     reconciler.abort();
+    if let Some(task) = retention {
+        task.abort();
+    }
     result.map_err(WiringError::Io)
 }
 

@@ -10,7 +10,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use bonde_pressure_core::ports::StoredEvent;
 use bonde_pressure_core::{
-    Call, CallId, PhoneNumber, StartError, TelephonyError,
+    ActorId, Call, CallId, PhoneNumber, Privacy, StartError, TelephonyError,
     call::{CallFacts, Leg},
     domain::mask_phone,
 };
@@ -603,6 +603,29 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// The admin behind the request: `Ok(None)` without an `Authorization`
+/// header, their token's audit id with the right token, 401 otherwise.
+pub(crate) fn admin(state: &AppState, headers: &HeaderMap) -> Result<Option<ActorId>, AppError> {
+    if !authorised(state, headers)? {
+        return Ok(None);
+    }
+    Ok(state
+        .options
+        .admin_token
+        .as_ref()
+        .map(|t| crate::privacy::token_id(t.expose())))
+}
+
+/// The audit log, required before any unmasked read or erasure.
+pub(crate) fn privacy(state: &AppState) -> Result<&Privacy, AppError> {
+    state.privacy.as_deref().ok_or_else(|| {
+        AppError::client(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Personal data cannot be disclosed or erased: no audit log is configured.",
+        )
+    })
+}
+
 fn authorised(state: &AppState, headers: &HeaderMap) -> Result<bool, AppError> {
     let Some(presented) = headers.get(header::AUTHORIZATION) else {
         return Ok(false);
@@ -699,8 +722,20 @@ pub async fn call_details(
     CallIdPath(id): CallIdPath,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
-    let unmasked = authorised(&state, &headers)?;
+    let actor = admin(&state, &headers)?;
     let call = load(&state, id).await?;
+    // Personal data is shown only once the read is in the audit log; an
+    // erased call has none to show, so its read is not recorded.
+    let unmasked = match &actor {
+        Some(actor) => {
+            privacy(&state)?
+                .record_unmasked_read(actor, "GET /v1/phone/calls/{call_id}", &call)
+                .await
+                .map_err(AppError::internal)?;
+            true
+        }
+        None => false,
+    };
     let events = state
         .service
         .store()
