@@ -456,3 +456,157 @@ impl Privacy {
         Ok(true)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::call::{CallEvent, Leg, LegError};
+    use crate::domain::{Activist, PersonName, Target, WidgetId};
+    use crate::fakes::ManualClock;
+    use crate::memory::InMemoryCallStore;
+
+    fn call() -> Call {
+        let phone = PhoneNumber::parse_e164("+5511912345678").unwrap();
+        Call::new(
+            CallId::new(),
+            WidgetId::new(1).unwrap(),
+            Activist {
+                name: PersonName::parse("Ana Souza").unwrap(),
+                first_name: PersonName::parse("Ana").ok(),
+                last_name: PersonName::parse("Souza").ok(),
+                email: Email::parse("ana@example.org").unwrap(),
+                phone: phone.clone(),
+            },
+            Target {
+                name: PersonName::parse("Deputada").unwrap(),
+                phone: PhoneNumber::parse_e164("+5561998765432").unwrap(),
+            },
+            Some(phone),
+            Utc::now(),
+        )
+    }
+
+    #[test]
+    fn erasing_keeps_everything_but_the_personal_data() {
+        let mut c = call();
+        let failed = CallEvent::DialFailed {
+            leg: Leg::Activist,
+            error: LegError {
+                code: Some(21_211),
+                message: "Invalid 'To' +5511912345678".into(),
+            },
+        };
+        c = c.apply(&failed, Utc::now()).0;
+        let before = c.clone();
+        let t = Utc::now();
+        c.erase(t);
+        assert!(c.is_erased() && c.activist.is_erased());
+        assert_eq!(c.facts.erased_at, Some(t));
+        assert!(c.target_caller_id.as_ref().unwrap().is_erased());
+        assert_eq!(c.target, before.target);
+        assert_eq!(c.state(), before.state());
+        let e = c.facts.activist.error.clone().unwrap();
+        assert_eq!((e.code, e.message.as_str()), (Some(21_211), "[erased]"));
+        // A later error message is redacted too, and erasure is kept.
+        let again = CallEvent::DialFailed {
+            leg: Leg::Target,
+            error: LegError {
+                code: Some(1),
+                message: "From +5511912345678".into(),
+            },
+        };
+        let next = c.apply(&again, Utc::now()).0;
+        assert_eq!(next.facts.target.error.unwrap().message, "[erased]");
+        assert_eq!(next.facts.erased_at, Some(t));
+        // Erasing twice keeps the first time.
+        let mut twice = c.clone();
+        twice.erase(t + TimeDelta::seconds(5));
+        assert_eq!(twice, c);
+        // It serialises and reads back (no poisoned placeholder).
+        let json = serde_json::to_string(&c).unwrap();
+        assert_eq!(serde_json::from_str::<Call>(&json).unwrap(), c);
+    }
+
+    #[test]
+    fn an_erasure_key_is_exactly_one_valid_phone_or_email() {
+        let q = |pairs: &[(&'static str, &'static str)]| {
+            PersonKey::from_query(pairs.iter().copied(), Region::BRAZIL)
+        };
+        assert_eq!(
+            q(&[("phone", "(11) 91234-5678")]).unwrap(),
+            PersonKey::Phone(PhoneNumber::parse_e164("+5511912345678").unwrap())
+        );
+        assert_eq!(
+            q(&[("email", "Ana@Example.org"), ("x", "1")])
+                .unwrap()
+                .kind(),
+            "email"
+        );
+        let kinds = |r: Result<PersonKey, Vec<FieldError>>| -> Vec<String> {
+            r.unwrap_err().into_iter().map(|e| e.kind).collect()
+        };
+        assert_eq!(kinds(q(&[])), ["missing", "missing"]);
+        assert_eq!(
+            kinds(q(&[("phone", "11912345678"), ("email", "a@b.org")])),
+            ["value_error.exclusive"]
+        );
+        assert_eq!(kinds(q(&[("phone", "")])), ["value_error.phone"]);
+        assert_eq!(kinds(q(&[("email", "nope")])), ["value_error.email"]);
+        assert_eq!(
+            kinds(q(&[("email", "a@b.org"), ("email", "c@d.org")])),
+            ["value_error.duplicate"]
+        );
+    }
+
+    #[test]
+    fn payload_needles_match_form_and_json_encodings() {
+        let p = PersonKey::Phone(PhoneNumber::parse_e164("+5511912345678").unwrap());
+        assert_eq!(p.payload_needles(), ["5511912345678"]);
+        let e = PersonKey::Email(Email::parse("Ana@Example.org").unwrap());
+        assert_eq!(
+            e.payload_needles(),
+            ["ana@example.org", "ana%40example.org"]
+        );
+    }
+
+    #[tokio::test]
+    async fn reads_of_erased_calls_and_erasures_are_audited_as_documented() {
+        let store = Arc::new(InMemoryCallStore::new());
+        let clock = Arc::new(ManualClock::new(Utc::now()));
+        let privacy = Privacy::new(store.clone(), clock, RetentionConfig::default());
+        let actor = ActorId::new("tok_1");
+        let mut c = call();
+        assert!(
+            privacy
+                .record_unmasked_read(&actor, "GET", &c)
+                .await
+                .unwrap()
+        );
+        c.erase(Utc::now());
+        assert!(
+            !privacy
+                .record_unmasked_read(&actor, "GET", &c)
+                .await
+                .unwrap()
+        );
+        let who = PersonKey::Email(Email::parse("ana@example.org").unwrap());
+        privacy.erase(&who, &actor).await.unwrap();
+        let log = store.all_audit_entries();
+        assert_eq!(log.len(), 2);
+        assert_eq!(log[0].action, AuditEntry::READ_CALL);
+        assert_eq!(log[1].action, AuditEntry::ERASE_PERSON);
+        assert_eq!(
+            log[1].detail.as_deref(),
+            Some("by email: 0 calls erased, 0 pending, 0 payloads deleted")
+        );
+        assert!(!format!("{log:?}").contains("ana@"));
+    }
+
+    #[test]
+    fn retention_config_is_bounded() {
+        assert_eq!(RetentionConfig::default().retention, TimeDelta::days(180));
+        assert_eq!(RetentionConfig::days(0).retention, TimeDelta::days(1));
+        assert_eq!(RetentionConfig::default().batch(0).batch, 1);
+        assert_eq!(ActorId::new("a\nb".repeat(40)).as_str().len(), 64);
+    }
+}
