@@ -255,11 +255,11 @@ where
     let quoting = raw_event("status-callback", None, "To=%2B5511912345678", None);
     let unrelated = raw_event("status-callback", None, "To=%2B5521998877665", None);
     store
-        .append_events(Some(mine.id), &[unrelated.clone()])
+        .append_events(Some(mine.id), std::slice::from_ref(&unrelated))
         .await
         .unwrap();
     store
-        .append_events(Some(live.id), &[quoting.clone()])
+        .append_events(Some(live.id), std::slice::from_ref(&quoting))
         .await
         .unwrap();
     store
@@ -267,7 +267,7 @@ where
         .await
         .unwrap();
     store
-        .append_events(Some(other.id), &[unrelated.clone()])
+        .append_events(Some(other.id), std::slice::from_ref(&unrelated))
         .await
         .unwrap();
     let stored_mine = get(&*store, mine.id).await;
