@@ -635,6 +635,148 @@ mod retention_sql {
         .await;
     }
 
+    /// A row that no longer decodes (a number stored before the metadata
+    /// changed, a hand edit) is still erased, and then loads: the pass
+    /// never decodes a call, and an erased call's columns are never parsed.
+    async fn repaired_by_erasure<S: CallStore + PersonalDataStore>(
+        store: &S,
+        call: &bonde_pressure_core::Call,
+    ) {
+        assert!(
+            store.get(call.id).await.is_err(),
+            "the poisoned row does not decode"
+        );
+        let r = ran(store.retention_pass(at(100), at(300), 10).await.unwrap());
+        assert_eq!(r.calls_erased, 1);
+        let got = store.get(call.id).await.unwrap().unwrap();
+        assert!(got.is_erased() && got.activist.is_erased());
+        assert_eq!(got.state(), call.state());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn sqlite_a_row_that_no_longer_decodes_is_still_erased_and_then_loads() {
+        with_sqlite(|store| async move {
+            let call = seeded(&*store).await;
+            sqlx::query(
+                "UPDATE phone_calls SET from_phone_number = '+559001234567', activist_email = 'x'",
+            )
+            .execute(store.pool())
+            .await
+            .unwrap();
+            repaired_by_erasure(&*store, &call).await;
+        })
+        .await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn postgres_a_row_that_no_longer_decodes_is_still_erased_and_then_loads() {
+        with_postgres(|store| async move {
+            let call = seeded(&*store).await;
+            sqlx::query(
+                "UPDATE phone_calls SET from_phone_number = '+559001234567', activist_email = 'x'",
+            )
+            .execute(store.pool())
+            .await
+            .unwrap();
+            repaired_by_erasure(&*store, &call).await;
+        })
+        .await;
+    }
+
+    /// The retention and erasure statements use their indexes (generic
+    /// plans, sequential scans off, as `queries_use_their_indexes`).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn postgres_retention_queries_use_their_indexes() {
+        with_postgres(|store| async move {
+            seeded(&*store).await;
+            // Enough distinct people for the planner to tell the indexes apart.
+            sqlx::query(
+                "INSERT INTO phone_calls (id, widget_id, activist_name, activist_email, \
+                    from_phone_number, to_phone_number, target_name, state, settled, facts, \
+                    version, created_at, updated_at) \
+                 SELECT gen_random_uuid(), widget_id, activist_name, 'p' || n || '@example.org', \
+                    '+55119' || lpad(n::text, 8, '0'), to_phone_number, target_name, state, \
+                    settled, facts, version, created_at + n * interval '1 second', updated_at \
+                 FROM phone_calls, generate_series(1, 2000) n",
+            )
+            .execute(store.pool())
+            .await
+            .unwrap();
+            sqlx::query("ANALYZE phone_calls")
+                .execute(store.pool())
+                .await
+                .unwrap();
+            let mut conn = store.pool().acquire().await.unwrap();
+            sqlx::raw_sql("SET enable_seqscan = off; SET plan_cache_mode = force_generic_plan")
+                .execute(&mut *conn)
+                .await
+                .unwrap();
+            let plans = [
+                (
+                    "due_by_age(timestamptz, int8)",
+                    "SELECT id FROM phone_calls WHERE erased_at IS NULL AND settled \
+                     AND created_at < $1 ORDER BY created_at, id LIMIT $2",
+                    "(now(), 10)",
+                    "phone_calls_retention_idx",
+                ),
+                (
+                    "due_by_request(int8)",
+                    "SELECT id FROM phone_calls WHERE erasure_requested_at IS NOT NULL \
+                     AND erased_at IS NULL AND settled ORDER BY created_at, id LIMIT $1",
+                    "(10)",
+                    "phone_calls_erasure_requested_idx",
+                ),
+                (
+                    "old_events(timestamptz, int8)",
+                    "SELECT id FROM twilio_call_events WHERE received_at < $1 \
+                     ORDER BY received_at, id LIMIT $2",
+                    "(now(), 10)",
+                    "twilio_call_events_received_at_idx",
+                ),
+                (
+                    "recently_erased(timestamptz)",
+                    "SELECT id FROM phone_calls WHERE erased_at IS NOT NULL AND erased_at >= $1",
+                    "(now())",
+                    "phone_calls_erased_at_idx",
+                ),
+                (
+                    "by_phone(text)",
+                    "SELECT id, settled FROM phone_calls \
+                     WHERE from_phone_number = $1 AND erased_at IS NULL ORDER BY id",
+                    "('+5511912345678')",
+                    "phone_calls_from_phone_number_idx",
+                ),
+                (
+                    "by_email(text)",
+                    "SELECT id, settled FROM phone_calls \
+                     WHERE lower(activist_email) = lower($1) AND erased_at IS NULL ORDER BY id",
+                    "('a@b.org')",
+                    "phone_calls_activist_email_idx",
+                ),
+            ];
+            for (i, (signature, sql, args, index)) in plans.into_iter().enumerate() {
+                let (_, types) = signature.split_once('(').unwrap();
+                let name = format!("retention_plan_{i}");
+                sqlx::raw_sql(&format!("PREPARE {name}({types} AS {sql}"))
+                    .execute(&mut *conn)
+                    .await
+                    .unwrap();
+                let plan: Vec<String> =
+                    sqlx::query_scalar(&format!("EXPLAIN EXECUTE {name}{args}"))
+                        .fetch_all(&mut *conn)
+                        .await
+                        .unwrap();
+                let plan = plan.join("\n");
+                assert!(
+                    plan.contains(index),
+                    "{signature} should use {index}:\n{plan}"
+                );
+                assert!(!plan.contains("Seq Scan"), "{signature}:\n{plan}");
+            }
+        })
+        .await;
+    }
+
     fn ran(p: RetentionPass) -> RetentionReport {
         match p {
             RetentionPass::Ran(r) => r,

@@ -15,9 +15,12 @@ CREATE INDEX phone_calls_erasure_requested_idx ON phone_calls (erasure_requested
     WHERE erasure_requested_at IS NOT NULL AND erased_at IS NULL;
 -- Late payloads of recently erased calls.
 CREATE INDEX phone_calls_erased_at_idx ON phone_calls (erased_at) WHERE erased_at IS NOT NULL;
--- Erasure requests: by the activist's number or e-mail.
-CREATE INDEX phone_calls_from_phone_number_idx ON phone_calls (from_phone_number);
-CREATE INDEX phone_calls_activist_email_idx ON phone_calls (lower(activist_email));
+-- Erasure requests: by the activist's number or e-mail (erased rows hold
+-- placeholders: left out).
+CREATE INDEX phone_calls_from_phone_number_idx ON phone_calls (from_phone_number)
+    WHERE erased_at IS NULL;
+CREATE INDEX phone_calls_activist_email_idx ON phone_calls (lower(activist_email))
+    WHERE erased_at IS NULL;
 -- The retention pass deletes raw payloads by age.
 CREATE INDEX twilio_call_events_received_at_idx ON twilio_call_events (received_at);
 
