@@ -335,6 +335,11 @@ pub struct Config {
     #[arg(long, env = "EXPIRE_AFTER_SECS", default_value = "7200", value_parser = parse_secs)]
     pub expire_after: Duration,
 
+    /// Milliseconds the page keeps showing `ringing` after the target joined
+    /// while its answering-machine verdict is pending.
+    #[arg(long, env = "MACHINE_VERDICT_GRACE_MS", default_value = "4000", value_parser = parse_millis)]
+    pub machine_verdict_grace: Duration,
+
     /// Days personal data is kept: older calls are erased (name, e-mail,
     /// number) and older raw payloads deleted by the retention pass.
     #[arg(long, env = "RETENTION_DAYS", default_value_t = 180, value_parser = clap::value_parser!(u32).range(1..=36_500))]
