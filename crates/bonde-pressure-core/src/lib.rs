@@ -45,6 +45,8 @@ pub use ports::{
 };
 #[cfg(feature = "mock")]
 pub use ports::{MockActionRecorder, MockCallStore, MockCampaignDirectory, MockTelephony};
+#[cfg(feature = "mock")]
+pub use privacy::MockPersonalDataStore;
 pub use privacy::{
     ActorId, AuditEntry, ErasureReport, PersonKey, PersonalDataStore, Privacy, RetentionConfig,
     RetentionPass, RetentionReport,

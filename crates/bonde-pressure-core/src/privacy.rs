@@ -285,6 +285,7 @@ impl AuditEntry {
 ///   every payload not of a still-unsettled call that contains one of
 ///   [`PersonKey::payload_needles`]. Already-erased calls are not counted.
 /// - The audit log is append-only and durable like the calls.
+#[cfg_attr(feature = "mock", mockall::automock)]
 #[async_trait]
 pub trait PersonalDataStore: Send + Sync + 'static {
     /// One retention pass (one batch); see the trait's guarantees.

@@ -302,3 +302,78 @@ async fn retention_settings_come_from_the_configuration() {
     let config = bonde_pressure_http::config::Config::from_args(["x", "--retention-days", "0"]);
     assert!(config.is_err(), "zero days is refused");
 }
+
+/// An audit log that cannot be written.
+struct BrokenAudit;
+
+#[async_trait::async_trait]
+impl bonde_pressure_core::PersonalDataStore for BrokenAudit {
+    async fn retention_pass(
+        &self,
+        _: chrono::DateTime<chrono::Utc>,
+        _: chrono::DateTime<chrono::Utc>,
+        _: u32,
+    ) -> Result<bonde_pressure_core::RetentionPass, bonde_pressure_core::StoreError> {
+        Err(bonde_pressure_core::StoreError::backend(
+            std::io::Error::other("down"),
+        ))
+    }
+    async fn erase_person(
+        &self,
+        _: &bonde_pressure_core::PersonKey,
+        _: chrono::DateTime<chrono::Utc>,
+    ) -> Result<bonde_pressure_core::ErasureReport, bonde_pressure_core::StoreError> {
+        Err(bonde_pressure_core::StoreError::backend(
+            std::io::Error::other("down"),
+        ))
+    }
+    async fn append_audit(&self, _: &AuditEntry) -> Result<(), bonde_pressure_core::StoreError> {
+        Err(bonde_pressure_core::StoreError::backend(
+            std::io::Error::other("down"),
+        ))
+    }
+    async fn audit_entries(
+        &self,
+        _: u32,
+    ) -> Result<Vec<AuditEntry>, bonde_pressure_core::StoreError> {
+        Ok(Vec::new())
+    }
+}
+
+#[tokio::test]
+async fn no_audit_entry_no_unmasked_read() {
+    let app = admin_app().await;
+    let r = router(&app);
+    let id = finished_call(&r, "11 91234-5670").await;
+    let broken = std::sync::Arc::new(Privacy::new(
+        std::sync::Arc::new(BrokenAudit),
+        std::sync::Arc::new(bonde_pressure_core::SystemClock),
+        bonde_pressure_core::RetentionConfig::default(),
+    ));
+    let r = bonde_pressure_http::router(app.state.clone().with_privacy(broken));
+    let resp = send(&r, details(&id, Some(TOKEN))).await;
+    assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    let text = String::from_utf8(body_bytes(resp).await).unwrap();
+    assert!(
+        !text.contains("5511912345670") && !text.contains("ana@"),
+        "{text}"
+    );
+    // The masked view does not need the audit log.
+    let resp = send(&r, details(&id, None)).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+
+    // Without an audit log at all: 503 for unmasked reads and erasures.
+    let mut state = app.state.clone();
+    state.privacy = None;
+    let r = bonde_pressure_http::router(state);
+    assert_eq!(
+        send(&r, details(&id, Some(TOKEN))).await.status(),
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert_eq!(
+        send(&r, erase("?phone=11912345670", Some(TOKEN)))
+            .await
+            .status(),
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+}
