@@ -20,6 +20,8 @@ struct Inner {
     calls: HashMap<CallId, Call>,
     by_sid: HashMap<CallSid, CallId>,
     events: Vec<StoredEvent>,
+    /// The last event id given (ids are never reused, even once deleted).
+    last_event_id: i64,
     /// Calls an erasure request marked while they were not settled.
     erasure_requested: HashSet<CallId>,
     audit: Vec<AuditEntry>,
@@ -28,7 +30,8 @@ struct Inner {
 impl Inner {
     fn append(&mut self, call_id: Option<CallId>, events: &[RawEvent]) {
         for raw in events {
-            let id = self.events.len() as i64 + 1;
+            self.last_event_id += 1;
+            let id = self.last_event_id;
             self.events.push(StoredEvent {
                 id,
                 call_id,
