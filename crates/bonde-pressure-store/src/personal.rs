@@ -394,10 +394,17 @@ async fn sqlite_pass(
     limit: i64,
 ) -> Result<RetentionReport, StoreError> {
     let ids: Vec<String> = sqlx::query_scalar(
-        "SELECT id FROM phone_calls \
-         WHERE erased_at IS NULL AND settled = 1 \
-         AND (created_at < ?1 OR erasure_requested_at IS NOT NULL) \
-         ORDER BY created_at, id LIMIT ?2",
+        "SELECT id FROM ( \
+            SELECT * FROM (SELECT id, created_at FROM phone_calls \
+                INDEXED BY phone_calls_retention_idx \
+                WHERE erased_at IS NULL AND settled = 1 AND created_at < ?1 \
+                ORDER BY created_at, id LIMIT ?2) \
+            UNION \
+            SELECT * FROM (SELECT id, created_at FROM phone_calls \
+                INDEXED BY phone_calls_erasure_requested_idx \
+                WHERE erasure_requested_at IS NOT NULL AND erased_at IS NULL AND settled = 1 \
+                ORDER BY created_at, id LIMIT ?2) \
+         ) ORDER BY created_at, id LIMIT ?2",
     )
     .bind(cutoff)
     .bind(limit)

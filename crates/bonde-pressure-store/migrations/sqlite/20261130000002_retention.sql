@@ -11,7 +11,7 @@ ALTER TABLE phone_calls ADD COLUMN erasure_requested_at TEXT;
 -- The retention pass: calls not yet erased, oldest first.
 CREATE INDEX phone_calls_retention_idx ON phone_calls (created_at) WHERE erased_at IS NULL;
 -- ... and calls an erasure request marked.
-CREATE INDEX phone_calls_erasure_requested_idx ON phone_calls (erasure_requested_at)
+CREATE INDEX phone_calls_erasure_requested_idx ON phone_calls (created_at)
     WHERE erasure_requested_at IS NOT NULL AND erased_at IS NULL;
 -- Late payloads of recently erased calls.
 CREATE INDEX phone_calls_erased_at_idx ON phone_calls (erased_at) WHERE erased_at IS NOT NULL;
