@@ -10,7 +10,8 @@ use tracing::{debug, info, warn};
 
 use crate::call::{Call, CallEvent, DetailedState, Effect, Leg, LegError, LegStatus, UiStatus};
 use crate::domain::{
-    Activist, CallId, CallSid, Email, PersonName, PhoneNumber, Region, Target, WidgetId, mask_phone,
+    Activist, CallId, CallSid, Email, NumberPolicy, NumberType, PersonName, PhoneNumber, Region,
+    Target, WidgetId, mask_phone,
 };
 use crate::ports::{
     ActionRecorder, ActivistCallRequest, CallStore, CampaignDirectory, Clock, DirectoryError,
@@ -24,7 +25,12 @@ pub struct ServiceConfig {
     /// Region for numbers typed without a country code.
     pub default_region: Region,
     /// Country calling codes activists may be called in (empty: any).
+    /// Non-geographic codes ([`crate::domain::NON_GEOGRAPHIC_CODES`]) are
+    /// refused for activists and targets alike unless listed here.
     pub allowed_country_codes: Vec<u16>,
+    /// Number types that may be called (activists and targets); see
+    /// [`NumberPolicy`]. Default: mobile, fixed line, fixed line or mobile.
+    pub allowed_number_types: Vec<NumberType>,
     /// Commit attempts per event before giving up on contention.
     pub max_commit_attempts: u32,
     /// Reconciliation looks at unfinished calls not updated for this long.
@@ -33,11 +39,23 @@ pub struct ServiceConfig {
     pub expire_after: Duration,
 }
 
+impl ServiceConfig {
+    /// The number policy: [`ServiceConfig::allowed_number_types`], with the
+    /// non-geographic codes listed in [`ServiceConfig::allowed_country_codes`].
+    pub fn number_policy(&self) -> NumberPolicy {
+        NumberPolicy::new(
+            self.allowed_number_types.clone(),
+            self.allowed_country_codes.clone(),
+        )
+    }
+}
+
 impl Default for ServiceConfig {
     fn default() -> Self {
         Self {
             default_region: Region::BRAZIL,
             allowed_country_codes: vec![55],
+            allowed_number_types: NumberType::DEFAULT_ALLOWED.to_vec(),
             max_commit_attempts: 100,
             stale_after: Duration::from_secs(120),
             expire_after: Duration::from_secs(2 * 60 * 60),
@@ -334,15 +352,27 @@ impl PressureService {
         &self.deps.store
     }
 
+    /// The number policy of this configuration.
+    pub fn number_policy(&self) -> NumberPolicy {
+        self.config.number_policy()
+    }
+
+    /// Parses a number and checks it against the number policy.
     fn parse_phone(
         &self,
         errors: &mut Vec<FieldError>,
         loc: &[&str],
         value: &str,
     ) -> Option<PhoneNumber> {
-        PhoneNumber::parse(value, self.config.default_region)
+        let phone = PhoneNumber::parse(value, self.config.default_region)
             .map_err(|e| errors.push(FieldError::new(loc, e, "value_error.phone")))
-            .ok()
+            .ok()?;
+        if let Err(e) = self.number_policy().check(&phone) {
+            info!(field = loc.join("."), phone = %phone, refusal = e.kind(), "number refused by the number policy");
+            errors.push(FieldError::new(loc, &e, e.kind()));
+            return None;
+        }
+        Some(phone)
     }
 
     /// Validates the form and authorises the target against the widget.
