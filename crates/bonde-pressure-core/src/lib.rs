@@ -19,6 +19,7 @@
 //!   [`StubActionRecorder`]; with the `mock` feature, mockall mocks of the ports.
 
 pub mod call;
+pub mod do_not_call;
 pub mod domain;
 mod fakes;
 pub mod limits;
@@ -32,6 +33,7 @@ pub use call::{
     AnsweredBy, Call, CallEvent, CallFacts, Confirmation, DetailedState, Effect, HangUp, Leg,
     LegStatus, UiStatus,
 };
+pub use do_not_call::{DoNotCallHasher, DoNotCallList, InMemoryDoNotCallList};
 pub use domain::{
     Activist, CallId, CallSid, ConferenceSid, NumberPolicy, NumberType, PhoneNumber, Region,
     Target, WidgetId,

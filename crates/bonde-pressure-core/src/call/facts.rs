@@ -295,6 +295,12 @@ pub struct CallFacts {
     pub expired: bool,
     /// Effects already requested.
     pub requested: Requested,
+    /// The activist pressed the do-not-call key (never a confirmation).
+    #[serde(default)]
+    pub opted_out: bool,
+    /// The target was not dialled: its dial budget was used up.
+    #[serde(default)]
+    pub target_limited: bool,
 }
 
 impl CallFacts {
@@ -320,6 +326,8 @@ impl CallFacts {
             participants,
             expired: self.expired || other.expired,
             requested: self.requested.join(&other.requested),
+            opted_out: self.opted_out || other.opted_out,
+            target_limited: self.target_limited || other.target_limited,
         }
     }
 
@@ -393,7 +401,8 @@ impl CallFacts {
     /// terminal status was seen for it.
     pub fn leg_possibly_live(&self, leg: Leg) -> bool {
         let l = self.leg(leg);
-        let placed = l.sid.is_some() || (leg == Leg::Target && self.requested.dial_target);
+        let placed = l.sid.is_some()
+            || (leg == Leg::Target && self.requested.dial_target && !self.target_limited);
         placed && !l.is_terminal()
     }
 }
