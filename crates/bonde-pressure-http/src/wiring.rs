@@ -99,6 +99,7 @@ fn service_config(config: &Config) -> ServiceConfig {
         allowed_country_codes: config.allowed_country_codes.0.clone(),
         stale_after: config.stale_after,
         expire_after: config.expire_after,
+        machine_verdict_grace: config.machine_verdict_grace,
         allowed_number_types: config.allowed_number_types.0.clone(),
         activist_calls: (config.activist_calls_per_day > 0)
             .then(|| Quota::per_day(config.activist_calls_per_day)),
