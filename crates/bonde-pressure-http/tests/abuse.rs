@@ -243,6 +243,9 @@ async fn pressing_9_puts_the_number_on_the_do_not_call_list() {
         xml.contains("não receberá mais") && xml.contains("<Hangup"),
         "{xml}"
     );
+    let v = json_body(send(&r, get(&format!("/v1/phone/calls/{id}"))).await).await;
+    assert_eq!(v["opted_out"], true);
+    assert_eq!(v["confirmed"], false);
 
     let placed = calls_placed(&app);
     let items =

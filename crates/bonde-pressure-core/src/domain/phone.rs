@@ -28,7 +28,8 @@ pub enum PhoneNumberError {
     NoRoundTrip,
 }
 
-/// Typed input may hold digits, spaces, `( ) - . /` and one leading `+`.
+/// Typed input may hold ASCII digits, white space (a non-breaking space
+/// pasted from a page too), `( ) - . /` and one leading `+`.
 fn check_characters(s: &str) -> Result<(), PhoneNumberError> {
     let body = s.strip_prefix('+').unwrap_or(s);
     if body.contains('+') {
@@ -36,10 +37,9 @@ fn check_characters(s: &str) -> Result<(), PhoneNumberError> {
             "only one leading + is allowed".into(),
         ));
     }
-    if let Some(c) = body
-        .chars()
-        .find(|c| !(c.is_ascii_digit() || matches!(c, ' ' | '(' | ')' | '-' | '.' | '/')))
-    {
+    if let Some(c) = body.chars().find(|c| {
+        !(c.is_ascii_digit() || c.is_whitespace() || matches!(c, '(' | ')' | '-' | '.' | '/'))
+    }) {
         let what = if c.is_alphabetic() {
             "letters are not allowed".to_owned()
         } else {
@@ -138,8 +138,12 @@ impl PhoneNumber {
             return Err(PhoneNumberError::Unparsable("too long".into()));
         }
         check_characters(trimmed)?;
+        let spaced: String = trimmed
+            .chars()
+            .map(|c| if c.is_whitespace() { ' ' } else { c })
+            .collect();
         // `00` international prefix is common in typed input; the library reads it per region.
-        let parsed = phonenumber::parse(Some(default_region.0), trimmed)
+        let parsed = phonenumber::parse(Some(default_region.0), &spaced)
             .map_err(|e| PhoneNumberError::Unparsable(e.to_string()))?;
         if !phonenumber::is_valid(&parsed) || parsed.extension().is_some() {
             return Err(PhoneNumberError::Invalid);
@@ -271,6 +275,8 @@ mod tests {
             "+55 11 91234-5678",
             "+5511912345678",
             "  +55 (11) 9 1234 5678 ",
+            "11\u{a0}91234-5678",
+            "11\t91234.5678",
         ] {
             let n = PhoneNumber::parse(input, Region::BRAZIL).unwrap();
             assert_eq!(n.as_e164(), "+5511912345678", "input {input:?}");

@@ -518,6 +518,10 @@ pub struct CallDetails {
     pub conference_ended: bool,
     /// Reconciliation gave up on the call.
     pub expired: bool,
+    /// The activist pressed the do-not-call key during the greeting.
+    pub opted_out: bool,
+    /// The target was not dialled: its dial budget was used up.
+    pub target_limited: bool,
     /// Talk time of a completed call.
     pub connected_secs: Option<u32>,
     /// The event log, oldest first.
@@ -665,6 +669,8 @@ fn details(call: &Call, status: &str, events: Vec<StoredEvent>, unmasked: bool) 
         conference_started: f.conference_started,
         conference_ended: f.conference_ended,
         expired: f.expired,
+        opted_out: f.opted_out,
+        target_limited: f.target_limited,
         connected_secs: call.connected_secs(),
         timeline: events
             .into_iter()
