@@ -31,12 +31,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use bonde_pressure_core::do_not_call::DoNotCallList;
 use bonde_pressure_core::ports::{CallStore, StoreError, StoredEvent};
 use bonde_pressure_core::{InMemoryCallStore, PersonalDataStore};
 
 mod codec;
 #[cfg(feature = "test-util")]
 pub mod conformance;
+mod do_not_call;
+#[cfg(feature = "test-util")]
+pub mod do_not_call_conformance;
 mod personal;
 #[cfg(feature = "test-util")]
 pub mod personal_conformance;
@@ -271,7 +275,7 @@ pub async fn connect_any_with(
     })
 }
 
-/// One opened store seen through both of core's storage ports.
+/// One opened store seen through each of core's storage ports.
 #[derive(Clone)]
 #[non_exhaustive]
 pub struct Stores {
@@ -279,6 +283,8 @@ pub struct Stores {
     pub calls: Arc<dyn CallStore>,
     /// Retention, erasure and the audit log, on the same database.
     pub personal: Arc<dyn PersonalDataStore>,
+    /// The do-not-call list, on the same database.
+    pub do_not_call: Arc<dyn DoNotCallList>,
 }
 
 impl std::fmt::Debug for Stores {
@@ -288,17 +294,32 @@ impl std::fmt::Debug for Stores {
 }
 
 impl Stores {
-    /// Both ports of one store.
-    pub fn of<S: CallStore + PersonalDataStore>(store: Arc<S>) -> Self {
+    /// The ports, each from its own implementation (e.g. core's in-memory
+    /// store and in-memory do-not-call list).
+    pub fn new(
+        calls: Arc<dyn CallStore>,
+        personal: Arc<dyn PersonalDataStore>,
+        do_not_call: Arc<dyn DoNotCallList>,
+    ) -> Self {
+        Self {
+            calls,
+            personal,
+            do_not_call,
+        }
+    }
+
+    /// Every port of one store.
+    pub fn of<S: CallStore + PersonalDataStore + DoNotCallList>(store: Arc<S>) -> Self {
         Self {
             calls: store.clone(),
-            personal: store,
+            personal: store.clone(),
+            do_not_call: store,
         }
     }
 }
 
-/// [`connect_any_with`], returning both ports of the store
-/// ([`CallStore`] and [`PersonalDataStore`]).
+/// [`connect_any_with`], returning every port of the store
+/// ([`CallStore`], [`PersonalDataStore`], [`DoNotCallList`]).
 pub async fn connect_stores_with(
     url: &str,
     options: &StoreOptions,
@@ -306,6 +327,24 @@ pub async fn connect_stores_with(
     Ok(match Backend::from_url(url)? {
         Backend::Postgres => Stores::of(Arc::new(PgCallStore::connect_with(url, options).await?)),
         Backend::Sqlite => Stores::of(Arc::new(SqliteCallStore::connect_with(url, options).await?)),
+    })
+}
+
+/// [`connect_any_with`], also as the do-not-call list (the `do_not_call`
+/// table of the same database, on the same pool).
+pub async fn connect_any_with_list(
+    url: &str,
+    options: &StoreOptions,
+) -> Result<(Arc<dyn CallStore>, Arc<dyn DoNotCallList>), ConnectError> {
+    Ok(match Backend::from_url(url)? {
+        Backend::Postgres => {
+            let store = Arc::new(PgCallStore::connect_with(url, options).await?);
+            (store.clone(), store)
+        }
+        Backend::Sqlite => {
+            let store = Arc::new(SqliteCallStore::connect_with(url, options).await?);
+            (store.clone(), store)
+        }
     })
 }
 
