@@ -48,8 +48,9 @@ impl PersonKey {
     /// Reads an erasure request's key from its query parameters (`phone`,
     /// `email`, in order, repeated names included): exactly one of the two,
     /// once, valid — a number as the campaign form accepts it (read in
-    /// `region`; the number policy is not applied: any number that was
-    /// stored can be erased), or an e-mail address. Errors are located at
+    /// `region`) or any E.164 text (`+` and digits of an assigned country
+    /// code, as stored: the number policy is not applied, any number that
+    /// was stored can be erased), or an e-mail address. Errors are located at
     /// `["query", name]`.
     pub fn from_query<'a>(
         params: impl IntoIterator<Item = (&'a str, &'a str)>,
@@ -95,7 +96,11 @@ impl PersonKey {
             return Err(errors);
         }
         if let Some(p) = phones.first() {
+            // Any number that may have been stored can be erased: what the
+            // form accepts, or a syntactically valid E.164 text (a number
+            // the metadata no longer validates, stored before).
             return PhoneNumber::parse(p, region)
+                .or_else(|e| PhoneNumber::from_trusted_e164(p.trim()).map_err(|_| e))
                 .map(PersonKey::Phone)
                 .map_err(|e| vec![field(&["query", "phone"], e, "value_error.phone")]);
         }
@@ -552,6 +557,16 @@ mod tests {
             ["value_error.exclusive"]
         );
         assert_eq!(kinds(q(&[("phone", "")])), ["value_error.phone"]);
+        assert_eq!(
+            kinds(q(&[("phone", "11 9123A-5678")])),
+            ["value_error.phone"]
+        );
+        // A premium number an older version stored (no longer valid input)
+        // can still be erased.
+        assert_eq!(
+            q(&[("phone", "+559001234567")]).unwrap(),
+            PersonKey::Phone(PhoneNumber::from_trusted_e164("+559001234567").unwrap())
+        );
         assert_eq!(kinds(q(&[("email", "nope")])), ["value_error.email"]);
         assert_eq!(
             kinds(q(&[("email", "a@b.org"), ("email", "c@d.org")])),
