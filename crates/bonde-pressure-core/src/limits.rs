@@ -150,6 +150,7 @@ pub enum LimiterError {
 ///
 /// The service treats an error as "admitted" (logged): a limiter outage does
 /// not stop calls that are otherwise valid.
+#[cfg_attr(feature = "mock", mockall::automock)]
 #[async_trait]
 pub trait RateLimiter: Send + Sync + 'static {
     /// Whether a charge would be admitted now, without charging.
