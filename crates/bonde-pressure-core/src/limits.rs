@@ -265,7 +265,10 @@ impl InMemoryRateLimiter {
         }
         // The charge that must leave the window for one more to fit.
         let oldest = log.times[log.times.len() - quota.limit as usize];
-        let retry_after = (oldest + window - now)
+        let frees_at = oldest
+            .checked_add_signed(window)
+            .unwrap_or(DateTime::<Utc>::MAX_UTC);
+        let retry_after = (frees_at - now)
             .to_std()
             .unwrap_or_default()
             .max(Duration::from_millis(1));
@@ -354,6 +357,15 @@ mod tests {
             1,
             "a peek or refund of an unknown key stores nothing"
         );
+    }
+
+    #[tokio::test]
+    async fn an_enormous_window_does_not_overflow() {
+        let clock = Arc::new(ManualClock::new(Utc::now()));
+        let l = InMemoryRateLimiter::new(clock);
+        let q = Quota::new(1, Duration::from_secs(u64::MAX / 4));
+        assert!(l.charge(&key("a"), q).await.unwrap().is_admitted());
+        assert!(!l.charge(&key("a"), q).await.unwrap().is_admitted());
     }
 
     #[tokio::test]
