@@ -221,7 +221,7 @@ impl InMemoryRateLimiter {
     fn sweep(&self, map: &mut HashMap<LimitKey, Log>, now: DateTime<Utc>) {
         map.retain(|_, log| {
             log.times.back().is_some_and(|t| {
-                now - *t < chrono::Duration::from_std(log.window).unwrap_or_default()
+                now - *t < chrono::Duration::from_std(log.window).unwrap_or(chrono::Duration::MAX)
             })
         });
         let low_water = self.max_keys - self.max_keys.div_ceil(4);
