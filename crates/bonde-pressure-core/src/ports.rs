@@ -17,7 +17,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::call::{AnsweredBy, Call, DetailedState, HangUp, LegStatus};
+use crate::call::{AnsweredBy, Call, DetailedState, HangUp, Leg, LegStatus};
 use crate::domain::{Activist, CallId, CallSid, ConferenceSid, PhoneNumber, WidgetId};
 use crate::script::CampaignSettings;
 
@@ -74,6 +74,50 @@ pub struct LegSnapshot {
     /// When the leg ended, as the provider recorded it (a terminal leg
     /// fetched long after it ended keeps its real end time, not the fetch's).
     pub ended_at: Option<DateTime<Utc>>,
+}
+
+/// One participant of a conference as the provider lists it now (for
+/// reconciliation).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ParticipantSnapshot {
+    /// The participant's call (leg) id.
+    pub call_sid: CallSid,
+    /// Which leg, when the provider's listing says so (a participant label).
+    pub leg: Option<Leg>,
+    /// In the conference now (`false`: still being dialled, or leaving).
+    pub in_conference: bool,
+}
+
+impl ParticipantSnapshot {
+    /// A participant.
+    pub fn new(call_sid: CallSid, leg: Option<Leg>, in_conference: bool) -> Self {
+        Self {
+            call_sid,
+            leg,
+            in_conference,
+        }
+    }
+}
+
+/// A live conference as the provider sees it now (for reconciliation).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ConferenceSnapshot {
+    /// The provider's id of the conference.
+    pub conference_sid: ConferenceSid,
+    /// Its participants.
+    pub participants: Vec<ParticipantSnapshot>,
+}
+
+impl ConferenceSnapshot {
+    /// A conference with these participants.
+    pub fn new(conference_sid: ConferenceSid, participants: Vec<ParticipantSnapshot>) -> Self {
+        Self {
+            conference_sid,
+            participants,
+        }
+    }
 }
 
 /// Why the telephony refused or failed a command.
@@ -176,6 +220,28 @@ pub trait Telephony: Send + Sync + 'static {
     ) -> Result<(), TelephonyError>;
     /// Reads a leg's current status.
     async fn fetch_leg(&self, sid: &CallSid) -> Result<LegSnapshot, TelephonyError>;
+
+    /// Lists the participants of the call's conference while it is live
+    /// (reconciliation's evidence that the activist is in it when the
+    /// callbacks saying so were lost).
+    ///
+    /// The conference is the one whose friendly name is `call_id`;
+    /// `conference` is its id when a callback already named it. Returns
+    /// `Ok(None)` when no such conference is live (not started yet, or
+    /// ended), and an error when the provider could not be asked.
+    /// Implementations must list only this call's conference.
+    ///
+    /// The default implementation cannot list participants and answers
+    /// `Ok(None)`: reconciliation then learns nothing from it, as before
+    /// this method existed.
+    async fn conference_participants(
+        &self,
+        call_id: CallId,
+        conference: Option<ConferenceSid>,
+    ) -> Result<Option<ConferenceSnapshot>, TelephonyError> {
+        let _ = (call_id, conference);
+        Ok(None)
+    }
 }
 
 // ---------------------------------------------------------------- CallStore

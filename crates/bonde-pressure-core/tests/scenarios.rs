@@ -10,7 +10,7 @@ use common::{demo_request, harness, settle};
 
 fn expected_ui(s: Scenario) -> UiStatus {
     match s {
-        Scenario::Success => UiStatus::Completed,
+        Scenario::Success | Scenario::ActivistJoinLost => UiStatus::Completed,
         Scenario::ActivistBusy | Scenario::TargetBusy => UiStatus::Busy,
         Scenario::ActivistNoAnswer
         | Scenario::TargetNoAnswer
@@ -24,6 +24,7 @@ fn reaches_target(s: Scenario) -> bool {
     matches!(
         s,
         Scenario::Success
+            | Scenario::ActivistJoinLost
             | Scenario::TargetBusy
             | Scenario::TargetNoAnswer
             | Scenario::TargetVoicemail
@@ -54,6 +55,8 @@ fn expected_callbacks(s: Scenario) -> usize {
         Scenario::ActivistHangsUpWhileTargetRings => joined + 5 + 1,
         // target: initiated, ringing, in-progress, AMD, join, leave, completed
         Scenario::Success => joined + 7 + closed,
+        // the same, but the activist's join is lost (not stored: never received)
+        Scenario::ActivistJoinLost => joined - 1 + 7 + closed,
     }
 }
 
