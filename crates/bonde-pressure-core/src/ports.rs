@@ -287,10 +287,41 @@ pub struct StoredEvent {
     pub raw: RawEvent,
 }
 
+/// A stored call that cannot be decoded (a damaged row): that call's
+/// problem only. `reason` names the column and what is wrong with it, never
+/// the stored value (it may hold personal data).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("stored call {} cannot be read: {reason}", call_label(.call_id))]
+#[non_exhaustive]
+pub struct UnreadableCall {
+    /// The call, when even its id could be read.
+    pub call_id: Option<CallId>,
+    /// What is wrong (column and kind of damage).
+    pub reason: String,
+}
+
+fn call_label(id: &Option<CallId>) -> String {
+    id.map_or_else(|| "(unknown id)".to_owned(), |id| id.to_string())
+}
+
+impl UnreadableCall {
+    /// A damaged row of call `call_id` (`None`: its id is unreadable too).
+    pub fn new(call_id: Option<CallId>, reason: impl Into<String>) -> Self {
+        Self {
+            call_id,
+            reason: reason.into(),
+        }
+    }
+}
+
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
+    /// This call's stored record cannot be decoded. Other calls are not
+    /// affected.
+    #[error(transparent)]
+    Unreadable(UnreadableCall),
     /// Another writer committed first: reload and retry.
     #[error("version conflict: the call changed since it was read")]
     Conflict,
@@ -372,6 +403,11 @@ impl CallStats {
 /// - Reads return what the last successful commit wrote (read-your-writes).
 /// - [`CallStore::list_unfinished`] lists exactly the calls that are not
 ///   [settled](Call::is_settled) as last written, terminal or not.
+/// - One damaged row is that call's problem only: rows are decoded one by
+///   one; reading a call whose row cannot be decoded answers
+///   [`StoreError::Unreadable`]; listings skip such rows
+///   ([`CallStore::list_unfinished`]) or report them in their place
+///   ([`CallStore::list_unfinished_rows`]), never fail because of them.
 #[cfg_attr(feature = "mock", mockall::automock)]
 #[async_trait]
 pub trait CallStore: Send + Sync + 'static {
@@ -401,11 +437,33 @@ pub trait CallStore: Send + Sync + 'static {
     /// is listed too, so reconciliation hangs that leg up. Stores that keep
     /// a projection for this query must compute it with
     /// [`Call::is_settled`] on every create and commit.
+    ///
+    /// A row that cannot be decoded is skipped (see
+    /// [`CallStore::list_unfinished_rows`] to see it).
     async fn list_unfinished(
         &self,
         updated_before: DateTime<Utc>,
         limit: u32,
     ) -> Result<Vec<Call>, StoreError>;
+    /// [`CallStore::list_unfinished`], with each row that cannot be decoded
+    /// reported in its place ([`UnreadableCall`]) instead of skipped, so
+    /// reconciliation can report it. Such rows count towards `limit`.
+    ///
+    /// The default implementation lists [`CallStore::list_unfinished`]'s
+    /// calls, all readable: stores that cannot hold a damaged row (the
+    /// in-memory one) need nothing more; SQL stores override it.
+    async fn list_unfinished_rows(
+        &self,
+        updated_before: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<Result<Call, UnreadableCall>>, StoreError> {
+        Ok(self
+            .list_unfinished(updated_before, limit)
+            .await?
+            .into_iter()
+            .map(Ok)
+            .collect())
+    }
     /// Stats of a widget's calls created in `[from, to)`.
     async fn stats(
         &self,

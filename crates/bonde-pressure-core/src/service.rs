@@ -255,6 +255,12 @@ pub struct ReconcileReport {
     /// Calls whose activist was found in the conference by that listing,
     /// so the target was dialled (the join's callbacks were lost).
     pub joins_recovered: usize,
+    /// Listed rows that could not be decoded (damaged), skipped: counted
+    /// every pass while they stay damaged.
+    pub unreadable: usize,
+    /// Of those, the calls reported for the first time (logged once per
+    /// call, not every pass).
+    pub unreadable_new: Vec<Option<CallId>>,
     /// Errors met (logged).
     pub errors: usize,
 }
@@ -284,6 +290,8 @@ pub struct PressureService {
     deps: Dependencies,
     config: ServiceConfig,
     updates: tokio::sync::broadcast::Sender<Call>,
+    /// Damaged rows already reported (logged once per call).
+    unreadable: std::sync::Mutex<std::collections::HashSet<Option<CallId>>>,
 }
 
 impl std::fmt::Debug for PressureService {
@@ -319,6 +327,7 @@ impl PressureService {
             deps,
             config,
             updates,
+            unreadable: Default::default(),
         }
     }
 
@@ -716,7 +725,13 @@ impl PressureService {
         let expire_before =
             now - chrono::Duration::from_std(self.config.expire_after).unwrap_or_default();
         let mut report = ReconcileReport::default();
-        for call in self.deps.store.list_unfinished(stale_before, limit).await? {
+        let rows = self
+            .deps
+            .store
+            .list_unfinished_rows(stale_before, limit)
+            .await?;
+        let calls = self.skip_unreadable(rows, &mut report);
+        for call in calls {
             report.examined += 1;
             for leg in [Leg::Activist, Leg::Target] {
                 let facts = call.facts.leg(leg);
@@ -809,6 +824,36 @@ impl PressureService {
 }
 
 impl PressureService {
+    /// Keeps the readable calls of a listing; a damaged row is counted,
+    /// and logged the first time its call is met (not every pass).
+    fn skip_unreadable(
+        &self,
+        rows: Vec<Result<Call, crate::ports::UnreadableCall>>,
+        report: &mut ReconcileReport,
+    ) -> Vec<Call> {
+        let mut seen = self.unreadable.lock().unwrap_or_else(|p| p.into_inner());
+        let mut calls = Vec::with_capacity(rows.len());
+        for row in rows {
+            match row {
+                Ok(call) => {
+                    // Repaired since: report it again should it break again.
+                    if !seen.is_empty() {
+                        seen.remove(&Some(call.id));
+                    }
+                    calls.push(call);
+                }
+                Err(damaged) => {
+                    report.unreadable += 1;
+                    if seen.insert(damaged.call_id) {
+                        tracing::error!(call_id = ?damaged.call_id, reason = %damaged.reason, "stored call cannot be read; skipped by reconciliation until repaired");
+                        report.unreadable_new.push(damaged.call_id);
+                    }
+                }
+            }
+        }
+        calls
+    }
+
     /// The call waits for the activist's join (see [`awaits_join`]): asks
     /// the telephony who is in the call's conference, and records every
     /// participant in it as joined. Before the target is dialled the

@@ -310,6 +310,27 @@ pub fn spawn_reconciler(
                         r.lost_dials as u64,
                     );
                     metrics.add(metrics::RECONCILE, &[("what", "errors")], r.errors as u64);
+                    metrics.add(
+                        metrics::RECONCILE,
+                        &[("what", "conferences_fetched")],
+                        r.conferences_fetched as u64,
+                    );
+                    metrics.add(
+                        metrics::RECONCILE,
+                        &[("what", "joins_recovered")],
+                        r.joins_recovered as u64,
+                    );
+                    // Damaged rows: met every pass while damaged; each call once.
+                    metrics.add(
+                        metrics::RECONCILE,
+                        &[("what", "unreadable_rows")],
+                        r.unreadable as u64,
+                    );
+                    metrics.add(
+                        metrics::RECONCILE,
+                        &[("what", "unreadable_calls")],
+                        r.unreadable_new.len() as u64,
+                    );
                     if r.examined > 0 {
                         tracing::info!(
                             examined = r.examined,
@@ -317,6 +338,8 @@ pub fn spawn_reconciler(
                             expired = r.expired,
                             hung_up = r.legs_hung_up,
                             lost_dials = r.lost_dials,
+                            joins_recovered = r.joins_recovered,
+                            unreadable = r.unreadable,
                             errors = r.errors,
                             "reconciliation pass"
                         );

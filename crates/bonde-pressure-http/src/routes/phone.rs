@@ -128,7 +128,7 @@ impl From<AppError> for Refused {
             AppError::Client { .. } => "rejected",
             AppError::RateLimited { .. } => "rate_limited",
             AppError::Upstream { .. } => "upstream_error",
-            AppError::Internal(_) => "error",
+            AppError::Unreadable { .. } | AppError::Internal(_) => "error",
         };
         Self { label, error }
     }
@@ -367,7 +367,7 @@ async fn load(state: &AppState, id: CallId) -> Result<Call, AppError> {
         .service
         .call(id)
         .await
-        .map_err(AppError::internal)?
+        .map_err(|e| AppError::reading_call(id, e))?
         .ok_or_else(|| AppError::not_found("Call not found."))
 }
 
