@@ -378,6 +378,7 @@ async fn load(state: &AppState, id: CallId) -> Result<Call, AppError> {
     responses(
         (status = 200, body = StatusResponse),
         (status = 404, description = "`Call not found.`", body = MessageBody),
+        (status = 500, description = "`Call <id> cannot be read: its stored record is damaged.` (that call only)", body = MessageBody),
         (status = 422, description = "Malformed id", body = ValidationBody),
     )
 )]
@@ -691,6 +692,7 @@ fn details(call: &Call, events: Vec<StoredEvent>, unmasked: bool) -> CallDetails
         (status = 200, body = CallDetails),
         (status = 401, description = "A wrong admin token", body = MessageBody),
         (status = 404, body = MessageBody),
+        (status = 500, description = "`Call <id> cannot be read: its stored record is damaged.` (that call only)", body = MessageBody),
         (status = 422, body = ValidationBody),
     )
 )]
