@@ -19,7 +19,7 @@ async fn a_damaged_call_answers_a_json_error_and_the_others_are_served() {
     let dir = std::env::temp_dir().join(format!("bps-faults-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).unwrap();
     let url = format!("sqlite://{}", dir.join("calls.db").display());
-    let app = app_with(&["--database-url", &url]).await;
+    let app = app_with(&["--database-url", &url, "--stale-after", "0"]).await;
     let r = router(&app);
     // Activist busy (last digit 1): over after three callbacks.
     let good = start(&r, "11 91234-5671").await;
@@ -30,7 +30,8 @@ async fn a_damaged_call_answers_a_json_error_and_the_others_are_served() {
     tokio::time::sleep(Duration::from_millis(50)).await;
 
     let pool = sqlx::sqlite::SqlitePool::connect(&url).await.unwrap();
-    sqlx::query("UPDATE phone_calls SET facts = '{\"activist\": 5}' WHERE id = ?1")
+    // Damaged facts, and listed as unsettled so reconciliation meets it.
+    sqlx::query("UPDATE phone_calls SET facts = '{\"activist\": 5}', settled = 0 WHERE id = ?1")
         .bind(&bad)
         .execute(&pool)
         .await
@@ -53,6 +54,20 @@ async fn a_damaged_call_answers_a_json_error_and_the_others_are_served() {
         let resp = send(&r, get(&format!("/v1/phone/{route}/{good}"))).await;
         assert_eq!(resp.status(), StatusCode::OK, "{route}");
     }
+
+    // Reconciliation goes on, counting the damaged row every pass and the
+    // call once.
+    let metrics = bonde_pressure_http::metrics::Metrics::new();
+    for _ in 0..2 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let report = app.service.reconcile(10).await.unwrap();
+        assert_eq!(report.unreadable, 1, "{report:?}");
+        bonde_pressure_http::wiring::record_reconcile(&metrics, &report);
+    }
+    let reconcile = |what| metrics.get(bonde_pressure_http::metrics::RECONCILE, &[("what", what)]);
+    assert_eq!(reconcile("passes"), 2);
+    assert_eq!(reconcile("unreadable_rows"), 2);
+    assert_eq!(reconcile("unreadable_calls"), 1);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
