@@ -21,11 +21,14 @@ async fn a_damaged_call_answers_a_json_error_and_the_others_are_served() {
     let url = format!("sqlite://{}", dir.join("calls.db").display());
     let app = app_with(&["--database-url", &url, "--stale-after", "0"]).await;
     let r = router(&app);
-    // Activist busy (last digit 1): over after three callbacks.
+    // Activist busy (last digit 1, shown as `canceled`): over after three callbacks.
     let good = start(&r, "11 91234-5671").await;
     let bad = start(&r, "11 91234-5681").await;
     for id in [&good, &bad] {
-        assert_eq!(poll_final(&r, id, Duration::from_secs(10)).await, "busy");
+        assert_eq!(
+            poll_final(&r, id, Duration::from_secs(10)).await,
+            "canceled"
+        );
     }
     tokio::time::sleep(Duration::from_millis(50)).await;
 
