@@ -156,3 +156,131 @@ async fn callback_urls_ask_for_retries_and_fragments_stay_out_of_signatures() {
         "the fragment is not part of the signed URL"
     );
 }
+
+/// The real Twilio client, end to end: the activist confirms, but both the
+/// `conference-start` and the activist's `participant-join` are lost.
+/// Reconciliation finds the conference by its friendly name, sees the
+/// activist in it, and adds the target, once.
+#[tokio::test]
+async fn reconciliation_recovers_a_lost_join_through_twilio() {
+    const CF: &str = "CFcccccccccccccccccccccccccccccccc";
+    const B: &str = "CAbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+    let server = MockServer::start().await;
+    let account = format!("/2010-04-01/Accounts/{AC}");
+    Mock::given(method("POST"))
+        .and(path(format!("{account}/Calls.json")))
+        .respond_with(
+            ResponseTemplate::new(201).set_body_json(json!({"sid": A, "status": "queued"})),
+        )
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path(format!("{account}/Calls/{A}.json")))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(json!({"sid": A, "status": "in-progress"})),
+        )
+        .mount(&server)
+        .await;
+    let uri = server.uri();
+    let app = app_with(&[
+        "--twilio-account-sid",
+        AC,
+        "--twilio-auth-token",
+        TOKEN,
+        "--twilio-phone-number",
+        "+5511987650000",
+        "--twilio-api-base",
+        &uri,
+        "--base-url",
+        BASE,
+        "--stale-after",
+        "0",
+    ])
+    .await;
+    let r = router(&app);
+    let id = start(&r, "11 91234-5678").await;
+    Mock::given(method("GET"))
+        .and(path(format!("{account}/Conferences.json")))
+        .and(wiremock::matchers::query_param("FriendlyName", id.as_str()))
+        .and(wiremock::matchers::query_param("Status", "in-progress"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "conferences": [{"sid": CF, "friendly_name": id, "status": "in-progress"}],
+        })))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path(format!("{account}/Conferences/{CF}/Participants.json")))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "participants": [{"call_sid": A, "conference_sid": CF, "label": "activist", "status": "connected"}],
+        })))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path(format!("{account}/Calls/{B}.json")))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(json!({"sid": B, "status": "ringing"})),
+        )
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path(format!(
+            "{account}/Conferences/{id}/Participants.json"
+        )))
+        .respond_with(
+            ResponseTemplate::new(201).set_body_json(json!({"call_sid": B, "status": "queued"})),
+        )
+        .expect(1)
+        .mount(&server)
+        .await;
+
+    let signed = |route: &str, pairs: &[(&str, &str)]| {
+        let p = format!("/v1/phone/{route}/{id}");
+        let params: Vec<(String, String)> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let mut body = form_urlencoded::Serializer::new(String::new());
+        for (k, v) in pairs {
+            body.append_pair(k, v);
+        }
+        axum::http::Request::post(&p)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header(
+                "x-twilio-signature",
+                sign(TOKEN, &format!("{BASE}{p}"), &params),
+            )
+            .body(axum::body::Body::from(body.finish()))
+            .unwrap()
+    };
+    for (route, pairs) in [
+        (
+            "status-callback",
+            vec![("CallSid", A), ("CallStatus", "in-progress")],
+        ),
+        ("answer", vec![("CallSid", A)]),
+        ("dial", vec![("CallSid", A), ("Digits", "1")]),
+    ] {
+        assert!(
+            send(&r, signed(route, &pairs)).await.status().is_success(),
+            "{route}"
+        );
+    }
+    // Without the join, nothing dials the target.
+    let v = json_body(send(&r, get(&format!("/v1/phone/calls/{id}"))).await).await;
+    assert_eq!(v["state"], "connecting", "{v}");
+
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let report = app.service.reconcile(10).await.unwrap();
+    assert_eq!(report.conferences_fetched, 1, "{report:?}");
+    assert_eq!(report.joins_recovered, 1, "{report:?}");
+    // A second pass finds the target dialled: no listing, no second dial.
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let report = app.service.reconcile(10).await.unwrap();
+    assert_eq!(report.conferences_fetched, 0, "{report:?}");
+    let v = json_body(send(&r, get(&format!("/v1/phone/calls/{id}"))).await).await;
+    assert_eq!(v["legs"]["target"]["sid"], B, "{v}");
+    assert_eq!(v["state"], "target_ringing", "{v}");
+}
