@@ -180,6 +180,8 @@ fn twilio_client(
     )
     .map_err(err)?
     .with_api_base(&config.twilio_api_base)
+    .map_err(err)?
+    .with_connection_overrides(Some(&config.twilio_callback_overrides))
     .map_err(err)?;
     TwilioClient::new(cfg).map_err(err)
 }

@@ -284,3 +284,66 @@ async fn reconciliation_recovers_a_lost_join_through_twilio() {
     assert_eq!(v["legs"]["target"]["sid"], B, "{v}");
     assert_eq!(v["state"], "target_ringing", "{v}");
 }
+
+/// `TWILIO_CALLBACK_OVERRIDES` sets the fragment (empty: none); a malformed
+/// value refuses to start.
+#[tokio::test]
+async fn callback_overrides_are_configurable() {
+    for (setting, expected) in [("rc=3&rp=all", "#rc=3&rp=all"), ("", "")] {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .and(path(format!("/2010-04-01/Accounts/{AC}/Calls.json")))
+            .respond_with(
+                ResponseTemplate::new(201).set_body_json(json!({"sid": A, "status": "queued"})),
+            )
+            .expect(1)
+            .mount(&server)
+            .await;
+        let uri = server.uri();
+        let app = app_with(&[
+            "--twilio-account-sid",
+            AC,
+            "--twilio-auth-token",
+            TOKEN,
+            "--twilio-phone-number",
+            "+5511987650000",
+            "--twilio-api-base",
+            &uri,
+            "--base-url",
+            BASE,
+            "--twilio-callback-overrides",
+            setting,
+        ])
+        .await;
+        let id = start(&router(&app), "11 91234-5678").await;
+        let requests = server.received_requests().await.unwrap();
+        let callback = form_urlencoded::parse(&requests[0].body)
+            .into_owned()
+            .find(|(k, _)| k == "StatusCallback")
+            .unwrap()
+            .1;
+        assert_eq!(
+            callback,
+            format!("{BASE}/v1/phone/status-callback/{id}{expected}"),
+            "{setting:?}"
+        );
+    }
+    let config = bonde_pressure_http::config::Config::from_args([
+        "bonde-pressure",
+        "--database-url",
+        "memory:",
+        "--twilio-account-sid",
+        AC,
+        "--twilio-auth-token",
+        TOKEN,
+        "--twilio-phone-number",
+        "+5511987650000",
+        "--base-url",
+        BASE,
+        "--twilio-callback-overrides",
+        "rc=2#x",
+    ])
+    .unwrap();
+    let refused = bonde_pressure_http::wiring::build(&config).await;
+    assert!(refused.is_err(), "malformed overrides refused at start-up");
+}
