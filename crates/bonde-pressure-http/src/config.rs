@@ -302,6 +302,16 @@ pub struct Config {
     )]
     pub twilio_api_base: String,
 
+    /// Twilio connection overrides appended (as `#…`) to every
+    /// asynchronous callback URL, so Twilio retries a failed callback;
+    /// empty: none (Twilio's defaults, one attempt).
+    #[arg(
+        long,
+        env = "TWILIO_CALLBACK_OVERRIDES",
+        default_value = bonde_pressure_twilio::urls::DEFAULT_CONNECTION_OVERRIDES
+    )]
+    pub twilio_callback_overrides: String,
+
     /// BONDE GraphQL (Hasura) endpoint: widgets and widget actions. Without
     /// it, campaigns come from CAMPAIGNS_FILE (or the built-in demo widget).
     #[arg(long, env = "GRAPHQL_API_URL")]
