@@ -23,6 +23,7 @@ pub mod domain;
 mod fakes;
 mod memory;
 pub mod ports;
+pub mod results;
 pub mod script;
 mod service;
 pub mod simulated;
@@ -42,6 +43,12 @@ pub use ports::{
 };
 #[cfg(feature = "mock")]
 pub use ports::{MockActionRecorder, MockCallStore, MockCampaignDirectory, MockTelephony};
+pub use results::{
+    CallCursor, CampaignResults, FunnelStage, Interval, ResultsQuery, ResultsReport,
+    percentile_nearest_rank,
+};
+/// The time-zone type of [`ResultsQuery`] (re-exported `chrono_tz`).
+pub use chrono_tz::{self, Tz};
 pub use script::{CampaignSettings, ScriptMoment, VoiceScript};
 pub use service::{
     ActivistInput, Dependencies, EventSink, FieldError, HandleOutcome, PressureService,
