@@ -32,6 +32,8 @@ pub use call::{
     AnsweredBy, Call, CallEvent, CallFacts, Confirmation, DetailedState, Effect, HangUp, Leg,
     LegStatus, UiStatus,
 };
+/// The time-zone type of [`ResultsQuery`] (re-exported `chrono_tz`).
+pub use chrono_tz::{self, Tz};
 pub use domain::{Activist, CallId, CallSid, ConferenceSid, PhoneNumber, Region, Target, WidgetId};
 pub use fakes::{
     ManualClock, NoopActionRecorder, StaticCampaignDirectory, StubActionRecorder, demo_widget,
@@ -47,8 +49,6 @@ pub use results::{
     CallCursor, CampaignResults, FunnelStage, Interval, ResultsQuery, ResultsReport,
     percentile_nearest_rank,
 };
-/// The time-zone type of [`ResultsQuery`] (re-exported `chrono_tz`).
-pub use chrono_tz::{self, Tz};
 pub use script::{CampaignSettings, ScriptMoment, VoiceScript};
 pub use service::{
     ActivistInput, Dependencies, EventSink, FieldError, HandleOutcome, PressureService,

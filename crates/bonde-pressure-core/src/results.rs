@@ -372,7 +372,9 @@ impl ResultsReport {
         let mut report = Self::empty(query);
         let mut targets: BTreeMap<(String, String), (TargetResults, Vec<u32>)> = BTreeMap::new();
         for c in calls {
-            if c.widget_id != query.widget_id || c.created_at < query.from || c.created_at >= query.to
+            if c.widget_id != query.widget_id
+                || c.created_at < query.from
+                || c.created_at >= query.to
             {
                 continue;
             }
@@ -384,12 +386,9 @@ impl ResultsReport {
                 c.target.name.as_str().to_owned(),
                 c.target.phone.as_e164().to_owned(),
             );
-            let (t, durations) = targets.entry(key.clone()).or_insert_with(|| {
-                (
-                    TargetResults::new(key.0.clone(), key.1.clone()),
-                    Vec::new(),
-                )
-            });
+            let (t, durations) = targets
+                .entry(key.clone())
+                .or_insert_with(|| (TargetResults::new(key.0.clone(), key.1.clone()), Vec::new()));
             t.calls += 1;
             if stage >= FunnelStage::Connected {
                 t.connected += 1;

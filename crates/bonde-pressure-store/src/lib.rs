@@ -36,6 +36,9 @@ mod codec;
 #[cfg(feature = "test-util")]
 pub mod conformance;
 mod postgres;
+mod results;
+#[cfg(feature = "test-util")]
+pub mod results_conformance;
 mod sqlite;
 
 pub use postgres::PgCallStore;
