@@ -7,9 +7,9 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use bonde_pressure_core::{
-    ActionRecorder, CallStore, CampaignResults, CampaignDirectory, Dependencies, EventSink, InMemoryCallStore,
-    NoopActionRecorder, PressureService, ScenarioPicker, ServiceConfig, SimulatedTelephony,
-    StaticCampaignDirectory, SystemClock, Telephony,
+    ActionRecorder, CallStore, CampaignDirectory, CampaignResults, Dependencies, EventSink,
+    InMemoryCallStore, NoopActionRecorder, PressureService, ScenarioPicker, ServiceConfig,
+    SimulatedTelephony, StaticCampaignDirectory, SystemClock, Telephony,
 };
 use bonde_pressure_twilio::{Credentials, Secret as TwilioSecret, TwilioClient, TwilioConfig};
 use tokio::sync::watch;
@@ -219,9 +219,7 @@ async fn demo_page(
     directory: &Arc<dyn CampaignDirectory>,
     kind: TelephonyKind,
 ) -> Option<crate::routes::pages::DemoPage> {
-    let on = config
-        .demo_page
-        .unwrap_or(kind == TelephonyKind::Simulated);
+    let on = config.demo_page.unwrap_or(kind == TelephonyKind::Simulated);
     if !on {
         return None;
     }

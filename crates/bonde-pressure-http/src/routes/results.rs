@@ -148,7 +148,10 @@ pub fn parse_period(
         }),
     };
     let mut bound = |name: &str, end: End| -> Option<DateTime<Utc>> {
-        let raw = params.get(name).map(|s| s.trim()).filter(|s| !s.is_empty())?;
+        let raw = params
+            .get(name)
+            .map(|s| s.trim())
+            .filter(|s| !s.is_empty())?;
         let t = instant(raw, tz, end);
         if t.is_none() {
             errors.push(query_error(
@@ -191,7 +194,9 @@ pub fn parse_period(
             Interval::Day
         }
     };
-    if errors.is_empty() && interval == Interval::Hour && to - from > TimeDelta::days(MAX_HOURLY_DAYS)
+    if errors.is_empty()
+        && interval == Interval::Hour
+        && to - from > TimeDelta::days(MAX_HOURLY_DAYS)
     {
         errors.push(query_error(
             "interval",
@@ -369,39 +374,42 @@ pub async fn widget_calls_csv(
         .ok_or_else(|| AppError::not_found("Not Found"))?;
     let header_line = csv_line(&CSV_COLUMNS.map(String::from));
     // (cursor, finished)
-    let pages = futures::stream::unfold(
-        (None::<CallCursor>, false),
-        move |(after, done)| {
-            let store = store.clone();
-            let query = query.clone();
-            async move {
-                if done {
-                    return None;
+    let pages = futures::stream::unfold((None::<CallCursor>, false), move |(after, done)| {
+        let store = store.clone();
+        let query = query.clone();
+        async move {
+            if done {
+                return None;
+            }
+            match store
+                .list_calls(query.widget_id, query.from, query.to, after, CSV_PAGE)
+                .await
+            {
+                Ok(page) => {
+                    let next = page.last().map(CallCursor::after);
+                    let finished = page.len() < CSV_PAGE as usize;
+                    if page.is_empty() {
+                        return None;
+                    }
+                    let mut chunk = String::new();
+                    for c in &page {
+                        chunk.push_str(&csv_row(c, query.tz));
+                    }
+                    Some((
+                        Ok::<_, std::io::Error>(Bytes::from(chunk)),
+                        (next, finished),
+                    ))
                 }
-                match store
-                    .list_calls(query.widget_id, query.from, query.to, after, CSV_PAGE)
-                    .await
-                {
-                    Ok(page) => {
-                        let next = page.last().map(CallCursor::after);
-                        let finished = page.len() < CSV_PAGE as usize;
-                        if page.is_empty() {
-                            return None;
-                        }
-                        let mut chunk = String::new();
-                        for c in &page {
-                            chunk.push_str(&csv_row(c, query.tz));
-                        }
-                        Some((Ok::<_, std::io::Error>(Bytes::from(chunk)), (next, finished)))
-                    }
-                    Err(error) => {
-                        tracing::error!(%error, "CSV export: store read failed");
-                        Some((Err(std::io::Error::other("store read failed")), (None, true)))
-                    }
+                Err(error) => {
+                    tracing::error!(%error, "CSV export: store read failed");
+                    Some((
+                        Err(std::io::Error::other("store read failed")),
+                        (None, true),
+                    ))
                 }
             }
-        },
-    );
+        }
+    });
     let body = futures::StreamExt::chain(
         futures::stream::once(async move { Ok(Bytes::from(header_line)) }),
         pages,
@@ -612,10 +620,7 @@ mod tests {
         assert_eq!(escape_formula(""), "");
         assert_eq!(csv_field("a,b"), "\"a,b\"");
         assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
-        assert_eq!(
-            csv_field("=HYPERLINK(\"x\")"),
-            "\"'=HYPERLINK(\"\"x\"\")\""
-        );
+        assert_eq!(csv_field("=HYPERLINK(\"x\")"), "\"'=HYPERLINK(\"\"x\"\")\"");
         assert_eq!(csv_field("\rx"), "\"'\rx\"");
     }
 
