@@ -177,7 +177,8 @@
   function render(r) {
     const from = new Date(r.from);
     const to = new Date(new Date(r.to).getTime() - 1);
-    $("period").textContent = t("period")(from.toLocaleString(lang), to.toLocaleString(lang), r.tz);
+    const opts = { timeZone: r.tz, dateStyle: "short", timeStyle: "short" };
+    $("period").textContent = t("period")(from.toLocaleString(lang, opts), to.toLocaleString(lang, opts), r.tz);
     // totals
     const totals = $("totals");
     totals.replaceChildren(statCard("total-all", t("total"), r.total));
