@@ -36,13 +36,18 @@ pub struct Messages {
     pub target_no_answer: String,
     /// Closing for any other failure.
     pub failed: String,
+    /// Said after the activist pressed the do-not-call key, before hanging up.
+    pub opted_out: String,
+    /// Closing when the target was not dialled: its calls per hour were used up.
+    pub target_limited: String,
 }
 
 impl Default for Messages {
     fn default() -> Self {
         Self {
             greeting: "Olá, {activist}! Aqui é da campanha. Você vai falar agora com {target}. \
-                       Para confirmar, aperte qualquer tecla ou diga o seu nome."
+                       Para confirmar, aperte 1 ou diga o seu nome. \
+                       Se não quiser receber mais ligações nossas, aperte 9."
                 .into(),
             no_input: "Não recebemos a sua confirmação. Obrigado, até a próxima!".into(),
             connecting: "Obrigado! Estamos ligando para {target}. Aguarde na linha.".into(),
@@ -51,6 +56,10 @@ impl Default for Messages {
                 .into(),
             target_no_answer: "{target} não atendeu. Tente novamente mais tarde. Obrigado!".into(),
             failed: "Não foi possível completar a ligação. Tente novamente mais tarde.".into(),
+            opted_out: "Tudo bem. Seu número não receberá mais ligações nossas. Até logo!".into(),
+            target_limited: "{target} já recebeu muitas ligações na última hora. \
+                             Tente novamente mais tarde. Obrigado!"
+                .into(),
         }
     }
 }
@@ -198,6 +207,7 @@ pub fn closing_message(settings: &CampaignSettings, state: DetailedState) -> &st
         DetailedState::Completed | DetailedState::Connected => &m.completed,
         DetailedState::TargetBusy => &m.target_busy,
         DetailedState::TargetNoAnswer | DetailedState::TargetVoicemail => &m.target_no_answer,
+        DetailedState::TargetRateLimited => &m.target_limited,
         _ => &m.failed,
     }
 }
@@ -217,6 +227,13 @@ pub fn script_for(settings: &CampaignSettings, call: &Call, moment: ScriptMoment
             I::Say(say(settings, call, &settings.messages.no_input)),
             I::Hangup,
         ],
+        // The do-not-call key: say goodbye and hang up (never a confirmation).
+        ScriptMoment::Confirmed if call.facts.opted_out && !call.facts.activist_confirmed() => {
+            vec![
+                I::Say(say(settings, call, &settings.messages.opted_out)),
+                I::Hangup,
+            ]
+        }
         ScriptMoment::Confirmed if call.is_terminal() => vec![
             I::Say(say(settings, call, closing_message(settings, call.state()))),
             I::Hangup,

@@ -17,6 +17,7 @@
 
 pub mod campaigns;
 pub mod config;
+pub mod do_not_call;
 pub mod error;
 pub mod events;
 pub mod extract;
