@@ -29,6 +29,7 @@ mod fakes;
 pub mod limits;
 mod memory;
 pub mod ports;
+pub mod results;
 pub mod script;
 mod service;
 pub mod simulated;
@@ -37,6 +38,8 @@ pub use call::{
     AnsweredBy, Call, CallEvent, CallFacts, Confirmation, DetailedState, Effect, HangUp, Leg,
     LegStatus, UiStatus,
 };
+/// The time-zone type of [`ResultsQuery`] (re-exported `chrono_tz`).
+pub use chrono_tz::{self, Tz};
 pub use do_not_call::{DoNotCallHasher, DoNotCallList, InMemoryDoNotCallList};
 pub use domain::{
     Activist, CallId, CallSid, ConferenceSid, NumberPolicy, NumberType, PhoneNumber, Region,
@@ -53,6 +56,10 @@ pub use ports::{
 };
 #[cfg(feature = "mock")]
 pub use ports::{MockActionRecorder, MockCallStore, MockCampaignDirectory, MockTelephony};
+pub use results::{
+    CallCursor, CampaignResults, FunnelStage, Interval, ResultsQuery, ResultsReport,
+    percentile_nearest_rank,
+};
 pub use script::{CampaignSettings, ScriptMoment, VoiceScript};
 pub use service::{
     ActivistInput, Dependencies, EventSink, FieldError, HandleOutcome, PressureService,

@@ -28,6 +28,8 @@ pub struct HttpOptions {
     pub admin_token: Option<Secret>,
     /// SSE subscribers re-read the store this often (besides in-process notifications).
     pub sse_poll_interval: Duration,
+    /// The demo campaign page served at `/`; `None`: off (404).
+    pub demo_page: Option<crate::routes::pages::DemoPage>,
 }
 
 impl Default for HttpOptions {
@@ -38,6 +40,7 @@ impl Default for HttpOptions {
             trusted_proxy_hops: 0,
             admin_token: None,
             sse_poll_interval: Duration::from_millis(500),
+            demo_page: None,
         }
     }
 }
@@ -90,6 +93,8 @@ pub struct AppState {
     pub hub: Option<CommitHub>,
     /// Webhook authentication.
     pub webhooks: Arc<WebhookAuth>,
+    /// Campaign results (stats, CSV, dashboard); `None`: those routes answer 404.
+    pub results: Option<Arc<dyn bonde_pressure_core::CampaignResults>>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -114,7 +119,14 @@ impl AppState {
                 urls: CallbackUrls::new("http://localhost").expect("a valid base URL"),
                 check: SignatureCheck::RejectAll,
             }),
+            results: None,
         }
+    }
+
+    /// With campaign results (normally the store itself).
+    pub fn with_results(mut self, results: Arc<dyn bonde_pressure_core::CampaignResults>) -> Self {
+        self.results = Some(results);
+        self
     }
 
     /// With these HTTP options.
