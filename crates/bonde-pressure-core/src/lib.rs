@@ -32,6 +32,7 @@ pub mod limits;
 mod memory;
 pub mod ports;
 pub mod privacy;
+pub mod results;
 pub mod script;
 mod service;
 pub mod simulated;
@@ -40,6 +41,8 @@ pub use call::{
     AnsweredBy, Call, CallEvent, CallFacts, Confirmation, DetailedState, Effect, HangUp, Leg,
     LegStatus, UiStatus,
 };
+/// The time-zone type of [`ResultsQuery`] (re-exported `chrono_tz`).
+pub use chrono_tz::{self, Tz};
 pub use do_not_call::{DoNotCallHasher, DoNotCallList, InMemoryDoNotCallList};
 pub use domain::{
     Activist, CallId, CallSid, ConferenceSid, NumberPolicy, NumberType, PhoneNumber, Region,
@@ -61,6 +64,10 @@ pub use privacy::MockPersonalDataStore;
 pub use privacy::{
     ActorId, AuditEntry, ErasureReport, PersonKey, PersonalDataStore, Privacy, RetentionConfig,
     RetentionPass, RetentionReport,
+};
+pub use results::{
+    CallCursor, CampaignResults, FunnelStage, Interval, ResultsQuery, ResultsReport,
+    percentile_nearest_rank,
 };
 pub use script::{CampaignSettings, ScriptMoment, VoiceScript};
 pub use service::{

@@ -14,6 +14,7 @@ use crate::privacy::{
     AuditEntry, ErasureReport, LATE_PAYLOAD_WINDOW, PersonKey, PersonalDataStore, RetentionPass,
     RetentionReport,
 };
+use crate::results::{CallCursor, CampaignResults, ResultsQuery, ResultsReport};
 
 #[derive(Debug, Default)]
 struct Inner {
@@ -310,5 +311,34 @@ impl PersonalDataStore for InMemoryCallStore {
             .take(limit as usize)
             .cloned()
             .collect())
+    }
+}
+
+#[async_trait]
+impl CampaignResults for InMemoryCallStore {
+    async fn report(&self, query: &ResultsQuery) -> Result<ResultsReport, StoreError> {
+        let inner = self.lock();
+        Ok(ResultsReport::from_calls(query, inner.calls.values()))
+    }
+
+    async fn list_calls(
+        &self,
+        widget_id: WidgetId,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        after: Option<CallCursor>,
+        limit: u32,
+    ) -> Result<Vec<Call>, StoreError> {
+        let inner = self.lock();
+        let mut calls: Vec<Call> = inner
+            .calls
+            .values()
+            .filter(|c| c.widget_id == widget_id && c.created_at >= from && c.created_at < to)
+            .filter(|c| after.is_none_or(|a| (c.created_at, c.id) > (a.created_at, a.id)))
+            .cloned()
+            .collect();
+        calls.sort_by_key(|c| (c.created_at, c.id));
+        calls.truncate(limit as usize);
+        Ok(calls)
     }
 }

@@ -452,6 +452,11 @@ pub struct Config {
     #[arg(long, env = "SSE_POLL_MS", default_value = "2000", value_parser = parse_millis)]
     pub sse_poll_interval: Duration,
 
+    /// Serve the demo campaign page at `/` (default: on with the simulated
+    /// telephony, off with Twilio).
+    #[arg(long, env = "DEMO_PAGE", action = clap::ArgAction::Set)]
+    pub demo_page: Option<bool>,
+
     /// Seconds to wait for in-flight requests on shutdown.
     #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value = "20", value_parser = parse_secs)]
     pub shutdown_grace: Duration,

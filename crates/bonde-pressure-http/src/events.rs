@@ -25,6 +25,8 @@ use crate::metrics::{self, Metrics};
 pub struct CallUpdate {
     /// The call.
     pub call_id: CallId,
+    /// Its widget (widget-level streams filter on it).
+    pub widget_id: WidgetId,
     /// Its version after the commit.
     pub version: u64,
     /// Its state after the commit.
@@ -113,6 +115,7 @@ impl CallStore for NotifyingStore {
         self.record_state(call.id, state);
         self.hub.publish(CallUpdate {
             call_id: call.id,
+            widget_id: call.widget_id,
             version: call.version,
             state,
         });
@@ -133,6 +136,7 @@ impl CallStore for NotifyingStore {
         self.record_state(call.id, state);
         self.hub.publish(CallUpdate {
             call_id: call.id,
+            widget_id: call.widget_id,
             version,
             state,
         });

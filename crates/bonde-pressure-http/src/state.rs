@@ -28,6 +28,8 @@ pub struct HttpOptions {
     pub admin_token: Option<Secret>,
     /// SSE subscribers re-read the store this often (besides in-process notifications).
     pub sse_poll_interval: Duration,
+    /// The demo campaign page served at `/`; `None`: off (404).
+    pub demo_page: Option<crate::routes::pages::DemoPage>,
 }
 
 impl Default for HttpOptions {
@@ -38,6 +40,7 @@ impl Default for HttpOptions {
             trusted_proxy_hops: 0,
             admin_token: None,
             sse_poll_interval: Duration::from_millis(500),
+            demo_page: None,
         }
     }
 }
@@ -93,6 +96,8 @@ pub struct AppState {
     /// Retention, erasure and the audit log; `None`: erasure requests and
     /// unmasked reads are refused (503), since they could not be audited.
     pub privacy: Option<Arc<Privacy>>,
+    /// Campaign results (stats, CSV, dashboard); `None`: those routes answer 404.
+    pub results: Option<Arc<dyn bonde_pressure_core::CampaignResults>>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -118,12 +123,19 @@ impl AppState {
                 check: SignatureCheck::RejectAll,
             }),
             privacy: None,
+            results: None,
         }
     }
 
     /// With this personal-data policy (erasure route, audit of unmasked reads).
     pub fn with_privacy(mut self, privacy: Arc<Privacy>) -> Self {
         self.privacy = Some(privacy);
+        self
+    }
+
+    /// With campaign results (normally the store itself).
+    pub fn with_results(mut self, results: Arc<dyn bonde_pressure_core::CampaignResults>) -> Self {
+        self.results = Some(results);
         self
     }
 

@@ -7,16 +7,18 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use bonde_pressure_core::{
-    ActionRecorder, CallStore, CampaignDirectory, Dependencies, EventSink, InMemoryCallStore,
-    NoopActionRecorder, PersonalDataStore, PressureService, Privacy, RetentionConfig,
-    ScenarioPicker, ServiceConfig, SimulatedTelephony, StaticCampaignDirectory, SystemClock,
-    Telephony,
+    ActionRecorder, CallStore, CampaignDirectory, CampaignResults, Dependencies, EventSink,
+    InMemoryCallStore, NoopActionRecorder, PersonalDataStore, PressureService, Privacy,
+    RetentionConfig, ScenarioPicker, ServiceConfig, SimulatedTelephony, StaticCampaignDirectory,
+    SystemClock, Telephony,
 };
 use bonde_pressure_store::Stores;
 use bonde_pressure_twilio::{Credentials, Secret as TwilioSecret, TwilioClient, TwilioConfig};
 use tokio::sync::watch;
 
-use bonde_pressure_core::do_not_call::{DoNotCallHasher, DoNotCallSource, InMemoryDoNotCallList};
+use bonde_pressure_core::do_not_call::{
+    DoNotCallHasher, DoNotCallList, DoNotCallSource, InMemoryDoNotCallList,
+};
 use bonde_pressure_core::limits::Quota;
 
 use crate::campaigns::{CachedDirectory, GraphqlCampaignDirectory, load_campaigns_file};
@@ -197,6 +199,125 @@ fn privacy(config: &Config, store: Arc<dyn PersonalDataStore>) -> Arc<Privacy> {
     ))
 }
 
+/// [`open_stores`], and the same store's [`CampaignResults`] and
+/// [`PersonalDataStore`] (the in-memory store, SQLite and PostgreSQL all
+/// implement them).
+#[allow(clippy::type_complexity)]
+pub async fn open_all_stores(
+    config: &Config,
+) -> Result<
+    (
+        Arc<dyn CallStore>,
+        Arc<dyn DoNotCallList>,
+        Arc<dyn CampaignResults>,
+        Arc<dyn PersonalDataStore>,
+    ),
+    WiringError,
+> {
+    let url = config
+        .database_url
+        .as_ref()
+        .map(|s| s.expose().to_owned())
+        .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned());
+    let url = normalise_database_url(&url);
+    if url == "memory:" {
+        tracing::warn!("in-memory store: calls are lost on restart");
+        let store = Arc::new(InMemoryCallStore::new());
+        return Ok((
+            store.clone(),
+            Arc::new(InMemoryDoNotCallList::new()),
+            store.clone(),
+            store,
+        ));
+    }
+    let backend = bonde_pressure_store::Backend::from_url(&url)
+        .map_err(|e| WiringError::Store(e.to_string()))?;
+    let options = bonde_pressure_store::StoreOptions::default();
+    let err = |e: bonde_pressure_store::ConnectError| WiringError::Store(e.to_string());
+    let stores: (
+        Arc<dyn CallStore>,
+        Arc<dyn DoNotCallList>,
+        Arc<dyn CampaignResults>,
+        Arc<dyn PersonalDataStore>,
+    ) = match backend {
+        bonde_pressure_store::Backend::Postgres => {
+            let s = Arc::new(
+                bonde_pressure_store::PgCallStore::connect_with(&url, &options)
+                    .await
+                    .map_err(err)?,
+            );
+            (s.clone(), s.clone(), s.clone(), s)
+        }
+        _ => {
+            let s = Arc::new(
+                bonde_pressure_store::SqliteCallStore::connect_with(&url, &options)
+                    .await
+                    .map_err(err)?,
+            );
+            (s.clone(), s.clone(), s.clone(), s)
+        }
+    };
+    tracing::info!(backend = backend.as_str(), "store opened");
+    Ok(stores)
+}
+
+/// The admin token: `ADMIN_TOKEN`; when unset with the simulated telephony
+/// (zero config), a random one generated now and logged once, so the demo's
+/// dashboard can be opened. A configured token is never logged; with Twilio
+/// and no `ADMIN_TOKEN` there is none (admin routes answer 401).
+pub fn admin_token(config: &Config, kind: TelephonyKind) -> Option<crate::config::Secret> {
+    if let Some(t) = &config.admin_token {
+        return Some(t.clone());
+    }
+    if kind != TelephonyKind::Simulated {
+        return None;
+    }
+    let token = format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    );
+    tracing::warn!(
+        admin_token = %token,
+        "ADMIN_TOKEN is not set: generated this admin token for the dashboard and the results API (it changes at every start; set ADMIN_TOKEN to choose one)"
+    );
+    Some(crate::config::Secret::new(token))
+}
+
+/// The demo page's widget (the demo widget, id 1) and its targets, when the
+/// page is on: `DEMO_PAGE`, by default on with the simulated telephony only.
+async fn demo_page(
+    config: &Config,
+    directory: &Arc<dyn CampaignDirectory>,
+    kind: TelephonyKind,
+) -> Option<crate::routes::pages::DemoPage> {
+    let on = config.demo_page.unwrap_or(kind == TelephonyKind::Simulated);
+    if !on {
+        return None;
+    }
+    let id = bonde_pressure_core::WidgetId::new(1).ok()?;
+    let targets = match directory.widget(id).await {
+        Ok(Some(w)) => w
+            .targets
+            .into_iter()
+            .map(|t| crate::routes::pages::DemoTarget {
+                name: t.name,
+                phone: t.phone,
+            })
+            .collect(),
+        Ok(None) => Vec::new(),
+        Err(error) => {
+            tracing::warn!(%error, "demo page: the demo widget could not be read");
+            Vec::new()
+        }
+    };
+    tracing::info!("demo campaign page at /");
+    Some(crate::routes::pages::DemoPage {
+        widget_id: id.get(),
+        targets,
+    })
+}
+
 /// Accepts SQLAlchemy-style schemes (`postgresql+asyncpg://`, upstream's
 /// habit) by dropping the driver suffix.
 pub fn normalise_database_url(url: &str) -> String {
@@ -240,14 +361,10 @@ pub async fn build(config: &Config) -> Result<App, WiringError> {
     config.check()?;
     let metrics = Arc::new(Metrics::new());
     let hub = CommitHub::default();
-    let stores = open_stores(config).await?;
-    let privacy = privacy(config, stores.personal);
-    let do_not_call = stores.do_not_call;
-    let store: Arc<dyn CallStore> = Arc::new(NotifyingStore::new(
-        stores.calls,
-        hub.clone(),
-        metrics.clone(),
-    ));
+    let (store, do_not_call, results, personal) = open_all_stores(config).await?;
+    let privacy = privacy(config, personal);
+    let store: Arc<dyn CallStore> =
+        Arc::new(NotifyingStore::new(store, hub.clone(), metrics.clone()));
 
     let twilio = config.twilio()?;
     let (telephony, simulated, kind): (Arc<dyn Telephony>, _, _) = match twilio {
@@ -277,10 +394,12 @@ pub async fn build(config: &Config) -> Result<App, WiringError> {
         }
     };
 
+    let directory = directory(config)?;
+    let demo_page = demo_page(config, &directory, kind).await;
     let deps = Dependencies {
         store,
         telephony,
-        directory: directory(config)?,
+        directory,
         recorder: recorder(config),
         clock: Arc::new(SystemClock),
     };
@@ -313,8 +432,9 @@ pub async fn build(config: &Config) -> Result<App, WiringError> {
         cors_origins: config.cors_origins.clone(),
         max_body_bytes: config.max_body_bytes,
         trusted_proxy_hops: config.trusted_proxy_hops,
-        admin_token: config.admin_token.clone(),
+        admin_token: admin_token(config, kind),
         sse_poll_interval: config.sse_poll_interval,
+        demo_page,
     };
     let check = match (&config.twilio_auth_token, config.webhook_signature_check) {
         (Some(token), true) => SignatureCheck::Verify(token.clone()),
@@ -333,6 +453,7 @@ pub async fn build(config: &Config) -> Result<App, WiringError> {
         .with_metrics(metrics)
         .with_hub(hub)
         .with_webhooks(webhooks)
+        .with_results(results)
         .with_privacy(privacy);
     Ok(App {
         state,

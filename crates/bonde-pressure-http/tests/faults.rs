@@ -19,7 +19,15 @@ async fn a_damaged_call_answers_a_json_error_and_the_others_are_served() {
     let dir = std::env::temp_dir().join(format!("bps-faults-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).unwrap();
     let url = format!("sqlite://{}", dir.join("calls.db").display());
-    let app = app_with(&["--database-url", &url, "--stale-after", "0"]).await;
+    let app = app_with(&[
+        "--database-url",
+        &url,
+        "--stale-after",
+        "0",
+        "--webhook-signature-check",
+        "false",
+    ])
+    .await;
     let r = router(&app);
     // Activist busy (last digit 1, shown as `canceled`): over after three callbacks.
     let good = start(&r, "11 91234-5671").await;
@@ -57,6 +65,25 @@ async fn a_damaged_call_answers_a_json_error_and_the_others_are_served() {
         let resp = send(&r, get(&format!("/v1/phone/{route}/{good}"))).await;
         assert_eq!(resp.status(), StatusCode::OK, "{route}");
     }
+
+    // Its webhooks fail, but their payload is kept.
+    let payload = "CallSid=CAaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa&CallStatus=completed";
+    let resp = send(
+        &r,
+        axum::http::Request::post(format!("/v1/phone/status-callback/{bad}"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(axum::body::Body::from(payload))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    let bad_id: bonde_pressure_core::CallId = bad.parse().unwrap();
+    let events = app.service.store().events(bad_id).await.unwrap();
+    assert_eq!(
+        events.iter().filter(|e| e.raw.payload == payload).count(),
+        1,
+        "the payload is stored once"
+    );
 
     // Reconciliation goes on, counting the damaged row every pass and the
     // call once.

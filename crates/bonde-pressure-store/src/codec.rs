@@ -133,6 +133,8 @@ pub(crate) struct CallRecord<'a> {
     /// lists the rows where it is false.
     pub settled: bool,
     pub connected_secs: Option<i64>,
+    /// [`bonde_pressure_core::FunnelStage::as_i16`] of the call.
+    pub funnel_stage: i16,
     pub facts: String,
     pub version: i64,
     pub created_at: DateTime<Utc>,
@@ -160,6 +162,7 @@ impl<'a> CallRecord<'a> {
             state: state.as_str(),
             settled: call.is_settled(),
             connected_secs: call.connected_secs().map(i64::from),
+            funnel_stage: bonde_pressure_core::FunnelStage::of(&call.facts, state).as_i16(),
             facts: serde_json::to_string(&call.facts).map_err(StoreError::backend)?,
             version: version_to_db(version)?,
             created_at: truncate_micros(call.created_at),

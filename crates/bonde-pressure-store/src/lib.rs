@@ -45,6 +45,9 @@ mod personal;
 #[cfg(feature = "test-util")]
 pub mod personal_conformance;
 mod postgres;
+mod results;
+#[cfg(feature = "test-util")]
+pub mod results_conformance;
 mod sqlite;
 
 pub use personal::RETENTION_LOCK_KEY;

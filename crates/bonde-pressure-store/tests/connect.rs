@@ -410,7 +410,20 @@ async fn sqlite_queries_use_their_indexes() {
         (
             "SELECT state, COUNT(*) FROM phone_calls \
              WHERE widget_id = ?1 AND created_at >= ?2 AND created_at < ?3 GROUP BY state",
-            vec!["phone_calls_widget_created_idx"],
+            // Since the results migration, the covering index.
+            vec!["phone_calls_results_idx"],
+        ),
+        (
+            "SELECT state, funnel_stage, COUNT(*) FROM phone_calls \
+             WHERE widget_id = ?1 AND created_at >= ?2 AND created_at < ?3 \
+             GROUP BY state, funnel_stage",
+            vec!["phone_calls_results_idx"],
+        ),
+        (
+            "SELECT id FROM phone_calls WHERE widget_id = ?1 AND created_at >= ?2 \
+             AND created_at < ?3 AND (?4 IS NULL OR created_at > ?4 OR (created_at = ?4 AND id > ?5)) \
+             ORDER BY created_at, id LIMIT ?6",
+            vec!["phone_calls_results_idx"],
         ),
         (
             "SELECT id FROM twilio_call_events WHERE phone_call_id = ?1 ORDER BY id",
