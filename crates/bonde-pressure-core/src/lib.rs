@@ -11,6 +11,10 @@
 //!   [`call::apply`] returning the [`Effect`]s to run, each exactly once.
 //! - [`ports`]: [`Telephony`], [`CallStore`], [`CampaignDirectory`],
 //!   [`ActionRecorder`], with what implementations must guarantee.
+//! - [`limits`]: the [`RateLimiter`] port (caps on how often a number is
+//!   called) and [`InMemoryRateLimiter`]; [`do_not_call`]: the
+//!   [`DoNotCallList`] port (keyed hashes of numbers never to call again) and
+//!   [`InMemoryDoNotCallList`]; [`NumberPolicy`]: which numbers may be called.
 //! - [`PressureService`]: start a call, handle an event (load, apply, commit
 //!   with a version check, retry on conflict, then run the effects), decide
 //!   the voice script of each moment, reconcile stale calls.

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use bonde_pressure_core::ports::{CallStats, StoredEvent};
+use bonde_pressure_core::ports::{CallStats, StoredEvent, UnreadableCall};
 use bonde_pressure_core::{
     Call, CallId, CallSid, CallStore, DetailedState, RawEvent, StoreError, WidgetId,
 };
@@ -161,6 +161,14 @@ impl CallStore for NotifyingStore {
         limit: u32,
     ) -> Result<Vec<Call>, StoreError> {
         self.inner.list_unfinished(updated_before, limit).await
+    }
+
+    async fn list_unfinished_rows(
+        &self,
+        updated_before: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<Result<Call, UnreadableCall>>, StoreError> {
+        self.inner.list_unfinished_rows(updated_before, limit).await
     }
 
     async fn stats(

@@ -328,6 +328,8 @@ fn twilio_client(
     )
     .map_err(err)?
     .with_api_base(&config.twilio_api_base)
+    .map_err(err)?
+    .with_connection_overrides(Some(&config.twilio_callback_overrides))
     .map_err(err)?;
     TwilioClient::new(cfg).map_err(err)
 }
@@ -437,6 +439,58 @@ pub async fn build(config: &Config) -> Result<App, WiringError> {
     })
 }
 
+/// Counts a reconciliation pass's findings in `bonde_pressure_reconcile_total`
+/// (`what=passes, examined, legs_fetched, expired, legs_hung_up, lost_dials,
+/// errors, conferences_fetched, joins_recovered, unreadable_rows,
+/// unreadable_calls`). A damaged row counts in `unreadable_rows` every pass
+/// it is met, and in `unreadable_calls` once per call.
+pub fn record_reconcile(metrics: &Metrics, r: &bonde_pressure_core::ReconcileReport) {
+    metrics.inc(metrics::RECONCILE, &[("what", "passes")]);
+    metrics.add(
+        metrics::RECONCILE,
+        &[("what", "examined")],
+        r.examined as u64,
+    );
+    metrics.add(
+        metrics::RECONCILE,
+        &[("what", "legs_fetched")],
+        r.legs_fetched as u64,
+    );
+    metrics.add(metrics::RECONCILE, &[("what", "expired")], r.expired as u64);
+    metrics.add(
+        metrics::RECONCILE,
+        &[("what", "legs_hung_up")],
+        r.legs_hung_up as u64,
+    );
+    metrics.add(
+        metrics::RECONCILE,
+        &[("what", "lost_dials")],
+        r.lost_dials as u64,
+    );
+    metrics.add(metrics::RECONCILE, &[("what", "errors")], r.errors as u64);
+    metrics.add(
+        metrics::RECONCILE,
+        &[("what", "conferences_fetched")],
+        r.conferences_fetched as u64,
+    );
+    metrics.add(
+        metrics::RECONCILE,
+        &[("what", "joins_recovered")],
+        r.joins_recovered as u64,
+    );
+    // Damaged rows: met every pass while damaged; each call once.
+    metrics.add(
+        metrics::RECONCILE,
+        &[("what", "unreadable_rows")],
+        r.unreadable as u64,
+    );
+    metrics.add(
+        metrics::RECONCILE,
+        &[("what", "unreadable_calls")],
+        r.unreadable_new.len() as u64,
+    );
+}
+
 /// Runs `service.reconcile` every `interval` until `stop` turns true.
 pub fn spawn_reconciler(
     service: Arc<PressureService>,
@@ -458,29 +512,7 @@ pub fn spawn_reconciler(
             }
             match service.reconcile(200).await {
                 Ok(r) => {
-                    metrics.inc(metrics::RECONCILE, &[("what", "passes")]);
-                    metrics.add(
-                        metrics::RECONCILE,
-                        &[("what", "examined")],
-                        r.examined as u64,
-                    );
-                    metrics.add(
-                        metrics::RECONCILE,
-                        &[("what", "legs_fetched")],
-                        r.legs_fetched as u64,
-                    );
-                    metrics.add(metrics::RECONCILE, &[("what", "expired")], r.expired as u64);
-                    metrics.add(
-                        metrics::RECONCILE,
-                        &[("what", "legs_hung_up")],
-                        r.legs_hung_up as u64,
-                    );
-                    metrics.add(
-                        metrics::RECONCILE,
-                        &[("what", "lost_dials")],
-                        r.lost_dials as u64,
-                    );
-                    metrics.add(metrics::RECONCILE, &[("what", "errors")], r.errors as u64);
+                    record_reconcile(&metrics, &r);
                     if r.examined > 0 {
                         tracing::info!(
                             examined = r.examined,
@@ -488,6 +520,8 @@ pub fn spawn_reconciler(
                             expired = r.expired,
                             hung_up = r.legs_hung_up,
                             lost_dials = r.lost_dials,
+                            joins_recovered = r.joins_recovered,
+                            unreadable = r.unreadable,
                             errors = r.errors,
                             "reconciliation pass"
                         );

@@ -4,15 +4,17 @@ use std::borrow::Cow;
 use std::str::FromStr;
 
 use async_trait::async_trait;
-use bonde_pressure_core::ports::{CallStats, CallStore, RawEvent, StoreError, StoredEvent};
+use bonde_pressure_core::ports::{
+    CallStats, CallStore, RawEvent, StoreError, StoredEvent, UnreadableCall,
+};
 use bonde_pressure_core::{Call, CallId, CallSid, WidgetId};
 use chrono::{DateTime, Utc};
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::{FromRow, Postgres, Transaction};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::{FromRow, Postgres, Row, Transaction};
 use uuid::Uuid;
 
 use crate::codec::{
-    CallParts, CallRecord, EventParts, StatsRow, ceil_micros, corrupt, db,
+    CallParts, CallRecord, EventParts, StatsRow, ceil_micros, corrupt, db, decode_call_row,
     is_foreign_key_violation, is_unique_violation, leg_records, stats_from_rows, truncate_micros,
     version_to_db,
 };
@@ -166,6 +168,15 @@ struct CallRow {
 }
 
 impl CallRow {
+    /// Decodes one row; a failure is reported for that call only.
+    fn decode(row: &PgRow) -> Result<Call, UnreadableCall> {
+        decode_call_row(
+            row,
+            |row| row.try_get::<Uuid, _>("id").ok().map(CallId::from),
+            |row| CallRow::from_row(row).map_err(db)?.into_call(),
+        )
+    }
+
     fn into_call(self) -> Result<Call, StoreError> {
         CallParts {
             id: self.id,
@@ -419,7 +430,7 @@ impl CallStore for PgCallStore {
     }
 
     async fn get(&self, id: CallId) -> Result<Option<Call>, StoreError> {
-        sqlx::query_as::<_, CallRow>(concat!(
+        sqlx::query(concat!(
             "SELECT ",
             call_columns!(),
             " FROM phone_calls WHERE id = $1"
@@ -428,12 +439,12 @@ impl CallStore for PgCallStore {
         .fetch_optional(&self.pool)
         .await
         .map_err(db)?
-        .map(CallRow::into_call)
+        .map(|row| CallRow::decode(&row).map_err(StoreError::Unreadable))
         .transpose()
     }
 
     async fn find_by_sid(&self, sid: &CallSid) -> Result<Option<Call>, StoreError> {
-        sqlx::query_as::<_, CallRow>(concat!(
+        sqlx::query(concat!(
             "SELECT ",
             call_columns!(),
             " FROM phone_calls WHERE from_call_sid = $1 OR to_call_sid = $1 \
@@ -443,7 +454,7 @@ impl CallStore for PgCallStore {
         .fetch_optional(&self.pool)
         .await
         .map_err(db)?
-        .map(CallRow::into_call)
+        .map(|row| CallRow::decode(&row).map_err(StoreError::Unreadable))
         .transpose()
     }
 
@@ -586,7 +597,21 @@ impl CallStore for PgCallStore {
         updated_before: DateTime<Utc>,
         limit: u32,
     ) -> Result<Vec<Call>, StoreError> {
-        sqlx::query_as::<_, CallRow>(concat!(
+        Ok(self
+            .list_unfinished_rows(updated_before, limit)
+            .await?
+            .into_iter()
+            .filter_map(Result::ok)
+            .collect())
+    }
+
+    async fn list_unfinished_rows(
+        &self,
+        updated_before: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<Result<Call, UnreadableCall>>, StoreError> {
+        // Row by row: one damaged row is its call's problem only.
+        let rows = sqlx::query(concat!(
             "SELECT ",
             call_columns!(),
             " FROM phone_calls WHERE NOT settled AND updated_at < $1 \
@@ -596,10 +621,8 @@ impl CallStore for PgCallStore {
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await
-        .map_err(db)?
-        .into_iter()
-        .map(CallRow::into_call)
-        .collect()
+        .map_err(db)?;
+        Ok(rows.iter().map(CallRow::decode).collect())
     }
 
     async fn stats(

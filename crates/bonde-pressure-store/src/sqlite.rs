@@ -5,18 +5,21 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use bonde_pressure_core::ports::{CallStats, CallStore, RawEvent, StoreError, StoredEvent};
+use bonde_pressure_core::ports::{
+    CallStats, CallStore, RawEvent, StoreError, StoredEvent, UnreadableCall,
+};
 use bonde_pressure_core::{Call, CallId, CallSid, WidgetId};
 use chrono::{DateTime, Utc};
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
 };
-use sqlx::{FromRow, Sqlite, Transaction};
+use sqlx::{FromRow, Row, Sqlite, Transaction};
 use tokio::sync::Mutex;
 use uuid::Uuid;
 
 use crate::codec::{
-    CallParts, CallRecord, EventParts, StatsRow, ceil_micros, corrupt, db,
+    CallParts, CallRecord, EventParts, StatsRow, ceil_micros, corrupt, db, decode_call_row,
     is_foreign_key_violation, is_unique_violation, leg_records, parse_ts, stats_from_rows, ts_text,
     version_to_db,
 };
@@ -136,6 +139,20 @@ struct CallRow {
 }
 
 impl CallRow {
+    /// Decodes one row; a failure is reported for that call only.
+    fn decode(row: &SqliteRow) -> Result<Call, UnreadableCall> {
+        decode_call_row(
+            row,
+            |row| {
+                row.try_get::<String, _>("id")
+                    .ok()
+                    .and_then(|s| Uuid::parse_str(&s).ok())
+                    .map(CallId::from)
+            },
+            |row| CallRow::from_row(row).map_err(db)?.into_call(),
+        )
+    }
+
     fn into_call(self) -> Result<Call, StoreError> {
         CallParts {
             id: parse_uuid("phone_calls.id", &self.id)?,
@@ -463,7 +480,7 @@ impl CallStore for SqliteCallStore {
     }
 
     async fn get(&self, id: CallId) -> Result<Option<Call>, StoreError> {
-        sqlx::query_as::<_, CallRow>(concat!(
+        sqlx::query(concat!(
             "SELECT ",
             call_columns!(),
             " FROM phone_calls WHERE id = ?1"
@@ -472,12 +489,12 @@ impl CallStore for SqliteCallStore {
         .fetch_optional(&self.pool)
         .await
         .map_err(db)?
-        .map(CallRow::into_call)
+        .map(|row| CallRow::decode(&row).map_err(StoreError::Unreadable))
         .transpose()
     }
 
     async fn find_by_sid(&self, sid: &CallSid) -> Result<Option<Call>, StoreError> {
-        sqlx::query_as::<_, CallRow>(concat!(
+        sqlx::query(concat!(
             "SELECT ",
             call_columns!(),
             " FROM phone_calls WHERE from_call_sid = ?1 OR to_call_sid = ?1 \
@@ -487,7 +504,7 @@ impl CallStore for SqliteCallStore {
         .fetch_optional(&self.pool)
         .await
         .map_err(db)?
-        .map(CallRow::into_call)
+        .map(|row| CallRow::decode(&row).map_err(StoreError::Unreadable))
         .transpose()
     }
 
@@ -600,7 +617,21 @@ impl CallStore for SqliteCallStore {
         updated_before: DateTime<Utc>,
         limit: u32,
     ) -> Result<Vec<Call>, StoreError> {
-        sqlx::query_as::<_, CallRow>(concat!(
+        Ok(self
+            .list_unfinished_rows(updated_before, limit)
+            .await?
+            .into_iter()
+            .filter_map(Result::ok)
+            .collect())
+    }
+
+    async fn list_unfinished_rows(
+        &self,
+        updated_before: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<Result<Call, UnreadableCall>>, StoreError> {
+        // Row by row: one damaged row is its call's problem only.
+        let rows = sqlx::query(concat!(
             "SELECT ",
             call_columns!(),
             " FROM phone_calls WHERE settled = 0 AND updated_at < ?1 \
@@ -610,10 +641,8 @@ impl CallStore for SqliteCallStore {
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await
-        .map_err(db)?
-        .into_iter()
-        .map(CallRow::into_call)
-        .collect()
+        .map_err(db)?;
+        Ok(rows.iter().map(CallRow::decode).collect())
     }
 
     async fn stats(
