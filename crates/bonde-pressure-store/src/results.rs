@@ -1,10 +1,11 @@
 //! [`CampaignResults`] on PostgreSQL and SQLite, and the backfill of the
 //! `funnel_stage` projection.
 //!
-//! Both stores answer a report with three grouped queries over the widget's
-//! calls in the period (PostgreSQL runs them concurrently on three pooled
-//! connections): counts by `(state, funnel_stage)`, per-target counts and
-//! talk times, and counts by `(bucket, state)` for the series. Page statuses
+//! Both stores answer a report with grouped queries over the widget's calls
+//! in the period (PostgreSQL runs its four concurrently on pooled
+//! connections): counts by `(state, funnel_stage)`, per-target counts,
+//! per-target talk times of completed calls, and counts by `(bucket, state)`
+//! for the series. Page statuses
 //! are mapped from states in Rust ([`DetailedState::ui_status`]), so the SQL
 //! never repeats that table.
 //!
