@@ -8,9 +8,11 @@ use std::time::Duration;
 
 use bonde_pressure_core::{
     ActionRecorder, CallStore, CampaignDirectory, CampaignResults, Dependencies, EventSink,
-    InMemoryCallStore, NoopActionRecorder, PressureService, ScenarioPicker, ServiceConfig,
-    SimulatedTelephony, StaticCampaignDirectory, SystemClock, Telephony,
+    InMemoryCallStore, NoopActionRecorder, PersonalDataStore, PressureService, Privacy,
+    RetentionConfig, ScenarioPicker, ServiceConfig, SimulatedTelephony, StaticCampaignDirectory,
+    SystemClock, Telephony,
 };
+use bonde_pressure_store::Stores;
 use bonde_pressure_twilio::{Credentials, Secret as TwilioSecret, TwilioClient, TwilioConfig};
 use tokio::sync::watch;
 
@@ -83,6 +85,8 @@ pub struct App {
     pub telephony: TelephonyKind,
     /// The simulated telephony, when in use (tests inspect its commands).
     pub simulated: Option<Arc<SimulatedTelephony>>,
+    /// Time between retention passes (`RETENTION_INTERVAL_SECS`; zero: none).
+    pub retention_interval: Duration,
 }
 
 impl std::fmt::Debug for App {
@@ -152,14 +156,13 @@ pub const DEFAULT_DATABASE_URL: &str = "sqlite://bonde-pressure.db";
 /// in-memory store (nothing survives a restart); unset → the SQLite file
 /// [`DEFAULT_DATABASE_URL`]. Migrations run on connect.
 pub async fn open_store(config: &Config) -> Result<Arc<dyn CallStore>, WiringError> {
-    open_stores(config).await.map(|(store, _)| store)
+    Ok(open_stores(config).await?.calls)
 }
 
-/// [`open_store`], also as the do-not-call list (same database; core's
-/// in-memory list for `memory:`).
-pub async fn open_stores(
-    config: &Config,
-) -> Result<(Arc<dyn CallStore>, Arc<dyn DoNotCallList>), WiringError> {
+/// [`open_store`], seen through every storage port: calls, personal data
+/// (retention, erasure, audit log) and the do-not-call list, on the same
+/// database (core's in-memory store and list for `memory:`).
+pub async fn open_stores(config: &Config) -> Result<Stores, WiringError> {
     let url = config
         .database_url
         .as_ref()
@@ -168,14 +171,16 @@ pub async fn open_stores(
     let url = normalise_database_url(&url);
     if url == "memory:" {
         tracing::warn!("in-memory store: calls are lost on restart");
-        return Ok((
-            Arc::new(InMemoryCallStore::new()),
+        let memory = Arc::new(InMemoryCallStore::new());
+        return Ok(Stores::new(
+            memory.clone(),
+            memory,
             Arc::new(InMemoryDoNotCallList::new()),
         ));
     }
     let backend = bonde_pressure_store::Backend::from_url(&url)
         .map_err(|e| WiringError::Store(e.to_string()))?;
-    let stores = bonde_pressure_store::connect_any_with_list(
+    let stores = bonde_pressure_store::connect_stores_with(
         &url,
         &bonde_pressure_store::StoreOptions::default(),
     )
@@ -185,8 +190,18 @@ pub async fn open_stores(
     Ok(stores)
 }
 
-/// [`open_stores`], and the same store's [`CampaignResults`] (the in-memory
-/// store, SQLite and PostgreSQL all implement it).
+/// The personal-data policy of `config` over `store`.
+fn privacy(config: &Config, store: Arc<dyn PersonalDataStore>) -> Arc<Privacy> {
+    Arc::new(Privacy::new(
+        store,
+        Arc::new(SystemClock),
+        RetentionConfig::days(config.retention_days).batch(config.retention_batch),
+    ))
+}
+
+/// [`open_stores`], and the same store's [`CampaignResults`] and
+/// [`PersonalDataStore`] (the in-memory store, SQLite and PostgreSQL all
+/// implement them).
 #[allow(clippy::type_complexity)]
 pub async fn open_all_stores(
     config: &Config,
@@ -195,6 +210,7 @@ pub async fn open_all_stores(
         Arc<dyn CallStore>,
         Arc<dyn DoNotCallList>,
         Arc<dyn CampaignResults>,
+        Arc<dyn PersonalDataStore>,
     ),
     WiringError,
 > {
@@ -207,7 +223,12 @@ pub async fn open_all_stores(
     if url == "memory:" {
         tracing::warn!("in-memory store: calls are lost on restart");
         let store = Arc::new(InMemoryCallStore::new());
-        return Ok((store.clone(), Arc::new(InMemoryDoNotCallList::new()), store));
+        return Ok((
+            store.clone(),
+            Arc::new(InMemoryDoNotCallList::new()),
+            store.clone(),
+            store,
+        ));
     }
     let backend = bonde_pressure_store::Backend::from_url(&url)
         .map_err(|e| WiringError::Store(e.to_string()))?;
@@ -217,6 +238,7 @@ pub async fn open_all_stores(
         Arc<dyn CallStore>,
         Arc<dyn DoNotCallList>,
         Arc<dyn CampaignResults>,
+        Arc<dyn PersonalDataStore>,
     ) = match backend {
         bonde_pressure_store::Backend::Postgres => {
             let s = Arc::new(
@@ -224,7 +246,7 @@ pub async fn open_all_stores(
                     .await
                     .map_err(err)?,
             );
-            (s.clone(), s.clone(), s)
+            (s.clone(), s.clone(), s.clone(), s)
         }
         _ => {
             let s = Arc::new(
@@ -232,7 +254,7 @@ pub async fn open_all_stores(
                     .await
                     .map_err(err)?,
             );
-            (s.clone(), s.clone(), s)
+            (s.clone(), s.clone(), s.clone(), s)
         }
     };
     tracing::info!(backend = backend.as_str(), "store opened");
@@ -339,7 +361,8 @@ pub async fn build(config: &Config) -> Result<App, WiringError> {
     config.check()?;
     let metrics = Arc::new(Metrics::new());
     let hub = CommitHub::default();
-    let (store, do_not_call, results) = open_all_stores(config).await?;
+    let (store, do_not_call, results, personal) = open_all_stores(config).await?;
+    let privacy = privacy(config, personal);
     let store: Arc<dyn CallStore> =
         Arc::new(NotifyingStore::new(store, hub.clone(), metrics.clone()));
 
@@ -430,12 +453,14 @@ pub async fn build(config: &Config) -> Result<App, WiringError> {
         .with_metrics(metrics)
         .with_hub(hub)
         .with_webhooks(webhooks)
-        .with_results(results);
+        .with_results(results)
+        .with_privacy(privacy);
     Ok(App {
         state,
         service,
         telephony: kind,
         simulated,
+        retention_interval: config.retention_interval,
     })
 }
 
@@ -575,6 +600,14 @@ pub async fn serve(
         reconcile_interval,
         stop_rx.clone(),
     );
+    let retention = app.state.privacy.clone().map(|privacy| {
+        crate::privacy::spawn_retention(
+            privacy,
+            app.state.metrics.clone(),
+            app.retention_interval,
+            stop_rx.clone(),
+        )
+    });
     let router = crate::router(app.state);
     let mut stopped = stop_rx;
     let server = axum::serve(
@@ -599,6 +632,9 @@ pub async fn serve(
         }
     };
     reconciler.abort();
+    if let Some(task) = retention {
+        task.abort();
+    }
     result.map_err(WiringError::Io)
 }
 
