@@ -231,7 +231,8 @@ pub struct AuditEntry {
     pub at: DateTime<Utc>,
     /// Who.
     pub actor: ActorId,
-    /// What: [`AuditEntry::READ_CALL`] or [`AuditEntry::ERASE_PERSON`].
+    /// What: [`AuditEntry::READ_CALL`], [`AuditEntry::EXPORT_CALLS`] or
+    /// [`AuditEntry::ERASE_PERSON`].
     pub action: String,
     /// The call concerned, if one.
     pub call_id: Option<CallId>,
@@ -244,6 +245,8 @@ impl AuditEntry {
     pub const READ_CALL: &'static str = "read_call_unmasked";
     /// An erasure request.
     pub const ERASE_PERSON: &'static str = "erase_person";
+    /// An export of many calls' personal data (the results CSV).
+    pub const EXPORT_CALLS: &'static str = "export_calls_unmasked";
 
     /// An entry.
     pub fn new(
@@ -435,6 +438,25 @@ impl Privacy {
             ))
             .await?;
         Ok(report)
+    }
+
+    /// Records that `actor` is about to export many calls' personal data
+    /// (`what`: the route and the selection, e.g. widget and period). Must
+    /// succeed before the export starts.
+    pub async fn record_unmasked_export(
+        &self,
+        actor: &ActorId,
+        what: String,
+    ) -> Result<(), StoreError> {
+        self.store
+            .append_audit(&AuditEntry::new(
+                self.clock.now(),
+                actor.clone(),
+                AuditEntry::EXPORT_CALLS,
+                None,
+                Some(what),
+            ))
+            .await
     }
 
     /// Records that `actor` is about to read `call` unmasked through

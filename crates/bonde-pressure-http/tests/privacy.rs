@@ -377,3 +377,41 @@ async fn no_audit_entry_no_unmasked_read() {
         StatusCode::SERVICE_UNAVAILABLE
     );
 }
+
+#[tokio::test]
+async fn the_results_csv_export_is_audited_and_shows_erased_calls_as_placeholders() {
+    let app = admin_app().await;
+    let r = router(&app);
+    finished_call(&r, "11 91234-5670").await;
+    let csv = |token: &str| {
+        Request::get("/v1/phone/widgets/1/calls.csv")
+            .header("authorization", format!("Bearer {token}"))
+            .body(Body::empty())
+            .unwrap()
+    };
+    assert_eq!(
+        send(&r, csv("wrong")).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert!(audit(&app).await.is_empty());
+    let resp = send(&r, csv(TOKEN)).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let text = String::from_utf8(body_bytes(resp).await).unwrap();
+    assert!(text.contains("5511912345670"), "{text}");
+    let entries = audit(&app).await;
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert_eq!(entries[0].action, AuditEntry::EXPORT_CALLS);
+    assert_eq!(entries[0].actor, token_id(TOKEN));
+    assert!(
+        entries[0].detail.as_deref().unwrap().contains("widget 1"),
+        "{entries:?}"
+    );
+
+    send(&r, erase("?phone=11912345670", Some(TOKEN))).await;
+    let text = String::from_utf8(body_bytes(send(&r, csv(TOKEN)).await).await).unwrap();
+    assert!(
+        !text.contains("5511912345670") && !text.contains("ana@"),
+        "{text}"
+    );
+    assert!(text.contains("[erased]"), "{text}");
+}
