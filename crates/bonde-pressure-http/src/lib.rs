@@ -15,8 +15,10 @@
 //!
 //! See `docs/http-api.md` for routes, shapes and status codes.
 
+pub mod body;
 pub mod campaigns;
 pub mod config;
+pub mod deadline;
 pub mod error;
 pub mod events;
 pub mod extract;

@@ -28,6 +28,12 @@ pub struct HttpOptions {
     pub admin_token: Option<Secret>,
     /// SSE subscribers re-read the store this often (besides in-process notifications).
     pub sse_poll_interval: Duration,
+    /// The most time a request may spend waiting for the store (see
+    /// [`crate::deadline`]); zero: no limit.
+    pub request_timeout: Duration,
+    /// The most time a client may take to send a whole request body (408
+    /// after that); zero: no limit.
+    pub request_body_timeout: Duration,
 }
 
 impl Default for HttpOptions {
@@ -38,6 +44,8 @@ impl Default for HttpOptions {
             trusted_proxy_hops: 0,
             admin_token: None,
             sse_poll_interval: Duration::from_millis(500),
+            request_timeout: Duration::from_secs(5),
+            request_body_timeout: Duration::from_secs(10),
         }
     }
 }
