@@ -23,6 +23,7 @@ pub mod domain;
 mod fakes;
 mod memory;
 pub mod ports;
+mod recent;
 pub mod script;
 mod service;
 pub mod simulated;

@@ -36,6 +36,9 @@ pub struct Messages {
     pub target_no_answer: String,
     /// Closing for any other failure.
     pub failed: String,
+    /// Said, before hanging up, when the service cannot go on with the call
+    /// right now (its store is unavailable).
+    pub unavailable: String,
 }
 
 impl Default for Messages {
@@ -51,6 +54,9 @@ impl Default for Messages {
                 .into(),
             target_no_answer: "{target} não atendeu. Tente novamente mais tarde. Obrigado!".into(),
             failed: "Não foi possível completar a ligação. Tente novamente mais tarde.".into(),
+            unavailable: "Desculpe, estamos com um problema técnico e não podemos completar a \
+                          sua ligação agora. Tente novamente mais tarde."
+                .into(),
         }
     }
 }
@@ -242,5 +248,29 @@ pub fn script_for(settings: &CampaignSettings, call: &Call, moment: ScriptMoment
     VoiceScript {
         call_id: call.id,
         instructions,
+    }
+}
+
+/// What to play when the service cannot go on with a call because its store
+/// is unavailable: a short apology in the campaign's voice and language
+/// ([`Messages::unavailable`]), then hang up. It names nobody (the call's
+/// people cannot be read) and asks for nothing, so it is valid at every
+/// [`ScriptMoment`].
+pub fn unavailable_script(settings: &CampaignSettings, call_id: CallId) -> VoiceScript {
+    VoiceScript {
+        call_id,
+        instructions: vec![
+            VoiceInstruction::Say(Speech {
+                // No placeholder can be filled without the call.
+                text: settings
+                    .messages
+                    .unavailable
+                    .replace("{activist}", "")
+                    .replace("{target}", ""),
+                voice: settings.voice.clone(),
+                language: settings.language.clone(),
+            }),
+            VoiceInstruction::Hangup,
+        ],
     }
 }

@@ -26,6 +26,7 @@ pub mod metrics;
 pub mod rate_limit;
 pub mod recorder;
 pub mod routes;
+pub mod spool;
 pub mod state;
 pub mod wiring;
 

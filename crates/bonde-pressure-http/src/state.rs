@@ -14,6 +14,7 @@ use crate::error::AppError;
 use crate::events::CommitHub;
 use crate::metrics::Metrics;
 use crate::rate_limit::RateLimits;
+use crate::spool::PayloadSpool;
 
 /// HTTP-level settings.
 #[derive(Debug, Clone)]
@@ -98,6 +99,8 @@ pub struct AppState {
     pub hub: Option<CommitHub>,
     /// Webhook authentication.
     pub webhooks: Arc<WebhookAuth>,
+    /// Webhook payloads waiting for the store to answer again.
+    pub spool: Arc<PayloadSpool>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -112,7 +115,9 @@ impl AppState {
     /// A state over `service`, with default options, no rate limits, no hub,
     /// and every webhook refused (base URL `http://localhost`, no auth token).
     pub fn new(service: Arc<PressureService>) -> Self {
+        let spool = Arc::new(PayloadSpool::new(service.store().clone()));
         Self {
+            spool,
             service,
             options: Arc::new(HttpOptions::default()),
             limits: Arc::new(RateLimits::none()),
@@ -139,6 +144,7 @@ impl AppState {
 
     /// With these metrics (share them with [`crate::events::NotifyingStore`]).
     pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.spool.set_metrics(metrics.clone());
         self.metrics = metrics;
         self
     }

@@ -211,6 +211,11 @@ fn start_error(e: StartError) -> Refused {
             }
             .into()
         }
+        StartError::Store(e) | StartError::Service(bonde_pressure_core::ServiceError::Store(e))
+            if crate::deadline::is_unavailable(&e) =>
+        {
+            crate::deadline::store_unavailable(e).into()
+        }
         other => AppError::internal(other).into(),
     }
 }
@@ -229,7 +234,8 @@ fn start_error(e: StartError) -> Refused {
         (status = 422, description = "Invalid fields (FastAPI shape), or upstream's widget errors with `loc: [\"body\", \"widget_id\"]`, `type: value_error` and `msg` one of `Widget not found.`, `Widget is not a 'phone' kind.`, `Target is not present in Widget settings.`", body = ValidationBody),
         (status = 429, description = "Rate limited; see Retry-After", body = MessageBody),
         (status = 502, description = "The telephony refused the call", body = MessageBody),
-        (status = 503, description = "Campaign directory or telephony unavailable", body = MessageBody),
+        (status = 408, description = "The body did not arrive within REQUEST_BODY_TIMEOUT_MS", body = MessageBody),
+        (status = 503, description = "Campaign directory, telephony or store unavailable (store: with Retry-After)", body = MessageBody),
     )
 )]
 pub async fn start_call(
@@ -362,12 +368,22 @@ async fn start_call_inner(
     })
 }
 
+/// A store failure on a JSON route: 503 with `Retry-After` while the store
+/// is unavailable, otherwise the generic 500.
+fn store_error(e: bonde_pressure_core::StoreError) -> AppError {
+    if crate::deadline::is_unavailable(&e) {
+        crate::deadline::store_unavailable(e)
+    } else {
+        AppError::internal(e)
+    }
+}
+
 async fn load(state: &AppState, id: CallId) -> Result<Call, AppError> {
     state
         .service
         .call(id)
         .await
-        .map_err(AppError::internal)?
+        .map_err(store_error)?
         .ok_or_else(|| AppError::not_found("Call not found."))
 }
 
@@ -379,6 +395,7 @@ async fn load(state: &AppState, id: CallId) -> Result<Call, AppError> {
         (status = 200, body = StatusResponse),
         (status = 404, description = "`Call not found.`", body = MessageBody),
         (status = 422, description = "Malformed id", body = ValidationBody),
+        (status = 503, description = "Store unavailable; see Retry-After", body = MessageBody),
     )
 )]
 pub async fn call_status(
@@ -692,6 +709,7 @@ fn details(call: &Call, events: Vec<StoredEvent>, unmasked: bool) -> CallDetails
         (status = 401, description = "A wrong admin token", body = MessageBody),
         (status = 404, body = MessageBody),
         (status = 422, body = ValidationBody),
+        (status = 503, description = "Store unavailable; see Retry-After", body = MessageBody),
     )
 )]
 pub async fn call_details(
@@ -706,7 +724,7 @@ pub async fn call_details(
         .store()
         .events(id)
         .await
-        .map_err(AppError::internal)?;
+        .map_err(store_error)?;
     let mut r = Json(details(&call, events, unmasked)).into_response();
     r.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -843,6 +861,7 @@ fn last_event_id(headers: &HeaderMap) -> Option<u64> {
         (status = 204, description = "The call is over and `Last-Event-ID` is at or past its last version: nothing more will come"),
         (status = 404, body = MessageBody),
         (status = 422, body = ValidationBody),
+        (status = 503, description = "Store unavailable; see Retry-After", body = MessageBody),
     )
 )]
 pub async fn call_events(
