@@ -23,7 +23,7 @@
 //! payload spool) has no budget; the pool's acquire timeout still applies.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use axum::extract::{Request, State};
@@ -95,7 +95,7 @@ async fn bounded<T>(
     if left.is_zero() {
         return Err(StoreError::backend(StoreDeadlineExceeded(budget.total)));
     }
-    let started = Instant::now();
+    let started = tokio::time::Instant::now();
     let result = tokio::time::timeout(left, op).await;
     budget.spend(started.elapsed());
     match result {

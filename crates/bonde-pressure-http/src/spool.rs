@@ -5,7 +5,8 @@
 //! A TwiML route answers fallback TwiML while the store is down (Twilio
 //! takes that as delivered), and a callback answered 503 may not be retried
 //! by Twilio: their payloads wait here. A background task retries them in
-//! arrival order, with a backoff (1 s doubling to 30 s); each is stored
+//! arrival order, with a backoff (0.25 s doubling to 5 s; each attempt
+//! bounded by the request deadline, `REQUEST_TIMEOUT_MS`); each is stored
 //! unapplied, with its call (or without one when the call is unknown), once
 //! — unless the call's log already holds it. The queue is bounded
 //! ([`SPOOL_CAPACITY`], the oldest payload is dropped and logged first) and
@@ -20,6 +21,9 @@ use std::time::Duration;
 use bonde_pressure_core::{CallId, CallStore, RawEvent, StoreError};
 
 use crate::metrics::{self, Metrics};
+
+const FIRST_BACKOFF: Duration = Duration::from_millis(250);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// The most payloads kept waiting for the store.
 pub const SPOOL_CAPACITY: usize = 10_000;
@@ -79,6 +83,7 @@ struct Entry {
 pub struct PayloadSpool {
     store: Arc<dyn CallStore>,
     metrics: Mutex<Arc<Metrics>>,
+    attempt_timeout: Mutex<Duration>,
     queue: Mutex<VecDeque<Entry>>,
     running: AtomicBool,
 }
@@ -97,6 +102,7 @@ impl PayloadSpool {
         Self {
             store,
             metrics: Mutex::new(Arc::new(Metrics::new())),
+            attempt_timeout: Mutex::new(Duration::from_secs(5)),
             queue: Mutex::new(VecDeque::new()),
             running: AtomicBool::new(false),
         }
@@ -105,6 +111,20 @@ impl PayloadSpool {
     /// Counts into these metrics.
     pub(crate) fn set_metrics(&self, metrics: Arc<Metrics>) {
         *self.metrics.lock().unwrap_or_else(|p| p.into_inner()) = metrics;
+    }
+
+    /// Gives each attempt to store a payload this long (a request's store
+    /// deadline; zero: 5 s).
+    pub(crate) fn set_attempt_timeout(&self, t: Duration) {
+        let t = if t.is_zero() {
+            Duration::from_secs(5)
+        } else {
+            t
+        };
+        *self
+            .attempt_timeout
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = t;
     }
 
     fn count(&self, outcome: &str) {
@@ -152,7 +172,7 @@ impl PayloadSpool {
     }
 
     async fn drain(self: Arc<Self>) {
-        let mut backoff = Duration::from_secs(1);
+        let mut backoff = FIRST_BACKOFF;
         loop {
             let next = {
                 let queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
@@ -166,8 +186,12 @@ impl PayloadSpool {
                 }
                 continue;
             };
+            let limit = *self
+                .attempt_timeout
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
             let attempt = tokio::time::timeout(
-                Duration::from_secs(10),
+                limit,
                 store_unless_present(self.store.as_ref(), call_id, &raw),
             )
             .await;
@@ -183,17 +207,17 @@ impl PayloadSpool {
                     drop(queue);
                     tracing::info!(?call_id, "queued webhook payload stored");
                     self.count("stored");
-                    backoff = Duration::from_secs(1);
+                    backoff = FIRST_BACKOFF;
                 }
                 Ok(Err(error)) => {
                     tracing::debug!(%error, "payload spool: store still unavailable");
                     tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
                 Err(_) => {
                     tracing::debug!("payload spool: store still not answering");
                     tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
             }
         }

@@ -132,6 +132,7 @@ impl AppState {
 
     /// With these HTTP options.
     pub fn with_options(mut self, options: HttpOptions) -> Self {
+        self.spool.set_attempt_timeout(options.request_timeout);
         self.options = Arc::new(options);
         self
     }
