@@ -584,6 +584,38 @@ mod tests {
     }
 
     #[test]
+    fn timeouts_deadlines_and_caps_have_the_documented_defaults() {
+        let c = Config::from_args(["x"]).unwrap();
+        assert_eq!(c.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(c.request_body_timeout, Duration::from_secs(10));
+        assert_eq!(c.max_connections, 512);
+        assert_eq!(c.request_timeout, Duration::from_secs(5));
+        assert_eq!(c.database_acquire_timeout, Duration::from_secs(2));
+        assert_eq!(c.max_body_bytes, 64 * 1024);
+        let c = Config::from_args([
+            "x",
+            "--header-read-timeout",
+            "250",
+            "--request-body-timeout",
+            "0",
+            "--max-connections",
+            "7",
+            "--request-timeout",
+            "1500",
+            "--database-acquire-timeout",
+            "100",
+        ])
+        .unwrap();
+        assert_eq!(c.header_read_timeout, Duration::from_millis(250));
+        assert_eq!(c.request_body_timeout, Duration::ZERO);
+        assert_eq!(c.max_connections, 7);
+        assert_eq!(c.request_timeout, Duration::from_millis(1500));
+        assert_eq!(c.database_acquire_timeout, Duration::from_millis(100));
+        let err = Config::from_args(["x", "--request-timeout", "5s"]).unwrap_err();
+        assert!(err.to_string().contains("milliseconds"), "{err}");
+    }
+
+    #[test]
     fn secrets_do_not_print() {
         let c = Config::from_args([
             "x",
