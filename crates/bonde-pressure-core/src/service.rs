@@ -31,6 +31,10 @@ pub struct ServiceConfig {
     pub stale_after: Duration,
     /// Reconciliation declares an unfinished call failed this long after its creation.
     pub expire_after: Duration,
+    /// How long the page keeps showing `ringing` after the target joined
+    /// while its answering-machine verdict is pending (see
+    /// [`Call::page_status`]).
+    pub machine_verdict_grace: Duration,
 }
 
 impl Default for ServiceConfig {
@@ -41,6 +45,7 @@ impl Default for ServiceConfig {
             max_commit_attempts: 100,
             stale_after: Duration::from_secs(120),
             expire_after: Duration::from_secs(2 * 60 * 60),
+            machine_verdict_grace: Duration::from_secs(4),
         }
     }
 }
@@ -465,7 +470,7 @@ impl PressureService {
             CallerIdPolicy::OurNumber => None,
             CallerIdPolicy::ActivistNumber => Some(activist.phone.clone()),
         };
-        let call = Call::new(
+        let mut call = Call::new(
             CallId::new(),
             widget_id,
             activist,
@@ -473,6 +478,8 @@ impl PressureService {
             caller_id,
             self.deps.clock.now(),
         );
+        // Both legs of this call use the detection setting it started with.
+        call.facts.machine_detection = Some(settings.detect_machines);
         self.deps.store.create(&call).await?;
         self.recent.remember(call.id, call.widget_id);
         info!(call_id = %call.id, widget_id = %widget_id, activist = %call.activist.phone, "call created");
@@ -512,10 +519,10 @@ impl PressureService {
             status: leg.status,
         };
         let status = match self.handle(call.id, dialed, None).await {
-            Ok(outcome) => outcome.call.ui_status(),
+            Ok(outcome) => self.page_status(&outcome.call),
             Err(error) => {
                 warn!(call_id = %call.id, sid = %leg.sid, %error, "activist leg placed but not recorded; callbacks will record it");
-                call.ui_status()
+                self.page_status(&call)
             }
         };
 
@@ -533,6 +540,13 @@ impl PressureService {
             twilio_call_sid: Some(leg.sid),
             twilio_call_status: leg.status,
         })
+    }
+
+    /// What the campaign page shows for `call` now ([`Call::page_status`]
+    /// with this service's clock and
+    /// [`ServiceConfig::machine_verdict_grace`]).
+    pub fn page_status(&self, call: &Call) -> UiStatus {
+        call.page_status(self.deps.clock.now(), self.config.machine_verdict_grace)
     }
 
     /// Loads a call.
@@ -666,7 +680,10 @@ impl PressureService {
                     to: call.target.phone.clone(),
                     caller_id: call.target_caller_id.clone(),
                     timeout_secs: settings.target_timeout_secs,
-                    detect_machine: settings.detect_machines,
+                    detect_machine: call
+                        .facts
+                        .machine_detection
+                        .unwrap_or(settings.detect_machines),
                 };
                 info!(call_id = %call.id, target = %call.target.phone, "dialling target");
                 return Some(match t.add_target(&req).await {

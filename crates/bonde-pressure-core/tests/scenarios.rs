@@ -8,15 +8,19 @@ use bonde_pressure_core::simulated::TelephonyCommand;
 use bonde_pressure_core::{Scenario, ScenarioPicker};
 use common::{demo_request, harness, settle};
 
+/// The page's final screen: activist-side ends are `canceled` (the screen
+/// that lets the activist fix their number); `busy`, `no-answer` and
+/// `failed` speak of the target.
 fn expected_ui(s: Scenario) -> UiStatus {
     match s {
         Scenario::Success => UiStatus::Completed,
-        Scenario::ActivistBusy | Scenario::TargetBusy => UiStatus::Busy,
-        Scenario::ActivistNoAnswer
-        | Scenario::TargetNoAnswer
+        Scenario::TargetBusy => UiStatus::Busy,
+        Scenario::TargetNoAnswer | Scenario::TargetVoicemail => UiStatus::NoAnswer,
+        Scenario::ActivistBusy
+        | Scenario::ActivistNoAnswer
         | Scenario::ActivistVoicemail
-        | Scenario::TargetVoicemail => UiStatus::NoAnswer,
-        Scenario::NotConfirmed | Scenario::ActivistHangsUpWhileTargetRings => UiStatus::Canceled,
+        | Scenario::NotConfirmed
+        | Scenario::ActivistHangsUpWhileTargetRings => UiStatus::Canceled,
     }
 }
 
@@ -74,6 +78,11 @@ async fn every_scenario_reaches_its_state_and_ui_status() {
         let call = settle(&h.service, started.call_id).await;
         assert_eq!(call.state(), scenario.expected_state(), "{scenario:?}");
         assert_eq!(call.ui_status(), expected_ui(scenario), "{scenario:?}");
+        assert_eq!(
+            h.service.page_status(&call),
+            expected_ui(scenario),
+            "{scenario:?}"
+        );
 
         let commands = h.telephony.commands();
         let dials = commands

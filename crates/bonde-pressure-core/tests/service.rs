@@ -725,7 +725,7 @@ async fn reconciliation_keeps_an_outcome_it_fetched_instead_of_expiring() {
     );
     let call = service.call(id).await.unwrap().unwrap();
     assert_eq!(call.state(), DetailedState::ActivistNoAnswer);
-    assert_eq!(call.ui_status(), UiStatus::NoAnswer);
+    assert_eq!(call.ui_status(), UiStatus::Canceled);
     assert!(!call.facts.expired && call.is_settled());
 }
 

@@ -335,6 +335,11 @@ pub struct Config {
     #[arg(long, env = "EXPIRE_AFTER_SECS", default_value = "7200", value_parser = parse_secs)]
     pub expire_after: Duration,
 
+    /// Milliseconds the page keeps showing `ringing` after the target joined
+    /// while its answering-machine verdict is pending.
+    #[arg(long, env = "MACHINE_VERDICT_GRACE_MS", default_value = "4000", value_parser = parse_millis)]
+    pub machine_verdict_grace: Duration,
+
     /// Simulated telephony: milliseconds per scripted step.
     #[arg(long, env = "SIMULATED_TICK_MS", default_value = "800", value_parser = parse_millis)]
     pub simulated_tick: Duration,

@@ -138,6 +138,7 @@ fn service_config(config: &Config) -> ServiceConfig {
         allowed_country_codes: config.allowed_country_codes.0.clone(),
         stale_after: config.stale_after,
         expire_after: config.expire_after,
+        machine_verdict_grace: config.machine_verdict_grace,
         ..ServiceConfig::default()
     }
 }

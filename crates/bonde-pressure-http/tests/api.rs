@@ -245,11 +245,13 @@ async fn status_polling_reaches_the_final_status_of_each_scenario() {
     let app = app().await;
     let r = router(&app);
     // Last digit of the activist's number picks the simulated scenario.
+    // Activist-side ends are `canceled` (the screen with the activist's own
+    // number); `busy` / `no-answer` speak of the target.
     let cases = [
         ("0", "completed", "completed"),
-        ("1", "busy", "activist_busy"),
-        ("2", "no-answer", "activist_no_answer"),
-        ("3", "no-answer", "activist_voicemail"),
+        ("1", "canceled", "activist_busy"),
+        ("2", "canceled", "activist_no_answer"),
+        ("3", "canceled", "activist_voicemail"),
         ("4", "canceled", "not_confirmed"),
         ("5", "busy", "target_busy"),
         ("6", "no-answer", "target_no_answer"),

@@ -203,7 +203,7 @@ async fn status_and_state(r: &axum::Router, id: &str) -> (String, String) {
 }
 
 #[tokio::test]
-async fn the_activist_leg_failing_ends_failed() {
+async fn the_activist_leg_failing_ends_canceled_on_the_page() {
     let server = mock_twilio(0).await;
     let app = twilio_app(&server).await;
     let r = router(&app);
@@ -232,7 +232,7 @@ async fn the_activist_leg_failing_ends_failed() {
     .await;
     assert_eq!(
         status_and_state(&r, &id).await,
-        ("failed".to_owned(), "activist_failed".to_owned())
+        ("canceled".to_owned(), "activist_failed".to_owned())
     );
     let d = json_body(send(&r, get(&format!("/v1/phone/calls/{id}"))).await).await;
     assert_eq!(d["terminal"], true);
@@ -593,6 +593,119 @@ async fn a_full_lifecycle_from_signed_callbacks_in_any_order_dials_the_target_on
     }
 }
 
+/// The target leg answers and joins the conference (no verdict yet).
+fn target_answers_and_joins() -> Vec<(&'static str, String)> {
+    vec![
+        (
+            "dial-status-callback",
+            enc(&[("CallSid", B), ("CallStatus", "in-progress")]),
+        ),
+        (
+            "conference-status-callback",
+            enc(&[
+                ("StatusCallbackEvent", "participant-join"),
+                ("ConferenceSid", CF),
+                ("CallSid", B),
+                ("ParticipantLabel", "target"),
+            ]),
+        ),
+    ]
+}
+
+#[tokio::test]
+async fn a_target_voicemail_that_joins_before_its_verdict_never_shows_in_progress() {
+    let server = mock_twilio(1).await;
+    let app = twilio_app(&server).await;
+    let r = router(&app);
+    let id = start(&r, "11 91234-5678").await;
+    deliver_all(&r, &id, &activist_side(&id)).await;
+    deliver_all(&r, &id, &target_answers_and_joins()).await;
+    assert_eq!(
+        status_and_state(&r, &id).await,
+        ("ringing".to_owned(), "connected".to_owned()),
+        "in the conference, verdict pending: still ringing for the page"
+    );
+    let machine = [(
+        "dial-amd-status-callback",
+        enc(&[("CallSid", B), ("AnsweredBy", "machine_start")]),
+    )];
+    deliver_all(&r, &id, &machine).await;
+    assert_eq!(
+        status_and_state(&r, &id).await,
+        ("no-answer".to_owned(), "target_voicemail".to_owned())
+    );
+}
+
+#[tokio::test]
+async fn a_human_target_shows_in_progress_on_its_verdict_or_after_the_grace_time() {
+    // Verdict: in progress at once.
+    let server = mock_twilio(1).await;
+    let app = twilio_app(&server).await;
+    let r = router(&app);
+    let id = start(&r, "11 91234-5678").await;
+    deliver_all(&r, &id, &activist_side(&id)).await;
+    deliver_all(&r, &id, &target_answers_and_joins()).await;
+    assert_eq!(status_and_state(&r, &id).await.0, "ringing");
+    let human = [(
+        "dial-amd-status-callback",
+        enc(&[("CallSid", B), ("AnsweredBy", "human")]),
+    )];
+    deliver_all(&r, &id, &human).await;
+    assert_eq!(
+        status_and_state(&r, &id).await,
+        ("in-progress".to_owned(), "connected".to_owned())
+    );
+
+    // No verdict: in progress once the (configured) grace time has passed,
+    // and the event stream says so without a new commit.
+    let server = mock_twilio(1).await;
+    let app = twilio_app_with(
+        &server,
+        &[
+            "--machine-verdict-grace",
+            "300",
+            "--sse-poll-interval",
+            "50",
+        ],
+    )
+    .await;
+    let r = router(&app);
+    let id = start(&r, "11 91234-5678").await;
+    deliver_all(&r, &id, &activist_side(&id)).await;
+    deliver_all(&r, &id, &target_answers_and_joins()).await;
+    let resp = send(&r, get(&format!("/v1/phone/calls/{id}/events"))).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let mut frames = resp.into_body().into_data_stream();
+    let mut text = String::new();
+    let events = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        use futures::StreamExt;
+        loop {
+            let chunk = frames.next().await.expect("stream open").unwrap();
+            text.push_str(&String::from_utf8_lossy(&chunk));
+            let events: Vec<serde_json::Value> = text
+                .lines()
+                .filter_map(|l| l.strip_prefix("data: "))
+                .map(|d| serde_json::from_str(d).unwrap())
+                .collect();
+            if events.len() >= 2 {
+                return events;
+            }
+        }
+    })
+    .await
+    .expect("a second event within the grace time");
+    assert_eq!(events[0]["status"], "ringing", "{text}");
+    assert_eq!(events[1]["status"], "in-progress", "{text}");
+    assert_eq!(
+        events[0]["version"], events[1]["version"],
+        "no commit between"
+    );
+    assert_eq!(
+        status_and_state(&r, &id).await,
+        ("in-progress".to_owned(), "connected".to_owned())
+    );
+}
+
 #[tokio::test]
 async fn forged_or_missing_signatures_are_refused_and_not_stored() {
     let server = mock_twilio(0).await;
@@ -628,7 +741,8 @@ async fn forged_or_missing_signatures_are_refused_and_not_stored() {
 
     let d = json_body(send(&r, get(&format!("/v1/phone/calls/{id}"))).await).await;
     assert!(d["timeline"].as_array().unwrap().is_empty(), "{d}");
-    assert_ne!(d["status"], "busy");
+    assert_ne!(d["state"], "activist_busy");
+    assert_ne!(d["status"], "canceled");
 
     // the genuine one is applied
     assert_eq!(
@@ -637,8 +751,11 @@ async fn forged_or_missing_signatures_are_refused_and_not_stored() {
             .status(),
         StatusCode::NO_CONTENT
     );
-    let v = json_body(send(&r, get(&format!("/v1/phone/status/{id}"))).await).await;
-    assert_eq!(v["status"], "busy");
+    // The activist's line was busy: the page's `canceled` screen.
+    assert_eq!(
+        status_and_state(&r, &id).await,
+        ("canceled".to_owned(), "activist_busy".to_owned())
+    );
 }
 
 #[tokio::test]

@@ -295,6 +295,11 @@ pub struct CallFacts {
     pub expired: bool,
     /// Effects already requested.
     pub requested: Requested,
+    /// Whether answering-machine detection runs on this call's legs,
+    /// decided from the campaign's settings when the call starts. `None`
+    /// for calls stored before this was recorded (treated as on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub machine_detection: Option<bool>,
 }
 
 impl CallFacts {
@@ -320,6 +325,7 @@ impl CallFacts {
             participants,
             expired: self.expired || other.expired,
             requested: self.requested.join(&other.requested),
+            machine_detection: self.machine_detection.max(other.machine_detection),
         }
     }
 
@@ -386,6 +392,14 @@ impl CallFacts {
     pub fn leg_answered(&self, leg: Leg) -> bool {
         let l = self.leg(leg);
         l.was_answered() || l.answered_by.is_some() || self.joined(leg)
+    }
+
+    /// The target is in the call but its machine-detection verdict has not
+    /// arrived yet (detection is on, or not known to be off). A machine
+    /// verdict makes the call `target_voicemail`; `human` or `unknown`
+    /// ends the wait.
+    pub fn awaiting_target_verdict(&self) -> bool {
+        self.machine_detection != Some(false) && self.target.answered_by.is_none()
     }
 
     /// The leg may still be up at the provider: it was placed (we know its

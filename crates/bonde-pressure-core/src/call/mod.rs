@@ -73,9 +73,41 @@ impl Call {
         derive_state(&self.facts)
     }
 
-    /// The front-end's status.
+    /// The front-end's status of the state alone
+    /// ([`DetailedState::ui_status`]); what the page shows is
+    /// [`Call::page_status`].
     pub fn ui_status(&self) -> UiStatus {
         self.state().ui_status()
+    }
+
+    /// What the campaign page shows at `now`.
+    ///
+    /// [`Call::ui_status`], except while the target is in the call but its
+    /// answering-machine verdict has not arrived
+    /// ([`CallFacts::awaiting_target_verdict`]): a voicemail can pick up
+    /// and join the conference seconds before detection says it is one, and
+    /// "in a call with {target}" followed by "no answer" misleads the
+    /// activist. So the page shows `ringing` until the first of:
+    /// - the verdict is `human` or `unknown` (a machine verdict makes the
+    ///   call `target_voicemail`, shown as `no-answer`);
+    /// - `verdict_grace` has passed since the target was first seen
+    ///   answered or in the conference ([`LegFacts::answered_at`]; the
+    ///   call's last update when no time is known);
+    /// - detection is off for this call ([`CallFacts::machine_detection`]).
+    pub fn page_status(&self, now: DateTime<Utc>, verdict_grace: std::time::Duration) -> UiStatus {
+        let state = self.state();
+        if state == DetailedState::Connected && self.facts.awaiting_target_verdict() {
+            let since = self.facts.target.answered_at.unwrap_or(self.updated_at);
+            let grace =
+                chrono::TimeDelta::from_std(verdict_grace).unwrap_or(chrono::TimeDelta::MAX);
+            if since
+                .checked_add_signed(grace)
+                .is_none_or(|until| now < until)
+            {
+                return UiStatus::Ringing;
+            }
+        }
+        state.ui_status()
     }
 
     /// The call is over (its [`DetailedState`] is terminal). Its legs may
@@ -295,7 +327,9 @@ impl Call {
     ///
     /// A leg-status report that carries no time of its own (the simulated
     /// telephony's, a reconciliation fetch) is stamped with `now`, the time
-    /// it was received; the facts keep the earliest time seen.
+    /// it was received; the facts keep the earliest time seen. Likewise a
+    /// leg first seen in the conference without a known answer time gets
+    /// `now` as its [`LegFacts::answered_at`].
     pub fn apply(&self, event: &CallEvent, now: DateTime<Utc>) -> (Call, Vec<Effect>) {
         let stamped;
         let event = match event {
@@ -309,7 +343,15 @@ impl Call {
             }
             _ => event,
         };
-        let t = apply(&self.facts, event);
+        let mut t = apply(&self.facts, event);
+        // A leg seen in the conference was answered, even when its
+        // `in-progress` report has not arrived (yet): it was answered by
+        // `now` at the latest.
+        for leg in [Leg::Activist, Leg::Target] {
+            if t.facts.joined(leg) && t.facts.leg(leg).answered_at.is_none() {
+                t.facts.leg_mut(leg).answered_at = Some(now);
+            }
+        }
         let mut next = self.clone();
         next.facts = t.facts;
         next.updated_at = now.max(self.updated_at);

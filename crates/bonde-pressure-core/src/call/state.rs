@@ -122,6 +122,16 @@ impl DetailedState {
     }
 
     /// The front-end's status for this state. Every state maps to exactly one.
+    ///
+    /// The campaign widget's final screens `busy`, `no-answer` and `failed`
+    /// speak of the *target* ("the target's number was busy"), so only
+    /// target-side ends map to them. Every activist-side end maps to
+    /// `canceled`, the screen that shows the activist's number and an
+    /// "Alterar número" button. `error` (expired, unknown failure) is
+    /// `failed`.
+    ///
+    /// This mapping ignores the wait for the target's machine-detection
+    /// verdict: the page's status is [`crate::Call::page_status`].
     pub fn ui_status(&self) -> UiStatus {
         use DetailedState::*;
         match self {
@@ -131,12 +141,14 @@ impl DetailedState {
             Connecting | TargetRinging => UiStatus::Ringing,
             Connected => UiStatus::InProgress,
             Completed => UiStatus::Completed,
-            ActivistBusy | TargetBusy => UiStatus::Busy,
-            ActivistNoAnswer | TargetNoAnswer | ActivistVoicemail | TargetVoicemail => {
-                UiStatus::NoAnswer
-            }
-            ActivistFailed | TargetFailed | Error => UiStatus::Failed,
-            ActivistCanceled | NotConfirmed | Abandoned => UiStatus::Canceled,
+            // Every activist-side end: the page shows the activist's number
+            // and lets them fix it and retry. The other screens name the
+            // target, who was never called (or whom the activist left).
+            ActivistBusy | ActivistNoAnswer | ActivistVoicemail | ActivistFailed
+            | ActivistCanceled | NotConfirmed | Abandoned => UiStatus::Canceled,
+            TargetBusy => UiStatus::Busy,
+            TargetNoAnswer | TargetVoicemail => UiStatus::NoAnswer,
+            TargetFailed | Error => UiStatus::Failed,
         }
     }
 }
@@ -154,13 +166,14 @@ pub enum UiStatus {
     InProgress,
     /// Talked and ended.
     Completed,
-    /// A line was busy.
+    /// The target's line was busy.
     Busy,
-    /// Someone (or only a voicemail) answered.
+    /// The target did not answer (or only a voicemail did).
     NoAnswer,
-    /// A call could not be placed.
+    /// The target's call could not be placed, or the call failed on our side.
     Failed,
-    /// Given up before the target answered.
+    /// The activist's side ended it: missed, declined, unreachable, or left
+    /// before the target answered.
     Canceled,
 }
 

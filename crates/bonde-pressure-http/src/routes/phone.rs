@@ -10,7 +10,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use bonde_pressure_core::ports::StoredEvent;
 use bonde_pressure_core::{
-    Call, CallId, PhoneNumber, StartError, TelephonyError,
+    Call, CallId, PhoneNumber, StartError, TelephonyError, UiStatus,
     call::{CallFacts, Leg},
     domain::mask_phone,
 };
@@ -405,7 +405,7 @@ pub async fn call_status(
     let call = load(&state, id).await?;
     let mut r = Json(StatusResponse {
         call_id: id.to_string(),
-        status: call.ui_status().as_str().to_owned(),
+        status: state.service.page_status(&call).as_str().to_owned(),
     })
     .into_response();
     r.headers_mut()
@@ -640,7 +640,7 @@ fn authorised(state: &AppState, headers: &HeaderMap) -> Result<bool, AppError> {
     }
 }
 
-fn details(call: &Call, events: Vec<StoredEvent>, unmasked: bool) -> CallDetails {
+fn details(call: &Call, status: &str, events: Vec<StoredEvent>, unmasked: bool) -> CallDetails {
     let phone = |p: &PhoneNumber| {
         if unmasked {
             p.as_e164().to_owned()
@@ -653,7 +653,7 @@ fn details(call: &Call, events: Vec<StoredEvent>, unmasked: bool) -> CallDetails
         call_id: call.id.to_string(),
         widget_id: call.widget_id.get(),
         state: call.state().as_str().to_owned(),
-        status: call.ui_status().as_str().to_owned(),
+        status: status.to_owned(),
         terminal: call.is_terminal(),
         version: call.version,
         created_at: call.created_at.to_rfc3339(),
@@ -725,7 +725,8 @@ pub async fn call_details(
         .events(id)
         .await
         .map_err(store_error)?;
-    let mut r = Json(details(&call, events, unmasked)).into_response();
+    let status = state.service.page_status(&call);
+    let mut r = Json(details(&call, status.as_str(), events, unmasked)).into_response();
     r.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(r)
@@ -768,6 +769,7 @@ struct Subscription {
     id: CallId,
     rx: Option<broadcast::Receiver<crate::events::CallUpdate>>,
     last_version: Option<u64>,
+    last_status: Option<UiStatus>,
     first: bool,
     done: bool,
 }
@@ -811,16 +813,25 @@ impl Subscription {
                     continue;
                 }
             };
+            // The page status can change without a commit (the wait for
+            // the target's machine-detection verdict runs out): such a
+            // change is sent too, with the same version as its id.
+            let status = self.state.service.page_status(&call);
             if self.last_version.is_some_and(|v| v >= call.version) {
-                continue;
+                // A resumed stream starts from the status it finds.
+                let previous = *self.last_status.get_or_insert(status);
+                if previous == status {
+                    continue;
+                }
             }
-            self.last_version = Some(call.version);
+            self.last_version = Some(call.version.max(self.last_version.unwrap_or(0)));
+            self.last_status = Some(status);
             let terminal = call.is_terminal();
             self.done = terminal;
             let data = StateEvent {
                 call_id: self.id.to_string(),
                 state: call.state().as_str().to_owned(),
-                status: call.ui_status().as_str().to_owned(),
+                status: status.as_str().to_owned(),
                 version: call.version,
                 terminal,
             };
@@ -882,6 +893,7 @@ pub async fn call_events(
         state,
         id,
         last_version: seen,
+        last_status: None,
         first: true,
         done: false,
     };
