@@ -314,6 +314,13 @@ async fn an_oversized_content_length_gets_413_at_once() {
     assert_eq!(reply.status, 413);
     assert_eq!(reply.header("content-type"), Some("application/json"));
     assert_eq!(reply.body, r#"{"detail":"Request body too large."}"#);
+    // ...and the connection is closed rather than left to receive the body.
+    assert!(
+        closed_within(&mut c, Duration::from_secs(2))
+            .await
+            .is_some(),
+        "closed after the 413"
+    );
     // The same with a webhook route.
     let mut c = TcpStream::connect(server.addr).await.unwrap();
     c.write_all(
