@@ -407,3 +407,51 @@ async fn shutdown_stays_graceful() {
     // No longer listening.
     assert!(TcpStream::connect(addr).await.is_err());
 }
+
+/// The header-read timeout does not cut a long response: an SSE stream
+/// stays open well past it.
+#[tokio::test]
+async fn a_live_event_stream_outlives_the_header_read_timeout() {
+    // Scripted steps an hour apart: the call stays unfinished.
+    let server = serve(&[
+        "--header-read-timeout",
+        "300",
+        "--simulated-tick",
+        "3600000",
+    ])
+    .await;
+    let mut c = TcpStream::connect(server.addr).await.unwrap();
+    let body = r#"{"widget_id":1,"activist":{"name":"Ana","email":"ana@example.org","phone":"11 91234-5670"},"target":{"name":"Demo Target","phone":"+5561999990000"}}"#;
+    let req = format!(
+        "POST /v1/phone/call HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    c.write_all(req.as_bytes()).await.unwrap();
+    let reply = read_reply(&mut c, Duration::from_secs(5)).await.unwrap();
+    assert_eq!(reply.status, 200, "{reply:?}");
+    let v: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
+    let id = v["call_id"].as_str().unwrap();
+
+    let mut sse = TcpStream::connect(server.addr).await.unwrap();
+    let req = format!("GET /v1/phone/calls/{id}/events HTTP/1.1\r\nHost: test\r\n\r\n");
+    sse.write_all(req.as_bytes()).await.unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_millis(1200) {
+        match tokio::time::timeout(Duration::from_millis(100), sse.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => panic!(
+                "the stream was closed after {:?}: {}",
+                t.elapsed(),
+                String::from_utf8_lossy(&seen)
+            ),
+            Ok(Ok(n)) => seen.extend_from_slice(&buf[..n]),
+            Err(_) => {}
+        }
+    }
+    let text = String::from_utf8_lossy(&seen);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.contains("event: state"), "{text}");
+    drop(sse);
+    server.stop().await;
+}
