@@ -16,7 +16,7 @@
 //!    request's store deadline spent, see [`crate::deadline`]) is a 503 with
 //!    `Retry-After`, another store failure a 500; either way the payload is
 //!    stored here unless the failure came after its commit, and queued in
-//!    the [spool](crate::spool) if the store cannot take it now.
+//!    the [`crate::spool`] if the store cannot take it now.
 //! 4. TwiML routes never answer an error once the call id and form are
 //!    good: when the script cannot be had (store unavailable, contention,
 //!    any failure), they answer fallback TwiML — an apology in the
