@@ -12,6 +12,11 @@
 //!   binary does.
 //! - [`campaigns`] and [`recorder`] implement core's `CampaignDirectory` and
 //!   `ActionRecorder` over a local file and BONDE's GraphQL API.
+//! - [`deadline::DeadlineStore`]: wrap the store the service uses in it (as
+//!   [`wiring::build`] does) so each request's store deadline applies; the
+//!   router gives every request its deadline.
+//! - [`wiring::serve`] serves a router with the connection timeouts and cap
+//!   of [`wiring::ServerOptions`].
 //!
 //! See `docs/http-api.md` for routes, shapes and status codes.
 
