@@ -15,7 +15,7 @@
 //! - [`deadline::DeadlineStore`]: wrap the store the service uses in it (as
 //!   [`wiring::build`] does) so each request's store deadline applies; the
 //!   router gives every request its deadline.
-//! - [`wiring::serve`] serves a router with the connection timeouts and cap
+//! - [`wiring::serve`] serves a wired app with the connection timeouts and cap
 //!   of [`wiring::ServerOptions`].
 //!
 //! See `docs/http-api.md` for routes, shapes and status codes.
