@@ -228,6 +228,26 @@ async fn a_payload_lost_to_contention_is_stored_once() {
     );
     // Stored unapplied (by the core), not a second time here.
     assert_eq!(stored(&f.store, &id, &body).await, 1);
+
+    // A TwiML route answers the fallback (an apology, then hang up), not an
+    // error Twilio would read out as "application error".
+    let body = form(&[("CallSid", &a), ("CallStatus", "in-progress")]);
+    f.store.then([Next::Conflict; 3]);
+    let resp = send(
+        &f.router,
+        Request::post(format!("/v1/phone/answer/{id}"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(Body::from(body.clone()))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let xml = String::from_utf8(body_bytes(resp).await).unwrap();
+    assert!(
+        xml.contains("<Say") && xml.ends_with("<Hangup/></Response>") && !xml.contains("<Gather"),
+        "{xml}"
+    );
+    assert_eq!(stored(&f.store, &id, &body).await, 1);
 }
 
 #[tokio::test]
