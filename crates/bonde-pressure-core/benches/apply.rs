@@ -1,7 +1,8 @@
 //! Throughput of applying events: the pure transition, and the service's
 //! load-apply-commit path over the in-memory store.
 //!
-//! `cargo bench -p bonde-pressure-core --bench apply`
+//! `cargo bench -p bonde-pressure-core --bench apply` (`-- phone` for the
+//! number validation alone)
 
 #![allow(missing_docs)]
 
@@ -100,5 +101,25 @@ fn bench_handle(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_apply, bench_handle);
+/// Validating typed numbers (issue 8): parse with the read-back check, the
+/// number policy (type from the metadata, non-geographic codes), and the
+/// metadata-free decoding of stored numbers.
+fn bench_phone(c: &mut Criterion) {
+    use bonde_pressure_core::{NumberPolicy, PhoneNumber, Region};
+    let mut g = c.benchmark_group("phone");
+    g.bench_function("parse_national", |b| {
+        b.iter(|| PhoneNumber::parse(std::hint::black_box("(11) 91234-5678"), Region::BRAZIL))
+    });
+    let n = PhoneNumber::parse("(11) 91234-5678", Region::BRAZIL).unwrap();
+    let policy = NumberPolicy::default();
+    g.bench_function("policy_check", |b| {
+        b.iter(|| policy.check(std::hint::black_box(&n)))
+    });
+    g.bench_function("from_trusted_e164", |b| {
+        b.iter(|| PhoneNumber::from_trusted_e164(std::hint::black_box("+5511912345678")))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench_apply, bench_handle, bench_phone);
 criterion_main!(benches);

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
 
-use crate::domain::WidgetId;
+use crate::domain::{NumberPolicy, PhoneNumber, Region, WidgetId, mask_phone};
 use crate::ports::{
     ActionRecorder, CampaignDirectory, DirectoryError, RecorderError, Widget, WidgetAction,
     WidgetTarget,
@@ -35,6 +35,30 @@ impl StaticCampaignDirectory {
     /// The widgets, by id.
     pub fn widgets(&self) -> &HashMap<WidgetId, Widget> {
         &self.widgets
+    }
+
+    /// Drops every target whose number does not parse (read in `region`)
+    /// or fails `policy`, logging each (number masked); returns how many
+    /// were dropped. Such a target is never called: requests naming it are
+    /// refused as for any target not in the widget.
+    pub fn retain_callable(&mut self, region: Region, policy: &NumberPolicy) -> usize {
+        let mut dropped = 0;
+        for widget in self.widgets.values_mut() {
+            widget.targets.retain(|t| {
+                let verdict = PhoneNumber::parse(&t.phone, region)
+                    .map_err(|e| (e.to_string(), "value_error.phone"))
+                    .and_then(|p| policy.check(&p).map_err(|e| (e.to_string(), e.kind())));
+                match verdict {
+                    Ok(()) => true,
+                    Err((reason, kind)) => {
+                        tracing::warn!(widget_id = %widget.id, target = %mask_phone(&t.phone), kind, %reason, "campaign target dropped: its number may not be called");
+                        dropped += 1;
+                        false
+                    }
+                }
+            });
+        }
+        dropped
     }
 }
 
@@ -134,5 +158,33 @@ impl ManualClock {
 impl crate::Clock for ManualClock {
     fn now(&self) -> chrono::DateTime<chrono::Utc> {
         *self.now.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod policy_tests {
+    use super::*;
+
+    #[test]
+    fn targets_failing_the_policy_are_dropped_at_load() {
+        let mut widget = demo_widget();
+        for (name, phone) in [
+            ("Premium", "0500 123 4567"),
+            ("Satellite", "+881 612345678"),
+            ("Junk", "11 9123A-5678"),
+        ] {
+            widget.targets.push(WidgetTarget {
+                name: name.into(),
+                phone: phone.into(),
+            });
+        }
+        let mut dir = StaticCampaignDirectory::new([widget]);
+        assert_eq!(
+            dir.retain_callable(Region::BRAZIL, &NumberPolicy::default()),
+            3
+        );
+        let kept: Vec<_> = dir.widgets().values().flat_map(|w| &w.targets).collect();
+        assert_eq!(kept.len(), 1);
+        assert_eq!(kept[0].name, "Demo Target");
     }
 }

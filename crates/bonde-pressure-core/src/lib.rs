@@ -19,8 +19,10 @@
 //!   [`StubActionRecorder`]; with the `mock` feature, mockall mocks of the ports.
 
 pub mod call;
+pub mod do_not_call;
 pub mod domain;
 mod fakes;
+pub mod limits;
 mod memory;
 pub mod ports;
 mod recent;
@@ -32,10 +34,15 @@ pub use call::{
     AnsweredBy, Call, CallEvent, CallFacts, Confirmation, DetailedState, Effect, HangUp, Leg,
     LegStatus, UiStatus,
 };
-pub use domain::{Activist, CallId, CallSid, ConferenceSid, PhoneNumber, Region, Target, WidgetId};
+pub use do_not_call::{DoNotCallHasher, DoNotCallList, InMemoryDoNotCallList};
+pub use domain::{
+    Activist, CallId, CallSid, ConferenceSid, NumberPolicy, NumberType, PhoneNumber, Region,
+    Target, WidgetId,
+};
 pub use fakes::{
     ManualClock, NoopActionRecorder, StaticCampaignDirectory, StubActionRecorder, demo_widget,
 };
+pub use limits::{InMemoryRateLimiter, RateLimiter};
 pub use memory::InMemoryCallStore;
 pub use ports::{
     ActionRecorder, CallStore, CampaignDirectory, Clock, RawEvent, StoreError, SystemClock,

@@ -176,6 +176,21 @@ pub trait Telephony: Send + Sync + 'static {
     ) -> Result<(), TelephonyError>;
     /// Reads a leg's current status.
     async fn fetch_leg(&self, sid: &CallSid) -> Result<LegSnapshot, TelephonyError>;
+
+    /// Whether a refused [`Telephony::call_activist`] or
+    /// [`Telephony::add_target`] still counts against the called number's
+    /// caps ([`crate::limits`]): only when a call may have been placed (the
+    /// answer was lost: [`TelephonyError::Unavailable`]) or the number itself
+    /// was refused ([`TelephonyError::InvalidNumber`]). Refusals on our side
+    /// (credentials, the provider's rate limit, another 4xx) do not.
+    /// Implementations that can tell an account-side refusal among
+    /// `InvalidNumber` (Twilio: geographic permissions) override this.
+    fn refusal_counts(&self, error: &TelephonyError) -> bool {
+        matches!(
+            error,
+            TelephonyError::InvalidNumber { .. } | TelephonyError::Unavailable { .. }
+        )
+    }
 }
 
 // ---------------------------------------------------------------- CallStore

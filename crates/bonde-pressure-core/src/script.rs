@@ -39,13 +39,18 @@ pub struct Messages {
     /// Said, before hanging up, when the service cannot go on with the call
     /// right now (its store is unavailable).
     pub unavailable: String,
+    /// Said after the activist pressed the do-not-call key, before hanging up.
+    pub opted_out: String,
+    /// Closing when the target was not dialled: its calls per hour were used up.
+    pub target_limited: String,
 }
 
 impl Default for Messages {
     fn default() -> Self {
         Self {
             greeting: "Olá, {activist}! Aqui é da campanha. Você vai falar agora com {target}. \
-                       Para confirmar, aperte qualquer tecla ou diga o seu nome."
+                       Para confirmar, aperte 1 ou diga o seu nome. \
+                       Se não quiser receber mais ligações nossas, aperte 9."
                 .into(),
             no_input: "Não recebemos a sua confirmação. Obrigado, até a próxima!".into(),
             connecting: "Obrigado! Estamos ligando para {target}. Aguarde na linha.".into(),
@@ -56,6 +61,10 @@ impl Default for Messages {
             failed: "Não foi possível completar a ligação. Tente novamente mais tarde.".into(),
             unavailable: "Desculpe, estamos com um problema técnico e não podemos completar a \
                           sua ligação agora. Tente novamente mais tarde."
+                .into(),
+            opted_out: "Tudo bem. Seu número não receberá mais ligações nossas. Até logo!".into(),
+            target_limited: "{target} já recebeu muitas ligações na última hora. \
+                             Tente novamente mais tarde. Obrigado!"
                 .into(),
         }
     }
@@ -204,6 +213,7 @@ pub fn closing_message(settings: &CampaignSettings, state: DetailedState) -> &st
         DetailedState::Completed | DetailedState::Connected => &m.completed,
         DetailedState::TargetBusy => &m.target_busy,
         DetailedState::TargetNoAnswer | DetailedState::TargetVoicemail => &m.target_no_answer,
+        DetailedState::TargetRateLimited => &m.target_limited,
         _ => &m.failed,
     }
 }
@@ -223,6 +233,13 @@ pub fn script_for(settings: &CampaignSettings, call: &Call, moment: ScriptMoment
             I::Say(say(settings, call, &settings.messages.no_input)),
             I::Hangup,
         ],
+        // The do-not-call key: say goodbye and hang up (never a confirmation).
+        ScriptMoment::Confirmed if call.facts.opted_out && !call.facts.activist_confirmed() => {
+            vec![
+                I::Say(say(settings, call, &settings.messages.opted_out)),
+                I::Hangup,
+            ]
+        }
         ScriptMoment::Confirmed if call.is_terminal() => vec![
             I::Say(say(settings, call, closing_message(settings, call.state()))),
             I::Hangup,

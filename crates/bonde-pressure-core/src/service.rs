@@ -8,10 +8,15 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use tracing::{debug, info, warn};
 
-use crate::call::{Call, CallEvent, DetailedState, Effect, Leg, LegError, LegStatus, UiStatus};
-use crate::domain::{
-    Activist, CallId, CallSid, Email, PersonName, PhoneNumber, Region, Target, WidgetId, mask_phone,
+use crate::call::{
+    Call, CallEvent, Confirmation, DetailedState, Effect, Leg, LegError, LegStatus, UiStatus,
 };
+use crate::do_not_call::{DoNotCallHasher, DoNotCallList, DoNotCallSource, InMemoryDoNotCallList};
+use crate::domain::{
+    Activist, CallId, CallSid, Email, NumberPolicy, NumberType, PersonName, PhoneNumber, Region,
+    Target, WidgetId, mask_phone,
+};
+use crate::limits::{Admission, InMemoryRateLimiter, LimitKey, LimitKind, Quota, RateLimiter};
 use crate::ports::{
     ActionRecorder, ActivistCallRequest, CallStore, CampaignDirectory, Clock, DirectoryError,
     RawEvent, StoreError, TargetCallRequest, Telephony, TelephonyError, WidgetAction,
@@ -24,7 +29,12 @@ pub struct ServiceConfig {
     /// Region for numbers typed without a country code.
     pub default_region: Region,
     /// Country calling codes activists may be called in (empty: any).
+    /// Non-geographic codes ([`crate::domain::NON_GEOGRAPHIC_CODES`]) are
+    /// refused for activists and targets alike unless listed here.
     pub allowed_country_codes: Vec<u16>,
+    /// Number types that may be called (activists and targets); see
+    /// [`NumberPolicy`]. Default: mobile, fixed line, fixed line or mobile.
+    pub allowed_number_types: Vec<NumberType>,
     /// Commit attempts per event before giving up on contention.
     pub max_commit_attempts: u32,
     /// Reconciliation looks at unfinished calls not updated for this long.
@@ -35,6 +45,27 @@ pub struct ServiceConfig {
     /// while its answering-machine verdict is pending (see
     /// [`Call::page_status`]).
     pub machine_verdict_grace: Duration,
+    /// How often one activist number may be called, whoever asks (`None`:
+    /// no cap). Default: 10 per 24 h. Charged when the call is placed.
+    pub activist_calls: Option<Quota>,
+    /// How often one target may be dialled (`None`: no cap). Default: 60
+    /// per hour. Peeked when a call is requested, charged when the target
+    /// is dialled.
+    pub target_dials: Option<Quota>,
+    /// The key that, pressed during the greeting, puts the activist's
+    /// number on the do-not-call list (`None`: disabled). Default `9`.
+    pub do_not_call_digit: Option<char>,
+}
+
+impl ServiceConfig {
+    /// The number policy: [`ServiceConfig::allowed_number_types`], with the
+    /// non-geographic codes listed in [`ServiceConfig::allowed_country_codes`].
+    pub fn number_policy(&self) -> NumberPolicy {
+        NumberPolicy::new(
+            self.allowed_number_types.clone(),
+            self.allowed_country_codes.clone(),
+        )
+    }
 }
 
 impl Default for ServiceConfig {
@@ -42,10 +73,14 @@ impl Default for ServiceConfig {
         Self {
             default_region: Region::BRAZIL,
             allowed_country_codes: vec![55],
+            allowed_number_types: NumberType::DEFAULT_ALLOWED.to_vec(),
             max_commit_attempts: 100,
             stale_after: Duration::from_secs(120),
             expire_after: Duration::from_secs(2 * 60 * 60),
             machine_verdict_grace: Duration::from_secs(4),
+            activist_calls: Some(Quota::per_day(10)),
+            target_dials: Some(Quota::per_hour(60)),
+            do_not_call_digit: Some('9'),
         }
     }
 }
@@ -202,6 +237,15 @@ pub enum StartError {
     /// Other service failure.
     #[error(transparent)]
     Service(#[from] ServiceError),
+    /// A number's cap is used up (`scope`: `activist_calls` for the
+    /// activist's daily calls, `target` for the target's dials).
+    #[error("rate limited ({scope})")]
+    RateLimited {
+        /// Which cap.
+        scope: &'static str,
+        /// When to try again.
+        retry_after: Duration,
+    },
 }
 
 /// Why handling an event failed.
@@ -258,6 +302,20 @@ pub struct ReconcileReport {
     pub errors: usize,
 }
 
+impl PressureService {
+    /// The do-not-call key turns a "confirmation" into an opt-out: it never confirms.
+    fn opt_out_or(&self, event: CallEvent) -> CallEvent {
+        match (&event, self.config.do_not_call_digit) {
+            (CallEvent::Confirmed(Confirmation::Digits(d)), Some(key))
+                if d.trim().len() == key.len_utf8() && d.trim().starts_with(key) =>
+            {
+                CallEvent::OptedOut
+            }
+            _ => event,
+        }
+    }
+}
+
 /// Receives events for calls (the simulated telephony plays its callbacks into this).
 ///
 /// # What implementations must guarantee
@@ -285,6 +343,9 @@ pub struct PressureService {
     updates: tokio::sync::broadcast::Sender<Call>,
     /// The campaigns of recent calls, for [`PressureService::fallback_script`].
     recent: crate::recent::RecentWidgets,
+    limiter: Arc<dyn RateLimiter>,
+    do_not_call: Arc<dyn DoNotCallList>,
+    hasher: DoNotCallHasher,
 }
 
 impl std::fmt::Debug for PressureService {
@@ -316,11 +377,84 @@ impl PressureService {
     /// A service over these ports.
     pub fn new(deps: Dependencies, config: ServiceConfig) -> Self {
         let (updates, _) = tokio::sync::broadcast::channel(1024);
+        let limiter = Arc::new(InMemoryRateLimiter::new(deps.clock.clone()));
         Self {
             deps,
             config,
             updates,
             recent: crate::recent::RecentWidgets::new(10_000),
+            limiter,
+            do_not_call: Arc::new(InMemoryDoNotCallList::new()),
+            hasher: DoNotCallHasher::default(),
+        }
+    }
+
+    /// With this rate limiter for the caps (default: an
+    /// [`InMemoryRateLimiter`] on the service's clock).
+    pub fn with_rate_limiter(mut self, limiter: Arc<dyn RateLimiter>) -> Self {
+        self.limiter = limiter;
+        self
+    }
+
+    /// With this do-not-call list and hasher (default: an
+    /// [`InMemoryDoNotCallList`] and the public default key).
+    pub fn with_do_not_call(
+        mut self,
+        list: Arc<dyn DoNotCallList>,
+        hasher: DoNotCallHasher,
+    ) -> Self {
+        self.do_not_call = list;
+        self.hasher = hasher;
+        self
+    }
+
+    /// Whether `phone` is on the do-not-call list.
+    pub async fn is_on_do_not_call_list(&self, phone: &PhoneNumber) -> Result<bool, StoreError> {
+        self.do_not_call.contains(&self.hasher.hash(phone)).await
+    }
+
+    /// Puts numbers on the do-not-call list (hashed); returns how many were
+    /// not listed yet.
+    pub async fn add_to_do_not_call_list(
+        &self,
+        phones: &[PhoneNumber],
+        source: DoNotCallSource,
+    ) -> Result<usize, StoreError> {
+        let now = self.deps.clock.now();
+        let mut added = 0;
+        for phone in phones {
+            if self
+                .do_not_call
+                .add(&self.hasher.hash(phone), source, now)
+                .await?
+            {
+                added += 1;
+            }
+        }
+        info!(
+            added,
+            given = phones.len(),
+            source = source.as_str(),
+            "do-not-call list fed"
+        );
+        Ok(added)
+    }
+
+    /// Charges a cap; a limiter failure admits (logged).
+    async fn charge(&self, key: &LimitKey, quota: Quota) -> Admission {
+        self.limiter
+            .charge(key, quota)
+            .await
+            .unwrap_or_else(|error| {
+                warn!(%error, kind = key.kind.as_str(), "rate limiter failed; admitting");
+                Admission::Admitted
+            })
+    }
+
+    /// Gives a charge back; a failure is logged.
+    async fn refund(&self, key: &LimitKey, quota: Quota) {
+        if let Err(error) = self.limiter.refund(key, quota).await {
+            warn!(%error, kind = key.kind.as_str(), "rate limiter refund failed");
         }
     }
 
@@ -342,15 +476,27 @@ impl PressureService {
         &self.deps.store
     }
 
+    /// The number policy of this configuration.
+    pub fn number_policy(&self) -> NumberPolicy {
+        self.config.number_policy()
+    }
+
+    /// Parses a number and checks it against the number policy.
     fn parse_phone(
         &self,
         errors: &mut Vec<FieldError>,
         loc: &[&str],
         value: &str,
     ) -> Option<PhoneNumber> {
-        PhoneNumber::parse(value, self.config.default_region)
+        let phone = PhoneNumber::parse(value, self.config.default_region)
             .map_err(|e| errors.push(FieldError::new(loc, e, "value_error.phone")))
-            .ok()
+            .ok()?;
+        if let Err(e) = self.number_policy().check(&phone) {
+            info!(field = loc.join("."), phone = %phone, refusal = e.kind(), "number refused by the number policy");
+            errors.push(FieldError::new(loc, &e, e.kind()));
+            return None;
+        }
+        Some(phone)
     }
 
     /// Validates the form and authorises the target against the widget.
@@ -466,6 +612,44 @@ impl PressureService {
     /// activist, records the action.
     pub async fn start(&self, req: &StartCallRequest) -> Result<StartedCall, StartError> {
         let (widget_id, activist, target, settings) = self.authorise(req).await?;
+        if self.is_on_do_not_call_list(&activist.phone).await? {
+            info!(activist = %activist.phone, "number on the do-not-call list: not called");
+            return Err(StartError::Invalid(vec![FieldError::new(
+                &["activist", "phone"],
+                "This number asked not to be called again.",
+                "value_error.phone.do_not_call",
+            )]));
+        }
+        // The target's budget is only looked at here: it is charged when
+        // the target is dialled, after the activist confirmed.
+        let target_key = LimitKey::new(LimitKind::TargetDials, target.phone.as_e164());
+        if let Some(quota) = self.config.target_dials {
+            match self.limiter.peek(&target_key, quota).await {
+                Ok(Admission::Exhausted { retry_after }) => {
+                    return Err(StartError::RateLimited {
+                        scope: "target",
+                        retry_after,
+                    });
+                }
+                Ok(Admission::Admitted) => {}
+                Err(error) => warn!(%error, "rate limiter failed; admitting"),
+            }
+        }
+        let activist_key = LimitKey::new(LimitKind::ActivistCalls, activist.phone.as_e164());
+        if let Some(quota) = self.config.activist_calls {
+            if let Admission::Exhausted { retry_after } = self.charge(&activist_key, quota).await {
+                info!(activist = %activist.phone, "activist number called too often today");
+                return Err(StartError::RateLimited {
+                    scope: "activist_calls",
+                    retry_after,
+                });
+            }
+        }
+        let refund_activist = async || {
+            if let Some(quota) = self.config.activist_calls {
+                self.refund(&activist_key, quota).await;
+            }
+        };
         let caller_id = match settings.caller_id {
             CallerIdPolicy::OurNumber => None,
             CallerIdPolicy::ActivistNumber => Some(activist.phone.clone()),
@@ -480,7 +664,10 @@ impl PressureService {
         );
         // Both legs of this call use the detection setting it started with.
         call.facts.machine_detection = Some(settings.detect_machines);
-        self.deps.store.create(&call).await?;
+        if let Err(e) = self.deps.store.create(&call).await {
+            refund_activist().await;
+            return Err(e.into());
+        }
         self.recent.remember(call.id, call.widget_id);
         info!(call_id = %call.id, widget_id = %widget_id, activist = %call.activist.phone, "call created");
 
@@ -494,6 +681,9 @@ impl PressureService {
             Ok(leg) => leg,
             Err(error) => {
                 warn!(call_id = %call.id, %error, "activist call refused");
+                if !self.deps.telephony.refusal_counts(&error) {
+                    refund_activist().await;
+                }
                 let failed = CallEvent::DialFailed {
                     leg: Leg::Activist,
                     error: LegError {
@@ -588,7 +778,20 @@ impl PressureService {
         raw: Option<RawEvent>,
     ) -> Result<HandleOutcome, ServiceError> {
         let raws: Vec<RawEvent> = raw.into_iter().collect();
+        let event = self.opt_out_or(event);
         let first = self.commit_event(call_id, &event, &raws).await?;
+        if event == CallEvent::OptedOut {
+            let phone = first.call.activist.phone.clone();
+            if let Err(error) = self
+                .add_to_do_not_call_list(std::slice::from_ref(&phone), DoNotCallSource::Keypress)
+                .await
+            {
+                // The opt-out is in the call's facts and its raw payload: not lost.
+                warn!(%call_id, activist = %phone, %error, "do-not-call entry not stored");
+            } else {
+                info!(%call_id, activist = %phone, "activist asked not to be called again");
+            }
+        }
         let mut pending: VecDeque<(Call, Effect)> = first
             .effects
             .iter()
@@ -674,6 +877,13 @@ impl PressureService {
         let t = &self.deps.telephony;
         let result = match effect {
             Effect::DialTarget => {
+                let target_key = LimitKey::new(LimitKind::TargetDials, call.target.phone.as_e164());
+                if let Some(quota) = self.config.target_dials {
+                    if let Admission::Exhausted { .. } = self.charge(&target_key, quota).await {
+                        info!(call_id = %call.id, target = %call.target.phone, "target's dial budget used up: not dialled");
+                        return Some(CallEvent::TargetLimited);
+                    }
+                }
                 let settings = self.settings(call.widget_id).await;
                 let req = TargetCallRequest {
                     call_id: call.id,
@@ -694,6 +904,11 @@ impl PressureService {
                     },
                     Err(e) => {
                         warn!(call_id = %call.id, error = %e, "target dial refused");
+                        if let Some(quota) = self.config.target_dials {
+                            if !t.refusal_counts(&e) {
+                                self.refund(&target_key, quota).await;
+                            }
+                        }
                         CallEvent::DialFailed {
                             leg: Leg::Target,
                             error: LegError {
@@ -933,6 +1148,7 @@ fn dial_was_lost(call: &Call) -> bool {
     let f = &call.facts;
     let activist = f.activist.sid.as_ref();
     f.requested.dial_target
+        && !f.target_limited
         && f.target.sid.is_none()
         && f.target.status.is_none()
         && f.participants.keys().all(|sid| Some(sid) == activist)

@@ -5,7 +5,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
-use bonde_pressure_core::{PhoneNumber, Region};
+use bonde_pressure_core::{NumberType, PhoneNumber, Region};
 use clap::Parser;
 
 /// A secret value: never printed by `Debug` or `Display`.
@@ -160,6 +160,48 @@ impl FromStr for CorsOrigins {
     }
 }
 
+/// Number types that may be called: `mobile,fixed_line,fixed_line_or_mobile`
+/// (see [`NumberType`] for the names).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NumberTypes(pub Vec<NumberType>);
+
+impl FromStr for NumberTypes {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let types = s
+            .split(',')
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(|t| t.parse::<NumberType>().map_err(|e| e.to_string()))
+            .collect::<Result<Vec<_>, _>>()?;
+        if types.is_empty() {
+            return Err("expected at least one number type, e.g. `mobile,fixed_line`".into());
+        }
+        Ok(Self(types))
+    }
+}
+
+/// A phone key (`0`-`9`, `*`, `#`) or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeySetting(pub Option<char>);
+
+impl FromStr for KeySetting {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        if s.eq_ignore_ascii_case("off") {
+            return Ok(Self(None));
+        }
+        let mut chars = s.chars();
+        match (chars.next(), chars.next()) {
+            (Some(c), None) if c.is_ascii_digit() || c == '*' || c == '#' => Ok(Self(Some(c))),
+            _ => Err(format!(
+                "expected one phone key (0-9, * or #) or `off`, got {s:?}"
+            )),
+        }
+    }
+}
+
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
@@ -298,9 +340,41 @@ pub struct Config {
     #[arg(long, env = "RATE_LIMIT_PER_ACTIVIST", default_value = "5/10m")]
     pub rate_limit_per_activist: RateSetting,
 
-    /// `POST /v1/phone/call` limit per target number.
-    #[arg(long, env = "RATE_LIMIT_PER_TARGET", default_value = "30/min")]
+    /// How often one target may be dialled (a sliding window): `POST
+    /// /v1/phone/call` only checks it; a token is taken when the target is
+    /// actually dialled, after the activist confirmed.
+    #[arg(long, env = "RATE_LIMIT_PER_TARGET", default_value = "60/h")]
     pub rate_limit_per_target: RateSetting,
+
+    /// How many times one activist number may be called per 24 hours,
+    /// whoever asks (0: no cap).
+    #[arg(long, env = "ACTIVIST_CALLS_PER_DAY", default_value_t = 10)]
+    pub activist_calls_per_day: u32,
+
+    /// Number types that may be called (comma-separated: `mobile`,
+    /// `fixed_line`, `fixed_line_or_mobile`, `toll_free`, `premium_rate`,
+    /// `shared_cost`, `personal`, `voip`, `pager`, `uan`, `voicemail`, `unknown`).
+    #[arg(
+        long,
+        env = "ALLOWED_NUMBER_TYPES",
+        default_value = "mobile,fixed_line,fixed_line_or_mobile"
+    )]
+    pub allowed_number_types: NumberTypes,
+
+    /// The key that, pressed during the greeting, puts the activist's number
+    /// on the do-not-call list (`off` to disable).
+    #[arg(long, env = "DO_NOT_CALL_KEY_PRESS", default_value = "9")]
+    pub do_not_call_key_press: KeySetting,
+
+    /// Secret key of the do-not-call list's hashes (HMAC-SHA256). Without
+    /// it a public default key is used and the list is enumerable.
+    #[arg(long, env = "DO_NOT_CALL_HASH_KEY")]
+    pub do_not_call_hash_key: Option<Secret>,
+
+    /// A file of numbers to put on the do-not-call list at start-up (one per
+    /// line, E.164 or national; `#` starts a comment).
+    #[arg(long, env = "DO_NOT_CALL_FILE")]
+    pub do_not_call_file: Option<std::path::PathBuf>,
 
     /// Reverse proxies in front of the service whose `X-Forwarded-For` entry
     /// is trusted (0: use the peer address, ignore the header).

@@ -30,6 +30,7 @@ use axum::extract::{Request, State};
 use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use bonde_pressure_core::do_not_call::{DoNotCallHash, DoNotCallList, DoNotCallSource};
 use bonde_pressure_core::ports::{CallStats, StoredEvent};
 use bonde_pressure_core::{Call, CallId, CallSid, CallStore, RawEvent, StoreError, WidgetId};
 use chrono::{DateTime, Utc};
@@ -166,6 +167,42 @@ impl CallStore for DeadlineStore {
     }
 }
 
+/// A [`DoNotCallList`] on the same database, bounded like [`DeadlineStore`]
+/// (the start of a call checks it).
+#[derive(Clone)]
+pub struct DeadlineDoNotCallList {
+    inner: Arc<dyn DoNotCallList>,
+}
+
+impl DeadlineDoNotCallList {
+    /// Bounds `inner`'s operations.
+    pub fn new(inner: Arc<dyn DoNotCallList>) -> Self {
+        Self { inner }
+    }
+}
+
+impl std::fmt::Debug for DeadlineDoNotCallList {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeadlineDoNotCallList")
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+impl DoNotCallList for DeadlineDoNotCallList {
+    async fn contains(&self, hash: &DoNotCallHash) -> Result<bool, StoreError> {
+        bounded(self.inner.contains(hash)).await
+    }
+    async fn add(
+        &self,
+        hash: &DoNotCallHash,
+        source: DoNotCallSource,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        bounded(self.inner.add(hash, source, at)).await
+    }
+}
+
 /// How long clients are asked to wait before retrying after a store outage.
 pub const STORE_RETRY_AFTER: Duration = Duration::from_secs(5);
 
@@ -255,6 +292,38 @@ mod tests {
         // The second operation has nothing left: it fails at once.
         assert!(second.is_err());
         assert_eq!(started.elapsed(), Duration::from_millis(300));
+    }
+
+    struct HangingList;
+
+    #[async_trait]
+    impl DoNotCallList for HangingList {
+        async fn contains(&self, _: &DoNotCallHash) -> Result<bool, StoreError> {
+            std::future::pending().await
+        }
+        async fn add(
+            &self,
+            _: &DoNotCallHash,
+            _: DoNotCallSource,
+            _: DateTime<Utc>,
+        ) -> Result<bool, StoreError> {
+            std::future::pending().await
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_do_not_call_list_is_bounded_too() {
+        let list = DeadlineDoNotCallList::new(Arc::new(HangingList));
+        let hash = bonde_pressure_core::do_not_call::DoNotCallHasher::default()
+            .hash(&bonde_pressure_core::PhoneNumber::parse_e164("+5511912345678").unwrap());
+        let started = tokio::time::Instant::now();
+        let r = with_budget(
+            Budget::new(Duration::from_millis(200)),
+            list.contains(&hash),
+        )
+        .await;
+        assert!(r.is_err_and(|e| is_unavailable(&e)));
+        assert_eq!(started.elapsed(), Duration::from_millis(200));
     }
 
     #[tokio::test]

@@ -24,6 +24,7 @@ pub mod body;
 pub mod campaigns;
 pub mod config;
 pub mod deadline;
+pub mod do_not_call;
 pub mod error;
 pub mod events;
 pub mod extract;

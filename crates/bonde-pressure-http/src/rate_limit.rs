@@ -163,24 +163,25 @@ impl<K: Eq + Hash + Clone> KeyedLimiter<K> {
     }
 }
 
-/// The limits of `POST /v1/phone/call`; `None` disables one.
+/// The request limits of `POST /v1/phone/call`; `None` disables one.
+///
+/// The per-target limit is not here: it is core's (checked on `POST`,
+/// charged when the target is dialled; see `bonde_pressure_core::limits`),
+/// and so is the activist number's daily cap.
 #[derive(Debug, Default)]
 pub struct RateLimits {
     /// Per client IP.
     pub per_ip: Option<KeyedLimiter<std::net::IpAddr>>,
     /// Per activist number (E.164).
     pub per_activist: Option<KeyedLimiter<String>>,
-    /// Per target number (E.164).
-    pub per_target: Option<KeyedLimiter<String>>,
 }
 
 impl RateLimits {
     /// Limits at these rates.
-    pub fn new(per_ip: Option<Rate>, per_activist: Option<Rate>, per_target: Option<Rate>) -> Self {
+    pub fn new(per_ip: Option<Rate>, per_activist: Option<Rate>) -> Self {
         Self {
             per_ip: per_ip.map(KeyedLimiter::new),
             per_activist: per_activist.map(KeyedLimiter::new),
-            per_target: per_target.map(KeyedLimiter::new),
         }
     }
 

@@ -14,9 +14,15 @@ use bonde_pressure_core::{
 use bonde_pressure_twilio::{Credentials, Secret as TwilioSecret, TwilioClient, TwilioConfig};
 use tokio::sync::watch;
 
+use bonde_pressure_core::do_not_call::{
+    DoNotCallHasher, DoNotCallList, DoNotCallSource, InMemoryDoNotCallList,
+};
+use bonde_pressure_core::limits::Quota;
+
 use crate::campaigns::{CachedDirectory, GraphqlCampaignDirectory, load_campaigns_file};
 use crate::config::{Config, ConfigError, LogFormat};
-use crate::deadline::DeadlineStore;
+use crate::deadline::{DeadlineDoNotCallList, DeadlineStore};
+use crate::do_not_call::load_do_not_call_file;
 use crate::events::{CommitHub, NotifyingStore};
 use crate::metrics::{self, Metrics};
 use crate::rate_limit::RateLimits;
@@ -39,6 +45,9 @@ pub enum WiringError {
     /// The telephony could not be set up.
     #[error("cannot set up the telephony: {0}")]
     Telephony(String),
+    /// The do-not-call file could not be loaded.
+    #[error(transparent)]
+    DoNotCall(#[from] crate::do_not_call::DoNotCallFileError),
     /// Binding or serving failed.
     #[error("server error: {0}")]
     Io(#[from] std::io::Error),
@@ -139,6 +148,14 @@ fn service_config(config: &Config) -> ServiceConfig {
         stale_after: config.stale_after,
         expire_after: config.expire_after,
         machine_verdict_grace: config.machine_verdict_grace,
+        allowed_number_types: config.allowed_number_types.0.clone(),
+        activist_calls: (config.activist_calls_per_day > 0)
+            .then(|| Quota::per_day(config.activist_calls_per_day)),
+        target_dials: config
+            .rate_limit_per_target
+            .0
+            .map(|r| Quota::new(r.count, r.per)),
+        do_not_call_digit: config.do_not_call_key_press.0,
         ..ServiceConfig::default()
     }
 }
@@ -154,7 +171,13 @@ fn directory(config: &Config) -> Result<Arc<dyn CampaignDirectory>, WiringError>
     }
     if let Some(path) = &config.campaigns_file {
         tracing::info!(path = %path.display(), "campaigns from file");
-        return Ok(Arc::new(load_campaigns_file(path)?));
+        let mut campaigns = load_campaigns_file(path)?;
+        let policy = service_config(config).number_policy();
+        let dropped = campaigns.retain_callable(config.default_region, &policy);
+        if dropped > 0 {
+            tracing::warn!(dropped, "campaign targets dropped by the number policy");
+        }
+        return Ok(Arc::new(campaigns));
     }
     tracing::info!("campaigns: built-in demo widget 1 (target Demo Target +5561*****0000)");
     Ok(Arc::new(StaticCampaignDirectory::demo()))
@@ -177,6 +200,14 @@ pub const DEFAULT_DATABASE_URL: &str = "sqlite://bonde-pressure.db";
 /// in-memory store (nothing survives a restart); unset → the SQLite file
 /// [`DEFAULT_DATABASE_URL`]. Migrations run on connect.
 pub async fn open_store(config: &Config) -> Result<Arc<dyn CallStore>, WiringError> {
+    open_stores(config).await.map(|(store, _)| store)
+}
+
+/// [`open_store`], also as the do-not-call list (same database; core's
+/// in-memory list for `memory:`).
+pub async fn open_stores(
+    config: &Config,
+) -> Result<(Arc<dyn CallStore>, Arc<dyn DoNotCallList>), WiringError> {
     let url = config
         .database_url
         .as_ref()
@@ -185,17 +216,20 @@ pub async fn open_store(config: &Config) -> Result<Arc<dyn CallStore>, WiringErr
     let url = normalise_database_url(&url);
     if url == "memory:" {
         tracing::warn!("in-memory store: calls are lost on restart");
-        return Ok(Arc::new(InMemoryCallStore::new()));
+        return Ok((
+            Arc::new(InMemoryCallStore::new()),
+            Arc::new(InMemoryDoNotCallList::new()),
+        ));
     }
     let backend = bonde_pressure_store::Backend::from_url(&url)
         .map_err(|e| WiringError::Store(e.to_string()))?;
     let options = bonde_pressure_store::StoreOptions::default()
         .acquire_timeout(config.database_acquire_timeout);
-    let store = bonde_pressure_store::connect_any_with(&url, &options)
+    let stores = bonde_pressure_store::connect_any_with_list(&url, &options)
         .await
         .map_err(|e| WiringError::Store(e.to_string()))?;
     tracing::info!(backend = backend.as_str(), "store opened");
-    Ok(store)
+    Ok(stores)
 }
 
 /// Accepts SQLAlchemy-style schemes (`postgresql+asyncpg://`, upstream's
@@ -239,9 +273,10 @@ pub async fn build(config: &Config) -> Result<App, WiringError> {
     config.check()?;
     let metrics = Arc::new(Metrics::new());
     let hub = CommitHub::default();
-    let store = open_store(config).await?;
+    let (store, do_not_call) = open_stores(config).await?;
     // Every store operation made for a request is bounded by its deadline.
     let store: Arc<dyn CallStore> = Arc::new(DeadlineStore::new(store));
+    let do_not_call: Arc<dyn DoNotCallList> = Arc::new(DeadlineDoNotCallList::new(do_not_call));
     let store: Arc<dyn CallStore> =
         Arc::new(NotifyingStore::new(store, hub.clone(), metrics.clone()));
 
@@ -280,7 +315,26 @@ pub async fn build(config: &Config) -> Result<App, WiringError> {
         recorder: recorder(config),
         clock: Arc::new(SystemClock),
     };
-    let service = Arc::new(PressureService::new(deps, service_config(config)));
+    let hasher = match &config.do_not_call_hash_key {
+        Some(key) => DoNotCallHasher::new(key.expose().as_bytes()),
+        None => {
+            tracing::warn!(
+                "DO_NOT_CALL_HASH_KEY is not set: the do-not-call list uses a public default key, so its hashes can be enumerated"
+            );
+            DoNotCallHasher::default()
+        }
+    };
+    let service =
+        PressureService::new(deps, service_config(config)).with_do_not_call(do_not_call, hasher);
+    if let Some(path) = &config.do_not_call_file {
+        let numbers = load_do_not_call_file(path, config.default_region)?;
+        let added = service
+            .add_to_do_not_call_list(&numbers, DoNotCallSource::File)
+            .await
+            .map_err(|e| WiringError::Store(e.to_string()))?;
+        tracing::info!(path = %path.display(), numbers = numbers.len(), added, "do-not-call file loaded");
+    }
+    let service = Arc::new(service);
     if let Some(sim) = &simulated {
         let sink: Weak<dyn EventSink> = Arc::downgrade(&service) as Weak<dyn EventSink>;
         sim.connect(sink);
@@ -308,7 +362,6 @@ pub async fn build(config: &Config) -> Result<App, WiringError> {
         .with_rate_limits(RateLimits::new(
             config.rate_limit_per_ip.0,
             config.rate_limit_per_activist.0,
-            config.rate_limit_per_target.0,
         ))
         .with_metrics(metrics)
         .with_hub(hub)

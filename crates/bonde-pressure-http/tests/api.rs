@@ -445,7 +445,16 @@ async fn invalid_requests_do_not_use_up_the_target_or_activist_limits() {
             .status(),
         StatusCode::OK
     );
-    // Valid requests are charged: the target's third call is refused.
+    // Issue 8: a valid request is not charged to the target either; only a
+    // dial is (see `a_target_is_charged_when_dialled_not_when_requested`).
+    // The first call (activist number ending in 0) was confirmed and dialled
+    // the target; the second (ending in 1: busy) never reached it.
+    let first = start(&r, "11 91234-5680").await;
+    assert_eq!(
+        poll_final(&r, &first, Duration::from_secs(10)).await,
+        "completed"
+    );
+    // Two dials in the hour: the next request is refused up front.
     let resp = send(&r, post_call(&front_end_body("11 91234-5672"))).await;
     assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
     assert!(resp.headers().contains_key("retry-after"));

@@ -170,7 +170,7 @@ fn name(column: &'static str, s: &str) -> Result<PersonName, StoreError> {
 }
 
 fn phone(column: &'static str, s: &str) -> Result<PhoneNumber, StoreError> {
-    PhoneNumber::parse_e164(s).map_err(|e| corrupt(column, e))
+    PhoneNumber::from_trusted_e164(s).map_err(|e| corrupt(column, e))
 }
 
 impl CallParts {

@@ -74,6 +74,7 @@ macro_rules! for_each_conformance_check {
             large_payloads_round_trip,
             nul_bytes_are_stored,
             commit_round_trips_every_outcome,
+            phone_numbers_round_trip,
         }
     };
 }
@@ -1132,6 +1133,81 @@ pub async fn commit_round_trips_every_outcome(store: Arc<dyn CallStore>) {
         );
     }
 }
+
+/// Numbers generated over several regions and types (a deterministic
+/// proptest run: example numbers of each region's plan with random last
+/// digits, typed in several ways) that pass validation read back as
+/// themselves, from their E.164 text (validated and trusted) and from the
+/// store, as the activist's, the target's and the caller id number.
+pub async fn phone_numbers_round_trip(store: Arc<dyn CallStore>) {
+    use proptest::strategy::{Strategy, ValueTree};
+    use proptest::test_runner::TestRunner;
+
+    let mut runner = TestRunner::deterministic();
+    let strategy = (0..PLAN_SAMPLES.len(), 0u32..10_000, 0usize..4);
+    let mut accepted = 0;
+    let total = 120;
+    for _ in 0..total {
+        let (sample, last4, style) = strategy.new_tree(&mut runner).expect("a value").current();
+        let (cc, national, kind) = PLAN_SAMPLES[sample];
+        let national = format!("{}{last4:04}", &national[..national.len() - 4]);
+        let input = match style {
+            0 => format!("+{cc}{national}"),
+            1 => format!("+{cc} {} {}", &national[..2], &national[2..]),
+            2 => format!("+{cc}-{}-{}", &national[..3], &national[3..]),
+            // Read in the default region (Brazil) when national.
+            _ if cc == 55 => format!("({}) {}", &national[..2], &national[2..]),
+            _ => format!("+{cc}.{national}"),
+        };
+        let Ok(number) = PhoneNumber::parse(&input, bonde_pressure_core::Region::BRAZIL) else {
+            continue;
+        };
+        accepted += 1;
+        assert!(number.as_e164().starts_with(&format!("+{cc}")), "{input}");
+        assert_eq!(number.number_type().as_str(), kind, "{input}");
+        assert_eq!(
+            bonde_pressure_core::NumberPolicy::default().check(&number),
+            Ok(()),
+            "{input}"
+        );
+        assert_eq!(
+            PhoneNumber::parse_e164(number.as_e164()).as_ref(),
+            Ok(&number),
+            "{input}"
+        );
+        assert_eq!(
+            PhoneNumber::from_trusted_e164(number.as_e164()).as_ref(),
+            Ok(&number),
+            "{input}"
+        );
+        let mut call = new_call(1, at(accepted));
+        call.activist.phone = number.clone();
+        call.target.phone = number.clone();
+        call.target_caller_id = Some(number.clone());
+        store.create(&call).await.expect("create");
+        let got = must_get(&*store, call.id).await;
+        assert_eq!(got.activist.phone, number, "{input}");
+        assert_eq!(got.target.phone, number, "{input}");
+        assert_eq!(got.target_caller_id, Some(number), "{input}");
+    }
+    assert!(
+        accepted * 2 >= total,
+        "only {accepted} of {total} numbers were valid"
+    );
+}
+
+/// Example national numbers of several plans: (country code, number, type).
+pub const PLAN_SAMPLES: &[(u16, &str, &str)] = &[
+    (55, "1123456789", "fixed_line"),
+    (55, "11961234567", "mobile"),
+    (1, "2015550123", "fixed_line_or_mobile"),
+    (351, "212345678", "fixed_line"),
+    (351, "912345678", "mobile"),
+    (33, "123456789", "fixed_line"),
+    (33, "612345678", "mobile"),
+    (44, "1212345678", "fixed_line"),
+    (44, "7400123456", "mobile"),
+];
 
 #[cfg(test)]
 mod tests {

@@ -30,11 +30,15 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bonde_pressure_core::InMemoryCallStore;
+use bonde_pressure_core::do_not_call::DoNotCallList;
 use bonde_pressure_core::ports::{CallStore, StoreError, StoredEvent};
 
 mod codec;
 #[cfg(feature = "test-util")]
 pub mod conformance;
+mod do_not_call;
+#[cfg(feature = "test-util")]
+pub mod do_not_call_conformance;
 mod postgres;
 mod sqlite;
 
@@ -263,6 +267,24 @@ pub async fn connect_any_with(
     Ok(match Backend::from_url(url)? {
         Backend::Postgres => Arc::new(PgCallStore::connect_with(url, options).await?),
         Backend::Sqlite => Arc::new(SqliteCallStore::connect_with(url, options).await?),
+    })
+}
+
+/// [`connect_any_with`], also as the do-not-call list (the `do_not_call`
+/// table of the same database, on the same pool).
+pub async fn connect_any_with_list(
+    url: &str,
+    options: &StoreOptions,
+) -> Result<(Arc<dyn CallStore>, Arc<dyn DoNotCallList>), ConnectError> {
+    Ok(match Backend::from_url(url)? {
+        Backend::Postgres => {
+            let store = Arc::new(PgCallStore::connect_with(url, options).await?);
+            (store.clone(), store)
+        }
+        Backend::Sqlite => {
+            let store = Arc::new(SqliteCallStore::connect_with(url, options).await?);
+            (store.clone(), store)
+        }
     })
 }
 

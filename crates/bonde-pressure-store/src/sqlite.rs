@@ -298,6 +298,11 @@ impl SqliteCallStore {
         &self.pool
     }
 
+    /// Holds the in-process write lock (every write transaction takes it).
+    pub(crate) async fn write_lock(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.writer.lock().await
+    }
+
     /// Applies the pending migrations.
     pub async fn migrate(&self) -> Result<MigrationReport, ConnectError> {
         migration_report(&MIGRATOR, &self.pool).await

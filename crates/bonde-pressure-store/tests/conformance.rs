@@ -16,7 +16,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use bonde_pressure_core::InMemoryCallStore;
-use bonde_pressure_store::{PgCallStore, SqliteCallStore, conformance};
+use bonde_pressure_store::{PgCallStore, SqliteCallStore, conformance, do_not_call_conformance};
 use futures::FutureExt;
 use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions};
@@ -136,6 +136,45 @@ macro_rules! conformance_tests {
 }
 
 bonde_pressure_store::for_each_conformance_check!(conformance_tests);
+
+macro_rules! do_not_call_tests {
+    ($($check:ident),* $(,)?) => {
+        mod do_not_call_memory {
+            use super::*;
+            $(
+                #[tokio::test]
+                async fn $check() {
+                    do_not_call_conformance::$check(Arc::new(
+                        bonde_pressure_core::InMemoryDoNotCallList::new(),
+                    ))
+                    .await;
+                }
+            )*
+        }
+
+        mod do_not_call_sqlite {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $check() {
+                    with_sqlite(|store| do_not_call_conformance::$check(store)).await;
+                }
+            )*
+        }
+
+        mod do_not_call_postgres {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $check() {
+                    with_postgres(|store| do_not_call_conformance::$check(store)).await;
+                }
+            )*
+        }
+    };
+}
+
+bonde_pressure_store::for_each_do_not_call_check!(do_not_call_tests);
 
 /// The read models a commit keeps up to date: the projection columns of
 /// `phone_calls` and the legs in `twilio_calls`.

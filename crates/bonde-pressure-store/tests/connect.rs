@@ -272,7 +272,11 @@ async fn migrate_url_applies_once() {
     let url = format!("sqlite://{}", dir.path().join("m.db").display());
     let (backend, first) = migrate_url(&url).await.unwrap();
     assert_eq!(backend, Backend::Sqlite);
-    assert_eq!(first.applied.len(), 1);
+    // Every migration of the folder, once (more are added over time).
+    let files = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/sqlite"))
+        .unwrap()
+        .count();
+    assert_eq!(first.applied.len(), files);
     assert_eq!(first.current, first.applied);
     let (_, second) = migrate_url(&url).await.unwrap();
     assert!(second.applied.is_empty());

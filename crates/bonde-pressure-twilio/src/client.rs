@@ -460,6 +460,15 @@ impl TwilioClient {
 
 #[async_trait]
 impl Telephony for TwilioClient {
+    /// As the default, but a geographic-permission refusal (our account's
+    /// settings, not the number) does not count.
+    fn refusal_counts(&self, error: &TelephonyError) -> bool {
+        matches!(
+            error,
+            TelephonyError::InvalidNumber { .. } | TelephonyError::Unavailable { .. }
+        ) && crate::Refusal::of(error) != Some(crate::Refusal::GeoPermission)
+    }
+
     async fn call_activist(&self, req: &ActivistCallRequest) -> Result<DialedLeg, TelephonyError> {
         self.post_call(&self.activist_call_form(req)).await
     }

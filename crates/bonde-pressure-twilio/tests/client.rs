@@ -1230,3 +1230,31 @@ async fn an_unknown_fetched_status_is_unavailable_not_a_panic() {
         .unwrap_err();
     assert!(matches!(e, TelephonyError::Unavailable { .. }), "{e:?}");
 }
+
+/// Issue 8: which refusals still count against a number's caps. A
+/// geographic-permission refusal is our account's settings, not the number.
+#[tokio::test]
+async fn refusals_on_our_side_do_not_count_against_a_number() {
+    use bonde_pressure_core::Telephony;
+    let server = MockServer::start().await;
+    let c = client(&server);
+    let body = |code: u32| format!(r#"{{"code": {code}, "message": "nope", "status": 400}}"#);
+    let geo = bonde_pressure_twilio::error::map_error(
+        400,
+        &body(bonde_pressure_twilio::error::GEO_PERMISSION_CODES[0]),
+        None,
+    );
+    assert!(!c.refusal_counts(&geo), "{geo:?}");
+    let invalid = bonde_pressure_twilio::error::map_error(
+        400,
+        &body(bonde_pressure_twilio::error::INVALID_NUMBER_CODES[0]),
+        None,
+    );
+    assert!(c.refusal_counts(&invalid), "{invalid:?}");
+    assert!(c.refusal_counts(&TelephonyError::Unavailable {
+        message: "timeout".into()
+    }));
+    assert!(!c.refusal_counts(&TelephonyError::Auth {
+        message: "bad".into()
+    }));
+}

@@ -106,6 +106,12 @@ pub enum CallEvent {
     },
     /// Reconciliation gave up waiting for news of this call.
     Expired,
+    /// The activist pressed the do-not-call key during the greeting: they
+    /// are not to be called again, and this call is not confirmed.
+    OptedOut,
+    /// The target's dial budget was used up when it was time to dial it:
+    /// the target is not dialled (see [`crate::limits`]).
+    TargetLimited,
     /// A report we understood the envelope of but not the content (an unknown
     /// status, an event we do not use). Stored with the call, changes nothing.
     Ignored {
@@ -129,6 +135,8 @@ impl CallEvent {
             CallEvent::LegDialed { .. } => "leg_dialed",
             CallEvent::DialFailed { .. } => "dial_failed",
             CallEvent::Expired => "expired",
+            CallEvent::OptedOut => "opted_out",
+            CallEvent::TargetLimited => "target_limited",
             CallEvent::Ignored { .. } => "ignored",
         }
     }

@@ -300,6 +300,12 @@ pub struct CallFacts {
     /// for calls stored before this was recorded (treated as on).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub machine_detection: Option<bool>,
+    /// The activist pressed the do-not-call key (never a confirmation).
+    #[serde(default)]
+    pub opted_out: bool,
+    /// The target was not dialled: its dial budget was used up.
+    #[serde(default)]
+    pub target_limited: bool,
 }
 
 impl CallFacts {
@@ -326,6 +332,8 @@ impl CallFacts {
             expired: self.expired || other.expired,
             requested: self.requested.join(&other.requested),
             machine_detection: self.machine_detection.max(other.machine_detection),
+            opted_out: self.opted_out || other.opted_out,
+            target_limited: self.target_limited || other.target_limited,
         }
     }
 
@@ -407,7 +415,8 @@ impl CallFacts {
     /// terminal status was seen for it.
     pub fn leg_possibly_live(&self, leg: Leg) -> bool {
         let l = self.leg(leg);
-        let placed = l.sid.is_some() || (leg == Leg::Target && self.requested.dial_target);
+        let placed = l.sid.is_some()
+            || (leg == Leg::Target && self.requested.dial_target && !self.target_limited);
         placed && !l.is_terminal()
     }
 }

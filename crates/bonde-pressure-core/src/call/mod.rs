@@ -239,6 +239,11 @@ fn facts_of(event: &CallEvent) -> CallFacts {
             }
         }
         CallEvent::Expired => f.expired = true,
+        CallEvent::OptedOut => f.opted_out = true,
+        CallEvent::TargetLimited => {
+            f.target_limited = true;
+            f.requested.dial_target = true;
+        }
         CallEvent::Ignored { .. } => {}
     }
     f
@@ -298,7 +303,7 @@ fn decide(f: &mut CallFacts) -> Vec<Effect> {
         }
     }
 
-    let target_missed = f.target.is_terminal() && !b_answered;
+    let target_missed = (f.target.is_terminal() || f.target_limited) && !b_answered;
     if (target_missed || f.target.is_machine() || f.expired)
         && !a_gone
         && !f.conference_ended

@@ -49,11 +49,14 @@ pub enum DetailedState {
     Abandoned,
     /// No news for too long: reconciliation gave up.
     Error,
+    /// The target was not dialled: its dial budget (per hour) was used up
+    /// by the time the activist confirmed.
+    TargetRateLimited,
 }
 
 impl DetailedState {
     /// Every state.
-    pub const ALL: [DetailedState; 20] = [
+    pub const ALL: [DetailedState; 21] = [
         DetailedState::Created,
         DetailedState::ActivistRinging,
         DetailedState::ActivistAnswered,
@@ -74,6 +77,7 @@ impl DetailedState {
         DetailedState::TargetVoicemail,
         DetailedState::Abandoned,
         DetailedState::Error,
+        DetailedState::TargetRateLimited,
     ];
 
     /// The call is over; its state will not change any more in practice.
@@ -113,6 +117,7 @@ impl DetailedState {
             DetailedState::TargetVoicemail => "target_voicemail",
             DetailedState::Abandoned => "abandoned",
             DetailedState::Error => "error",
+            DetailedState::TargetRateLimited => "target_rate_limited",
         }
     }
 
@@ -146,7 +151,7 @@ impl DetailedState {
             // target, who was never called (or whom the activist left).
             ActivistBusy | ActivistNoAnswer | ActivistVoicemail | ActivistFailed
             | ActivistCanceled | NotConfirmed | Abandoned => UiStatus::Canceled,
-            TargetBusy => UiStatus::Busy,
+            TargetBusy | TargetRateLimited => UiStatus::Busy,
             TargetNoAnswer | TargetVoicemail => UiStatus::NoAnswer,
             TargetFailed | Error => UiStatus::Failed,
         }
@@ -257,6 +262,9 @@ fn derive_from_legs(f: &CallFacts) -> DetailedState {
         let over =
             f.activist_gone() || b.is_terminal() || f.left(Leg::Target) || f.conference_ended;
         return if over { Completed } else { Connected };
+    }
+    if f.target_limited {
+        return TargetRateLimited;
     }
     match b.status {
         Some(LegStatus::Busy) => return TargetBusy,

@@ -5,6 +5,8 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use super::policy::NumberType;
+
 /// Why a phone number was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -21,6 +23,46 @@ pub enum PhoneNumberError {
     /// A `+E.164` value was required (stored data, configuration) and the text is not one.
     #[error("expected an E.164 number such as +5511912345678")]
     NotE164,
+    /// It parses, but its E.164 form does not read back as the same number.
+    #[error("not a valid phone number: it does not read back as itself")]
+    NoRoundTrip,
+}
+
+/// Typed input may hold ASCII digits, white space (a non-breaking space
+/// pasted from a page too), `( ) - . /` and one leading `+`.
+fn check_characters(s: &str) -> Result<(), PhoneNumberError> {
+    let body = s.strip_prefix('+').unwrap_or(s);
+    if body.contains('+') {
+        return Err(PhoneNumberError::Unparsable(
+            "only one leading + is allowed".into(),
+        ));
+    }
+    if let Some(c) = body.chars().find(|c| {
+        !(c.is_ascii_digit() || c.is_whitespace() || matches!(c, '(' | ')' | '-' | '.' | '/'))
+    }) {
+        let what = if c.is_alphabetic() {
+            "letters are not allowed".to_owned()
+        } else {
+            format!("character {c:?} is not allowed")
+        };
+        return Err(PhoneNumberError::Unparsable(format!(
+            "{what}: use digits, spaces, ( ) - . and one leading +"
+        )));
+    }
+    Ok(())
+}
+
+/// The digits of a strict E.164 value: `+`, then 1 to 15 digits, the first not 0.
+fn e164_digits(s: &str) -> Result<&str, PhoneNumberError> {
+    let digits = s.strip_prefix('+').ok_or(PhoneNumberError::NotE164)?;
+    if digits.is_empty()
+        || digits.len() > 15
+        || digits.starts_with('0')
+        || !digits.bytes().all(|b| b.is_ascii_digit())
+    {
+        return Err(PhoneNumberError::NotE164);
+    }
+    Ok(digits)
 }
 
 /// Why a region code was rejected.
@@ -79,8 +121,14 @@ pub struct PhoneNumber {
 
 impl PhoneNumber {
     /// Parses what a person typed: E.164 (`+55 11 91234-5678`) or a national
-    /// number (`(11) 91234-5678`) read in `default_region`. Punctuation and
-    /// spaces are ignored; the number must be valid for its country.
+    /// number (`(11) 91234-5678`) read in `default_region`.
+    ///
+    /// Only digits, spaces, `( ) - . /` and one leading `+` are accepted:
+    /// letters are refused, not read as keypad digits, and so are a repeated
+    /// `+` and any other character. The number must be valid for its country
+    /// and must read back as itself: its E.164 form, parsed again, gives the
+    /// same number (some national prefixes are stripped differently the
+    /// second time, and such a number would not load back from storage).
     pub fn parse(input: &str, default_region: Region) -> Result<Self, PhoneNumberError> {
         let trimmed = input.trim();
         if trimmed.is_empty() {
@@ -89,30 +137,65 @@ impl PhoneNumber {
         if trimmed.len() > 64 {
             return Err(PhoneNumberError::Unparsable("too long".into()));
         }
+        check_characters(trimmed)?;
+        let spaced: String = trimmed
+            .chars()
+            .map(|c| if c.is_whitespace() { ' ' } else { c })
+            .collect();
         // `00` international prefix is common in typed input; the library reads it per region.
-        let parsed = phonenumber::parse(Some(default_region.0), trimmed)
+        let parsed = phonenumber::parse(Some(default_region.0), &spaced)
             .map_err(|e| PhoneNumberError::Unparsable(e.to_string()))?;
         if !phonenumber::is_valid(&parsed) || parsed.extension().is_some() {
             return Err(PhoneNumberError::Invalid);
         }
+        let e164 = parsed.format().mode(phonenumber::Mode::E164).to_string();
+        let again = phonenumber::parse(None, &e164).map_err(|_| PhoneNumberError::NoRoundTrip)?;
+        if again.format().mode(phonenumber::Mode::E164).to_string() != e164
+            || !phonenumber::is_valid(&again)
+        {
+            return Err(PhoneNumberError::NoRoundTrip);
+        }
         Ok(Self {
-            e164: parsed.format().mode(phonenumber::Mode::E164).to_string(),
+            e164,
             country_code: parsed.code().value(),
         })
     }
 
-    /// Parses a strict E.164 value (`+` then digits), as found in storage and
-    /// configuration. The number must be valid for its country.
+    /// Parses a strict E.164 value (`+` then digits), as found in
+    /// configuration. The number must be valid for its country (see
+    /// [`PhoneNumber::parse`]). Stored numbers are read with
+    /// [`PhoneNumber::from_trusted_e164`] instead.
     pub fn parse_e164(input: &str) -> Result<Self, PhoneNumberError> {
         let s = input.trim();
         if s.is_empty() {
             return Err(PhoneNumberError::Empty);
         }
-        let digits = s.strip_prefix('+').ok_or(PhoneNumberError::NotE164)?;
-        if digits.is_empty() || digits.len() > 15 || !digits.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(PhoneNumberError::NotE164);
-        }
+        e164_digits(s)?;
         Self::parse(s, Region::default())
+    }
+
+    /// Decodes an E.164 value that was validated when it was first accepted
+    /// (a stored row, a serialized call). Only the syntax is checked (`+`,
+    /// 1 to 15 digits, an assigned country calling code); no numbering-plan
+    /// metadata is used, so a number that was valid when it was stored loads
+    /// back whatever the metadata says today.
+    pub fn from_trusted_e164(input: &str) -> Result<Self, PhoneNumberError> {
+        let digits = e164_digits(input)?;
+        let country_code =
+            super::policy::country_code_of(digits).ok_or(PhoneNumberError::NotE164)?;
+        Ok(Self {
+            e164: input.to_owned(),
+            country_code,
+        })
+    }
+
+    /// The number's type according to the numbering-plan metadata
+    /// ([`NumberType::Unknown`] when the metadata does not place it).
+    pub fn number_type(&self) -> NumberType {
+        match phonenumber::parse(None, &self.e164) {
+            Ok(p) => NumberType::from_metadata(p.number_type(&phonenumber::metadata::DATABASE)),
+            Err(_) => NumberType::Unknown,
+        }
     }
 
     /// The number in E.164 form, e.g. `+5511912345678`. Never log this.
@@ -166,8 +249,10 @@ impl fmt::Display for PhoneNumber {
 
 impl TryFrom<String> for PhoneNumber {
     type Error = PhoneNumberError;
+    /// Serialized numbers were validated when accepted: decoded with
+    /// [`PhoneNumber::from_trusted_e164`].
     fn try_from(value: String) -> Result<Self, Self::Error> {
-        Self::parse_e164(&value)
+        Self::from_trusted_e164(&value)
     }
 }
 
@@ -190,6 +275,8 @@ mod tests {
             "+55 11 91234-5678",
             "+5511912345678",
             "  +55 (11) 9 1234 5678 ",
+            "11\u{a0}91234-5678",
+            "11\t91234.5678",
         ] {
             let n = PhoneNumber::parse(input, Region::BRAZIL).unwrap();
             assert_eq!(n.as_e164(), "+5511912345678", "input {input:?}");
@@ -250,6 +337,66 @@ mod tests {
         assert_eq!(mask_phone("11987654321"), "*******4321");
         assert_eq!(mask_phone("(11) 98765-4321"), "***********4321");
         assert_eq!(mask_phone("+5561999990000"), "+5561*****0000");
+    }
+
+    #[test]
+    fn letters_repeated_plus_and_junk_are_refused_not_converted() {
+        for input in [
+            "11 9123A-5678",
+            "++5511912345678",
+            "+55+11912345678",
+            "11 91234-5678#",
+            "11*912345678",
+            "tel:+5511912345678",
+            "11 91234\u{0}5678",
+        ] {
+            assert!(
+                matches!(
+                    PhoneNumber::parse(input, Region::BRAZIL),
+                    Err(PhoneNumberError::Unparsable(_))
+                ),
+                "{input:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn brazilian_0900_numbers_are_refused_because_they_do_not_read_back() {
+        for input in [
+            "0900 123 4567",
+            "0900-123-4567",
+            "(0900) 123 4567",
+            "09001234567",
+            "+55 0900 123 4567",
+        ] {
+            let r = PhoneNumber::parse(input, Region::BRAZIL);
+            assert!(r.is_err(), "{input:?}: {r:?}");
+        }
+    }
+
+    #[test]
+    fn trusted_decoding_needs_no_metadata() {
+        // The 0900 number the old parser stored: it no longer validates, but it loads.
+        let n = PhoneNumber::from_trusted_e164("+559001234567").unwrap();
+        assert_eq!(n.as_e164(), "+559001234567");
+        assert_eq!(n.country_code(), 55);
+        assert!(PhoneNumber::parse_e164("+559001234567").is_err());
+        let json = serde_json::to_string(&n).unwrap();
+        assert_eq!(serde_json::from_str::<PhoneNumber>(&json).unwrap(), n);
+        for bad in [
+            "",
+            "559001234567",
+            "+",
+            "+0123",
+            "+55 11",
+            "+1234567890123456",
+        ] {
+            assert_eq!(
+                PhoneNumber::from_trusted_e164(bad),
+                Err(PhoneNumberError::NotE164),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

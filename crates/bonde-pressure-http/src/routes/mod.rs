@@ -4,6 +4,7 @@
 //! JSON answers for unknown routes and methods, and a generic JSON 500 for a
 //! handler that panics.
 
+pub mod admin;
 pub mod ops;
 pub mod phone;
 pub mod webhooks;
@@ -88,6 +89,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/phone/status/{call_id}", get(phone::call_status))
         .route("/v1/phone/calls/{call_id}", get(phone::call_details))
         .route("/v1/phone/calls/{call_id}/events", get(phone::call_events))
+        .route("/v1/phone/do-not-call", post(admin::add_to_do_not_call))
         .route(urls::ANSWER_PATH, post(webhooks::answer))
         .route(urls::STATUS_CALLBACK_PATH, post(webhooks::status_callback))
         .route(

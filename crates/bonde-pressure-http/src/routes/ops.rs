@@ -83,6 +83,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         crate::routes::phone::call_status,
         crate::routes::phone::call_details,
         crate::routes::phone::call_events,
+        crate::routes::admin::add_to_do_not_call,
         crate::routes::webhooks::answer,
         crate::routes::webhooks::status_callback,
         crate::routes::webhooks::amd_status_callback,
@@ -100,6 +101,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         (name = "calls", description = "Call details and live updates"),
         (name = "twilio", description = "Twilio webhooks (X-Twilio-Signature checked)"),
         (name = "ops", description = "Health and metrics"),
+        (name = "admin", description = "Operator routes (admin token)"),
     ),
     modifiers(&SecuritySchemes),
 )]

@@ -202,6 +202,9 @@ fn start_error(e: StartError) -> Refused {
             }
             .into(),
         },
+        StartError::RateLimited { scope, retry_after } => {
+            AppError::RateLimited { scope, retry_after }.into()
+        }
         StartError::Service(bonde_pressure_core::ServiceError::Contention(n)) => {
             AppError::Upstream {
                 status: StatusCode::SERVICE_UNAVAILABLE,
@@ -223,8 +226,13 @@ fn start_error(e: StartError) -> Refused {
 /// Starts a pressure call.
 ///
 /// Rate limits: the client IP's first (before the body is read); the
-/// activist's and the target's are charged only for requests that pass
-/// validation and the widget checks.
+/// activist's request limit is charged only for requests that pass
+/// validation and the widget checks. Core then refuses (429) an activist
+/// number called too often in 24 h (`activist_calls`) and a target whose
+/// dial budget is used up (`target`; only checked here, charged at dial).
+/// 422 `value_error.phone.type` / `.country` for numbers the number policy
+/// refuses, `value_error.phone.do_not_call` for a number on the
+/// do-not-call list.
 #[utoipa::path(
     post, path = "/v1/phone/call", tag = "phone",
     request_body(content = StartCallDoc, content_type = "application/json"),
@@ -254,11 +262,10 @@ pub async fn start_call(
     result.map(Json).map_err(|r| r.error)
 }
 
-/// The per-number tokens one request took, given back if it does not count.
+/// The per-number token one request took, given back if it does not count.
 #[derive(Default)]
 struct Charged {
     activist: Option<String>,
-    target: Option<String>,
 }
 
 impl Charged {
@@ -266,13 +273,11 @@ impl Charged {
         if let (Some(limiter), Some(key)) = (&state.limits.per_activist, self.activist) {
             limiter.refund(&key);
         }
-        if let (Some(limiter), Some(key)) = (&state.limits.per_target, self.target) {
-            limiter.refund(&key);
-        }
     }
 }
 
-/// Takes the activist's and the target's tokens (all or none).
+/// Takes the activist's request token. (The target's limit and the
+/// activist number's daily cap are core's: see `StartError::RateLimited`.)
 fn charge_numbers(
     state: &AppState,
     req: &bonde_pressure_core::StartCallRequest,
@@ -292,16 +297,6 @@ fn charge_numbers(
                 retry_after,
             })?;
         charged.activist = Some(key);
-    }
-    if let (Some(limiter), Some(key)) = (&state.limits.per_target, e164(&req.target.phone)) {
-        if let Err(retry_after) = limiter.check(&key) {
-            charged.refund(state);
-            return Err(AppError::RateLimited {
-                scope: "target",
-                retry_after,
-            });
-        }
-        charged.target = Some(key);
     }
     Ok(charged)
 }
@@ -330,9 +325,9 @@ fn counts_as_an_attempt(e: &StartError) -> bool {
 }
 
 /// The per-IP limit is charged first, for every request (garbage included).
-/// The per-activist and per-target limits are charged only for requests that
-/// pass validation and authorisation: invalid requests must not let anyone
-/// lock a target (or an activist) out. Core validates, authorises and places
+/// The per-activist limit is charged only for requests that pass validation
+/// and authorisation: invalid requests must not let anyone lock an activist
+/// out (the target's limit is core's, charged only when it is dialled). Core validates, authorises and places
 /// the call in one step, so the tokens are taken just before it (a burst of
 /// valid requests cannot overshoot) and given back when the request is
 /// refused without a call that counts (see `counts_as_an_attempt`).
@@ -540,6 +535,10 @@ pub struct CallDetails {
     pub conference_ended: bool,
     /// Reconciliation gave up on the call.
     pub expired: bool,
+    /// The activist pressed the do-not-call key during the greeting.
+    pub opted_out: bool,
+    /// The target was not dialled: its dial budget was used up.
+    pub target_limited: bool,
     /// Talk time of a completed call.
     pub connected_secs: Option<u32>,
     /// The event log, oldest first.
@@ -620,7 +619,10 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-fn authorised(state: &AppState, headers: &HeaderMap) -> Result<bool, AppError> {
+/// Whether the request carries the admin token: `Ok(false)` without an
+/// `Authorization` header, 401 with a wrong one. The scheme is matched
+/// case-insensitively (`Bearer`, `bearer`, `BEARER`), as HTTP auth schemes are.
+pub(crate) fn authorised(state: &AppState, headers: &HeaderMap) -> Result<bool, AppError> {
     let Some(presented) = headers.get(header::AUTHORIZATION) else {
         return Ok(false);
     };
@@ -630,7 +632,9 @@ fn authorised(state: &AppState, headers: &HeaderMap) -> Result<bool, AppError> {
     let presented = presented
         .to_str()
         .ok()
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(|v| v.trim_start().split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, credentials)| credentials)
         .unwrap_or_default()
         .trim();
     if bool::from(presented.as_bytes().ct_eq(token.expose().as_bytes())) {
@@ -682,6 +686,8 @@ fn details(call: &Call, status: &str, events: Vec<StoredEvent>, unmasked: bool) 
         conference_started: f.conference_started,
         conference_ended: f.conference_ended,
         expired: f.expired,
+        opted_out: f.opted_out,
+        target_limited: f.target_limited,
         connected_secs: call.connected_secs(),
         timeline: events
             .into_iter()
