@@ -216,6 +216,16 @@ pub fn store_unavailable(detail: impl std::fmt::Display) -> AppError {
     }
 }
 
+/// A store failure on a JSON route: 503 with `Retry-After` while the store
+/// is unavailable ([`is_unavailable`]), otherwise the generic 500.
+pub fn store_error(e: StoreError) -> AppError {
+    if is_unavailable(&e) {
+        store_unavailable(e)
+    } else {
+        AppError::internal(e)
+    }
+}
+
 /// Middleware: gives the request its store budget; read-only requests are
 /// bounded as a whole (503 with `Retry-After` when it runs out).
 pub async fn request_budget(State(state): State<AppState>, req: Request, next: Next) -> Response {

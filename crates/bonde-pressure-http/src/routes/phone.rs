@@ -363,15 +363,7 @@ async fn start_call_inner(
     })
 }
 
-/// A store failure on a JSON route: 503 with `Retry-After` while the store
-/// is unavailable, otherwise the generic 500.
-fn store_error(e: bonde_pressure_core::StoreError) -> AppError {
-    if crate::deadline::is_unavailable(&e) {
-        crate::deadline::store_unavailable(e)
-    } else {
-        AppError::internal(e)
-    }
-}
+use crate::deadline::store_error;
 
 async fn load(state: &AppState, id: CallId) -> Result<Call, AppError> {
     state
