@@ -11,6 +11,10 @@
 //!   [`call::apply`] returning the [`Effect`]s to run, each exactly once.
 //! - [`ports`]: [`Telephony`], [`CallStore`], [`CampaignDirectory`],
 //!   [`ActionRecorder`], with what implementations must guarantee.
+//! - [`limits`]: the [`RateLimiter`] port (caps on how often a number is
+//!   called) and [`InMemoryRateLimiter`]; [`do_not_call`]: the
+//!   [`DoNotCallList`] port (keyed hashes of numbers never to call again) and
+//!   [`InMemoryDoNotCallList`]; [`NumberPolicy`]: which numbers may be called.
 //! - [`PressureService`]: start a call, handle an event (load, apply, commit
 //!   with a version check, retry on conflict, then run the effects), decide
 //!   the voice script of each moment, reconcile stale calls.
@@ -26,6 +30,7 @@ pub mod limits;
 mod memory;
 pub mod ports;
 mod recent;
+pub mod results;
 pub mod script;
 mod service;
 pub mod simulated;
@@ -34,6 +39,8 @@ pub use call::{
     AnsweredBy, Call, CallEvent, CallFacts, Confirmation, DetailedState, Effect, HangUp, Leg,
     LegStatus, UiStatus,
 };
+/// The time-zone type of [`ResultsQuery`] (re-exported `chrono_tz`).
+pub use chrono_tz::{self, Tz};
 pub use do_not_call::{DoNotCallHasher, DoNotCallList, InMemoryDoNotCallList};
 pub use domain::{
     Activist, CallId, CallSid, ConferenceSid, NumberPolicy, NumberType, PhoneNumber, Region,
@@ -50,6 +57,10 @@ pub use ports::{
 };
 #[cfg(feature = "mock")]
 pub use ports::{MockActionRecorder, MockCallStore, MockCampaignDirectory, MockTelephony};
+pub use results::{
+    CallCursor, CampaignResults, FunnelStage, Interval, ResultsQuery, ResultsReport,
+    percentile_nearest_rank,
+};
 pub use script::{CampaignSettings, ScriptMoment, VoiceScript};
 pub use service::{
     ActivistInput, Dependencies, EventSink, FieldError, HandleOutcome, PressureService,

@@ -150,6 +150,7 @@ pub enum LimiterError {
 ///
 /// The service treats an error as "admitted" (logged): a limiter outage does
 /// not stop calls that are otherwise valid.
+#[cfg_attr(feature = "mock", mockall::automock)]
 #[async_trait]
 pub trait RateLimiter: Send + Sync + 'static {
     /// Whether a charge would be admitted now, without charging.
@@ -220,7 +221,7 @@ impl InMemoryRateLimiter {
     fn sweep(&self, map: &mut HashMap<LimitKey, Log>, now: DateTime<Utc>) {
         map.retain(|_, log| {
             log.times.back().is_some_and(|t| {
-                now - *t < chrono::Duration::from_std(log.window).unwrap_or_default()
+                now - *t < chrono::Duration::from_std(log.window).unwrap_or(chrono::Duration::MAX)
             })
         });
         let low_water = self.max_keys - self.max_keys.div_ceil(4);
@@ -264,7 +265,10 @@ impl InMemoryRateLimiter {
         }
         // The charge that must leave the window for one more to fit.
         let oldest = log.times[log.times.len() - quota.limit as usize];
-        let retry_after = (oldest + window - now)
+        let frees_at = oldest
+            .checked_add_signed(window)
+            .unwrap_or(DateTime::<Utc>::MAX_UTC);
+        let retry_after = (frees_at - now)
             .to_std()
             .unwrap_or_default()
             .max(Duration::from_millis(1));
@@ -353,6 +357,15 @@ mod tests {
             1,
             "a peek or refund of an unknown key stores nothing"
         );
+    }
+
+    #[tokio::test]
+    async fn an_enormous_window_does_not_overflow() {
+        let clock = Arc::new(ManualClock::new(Utc::now()));
+        let l = InMemoryRateLimiter::new(clock);
+        let q = Quota::new(1, Duration::from_secs(u64::MAX / 4));
+        assert!(l.charge(&key("a"), q).await.unwrap().is_admitted());
+        assert!(!l.charge(&key("a"), q).await.unwrap().is_admitted());
     }
 
     #[tokio::test]

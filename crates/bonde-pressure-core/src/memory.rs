@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 use crate::call::Call;
 use crate::domain::{CallId, CallSid, WidgetId};
 use crate::ports::{CallStats, CallStore, RawEvent, StoreError, StoredEvent};
+use crate::results::{CallCursor, CampaignResults, ResultsQuery, ResultsReport};
 
 #[derive(Debug, Default)]
 struct Inner {
@@ -156,5 +157,34 @@ impl CallStore for InMemoryCallStore {
         Ok(CallStats::from_calls(inner.calls.values().filter(|c| {
             c.widget_id == widget_id && c.created_at >= from && c.created_at < to
         })))
+    }
+}
+
+#[async_trait]
+impl CampaignResults for InMemoryCallStore {
+    async fn report(&self, query: &ResultsQuery) -> Result<ResultsReport, StoreError> {
+        let inner = self.lock();
+        Ok(ResultsReport::from_calls(query, inner.calls.values()))
+    }
+
+    async fn list_calls(
+        &self,
+        widget_id: WidgetId,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        after: Option<CallCursor>,
+        limit: u32,
+    ) -> Result<Vec<Call>, StoreError> {
+        let inner = self.lock();
+        let mut calls: Vec<Call> = inner
+            .calls
+            .values()
+            .filter(|c| c.widget_id == widget_id && c.created_at >= from && c.created_at < to)
+            .filter(|c| after.is_none_or(|a| (c.created_at, c.id) > (a.created_at, a.id)))
+            .cloned()
+            .collect();
+        calls.sort_by_key(|c| (c.created_at, c.id));
+        calls.truncate(limit as usize);
+        Ok(calls)
     }
 }

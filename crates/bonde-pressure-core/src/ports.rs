@@ -17,7 +17,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::call::{AnsweredBy, Call, DetailedState, HangUp, LegStatus};
+use crate::call::{AnsweredBy, Call, DetailedState, HangUp, Leg, LegStatus};
 use crate::domain::{Activist, CallId, CallSid, ConferenceSid, PhoneNumber, WidgetId};
 use crate::script::CampaignSettings;
 
@@ -74,6 +74,50 @@ pub struct LegSnapshot {
     /// When the leg ended, as the provider recorded it (a terminal leg
     /// fetched long after it ended keeps its real end time, not the fetch's).
     pub ended_at: Option<DateTime<Utc>>,
+}
+
+/// One participant of a conference as the provider lists it now (for
+/// reconciliation).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ParticipantSnapshot {
+    /// The participant's call (leg) id.
+    pub call_sid: CallSid,
+    /// Which leg, when the provider's listing says so (a participant label).
+    pub leg: Option<Leg>,
+    /// In the conference now (`false`: still being dialled, or leaving).
+    pub in_conference: bool,
+}
+
+impl ParticipantSnapshot {
+    /// A participant.
+    pub fn new(call_sid: CallSid, leg: Option<Leg>, in_conference: bool) -> Self {
+        Self {
+            call_sid,
+            leg,
+            in_conference,
+        }
+    }
+}
+
+/// A live conference as the provider sees it now (for reconciliation).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ConferenceSnapshot {
+    /// The provider's id of the conference.
+    pub conference_sid: ConferenceSid,
+    /// Its participants.
+    pub participants: Vec<ParticipantSnapshot>,
+}
+
+impl ConferenceSnapshot {
+    /// A conference with these participants.
+    pub fn new(conference_sid: ConferenceSid, participants: Vec<ParticipantSnapshot>) -> Self {
+        Self {
+            conference_sid,
+            participants,
+        }
+    }
 }
 
 /// Why the telephony refused or failed a command.
@@ -177,6 +221,28 @@ pub trait Telephony: Send + Sync + 'static {
     /// Reads a leg's current status.
     async fn fetch_leg(&self, sid: &CallSid) -> Result<LegSnapshot, TelephonyError>;
 
+    /// Lists the participants of the call's conference while it is live
+    /// (reconciliation's evidence that the activist is in it when the
+    /// callbacks saying so were lost).
+    ///
+    /// The conference is the one whose friendly name is `call_id`;
+    /// `conference` is its id when a callback already named it. Returns
+    /// `Ok(None)` when no such conference is live (not started yet, or
+    /// ended), and an error when the provider could not be asked.
+    /// Implementations must list only this call's conference.
+    ///
+    /// The default implementation cannot list participants and answers
+    /// `Ok(None)`: reconciliation then learns nothing from it, as before
+    /// this method existed.
+    async fn conference_participants(
+        &self,
+        call_id: CallId,
+        conference: Option<ConferenceSid>,
+    ) -> Result<Option<ConferenceSnapshot>, TelephonyError> {
+        let _ = (call_id, conference);
+        Ok(None)
+    }
+
     /// Whether a refused [`Telephony::call_activist`] or
     /// [`Telephony::add_target`] still counts against the called number's
     /// caps ([`crate::limits`]): only when a call may have been placed (the
@@ -236,10 +302,41 @@ pub struct StoredEvent {
     pub raw: RawEvent,
 }
 
+/// A stored call that cannot be decoded (a damaged row): that call's
+/// problem only. `reason` names the column and what is wrong with it, never
+/// the stored value (it may hold personal data).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("stored call {} cannot be read: {reason}", call_label(.call_id))]
+#[non_exhaustive]
+pub struct UnreadableCall {
+    /// The call, when even its id could be read.
+    pub call_id: Option<CallId>,
+    /// What is wrong (column and kind of damage).
+    pub reason: String,
+}
+
+fn call_label(id: &Option<CallId>) -> String {
+    id.map_or_else(|| "(unknown id)".to_owned(), |id| id.to_string())
+}
+
+impl UnreadableCall {
+    /// A damaged row of call `call_id` (`None`: its id is unreadable too).
+    pub fn new(call_id: Option<CallId>, reason: impl Into<String>) -> Self {
+        Self {
+            call_id,
+            reason: reason.into(),
+        }
+    }
+}
+
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
+    /// This call's stored record cannot be decoded. Other calls are not
+    /// affected.
+    #[error(transparent)]
+    Unreadable(UnreadableCall),
     /// Another writer committed first: reload and retry.
     #[error("version conflict: the call changed since it was read")]
     Conflict,
@@ -321,6 +418,11 @@ impl CallStats {
 /// - Reads return what the last successful commit wrote (read-your-writes).
 /// - [`CallStore::list_unfinished`] lists exactly the calls that are not
 ///   [settled](Call::is_settled) as last written, terminal or not.
+/// - One damaged row is that call's problem only: rows are decoded one by
+///   one; reading a call whose row cannot be decoded answers
+///   [`StoreError::Unreadable`]; listings skip such rows
+///   ([`CallStore::list_unfinished`]) or report them in their place
+///   ([`CallStore::list_unfinished_rows`]), never fail because of them.
 #[cfg_attr(feature = "mock", mockall::automock)]
 #[async_trait]
 pub trait CallStore: Send + Sync + 'static {
@@ -350,11 +452,33 @@ pub trait CallStore: Send + Sync + 'static {
     /// is listed too, so reconciliation hangs that leg up. Stores that keep
     /// a projection for this query must compute it with
     /// [`Call::is_settled`] on every create and commit.
+    ///
+    /// A row that cannot be decoded is skipped (see
+    /// [`CallStore::list_unfinished_rows`] to see it).
     async fn list_unfinished(
         &self,
         updated_before: DateTime<Utc>,
         limit: u32,
     ) -> Result<Vec<Call>, StoreError>;
+    /// [`CallStore::list_unfinished`], with each row that cannot be decoded
+    /// reported in its place ([`UnreadableCall`]) instead of skipped, so
+    /// reconciliation can report it. Such rows count towards `limit`.
+    ///
+    /// The default implementation lists [`CallStore::list_unfinished`]'s
+    /// calls, all readable: stores that cannot hold a damaged row (the
+    /// in-memory one) need nothing more; SQL stores override it.
+    async fn list_unfinished_rows(
+        &self,
+        updated_before: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<Result<Call, UnreadableCall>>, StoreError> {
+        Ok(self
+            .list_unfinished(updated_before, limit)
+            .await?
+            .into_iter()
+            .map(Ok)
+            .collect())
+    }
     /// Stats of a widget's calls created in `[from, to)`.
     async fn stats(
         &self,

@@ -298,6 +298,18 @@ pub struct ReconcileReport {
     pub legs_hung_up: usize,
     /// Target dials that never reported back, recorded as failed.
     pub lost_dials: usize,
+    /// Conferences whose participants were listed (calls waiting for the
+    /// activist's join).
+    pub conferences_fetched: usize,
+    /// Calls whose activist was found in the conference by that listing,
+    /// so the target was dialled (the join's callbacks were lost).
+    pub joins_recovered: usize,
+    /// Listed rows that could not be decoded (damaged), skipped: counted
+    /// every pass while they stay damaged.
+    pub unreadable: usize,
+    /// Of those, the calls reported for the first time (logged once per
+    /// call, not every pass).
+    pub unreadable_new: Vec<Option<CallId>>,
     /// Errors met (logged).
     pub errors: usize,
 }
@@ -346,6 +358,8 @@ pub struct PressureService {
     limiter: Arc<dyn RateLimiter>,
     do_not_call: Arc<dyn DoNotCallList>,
     hasher: DoNotCallHasher,
+    /// Damaged rows already reported (logged once per call).
+    unreadable: std::sync::Mutex<std::collections::HashSet<Option<CallId>>>,
 }
 
 impl std::fmt::Debug for PressureService {
@@ -383,6 +397,7 @@ impl PressureService {
             config,
             updates,
             recent: crate::recent::RecentWidgets::new(10_000),
+            unreadable: Default::default(),
             limiter,
             do_not_call: Arc::new(InMemoryDoNotCallList::new()),
             hasher: DoNotCallHasher::default(),
@@ -970,7 +985,13 @@ impl PressureService {
         let expire_before =
             now - chrono::Duration::from_std(self.config.expire_after).unwrap_or_default();
         let mut report = ReconcileReport::default();
-        for call in self.deps.store.list_unfinished(stale_before, limit).await? {
+        let rows = self
+            .deps
+            .store
+            .list_unfinished_rows(stale_before, limit)
+            .await?;
+        let calls = self.skip_unreadable(rows, &mut report);
+        for call in calls {
             report.examined += 1;
             for leg in [Leg::Activist, Leg::Target] {
                 let facts = call.facts.leg(leg);
@@ -1036,6 +1057,9 @@ impl PressureService {
                     }
                 }
             }
+            if awaits_join(&call) {
+                self.recover_join(call.id, &mut report).await;
+            }
             if dial_was_lost(&call) {
                 self.fail_lost_dial(call.id, &mut report).await;
             }
@@ -1060,6 +1084,98 @@ impl PressureService {
 }
 
 impl PressureService {
+    /// Keeps the readable calls of a listing; a damaged row is counted,
+    /// and logged the first time its call is met (not every pass).
+    fn skip_unreadable(
+        &self,
+        rows: Vec<Result<Call, crate::ports::UnreadableCall>>,
+        report: &mut ReconcileReport,
+    ) -> Vec<Call> {
+        let mut seen = self.unreadable.lock().unwrap_or_else(|p| p.into_inner());
+        let mut calls = Vec::with_capacity(rows.len());
+        for row in rows {
+            match row {
+                Ok(call) => {
+                    // Repaired since: report it again should it break again.
+                    if !seen.is_empty() {
+                        seen.remove(&Some(call.id));
+                    }
+                    calls.push(call);
+                }
+                Err(damaged) => {
+                    report.unreadable += 1;
+                    if seen.insert(damaged.call_id) {
+                        tracing::error!(call_id = ?damaged.call_id, reason = %damaged.reason, "stored call cannot be read; skipped by reconciliation until repaired");
+                        report.unreadable_new.push(damaged.call_id);
+                    }
+                }
+            }
+        }
+        calls
+    }
+
+    /// The call waits for the activist's join (see [`awaits_join`]): asks
+    /// the telephony who is in the call's conference, and records every
+    /// participant in it as joined. Before the target is dialled the
+    /// activist is the only possible participant, so this is the join, and
+    /// the usual rules dial the target (once: the commit that requests it
+    /// wins). Reloads the call first: the pass's fetches may have ended it.
+    async fn recover_join(&self, call_id: CallId, report: &mut ReconcileReport) {
+        let call = match self.deps.store.get(call_id).await {
+            Ok(Some(call)) => call,
+            Ok(None) => return,
+            Err(error) => {
+                report.errors += 1;
+                warn!(%call_id, %error, "reconciliation reload failed");
+                return;
+            }
+        };
+        if !awaits_join(&call) {
+            return;
+        }
+        let conference = match self
+            .deps
+            .telephony
+            .conference_participants(call_id, call.facts.conference_sid.clone())
+            .await
+        {
+            Ok(Some(conference)) => conference,
+            Ok(None) => {
+                report.conferences_fetched += 1;
+                return;
+            }
+            Err(error) => {
+                report.errors += 1;
+                warn!(%call_id, %error, "reconciliation: listing the conference failed");
+                return;
+            }
+        };
+        report.conferences_fetched += 1;
+        let mut dialled = false;
+        for p in conference
+            .participants
+            .into_iter()
+            .filter(|p| p.in_conference)
+        {
+            let joined = CallEvent::ParticipantJoined {
+                conference_sid: conference.conference_sid.clone(),
+                call_sid: p.call_sid,
+                leg: p.leg,
+            };
+            match self.handle(call_id, joined, None).await {
+                Ok(o) => dialled |= o.effects.contains(&Effect::DialTarget),
+                Err(error) => {
+                    report.errors += 1;
+                    warn!(%call_id, %error, "reconciliation update failed");
+                }
+            }
+        }
+        if dialled {
+            warn!(%call_id, "the activist's join was never reported; found in the conference, target dialled");
+            report.joins_recovered += 1;
+        }
+    }
+
     /// Records a lost target dial (see [`dial_was_lost`], checked on the
     /// call as listed, i.e. silent for `stale_after`) as failed, so the
     /// usual effects follow (the conference ends, the activist hears the
@@ -1134,6 +1250,19 @@ impl PressureService {
         }
         Some(call)
     }
+}
+
+/// The activist confirmed (was sent to the conference) but no evidence of
+/// the join arrived, so the target was never dialled: the activist's
+/// `participant-join` and the conference's start were both lost. Checked on
+/// a call silent for `stale_after`, far longer than joining takes.
+fn awaits_join(call: &Call) -> bool {
+    let f = &call.facts;
+    f.confirmed
+        && !f.requested.dial_target
+        && !f.activist_left_before_dial()
+        && !f.conference_ended
+        && !f.expired
 }
 
 /// The target was to be dialled, but neither the dialled leg nor a refusal

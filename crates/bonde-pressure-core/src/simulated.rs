@@ -16,8 +16,8 @@ use chrono::Utc;
 use crate::call::{AnsweredBy, CallEvent, Confirmation, DetailedState, HangUp, Leg, LegStatus};
 use crate::domain::{CallId, CallSid, ConferenceSid, PhoneNumber};
 use crate::ports::{
-    ActivistCallRequest, DialedLeg, LegSnapshot, RawEvent, TargetCallRequest, Telephony,
-    TelephonyError,
+    ActivistCallRequest, ConferenceSnapshot, DialedLeg, LegSnapshot, ParticipantSnapshot, RawEvent,
+    TargetCallRequest, Telephony, TelephonyError,
 };
 use crate::service::EventSink;
 
@@ -42,11 +42,15 @@ pub enum Scenario {
     TargetVoicemail,
     /// The activist hangs up while the target's phone rings.
     ActivistHangsUpWhileTargetRings,
+    /// Like [`Scenario::Success`], but the activist's `participant-join`
+    /// callback is lost: the conference's start is the evidence of the join
+    /// (see [`crate::CallFacts::activist_in_conference`]).
+    ActivistJoinLost,
 }
 
 impl Scenario {
-    /// Every scenario; index `d` is picked by an activist number ending in digit `d` (9 is `Success` too).
-    pub const ALL: [Scenario; 9] = [
+    /// Every scenario; index `d` is picked by an activist number ending in digit `d`.
+    pub const ALL: [Scenario; 10] = [
         Scenario::Success,
         Scenario::ActivistBusy,
         Scenario::ActivistNoAnswer,
@@ -56,12 +60,13 @@ impl Scenario {
         Scenario::TargetNoAnswer,
         Scenario::TargetVoicemail,
         Scenario::ActivistHangsUpWhileTargetRings,
+        Scenario::ActivistJoinLost,
     ];
 
     /// The detailed state the call must end in.
     pub fn expected_state(&self) -> DetailedState {
         match self {
-            Scenario::Success => DetailedState::Completed,
+            Scenario::Success | Scenario::ActivistJoinLost => DetailedState::Completed,
             Scenario::ActivistBusy => DetailedState::ActivistBusy,
             Scenario::ActivistNoAnswer => DetailedState::ActivistNoAnswer,
             Scenario::ActivistVoicemail => DetailedState::ActivistVoicemail,
@@ -260,7 +265,10 @@ impl SimulatedCall {
                 ev.push(CallEvent::ConferenceStarted {
                     conference_sid: self.conference.clone(),
                 });
-                ev.push(self.participant(a, true));
+                // The activist is in the conference all the same.
+                if self.scenario != Scenario::ActivistJoinLost {
+                    ev.push(self.participant(a, true));
+                }
             }
         }
         ev.into_iter()
@@ -417,6 +425,33 @@ impl SimulatedCall {
         }
     }
 
+    /// What the provider would answer to a listing of the conference's
+    /// participants: `None` once it ended or before it started (or for
+    /// another conference's SID).
+    pub fn conference_snapshot(
+        &self,
+        conference: Option<&ConferenceSid>,
+    ) -> Option<ConferenceSnapshot> {
+        if !self.conf_live || conference.is_some_and(|c| *c != self.conference) {
+            return None;
+        }
+        let mut participants = Vec::new();
+        if self.a_in_conf {
+            participants.push(ParticipantSnapshot::new(self.activist.clone(), None, true));
+        }
+        if self.b_dialled && (self.b_alive || self.b_in_conf) {
+            participants.push(ParticipantSnapshot::new(
+                self.target.clone(),
+                Some(Leg::Target),
+                self.b_in_conf,
+            ));
+        }
+        Some(ConferenceSnapshot::new(
+            self.conference.clone(),
+            participants,
+        ))
+    }
+
     /// What the provider would answer to a status fetch.
     pub fn snapshot(&self, sid: &CallSid) -> Option<LegSnapshot> {
         let (alive, answered, last) = match self.leg_of(sid)? {
@@ -476,6 +511,13 @@ pub enum TelephonyCommand {
     },
     /// `fetch_leg`.
     FetchLeg(CallSid),
+    /// `conference_participants`.
+    ConferenceParticipants {
+        /// The call.
+        call_id: CallId,
+        /// The conference, when known.
+        conference_sid: Option<ConferenceSid>,
+    },
 }
 
 /// Which command a configured failure applies to.
@@ -491,7 +533,13 @@ pub enum CommandKind {
     EndConference,
     /// `fetch_leg`.
     FetchLeg,
+    /// `conference_participants`.
+    ConferenceParticipants,
 }
+
+/// Which callbacks the simulated world loses: those the predicate accepts
+/// are never delivered (see [`SimulatedTelephony::lose_callbacks`]).
+pub type LostCallbacks = Arc<dyn Fn(&CallEvent) -> bool + Send + Sync>;
 
 #[derive(Default)]
 struct SimState {
@@ -499,6 +547,8 @@ struct SimState {
     by_sid: HashMap<CallSid, CallId>,
     commands: Vec<TelephonyCommand>,
     failures: HashMap<CommandKind, TelephonyError>,
+    lose: Option<LostCallbacks>,
+    lost: Vec<(CallId, CallEvent)>,
 }
 
 /// A [`Telephony`] that plays [`Scenario`]s back into an [`EventSink`],
@@ -553,6 +603,18 @@ impl SimulatedTelephony {
         };
     }
 
+    /// Loses every following callback `lose` accepts, as a provider whose
+    /// webhook request failed and was not retried (`None`: deliver all).
+    /// The world goes on as if it had been delivered.
+    pub fn lose_callbacks(&self, lose: Option<LostCallbacks>) {
+        self.lock().lose = lose;
+    }
+
+    /// The callbacks lost so far, in the order they were due.
+    pub fn lost_callbacks(&self) -> Vec<(CallId, CallEvent)> {
+        self.lock().lost.clone()
+    }
+
     fn record(&self, kind: CommandKind, command: TelephonyCommand) -> Result<(), TelephonyError> {
         let mut s = self.lock();
         s.commands.push(command);
@@ -567,6 +629,7 @@ impl SimulatedTelephony {
             return;
         }
         let tick = self.tick;
+        let state = self.state.clone();
         tokio::spawn(async move {
             for step in steps {
                 if !tick.is_zero() {
@@ -575,6 +638,13 @@ impl SimulatedTelephony {
                     tokio::task::yield_now().await;
                 }
                 let Some(sink) = sink.upgrade() else { return };
+                {
+                    let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
+                    if s.lose.as_ref().is_some_and(|lose| lose(&step.event)) {
+                        s.lost.push((call_id, step.event));
+                        continue;
+                    }
+                }
                 let raw = RawEvent {
                     kind: "simulated".into(),
                     call_sid: None,
@@ -689,6 +759,23 @@ impl Telephony for SimulatedTelephony {
             .ok_or_else(|| TelephonyError::NotFound {
                 message: format!("no call {sid}"),
             })
+    }
+
+    async fn conference_participants(
+        &self,
+        call_id: CallId,
+        conference: Option<ConferenceSid>,
+    ) -> Result<Option<ConferenceSnapshot>, TelephonyError> {
+        self.record(
+            CommandKind::ConferenceParticipants,
+            TelephonyCommand::ConferenceParticipants {
+                call_id,
+                conference_sid: conference.clone(),
+            },
+        )?;
+        Ok(self
+            .with_call(call_id, |c| c.conference_snapshot(conference.as_ref()))
+            .flatten())
     }
 }
 

@@ -13,7 +13,7 @@ use common::{demo_request, harness, settle};
 /// `failed` speak of the target.
 fn expected_ui(s: Scenario) -> UiStatus {
     match s {
-        Scenario::Success => UiStatus::Completed,
+        Scenario::Success | Scenario::ActivistJoinLost => UiStatus::Completed,
         Scenario::TargetBusy => UiStatus::Busy,
         Scenario::TargetNoAnswer | Scenario::TargetVoicemail => UiStatus::NoAnswer,
         Scenario::ActivistBusy
@@ -28,6 +28,7 @@ fn reaches_target(s: Scenario) -> bool {
     matches!(
         s,
         Scenario::Success
+            | Scenario::ActivistJoinLost
             | Scenario::TargetBusy
             | Scenario::TargetNoAnswer
             | Scenario::TargetVoicemail
@@ -58,6 +59,8 @@ fn expected_callbacks(s: Scenario) -> usize {
         Scenario::ActivistHangsUpWhileTargetRings => joined + 5 + 1,
         // target: initiated, ringing, in-progress, AMD, join, leave, completed
         Scenario::Success => joined + 7 + closed,
+        // the same, but the activist's join is lost (not stored: never received)
+        Scenario::ActivistJoinLost => joined - 1 + 7 + closed,
     }
 }
 

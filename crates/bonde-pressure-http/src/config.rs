@@ -181,7 +181,7 @@ impl FromStr for NumberTypes {
     }
 }
 
-/// A phone key (`0`-`9`, `*`, `#`) or `off`.
+/// A phone key (`0`-`9`, `*`) or `off` (`#` is not one: it ends a gather's input).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KeySetting(pub Option<char>);
 
@@ -194,9 +194,10 @@ impl FromStr for KeySetting {
         }
         let mut chars = s.chars();
         match (chars.next(), chars.next()) {
-            (Some(c), None) if c.is_ascii_digit() || c == '*' || c == '#' => Ok(Self(Some(c))),
+            // Not `#`: it ends a gather's input at the provider (Twilio's finishOnKey).
+            (Some(c), None) if c.is_ascii_digit() || c == '*' => Ok(Self(Some(c))),
             _ => Err(format!(
-                "expected one phone key (0-9, * or #) or `off`, got {s:?}"
+                "expected one phone key (0-9 or *) or `off`, got {s:?}"
             )),
         }
     }
@@ -300,6 +301,16 @@ pub struct Config {
         default_value = "https://api.twilio.com"
     )]
     pub twilio_api_base: String,
+
+    /// Twilio connection overrides appended (as `#…`) to every
+    /// asynchronous callback URL, so Twilio retries a failed callback;
+    /// empty: none (Twilio's defaults, one attempt).
+    #[arg(
+        long,
+        env = "TWILIO_CALLBACK_OVERRIDES",
+        default_value = bonde_pressure_twilio::urls::DEFAULT_CONNECTION_OVERRIDES
+    )]
+    pub twilio_callback_overrides: String,
 
     /// BONDE GraphQL (Hasura) endpoint: widgets and widget actions. Without
     /// it, campaigns come from CAMPAIGNS_FILE (or the built-in demo widget).
@@ -427,6 +438,11 @@ pub struct Config {
     /// wake at once on this process's own commits).
     #[arg(long, env = "SSE_POLL_MS", default_value = "2000", value_parser = parse_millis)]
     pub sse_poll_interval: Duration,
+
+    /// Serve the demo campaign page at `/` (default: on with the simulated
+    /// telephony, off with Twilio).
+    #[arg(long, env = "DEMO_PAGE", action = clap::ArgAction::Set)]
+    pub demo_page: Option<bool>,
 
     /// Seconds to wait for in-flight requests on shutdown.
     #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value = "20", value_parser = parse_secs)]
@@ -606,6 +622,33 @@ mod tests {
         for bad in ["10", "x/min", "10/fortnight", "10/0m", "/min"] {
             assert!(bad.parse::<RateSetting>().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn issue_8_settings_parse() {
+        assert_eq!(
+            "mobile, fixed-line".parse::<NumberTypes>().unwrap().0,
+            vec![NumberType::Mobile, NumberType::FixedLine]
+        );
+        assert!("mobile,landline".parse::<NumberTypes>().is_err());
+        assert!("".parse::<NumberTypes>().is_err());
+        assert_eq!("9".parse::<KeySetting>().unwrap().0, Some('9'));
+        assert_eq!("*".parse::<KeySetting>().unwrap().0, Some('*'));
+        assert_eq!("OFF".parse::<KeySetting>().unwrap().0, None);
+        for bad in ["#", "99", "a", ""] {
+            assert!(bad.parse::<KeySetting>().is_err(), "{bad}");
+        }
+        let c = Config::from_args(["bonde-pressure"]).unwrap();
+        assert_eq!(c.activist_calls_per_day, 10);
+        assert_eq!(
+            c.rate_limit_per_target.0,
+            Some(Rate::new(60, Duration::from_secs(3600)))
+        );
+        assert_eq!(c.do_not_call_key_press.0, Some('9'));
+        assert_eq!(
+            c.allowed_number_types.0,
+            NumberType::DEFAULT_ALLOWED.to_vec()
+        );
     }
 
     #[test]

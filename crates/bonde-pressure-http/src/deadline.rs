@@ -15,7 +15,9 @@
 //!   503 with `Retry-After` on JSON routes and webhooks, fallback TwiML on
 //!   TwiML routes;
 //! - read-only requests (`GET`, `HEAD`) are also bounded as a whole by the
-//!   budget (they only wait on the store).
+//!   budget (they only wait on the store), except the campaign results
+//!   (`/v1/phone/widgets/…`: admin analytics over a whole campaign, read
+//!   through their own port, bounded by the pool's acquire timeout only).
 //!
 //! Time spent waiting for the telephony is not counted (its client has its
 //! own timeouts): a slow provider must not make the commit that records a
@@ -31,7 +33,7 @@ use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use bonde_pressure_core::do_not_call::{DoNotCallHash, DoNotCallList, DoNotCallSource};
-use bonde_pressure_core::ports::{CallStats, StoredEvent};
+use bonde_pressure_core::ports::{CallStats, StoredEvent, UnreadableCall};
 use bonde_pressure_core::{Call, CallId, CallSid, CallStore, RawEvent, StoreError, WidgetId};
 use chrono::{DateTime, Utc};
 
@@ -157,6 +159,13 @@ impl CallStore for DeadlineStore {
     ) -> Result<Vec<Call>, StoreError> {
         bounded(self.inner.list_unfinished(updated_before, limit)).await
     }
+    async fn list_unfinished_rows(
+        &self,
+        updated_before: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<Result<Call, UnreadableCall>>, StoreError> {
+        bounded(self.inner.list_unfinished_rows(updated_before, limit)).await
+    }
     async fn stats(
         &self,
         widget_id: WidgetId,
@@ -226,6 +235,9 @@ pub fn store_error(e: StoreError) -> AppError {
     }
 }
 
+/// Routes under this prefix (campaign results) are not bounded as a whole.
+const RESULTS_PREFIX: &str = "/v1/phone/widgets/";
+
 /// Middleware: gives the request its store budget; read-only requests are
 /// bounded as a whole (503 with `Retry-After` when it runs out).
 pub async fn request_budget(State(state): State<AppState>, req: Request, next: Next) -> Response {
@@ -233,7 +245,13 @@ pub async fn request_budget(State(state): State<AppState>, req: Request, next: N
     if total.is_zero() {
         return next.run(req).await;
     }
-    let read_only = matches!(*req.method(), Method::GET | Method::HEAD);
+    // Campaign results (admin analytics over a whole campaign) may take
+    // longer than a page request: only their store operations are bounded.
+    let analytics = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .is_some_and(|p| p.as_str().starts_with(RESULTS_PREFIX));
+    let read_only = matches!(*req.method(), Method::GET | Method::HEAD) && !analytics;
     let run = with_budget(Budget::new(total), next.run(req));
     if !read_only {
         return run.await;
@@ -334,6 +352,60 @@ mod tests {
         .await;
         assert!(r.is_err_and(|e| is_unavailable(&e)));
         assert_eq!(started.elapsed(), Duration::from_millis(200));
+    }
+
+    /// The in-memory store, whose unfinished listing reports a damaged row.
+    struct Damaged(InMemoryCallStore);
+
+    #[async_trait]
+    impl CallStore for Damaged {
+        async fn create(&self, c: &Call) -> Result<(), StoreError> {
+            self.0.create(c).await
+        }
+        async fn get(&self, id: CallId) -> Result<Option<Call>, StoreError> {
+            self.0.get(id).await
+        }
+        async fn find_by_sid(&self, s: &CallSid) -> Result<Option<Call>, StoreError> {
+            self.0.find_by_sid(s).await
+        }
+        async fn commit(&self, c: &Call, e: &[RawEvent]) -> Result<u64, StoreError> {
+            self.0.commit(c, e).await
+        }
+        async fn append_events(
+            &self,
+            id: Option<CallId>,
+            e: &[RawEvent],
+        ) -> Result<(), StoreError> {
+            self.0.append_events(id, e).await
+        }
+        async fn events(&self, id: CallId) -> Result<Vec<StoredEvent>, StoreError> {
+            self.0.events(id).await
+        }
+        async fn list_unfinished(&self, b: DateTime<Utc>, l: u32) -> Result<Vec<Call>, StoreError> {
+            self.0.list_unfinished(b, l).await
+        }
+        async fn list_unfinished_rows(
+            &self,
+            _: DateTime<Utc>,
+            _: u32,
+        ) -> Result<Vec<Result<Call, UnreadableCall>>, StoreError> {
+            Ok(vec![Err(UnreadableCall::new(None, "bad row"))])
+        }
+        async fn stats(
+            &self,
+            w: WidgetId,
+            f: DateTime<Utc>,
+            t: DateTime<Utc>,
+        ) -> Result<CallStats, StoreError> {
+            self.0.stats(w, f, t).await
+        }
+    }
+
+    #[tokio::test]
+    async fn damaged_rows_are_forwarded_not_hidden_by_a_default() {
+        let store = DeadlineStore::new(Arc::new(Damaged(InMemoryCallStore::new())));
+        let rows = store.list_unfinished_rows(Utc::now(), 10).await.unwrap();
+        assert!(matches!(&rows[..], [Err(_)]), "{rows:?}");
     }
 
     #[tokio::test]

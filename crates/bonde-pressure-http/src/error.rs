@@ -105,6 +105,16 @@ pub enum AppError {
         /// Retry-After, when known.
         retry_after: Option<Duration>,
     },
+    /// One call's stored record cannot be decoded (a damaged row): 500 with
+    /// a body naming that call, not the generic one. Retrying does not help
+    /// (no `Retry-After`); other calls are served as usual.
+    #[error("call {call_id} unreadable: {reason}")]
+    Unreadable {
+        /// The call.
+        call_id: bonde_pressure_core::CallId,
+        /// Logged only (column and kind of damage).
+        reason: String,
+    },
     /// Anything else: 500, logged, generic body.
     #[error("internal error: {0}")]
     Internal(String),
@@ -129,6 +139,23 @@ impl AppError {
         Self::Internal(cause.to_string())
     }
 
+    /// A store failure while reading call `call_id`: its damaged record is
+    /// [`AppError::Unreadable`], the store unavailable a 503 with
+    /// `Retry-After` ([`crate::deadline::store_error`]), anything else
+    /// [`AppError::Internal`].
+    pub fn reading_call(
+        call_id: bonde_pressure_core::CallId,
+        e: bonde_pressure_core::StoreError,
+    ) -> Self {
+        match e {
+            bonde_pressure_core::StoreError::Unreadable(u) => Self::Unreadable {
+                call_id,
+                reason: u.reason,
+            },
+            other => crate::deadline::store_error(other),
+        }
+    }
+
     /// The HTTP status.
     pub fn status(&self) -> StatusCode {
         match self {
@@ -136,7 +163,9 @@ impl AppError {
             AppError::Client { status, .. } => *status,
             AppError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             AppError::Upstream { status, .. } => *status,
-            AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            AppError::Unreadable { .. } | AppError::Internal(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
         }
     }
 }
@@ -188,6 +217,18 @@ impl IntoResponse for AppError {
                         .insert(header::RETRY_AFTER, retry_after_header(d));
                 }
                 r
+            }
+            AppError::Unreadable { call_id, reason } => {
+                tracing::error!(%call_id, %reason, "stored call cannot be read");
+                (
+                    status,
+                    axum::Json(MessageBody {
+                        detail: format!(
+                            "Call {call_id} cannot be read: its stored record is damaged."
+                        ),
+                    }),
+                )
+                    .into_response()
             }
             AppError::Internal(cause) => {
                 tracing::error!(%cause, "internal error");

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use bonde_pressure_core::ports::{CallStats, StoredEvent};
+use bonde_pressure_core::ports::{CallStats, StoredEvent, UnreadableCall};
 use bonde_pressure_core::{
     Call, CallId, CallSid, CallStore, DetailedState, RawEvent, StoreError, WidgetId,
 };
@@ -25,6 +25,8 @@ use crate::metrics::{self, Metrics};
 pub struct CallUpdate {
     /// The call.
     pub call_id: CallId,
+    /// Its widget (widget-level streams filter on it).
+    pub widget_id: WidgetId,
     /// Its version after the commit.
     pub version: u64,
     /// Its state after the commit.
@@ -113,6 +115,7 @@ impl CallStore for NotifyingStore {
         self.record_state(call.id, state);
         self.hub.publish(CallUpdate {
             call_id: call.id,
+            widget_id: call.widget_id,
             version: call.version,
             state,
         });
@@ -133,6 +136,7 @@ impl CallStore for NotifyingStore {
         self.record_state(call.id, state);
         self.hub.publish(CallUpdate {
             call_id: call.id,
+            widget_id: call.widget_id,
             version,
             state,
         });
@@ -157,6 +161,14 @@ impl CallStore for NotifyingStore {
         limit: u32,
     ) -> Result<Vec<Call>, StoreError> {
         self.inner.list_unfinished(updated_before, limit).await
+    }
+
+    async fn list_unfinished_rows(
+        &self,
+        updated_before: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<Result<Call, UnreadableCall>>, StoreError> {
+        self.inner.list_unfinished_rows(updated_before, limit).await
     }
 
     async fn stats(

@@ -35,6 +35,8 @@ pub struct HttpOptions {
     /// The most time a client may take to send a whole request body (408
     /// after that); zero: no limit.
     pub request_body_timeout: Duration,
+    /// The demo campaign page served at `/`; `None`: off (404).
+    pub demo_page: Option<crate::routes::pages::DemoPage>,
 }
 
 impl Default for HttpOptions {
@@ -47,6 +49,7 @@ impl Default for HttpOptions {
             sse_poll_interval: Duration::from_millis(500),
             request_timeout: Duration::from_secs(5),
             request_body_timeout: Duration::from_secs(10),
+            demo_page: None,
         }
     }
 }
@@ -101,6 +104,8 @@ pub struct AppState {
     pub webhooks: Arc<WebhookAuth>,
     /// Webhook payloads waiting for the store to answer again.
     pub spool: Arc<PayloadSpool>,
+    /// Campaign results (stats, CSV, dashboard); `None`: those routes answer 404.
+    pub results: Option<Arc<dyn bonde_pressure_core::CampaignResults>>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -127,7 +132,14 @@ impl AppState {
                 urls: CallbackUrls::new("http://localhost").expect("a valid base URL"),
                 check: SignatureCheck::RejectAll,
             }),
+            results: None,
         }
+    }
+
+    /// With campaign results (normally the store itself).
+    pub fn with_results(mut self, results: Arc<dyn bonde_pressure_core::CampaignResults>) -> Self {
+        self.results = Some(results);
+        self
     }
 
     /// With these HTTP options.

@@ -7,9 +7,9 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use bonde_pressure_core::{
-    ActionRecorder, CallStore, CampaignDirectory, Dependencies, EventSink, InMemoryCallStore,
-    NoopActionRecorder, PressureService, ScenarioPicker, ServiceConfig, SimulatedTelephony,
-    StaticCampaignDirectory, SystemClock, Telephony,
+    ActionRecorder, CallStore, CampaignDirectory, CampaignResults, Dependencies, EventSink,
+    InMemoryCallStore, NoopActionRecorder, PressureService, ScenarioPicker, ServiceConfig,
+    SimulatedTelephony, StaticCampaignDirectory, SystemClock, Telephony,
 };
 use bonde_pressure_twilio::{Credentials, Secret as TwilioSecret, TwilioClient, TwilioConfig};
 use tokio::sync::watch;
@@ -232,6 +232,118 @@ pub async fn open_stores(
     Ok(stores)
 }
 
+/// [`open_stores`], and the same store's [`CampaignResults`] (the in-memory
+/// store, SQLite and PostgreSQL all implement it).
+#[allow(clippy::type_complexity)]
+pub async fn open_all_stores(
+    config: &Config,
+) -> Result<
+    (
+        Arc<dyn CallStore>,
+        Arc<dyn DoNotCallList>,
+        Arc<dyn CampaignResults>,
+    ),
+    WiringError,
+> {
+    let url = config
+        .database_url
+        .as_ref()
+        .map(|s| s.expose().to_owned())
+        .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned());
+    let url = normalise_database_url(&url);
+    if url == "memory:" {
+        tracing::warn!("in-memory store: calls are lost on restart");
+        let store = Arc::new(InMemoryCallStore::new());
+        return Ok((store.clone(), Arc::new(InMemoryDoNotCallList::new()), store));
+    }
+    let backend = bonde_pressure_store::Backend::from_url(&url)
+        .map_err(|e| WiringError::Store(e.to_string()))?;
+    let options = bonde_pressure_store::StoreOptions::default()
+        .acquire_timeout(config.database_acquire_timeout);
+    let err = |e: bonde_pressure_store::ConnectError| WiringError::Store(e.to_string());
+    let stores: (
+        Arc<dyn CallStore>,
+        Arc<dyn DoNotCallList>,
+        Arc<dyn CampaignResults>,
+    ) = match backend {
+        bonde_pressure_store::Backend::Postgres => {
+            let s = Arc::new(
+                bonde_pressure_store::PgCallStore::connect_with(&url, &options)
+                    .await
+                    .map_err(err)?,
+            );
+            (s.clone(), s.clone(), s)
+        }
+        _ => {
+            let s = Arc::new(
+                bonde_pressure_store::SqliteCallStore::connect_with(&url, &options)
+                    .await
+                    .map_err(err)?,
+            );
+            (s.clone(), s.clone(), s)
+        }
+    };
+    tracing::info!(backend = backend.as_str(), "store opened");
+    Ok(stores)
+}
+
+/// The admin token: `ADMIN_TOKEN`; when unset with the simulated telephony
+/// (zero config), a random one generated now and logged once, so the demo's
+/// dashboard can be opened. A configured token is never logged; with Twilio
+/// and no `ADMIN_TOKEN` there is none (admin routes answer 401).
+pub fn admin_token(config: &Config, kind: TelephonyKind) -> Option<crate::config::Secret> {
+    if let Some(t) = &config.admin_token {
+        return Some(t.clone());
+    }
+    if kind != TelephonyKind::Simulated {
+        return None;
+    }
+    let token = format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    );
+    tracing::warn!(
+        admin_token = %token,
+        "ADMIN_TOKEN is not set: generated this admin token for the dashboard and the results API (it changes at every start; set ADMIN_TOKEN to choose one)"
+    );
+    Some(crate::config::Secret::new(token))
+}
+
+/// The demo page's widget (the demo widget, id 1) and its targets, when the
+/// page is on: `DEMO_PAGE`, by default on with the simulated telephony only.
+async fn demo_page(
+    config: &Config,
+    directory: &Arc<dyn CampaignDirectory>,
+    kind: TelephonyKind,
+) -> Option<crate::routes::pages::DemoPage> {
+    let on = config.demo_page.unwrap_or(kind == TelephonyKind::Simulated);
+    if !on {
+        return None;
+    }
+    let id = bonde_pressure_core::WidgetId::new(1).ok()?;
+    let targets = match directory.widget(id).await {
+        Ok(Some(w)) => w
+            .targets
+            .into_iter()
+            .map(|t| crate::routes::pages::DemoTarget {
+                name: t.name,
+                phone: t.phone,
+            })
+            .collect(),
+        Ok(None) => Vec::new(),
+        Err(error) => {
+            tracing::warn!(%error, "demo page: the demo widget could not be read");
+            Vec::new()
+        }
+    };
+    tracing::info!("demo campaign page at /");
+    Some(crate::routes::pages::DemoPage {
+        widget_id: id.get(),
+        targets,
+    })
+}
+
 /// Accepts SQLAlchemy-style schemes (`postgresql+asyncpg://`, upstream's
 /// habit) by dropping the driver suffix.
 pub fn normalise_database_url(url: &str) -> String {
@@ -264,6 +376,8 @@ fn twilio_client(
     )
     .map_err(err)?
     .with_api_base(&config.twilio_api_base)
+    .map_err(err)?
+    .with_connection_overrides(Some(&config.twilio_callback_overrides))
     .map_err(err)?;
     TwilioClient::new(cfg).map_err(err)
 }
@@ -273,7 +387,7 @@ pub async fn build(config: &Config) -> Result<App, WiringError> {
     config.check()?;
     let metrics = Arc::new(Metrics::new());
     let hub = CommitHub::default();
-    let (store, do_not_call) = open_stores(config).await?;
+    let (store, do_not_call, results) = open_all_stores(config).await?;
     // Every store operation made for a request is bounded by its deadline.
     let store: Arc<dyn CallStore> = Arc::new(DeadlineStore::new(store));
     let do_not_call: Arc<dyn DoNotCallList> = Arc::new(DeadlineDoNotCallList::new(do_not_call));
@@ -308,10 +422,12 @@ pub async fn build(config: &Config) -> Result<App, WiringError> {
         }
     };
 
+    let directory = directory(config)?;
+    let demo_page = demo_page(config, &directory, kind).await;
     let deps = Dependencies {
         store,
         telephony,
-        directory: directory(config)?,
+        directory,
         recorder: recorder(config),
         clock: Arc::new(SystemClock),
     };
@@ -344,10 +460,11 @@ pub async fn build(config: &Config) -> Result<App, WiringError> {
         cors_origins: config.cors_origins.clone(),
         max_body_bytes: config.max_body_bytes,
         trusted_proxy_hops: config.trusted_proxy_hops,
-        admin_token: config.admin_token.clone(),
+        admin_token: admin_token(config, kind),
         sse_poll_interval: config.sse_poll_interval,
         request_timeout: config.request_timeout,
         request_body_timeout: config.request_body_timeout,
+        demo_page,
     };
     let check = match (&config.twilio_auth_token, config.webhook_signature_check) {
         (Some(token), true) => SignatureCheck::Verify(token.clone()),
@@ -365,7 +482,8 @@ pub async fn build(config: &Config) -> Result<App, WiringError> {
         ))
         .with_metrics(metrics)
         .with_hub(hub)
-        .with_webhooks(webhooks);
+        .with_webhooks(webhooks)
+        .with_results(results);
     Ok(App {
         state,
         service,
@@ -373,6 +491,58 @@ pub async fn build(config: &Config) -> Result<App, WiringError> {
         simulated,
         server: ServerOptions::from_config(config),
     })
+}
+
+/// Counts a reconciliation pass's findings in `bonde_pressure_reconcile_total`
+/// (`what=passes, examined, legs_fetched, expired, legs_hung_up, lost_dials,
+/// errors, conferences_fetched, joins_recovered, unreadable_rows,
+/// unreadable_calls`). A damaged row counts in `unreadable_rows` every pass
+/// it is met, and in `unreadable_calls` once per call.
+pub fn record_reconcile(metrics: &Metrics, r: &bonde_pressure_core::ReconcileReport) {
+    metrics.inc(metrics::RECONCILE, &[("what", "passes")]);
+    metrics.add(
+        metrics::RECONCILE,
+        &[("what", "examined")],
+        r.examined as u64,
+    );
+    metrics.add(
+        metrics::RECONCILE,
+        &[("what", "legs_fetched")],
+        r.legs_fetched as u64,
+    );
+    metrics.add(metrics::RECONCILE, &[("what", "expired")], r.expired as u64);
+    metrics.add(
+        metrics::RECONCILE,
+        &[("what", "legs_hung_up")],
+        r.legs_hung_up as u64,
+    );
+    metrics.add(
+        metrics::RECONCILE,
+        &[("what", "lost_dials")],
+        r.lost_dials as u64,
+    );
+    metrics.add(metrics::RECONCILE, &[("what", "errors")], r.errors as u64);
+    metrics.add(
+        metrics::RECONCILE,
+        &[("what", "conferences_fetched")],
+        r.conferences_fetched as u64,
+    );
+    metrics.add(
+        metrics::RECONCILE,
+        &[("what", "joins_recovered")],
+        r.joins_recovered as u64,
+    );
+    // Damaged rows: met every pass while damaged; each call once.
+    metrics.add(
+        metrics::RECONCILE,
+        &[("what", "unreadable_rows")],
+        r.unreadable as u64,
+    );
+    metrics.add(
+        metrics::RECONCILE,
+        &[("what", "unreadable_calls")],
+        r.unreadable_new.len() as u64,
+    );
 }
 
 /// Runs `service.reconcile` every `interval` until `stop` turns true.
@@ -396,29 +566,7 @@ pub fn spawn_reconciler(
             }
             match service.reconcile(200).await {
                 Ok(r) => {
-                    metrics.inc(metrics::RECONCILE, &[("what", "passes")]);
-                    metrics.add(
-                        metrics::RECONCILE,
-                        &[("what", "examined")],
-                        r.examined as u64,
-                    );
-                    metrics.add(
-                        metrics::RECONCILE,
-                        &[("what", "legs_fetched")],
-                        r.legs_fetched as u64,
-                    );
-                    metrics.add(metrics::RECONCILE, &[("what", "expired")], r.expired as u64);
-                    metrics.add(
-                        metrics::RECONCILE,
-                        &[("what", "legs_hung_up")],
-                        r.legs_hung_up as u64,
-                    );
-                    metrics.add(
-                        metrics::RECONCILE,
-                        &[("what", "lost_dials")],
-                        r.lost_dials as u64,
-                    );
-                    metrics.add(metrics::RECONCILE, &[("what", "errors")], r.errors as u64);
+                    record_reconcile(&metrics, &r);
                     if r.examined > 0 {
                         tracing::info!(
                             examined = r.examined,
@@ -426,6 +574,8 @@ pub fn spawn_reconciler(
                             expired = r.expired,
                             hung_up = r.legs_hung_up,
                             lost_dials = r.lost_dials,
+                            joins_recovered = r.joins_recovered,
+                            unreadable = r.unreadable,
                             errors = r.errors,
                             "reconciliation pass"
                         );

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use bonde_pressure_core::call::{CallFacts, LegFacts};
 use bonde_pressure_core::domain::{Email, PersonName};
-use bonde_pressure_core::ports::{CallStats, RawEvent, StoreError, StoredEvent};
+use bonde_pressure_core::ports::{CallStats, RawEvent, StoreError, StoredEvent, UnreadableCall};
 use bonde_pressure_core::{
     Activist, Call, CallId, DetailedState, Leg, PhoneNumber, Target, WidgetId,
 };
@@ -24,6 +24,27 @@ pub(crate) fn corrupt(column: &'static str, reason: impl ToString) -> StoreError
         column,
         reason: reason.to_string(),
     })
+}
+
+/// What a row that failed to decode says about itself: the error of the
+/// column that failed (its name and the kind of damage, never its value).
+pub(crate) fn unreadable(call_id: Option<CallId>, e: StoreError) -> UnreadableCall {
+    let reason = match e {
+        StoreError::Backend(inner) => inner.to_string(),
+        other => other.to_string(),
+    };
+    UnreadableCall::new(call_id, reason)
+}
+
+/// Decodes one call row with `decode` (the backend's `FromRow` and
+/// [`CallParts::into_call`]): a failure is that call's, named by its id
+/// when `id` could read it.
+pub(crate) fn decode_call_row<R>(
+    row: &R,
+    id: impl FnOnce(&R) -> Option<CallId>,
+    decode: impl FnOnce(&R) -> Result<Call, StoreError>,
+) -> Result<Call, UnreadableCall> {
+    decode(row).map_err(|e| unreadable(id(row), e))
 }
 
 /// Wraps a driver error.
@@ -112,6 +133,8 @@ pub(crate) struct CallRecord<'a> {
     /// lists the rows where it is false.
     pub settled: bool,
     pub connected_secs: Option<i64>,
+    /// [`bonde_pressure_core::FunnelStage::as_i16`] of the call.
+    pub funnel_stage: i16,
     pub facts: String,
     pub version: i64,
     pub created_at: DateTime<Utc>,
@@ -139,6 +162,7 @@ impl<'a> CallRecord<'a> {
             state: state.as_str(),
             settled: call.is_settled(),
             connected_secs: call.connected_secs().map(i64::from),
+            funnel_stage: bonde_pressure_core::FunnelStage::of(&call.facts, state).as_i16(),
             facts: serde_json::to_string(&call.facts).map_err(StoreError::backend)?,
             version: version_to_db(version)?,
             created_at: truncate_micros(call.created_at),

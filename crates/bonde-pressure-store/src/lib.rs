@@ -40,6 +40,9 @@ mod do_not_call;
 #[cfg(feature = "test-util")]
 pub mod do_not_call_conformance;
 mod postgres;
+mod results;
+#[cfg(feature = "test-util")]
+pub mod results_conformance;
 mod sqlite;
 
 pub use postgres::PgCallStore;

@@ -4,15 +4,17 @@ use std::borrow::Cow;
 use std::str::FromStr;
 
 use async_trait::async_trait;
-use bonde_pressure_core::ports::{CallStats, CallStore, RawEvent, StoreError, StoredEvent};
+use bonde_pressure_core::ports::{
+    CallStats, CallStore, RawEvent, StoreError, StoredEvent, UnreadableCall,
+};
 use bonde_pressure_core::{Call, CallId, CallSid, WidgetId};
 use chrono::{DateTime, Utc};
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::{FromRow, Postgres, Transaction};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::{FromRow, Postgres, Row, Transaction};
 use uuid::Uuid;
 
 use crate::codec::{
-    CallParts, CallRecord, EventParts, StatsRow, ceil_micros, corrupt, db,
+    CallParts, CallRecord, EventParts, StatsRow, ceil_micros, corrupt, db, decode_call_row,
     is_foreign_key_violation, is_unique_violation, leg_records, stats_from_rows, truncate_micros,
     version_to_db,
 };
@@ -98,7 +100,7 @@ WITH upd AS ( \
         from_call_sid = $9, to_phone_number = $10, to_call_sid = $11, target_name = $12, \
         target_caller_id = $13, conference_sid = $14, state = $15, settled = $16, \
         connected_secs = $17, facts = $18::jsonb, version = $19, created_at = $20, \
-        updated_at = $21 \
+        updated_at = $21, funnel_stage = $40 \
     WHERE id = $1 AND version = $2 \
     RETURNING id \
 ), legs AS ( \
@@ -166,6 +168,15 @@ struct CallRow {
 }
 
 impl CallRow {
+    /// Decodes one row; a failure is reported for that call only.
+    fn decode(row: &PgRow) -> Result<Call, UnreadableCall> {
+        decode_call_row(
+            row,
+            |row| row.try_get::<Uuid, _>("id").ok().map(CallId::from),
+            |row| CallRow::from_row(row).map_err(db)?.into_call(),
+        )
+    }
+
     fn into_call(self) -> Result<Call, StoreError> {
         CallParts {
             id: self.id,
@@ -265,12 +276,47 @@ impl PgCallStore {
     /// Applies the pending migrations (PostgreSQL advisory-locked, so
     /// replicas starting together are safe).
     pub async fn migrate(&self) -> Result<MigrationReport, ConnectError> {
-        migration_report(&MIGRATOR, &self.pool).await
+        let report = migration_report(&MIGRATOR, &self.pool).await?;
+        crate::results::backfill_pg(&self.pool)
+            .await
+            .map_err(|e| ConnectError::Migration(Box::new(e)))?;
+        Ok(report)
     }
 
     /// Closes the pool, waiting for connections in use to come back.
     pub async fn close(&self) {
         self.pool.close().await;
+    }
+
+    /// A page of one widget's calls created in `[from, to)`, by creation
+    /// time then id, after `after`.
+    pub(crate) async fn list_widget_calls(
+        &self,
+        widget_id: WidgetId,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        after: Option<bonde_pressure_core::CallCursor>,
+        limit: u32,
+    ) -> Result<Vec<Call>, StoreError> {
+        sqlx::query_as::<_, CallRow>(concat!(
+            "SELECT ",
+            call_columns!(),
+            " FROM phone_calls WHERE widget_id = $1 AND created_at >= $2 AND created_at < $3 \
+             AND ($4::timestamptz IS NULL OR (created_at, id) > ($4, $5)) \
+             ORDER BY created_at, id LIMIT $6"
+        ))
+        .bind(widget_id.get())
+        .bind(ceil_micros(from))
+        .bind(ceil_micros(to))
+        .bind(after.map(|a| truncate_micros(a.created_at)))
+        .bind(after.map(|a| a.id.as_uuid()).unwrap_or_default())
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?
+        .into_iter()
+        .map(CallRow::into_call)
+        .collect()
     }
 
     async fn upsert_legs(
@@ -347,9 +393,9 @@ impl CallStore for PgCallStore {
             "INSERT INTO phone_calls (id, widget_id, activist_name, activist_first_name, \
              activist_last_name, activist_email, from_phone_number, from_call_sid, to_phone_number, \
              to_call_sid, target_name, target_caller_id, conference_sid, state, settled, \
-             connected_secs, facts, version, created_at, updated_at) \
+             connected_secs, facts, version, created_at, updated_at, funnel_stage) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, \
-             $17::jsonb, $18, $19, $20)",
+             $17::jsonb, $18, $19, $20, $21)",
         )
         .bind(r.id)
         .bind(r.widget_id)
@@ -371,6 +417,7 @@ impl CallStore for PgCallStore {
         .bind(r.version)
         .bind(r.created_at)
         .bind(r.updated_at)
+        .bind(r.funnel_stage)
         .execute(&mut *tx)
         .await;
         match inserted {
@@ -383,7 +430,7 @@ impl CallStore for PgCallStore {
     }
 
     async fn get(&self, id: CallId) -> Result<Option<Call>, StoreError> {
-        sqlx::query_as::<_, CallRow>(concat!(
+        sqlx::query(concat!(
             "SELECT ",
             call_columns!(),
             " FROM phone_calls WHERE id = $1"
@@ -392,12 +439,12 @@ impl CallStore for PgCallStore {
         .fetch_optional(&self.pool)
         .await
         .map_err(db)?
-        .map(CallRow::into_call)
+        .map(|row| CallRow::decode(&row).map_err(StoreError::Unreadable))
         .transpose()
     }
 
     async fn find_by_sid(&self, sid: &CallSid) -> Result<Option<Call>, StoreError> {
-        sqlx::query_as::<_, CallRow>(concat!(
+        sqlx::query(concat!(
             "SELECT ",
             call_columns!(),
             " FROM phone_calls WHERE from_call_sid = $1 OR to_call_sid = $1 \
@@ -407,7 +454,7 @@ impl CallStore for PgCallStore {
         .fetch_optional(&self.pool)
         .await
         .map_err(db)?
-        .map(CallRow::into_call)
+        .map(|row| CallRow::decode(&row).map_err(StoreError::Unreadable))
         .transpose()
     }
 
@@ -488,6 +535,7 @@ impl CallStore for PgCallStore {
                     .map(|e| truncate_micros(e.received_at))
                     .collect::<Vec<_>>(),
             )
+            .bind(r.funnel_stage)
             .fetch_one(&self.pool)
             .await
             .map_err(commit_error)?;
@@ -549,7 +597,21 @@ impl CallStore for PgCallStore {
         updated_before: DateTime<Utc>,
         limit: u32,
     ) -> Result<Vec<Call>, StoreError> {
-        sqlx::query_as::<_, CallRow>(concat!(
+        Ok(self
+            .list_unfinished_rows(updated_before, limit)
+            .await?
+            .into_iter()
+            .filter_map(Result::ok)
+            .collect())
+    }
+
+    async fn list_unfinished_rows(
+        &self,
+        updated_before: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<Result<Call, UnreadableCall>>, StoreError> {
+        // Row by row: one damaged row is its call's problem only.
+        let rows = sqlx::query(concat!(
             "SELECT ",
             call_columns!(),
             " FROM phone_calls WHERE NOT settled AND updated_at < $1 \
@@ -559,10 +621,8 @@ impl CallStore for PgCallStore {
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await
-        .map_err(db)?
-        .into_iter()
-        .map(CallRow::into_call)
-        .collect()
+        .map_err(db)?;
+        Ok(rows.iter().map(CallRow::decode).collect())
     }
 
     async fn stats(

@@ -5,18 +5,21 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use bonde_pressure_core::ports::{CallStats, CallStore, RawEvent, StoreError, StoredEvent};
+use bonde_pressure_core::ports::{
+    CallStats, CallStore, RawEvent, StoreError, StoredEvent, UnreadableCall,
+};
 use bonde_pressure_core::{Call, CallId, CallSid, WidgetId};
 use chrono::{DateTime, Utc};
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
 };
-use sqlx::{FromRow, Sqlite, Transaction};
+use sqlx::{FromRow, Row, Sqlite, Transaction};
 use tokio::sync::Mutex;
 use uuid::Uuid;
 
 use crate::codec::{
-    CallParts, CallRecord, EventParts, StatsRow, ceil_micros, corrupt, db,
+    CallParts, CallRecord, EventParts, StatsRow, ceil_micros, corrupt, db, decode_call_row,
     is_foreign_key_violation, is_unique_violation, leg_records, parse_ts, stats_from_rows, ts_text,
     version_to_db,
 };
@@ -36,7 +39,7 @@ const UPDATE_CALL_SQL: &str = "UPDATE phone_calls SET widget_id = ?3, activist_n
     from_phone_number = ?8, from_call_sid = ?9, to_phone_number = ?10, to_call_sid = ?11, \
     target_name = ?12, target_caller_id = ?13, conference_sid = ?14, state = ?15, \
     settled = ?16, connected_secs = ?17, facts = ?18, version = ?19, created_at = ?20, \
-    updated_at = ?21 WHERE id = ?1 AND version = ?2";
+    updated_at = ?21, funnel_stage = ?22 WHERE id = ?1 AND version = ?2";
 
 /// `SQLITE_BUSY` and `SQLITE_LOCKED` (primary result codes).
 const SQLITE_BUSY: i64 = 5;
@@ -136,6 +139,20 @@ struct CallRow {
 }
 
 impl CallRow {
+    /// Decodes one row; a failure is reported for that call only.
+    fn decode(row: &SqliteRow) -> Result<Call, UnreadableCall> {
+        decode_call_row(
+            row,
+            |row| {
+                row.try_get::<String, _>("id")
+                    .ok()
+                    .and_then(|s| Uuid::parse_str(&s).ok())
+                    .map(CallId::from)
+            },
+            |row| CallRow::from_row(row).map_err(db)?.into_call(),
+        )
+    }
+
     fn into_call(self) -> Result<Call, StoreError> {
         CallParts {
             id: parse_uuid("phone_calls.id", &self.id)?,
@@ -305,12 +322,48 @@ impl SqliteCallStore {
 
     /// Applies the pending migrations.
     pub async fn migrate(&self) -> Result<MigrationReport, ConnectError> {
-        migration_report(&MIGRATOR, &self.pool).await
+        let report = migration_report(&MIGRATOR, &self.pool).await?;
+        let _writer = self.writer.lock().await;
+        crate::results::backfill_sqlite(&self.pool)
+            .await
+            .map_err(|e| ConnectError::Migration(Box::new(e)))?;
+        Ok(report)
     }
 
     /// Closes the pool, waiting for connections in use to come back.
     pub async fn close(&self) {
         self.pool.close().await;
+    }
+
+    /// A page of one widget's calls created in `[from, to)`, by creation
+    /// time then id, after `after`.
+    pub(crate) async fn list_widget_calls(
+        &self,
+        widget_id: WidgetId,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        after: Option<bonde_pressure_core::CallCursor>,
+        limit: u32,
+    ) -> Result<Vec<Call>, StoreError> {
+        sqlx::query_as::<_, CallRow>(concat!(
+            "SELECT ",
+            call_columns!(),
+            " FROM phone_calls WHERE widget_id = ?1 AND created_at >= ?2 AND created_at < ?3 \
+             AND (?4 IS NULL OR created_at > ?4 OR (created_at = ?4 AND id > ?5)) \
+             ORDER BY created_at, id LIMIT ?6"
+        ))
+        .bind(widget_id.get())
+        .bind(ts_text(ceil_micros(from)))
+        .bind(ts_text(ceil_micros(to)))
+        .bind(after.map(|a| ts_text(a.created_at)))
+        .bind(after.map(|a| id_text(a.id)).unwrap_or_default())
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?
+        .into_iter()
+        .map(CallRow::into_call)
+        .collect()
     }
 
     async fn upsert_legs(
@@ -391,9 +444,9 @@ impl CallStore for SqliteCallStore {
             "INSERT INTO phone_calls (id, widget_id, activist_name, activist_first_name, \
              activist_last_name, activist_email, from_phone_number, from_call_sid, to_phone_number, \
              to_call_sid, target_name, target_caller_id, conference_sid, state, settled, \
-             connected_secs, facts, version, created_at, updated_at) \
+             connected_secs, facts, version, created_at, updated_at, funnel_stage) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, \
-             ?18, ?19, ?20)",
+             ?18, ?19, ?20, ?21)",
         )
         .bind(r.id.hyphenated().to_string())
         .bind(r.widget_id)
@@ -415,6 +468,7 @@ impl CallStore for SqliteCallStore {
         .bind(r.version)
         .bind(ts_text(r.created_at))
         .bind(&updated_at)
+        .bind(r.funnel_stage)
         .execute(&mut *tx)
         .await;
         let result = match inserted {
@@ -426,7 +480,7 @@ impl CallStore for SqliteCallStore {
     }
 
     async fn get(&self, id: CallId) -> Result<Option<Call>, StoreError> {
-        sqlx::query_as::<_, CallRow>(concat!(
+        sqlx::query(concat!(
             "SELECT ",
             call_columns!(),
             " FROM phone_calls WHERE id = ?1"
@@ -435,12 +489,12 @@ impl CallStore for SqliteCallStore {
         .fetch_optional(&self.pool)
         .await
         .map_err(db)?
-        .map(CallRow::into_call)
+        .map(|row| CallRow::decode(&row).map_err(StoreError::Unreadable))
         .transpose()
     }
 
     async fn find_by_sid(&self, sid: &CallSid) -> Result<Option<Call>, StoreError> {
-        sqlx::query_as::<_, CallRow>(concat!(
+        sqlx::query(concat!(
             "SELECT ",
             call_columns!(),
             " FROM phone_calls WHERE from_call_sid = ?1 OR to_call_sid = ?1 \
@@ -450,7 +504,7 @@ impl CallStore for SqliteCallStore {
         .fetch_optional(&self.pool)
         .await
         .map_err(db)?
-        .map(CallRow::into_call)
+        .map(|row| CallRow::decode(&row).map_err(StoreError::Unreadable))
         .transpose()
     }
 
@@ -492,6 +546,7 @@ impl CallStore for SqliteCallStore {
                 .bind(r.version)
                 .bind(ts_text(r.created_at))
                 .bind(&updated_at)
+                .bind(r.funnel_stage)
                 .execute(&mut *tx)
                 .await
                 .map_err(commit_error)?;
@@ -562,7 +617,21 @@ impl CallStore for SqliteCallStore {
         updated_before: DateTime<Utc>,
         limit: u32,
     ) -> Result<Vec<Call>, StoreError> {
-        sqlx::query_as::<_, CallRow>(concat!(
+        Ok(self
+            .list_unfinished_rows(updated_before, limit)
+            .await?
+            .into_iter()
+            .filter_map(Result::ok)
+            .collect())
+    }
+
+    async fn list_unfinished_rows(
+        &self,
+        updated_before: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<Result<Call, UnreadableCall>>, StoreError> {
+        // Row by row: one damaged row is its call's problem only.
+        let rows = sqlx::query(concat!(
             "SELECT ",
             call_columns!(),
             " FROM phone_calls WHERE settled = 0 AND updated_at < ?1 \
@@ -572,10 +641,8 @@ impl CallStore for SqliteCallStore {
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await
-        .map_err(db)?
-        .into_iter()
-        .map(CallRow::into_call)
-        .collect()
+        .map_err(db)?;
+        Ok(rows.iter().map(CallRow::decode).collect())
     }
 
     async fn stats(

@@ -137,6 +137,45 @@ macro_rules! conformance_tests {
 
 bonde_pressure_store::for_each_conformance_check!(conformance_tests);
 
+macro_rules! results_tests {
+    ($($check:ident),* $(,)?) => {
+        mod results_memory {
+            use super::*;
+            use bonde_pressure_store::results_conformance;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $check() {
+                    results_conformance::$check(Arc::new(InMemoryCallStore::new())).await;
+                }
+            )*
+        }
+
+        mod results_sqlite {
+            use super::*;
+            use bonde_pressure_store::results_conformance;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $check() {
+                    with_sqlite(|store| results_conformance::$check(store)).await;
+                }
+            )*
+        }
+
+        mod results_postgres {
+            use super::*;
+            use bonde_pressure_store::results_conformance;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $check() {
+                    with_postgres(|store| results_conformance::$check(store)).await;
+                }
+            )*
+        }
+    };
+}
+
+bonde_pressure_store::for_each_results_check!(results_tests);
+
 macro_rules! do_not_call_tests {
     ($($check:ident),* $(,)?) => {
         mod do_not_call_memory {
@@ -505,7 +544,25 @@ mod postgres_specific {
                      SELECT c.state, COUNT(*)::bigint AS calls, agg.total_secs, agg.median_secs \
                      FROM c CROSS JOIN agg GROUP BY c.state, agg.total_secs, agg.median_secs",
                     "(42, now() - interval '1 day', now())",
-                    vec!["phone_calls_widget_created_idx"],
+                    // Since the results migration, the covering index.
+                    vec!["phone_calls_results_idx"],
+                ),
+                (
+                    "report counts(int8, timestamptz, timestamptz)",
+                    "SELECT state, funnel_stage, COUNT(*) FROM phone_calls \
+                     WHERE widget_id = $1 AND created_at >= $2 AND created_at < $3 \
+                     GROUP BY state, funnel_stage",
+                    "(42, now() - interval '1 day', now())",
+                    vec!["phone_calls_results_idx"],
+                ),
+                (
+                    "list_calls(int8, timestamptz, timestamptz, timestamptz, uuid, int8)",
+                    "SELECT id FROM phone_calls \
+                     WHERE widget_id = $1 AND created_at >= $2 AND created_at < $3 \
+                     AND ($4::timestamptz IS NULL OR (created_at, id) > ($4, $5)) \
+                     ORDER BY created_at, id LIMIT $6",
+                    "(42, now() - interval '1 day', now(), NULL, gen_random_uuid(), 100)",
+                    vec!["phone_calls_results_idx"],
                 ),
                 (
                     "events(uuid)",
@@ -542,6 +599,89 @@ mod postgres_specific {
                 assert!(!plan.contains("Seq Scan"), "{signature}:\n{plan}");
                 assert!(plan.contains("$1"), "{signature}: a generic plan:\n{plan}");
             }
+        })
+        .await;
+    }
+}
+
+/// Rows written before the `funnel_stage` column existed get it from their
+/// facts JSON when the store migrates (the backfill).
+mod funnel_backfill {
+    use super::*;
+    use bonde_pressure_core::results::{CampaignResults, Interval, ResultsQuery, ResultsReport};
+    use bonde_pressure_core::{CallStore, WidgetId};
+    use conformance::{Outcome, at, build_call};
+
+    fn calls() -> Vec<bonde_pressure_core::Call> {
+        Outcome::ALL
+            .into_iter()
+            .enumerate()
+            .map(|(i, o)| build_call(48, at(i as i64 * 60), o))
+            .collect()
+    }
+
+    fn query() -> ResultsQuery {
+        ResultsQuery::new(
+            WidgetId::new(48).unwrap(),
+            at(-3600),
+            at(3600),
+            bonde_pressure_core::Tz::America__Sao_Paulo,
+            Interval::Hour,
+        )
+    }
+
+    #[tokio::test]
+    async fn sqlite() {
+        with_sqlite(|store| async move {
+            let calls = calls();
+            for c in &calls {
+                store.create(c).await.unwrap();
+            }
+            sqlx::query("UPDATE phone_calls SET funnel_stage = NULL")
+                .execute(store.pool())
+                .await
+                .unwrap();
+            let before = store.report(&query()).await.unwrap();
+            assert_eq!(before.funnel[1].calls, 0, "not backfilled yet");
+            store.migrate().await.unwrap();
+            let left: i64 =
+                sqlx::query_scalar("SELECT COUNT(*) FROM phone_calls WHERE funnel_stage IS NULL")
+                    .fetch_one(store.pool())
+                    .await
+                    .unwrap();
+            assert_eq!(left, 0);
+            assert_eq!(
+                store.report(&query()).await.unwrap(),
+                ResultsReport::from_calls(&query(), &calls)
+            );
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn postgres() {
+        with_postgres(|store| async move {
+            let calls = calls();
+            for c in &calls {
+                store.create(c).await.unwrap();
+            }
+            sqlx::query("UPDATE phone_calls SET funnel_stage = NULL")
+                .execute(store.pool())
+                .await
+                .unwrap();
+            let before = store.report(&query()).await.unwrap();
+            assert_eq!(before.funnel[1].calls, 0, "not backfilled yet");
+            store.migrate().await.unwrap();
+            let left: i64 =
+                sqlx::query_scalar("SELECT COUNT(*) FROM phone_calls WHERE funnel_stage IS NULL")
+                    .fetch_one(store.pool())
+                    .await
+                    .unwrap();
+            assert_eq!(left, 0);
+            assert_eq!(
+                store.report(&query()).await.unwrap(),
+                ResultsReport::from_calls(&query(), &calls)
+            );
         })
         .await;
     }

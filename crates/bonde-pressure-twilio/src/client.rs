@@ -3,7 +3,10 @@
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use bonde_pressure_core::ports::{ActivistCallRequest, DialedLeg, LegSnapshot, TargetCallRequest};
+use bonde_pressure_core::ports::{
+    ActivistCallRequest, ConferenceSnapshot, DialedLeg, LegSnapshot, ParticipantSnapshot,
+    TargetCallRequest,
+};
 use bonde_pressure_core::{
     AnsweredBy, CallId, CallSid, ConferenceSid, HangUp, LegStatus, Telephony, TelephonyError,
 };
@@ -109,6 +112,30 @@ struct CallStatusOnly {
 #[derive(Deserialize)]
 struct ParticipantResource {
     call_sid: String,
+    status: Option<String>,
+}
+
+/// A page of `GET …/Conferences.json`.
+#[derive(Deserialize)]
+struct ConferencePage {
+    conferences: Vec<ConferenceListed>,
+}
+
+#[derive(Deserialize)]
+struct ConferenceListed {
+    sid: String,
+}
+
+/// A page of `GET …/Conferences/{CF}/Participants.json`.
+#[derive(Deserialize)]
+struct ParticipantPage {
+    participants: Vec<ParticipantListed>,
+}
+
+#[derive(Deserialize)]
+struct ParticipantListed {
+    call_sid: String,
+    label: Option<String>,
     status: Option<String>,
 }
 
@@ -428,6 +455,33 @@ impl TwilioClient {
         }
     }
 
+    /// The SID of the call's conference while it is in progress (`GET
+    /// …/Conferences.json?FriendlyName={call id}&Status=in-progress`);
+    /// `None` when there is none.
+    pub async fn live_conference_sid(
+        &self,
+        call_id: CallId,
+    ) -> Result<Option<ConferenceSid>, TelephonyError> {
+        let query = form_urlencoded::Serializer::new(String::new())
+            .append_pair("FriendlyName", &call_id.to_string())
+            .append_pair("Status", "in-progress")
+            .finish();
+        let url = self.account_url(&format!("Conferences.json?{query}"));
+        let body = self
+            .send(Method::Get, &url, None, Safety::Idempotent)
+            .await?;
+        let page: ConferencePage =
+            serde_json::from_str(&body).map_err(|_| unexpected("conference list", &body))?;
+        page.conferences
+            .first()
+            .map(|c| {
+                c.sid
+                    .parse()
+                    .map_err(|_| unexpected("conference sid", &body))
+            })
+            .transpose()
+    }
+
     /// Sets a call's status; returns the call's status in Twilio's answer
     /// (`None` when the call had already ended, error 21220, or the answer
     /// names none).
@@ -528,6 +582,51 @@ impl Telephony for TwilioClient {
         self.send(Method::Post, &url, Some(&form), Safety::Idempotent)
             .await
             .map(drop)
+    }
+
+    /// `GET …/Conferences/{CF}/Participants.json`, resolving the SID by
+    /// friendly name ([`TwilioClient::live_conference_sid`]) when no
+    /// callback named it. A conference Twilio does not know (404) or none in
+    /// progress is `None`; a participant is in the conference when its
+    /// status is `connected` (or absent), and its label names its leg.
+    async fn conference_participants(
+        &self,
+        call_id: CallId,
+        conference: Option<ConferenceSid>,
+    ) -> Result<Option<ConferenceSnapshot>, TelephonyError> {
+        let conference_sid = match conference {
+            Some(sid) => sid,
+            None => match self.live_conference_sid(call_id).await? {
+                Some(sid) => sid,
+                None => return Ok(None),
+            },
+        };
+        let url = self.account_url(&format!(
+            "Conferences/{}/Participants.json",
+            conference_sid.as_str()
+        ));
+        let body = match self.send(Method::Get, &url, None, Safety::Idempotent).await {
+            Ok(body) => body,
+            Err(TelephonyError::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let page: ParticipantPage =
+            serde_json::from_str(&body).map_err(|_| unexpected("participant list", &body))?;
+        let participants = page
+            .participants
+            .into_iter()
+            .map(|p| {
+                let call_sid: CallSid = p
+                    .call_sid
+                    .parse()
+                    .map_err(|_| unexpected("participant call sid", &body))?;
+                let leg = p.label.as_deref().and_then(crate::webhook::leg_of_label);
+                let in_conference = p.status.as_deref().is_none_or(|s| s == "connected");
+                Ok(ParticipantSnapshot::new(call_sid, leg, in_conference))
+            })
+            .collect::<Result<Vec<_>, TelephonyError>>()?;
+        debug!(%call_id, conference = %conference_sid, participants = participants.len(), "conference listed");
+        Ok(Some(ConferenceSnapshot::new(conference_sid, participants)))
     }
 
     async fn fetch_leg(&self, sid: &CallSid) -> Result<LegSnapshot, TelephonyError> {

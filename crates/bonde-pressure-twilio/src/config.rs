@@ -42,6 +42,9 @@ pub enum ConfigError {
     /// The HTTP client could not be built.
     #[error("HTTP client could not be built: {0}")]
     HttpClient(String),
+    /// The callback URLs' connection overrides are malformed.
+    #[error("invalid Twilio connection overrides: {0}")]
+    ConnectionOverrides(String),
 }
 
 /// A secret string whose `Debug` and `Display` never show it.
@@ -250,6 +253,17 @@ impl TwilioConfig {
             ));
         }
         self.api_base = base.to_owned();
+        Ok(self)
+    }
+
+    /// Sets the Twilio connection overrides of the callback URLs (see
+    /// [`CallbackUrls::with_connection_overrides`]; default
+    /// [`crate::urls::DEFAULT_CONNECTION_OVERRIDES`]).
+    pub fn with_connection_overrides(
+        mut self,
+        overrides: Option<&str>,
+    ) -> Result<Self, ConfigError> {
+        self.callbacks = self.callbacks.with_connection_overrides(overrides)?;
         Ok(self)
     }
 

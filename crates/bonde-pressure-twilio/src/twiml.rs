@@ -494,7 +494,8 @@ mod tests {
             ("statusCallbackEvent", "start end join leave"),
             (
                 "statusCallback",
-                "https://p.example.org/v1/phone/conference-status-callback/0b7e3a52-9d4c-4f5e-8a1b-2c3d4e5f6a7b",
+                // Connection overrides: Twilio retries a failed callback.
+                "https://p.example.org/v1/phone/conference-status-callback/0b7e3a52-9d4c-4f5e-8a1b-2c3d4e5f6a7b#rc=2&rp=ct,5xx",
             ),
         ] {
             assert_eq!(conf.attribute(k), Some(v), "{k}");
@@ -583,7 +584,7 @@ mod tests {
              <Dial action=\"https://p.example.org/v1/phone/after-dial/{ID}\" method=\"POST\">\
              <Conference startConferenceOnEnter=\"true\" endConferenceOnExit=\"true\" beep=\"false\" \
              waitUrl=\"https://cdn.example.org/hold.mp3?a=1&amp;b=2\" waitMethod=\"GET\" participantLabel=\"activist\" \
-             statusCallback=\"https://p.example.org/v1/phone/conference-status-callback/{ID}\" statusCallbackMethod=\"POST\" \
+             statusCallback=\"https://p.example.org/v1/phone/conference-status-callback/{ID}#rc=2&amp;rp=ct,5xx\" statusCallbackMethod=\"POST\" \
              statusCallbackEvent=\"start end join leave\">{ID}</Conference>\
              </Dial>\
              </Response>"

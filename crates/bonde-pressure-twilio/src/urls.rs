@@ -113,6 +113,13 @@ impl Route {
         }
     }
 
+    /// An asynchronous callback (status, AMD, conference events): Twilio
+    /// expects no TwiML and, unless asked to retry, drops it when our
+    /// answer fails. The other routes return TwiML.
+    pub fn is_callback(&self) -> bool {
+        !self.returns_twiml()
+    }
+
     /// The script moment a TwiML route asks for; `None` for callbacks.
     pub fn moment(&self) -> Option<ScriptMoment> {
         match self {
@@ -139,12 +146,26 @@ impl fmt::Display for Route {
     }
 }
 
+/// Twilio connection overrides appended (as a URL fragment) to every
+/// asynchronous callback URL by default: retry twice (`rc=2`) on a
+/// connection failure or a 5xx answer (`rp=ct,5xx`). Twilio's own default is
+/// one attempt retried only on a connection failure, so a callback answered
+/// with a 5xx (a deploy, a store outage) is lost.
+pub const DEFAULT_CONNECTION_OVERRIDES: &str = "rc=2&rp=ct,5xx";
+
 /// Builds the absolute callback URLs of the route contract from the public
 /// base URL (`BASE_URL`, the URL Twilio reaches us at, which is also the URL
 /// Twilio signs).
+///
+/// Asynchronous callback URLs ([`Route::is_callback`]) carry Twilio
+/// connection overrides as a fragment (`…/status-callback/{id}#rc=2&rp=ct,5xx`,
+/// [`DEFAULT_CONNECTION_OVERRIDES`]). A fragment is never sent in an HTTP
+/// request, so the URL Twilio requests, and signs, has none:
+/// [`CallbackUrls::signed_url`] never includes one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CallbackUrls {
     base: String,
+    overrides: Option<String>,
 }
 
 impl CallbackUrls {
@@ -167,7 +188,42 @@ impl CallbackUrls {
         }
         Ok(Self {
             base: base.to_owned(),
+            overrides: Some(DEFAULT_CONNECTION_OVERRIDES.to_owned()),
         })
+    }
+
+    /// Sets the connection overrides of the callback URLs (`rc=2&rp=ct,5xx`,
+    /// without the `#`); `None` or an empty string sends none (Twilio's
+    /// defaults apply). Refused: a `#`, spaces or control characters, or
+    /// something that is not `key=value` pairs joined by `&`.
+    pub fn with_connection_overrides(
+        mut self,
+        overrides: Option<&str>,
+    ) -> Result<Self, ConfigError> {
+        let o = overrides.map(str::trim).unwrap_or_default();
+        if o.is_empty() {
+            self.overrides = None;
+            return Ok(self);
+        }
+        let well_formed = !o
+            .chars()
+            .any(|c| c == '#' || c.is_whitespace() || c.is_control())
+            && o.split('&').all(|pair| {
+                pair.split_once('=')
+                    .is_some_and(|(k, v)| !k.is_empty() && !v.is_empty() && !v.contains('='))
+            });
+        if !well_formed {
+            return Err(ConfigError::ConnectionOverrides(format!(
+                "expected key=value pairs joined by & (like {DEFAULT_CONNECTION_OVERRIDES}), got {o:?}"
+            )));
+        }
+        self.overrides = Some(o.to_owned());
+        Ok(self)
+    }
+
+    /// The connection overrides appended to callback URLs, if any.
+    pub fn connection_overrides(&self) -> Option<&str> {
+        self.overrides.as_deref()
     }
 
     /// The base URL, without a trailing slash.
@@ -175,16 +231,31 @@ impl CallbackUrls {
         &self.base
     }
 
-    /// The absolute URL of `route` for one call.
+    /// The absolute URL of `route` for one call, without connection
+    /// overrides: the URL Twilio requests and signs.
     pub fn url(&self, route: Route, call_id: CallId) -> String {
         format!("{}{}", self.base, route.path(call_id))
+    }
+
+    /// The URL given to Twilio for `route`: [`CallbackUrls::url`], plus the
+    /// connection overrides as a fragment for asynchronous callbacks.
+    pub fn webhook(&self, route: Route, call_id: CallId) -> String {
+        match (&self.overrides, route.is_callback()) {
+            (Some(o), true) => format!("{}#{o}", self.url(route, call_id)),
+            _ => self.url(route, call_id),
+        }
     }
 
     /// The URL Twilio requested (and signed) for a request this server
     /// received at `path_and_query` (`/v1/phone/dial/…?x=1`): the public
     /// base URL followed by the path and query. Use it, never the `Host`
-    /// header, to check `X-Twilio-Signature` behind a proxy.
+    /// header, to check `X-Twilio-Signature` behind a proxy. A fragment
+    /// (connection overrides) is never part of it: HTTP requests carry
+    /// none, and one passed here is dropped.
     pub fn signed_url(&self, path_and_query: &str) -> String {
+        let path_and_query = path_and_query
+            .split_once('#')
+            .map_or(path_and_query, |(before, _)| before);
         if path_and_query.starts_with('/') {
             format!("{}{}", self.base, path_and_query)
         } else {
@@ -203,13 +274,15 @@ impl CallbackUrls {
     }
 
     /// `{base}/v1/phone/status-callback/{id}`.
+    /// With the connection overrides ([`CallbackUrls::webhook`]).
     pub fn status_callback(&self, call_id: CallId) -> String {
-        self.url(Route::StatusCallback, call_id)
+        self.webhook(Route::StatusCallback, call_id)
     }
 
     /// `{base}/v1/phone/amd-status-callback/{id}`.
+    /// With the connection overrides ([`CallbackUrls::webhook`]).
     pub fn amd_status_callback(&self, call_id: CallId) -> String {
-        self.url(Route::AmdStatusCallback, call_id)
+        self.webhook(Route::AmdStatusCallback, call_id)
     }
 
     /// `{base}/v1/phone/dial/{id}`.
@@ -218,18 +291,21 @@ impl CallbackUrls {
     }
 
     /// `{base}/v1/phone/dial-status-callback/{id}`.
+    /// With the connection overrides ([`CallbackUrls::webhook`]).
     pub fn dial_status_callback(&self, call_id: CallId) -> String {
-        self.url(Route::DialStatusCallback, call_id)
+        self.webhook(Route::DialStatusCallback, call_id)
     }
 
     /// `{base}/v1/phone/dial-amd-status-callback/{id}`.
+    /// With the connection overrides ([`CallbackUrls::webhook`]).
     pub fn dial_amd_status_callback(&self, call_id: CallId) -> String {
-        self.url(Route::DialAmdStatusCallback, call_id)
+        self.webhook(Route::DialAmdStatusCallback, call_id)
     }
 
     /// `{base}/v1/phone/conference-status-callback/{id}`.
+    /// With the connection overrides ([`CallbackUrls::webhook`]).
     pub fn conference_status_callback(&self, call_id: CallId) -> String {
-        self.url(Route::ConferenceStatusCallback, call_id)
+        self.webhook(Route::ConferenceStatusCallback, call_id)
     }
 
     /// `{base}/v1/phone/after-dial/{id}`.
@@ -252,26 +328,97 @@ mod tests {
         let id = id();
         let b = "https://pressure.example.org/v1/phone";
         let u = "0b7e3a52-9d4c-4f5e-8a1b-2c3d4e5f6a7b";
+        // TwiML routes: no overrides. Callbacks: Twilio retries them.
+        let o = "#rc=2&rp=ct,5xx";
         assert_eq!(urls.answer(id), format!("{b}/answer/{u}"));
-        assert_eq!(urls.status_callback(id), format!("{b}/status-callback/{u}"));
+        assert_eq!(
+            urls.status_callback(id),
+            format!("{b}/status-callback/{u}{o}")
+        );
         assert_eq!(
             urls.amd_status_callback(id),
-            format!("{b}/amd-status-callback/{u}")
+            format!("{b}/amd-status-callback/{u}{o}")
         );
         assert_eq!(urls.dial(id), format!("{b}/dial/{u}"));
         assert_eq!(
             urls.dial_status_callback(id),
-            format!("{b}/dial-status-callback/{u}")
+            format!("{b}/dial-status-callback/{u}{o}")
         );
         assert_eq!(
             urls.dial_amd_status_callback(id),
-            format!("{b}/dial-amd-status-callback/{u}")
+            format!("{b}/dial-amd-status-callback/{u}{o}")
         );
         assert_eq!(
             urls.conference_status_callback(id),
-            format!("{b}/conference-status-callback/{u}")
+            format!("{b}/conference-status-callback/{u}{o}")
         );
         assert_eq!(urls.after_dial(id), format!("{b}/after-dial/{u}"));
+    }
+
+    /// Every route's webhook URL, stripped of its fragment as an HTTP client
+    /// does, is exactly the URL validated for the request it causes.
+    #[test]
+    fn fragments_stay_out_of_the_signed_url() {
+        let urls = CallbackUrls::new("https://p.example.org/prefix").unwrap();
+        let id = id();
+        for route in Route::ALL {
+            let given = urls.webhook(route, id);
+            assert_eq!(given.contains('#'), route.is_callback(), "{route}");
+            let requested = given.split('#').next().unwrap();
+            assert_eq!(urls.signed_url(&route.path(id)), requested, "{route}");
+            assert_eq!(urls.url(route, id), requested, "{route}");
+            // A fragment that reached us anyway is not signed either.
+            assert_eq!(
+                urls.signed_url(&format!("{}#rc=2&rp=ct,5xx", route.path(id))),
+                requested
+            );
+        }
+        assert_eq!(
+            urls.signed_url("/v1/phone/dial/x?a=1#rc=1"),
+            "https://p.example.org/prefix/v1/phone/dial/x?a=1"
+        );
+    }
+
+    #[test]
+    fn connection_overrides_are_configurable_and_checked() {
+        let urls = CallbackUrls::new("https://p.example.org").unwrap();
+        assert_eq!(
+            urls.connection_overrides(),
+            Some(DEFAULT_CONNECTION_OVERRIDES)
+        );
+        let id = id();
+        let custom = urls
+            .clone()
+            .with_connection_overrides(Some("rc=3&rp=all&tt=12000"))
+            .unwrap();
+        assert!(custom.status_callback(id).ends_with(
+            "/status-callback/0b7e3a52-9d4c-4f5e-8a1b-2c3d4e5f6a7b#rc=3&rp=all&tt=12000"
+        ));
+        for none in [None, Some(""), Some("  ")] {
+            let plain = urls.clone().with_connection_overrides(none).unwrap();
+            assert_eq!(plain.connection_overrides(), None);
+            assert_eq!(
+                plain.status_callback(id),
+                plain.url(Route::StatusCallback, id)
+            );
+        }
+        for bad in [
+            "#rc=2",
+            "rc=2&",
+            "rc",
+            "rc=2 rp=ct",
+            "=2",
+            "rc==2",
+            "rc=2\nrp=ct",
+        ] {
+            assert!(
+                matches!(
+                    urls.clone().with_connection_overrides(Some(bad)),
+                    Err(ConfigError::ConnectionOverrides(_))
+                ),
+                "{bad:?} accepted"
+            );
+        }
     }
 
     #[test]

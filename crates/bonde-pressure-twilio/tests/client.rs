@@ -27,6 +27,8 @@ const OUR: &str = "+551140028922";
 const ACTIVIST: &str = "+5511987654321";
 const TARGET: &str = "+5561999990000";
 const BASE: &str = "https://pressure.example.org";
+/// The connection overrides every callback URL carries: Twilio retries.
+const RETRY: &str = "#rc=2&rp=ct,5xx";
 
 fn call_id() -> CallId {
     "0b7e3a52-9d4c-4f5e-8a1b-2c3d4e5f6a7b".parse().unwrap()
@@ -116,12 +118,12 @@ fn call_body(instructions: &str, detect_machine: bool) -> String {
          &Timeout=30",
         to = enc(ACTIVIST),
         from = enc(OUR),
-        status = enc(&format!("{BASE}/v1/phone/status-callback/{id}")),
+        status = enc(&format!("{BASE}/v1/phone/status-callback/{id}{RETRY}")),
     );
     if detect_machine {
         body.push_str(&format!(
             "&MachineDetection=Enable&AsyncAmd=true&AsyncAmdStatusCallback={amd}&AsyncAmdStatusCallbackMethod=POST",
-            amd = enc(&format!("{BASE}/v1/phone/amd-status-callback/{id}")),
+            amd = enc(&format!("{BASE}/v1/phone/amd-status-callback/{id}{RETRY}")),
         ));
     }
     body
@@ -143,8 +145,10 @@ fn target_body(from: &str) -> String {
          &MachineDetection=Enable&AmdStatusCallback={amd}&AmdStatusCallbackMethod=POST",
         from = enc(from),
         to = enc(TARGET),
-        status = enc(&format!("{BASE}/v1/phone/dial-status-callback/{id}")),
-        amd = enc(&format!("{BASE}/v1/phone/dial-amd-status-callback/{id}")),
+        status = enc(&format!("{BASE}/v1/phone/dial-status-callback/{id}{RETRY}")),
+        amd = enc(&format!(
+            "{BASE}/v1/phone/dial-amd-status-callback/{id}{RETRY}"
+        )),
     )
 }
 
@@ -219,8 +223,8 @@ async fn call_activist_posts_the_exact_form_and_reads_the_201() {
         to = enc(ACTIVIST),
         from = enc(OUR),
         answer = enc(&format!("{BASE}/v1/phone/answer/{id}")),
-        status = enc(&format!("{BASE}/v1/phone/status-callback/{id}")),
-        amd = enc(&format!("{BASE}/v1/phone/amd-status-callback/{id}")),
+        status = enc(&format!("{BASE}/v1/phone/status-callback/{id}{RETRY}")),
+        amd = enc(&format!("{BASE}/v1/phone/amd-status-callback/{id}{RETRY}")),
     );
     Mock::given(method("POST"))
         .and(path(calls_path()))
@@ -248,7 +252,7 @@ async fn call_activist_posts_the_exact_form_and_reads_the_201() {
         ("Method", "POST"),
         (
             "StatusCallback",
-            &format!("{BASE}/v1/phone/status-callback/{id}"),
+            &format!("{BASE}/v1/phone/status-callback/{id}{RETRY}"),
         ),
         ("StatusCallbackMethod", "POST"),
         ("StatusCallbackEvent", "initiated"),
@@ -260,7 +264,7 @@ async fn call_activist_posts_the_exact_form_and_reads_the_201() {
         ("AsyncAmd", "true"),
         (
             "AsyncAmdStatusCallback",
-            &format!("{BASE}/v1/phone/amd-status-callback/{id}"),
+            &format!("{BASE}/v1/phone/amd-status-callback/{id}{RETRY}"),
         ),
         ("AsyncAmdStatusCallbackMethod", "POST"),
     ]);
@@ -339,7 +343,7 @@ async fn create_call_with_inline_twiml_posts_the_exact_form() {
     // Spelled out once, so that a wrong helper cannot hide a wrong body.
     assert!(expected.starts_with(&format!(
         "To=%2B5511987654321&From=%2B551140028922&Twiml=%3C%3Fxml+version%3D%221.0%22+encoding%3D%22UTF-8%22%3F%3E%3CResponse%3E%3CSay+language%3D%22pt-BR%22%3EOl%C3%A1+%26amp%3B+at%C3%A9+j%C3%A1%3C%2FSay%3E%3CHangup%2F%3E%3C%2FResponse%3E&StatusCallback={}",
-        enc(&format!("{BASE}/v1/phone/status-callback/{}", call_id()))
+        enc(&format!("{BASE}/v1/phone/status-callback/{}{RETRY}", call_id()))
     )));
     assert!(expected.contains(
         "&StatusCallbackEvent=initiated&StatusCallbackEvent=ringing&StatusCallbackEvent=answered&StatusCallbackEvent=completed&"
@@ -477,8 +481,10 @@ async fn add_target_posts_a_participant_with_our_number() {
          &MachineDetection=Enable&AmdStatusCallback={amd}&AmdStatusCallbackMethod=POST",
         from = enc(OUR),
         to = enc(TARGET),
-        status = enc(&format!("{BASE}/v1/phone/dial-status-callback/{id}")),
-        amd = enc(&format!("{BASE}/v1/phone/dial-amd-status-callback/{id}")),
+        status = enc(&format!("{BASE}/v1/phone/dial-status-callback/{id}{RETRY}")),
+        amd = enc(&format!(
+            "{BASE}/v1/phone/dial-amd-status-callback/{id}{RETRY}"
+        )),
     );
     assert_eq!(expected_body, target_body(OUR));
     post(participants_path(), expected_body)

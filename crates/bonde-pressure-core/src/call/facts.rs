@@ -377,9 +377,35 @@ impl CallFacts {
         self.presence(leg).left
     }
 
-    /// The activist confirmed, or is in the conference (which needs confirming).
+    /// The activist confirmed, or is in the conference (which needs
+    /// confirming): seen joining, or the conference started (only the
+    /// activist's TwiML creates it; the target is added to it afterwards).
     pub fn activist_confirmed(&self) -> bool {
-        self.confirmed || self.joined(Leg::Activist)
+        self.confirmed || self.joined(Leg::Activist) || self.conference_started
+    }
+
+    /// Evidence that the activist is in the conference, whichever came
+    /// first: the activist seen joining (by label or by the leg's SID) or,
+    /// while the target has not been dialled (the activist is then the only
+    /// possible participant), the conference's start or any participant's
+    /// join. A conference start carries no call SID, and the activist's own
+    /// `participant-join` may be lost: either alone is enough.
+    pub fn activist_in_conference(&self) -> bool {
+        self.joined(Leg::Activist)
+            || (!self.requested.dial_target
+                && (self.conference_started || self.participants.values().any(|p| p.joined)))
+    }
+
+    /// Before the target is dialled the activist is the only possible
+    /// participant, so any participant seen leaving is the activist.
+    fn someone_left_before_dial(&self) -> bool {
+        !self.requested.dial_target && self.participants.values().any(|p| p.left)
+    }
+
+    /// The activist's leg ended or left the conference, or (before the
+    /// target was dialled) someone left the conference.
+    pub fn activist_left_before_dial(&self) -> bool {
+        self.activist_gone() || self.someone_left_before_dial()
     }
 
     /// The activist's leg ended or left the conference.
@@ -399,7 +425,10 @@ impl CallFacts {
     /// provider ignores a cancel on an answered call.
     pub fn leg_answered(&self, leg: Leg) -> bool {
         let l = self.leg(leg);
-        l.was_answered() || l.answered_by.is_some() || self.joined(leg)
+        l.was_answered()
+            || l.answered_by.is_some()
+            || self.joined(leg)
+            || (leg == Leg::Activist && self.conference_started)
     }
 
     /// The target is in the call but its machine-detection verdict has not

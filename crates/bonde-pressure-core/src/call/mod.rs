@@ -268,9 +268,12 @@ fn decide(f: &mut CallFacts) -> Vec<Effect> {
         f.requested.dial_target = true;
     }
 
-    if f.joined(Leg::Activist)
+    // Any evidence that the activist is in the conference counts as the
+    // join (see `CallFacts::activist_in_conference`); the flag makes the
+    // first one win, whatever the order.
+    if f.activist_in_conference()
         && !f.requested.dial_target
-        && !a_gone
+        && !f.activist_left_before_dial()
         && !f.conference_ended
         && !f.expired
     {

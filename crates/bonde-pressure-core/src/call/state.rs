@@ -160,7 +160,7 @@ impl DetailedState {
 
 /// The status strings the campaign page understands (it polls until one of
 /// `completed busy canceled failed no-answer`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum UiStatus {
     /// The activist has not confirmed yet.

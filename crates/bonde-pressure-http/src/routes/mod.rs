@@ -6,7 +6,9 @@
 
 pub mod admin;
 pub mod ops;
+pub mod pages;
 pub mod phone;
+pub mod results;
 pub mod webhooks;
 
 use axum::Router;
@@ -41,6 +43,7 @@ fn cors(origins: &CorsOrigins) -> CorsLayer {
             header::CONTENT_TYPE,
             header::ACCEPT,
             header::CACHE_CONTROL,
+            header::AUTHORIZATION,
             HeaderName::from_static("ngrok-skip-browser-warning"),
         ])
         .expose_headers([header::RETRY_AFTER])
@@ -110,6 +113,24 @@ pub fn router(state: AppState) -> Router {
             post(webhooks::conference_status_callback),
         )
         .route(urls::AFTER_DIAL_PATH, post(webhooks::after_dial))
+        .route(
+            "/v1/phone/widgets/{widget_id}/stats",
+            get(results::widget_stats),
+        )
+        .route(
+            "/v1/phone/widgets/{widget_id}/calls.csv",
+            get(results::widget_calls_csv),
+        )
+        .route(
+            "/v1/phone/widgets/{widget_id}/events",
+            get(results::widget_events),
+        )
+        .route("/", get(pages::demo))
+        .route("/demo.js", get(pages::demo_js))
+        .route("/demo/config.json", get(pages::demo_config))
+        .route("/dashboard", get(pages::dashboard))
+        .route("/dashboard.js", get(pages::dashboard_js))
+        .route("/app.css", get(pages::app_css))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))

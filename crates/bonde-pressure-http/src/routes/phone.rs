@@ -128,7 +128,7 @@ impl From<AppError> for Refused {
             AppError::Client { .. } => "rejected",
             AppError::RateLimited { .. } => "rate_limited",
             AppError::Upstream { .. } => "upstream_error",
-            AppError::Internal(_) => "error",
+            AppError::Unreadable { .. } | AppError::Internal(_) => "error",
         };
         Self { label, error }
     }
@@ -370,7 +370,7 @@ async fn load(state: &AppState, id: CallId) -> Result<Call, AppError> {
         .service
         .call(id)
         .await
-        .map_err(store_error)?
+        .map_err(|e| AppError::reading_call(id, e))?
         .ok_or_else(|| AppError::not_found("Call not found."))
 }
 
@@ -381,6 +381,7 @@ async fn load(state: &AppState, id: CallId) -> Result<Call, AppError> {
     responses(
         (status = 200, body = StatusResponse),
         (status = 404, description = "`Call not found.`", body = MessageBody),
+        (status = 500, description = "`Call <id> cannot be read: its stored record is damaged.` (that call only)", body = MessageBody),
         (status = 422, description = "Malformed id", body = ValidationBody),
         (status = 503, description = "Store unavailable; see Retry-After", body = MessageBody),
     )
@@ -706,6 +707,7 @@ fn details(call: &Call, status: &str, events: Vec<StoredEvent>, unmasked: bool) 
         (status = 200, body = CallDetails),
         (status = 401, description = "A wrong admin token", body = MessageBody),
         (status = 404, body = MessageBody),
+        (status = 500, description = "`Call <id> cannot be read: its stored record is damaged.` (that call only)", body = MessageBody),
         (status = 422, body = ValidationBody),
         (status = 503, description = "Store unavailable; see Retry-After", body = MessageBody),
     )

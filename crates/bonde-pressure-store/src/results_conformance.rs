@@ -1,0 +1,301 @@
+//! The [`CampaignResults`] conformance suite (feature `test-util`): every
+//! check takes a fresh, empty store implementing both [`CallStore`] and
+//! [`CampaignResults`]; this crate's `tests/conformance.rs` runs them
+//! against the in-memory store, SQLite and PostgreSQL. The list of checks
+//! is [`for_each_results_check!`](crate::for_each_results_check).
+//!
+//! Reports are compared with [`ResultsReport::from_calls`], the reference,
+//! on calls built by [`crate::conformance::build_call`].
+
+use std::sync::Arc;
+
+use bonde_pressure_core::chrono_tz;
+use bonde_pressure_core::ports::CallStore;
+use bonde_pressure_core::results::{
+    CallCursor, CampaignResults, FunnelStage, Interval, ResultsQuery, ResultsReport,
+};
+use bonde_pressure_core::{Call, CallEvent, DetailedState, PhoneNumber, Target, Tz, UiStatus};
+use bonde_pressure_core::{LegStatus, WidgetId, call::Leg, domain::PersonName};
+use chrono::{DateTime, TimeDelta, TimeZone, Utc};
+
+use crate::conformance::{Outcome, build_call};
+
+/// Invokes `$m` with the name of every results check (see
+/// [`for_each_conformance_check!`](crate::for_each_conformance_check)).
+#[macro_export]
+macro_rules! for_each_results_check {
+    ($m:ident) => {
+        $m! {
+            report_matches_reference,
+            report_follows_commits,
+            report_percentiles_match_reference_on_random_calls,
+            list_calls_pages_in_order,
+        }
+    };
+}
+
+fn widget(id: i64) -> WidgetId {
+    WidgetId::new(id).expect("valid widget id")
+}
+
+fn utc(s: &str) -> DateTime<Utc> {
+    s.parse().expect("valid instant")
+}
+
+/// `call` with its target replaced (name and number).
+pub fn with_target(mut call: Call, name: &str, phone: &str) -> Call {
+    call.target = Target {
+        name: PersonName::parse(name).expect("valid name"),
+        phone: PhoneNumber::parse_e164(phone).expect("valid phone"),
+    };
+    call
+}
+
+async fn create_all<S: CallStore + ?Sized>(store: &S, calls: &[Call]) {
+    for c in calls {
+        store.create(c).await.expect("create");
+    }
+}
+
+async fn check<S: CampaignResults + ?Sized>(store: &S, calls: &[Call], query: &ResultsQuery) {
+    let expected = ResultsReport::from_calls(query, calls);
+    let got = store.report(query).await.expect("report");
+    assert_eq!(got, expected, "{query:?}");
+}
+
+/// The report equals the reference for every outcome, two targets, two
+/// widgets, and series in São Paulo (hours, days), Berlin across a DST
+/// change and Kolkata (a half-hour offset).
+pub async fn report_matches_reference<S: CallStore + CampaignResults + ?Sized>(store: Arc<S>) {
+    let base = utc("2026-03-28T20:00:00.250000Z");
+    let mut calls = Vec::new();
+    for (i, outcome) in Outcome::ALL.into_iter().enumerate() {
+        for k in 0..3i64 {
+            // Spread over ~33 hours, across Berlin's change to summer time
+            // (2026-03-29 01:00 UTC).
+            let t = base + TimeDelta::minutes(i as i64 * 180 + k * 37);
+            let c = build_call(41, t, outcome);
+            let c = if k == 1 {
+                with_target(c, "Senador João", "+5561912340000")
+            } else {
+                c
+            };
+            calls.push(c);
+        }
+    }
+    calls.push(build_call(
+        42,
+        base + TimeDelta::minutes(5),
+        Outcome::Completed { talk_secs: Some(7) },
+    ));
+    create_all(&*store, &calls).await;
+    let all = (utc("2026-03-27T00:00:00Z"), utc("2026-04-01T00:00:00Z"));
+    let queries = [
+        (all, chrono_tz::America::Sao_Paulo, Interval::Hour),
+        (all, chrono_tz::America::Sao_Paulo, Interval::Day),
+        (all, chrono_tz::Europe::Berlin, Interval::Hour),
+        (all, chrono_tz::Asia::Kolkata, Interval::Hour),
+        (
+            (utc("2026-03-28T23:00:00Z"), utc("2026-03-29T10:00:00Z")),
+            chrono_tz::Europe::Berlin,
+            Interval::Hour,
+        ),
+        (
+            (utc("2026-03-30T00:00:00Z"), utc("2026-03-31T00:00:00Z")),
+            chrono_tz::UTC,
+            Interval::Day,
+        ),
+    ];
+    for ((from, to), tz, interval) in queries {
+        for w in [41, 42, 43] {
+            check(
+                &*store,
+                &calls,
+                &ResultsQuery::new(widget(w), from, to, tz, interval),
+            )
+            .await;
+        }
+    }
+    // Sanity of the reference itself on this data.
+    let q = ResultsQuery::new(
+        widget(41),
+        all.0,
+        all.1,
+        chrono_tz::America::Sao_Paulo,
+        Interval::Day,
+    );
+    let r = store.report(&q).await.unwrap();
+    assert_eq!(r.total, 33);
+    assert_eq!(r.by_state[&DetailedState::Completed], 3);
+    assert_eq!(r.by_status[&UiStatus::Canceled], 12, "{:?}", r.by_status);
+    assert_eq!(r.funnel[0].calls, 33);
+    assert_eq!(
+        r.funnel
+            .iter()
+            .find(|s| s.stage == FunnelStage::Completed)
+            .unwrap()
+            .calls,
+        3
+    );
+    assert_eq!(r.targets.len(), 2);
+    assert_eq!(r.series.iter().map(|b| b.total).sum::<u64>(), 33);
+}
+
+/// A call's funnel stage and state move with its commits.
+pub async fn report_follows_commits<S: CallStore + CampaignResults + ?Sized>(store: Arc<S>) {
+    let t = utc("2026-05-01T12:00:00Z");
+    let call = build_call(44, t, Outcome::Connected);
+    store.create(&call).await.unwrap();
+    let q = ResultsQuery::new(
+        widget(44),
+        t - TimeDelta::hours(1),
+        t + TimeDelta::hours(1),
+        chrono_tz::America::Sao_Paulo,
+        Interval::Hour,
+    );
+    let r = store.report(&q).await.unwrap();
+    let stage =
+        |r: &ResultsReport, s: FunnelStage| r.funnel.iter().find(|f| f.stage == s).unwrap().calls;
+    assert_eq!(stage(&r, FunnelStage::Connected), 1);
+    assert_eq!(stage(&r, FunnelStage::Completed), 0);
+    assert_eq!(r.by_status[&UiStatus::InProgress], 1);
+    let (done, _) = call.apply(
+        &CallEvent::LegStatus {
+            leg: Leg::Target,
+            sid: call.facts.target.sid.clone(),
+            status: LegStatus::Completed,
+            duration_secs: Some(61),
+            sip_response_code: None,
+            at: Some(t + TimeDelta::seconds(90)),
+        },
+        t + TimeDelta::seconds(90),
+    );
+    store.commit(&done, &[]).await.unwrap();
+    let r = store.report(&q).await.unwrap();
+    assert_eq!(stage(&r, FunnelStage::Completed), 1);
+    assert_eq!(r.by_status[&UiStatus::Completed], 1);
+    assert_eq!(r.targets[0].median_talk_secs, Some(61));
+    assert_eq!(r, ResultsReport::from_calls(&q, [&done]));
+}
+
+struct Lcg(u64);
+
+impl Lcg {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (self.0 >> 33) % n
+    }
+}
+
+/// Median and p90 talk times agree with the reference (nearest rank) on
+/// random calls: many ties, counts from 1 to ~40 per target, unknown
+/// durations.
+pub async fn report_percentiles_match_reference_on_random_calls<
+    S: CallStore + CampaignResults + ?Sized,
+>(
+    store: Arc<S>,
+) {
+    let mut rng = Lcg(0x0dd_ba11);
+    let t = utc("2026-06-01T00:00:00Z");
+    let targets = [
+        ("Alvo Um", "+5561911110001"),
+        ("Alvo Dois", "+5561911110002"),
+        ("Alvo Tres", "+5561911110003"),
+        ("Alvo Quatro", "+5561911110004"),
+    ];
+    let mut calls = Vec::new();
+    for i in 0..150 {
+        let outcome = if rng.below(5) == 0 {
+            Outcome::ALL[rng.below(Outcome::ALL.len() as u64) as usize]
+        } else {
+            Outcome::Completed {
+                talk_secs: (rng.below(10) != 0).then(|| rng.below(40) as u32 * 3),
+            }
+        };
+        // Target i gets about twice as many calls as target i + 1.
+        let which = match rng.below(15) {
+            0..=7 => 0,
+            8..=11 => 1,
+            12..=13 => 2,
+            _ => 3,
+        };
+        let (name, phone) = targets[which];
+        let c = with_target(
+            build_call(45, t + TimeDelta::minutes(i), outcome),
+            name,
+            phone,
+        );
+        calls.push(c);
+    }
+    create_all(&*store, &calls).await;
+    for _ in 0..8 {
+        let a = rng.below(150) as i64;
+        let b = a + 1 + rng.below(150) as i64;
+        let q = ResultsQuery::new(
+            widget(45),
+            t + TimeDelta::minutes(a),
+            t + TimeDelta::minutes(b),
+            chrono_tz::America::Sao_Paulo,
+            Interval::Hour,
+        );
+        check(&*store, &calls, &q).await;
+    }
+    let q = ResultsQuery::new(
+        widget(45),
+        t,
+        t + TimeDelta::days(1),
+        Tz::UTC,
+        Interval::Day,
+    );
+    let r = store.report(&q).await.unwrap();
+    assert!(r.targets.iter().all(|t| t.median_talk_secs.is_some()));
+    assert!(
+        r.targets
+            .iter()
+            .any(|t| t.p90_talk_secs != t.median_talk_secs)
+    );
+}
+
+/// Paging visits each call of the widget and period once, by creation time
+/// then id (ties included), and nothing else.
+pub async fn list_calls_pages_in_order<S: CallStore + CampaignResults + ?Sized>(store: Arc<S>) {
+    let t = Utc.with_ymd_and_hms(2026, 7, 1, 9, 0, 0).single().unwrap();
+    let mut calls = Vec::new();
+    for i in 0..23i64 {
+        // Pairs of calls share a creation time.
+        let c = build_call(46, t + TimeDelta::seconds(i / 2), Outcome::Created);
+        calls.push(c);
+    }
+    calls.push(build_call(47, t, Outcome::Created));
+    calls.push(build_call(46, t + TimeDelta::hours(2), Outcome::Created));
+    create_all(&*store, &calls).await;
+    let (from, to) = (t, t + TimeDelta::hours(1));
+    let mut expected: Vec<&Call> = calls
+        .iter()
+        .filter(|c| c.widget_id == widget(46) && c.created_at < to)
+        .collect();
+    expected.sort_by_key(|c| (c.created_at, c.id));
+    let mut listed = Vec::new();
+    let mut after: Option<CallCursor> = None;
+    loop {
+        let page = store
+            .list_calls(widget(46), from, to, after, 5)
+            .await
+            .unwrap();
+        assert!(page.len() <= 5);
+        let Some(last) = page.last() else { break };
+        after = Some(CallCursor::after(last));
+        let short = page.len() < 5;
+        listed.extend(page);
+        if short {
+            break;
+        }
+    }
+    let ids: Vec<_> = listed.iter().map(|c| c.id).collect();
+    let want: Vec<_> = expected.iter().map(|c| c.id).collect();
+    assert_eq!(ids, want);
+    assert_eq!(listed[0], *expected[0], "calls round-trip");
+}

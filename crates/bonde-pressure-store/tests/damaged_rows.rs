@@ -1,0 +1,221 @@
+//! One damaged row is that call's problem only: a row corrupted with SQL is
+//! reported for its call (`StoreError::Unreadable` on reading it; reported
+//! in its place, or skipped, when listing), and reconciliation goes on with
+//! every other call, reporting the damaged one once.
+//!
+//! SQLite on a temporary file; PostgreSQL on a fresh database at
+//! `TEST_DATABASE_URL` (skipped visibly when unset or unreachable, never
+//! with `CI=true`).
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bonde_pressure_core::{
+    ActivistInput, CallId, CallStore, Dependencies, DetailedState, ManualClock, PressureService,
+    Scenario, ScenarioPicker, ServiceConfig, SimulatedTelephony, StartCallRequest,
+    StaticCampaignDirectory, StoreError, StubActionRecorder, TargetInput,
+};
+use bonde_pressure_store::{PgCallStore, SqliteCallStore};
+use futures::FutureExt;
+use sqlx::Connection;
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions};
+
+fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
+}
+
+fn skip(reason: &str) {
+    assert!(
+        !in_ci(),
+        "CI=true but {reason}: PostgreSQL tests cannot run"
+    );
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "skipped: {reason}");
+}
+
+fn request() -> StartCallRequest {
+    StartCallRequest {
+        widget_id: 1,
+        activist: ActivistInput {
+            name: "Ana Souza".into(),
+            first_name: None,
+            last_name: None,
+            email: "ana@example.org".into(),
+            phone: "11 91234-5678".into(),
+        },
+        target: TargetInput {
+            name: "Demo Target".into(),
+            phone: "+55 61 99999-0000".into(),
+        },
+    }
+}
+
+/// Five calls whose activist does not answer, and whose callbacks never
+/// arrive (an hour per step): only reconciliation's fetch can end them.
+/// `corrupt` damages two of them with SQL. Then reconciliation must end the
+/// three others, report the two damaged ones (logged once), and reading a
+/// damaged one must answer `Unreadable` for it.
+async fn check(store: Arc<dyn CallStore>, corrupt: impl AsyncFnOnce(CallId, CallId)) {
+    let clock = Arc::new(ManualClock::new(chrono::Utc::now()));
+    let telephony = Arc::new(SimulatedTelephony::new(
+        ScenarioPicker::Always(Scenario::ActivistNoAnswer),
+        Duration::from_secs(3600),
+    ));
+    let service = PressureService::new(
+        Dependencies {
+            store: store.clone(),
+            telephony,
+            directory: Arc::new(StaticCampaignDirectory::demo()),
+            recorder: Arc::new(StubActionRecorder::new()),
+            clock: clock.clone(),
+        },
+        ServiceConfig::default(),
+    );
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        ids.push(service.start(&request()).await.unwrap().call_id);
+    }
+    let (bad1, bad2) = (ids[1], ids[3]);
+    corrupt(bad1, bad2).await;
+
+    // Reading a damaged call names it; the others read as usual.
+    for bad in [bad1, bad2] {
+        match store.get(bad).await {
+            Err(StoreError::Unreadable(u)) => assert_eq!(u.call_id, Some(bad)),
+            other => panic!("{bad}: expected Unreadable, got {other:?}"),
+        }
+    }
+    assert!(store.get(ids[0]).await.unwrap().is_some());
+
+    clock.advance(service.config().stale_after + Duration::from_secs(1));
+    let later = clock_now(&clock);
+    // Listing never fails because of them: skipped, or reported in place.
+    let listed = store.list_unfinished(later, 100).await.unwrap();
+    assert_eq!(listed.len(), 3);
+    let rows = store.list_unfinished_rows(later, 100).await.unwrap();
+    assert_eq!(rows.len(), 5);
+    let mut damaged: Vec<_> = rows
+        .iter()
+        .filter_map(|r| r.as_ref().err().map(|u| u.call_id))
+        .collect();
+    damaged.sort();
+    let mut expected = vec![Some(bad1), Some(bad2)];
+    expected.sort();
+    assert_eq!(damaged, expected);
+
+    let report = service.reconcile(100).await.unwrap();
+    assert_eq!(report.examined, 3, "{report:?}");
+    assert_eq!(report.legs_fetched, 3, "{report:?}");
+    assert_eq!(report.unreadable, 2);
+    let mut first = report.unreadable_new.clone();
+    first.sort();
+    assert_eq!(first, expected, "reported the first time they are met");
+    for id in [ids[0], ids[2], ids[4]] {
+        let call = store.get(id).await.unwrap().unwrap();
+        assert_eq!(call.state(), DetailedState::ActivistNoAnswer, "{id}");
+        assert!(call.is_settled());
+    }
+
+    // Next pass: still there, counted, not reported again.
+    clock.advance(service.config().stale_after + Duration::from_secs(1));
+    let report = service.reconcile(100).await.unwrap();
+    assert_eq!(report.examined, 0, "{report:?}");
+    assert_eq!(report.unreadable, 2);
+    assert!(report.unreadable_new.is_empty(), "{report:?}");
+}
+
+fn clock_now(clock: &ManualClock) -> chrono::DateTime<chrono::Utc> {
+    use bonde_pressure_core::Clock;
+    clock.now()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_damaged_rows_hurt_only_their_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(
+        SqliteCallStore::open(dir.path().join("calls.db"))
+            .await
+            .unwrap(),
+    );
+    let pool = store.pool().clone();
+    check(store.clone(), async |bad1, bad2| {
+        // Facts that are JSON, but not a call's facts.
+        sqlx::query("UPDATE phone_calls SET facts = '{\"activist\": 5}' WHERE id = ?1")
+            .bind(bad1.to_string())
+            .execute(&pool)
+            .await
+            .unwrap();
+        // Identity columns that do not parse (the table is STRICT, so the
+        // types themselves cannot be wrong).
+        sqlx::query(
+            "UPDATE phone_calls SET activist_email = 'not an e-mail', \
+             from_phone_number = '12' WHERE id = ?1",
+        )
+        .bind(bad2.to_string())
+        .execute(&pool)
+        .await
+        .unwrap();
+    })
+    .await;
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_damaged_rows_hurt_only_their_call() {
+    let Ok(url) = std::env::var("TEST_DATABASE_URL") else {
+        skip("TEST_DATABASE_URL not set");
+        return;
+    };
+    let admin_options = PgConnectOptions::from_str(&url).expect("TEST_DATABASE_URL parses");
+    let mut admin = match PgConnection::connect_with(&admin_options).await {
+        Ok(c) => c,
+        Err(e) => {
+            skip(&format!(
+                "PostgreSQL at TEST_DATABASE_URL unreachable ({e})"
+            ));
+            return;
+        }
+    };
+    let name = format!("bps_test_{}", uuid::Uuid::new_v4().simple());
+    sqlx::query(&format!("CREATE DATABASE \"{name}\""))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let pool = PgPoolOptions::new()
+        .max_connections(5)
+        .connect_with(admin_options.clone().database(&name))
+        .await
+        .unwrap();
+    let store = Arc::new(PgCallStore::from_pool(pool.clone()));
+    let outcome = std::panic::AssertUnwindSafe(async {
+        store.migrate().await.unwrap();
+        check(store.clone(), async |bad1, bad2| {
+            sqlx::query("UPDATE phone_calls SET facts = '{\"activist\": 5}'::jsonb WHERE id = $1")
+                .bind(bad1.as_uuid())
+                .execute(&pool)
+                .await
+                .unwrap();
+            sqlx::query(
+                "UPDATE phone_calls SET activist_email = 'not an e-mail', \
+                 from_phone_number = '12' WHERE id = $1",
+            )
+            .bind(bad2.as_uuid())
+            .execute(&pool)
+            .await
+            .unwrap();
+        })
+        .await;
+    })
+    .catch_unwind()
+    .await;
+    store.close().await;
+    sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let _ = admin.close().await;
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
