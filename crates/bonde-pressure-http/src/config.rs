@@ -425,6 +425,19 @@ pub struct Config {
     #[arg(long, env = "MACHINE_VERDICT_GRACE_MS", default_value = "4000", value_parser = parse_millis)]
     pub machine_verdict_grace: Duration,
 
+    /// Days personal data is kept: older calls are erased (name, e-mail,
+    /// number) and older raw payloads deleted by the retention pass.
+    #[arg(long, env = "RETENTION_DAYS", default_value_t = 180, value_parser = clap::value_parser!(u32).range(1..=36_500))]
+    pub retention_days: u32,
+
+    /// Seconds between retention passes (0: this replica runs none).
+    #[arg(long, env = "RETENTION_INTERVAL_SECS", default_value = "3600", value_parser = parse_secs)]
+    pub retention_interval: Duration,
+
+    /// Calls erased and raw payloads deleted per retention batch, each at most.
+    #[arg(long, env = "RETENTION_BATCH", default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub retention_batch: u32,
+
     /// Simulated telephony: milliseconds per scripted step.
     #[arg(long, env = "SIMULATED_TICK_MS", default_value = "800", value_parser = parse_millis)]
     pub simulated_tick: Duration,

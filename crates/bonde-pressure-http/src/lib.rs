@@ -29,6 +29,7 @@ pub mod error;
 pub mod events;
 pub mod extract;
 pub mod metrics;
+pub mod privacy;
 pub mod rate_limit;
 pub mod recorder;
 pub mod routes;

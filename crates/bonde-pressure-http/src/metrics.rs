@@ -35,6 +35,8 @@ pub const HTTP_RESPONSES: &str = "bonde_pressure_http_responses_total";
 pub const RECONCILE: &str = "bonde_pressure_reconcile_total";
 /// Webhook payloads kept for a store outage (`queued`, `stored`, `dropped`).
 pub const SPOOLED_PAYLOADS: &str = "bonde_pressure_spooled_payloads_total";
+/// Retention passes and what they erased.
+pub const RETENTION: &str = "bonde_pressure_retention_total";
 
 fn help(name: &str) -> &'static str {
     match name {
@@ -46,6 +48,7 @@ fn help(name: &str) -> &'static str {
         SPOOLED_PAYLOADS => {
             "Webhook payloads kept in memory during a store outage: queued, stored later, dropped."
         }
+        RETENTION => "Retention: passes run, skipped and failed, calls erased, payloads deleted.",
         _ => "Counter.",
     }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
-use bonde_pressure_core::PressureService;
+use bonde_pressure_core::{PressureService, Privacy};
 use bonde_pressure_twilio::{CallbackUrls, ConfigError as TwilioConfigError};
 
 use crate::config::{CorsOrigins, Secret};
@@ -104,6 +104,9 @@ pub struct AppState {
     pub webhooks: Arc<WebhookAuth>,
     /// Webhook payloads waiting for the store to answer again.
     pub spool: Arc<PayloadSpool>,
+    /// Retention, erasure and the audit log; `None`: erasure requests and
+    /// unmasked reads are refused (503), since they could not be audited.
+    pub privacy: Option<Arc<Privacy>>,
     /// Campaign results (stats, CSV, dashboard); `None`: those routes answer 404.
     pub results: Option<Arc<dyn bonde_pressure_core::CampaignResults>>,
 }
@@ -132,8 +135,15 @@ impl AppState {
                 urls: CallbackUrls::new("http://localhost").expect("a valid base URL"),
                 check: SignatureCheck::RejectAll,
             }),
+            privacy: None,
             results: None,
         }
+    }
+
+    /// With this personal-data policy (erasure route, audit of unmasked reads).
+    pub fn with_privacy(mut self, privacy: Arc<Privacy>) -> Self {
+        self.privacy = Some(privacy);
+        self
     }
 
     /// With campaign results (normally the store itself).

@@ -8,9 +8,11 @@ use std::time::Duration;
 
 use bonde_pressure_core::{
     ActionRecorder, CallStore, CampaignDirectory, CampaignResults, Dependencies, EventSink,
-    InMemoryCallStore, NoopActionRecorder, PressureService, ScenarioPicker, ServiceConfig,
-    SimulatedTelephony, StaticCampaignDirectory, SystemClock, Telephony,
+    InMemoryCallStore, NoopActionRecorder, PersonalDataStore, PressureService, Privacy,
+    RetentionConfig, ScenarioPicker, ServiceConfig, SimulatedTelephony, StaticCampaignDirectory,
+    SystemClock, Telephony,
 };
+use bonde_pressure_store::Stores;
 use bonde_pressure_twilio::{Credentials, Secret as TwilioSecret, TwilioClient, TwilioConfig};
 use tokio::sync::watch;
 
@@ -84,6 +86,8 @@ pub struct App {
     pub telephony: TelephonyKind,
     /// The simulated telephony, when in use (tests inspect its commands).
     pub simulated: Option<Arc<SimulatedTelephony>>,
+    /// Time between retention passes (`RETENTION_INTERVAL_SECS`; zero: none).
+    pub retention_interval: Duration,
     /// How connections are served.
     pub server: ServerOptions,
 }
@@ -200,14 +204,13 @@ pub const DEFAULT_DATABASE_URL: &str = "sqlite://bonde-pressure.db";
 /// in-memory store (nothing survives a restart); unset → the SQLite file
 /// [`DEFAULT_DATABASE_URL`]. Migrations run on connect.
 pub async fn open_store(config: &Config) -> Result<Arc<dyn CallStore>, WiringError> {
-    open_stores(config).await.map(|(store, _)| store)
+    Ok(open_stores(config).await?.calls)
 }
 
-/// [`open_store`], also as the do-not-call list (same database; core's
-/// in-memory list for `memory:`).
-pub async fn open_stores(
-    config: &Config,
-) -> Result<(Arc<dyn CallStore>, Arc<dyn DoNotCallList>), WiringError> {
+/// [`open_store`], seen through every storage port: calls, personal data
+/// (retention, erasure, audit log) and the do-not-call list, on the same
+/// database (core's in-memory store and list for `memory:`).
+pub async fn open_stores(config: &Config) -> Result<Stores, WiringError> {
     let url = config
         .database_url
         .as_ref()
@@ -216,8 +219,10 @@ pub async fn open_stores(
     let url = normalise_database_url(&url);
     if url == "memory:" {
         tracing::warn!("in-memory store: calls are lost on restart");
-        return Ok((
-            Arc::new(InMemoryCallStore::new()),
+        let memory = Arc::new(InMemoryCallStore::new());
+        return Ok(Stores::new(
+            memory.clone(),
+            memory,
             Arc::new(InMemoryDoNotCallList::new()),
         ));
     }
@@ -225,15 +230,25 @@ pub async fn open_stores(
         .map_err(|e| WiringError::Store(e.to_string()))?;
     let options = bonde_pressure_store::StoreOptions::default()
         .acquire_timeout(config.database_acquire_timeout);
-    let stores = bonde_pressure_store::connect_any_with_list(&url, &options)
+    let stores = bonde_pressure_store::connect_stores_with(&url, &options)
         .await
         .map_err(|e| WiringError::Store(e.to_string()))?;
     tracing::info!(backend = backend.as_str(), "store opened");
     Ok(stores)
 }
 
-/// [`open_stores`], and the same store's [`CampaignResults`] (the in-memory
-/// store, SQLite and PostgreSQL all implement it).
+/// The personal-data policy of `config` over `store`.
+fn privacy(config: &Config, store: Arc<dyn PersonalDataStore>) -> Arc<Privacy> {
+    Arc::new(Privacy::new(
+        store,
+        Arc::new(SystemClock),
+        RetentionConfig::days(config.retention_days).batch(config.retention_batch),
+    ))
+}
+
+/// [`open_stores`], and the same store's [`CampaignResults`] and
+/// [`PersonalDataStore`] (the in-memory store, SQLite and PostgreSQL all
+/// implement them).
 #[allow(clippy::type_complexity)]
 pub async fn open_all_stores(
     config: &Config,
@@ -242,6 +257,7 @@ pub async fn open_all_stores(
         Arc<dyn CallStore>,
         Arc<dyn DoNotCallList>,
         Arc<dyn CampaignResults>,
+        Arc<dyn PersonalDataStore>,
     ),
     WiringError,
 > {
@@ -254,7 +270,12 @@ pub async fn open_all_stores(
     if url == "memory:" {
         tracing::warn!("in-memory store: calls are lost on restart");
         let store = Arc::new(InMemoryCallStore::new());
-        return Ok((store.clone(), Arc::new(InMemoryDoNotCallList::new()), store));
+        return Ok((
+            store.clone(),
+            Arc::new(InMemoryDoNotCallList::new()),
+            store.clone(),
+            store,
+        ));
     }
     let backend = bonde_pressure_store::Backend::from_url(&url)
         .map_err(|e| WiringError::Store(e.to_string()))?;
@@ -265,6 +286,7 @@ pub async fn open_all_stores(
         Arc<dyn CallStore>,
         Arc<dyn DoNotCallList>,
         Arc<dyn CampaignResults>,
+        Arc<dyn PersonalDataStore>,
     ) = match backend {
         bonde_pressure_store::Backend::Postgres => {
             let s = Arc::new(
@@ -272,7 +294,7 @@ pub async fn open_all_stores(
                     .await
                     .map_err(err)?,
             );
-            (s.clone(), s.clone(), s)
+            (s.clone(), s.clone(), s.clone(), s)
         }
         _ => {
             let s = Arc::new(
@@ -280,7 +302,7 @@ pub async fn open_all_stores(
                     .await
                     .map_err(err)?,
             );
-            (s.clone(), s.clone(), s)
+            (s.clone(), s.clone(), s.clone(), s)
         }
     };
     tracing::info!(backend = backend.as_str(), "store opened");
@@ -387,7 +409,8 @@ pub async fn build(config: &Config) -> Result<App, WiringError> {
     config.check()?;
     let metrics = Arc::new(Metrics::new());
     let hub = CommitHub::default();
-    let (store, do_not_call, results) = open_all_stores(config).await?;
+    let (store, do_not_call, results, personal) = open_all_stores(config).await?;
+    let privacy = privacy(config, personal);
     // Every store operation made for a request is bounded by its deadline.
     let store: Arc<dyn CallStore> = Arc::new(DeadlineStore::new(store));
     let do_not_call: Arc<dyn DoNotCallList> = Arc::new(DeadlineDoNotCallList::new(do_not_call));
@@ -483,13 +506,15 @@ pub async fn build(config: &Config) -> Result<App, WiringError> {
         .with_metrics(metrics)
         .with_hub(hub)
         .with_webhooks(webhooks)
-        .with_results(results);
+        .with_results(results)
+        .with_privacy(privacy);
     Ok(App {
         state,
         service,
         telephony: kind,
         simulated,
         server: ServerOptions::from_config(config),
+        retention_interval: config.retention_interval,
     })
 }
 
@@ -634,6 +659,14 @@ pub async fn serve(
         reconcile_interval,
         stop_rx.clone(),
     );
+    let retention = app.state.privacy.clone().map(|privacy| {
+        crate::privacy::spawn_retention(
+            privacy,
+            app.state.metrics.clone(),
+            app.retention_interval,
+            stop_rx.clone(),
+        )
+    });
     let options = app.server;
     let router = crate::router(app.state);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
@@ -701,6 +734,9 @@ pub async fn serve(
         }
     }
     reconciler.abort();
+    if let Some(task) = retention {
+        task.abort();
+    }
     Ok(())
 }
 

@@ -7,6 +7,7 @@
 pub mod admin;
 pub mod ops;
 pub mod pages;
+pub mod people;
 pub mod phone;
 pub mod results;
 pub mod webhooks;
@@ -16,7 +17,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use bonde_pressure_twilio::urls;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
@@ -92,6 +93,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/phone/status/{call_id}", get(phone::call_status))
         .route("/v1/phone/calls/{call_id}", get(phone::call_details))
         .route("/v1/phone/calls/{call_id}/events", get(phone::call_events))
+        .route("/v1/phone/people", delete(people::erase_person))
         .route("/v1/phone/do-not-call", post(admin::add_to_do_not_call))
         .route(urls::ANSWER_PATH, post(webhooks::answer))
         .route(urls::STATUS_CALLBACK_PATH, post(webhooks::status_callback))

@@ -10,7 +10,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use bonde_pressure_core::ports::StoredEvent;
 use bonde_pressure_core::{
-    Call, CallId, PhoneNumber, StartError, TelephonyError, UiStatus,
+    ActorId, Call, CallId, PhoneNumber, Privacy, StartError, TelephonyError, UiStatus,
     call::{CallFacts, Leg},
     domain::mask_phone,
 };
@@ -612,6 +612,29 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// The admin behind the request: `Ok(None)` without an `Authorization`
+/// header, their token's audit id with the right token, 401 otherwise.
+pub(crate) fn admin(state: &AppState, headers: &HeaderMap) -> Result<Option<ActorId>, AppError> {
+    if !authorised(state, headers)? {
+        return Ok(None);
+    }
+    Ok(state
+        .options
+        .admin_token
+        .as_ref()
+        .map(|t| crate::privacy::token_id(t.expose())))
+}
+
+/// The audit log, required before any unmasked read or erasure.
+pub(crate) fn privacy(state: &AppState) -> Result<&Privacy, AppError> {
+    state.privacy.as_deref().ok_or_else(|| {
+        AppError::client(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Personal data cannot be disclosed or erased: no audit log is configured.",
+        )
+    })
+}
+
 /// Whether the request carries the admin token: `Ok(false)` without an
 /// `Authorization` header, 401 with a wrong one. The scheme is matched
 /// case-insensitively (`Bearer`, `bearer`, `BEARER`), as HTTP auth schemes are.
@@ -717,8 +740,20 @@ pub async fn call_details(
     CallIdPath(id): CallIdPath,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
-    let unmasked = authorised(&state, &headers)?;
+    let actor = admin(&state, &headers)?;
     let call = load(&state, id).await?;
+    // Personal data is shown only once the read is in the audit log; an
+    // erased call has none to show, so its read is not recorded.
+    let unmasked = match &actor {
+        Some(actor) => {
+            privacy(&state)?
+                .record_unmasked_read(actor, "GET /v1/phone/calls/{call_id}", &call)
+                .await
+                .map_err(AppError::internal)?;
+            true
+        }
+        None => false,
+    };
     let events = state
         .service
         .store()
