@@ -32,6 +32,7 @@ pub mod limits;
 mod memory;
 pub mod ports;
 pub mod privacy;
+mod recent;
 pub mod results;
 pub mod script;
 mod service;

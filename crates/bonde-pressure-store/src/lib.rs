@@ -124,7 +124,8 @@ impl ConnectError {
 pub struct StoreOptions {
     /// Maximum pooled connections (SQLite in-memory databases always use one).
     pub max_connections: u32,
-    /// How long to wait for a pooled connection.
+    /// How long to wait for a pooled connection (default 2 s: while the
+    /// database is unreachable, requests fail fast instead of queueing).
     pub acquire_timeout: Duration,
     /// SQLite: how long a writer waits for the write lock held by another
     /// connection (another process; writers of one store queue in-process
@@ -161,7 +162,7 @@ impl Default for StoreOptions {
     fn default() -> Self {
         Self {
             max_connections: 10,
-            acquire_timeout: Duration::from_secs(10),
+            acquire_timeout: Duration::from_secs(2),
             busy_timeout: Duration::from_secs(10),
             sqlite_durability: SqliteDurability::Full,
             run_migrations: true,

@@ -457,6 +457,62 @@ async fn sqlite_queries_use_their_indexes() {
     }
 }
 
+/// A store whose pool has no free connection fails after the acquire timeout
+/// (2 s by default), on both backends — a database that is down makes
+/// requests fail fast instead of queueing.
+#[tokio::test]
+async fn a_busy_pool_fails_after_the_acquire_timeout_on_both_backends() {
+    use bonde_pressure_core::CallStore;
+    use std::time::{Duration, Instant};
+
+    assert_eq!(
+        StoreOptions::default().acquire_timeout,
+        Duration::from_secs(2)
+    );
+    let options = StoreOptions::default()
+        .max_connections(1)
+        .acquire_timeout(Duration::from_millis(200));
+    let within = |t: Instant| {
+        let e = t.elapsed();
+        assert!(
+            e >= Duration::from_millis(150) && e < Duration::from_millis(1500),
+            "{e:?}"
+        );
+    };
+
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = SqliteCallStore::open_with(dir.path().join("busy.db"), &options)
+        .await
+        .unwrap();
+    let held = sqlite.pool().acquire().await.unwrap();
+    let t = Instant::now();
+    let err = sqlite.get(CallId::new()).await.unwrap_err();
+    within(t);
+    assert!(matches!(err, StoreError::Backend(_)), "{err:?}");
+    drop(held);
+    assert_eq!(sqlite.get(CallId::new()).await.unwrap(), None);
+
+    let Ok(url) = std::env::var("TEST_DATABASE_URL") else {
+        assert!(
+            !std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1"),
+            "CI=true but TEST_DATABASE_URL is not set"
+        );
+        use std::io::Write;
+        let _ = writeln!(std::io::stderr(), "skipped: TEST_DATABASE_URL not set");
+        return;
+    };
+    let pg = bonde_pressure_store::PgCallStore::connect_with(&url, &options.run_migrations(false))
+        .await
+        .expect("PostgreSQL at TEST_DATABASE_URL");
+    let held = pg.pool().acquire().await.unwrap();
+    let t = Instant::now();
+    let err = pg.get(CallId::new()).await.unwrap_err();
+    within(t);
+    assert!(matches!(err, StoreError::Backend(_)), "{err:?}");
+    drop(held);
+    pg.close().await;
+}
+
 /// The retention pass's and erasure's statements use their indexes (the
 /// statements are copied from `src/personal.rs`: keep them in step).
 #[tokio::test]

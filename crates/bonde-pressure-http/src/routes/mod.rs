@@ -1,4 +1,6 @@
-//! The router: every route, CORS, body limit, tracing, response metrics,
+//! The router: every route, CORS, body limit and total body deadline
+//! ([`crate::body`]), the per-request store deadline ([`crate::deadline`]),
+//! tracing, response metrics,
 //! JSON answers for unknown routes and methods, and a generic JSON 500 for a
 //! handler that panics.
 
@@ -138,6 +140,14 @@ pub fn router(state: AppState) -> Router {
         .route("/docs", get(ops::docs))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::deadline::request_budget,
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::body::receive_body,
+        ))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             count_responses,

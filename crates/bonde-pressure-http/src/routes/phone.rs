@@ -214,6 +214,11 @@ fn start_error(e: StartError) -> Refused {
             }
             .into()
         }
+        StartError::Store(e) | StartError::Service(bonde_pressure_core::ServiceError::Store(e))
+            if crate::deadline::is_unavailable(&e) =>
+        {
+            crate::deadline::store_unavailable(e).into()
+        }
         other => AppError::internal(other).into(),
     }
 }
@@ -237,7 +242,8 @@ fn start_error(e: StartError) -> Refused {
         (status = 422, description = "Invalid fields (FastAPI shape), or upstream's widget errors with `loc: [\"body\", \"widget_id\"]`, `type: value_error` and `msg` one of `Widget not found.`, `Widget is not a 'phone' kind.`, `Target is not present in Widget settings.`", body = ValidationBody),
         (status = 429, description = "Rate limited; see Retry-After", body = MessageBody),
         (status = 502, description = "The telephony refused the call", body = MessageBody),
-        (status = 503, description = "Campaign directory or telephony unavailable", body = MessageBody),
+        (status = 408, description = "The body did not arrive within REQUEST_BODY_TIMEOUT_MS", body = MessageBody),
+        (status = 503, description = "Campaign directory, telephony or store unavailable (store: with Retry-After)", body = MessageBody),
     )
 )]
 pub async fn start_call(
@@ -357,6 +363,8 @@ async fn start_call_inner(
     })
 }
 
+use crate::deadline::store_error;
+
 async fn load(state: &AppState, id: CallId) -> Result<Call, AppError> {
     state
         .service
@@ -375,6 +383,7 @@ async fn load(state: &AppState, id: CallId) -> Result<Call, AppError> {
         (status = 404, description = "`Call not found.`", body = MessageBody),
         (status = 500, description = "`Call <id> cannot be read: its stored record is damaged.` (that call only)", body = MessageBody),
         (status = 422, description = "Malformed id", body = ValidationBody),
+        (status = 503, description = "Store unavailable; see Retry-After", body = MessageBody),
     )
 )]
 pub async fn call_status(
@@ -723,6 +732,7 @@ fn details(call: &Call, status: &str, events: Vec<StoredEvent>, unmasked: bool) 
         (status = 404, body = MessageBody),
         (status = 500, description = "`Call <id> cannot be read: its stored record is damaged.` (that call only)", body = MessageBody),
         (status = 422, body = ValidationBody),
+        (status = 503, description = "Store unavailable; see Retry-After", body = MessageBody),
     )
 )]
 pub async fn call_details(
@@ -749,7 +759,7 @@ pub async fn call_details(
         .store()
         .events(id)
         .await
-        .map_err(AppError::internal)?;
+        .map_err(store_error)?;
     let status = state.service.page_status(&call);
     let mut r = Json(details(&call, status.as_str(), events, unmasked)).into_response();
     r.headers_mut()
@@ -897,6 +907,7 @@ fn last_event_id(headers: &HeaderMap) -> Option<u64> {
         (status = 204, description = "The call is over and `Last-Event-ID` is at or past its last version: nothing more will come"),
         (status = 404, body = MessageBody),
         (status = 422, body = ValidationBody),
+        (status = 503, description = "Store unavailable; see Retry-After", body = MessageBody),
     )
 )]
 pub async fn call_events(

@@ -271,7 +271,7 @@ pub async fn widget_stats(
     let report = results(&state)?
         .report(&query)
         .await
-        .map_err(AppError::internal)?;
+        .map_err(crate::deadline::store_error)?;
     Ok(no_store(
         Json(StatsResponse::new(&query, report)).into_response(),
     ))
