@@ -42,8 +42,8 @@ pub use call::{
 pub use chrono_tz::{self, Tz};
 pub use do_not_call::{DoNotCallHasher, DoNotCallList, InMemoryDoNotCallList};
 pub use domain::{
-    Activist, CallId, CallSid, ConferenceSid, NumberPolicy, NumberType, PhoneNumber, Region,
-    Target, WidgetId,
+    Activist, CallId, CallSid, ConferenceSid, NumberPolicy, NumberRefusal, NumberType, PhoneNumber,
+    Region, Target, WidgetId,
 };
 pub use fakes::{
     ManualClock, NoopActionRecorder, StaticCampaignDirectory, StubActionRecorder, demo_widget,

@@ -393,7 +393,12 @@ mod tests {
         }
         // Refunding an empty key is harmless, and a real quota still works.
         l.refund(&k, q).await.unwrap();
-        assert!(l.charge(&k, Quota::per_hour(1)).await.unwrap().is_admitted());
+        assert!(
+            l.charge(&k, Quota::per_hour(1))
+                .await
+                .unwrap()
+                .is_admitted()
+        );
         assert!(!l.charge(&k, q).await.unwrap().is_admitted());
         let zero_window = Quota {
             limit: 0,

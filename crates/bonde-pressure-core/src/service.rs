@@ -13,15 +13,15 @@ use crate::call::{
 };
 use crate::do_not_call::{DoNotCallHasher, DoNotCallList, DoNotCallSource, InMemoryDoNotCallList};
 use crate::domain::{
-    Activist, CallId, CallSid, Email, NumberPolicy, NumberType, PersonName, PhoneNumber, Region,
-    Target, WidgetId, mask_phone,
+    Activist, CallId, CallSid, Email, NumberPolicy, NumberRefusal, NumberType, PersonName,
+    PhoneNumber, Region, Target, WidgetId, mask_phone,
 };
 use crate::limits::{Admission, InMemoryRateLimiter, LimitKey, LimitKind, Quota, RateLimiter};
 use crate::ports::{
     ActionRecorder, ActivistCallRequest, CallStore, CampaignDirectory, Clock, DirectoryError,
     RawEvent, StoreError, TargetCallRequest, Telephony, TelephonyError, WidgetAction,
 };
-use crate::script::{CallerIdPolicy, CampaignSettings, ScriptMoment, VoiceScript, script_for};
+use crate::script::{CallerIdPolicy, CampaignSettings, ScriptMoment, VoiceScript, script_with_key};
 
 /// Tunables of the service.
 #[derive(Debug, Clone)]
@@ -500,15 +500,19 @@ impl PressureService {
         loc: &[&str],
         value: &str,
     ) -> Option<PhoneNumber> {
-        let phone = PhoneNumber::parse(value, self.config.default_region)
-            .map_err(|e| errors.push(FieldError::new(loc, e, "value_error.phone")))
-            .ok()?;
-        if let Err(e) = self.number_policy().check(&phone) {
-            info!(field = loc.join("."), phone = %phone, refusal = e.kind(), "number refused by the number policy");
-            errors.push(FieldError::new(loc, &e, e.kind()));
-            return None;
+        match self
+            .number_policy()
+            .parse(value, self.config.default_region)
+        {
+            Ok(phone) => Some(phone),
+            Err(e) => {
+                if let NumberRefusal::Policy(_) = e {
+                    info!(field = loc.join("."), phone = %mask_phone(value), refusal = e.kind(), "number refused by the number policy");
+                }
+                errors.push(FieldError::new(loc, &e, e.kind()));
+                None
+            }
         }
-        Some(phone)
     }
 
     /// Validates the form and authorises the target against the widget.
@@ -934,7 +938,12 @@ impl PressureService {
     ) -> Result<VoiceScript, ServiceError> {
         let outcome = self.handle(call_id, event, raw).await?;
         let settings = self.settings(outcome.call.widget_id).await;
-        Ok(script_for(&settings, &outcome.call, moment))
+        Ok(script_with_key(
+            &settings,
+            &outcome.call,
+            moment,
+            self.config.do_not_call_digit,
+        ))
     }
 
     /// One reconciliation pass over the calls that are not settled

@@ -76,11 +76,11 @@ async fn the_number_policy_refuses_costly_numbers_and_junk() {
     };
     let (h, _) = harness_config(any_country, Duration::from_secs(3600));
     for (phone, kind) in [
-        ("0900 123 4567", "value_error.phone"),
-        ("0900-123-4567", "value_error.phone"),
-        ("(0900) 123 4567", "value_error.phone"),
-        ("09001234567", "value_error.phone"),
-        ("+55 0900 123 4567", "value_error.phone"),
+        ("0900 123 4567", "value_error.phone.type"),
+        ("0900-123-4567", "value_error.phone.type"),
+        ("(0900) 123 4567", "value_error.phone.type"),
+        ("09001234567", "value_error.phone.type"),
+        ("+55 0900 123 4567", "value_error.phone.type"),
         ("0800 123 4567", "value_error.phone.type"),
         ("0500 123 4567", "value_error.phone.type"),
         ("0300 123 4567", "value_error.phone.type"),
@@ -158,6 +158,56 @@ async fn a_target_failing_the_policy_is_refused() {
         [("target.phone".into(), "value_error.phone.type".into())]
     );
     assert!(h.telephony.commands().is_empty());
+}
+
+/// The greeting announces the configured do-not-call key, and says nothing
+/// about one when it is off; only the configured key opts out.
+#[tokio::test]
+async fn the_greeting_announces_the_configured_key_or_none() {
+    async fn greet_and_press(key: Option<char>, press: &str) -> (String, bool, bool) {
+        let config = ServiceConfig {
+            do_not_call_digit: key,
+            ..ServiceConfig::default()
+        };
+        let (h, _) = harness_config(config, Duration::from_secs(3600));
+        let id = h.service.start(&demo_request()).await.unwrap().call_id;
+        let greeting = h
+            .service
+            .script(id, ScriptMoment::Answered, CallEvent::Prompted, None)
+            .await
+            .unwrap();
+        let VoiceInstruction::Gather { prompt, .. } = &greeting.instructions[0] else {
+            panic!("{greeting:?}")
+        };
+        let pressed = CallEvent::Confirmed(Confirmation::Digits(press.into()));
+        h.service
+            .script(id, ScriptMoment::Confirmed, pressed, None)
+            .await
+            .unwrap();
+        let call = h.service.call(id).await.unwrap().unwrap();
+        let phone = PhoneNumber::parse("11 91234-5678", Region::BRAZIL).unwrap();
+        let listed = h.service.is_on_do_not_call_list(&phone).await.unwrap();
+        assert_eq!(call.facts.opted_out, listed);
+        (prompt.text.clone(), call.facts.activist_confirmed(), listed)
+    }
+
+    // Off: no announcement, and 9 is an ordinary key that confirms.
+    let (text, confirmed, listed) = greet_and_press(None, "9").await;
+    assert!(!text.contains("aperte 9"), "{text}");
+    assert!(!text.contains("ligações nossas"), "{text}");
+    assert!(text.ends_with("diga o seu nome."), "{text:?}");
+    assert!(confirmed && !listed);
+
+    // Another key: announced, it opts out, and 9 confirms.
+    let (text, confirmed, listed) = greet_and_press(Some('7'), "7").await;
+    assert!(
+        text.ends_with("Se não quiser receber mais ligações nossas, aperte 7."),
+        "{text}"
+    );
+    assert!(!text.contains("aperte 9"), "{text}");
+    assert!(!confirmed && listed);
+    let (_, confirmed, listed) = greet_and_press(Some('7'), "9").await;
+    assert!(confirmed && !listed);
 }
 
 /// Reproduction 3: pressing 9 during the greeting is not a confirmation; the
