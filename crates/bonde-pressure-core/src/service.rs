@@ -310,6 +310,9 @@ pub struct ReconcileReport {
     /// Of those, the calls reported for the first time (logged once per
     /// call, not every pass).
     pub unreadable_new: Vec<Option<CallId>>,
+    /// Opted-out activists' numbers put on the do-not-call list by this
+    /// pass (their first listing had failed).
+    pub opt_outs_listed: usize,
     /// Errors met (logged).
     pub errors: usize,
 }
@@ -771,17 +774,12 @@ impl PressureService {
     ) -> Result<HandleOutcome, ServiceError> {
         let raws: Vec<RawEvent> = raw.into_iter().collect();
         let event = self.opt_out_or(event);
-        let first = self.commit_event(call_id, &event, &raws).await?;
-        if event == CallEvent::OptedOut {
-            let phone = first.call.activist.phone.clone();
-            if let Err(error) = self
-                .add_to_do_not_call_list(std::slice::from_ref(&phone), DoNotCallSource::Keypress)
-                .await
-            {
-                // The opt-out is in the call's facts and its raw payload: not lost.
-                warn!(%call_id, activist = %phone, %error, "do-not-call entry not stored");
-            } else {
-                info!(%call_id, activist = %phone, "activist asked not to be called again");
+        let mut first = self.commit_event(call_id, &event, &raws).await?;
+        if first.call.opt_out_pending() {
+            // The opt-out (this event's, or an earlier one whose listing
+            // failed) goes on the list before anything else happens.
+            if let Some(listed) = self.list_opt_out(&first.call).await {
+                first.call = listed;
             }
         }
         let mut pending: VecDeque<(Call, Effect)> = first
@@ -804,6 +802,34 @@ impl PressureService {
             })
         } else {
             Ok(first)
+        }
+    }
+
+    /// Puts an opted-out call's activist number on the do-not-call list
+    /// and records it in the call's facts (`CallEvent::OptOutListed`);
+    /// returns the call as committed. On failure (logged) the call keeps
+    /// `opt_out_pending`, stays unsettled, and the next handling of the
+    /// call or reconciliation tries again.
+    async fn list_opt_out(&self, call: &Call) -> Option<Call> {
+        let phone = &call.activist.phone;
+        if let Err(error) = self
+            .add_to_do_not_call_list(std::slice::from_ref(phone), DoNotCallSource::Keypress)
+            .await
+        {
+            warn!(call_id = %call.id, activist = %phone, %error, "do-not-call entry not stored; retried later");
+            return None;
+        }
+        info!(call_id = %call.id, activist = %phone, "activist asked not to be called again");
+        match self
+            .commit_event(call.id, &CallEvent::OptOutListed, &[])
+            .await
+        {
+            Ok(outcome) => Some(outcome.call),
+            Err(error) => {
+                // Listed; only the fact is missing: the next pass adds it again (idempotent).
+                warn!(call_id = %call.id, %error, "do-not-call entry stored but not recorded in the call");
+                None
+            }
         }
     }
 
@@ -974,6 +1000,12 @@ impl PressureService {
         let calls = self.skip_unreadable(rows, &mut report);
         for call in calls {
             report.examined += 1;
+            if call.opt_out_pending() {
+                match self.list_opt_out(&call).await {
+                    Some(_) => report.opt_outs_listed += 1,
+                    None => report.errors += 1,
+                }
+            }
             for leg in [Leg::Activist, Leg::Target] {
                 let facts = call.facts.leg(leg);
                 let Some(sid) = facts.sid.clone() else {

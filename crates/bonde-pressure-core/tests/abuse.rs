@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bonde_pressure_core::call::{CallEvent, Confirmation, DetailedState, UiStatus};
-use bonde_pressure_core::do_not_call::DoNotCallSource;
+use bonde_pressure_core::do_not_call::{DoNotCallHasher, DoNotCallSource, InMemoryDoNotCallList};
 use bonde_pressure_core::limits::Quota;
 use bonde_pressure_core::script::{ScriptMoment, VoiceInstruction};
 use bonde_pressure_core::simulated::{CommandKind, TelephonyCommand};
@@ -208,6 +208,116 @@ async fn the_greeting_announces_the_configured_key_or_none() {
     assert!(!confirmed && listed);
     let (_, confirmed, listed) = greet_and_press(Some('7'), "9").await;
     assert!(confirmed && !listed);
+}
+
+/// A service whose do-not-call list fails its next `failures` adds, and
+/// which reconciles every unfinished call at once.
+fn with_flaky_list(
+    failures: usize,
+) -> (
+    Arc<PressureService>,
+    Arc<InMemoryDoNotCallList>,
+    Arc<ManualClock>,
+) {
+    let clock = Arc::new(ManualClock::new(Utc::now()));
+    let telephony = Arc::new(SimulatedTelephony::new(
+        ScenarioPicker::Always(Scenario::Success),
+        Duration::from_secs(3600),
+    ));
+    let list = Arc::new(InMemoryDoNotCallList::new());
+    list.fail_next_adds(failures);
+    let config = ServiceConfig {
+        stale_after: Duration::ZERO,
+        ..ServiceConfig::default()
+    };
+    let service = Arc::new(
+        PressureService::new(
+            Dependencies {
+                store: Arc::new(InMemoryCallStore::new()),
+                telephony: telephony.clone(),
+                directory: Arc::new(StaticCampaignDirectory::demo()),
+                recorder: Arc::new(StubActionRecorder::new()),
+                clock: clock.clone(),
+            },
+            config,
+        )
+        .with_do_not_call(list.clone(), DoNotCallHasher::default()),
+    );
+    let sink: Arc<dyn EventSink> = service.clone();
+    telephony.connect(Arc::downgrade(&sink));
+    (service, list, clock)
+}
+
+/// Presses 9 on a new call; the list's add fails, so nothing is listed yet.
+async fn opt_out_while_the_list_fails(service: &PressureService) -> bonde_pressure_core::CallId {
+    let id = service.start(&demo_request()).await.unwrap().call_id;
+    service
+        .script(id, ScriptMoment::Answered, CallEvent::Prompted, None)
+        .await
+        .unwrap();
+    let pressed = CallEvent::Confirmed(Confirmation::Digits("9".into()));
+    service
+        .script(id, ScriptMoment::Confirmed, pressed, None)
+        .await
+        .unwrap();
+    let call = service.call(id).await.unwrap().unwrap();
+    assert!(call.facts.opted_out && !call.facts.opt_out_listed);
+    assert!(call.opt_out_pending() && !call.is_settled());
+    let phone = PhoneNumber::parse("11 91234-5678", Region::BRAZIL).unwrap();
+    assert!(!service.is_on_do_not_call_list(&phone).await.unwrap());
+    id
+}
+
+async fn assert_listed_and_refused(service: &PressureService, id: bonde_pressure_core::CallId) {
+    let phone = PhoneNumber::parse("11 91234-5678", Region::BRAZIL).unwrap();
+    assert!(service.is_on_do_not_call_list(&phone).await.unwrap());
+    let call = service.call(id).await.unwrap().unwrap();
+    assert!(
+        call.facts.opt_out_listed && !call.opt_out_pending(),
+        "{:?}",
+        call.facts
+    );
+    let err = service.start(&demo_request()).await.unwrap_err();
+    assert_eq!(
+        kinds(err),
+        [(
+            "activist.phone".into(),
+            "value_error.phone.do_not_call".into()
+        )]
+    );
+}
+
+/// A failed do-not-call add is not lost: reconciliation lists the number.
+#[tokio::test]
+async fn a_failed_opt_out_is_listed_by_reconciliation() {
+    let (service, list, clock) = with_flaky_list(1);
+    let id = opt_out_while_the_list_fails(&service).await;
+    clock.advance(Duration::from_secs(1));
+    let report = service.reconcile(10).await.unwrap();
+    assert_eq!(report.opt_outs_listed, 1, "{report:?}");
+    assert_eq!(list.len(), 1);
+    assert_listed_and_refused(&service, id).await;
+    // Listed once: the next pass has nothing to list.
+    let report = service.reconcile(10).await.unwrap();
+    assert_eq!(report.opt_outs_listed, 0, "{report:?}");
+}
+
+/// A failed do-not-call add is not lost: the next event of the call lists it.
+#[tokio::test]
+async fn a_failed_opt_out_is_listed_by_the_next_event_of_the_call() {
+    let (service, _, _) = with_flaky_list(1);
+    let id = opt_out_while_the_list_fails(&service).await;
+    service
+        .handle(
+            id,
+            CallEvent::Ignored {
+                what: "a late callback".into(),
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    assert_listed_and_refused(&service, id).await;
 }
 
 /// Reproduction 3: pressing 9 during the greeting is not a confirmation; the
