@@ -51,8 +51,8 @@ pub use fakes::{
 pub use limits::{InMemoryRateLimiter, RateLimiter};
 pub use memory::InMemoryCallStore;
 pub use ports::{
-    ActionRecorder, CallStore, CampaignDirectory, Clock, RawEvent, StoreError, SystemClock,
-    Telephony, TelephonyError,
+    ActionRecorder, CallStore, CampaignDirectory, Clock, RawEvent, RecentCalls, StoreError,
+    SystemClock, Telephony, TelephonyError,
 };
 #[cfg(feature = "mock")]
 pub use ports::{MockActionRecorder, MockCallStore, MockCampaignDirectory, MockTelephony};

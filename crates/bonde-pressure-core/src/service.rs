@@ -466,6 +466,42 @@ impl PressureService {
             })
     }
 
+    /// The daily cap per called number, counted in the store
+    /// ([`CallStore::count_recent_calls_to`]): shared by replicas and kept
+    /// across restarts. `None` when the store does not count or failed
+    /// (logged): the caller falls back to the in-process limiter.
+    ///
+    /// One indexed count per request. Check-then-insert is not atomic: two
+    /// requests for the same number at the same instant on different
+    /// replicas may both pass with one slot left (at most one extra call
+    /// per concurrent request).
+    async fn daily_cap_from_store(&self, phone: &PhoneNumber, quota: Quota) -> Option<Admission> {
+        let now = self.deps.clock.now();
+        let window = chrono::Duration::from_std(quota.window).unwrap_or(chrono::Duration::MAX);
+        let since = now
+            .checked_sub_signed(window)
+            .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC);
+        match self.deps.store.count_recent_calls_to(phone, since).await {
+            Ok(Some(recent)) if recent.count < u64::from(quota.limit) => Some(Admission::Admitted),
+            Ok(Some(recent)) => {
+                let frees_at = recent
+                    .oldest
+                    .and_then(|t| t.checked_add_signed(window))
+                    .unwrap_or(now);
+                let retry_after = (frees_at - now)
+                    .to_std()
+                    .unwrap_or_default()
+                    .max(std::time::Duration::from_millis(1));
+                Some(Admission::Exhausted { retry_after })
+            }
+            Ok(None) => None,
+            Err(error) => {
+                warn!(%error, "counting recent calls failed; using the in-process limiter");
+                None
+            }
+        }
+    }
+
     /// Gives a charge back; a failure is logged.
     async fn refund(&self, key: &LimitKey, quota: Quota) {
         if let Err(error) = self.limiter.refund(key, quota).await {
@@ -655,8 +691,16 @@ impl PressureService {
             }
         }
         let activist_key = LimitKey::new(LimitKind::ActivistCalls, activist.phone.as_e164());
+        let mut charged_in_process = false;
         if let Some(quota) = self.config.activist_calls {
-            if let Admission::Exhausted { retry_after } = self.charge(&activist_key, quota).await {
+            let admission = match self.daily_cap_from_store(&activist.phone, quota).await {
+                Some(admission) => admission,
+                None => {
+                    charged_in_process = true;
+                    self.charge(&activist_key, quota).await
+                }
+            };
+            if let Admission::Exhausted { retry_after } = admission {
                 info!(activist = %activist.phone, "activist number called too often today");
                 return Err(StartError::RateLimited {
                     scope: "activist_calls",
@@ -665,7 +709,7 @@ impl PressureService {
             }
         }
         let refund_activist = async || {
-            if let Some(quota) = self.config.activist_calls {
+            if let (Some(quota), true) = (self.config.activist_calls, charged_in_process) {
                 self.refund(&activist_key, quota).await;
             }
         };

@@ -462,6 +462,55 @@ async fn an_activist_number_is_called_at_most_n_times_a_day() {
     h.service.start(&demo_request()).await.unwrap();
 }
 
+/// The daily cap is counted in the call store: a restarted service (or
+/// another replica), with a fresh in-process limiter, still refuses.
+#[tokio::test]
+async fn the_daily_cap_survives_a_restart_and_is_shared_by_replicas() {
+    let clock = Arc::new(ManualClock::new(Utc::now()));
+    let store = Arc::new(InMemoryCallStore::new());
+    let replica = || {
+        let telephony = Arc::new(SimulatedTelephony::new(
+            ScenarioPicker::Always(Scenario::Success),
+            Duration::from_secs(3600),
+        ));
+        let service = Arc::new(PressureService::new(
+            Dependencies {
+                store: store.clone(),
+                telephony: telephony.clone(),
+                directory: Arc::new(StaticCampaignDirectory::demo()),
+                recorder: Arc::new(StubActionRecorder::new()),
+                clock: clock.clone(),
+            },
+            ServiceConfig {
+                activist_calls: Some(Quota::per_day(3)),
+                ..ServiceConfig::default()
+            },
+        ));
+        let sink: Arc<dyn EventSink> = service.clone();
+        telephony.connect(Arc::downgrade(&sink));
+        service
+    };
+    let first = replica();
+    for _ in 0..2 {
+        first.start(&demo_request()).await.unwrap();
+    }
+    clock.advance(Duration::from_secs(3600));
+    let second = replica();
+    second.start(&demo_request()).await.unwrap();
+    drop(first);
+    let restarted = replica();
+    match restarted.start(&demo_request()).await.unwrap_err() {
+        StartError::RateLimited { scope, retry_after } => {
+            assert_eq!(scope, "activist_calls");
+            // The oldest of the three leaves the window in 23 h.
+            assert_eq!(retry_after, Duration::from_secs(23 * 3600));
+        }
+        other => panic!("{other:?}"),
+    }
+    clock.advance(Duration::from_secs(23 * 3600));
+    restarted.start(&demo_request()).await.unwrap();
+}
+
 /// Reproduction 4: requests that never get confirmed do not use up the
 /// target; the token is taken at dial, and a target out of budget ends the
 /// call in `target_rate_limited` (the page's `busy`) with a message.
