@@ -466,6 +466,20 @@ impl PressureService {
             })
     }
 
+    /// Whether a refused [`PressureService::start`] still counts as an
+    /// attempt against the caller's request limits (an adapter's
+    /// per-activist limit): only when a call may have been placed or the
+    /// number itself was refused ([`Telephony::refusal_counts`] of the
+    /// telephony in use). Refusals on our side (validation, widget,
+    /// directory, store, the provider refusing us: credentials, its rate
+    /// limit, geographic permissions, another 4xx) do not.
+    pub fn start_refusal_counts(&self, error: &StartError) -> bool {
+        match error {
+            StartError::Telephony { error, .. } => self.deps.telephony.refusal_counts(error),
+            _ => false,
+        }
+    }
+
     /// The daily cap per called number, counted in the store
     /// ([`CallStore::count_recent_calls_to`]): shared by replicas and kept
     /// across restarts. `None` when the store does not count or failed
