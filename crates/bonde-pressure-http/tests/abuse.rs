@@ -369,6 +369,37 @@ async fn an_activist_number_is_called_at_most_n_times_a_day() {
     assert_eq!(calls_placed(&app), 3);
 }
 
+/// The daily cap is counted in the database: a restarted server (or another
+/// replica) on the same database still refuses the number.
+#[tokio::test]
+async fn the_daily_cap_is_kept_in_the_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("calls.db").display());
+    let args = [
+        "--database-url",
+        url.as_str(),
+        "--activist-calls-per-day",
+        "2",
+        "--simulated-tick",
+        "3600000",
+    ];
+    let first = app_with(&args).await;
+    for _ in 0..2 {
+        start(&router(&first), "11 91234-5670").await;
+    }
+    drop(first);
+    let restarted = app_with(&args).await;
+    let resp = send(
+        &router(&restarted),
+        post_call(&front_end_body("11 91234-5670")),
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(calls_placed(&restarted), 0);
+    // Another number is not affected.
+    start(&router(&restarted), "11 91234-5672").await;
+}
+
 /// Reproduction 4: 30 requests with made-up activists, never confirmed, do
 /// not lock the target out; the target's budget goes only on real dials.
 #[tokio::test]
