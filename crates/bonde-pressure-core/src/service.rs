@@ -1112,10 +1112,9 @@ impl PressureService {
             .await
         {
             Ok(Some(conference)) => conference,
-            Ok(None) => {
-                report.conferences_fetched += 1;
-                return;
-            }
+            // Nothing known (no such conference, or a telephony without
+            // the listing): nothing was fetched.
+            Ok(None) => return,
             Err(error) => {
                 report.errors += 1;
                 warn!(%call_id, %error, "reconciliation: listing the conference failed");

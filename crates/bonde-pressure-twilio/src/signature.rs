@@ -263,22 +263,12 @@ mod tests {
         let twilio_signature = "RSOYDt4T1cUTdK1PDd93/VVr8B8=";
         assert_eq!(sign(TOKEN, overrides, &official_params()), twilio_signature);
         assert_eq!(
-            validate(
-                TOKEN,
-                overrides,
-                &official_params(),
-                Some(twilio_signature)
-            ),
+            validate(TOKEN, overrides, &official_params(), Some(twilio_signature)),
             Ok(())
         );
         let with_port = "https://mycompany.com:443/myapp.php?foo=1&bar=2#rc=2&rp=ct,5xx";
         assert_eq!(
-            validate(
-                TOKEN,
-                with_port,
-                &official_params(),
-                Some(twilio_signature)
-            ),
+            validate(TOKEN, with_port, &official_params(), Some(twilio_signature)),
             Ok(())
         );
         assert_eq!(without_fragment("https://a.b/c#x#y"), "https://a.b/c");
