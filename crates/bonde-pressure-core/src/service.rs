@@ -299,7 +299,8 @@ pub struct ReconcileReport {
     /// Target dials that never reported back, recorded as failed.
     pub lost_dials: usize,
     /// Conferences whose participants were listed (calls waiting for the
-    /// activist's join).
+    /// activist's join); a listing that found no conference (or a
+    /// telephony without the listing) is not counted.
     pub conferences_fetched: usize,
     /// Calls whose activist was found in the conference by that listing,
     /// so the target was dialled (the join's callbacks were lost).
