@@ -219,3 +219,130 @@ async fn postgres_damaged_rows_hurt_only_their_call() {
         std::panic::resume_unwind(panic);
     }
 }
+
+/// Three calls, as written before the `funnel_stage` column existed (NULL),
+/// one of them with damaged facts: `migrate` backfills the two others, logs
+/// and skips the damaged one (left NULL), and does not fail, so the service
+/// still starts.
+async fn calls_to_backfill(store: Arc<dyn CallStore>) -> Vec<CallId> {
+    let telephony = Arc::new(SimulatedTelephony::new(
+        ScenarioPicker::Always(Scenario::ActivistNoAnswer),
+        Duration::from_secs(3600),
+    ));
+    let service = PressureService::new(
+        Dependencies {
+            store,
+            telephony,
+            directory: Arc::new(StaticCampaignDirectory::demo()),
+            recorder: Arc::new(StubActionRecorder::new()),
+            clock: Arc::new(ManualClock::new(chrono::Utc::now())),
+        },
+        ServiceConfig::default(),
+    );
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(service.start(&request()).await.unwrap().call_id);
+    }
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_backfill_skips_a_damaged_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(
+        SqliteCallStore::open(dir.path().join("calls.db"))
+            .await
+            .unwrap(),
+    );
+    let pool = store.pool().clone();
+    let ids = calls_to_backfill(store.clone()).await;
+    sqlx::query("UPDATE phone_calls SET funnel_stage = NULL")
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE phone_calls SET facts = '{\"activist\": 5}' WHERE id = ?1")
+        .bind(ids[1].to_string())
+        .execute(&pool)
+        .await
+        .unwrap();
+    store
+        .migrate()
+        .await
+        .expect("one damaged row does not stop migrate");
+    for (i, id) in ids.iter().enumerate() {
+        let (stage,): (Option<i64>,) =
+            sqlx::query_as("SELECT funnel_stage FROM phone_calls WHERE id = ?1")
+                .bind(id.to_string())
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        assert_eq!(stage.is_some(), i != 1, "{i}: {stage:?}");
+    }
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_backfill_skips_a_damaged_row() {
+    let Ok(url) = std::env::var("TEST_DATABASE_URL") else {
+        skip("TEST_DATABASE_URL not set");
+        return;
+    };
+    let admin_options = PgConnectOptions::from_str(&url).expect("TEST_DATABASE_URL parses");
+    let mut admin = match PgConnection::connect_with(&admin_options).await {
+        Ok(c) => c,
+        Err(e) => {
+            skip(&format!(
+                "PostgreSQL at TEST_DATABASE_URL unreachable ({e})"
+            ));
+            return;
+        }
+    };
+    let name = format!("bps_test_{}", uuid::Uuid::new_v4().simple());
+    sqlx::query(&format!("CREATE DATABASE \"{name}\""))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let pool = PgPoolOptions::new()
+        .max_connections(5)
+        .connect_with(admin_options.clone().database(&name))
+        .await
+        .unwrap();
+    let store = Arc::new(PgCallStore::from_pool(pool.clone()));
+    let outcome = std::panic::AssertUnwindSafe(async {
+        store.migrate().await.unwrap();
+        let ids = calls_to_backfill(store.clone()).await;
+        sqlx::query("UPDATE phone_calls SET funnel_stage = NULL")
+            .execute(&pool)
+            .await
+            .unwrap();
+        sqlx::query("UPDATE phone_calls SET facts = '{\"activist\": 5}'::jsonb WHERE id = $1")
+            .bind(ids[1].as_uuid())
+            .execute(&pool)
+            .await
+            .unwrap();
+        store
+            .migrate()
+            .await
+            .expect("one damaged row does not stop migrate");
+        for (i, id) in ids.iter().enumerate() {
+            let (stage,): (Option<i16>,) =
+                sqlx::query_as("SELECT funnel_stage FROM phone_calls WHERE id = $1")
+                    .bind(id.as_uuid())
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap();
+            assert_eq!(stage.is_some(), i != 1, "{i}: {stage:?}");
+        }
+    })
+    .catch_unwind()
+    .await;
+    store.close().await;
+    sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let _ = admin.close().await;
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
