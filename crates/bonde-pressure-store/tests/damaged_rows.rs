@@ -346,3 +346,130 @@ async fn postgres_backfill_skips_a_damaged_row() {
         std::panic::resume_unwind(panic);
     }
 }
+
+/// More damaged rows than a pass's `limit`, all sorting first (oldest): the
+/// pass still reaches `limit` readable calls (the listing pages past the
+/// damaged rows, reported in addition), so they never starve the others.
+async fn check_starvation(store: Arc<dyn CallStore>, corrupt: impl AsyncFn(CallId)) {
+    let clock = Arc::new(ManualClock::new(chrono::Utc::now()));
+    let service = PressureService::new(
+        Dependencies {
+            store: store.clone(),
+            telephony: Arc::new(SimulatedTelephony::new(
+                ScenarioPicker::Always(Scenario::ActivistNoAnswer),
+                Duration::from_secs(3600),
+            )),
+            directory: Arc::new(StaticCampaignDirectory::demo()),
+            recorder: Arc::new(StubActionRecorder::new()),
+            clock: clock.clone(),
+        },
+        ServiceConfig::default(),
+    );
+    let mut bad = Vec::new();
+    for _ in 0..4 {
+        let id = service.start(&request()).await.unwrap().call_id;
+        corrupt(id).await;
+        bad.push(id);
+    }
+    clock.advance(Duration::from_secs(1));
+    let mut good = Vec::new();
+    for _ in 0..3 {
+        good.push(service.start(&request()).await.unwrap().call_id);
+    }
+    clock.advance(service.config().stale_after + Duration::from_secs(1));
+    let later = clock_now(&clock);
+
+    let rows = store.list_unfinished_rows(later, 2).await.unwrap();
+    let readable: Vec<_> = rows.iter().filter_map(|r| r.as_ref().ok()).collect();
+    assert_eq!(readable.len(), 2, "{rows:?}");
+    assert_eq!(rows.len(), 6, "the four damaged rows are reported too");
+    assert_eq!(store.list_unfinished(later, 2).await.unwrap().len(), 2);
+    assert!(
+        store
+            .list_unfinished_rows(later, 0)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    let report = service.reconcile(2).await.unwrap();
+    assert_eq!(report.examined, 2, "{report:?}");
+    assert_eq!(report.unreadable, 4, "{report:?}");
+    let report = service.reconcile(2).await.unwrap();
+    assert_eq!(report.examined, 1, "the third readable call: {report:?}");
+    for id in good {
+        let call = store.get(id).await.unwrap().unwrap();
+        assert_eq!(call.state(), DetailedState::ActivistNoAnswer, "{id}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_damaged_rows_do_not_starve_reconciliation() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(
+        SqliteCallStore::open(dir.path().join("calls.db"))
+            .await
+            .unwrap(),
+    );
+    let pool = store.pool().clone();
+    check_starvation(store.clone(), async |id| {
+        sqlx::query("UPDATE phone_calls SET facts = '{\"activist\": 5}' WHERE id = ?1")
+            .bind(id.to_string())
+            .execute(&pool)
+            .await
+            .unwrap();
+    })
+    .await;
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_damaged_rows_do_not_starve_reconciliation() {
+    let Ok(url) = std::env::var("TEST_DATABASE_URL") else {
+        skip("TEST_DATABASE_URL not set");
+        return;
+    };
+    let admin_options = PgConnectOptions::from_str(&url).expect("TEST_DATABASE_URL parses");
+    let mut admin = match PgConnection::connect_with(&admin_options).await {
+        Ok(c) => c,
+        Err(e) => {
+            skip(&format!(
+                "PostgreSQL at TEST_DATABASE_URL unreachable ({e})"
+            ));
+            return;
+        }
+    };
+    let name = format!("bps_test_{}", uuid::Uuid::new_v4().simple());
+    sqlx::query(&format!("CREATE DATABASE \"{name}\""))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let pool = PgPoolOptions::new()
+        .max_connections(5)
+        .connect_with(admin_options.clone().database(&name))
+        .await
+        .unwrap();
+    let store = Arc::new(PgCallStore::from_pool(pool.clone()));
+    let outcome = std::panic::AssertUnwindSafe(async {
+        store.migrate().await.unwrap();
+        check_starvation(store.clone(), async |id| {
+            sqlx::query("UPDATE phone_calls SET facts = '{\"activist\": 5}'::jsonb WHERE id = $1")
+                .bind(id.as_uuid())
+                .execute(&pool)
+                .await
+                .unwrap();
+        })
+        .await;
+    })
+    .catch_unwind()
+    .await;
+    store.close().await;
+    sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let _ = admin.close().await;
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
