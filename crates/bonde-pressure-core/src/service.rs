@@ -309,7 +309,9 @@ pub struct ReconcileReport {
     /// every pass while they stay damaged.
     pub unreadable: usize,
     /// Of those, the calls reported for the first time (logged once per
-    /// call, not every pass).
+    /// call, not every pass), plus the damaged calls first met since the
+    /// last pass by [`PressureService::call`] or [`PressureService::handle`]
+    /// (each call is in one report only).
     pub unreadable_new: Vec<Option<CallId>>,
     /// Errors met (logged).
     pub errors: usize,
@@ -359,6 +361,9 @@ pub struct PressureService {
     hasher: DoNotCallHasher,
     /// Damaged rows already reported (logged once per call).
     unreadable: std::sync::Mutex<std::collections::HashSet<Option<CallId>>>,
+    /// Damaged calls first met outside reconciliation, for the next
+    /// report's `unreadable_new`.
+    unreadable_pending: std::sync::Mutex<Vec<Option<CallId>>>,
 }
 
 impl std::fmt::Debug for PressureService {
@@ -396,6 +401,7 @@ impl PressureService {
             config,
             updates,
             unreadable: Default::default(),
+            unreadable_pending: Default::default(),
             limiter,
             do_not_call: Arc::new(InMemoryDoNotCallList::new()),
             hasher: DoNotCallHasher::default(),
@@ -752,8 +758,54 @@ impl PressureService {
     }
 
     /// Loads a call.
+    ///
+    /// A call whose stored row cannot be read ([`StoreError::Unreadable`])
+    /// is logged (error) and counted the first time the service meets it,
+    /// here, in [`PressureService::handle`] or in reconciliation (one set
+    /// for all three), not on every read: adapters log it at debug level.
     pub async fn call(&self, id: CallId) -> Result<Option<Call>, StoreError> {
-        self.deps.store.get(id).await
+        let loaded = self.deps.store.get(id).await;
+        match &loaded {
+            Err(error) => self.note_unreadable(error),
+            Ok(Some(_)) => self.note_readable(id),
+            Ok(None) => {}
+        }
+        loaded
+    }
+
+    /// Damaged calls met (by reads, events or reconciliation) and not seen
+    /// repaired since: each was logged once.
+    pub fn unreadable_calls_met(&self) -> usize {
+        self.unreadable
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
+    }
+
+    /// Logs a damaged call the first time it is met, and queues it for the
+    /// next reconciliation report's `unreadable_new` (the metric counts
+    /// each damaged call once, wherever it was met).
+    fn note_unreadable(&self, error: &StoreError) {
+        let StoreError::Unreadable(damaged) = error else {
+            return;
+        };
+        let mut seen = self.unreadable.lock().unwrap_or_else(|p| p.into_inner());
+        if seen.insert(damaged.call_id) {
+            tracing::error!(call_id = ?damaged.call_id, reason = %damaged.reason, "stored call cannot be read; reported once until repaired");
+            self.unreadable_pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(damaged.call_id);
+        }
+    }
+
+    /// A call read back fine: repaired since, report it again should it
+    /// break again.
+    fn note_readable(&self, id: CallId) {
+        let mut seen = self.unreadable.lock().unwrap_or_else(|p| p.into_inner());
+        if !seen.is_empty() {
+            seen.remove(&Some(id));
+        }
     }
 
     /// Applies an event to a call: load, apply, commit if the version is
@@ -768,7 +820,14 @@ impl PressureService {
     ) -> Result<HandleOutcome, ServiceError> {
         let raws: Vec<RawEvent> = raw.into_iter().collect();
         let event = self.opt_out_or(event);
-        let first = self.commit_event(call_id, &event, &raws).await?;
+        let first = self
+            .commit_event(call_id, &event, &raws)
+            .await
+            .inspect_err(|error| {
+                if let ServiceError::Store(error) = error {
+                    self.note_unreadable(error);
+                }
+            })?;
         if event == CallEvent::OptedOut {
             let phone = first.call.activist.phone.clone();
             if let Err(error) = self
@@ -1064,6 +1123,12 @@ impl PressureService {
         rows: Vec<Result<Call, crate::ports::UnreadableCall>>,
         report: &mut ReconcileReport,
     ) -> Vec<Call> {
+        report.unreadable_new.append(
+            &mut self
+                .unreadable_pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+        );
         let mut seen = self.unreadable.lock().unwrap_or_else(|p| p.into_inner());
         let mut calls = Vec::with_capacity(rows.len());
         for row in rows {

@@ -87,6 +87,22 @@ async fn check(store: Arc<dyn CallStore>, corrupt: impl AsyncFnOnce(CallId, Call
         }
     }
     assert!(store.get(ids[0]).await.unwrap().is_some());
+    // Through the service: each damaged call is noted (and logged) once,
+    // however often it is read or sent events.
+    assert_eq!(service.unreadable_calls_met(), 0);
+    for _ in 0..3 {
+        assert!(matches!(
+            service.call(bad1).await,
+            Err(StoreError::Unreadable(_))
+        ));
+        assert!(
+            service
+                .handle(bad1, bonde_pressure_core::call::CallEvent::Prompted, None)
+                .await
+                .is_err()
+        );
+    }
+    assert_eq!(service.unreadable_calls_met(), 1);
 
     clock.advance(service.config().stale_after + Duration::from_secs(1));
     let later = clock_now(&clock);
