@@ -54,8 +54,8 @@ fn signed_url(state: &AppState, uri: &axum::http::Uri) -> String {
 }
 
 /// Stores a payload the service did not take: with its call, or without one
-/// when the call is unknown.
-async fn store_orphan(state: &AppState, call_id: Option<CallId>, raw: RawEvent) {
+/// when the call is unknown. Whether it is stored.
+async fn store_orphan(state: &AppState, call_id: Option<CallId>, raw: RawEvent) -> bool {
     let store = state.service.store();
     let events = [raw];
     let result = match call_id {
@@ -65,9 +65,10 @@ async fn store_orphan(state: &AppState, call_id: Option<CallId>, raw: RawEvent) 
         },
         None => store.append_events(None, &events).await,
     };
-    if let Err(error) = result {
+    if let Err(error) = &result {
         tracing::error!(%error, "could not store a webhook payload");
     }
+    result.is_ok()
 }
 
 async fn webhook(
@@ -157,6 +158,21 @@ async fn webhook(
                 retry_after: None,
             },
         ),
+        // A damaged call (core logged it once): a status callback's payload
+        // is stored, and a retry could not help (it would only store a
+        // duplicate), so Twilio gets its 2xx. A TwiML route still fails:
+        // there is no script to answer with.
+        Err(ServiceError::Store(StoreError::Unreadable(u))) if route.moment().is_none() => {
+            tracing::debug!(%call_id, reason = %u.reason, route = route.as_str(), "webhook for a damaged call: payload stored, not applied");
+            if store_unless_present(state, call_id, kept).await {
+                outcome("unreadable", StatusCode::NO_CONTENT)
+            } else {
+                outcome(
+                    "error",
+                    AppError::internal(ServiceError::Store(StoreError::Unreadable(u))),
+                )
+            }
+        }
         // A store failure, before the payload's commit (it is not stored) or
         // after it (a follow-up commit failed: it is). Store it unless it is there.
         Err(other) => {
@@ -180,13 +196,14 @@ fn same_delivery(a: &RawEvent, b: &RawEvent) -> bool {
 
 /// Stores `raw` for `call_id` unless the call's event log already holds it
 /// (if the log cannot be read, stores it: a duplicate beats a loss).
-async fn store_unless_present(state: &AppState, call_id: CallId, raw: RawEvent) {
+/// Whether it is stored (now or before).
+async fn store_unless_present(state: &AppState, call_id: CallId, raw: RawEvent) -> bool {
     if let Ok(events) = state.service.store().events(call_id).await {
         if events.iter().any(|e| same_delivery(&e.raw, &raw)) {
-            return;
+            return true;
         }
     }
-    store_orphan(state, Some(call_id), raw).await;
+    store_orphan(state, Some(call_id), raw).await
 }
 
 async fn run(
