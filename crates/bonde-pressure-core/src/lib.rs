@@ -15,6 +15,8 @@
 //!   called) and [`InMemoryRateLimiter`]; [`do_not_call`]: the
 //!   [`DoNotCallList`] port (keyed hashes of numbers never to call again) and
 //!   [`InMemoryDoNotCallList`]; [`NumberPolicy`]: which numbers may be called.
+//! - [`privacy`]: retention, erasure of one person's data and the audit log
+//!   of unmasked reads ([`Privacy`], the [`PersonalDataStore`] port).
 //! - [`PressureService`]: start a call, handle an event (load, apply, commit
 //!   with a version check, retry on conflict, then run the effects), decide
 //!   the voice script of each moment, reconcile stale calls.
@@ -29,6 +31,8 @@ mod fakes;
 pub mod limits;
 mod memory;
 pub mod ports;
+pub mod privacy;
+mod recent;
 pub mod results;
 pub mod script;
 mod service;
@@ -56,6 +60,12 @@ pub use ports::{
 };
 #[cfg(feature = "mock")]
 pub use ports::{MockActionRecorder, MockCallStore, MockCampaignDirectory, MockTelephony};
+#[cfg(feature = "mock")]
+pub use privacy::MockPersonalDataStore;
+pub use privacy::{
+    ActorId, AuditEntry, ErasureReport, PersonKey, PersonalDataStore, Privacy, RetentionConfig,
+    RetentionPass, RetentionReport,
+};
 pub use results::{
     CallCursor, CampaignResults, FunnelStage, Interval, ResultsQuery, ResultsReport,
     percentile_nearest_rank,

@@ -1,7 +1,7 @@
 //! `InMemoryCallStore`: a complete [`CallStore`] in a mutex, for tests,
 //! demos and embedders that need no persistence.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
 use async_trait::async_trait;
@@ -10,6 +10,10 @@ use chrono::{DateTime, Utc};
 use crate::call::Call;
 use crate::domain::{CallId, CallSid, WidgetId};
 use crate::ports::{CallStats, CallStore, RawEvent, StoreError, StoredEvent};
+use crate::privacy::{
+    AuditEntry, ErasureReport, LATE_PAYLOAD_WINDOW, PersonKey, PersonalDataStore, RetentionPass,
+    RetentionReport,
+};
 use crate::results::{CallCursor, CampaignResults, ResultsQuery, ResultsReport};
 
 #[derive(Debug, Default)]
@@ -17,18 +21,41 @@ struct Inner {
     calls: HashMap<CallId, Call>,
     by_sid: HashMap<CallSid, CallId>,
     events: Vec<StoredEvent>,
+    /// The last event id given (ids are never reused, even once deleted).
+    last_event_id: i64,
+    /// Calls an erasure request marked while they were not settled.
+    erasure_requested: HashSet<CallId>,
+    audit: Vec<AuditEntry>,
 }
 
 impl Inner {
     fn append(&mut self, call_id: Option<CallId>, events: &[RawEvent]) {
         for raw in events {
-            let id = self.events.len() as i64 + 1;
+            self.last_event_id += 1;
+            let id = self.last_event_id;
             self.events.push(StoredEvent {
                 id,
                 call_id,
                 raw: raw.clone(),
             });
         }
+    }
+
+    /// Erases a stored call (bumping its version) and deletes its events;
+    /// returns the number of events deleted.
+    fn erase(&mut self, id: CallId, now: DateTime<Utc>) -> u64 {
+        if let Some(call) = self.calls.get_mut(&id) {
+            call.erase(now);
+            call.version += 1;
+        }
+        self.erasure_requested.remove(&id);
+        self.delete_events(|e| e.call_id == Some(id))
+    }
+
+    fn delete_events(&mut self, mut doomed: impl FnMut(&StoredEvent) -> bool) -> u64 {
+        let before = self.events.len();
+        self.events.retain(|e| !doomed(e));
+        (before - self.events.len()) as u64
     }
 
     fn index(&mut self, call: &Call) {
@@ -58,6 +85,11 @@ impl InMemoryCallStore {
         // A panic while holding the lock cannot leave `Inner` half-updated
         // (every method updates it last), so a poisoned lock is still usable.
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Every audit entry, oldest first.
+    pub fn all_audit_entries(&self) -> Vec<AuditEntry> {
+        self.lock().audit.clone()
     }
 
     /// Every stored event, calls' and orphans', in insertion order.
@@ -99,6 +131,11 @@ impl CallStore for InMemoryCallStore {
         }
         let mut next = call.clone();
         next.version = call.version + 1;
+        if current.is_erased() {
+            // Erasure is permanent (the version check makes this a no-op
+            // for callers that loaded the erased call).
+            next.erase(current.facts.erased_at.unwrap_or(call.updated_at));
+        }
         inner.index(&next);
         inner.append(Some(call.id), events);
         inner.calls.insert(call.id, next);
@@ -157,6 +194,123 @@ impl CallStore for InMemoryCallStore {
         Ok(CallStats::from_calls(inner.calls.values().filter(|c| {
             c.widget_id == widget_id && c.created_at >= from && c.created_at < to
         })))
+    }
+}
+
+#[async_trait]
+impl PersonalDataStore for InMemoryCallStore {
+    async fn retention_pass(
+        &self,
+        cutoff: DateTime<Utc>,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<RetentionPass, StoreError> {
+        let mut inner = self.lock();
+        let limit = limit as usize;
+        let mut due: Vec<(DateTime<Utc>, CallId)> = inner
+            .calls
+            .values()
+            .filter(|c| {
+                !c.is_erased()
+                    && c.is_settled()
+                    && (c.created_at < cutoff || inner.erasure_requested.contains(&c.id))
+            })
+            .map(|c| (c.created_at, c.id))
+            .collect();
+        due.sort_unstable();
+        due.truncate(limit);
+        let mut events_deleted = 0;
+        for &(_, id) in &due {
+            events_deleted += inner.erase(id, now);
+        }
+        // Payloads stored for recently erased calls after their erasure.
+        let late: HashSet<CallId> = inner
+            .calls
+            .values()
+            .filter(|c| {
+                c.facts
+                    .erased_at
+                    .is_some_and(|t| t >= now - LATE_PAYLOAD_WINDOW)
+            })
+            .map(|c| c.id)
+            .collect();
+        events_deleted += inner.delete_events(|e| e.call_id.is_some_and(|id| late.contains(&id)));
+        let mut old: Vec<i64> = inner
+            .events
+            .iter()
+            .filter(|e| e.raw.received_at < cutoff)
+            .map(|e| e.id)
+            .collect();
+        let old_full = old.len() > limit;
+        old.truncate(limit);
+        let old: HashSet<i64> = old.into_iter().collect();
+        events_deleted += inner.delete_events(|e| old.contains(&e.id));
+        let more = due.len() == limit || old_full;
+        Ok(RetentionPass::Ran(RetentionReport::new(
+            due.len() as u64,
+            events_deleted,
+            more,
+        )))
+    }
+
+    async fn erase_person(
+        &self,
+        who: &PersonKey,
+        now: DateTime<Utc>,
+    ) -> Result<ErasureReport, StoreError> {
+        let mut inner = self.lock();
+        let matches = |c: &Call| {
+            !c.is_erased()
+                && match who {
+                    PersonKey::Phone(p) => c.activist.phone == *p,
+                    PersonKey::Email(e) => {
+                        c.activist.email.as_str().eq_ignore_ascii_case(e.as_str())
+                    }
+                }
+        };
+        let (settled, pending): (Vec<&Call>, Vec<&Call>) = inner
+            .calls
+            .values()
+            .filter(|c| matches(c))
+            .partition(|c| c.is_settled());
+        let settled: Vec<CallId> = settled.into_iter().map(|c| c.id).collect();
+        let pending: HashSet<CallId> = pending.into_iter().map(|c| c.id).collect();
+        let mut report = ErasureReport::new(settled.len() as u64, pending.len() as u64, 0);
+        for id in settled {
+            report.events_deleted += inner.erase(id, now);
+        }
+        // Still-unsettled calls stay whole: marked, erased once settled.
+        let still_live: HashSet<CallId> = inner
+            .calls
+            .values()
+            .filter(|c| !c.is_settled())
+            .map(|c| c.id)
+            .collect();
+        inner.erasure_requested.extend(pending);
+        let needles = who.payload_needles();
+        report.events_deleted += inner.delete_events(|e| {
+            !e.call_id.is_some_and(|id| still_live.contains(&id))
+                && needles
+                    .iter()
+                    .any(|n| e.raw.payload.to_lowercase().contains(n.as_str()))
+        });
+        Ok(report)
+    }
+
+    async fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
+        self.lock().audit.push(entry.clone());
+        Ok(())
+    }
+
+    async fn audit_entries(&self, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
+        Ok(self
+            .lock()
+            .audit
+            .iter()
+            .rev()
+            .take(limit as usize)
+            .cloned()
+            .collect())
     }
 }
 

@@ -36,6 +36,9 @@ pub struct Messages {
     pub target_no_answer: String,
     /// Closing for any other failure.
     pub failed: String,
+    /// Said, before hanging up, when the service cannot go on with the call
+    /// right now (its store is unavailable).
+    pub unavailable: String,
     /// Said after the activist pressed the do-not-call key, before hanging up.
     pub opted_out: String,
     /// Closing when the target was not dialled: its calls per hour were used up.
@@ -56,6 +59,9 @@ impl Default for Messages {
                 .into(),
             target_no_answer: "{target} não atendeu. Tente novamente mais tarde. Obrigado!".into(),
             failed: "Não foi possível completar a ligação. Tente novamente mais tarde.".into(),
+            unavailable: "Desculpe, estamos com um problema técnico e não podemos completar a \
+                          sua ligação agora. Tente novamente mais tarde."
+                .into(),
             opted_out: "Tudo bem. Seu número não receberá mais ligações nossas. Até logo!".into(),
             target_limited: "{target} já recebeu muitas ligações na última hora. \
                              Tente novamente mais tarde. Obrigado!"
@@ -259,5 +265,29 @@ pub fn script_for(settings: &CampaignSettings, call: &Call, moment: ScriptMoment
     VoiceScript {
         call_id: call.id,
         instructions,
+    }
+}
+
+/// What to play when the service cannot go on with a call because its store
+/// is unavailable: a short apology in the campaign's voice and language
+/// ([`Messages::unavailable`]), then hang up. It names nobody (the call's
+/// people cannot be read) and asks for nothing, so it is valid at every
+/// [`ScriptMoment`].
+pub fn unavailable_script(settings: &CampaignSettings, call_id: CallId) -> VoiceScript {
+    VoiceScript {
+        call_id,
+        instructions: vec![
+            VoiceInstruction::Say(Speech {
+                // No placeholder can be filled without the call.
+                text: settings
+                    .messages
+                    .unavailable
+                    .replace("{activist}", "")
+                    .replace("{target}", ""),
+                voice: settings.voice.clone(),
+                language: settings.language.clone(),
+            }),
+            VoiceInstruction::Hangup,
+        ],
     }
 }

@@ -356,6 +356,8 @@ pub struct PressureService {
     deps: Dependencies,
     config: ServiceConfig,
     updates: tokio::sync::broadcast::Sender<Call>,
+    /// The campaigns of recent calls, for [`PressureService::fallback_script`].
+    recent: crate::recent::RecentWidgets,
     limiter: Arc<dyn RateLimiter>,
     do_not_call: Arc<dyn DoNotCallList>,
     hasher: DoNotCallHasher,
@@ -400,6 +402,7 @@ impl PressureService {
             deps,
             config,
             updates,
+            recent: crate::recent::RecentWidgets::new(10_000),
             unreadable: Default::default(),
             unreadable_pending: Default::default(),
             limiter,
@@ -687,6 +690,7 @@ impl PressureService {
             refund_activist().await;
             return Err(e.into());
         }
+        self.recent.remember(call.id, call.widget_id);
         info!(call_id = %call.id, widget_id = %widget_id, activist = %call.activist.phone, "call created");
 
         let request = ActivistCallRequest {
@@ -767,7 +771,10 @@ impl PressureService {
         let loaded = self.deps.store.get(id).await;
         match &loaded {
             Err(error) => self.note_unreadable(error),
-            Ok(Some(_)) => self.note_readable(id),
+            Ok(Some(c)) => {
+                self.note_readable(id);
+                self.recent.remember(c.id, c.widget_id);
+            }
             Ok(None) => {}
         }
         loaded
@@ -806,6 +813,25 @@ impl PressureService {
         if !seen.is_empty() {
             seen.remove(&Some(id));
         }
+    }
+
+    /// What to play at a script moment of `call_id` when its script cannot
+    /// be had because the store is unavailable (see
+    /// [`crate::script::unavailable_script`]): an apology in the call's
+    /// campaign voice and language, then hang up. The campaign is known if
+    /// this process created or loaded the call recently; otherwise (another
+    /// replica's call) the default settings' voice is used. The campaign
+    /// directory is given one second at most.
+    pub async fn fallback_script(&self, call_id: CallId) -> VoiceScript {
+        let settings = match self.recent.get(call_id) {
+            Some(widget_id) => {
+                tokio::time::timeout(Duration::from_secs(1), self.settings(widget_id))
+                    .await
+                    .unwrap_or_default()
+            }
+            None => CampaignSettings::default(),
+        };
+        crate::script::unavailable_script(&settings, call_id)
     }
 
     /// Applies an event to a call: load, apply, commit if the version is
@@ -875,6 +901,7 @@ impl PressureService {
                 store.append_events(None, raws).await?;
                 return Err(ServiceError::CallNotFound(call_id));
             };
+            self.recent.remember(call.id, call.widget_id);
             let (mut next, effects) = call.apply(event, self.deps.clock.now());
             match store.commit(&next, raws).await {
                 Ok(version) => {

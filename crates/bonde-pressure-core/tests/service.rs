@@ -1139,3 +1139,60 @@ async fn subscribers_see_every_state_change() {
     assert_eq!(states.last(), Some(&DetailedState::TargetBusy));
     assert!(states.contains(&DetailedState::Connecting), "{states:?}");
 }
+
+#[tokio::test]
+async fn the_fallback_script_apologises_in_the_campaigns_voice_then_hangs_up() {
+    let mut widget = bonde_pressure_core::demo_widget();
+    widget.settings.voice = "Polly.Ricardo".into();
+    widget.settings.language = "pt-PT".into();
+    widget.settings.messages.unavailable = "Lamentamos, {activist}.".into();
+    let store: Arc<dyn CallStore> = Arc::new(InMemoryCallStore::new());
+    let replica = |store: Arc<dyn CallStore>| {
+        PressureService::new(
+            Dependencies {
+                store,
+                telephony: Arc::new(bonde_pressure_core::SimulatedTelephony::new(
+                    ScenarioPicker::Always(Scenario::Success),
+                    Duration::from_secs(3600),
+                )),
+                directory: Arc::new(StaticCampaignDirectory::new([widget.clone()])),
+                recorder: Arc::new(StubActionRecorder::new()),
+                clock: Arc::new(bonde_pressure_core::SystemClock),
+            },
+            ServiceConfig::default(),
+        )
+    };
+    let a = replica(store.clone());
+    let b = replica(store);
+    let id = a.start(&demo_request()).await.unwrap().call_id;
+
+    let expect_campaign = |script: bonde_pressure_core::VoiceScript| {
+        assert_eq!(script.call_id, id);
+        let [VoiceInstruction::Say(speech), VoiceInstruction::Hangup] = &script.instructions[..]
+        else {
+            panic!("{script:?}")
+        };
+        assert_eq!(
+            (
+                speech.voice.as_str(),
+                speech.language.as_str(),
+                speech.text.as_str()
+            ),
+            ("Polly.Ricardo", "pt-PT", "Lamentamos, .")
+        );
+    };
+    // The replica that created the call knows its campaign.
+    expect_campaign(a.fallback_script(id).await);
+
+    // Another replica that never saw it: the default voice and message.
+    let script = b.fallback_script(id).await;
+    let defaults = bonde_pressure_core::CampaignSettings::default();
+    let [VoiceInstruction::Say(speech), VoiceInstruction::Hangup] = &script.instructions[..] else {
+        panic!("{script:?}")
+    };
+    assert_eq!(speech.voice, defaults.voice);
+    assert_eq!(speech.text, defaults.messages.unavailable);
+    // Once it has loaded the call, it knows.
+    b.call(id).await.unwrap().unwrap();
+    expect_campaign(b.fallback_script(id).await);
+}

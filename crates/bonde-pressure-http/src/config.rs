@@ -425,6 +425,19 @@ pub struct Config {
     #[arg(long, env = "MACHINE_VERDICT_GRACE_MS", default_value = "4000", value_parser = parse_millis)]
     pub machine_verdict_grace: Duration,
 
+    /// Days personal data is kept: older calls are erased (name, e-mail,
+    /// number) and older raw payloads deleted by the retention pass.
+    #[arg(long, env = "RETENTION_DAYS", default_value_t = 180, value_parser = clap::value_parser!(u32).range(1..=36_500))]
+    pub retention_days: u32,
+
+    /// Seconds between retention passes (0: this replica runs none).
+    #[arg(long, env = "RETENTION_INTERVAL_SECS", default_value = "3600", value_parser = parse_secs)]
+    pub retention_interval: Duration,
+
+    /// Calls erased and raw payloads deleted per retention batch, each at most.
+    #[arg(long, env = "RETENTION_BATCH", default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub retention_batch: u32,
+
     /// Simulated telephony: milliseconds per scripted step.
     #[arg(long, env = "SIMULATED_TICK_MS", default_value = "800", value_parser = parse_millis)]
     pub simulated_tick: Duration,
@@ -447,6 +460,34 @@ pub struct Config {
     /// Seconds to wait for in-flight requests on shutdown.
     #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value = "20", value_parser = parse_secs)]
     pub shutdown_grace: Duration,
+
+    /// Milliseconds a client has to send a request's headers, from the
+    /// moment the server waits for them: on a new connection and between
+    /// requests on a kept-alive one, so an idle keep-alive connection is
+    /// closed after this long too (0: no limit).
+    #[arg(long, env = "HEADER_READ_TIMEOUT_MS", default_value = "10000", value_parser = parse_millis)]
+    pub header_read_timeout: Duration,
+
+    /// Milliseconds a client has to send a whole request body, however it
+    /// trickles in (408 after that; 0: no limit).
+    #[arg(long, env = "REQUEST_BODY_TIMEOUT_MS", default_value = "10000", value_parser = parse_millis)]
+    pub request_body_timeout: Duration,
+
+    /// Most connections served at once; more wait in the listen backlog
+    /// until one closes (0: no limit). Keep it below the open-file limit.
+    #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 512)]
+    pub max_connections: usize,
+
+    /// Per-request deadline on the store, in milliseconds: what one request
+    /// may spend waiting for the database, a query hung on a connection
+    /// included (503 with Retry-After, or fallback TwiML, after that).
+    #[arg(long, env = "REQUEST_TIMEOUT_MS", default_value = "5000", value_parser = parse_millis)]
+    pub request_timeout: Duration,
+
+    /// Milliseconds to wait for a pooled database connection (SQLite and
+    /// PostgreSQL).
+    #[arg(long, env = "DATABASE_ACQUIRE_TIMEOUT_MS", default_value = "2000", value_parser = parse_millis)]
+    pub database_acquire_timeout: Duration,
 }
 
 /// A configuration that cannot work (or a command line asking for help).
@@ -675,6 +716,38 @@ mod tests {
 
         let err = Config::from_args(["x", "--base-url", "localhost:8000"]).unwrap_err();
         assert!(err.to_string().contains("BASE_URL"), "{err}");
+    }
+
+    #[test]
+    fn timeouts_deadlines_and_caps_have_the_documented_defaults() {
+        let c = Config::from_args(["x"]).unwrap();
+        assert_eq!(c.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(c.request_body_timeout, Duration::from_secs(10));
+        assert_eq!(c.max_connections, 512);
+        assert_eq!(c.request_timeout, Duration::from_secs(5));
+        assert_eq!(c.database_acquire_timeout, Duration::from_secs(2));
+        assert_eq!(c.max_body_bytes, 64 * 1024);
+        let c = Config::from_args([
+            "x",
+            "--header-read-timeout",
+            "250",
+            "--request-body-timeout",
+            "0",
+            "--max-connections",
+            "7",
+            "--request-timeout",
+            "1500",
+            "--database-acquire-timeout",
+            "100",
+        ])
+        .unwrap();
+        assert_eq!(c.header_read_timeout, Duration::from_millis(250));
+        assert_eq!(c.request_body_timeout, Duration::ZERO);
+        assert_eq!(c.max_connections, 7);
+        assert_eq!(c.request_timeout, Duration::from_millis(1500));
+        assert_eq!(c.database_acquire_timeout, Duration::from_millis(100));
+        let err = Config::from_args(["x", "--request-timeout", "5s"]).unwrap_err();
+        assert!(err.to_string().contains("milliseconds"), "{err}");
     }
 
     #[test]

@@ -140,7 +140,9 @@ impl AppError {
     }
 
     /// A store failure while reading call `call_id`: its damaged record is
-    /// [`AppError::Unreadable`], anything else [`AppError::Internal`].
+    /// [`AppError::Unreadable`], the store unavailable a 503 with
+    /// `Retry-After` ([`crate::deadline::store_error`]), anything else
+    /// [`AppError::Internal`].
     pub fn reading_call(
         call_id: bonde_pressure_core::CallId,
         e: bonde_pressure_core::StoreError,
@@ -150,7 +152,7 @@ impl AppError {
                 call_id,
                 reason: u.reason,
             },
-            other => Self::internal(other),
+            other => crate::deadline::store_error(other),
         }
     }
 

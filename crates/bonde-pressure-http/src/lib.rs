@@ -12,19 +12,28 @@
 //!   binary does.
 //! - [`campaigns`] and [`recorder`] implement core's `CampaignDirectory` and
 //!   `ActionRecorder` over a local file and BONDE's GraphQL API.
+//! - [`deadline::DeadlineStore`]: wrap the store the service uses in it (as
+//!   [`wiring::build`] does) so each request's store deadline applies; the
+//!   router gives every request its deadline.
+//! - [`wiring::serve`] serves a wired app with the connection timeouts and cap
+//!   of [`wiring::ServerOptions`].
 //!
 //! See `docs/http-api.md` for routes, shapes and status codes.
 
+pub mod body;
 pub mod campaigns;
 pub mod config;
+pub mod deadline;
 pub mod do_not_call;
 pub mod error;
 pub mod events;
 pub mod extract;
 pub mod metrics;
+pub mod privacy;
 pub mod rate_limit;
 pub mod recorder;
 pub mod routes;
+pub mod spool;
 pub mod state;
 pub mod wiring;
 

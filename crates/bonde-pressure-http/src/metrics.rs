@@ -33,6 +33,10 @@ pub const STATE_TRANSITIONS: &str = "bonde_pressure_call_state_transitions_total
 pub const HTTP_RESPONSES: &str = "bonde_pressure_http_responses_total";
 /// Reconciliation passes and their findings.
 pub const RECONCILE: &str = "bonde_pressure_reconcile_total";
+/// Webhook payloads kept for a store outage (`queued`, `stored`, `dropped`).
+pub const SPOOLED_PAYLOADS: &str = "bonde_pressure_spooled_payloads_total";
+/// Retention passes and what they erased.
+pub const RETENTION: &str = "bonde_pressure_retention_total";
 
 fn help(name: &str) -> &'static str {
     match name {
@@ -41,6 +45,10 @@ fn help(name: &str) -> &'static str {
         STATE_TRANSITIONS => "Calls entering a detailed state, committed by this process.",
         HTTP_RESPONSES => "HTTP responses by matched route and status code.",
         RECONCILE => "Reconciliation: passes, calls examined, legs fetched, expired, errors.",
+        SPOOLED_PAYLOADS => {
+            "Webhook payloads kept in memory during a store outage: queued, stored later, dropped."
+        }
+        RETENTION => "Retention: passes run, skipped and failed, calls erased, payloads deleted.",
         _ => "Counter.",
     }
 }

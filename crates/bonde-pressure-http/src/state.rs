@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
-use bonde_pressure_core::PressureService;
+use bonde_pressure_core::{PressureService, Privacy};
 use bonde_pressure_twilio::{CallbackUrls, ConfigError as TwilioConfigError};
 
 use crate::config::{CorsOrigins, Secret};
@@ -14,6 +14,7 @@ use crate::error::AppError;
 use crate::events::CommitHub;
 use crate::metrics::Metrics;
 use crate::rate_limit::RateLimits;
+use crate::spool::PayloadSpool;
 
 /// HTTP-level settings.
 #[derive(Debug, Clone)]
@@ -28,6 +29,12 @@ pub struct HttpOptions {
     pub admin_token: Option<Secret>,
     /// SSE subscribers re-read the store this often (besides in-process notifications).
     pub sse_poll_interval: Duration,
+    /// The most time a request may spend waiting for the store (see
+    /// [`crate::deadline`]); zero: no limit.
+    pub request_timeout: Duration,
+    /// The most time a client may take to send a whole request body (408
+    /// after that); zero: no limit.
+    pub request_body_timeout: Duration,
     /// The demo campaign page served at `/`; `None`: off (404).
     pub demo_page: Option<crate::routes::pages::DemoPage>,
 }
@@ -40,6 +47,8 @@ impl Default for HttpOptions {
             trusted_proxy_hops: 0,
             admin_token: None,
             sse_poll_interval: Duration::from_millis(500),
+            request_timeout: Duration::from_secs(5),
+            request_body_timeout: Duration::from_secs(10),
             demo_page: None,
         }
     }
@@ -93,6 +102,11 @@ pub struct AppState {
     pub hub: Option<CommitHub>,
     /// Webhook authentication.
     pub webhooks: Arc<WebhookAuth>,
+    /// Webhook payloads waiting for the store to answer again.
+    pub spool: Arc<PayloadSpool>,
+    /// Retention, erasure and the audit log; `None`: erasure requests and
+    /// unmasked reads are refused (503), since they could not be audited.
+    pub privacy: Option<Arc<Privacy>>,
     /// Campaign results (stats, CSV, dashboard); `None`: those routes answer 404.
     pub results: Option<Arc<dyn bonde_pressure_core::CampaignResults>>,
 }
@@ -109,7 +123,9 @@ impl AppState {
     /// A state over `service`, with default options, no rate limits, no hub,
     /// and every webhook refused (base URL `http://localhost`, no auth token).
     pub fn new(service: Arc<PressureService>) -> Self {
+        let spool = Arc::new(PayloadSpool::new(service.store().clone()));
         Self {
+            spool,
             service,
             options: Arc::new(HttpOptions::default()),
             limits: Arc::new(RateLimits::none()),
@@ -119,8 +135,15 @@ impl AppState {
                 urls: CallbackUrls::new("http://localhost").expect("a valid base URL"),
                 check: SignatureCheck::RejectAll,
             }),
+            privacy: None,
             results: None,
         }
+    }
+
+    /// With this personal-data policy (erasure route, audit of unmasked reads).
+    pub fn with_privacy(mut self, privacy: Arc<Privacy>) -> Self {
+        self.privacy = Some(privacy);
+        self
     }
 
     /// With campaign results (normally the store itself).
@@ -131,6 +154,7 @@ impl AppState {
 
     /// With these HTTP options.
     pub fn with_options(mut self, options: HttpOptions) -> Self {
+        self.spool.set_attempt_timeout(options.request_timeout);
         self.options = Arc::new(options);
         self
     }
@@ -143,6 +167,7 @@ impl AppState {
 
     /// With these metrics (share them with [`crate::events::NotifyingStore`]).
     pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.spool.set_metrics(metrics.clone());
         self.metrics = metrics;
         self
     }

@@ -8,9 +8,11 @@ use std::time::Duration;
 
 use bonde_pressure_core::{
     ActionRecorder, CallStore, CampaignDirectory, CampaignResults, Dependencies, EventSink,
-    InMemoryCallStore, NoopActionRecorder, PressureService, ScenarioPicker, ServiceConfig,
-    SimulatedTelephony, StaticCampaignDirectory, SystemClock, Telephony,
+    InMemoryCallStore, NoopActionRecorder, PersonalDataStore, PressureService, Privacy,
+    RetentionConfig, ScenarioPicker, ServiceConfig, SimulatedTelephony, StaticCampaignDirectory,
+    SystemClock, Telephony,
 };
+use bonde_pressure_store::Stores;
 use bonde_pressure_twilio::{Credentials, Secret as TwilioSecret, TwilioClient, TwilioConfig};
 use tokio::sync::watch;
 
@@ -21,6 +23,7 @@ use bonde_pressure_core::limits::Quota;
 
 use crate::campaigns::{CachedDirectory, GraphqlCampaignDirectory, load_campaigns_file};
 use crate::config::{Config, ConfigError, LogFormat};
+use crate::deadline::{DeadlineDoNotCallList, DeadlineStore};
 use crate::do_not_call::load_do_not_call_file;
 use crate::events::{CommitHub, NotifyingStore};
 use crate::metrics::{self, Metrics};
@@ -83,6 +86,55 @@ pub struct App {
     pub telephony: TelephonyKind,
     /// The simulated telephony, when in use (tests inspect its commands).
     pub simulated: Option<Arc<SimulatedTelephony>>,
+    /// Time between retention passes (`RETENTION_INTERVAL_SECS`; zero: none).
+    pub retention_interval: Duration,
+    /// How connections are served.
+    pub server: ServerOptions,
+}
+
+/// Connection-level settings of [`serve`] (see `docs/configuration.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ServerOptions {
+    /// Time allowed to send a request's headers, counted from when the
+    /// server waits for them: on a new connection and between requests on
+    /// a kept-alive one, so it also closes idle keep-alive connections.
+    /// `None`: no limit.
+    pub header_read_timeout: Option<Duration>,
+    /// Most connections served at once (`None`: no limit); more wait in the
+    /// listen backlog, not accepted, until one closes.
+    pub max_connections: Option<usize>,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Some(Duration::from_secs(10)),
+            max_connections: Some(512),
+        }
+    }
+}
+
+impl ServerOptions {
+    /// The settings of `config`.
+    pub fn from_config(config: &Config) -> Self {
+        Self {
+            header_read_timeout: Some(config.header_read_timeout).filter(|d| !d.is_zero()),
+            max_connections: Some(config.max_connections).filter(|n| *n > 0),
+        }
+    }
+
+    /// With this header-read (and keep-alive idle) timeout.
+    pub fn header_read_timeout(mut self, t: Option<Duration>) -> Self {
+        self.header_read_timeout = t;
+        self
+    }
+
+    /// With this connection cap.
+    pub fn max_connections(mut self, n: Option<usize>) -> Self {
+        self.max_connections = n;
+        self
+    }
 }
 
 impl std::fmt::Debug for App {
@@ -152,14 +204,13 @@ pub const DEFAULT_DATABASE_URL: &str = "sqlite://bonde-pressure.db";
 /// in-memory store (nothing survives a restart); unset → the SQLite file
 /// [`DEFAULT_DATABASE_URL`]. Migrations run on connect.
 pub async fn open_store(config: &Config) -> Result<Arc<dyn CallStore>, WiringError> {
-    open_stores(config).await.map(|(store, _)| store)
+    Ok(open_stores(config).await?.calls)
 }
 
-/// [`open_store`], also as the do-not-call list (same database; core's
-/// in-memory list for `memory:`).
-pub async fn open_stores(
-    config: &Config,
-) -> Result<(Arc<dyn CallStore>, Arc<dyn DoNotCallList>), WiringError> {
+/// [`open_store`], seen through every storage port: calls, personal data
+/// (retention, erasure, audit log) and the do-not-call list, on the same
+/// database (core's in-memory store and list for `memory:`).
+pub async fn open_stores(config: &Config) -> Result<Stores, WiringError> {
     let url = config
         .database_url
         .as_ref()
@@ -168,25 +219,36 @@ pub async fn open_stores(
     let url = normalise_database_url(&url);
     if url == "memory:" {
         tracing::warn!("in-memory store: calls are lost on restart");
-        return Ok((
-            Arc::new(InMemoryCallStore::new()),
+        let memory = Arc::new(InMemoryCallStore::new());
+        return Ok(Stores::new(
+            memory.clone(),
+            memory,
             Arc::new(InMemoryDoNotCallList::new()),
         ));
     }
     let backend = bonde_pressure_store::Backend::from_url(&url)
         .map_err(|e| WiringError::Store(e.to_string()))?;
-    let stores = bonde_pressure_store::connect_any_with_list(
-        &url,
-        &bonde_pressure_store::StoreOptions::default(),
-    )
-    .await
-    .map_err(|e| WiringError::Store(e.to_string()))?;
+    let options = bonde_pressure_store::StoreOptions::default()
+        .acquire_timeout(config.database_acquire_timeout);
+    let stores = bonde_pressure_store::connect_stores_with(&url, &options)
+        .await
+        .map_err(|e| WiringError::Store(e.to_string()))?;
     tracing::info!(backend = backend.as_str(), "store opened");
     Ok(stores)
 }
 
-/// [`open_stores`], and the same store's [`CampaignResults`] (the in-memory
-/// store, SQLite and PostgreSQL all implement it).
+/// The personal-data policy of `config` over `store`.
+fn privacy(config: &Config, store: Arc<dyn PersonalDataStore>) -> Arc<Privacy> {
+    Arc::new(Privacy::new(
+        store,
+        Arc::new(SystemClock),
+        RetentionConfig::days(config.retention_days).batch(config.retention_batch),
+    ))
+}
+
+/// [`open_stores`], and the same store's [`CampaignResults`] and
+/// [`PersonalDataStore`] (the in-memory store, SQLite and PostgreSQL all
+/// implement them).
 #[allow(clippy::type_complexity)]
 pub async fn open_all_stores(
     config: &Config,
@@ -195,6 +257,7 @@ pub async fn open_all_stores(
         Arc<dyn CallStore>,
         Arc<dyn DoNotCallList>,
         Arc<dyn CampaignResults>,
+        Arc<dyn PersonalDataStore>,
     ),
     WiringError,
 > {
@@ -207,16 +270,23 @@ pub async fn open_all_stores(
     if url == "memory:" {
         tracing::warn!("in-memory store: calls are lost on restart");
         let store = Arc::new(InMemoryCallStore::new());
-        return Ok((store.clone(), Arc::new(InMemoryDoNotCallList::new()), store));
+        return Ok((
+            store.clone(),
+            Arc::new(InMemoryDoNotCallList::new()),
+            store.clone(),
+            store,
+        ));
     }
     let backend = bonde_pressure_store::Backend::from_url(&url)
         .map_err(|e| WiringError::Store(e.to_string()))?;
-    let options = bonde_pressure_store::StoreOptions::default();
+    let options = bonde_pressure_store::StoreOptions::default()
+        .acquire_timeout(config.database_acquire_timeout);
     let err = |e: bonde_pressure_store::ConnectError| WiringError::Store(e.to_string());
     let stores: (
         Arc<dyn CallStore>,
         Arc<dyn DoNotCallList>,
         Arc<dyn CampaignResults>,
+        Arc<dyn PersonalDataStore>,
     ) = match backend {
         bonde_pressure_store::Backend::Postgres => {
             let s = Arc::new(
@@ -224,7 +294,7 @@ pub async fn open_all_stores(
                     .await
                     .map_err(err)?,
             );
-            (s.clone(), s.clone(), s)
+            (s.clone(), s.clone(), s.clone(), s)
         }
         _ => {
             let s = Arc::new(
@@ -232,7 +302,7 @@ pub async fn open_all_stores(
                     .await
                     .map_err(err)?,
             );
-            (s.clone(), s.clone(), s)
+            (s.clone(), s.clone(), s.clone(), s)
         }
     };
     tracing::info!(backend = backend.as_str(), "store opened");
@@ -339,7 +409,11 @@ pub async fn build(config: &Config) -> Result<App, WiringError> {
     config.check()?;
     let metrics = Arc::new(Metrics::new());
     let hub = CommitHub::default();
-    let (store, do_not_call, results) = open_all_stores(config).await?;
+    let (store, do_not_call, results, personal) = open_all_stores(config).await?;
+    let privacy = privacy(config, personal);
+    // Every store operation made for a request is bounded by its deadline.
+    let store: Arc<dyn CallStore> = Arc::new(DeadlineStore::new(store));
+    let do_not_call: Arc<dyn DoNotCallList> = Arc::new(DeadlineDoNotCallList::new(do_not_call));
     let store: Arc<dyn CallStore> =
         Arc::new(NotifyingStore::new(store, hub.clone(), metrics.clone()));
 
@@ -411,6 +485,8 @@ pub async fn build(config: &Config) -> Result<App, WiringError> {
         trusted_proxy_hops: config.trusted_proxy_hops,
         admin_token: admin_token(config, kind),
         sse_poll_interval: config.sse_poll_interval,
+        request_timeout: config.request_timeout,
+        request_body_timeout: config.request_body_timeout,
         demo_page,
     };
     let check = match (&config.twilio_auth_token, config.webhook_signature_check) {
@@ -430,12 +506,15 @@ pub async fn build(config: &Config) -> Result<App, WiringError> {
         .with_metrics(metrics)
         .with_hub(hub)
         .with_webhooks(webhooks)
-        .with_results(results);
+        .with_results(results)
+        .with_privacy(privacy);
     Ok(App {
         state,
         service,
         telephony: kind,
         simulated,
+        server: ServerOptions::from_config(config),
+        retention_interval: config.retention_interval,
     })
 }
 
@@ -561,6 +640,11 @@ pub async fn shutdown_signal() {
 
 /// Serves `app` on `listener` until `shutdown` resolves, with the
 /// reconciliation task running; waits up to `grace` for in-flight requests.
+///
+/// Connections are served over HTTP/1.1 by hyper with a timer, so
+/// [`ServerOptions::header_read_timeout`] closes connections that send no
+/// (or too slow) headers, idle keep-alive ones included, and at most
+/// [`ServerOptions::max_connections`] are served at once.
 pub async fn serve(
     app: App,
     listener: tokio::net::TcpListener,
@@ -575,31 +659,85 @@ pub async fn serve(
         reconcile_interval,
         stop_rx.clone(),
     );
-    let router = crate::router(app.state);
-    let mut stopped = stop_rx;
-    let server = axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
-        shutdown.await;
-        let _ = stop_tx.send(true);
+    let retention = app.state.privacy.clone().map(|privacy| {
+        crate::privacy::spawn_retention(
+            privacy,
+            app.state.metrics.clone(),
+            app.retention_interval,
+            stop_rx.clone(),
+        )
     });
-    let server = async move { server.await };
-    tokio::pin!(server);
+    let options = app.server;
+    let router = crate::router(app.state);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let slots = options
+        .max_connections
+        .map(|n| Arc::new(tokio::sync::Semaphore::new(n)));
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(hyper_util::rt::TokioTimer::new())
+        .keep_alive(true)
+        .header_read_timeout(options.header_read_timeout);
+
+    tokio::pin!(shutdown);
+    loop {
+        // A free slot first: over the cap, connections wait in the backlog.
+        let permit = match &slots {
+            Some(slots) => tokio::select! {
+                p = slots.clone().acquire_owned() => Some(p.expect("the semaphore is never closed")),
+                _ = &mut shutdown => break,
+            },
+            None => None,
+        };
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(error) => {
+                    // Out of file descriptors, or a connection reset before
+                    // it was accepted: back off a little, keep serving.
+                    tracing::warn!(%error, "accept error");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let router = router.clone();
+        let service = hyper::service::service_fn(
+            move |mut req: axum::http::Request<hyper::body::Incoming>| {
+                req.extensions_mut()
+                    .insert(axum::extract::ConnectInfo::<SocketAddr>(peer));
+                let router = router.clone();
+                async move {
+                    use tower::ServiceExt;
+                    router.oneshot(req.map(axum::body::Body::new)).await
+                }
+            },
+        );
+        let conn = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(error) = conn.await {
+                tracing::debug!(%error, "connection closed with an error");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    let _ = stop_tx.send(true);
     // Once shutdown starts, give in-flight requests (and SSE streams) `grace`.
-    let result = tokio::select! {
-        r = &mut server => r,
-        _ = async {
-            let _ = stopped.wait_for(|s| *s).await;
-            tokio::time::sleep(grace).await;
-        } => {
+    tokio::select! {
+        _ = graceful.shutdown() => {}
+        _ = tokio::time::sleep(grace) => {
             tracing::warn!("grace period over; closing remaining connections");
-            Ok(())
         }
-    };
+    }
     reconciler.abort();
-    result.map_err(WiringError::Io)
+    if let Some(task) = retention {
+        task.abort();
+    }
+    Ok(())
 }
 
 /// Everything the binary does: wire, bind `HOST:PORT`, serve until a signal.

@@ -153,7 +153,8 @@ async fn deliver(r: &Router, route: &str, id: &str, body: &str) -> StatusCode {
         let v = json_body(resp).await;
         assert!(
             v == json!({"detail": "Internal server error."})
-                || v == json!({"detail": "Busy. Try again."}),
+                || v == json!({"detail": "Busy. Try again."})
+                || v == json!({"detail": "Service temporarily unavailable. Try again later."}),
             "{v}"
         );
     } else {
@@ -191,18 +192,19 @@ async fn a_payload_whose_commit_fails_is_still_stored_once() {
     let (id, a) = start(&f.router).await;
     let body = form(&[("CallSid", &a), ("CallStatus", "ringing")]);
     f.store.then([Next::Fail]);
+    // A backend failure is the store being unavailable: 503, not a 500.
     assert_eq!(
         deliver(&f.router, "status-callback", &id, &body).await,
-        StatusCode::INTERNAL_SERVER_ERROR
+        StatusCode::SERVICE_UNAVAILABLE
     );
     assert_eq!(stored(&f.store, &id, &body).await, 1);
 
-    // The same for a TwiML route.
+    // The same for a TwiML route, which answers the fallback TwiML.
     let body = form(&[("CallSid", &a), ("CallStatus", "in-progress")]);
     f.store.then([Next::Fail]);
     assert_eq!(
         deliver(&f.router, "answer", &id, &body).await,
-        StatusCode::INTERNAL_SERVER_ERROR
+        StatusCode::OK
     );
     assert_eq!(stored(&f.store, &id, &body).await, 1);
 
@@ -225,6 +227,26 @@ async fn a_payload_lost_to_contention_is_stored_once() {
         StatusCode::SERVICE_UNAVAILABLE
     );
     // Stored unapplied (by the core), not a second time here.
+    assert_eq!(stored(&f.store, &id, &body).await, 1);
+
+    // A TwiML route answers the fallback (an apology, then hang up), not an
+    // error Twilio would read out as "application error".
+    let body = form(&[("CallSid", &a), ("CallStatus", "in-progress")]);
+    f.store.then([Next::Conflict; 3]);
+    let resp = send(
+        &f.router,
+        Request::post(format!("/v1/phone/answer/{id}"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(Body::from(body.clone()))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let xml = String::from_utf8(body_bytes(resp).await).unwrap();
+    assert!(
+        xml.contains("<Say") && xml.ends_with("<Hangup/></Response>") && !xml.contains("<Gather"),
+        "{xml}"
+    );
     assert_eq!(stored(&f.store, &id, &body).await, 1);
 }
 
@@ -259,7 +281,7 @@ async fn a_payload_committed_before_a_follow_up_fails_is_not_stored_twice() {
     f.store.then([Next::Succeed, Next::Fail]);
     assert_eq!(
         deliver(&f.router, "conference-status-callback", &id, &join).await,
-        StatusCode::INTERNAL_SERVER_ERROR
+        StatusCode::SERVICE_UNAVAILABLE
     );
     assert!(
         f.telephony

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use bonde_pressure_core::call::{CallFacts, LegFacts};
-use bonde_pressure_core::domain::{Email, PersonName};
+use bonde_pressure_core::domain::{ERASED_E164, Email, PersonName};
 use bonde_pressure_core::ports::{CallStats, RawEvent, StoreError, StoredEvent, UnreadableCall};
 use bonde_pressure_core::{
     Activist, Call, CallId, DetailedState, Leg, PhoneNumber, Target, WidgetId,
@@ -202,26 +202,19 @@ impl CallParts {
     pub fn into_call(self) -> Result<Call, StoreError> {
         let facts: CallFacts =
             serde_json::from_str(&self.facts).map_err(|e| corrupt("phone_calls.facts", e))?;
+        // An erased call's activist is the placeholder, built as is: its
+        // columns hold placeholders that are not meant to parse.
+        let erased = facts.erased_at.is_some();
+        let activist = if erased {
+            Activist::erased()
+        } else {
+            self.activist()?
+        };
         Ok(Call {
             id: CallId::from(self.id),
             widget_id: WidgetId::new(self.widget_id)
                 .map_err(|e| corrupt("phone_calls.widget_id", e))?,
-            activist: Activist {
-                name: name("phone_calls.activist_name", &self.activist_name)?,
-                first_name: self
-                    .activist_first_name
-                    .as_deref()
-                    .map(|s| name("phone_calls.activist_first_name", s))
-                    .transpose()?,
-                last_name: self
-                    .activist_last_name
-                    .as_deref()
-                    .map(|s| name("phone_calls.activist_last_name", s))
-                    .transpose()?,
-                email: Email::parse(&self.activist_email)
-                    .map_err(|e| corrupt("phone_calls.activist_email", e))?,
-                phone: phone("phone_calls.from_phone_number", &self.from_phone_number)?,
-            },
+            activist,
             target: Target {
                 name: name("phone_calls.target_name", &self.target_name)?,
                 phone: phone("phone_calls.to_phone_number", &self.to_phone_number)?,
@@ -229,12 +222,36 @@ impl CallParts {
             target_caller_id: self
                 .target_caller_id
                 .as_deref()
-                .map(|s| phone("phone_calls.target_caller_id", s))
+                .map(|s| match s {
+                    ERASED_E164 if erased => Ok(PhoneNumber::erased()),
+                    s => phone("phone_calls.target_caller_id", s),
+                })
                 .transpose()?,
             facts,
             version: version_from_db(self.version)?,
             created_at: self.created_at,
             updated_at: self.updated_at,
+        })
+    }
+}
+
+impl CallParts {
+    fn activist(&self) -> Result<Activist, StoreError> {
+        Ok(Activist {
+            name: name("phone_calls.activist_name", &self.activist_name)?,
+            first_name: self
+                .activist_first_name
+                .as_deref()
+                .map(|s| name("phone_calls.activist_first_name", s))
+                .transpose()?,
+            last_name: self
+                .activist_last_name
+                .as_deref()
+                .map(|s| name("phone_calls.activist_last_name", s))
+                .transpose()?,
+            email: Email::parse(&self.activist_email)
+                .map_err(|e| corrupt("phone_calls.activist_email", e))?,
+            phone: phone("phone_calls.from_phone_number", &self.from_phone_number)?,
         })
     }
 }

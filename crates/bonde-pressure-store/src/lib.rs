@@ -21,7 +21,9 @@
 //! ```
 //!
 //! With the `test-util` feature, `conformance` is the shared suite every
-//! [`CallStore`] implementation (in-memory, SQLite, PostgreSQL) must pass.
+//! [`CallStore`] implementation (in-memory, SQLite, PostgreSQL) must pass,
+//! and `personal_conformance` the one for core's `PersonalDataStore`
+//! (retention, erasure, audit log).
 //!
 //! See `docs/storage.md` for the schema, the indexes and measurements.
 
@@ -29,9 +31,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bonde_pressure_core::InMemoryCallStore;
 use bonde_pressure_core::do_not_call::DoNotCallList;
 use bonde_pressure_core::ports::{CallStore, StoreError, StoredEvent};
+use bonde_pressure_core::{InMemoryCallStore, PersonalDataStore};
 
 mod codec;
 #[cfg(feature = "test-util")]
@@ -39,12 +41,16 @@ pub mod conformance;
 mod do_not_call;
 #[cfg(feature = "test-util")]
 pub mod do_not_call_conformance;
+mod personal;
+#[cfg(feature = "test-util")]
+pub mod personal_conformance;
 mod postgres;
 mod results;
 #[cfg(feature = "test-util")]
 pub mod results_conformance;
 mod sqlite;
 
+pub use personal::RETENTION_LOCK_KEY;
 pub use postgres::PgCallStore;
 pub use sqlite::SqliteCallStore;
 
@@ -118,7 +124,8 @@ impl ConnectError {
 pub struct StoreOptions {
     /// Maximum pooled connections (SQLite in-memory databases always use one).
     pub max_connections: u32,
-    /// How long to wait for a pooled connection.
+    /// How long to wait for a pooled connection (default 2 s: while the
+    /// database is unreachable, requests fail fast instead of queueing).
     pub acquire_timeout: Duration,
     /// SQLite: how long a writer waits for the write lock held by another
     /// connection (another process; writers of one store queue in-process
@@ -155,7 +162,7 @@ impl Default for StoreOptions {
     fn default() -> Self {
         Self {
             max_connections: 10,
-            acquire_timeout: Duration::from_secs(10),
+            acquire_timeout: Duration::from_secs(2),
             busy_timeout: Duration::from_secs(10),
             sqlite_durability: SqliteDurability::Full,
             run_migrations: true,
@@ -269,6 +276,61 @@ pub async fn connect_any_with(
     Ok(match Backend::from_url(url)? {
         Backend::Postgres => Arc::new(PgCallStore::connect_with(url, options).await?),
         Backend::Sqlite => Arc::new(SqliteCallStore::connect_with(url, options).await?),
+    })
+}
+
+/// One opened store seen through each of core's storage ports.
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct Stores {
+    /// Calls and their event log.
+    pub calls: Arc<dyn CallStore>,
+    /// Retention, erasure and the audit log, on the same database.
+    pub personal: Arc<dyn PersonalDataStore>,
+    /// The do-not-call list, on the same database.
+    pub do_not_call: Arc<dyn DoNotCallList>,
+}
+
+impl std::fmt::Debug for Stores {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stores").finish_non_exhaustive()
+    }
+}
+
+impl Stores {
+    /// The ports, each from its own implementation (e.g. core's in-memory
+    /// store and in-memory do-not-call list).
+    pub fn new(
+        calls: Arc<dyn CallStore>,
+        personal: Arc<dyn PersonalDataStore>,
+        do_not_call: Arc<dyn DoNotCallList>,
+    ) -> Self {
+        Self {
+            calls,
+            personal,
+            do_not_call,
+        }
+    }
+
+    /// Every port of one store.
+    pub fn of<S: CallStore + PersonalDataStore + DoNotCallList>(store: Arc<S>) -> Self {
+        Self {
+            calls: store.clone(),
+            personal: store.clone(),
+            do_not_call: store,
+        }
+    }
+}
+
+/// [`connect_any_with`], returning every port of the store
+/// ([`CallStore`], [`PersonalDataStore`], [`DoNotCallList`]).
+pub async fn connect_stores_with(
+    url: &str,
+    options: &StoreOptions,
+) -> Result<Stores, ConnectError> {
+    Ok(match Backend::from_url(url)? {
+        Backend::Postgres => Stores::of(Arc::new(PgCallStore::connect_with(url, options).await?)),
+        Backend::Sqlite => Stores::of(Arc::new(SqliteCallStore::connect_with(url, options).await?)),
     })
 }
 

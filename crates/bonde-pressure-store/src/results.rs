@@ -1,10 +1,11 @@
 //! [`CampaignResults`] on PostgreSQL and SQLite, and the backfill of the
 //! `funnel_stage` projection.
 //!
-//! Both stores answer a report with three grouped queries over the widget's
-//! calls in the period (PostgreSQL runs them concurrently on three pooled
-//! connections): counts by `(state, funnel_stage)`, per-target counts and
-//! talk times, and counts by `(bucket, state)` for the series. Page statuses
+//! Both stores answer a report with grouped queries over the widget's calls
+//! in the period (PostgreSQL runs its four concurrently on pooled
+//! connections): counts by `(state, funnel_stage)`, per-target counts,
+//! per-target talk times of completed calls, and counts by `(bucket, state)`
+//! for the series. Page statuses
 //! are mapped from states in Rust ([`DetailedState::ui_status`]), so the SQL
 //! never repeats that table.
 //!
@@ -230,19 +231,30 @@ impl CampaignResults for PgCallStore {
         .bind(from)
         .bind(to)
         .fetch_all(pool);
-        let targets = sqlx::query_as::<
-            _,
-            (String, String, i64, i64, i64, i64, Option<i64>, Option<i64>),
-        >(concat!(
-            "SELECT target_name, to_phone_number, COUNT(*), \
-                 COUNT(*) FILTER (WHERE funnel_stage >= 5), \
-                 COUNT(*) FILTER (WHERE state = 'completed'), \
-                 COALESCE(SUM(connected_secs), 0)::bigint, \
+        // Per-target counts (a hash aggregate over every call) and talk-time
+        // percentiles (a sort of the completed calls only: `percentile_disc`
+        // ignores NULLs, so filtering them first gives the same values
+        // without sorting the other calls) are two queries, run concurrently.
+        let targets = sqlx::query_as::<_, TargetRow>(concat!(
+            "SELECT target_name, to_phone_number, COUNT(*) AS calls, \
+                 COUNT(*) FILTER (WHERE funnel_stage >= 5) AS connected, \
+                 COUNT(*) FILTER (WHERE state = 'completed') AS completed, \
+                 COALESCE(SUM(connected_secs), 0)::bigint AS talk_secs \
+                 FROM phone_calls ",
+            pg_where!(),
+            " GROUP BY target_name, to_phone_number"
+        ))
+        .bind(w)
+        .bind(from)
+        .bind(to)
+        .fetch_all(pool);
+        let talk = sqlx::query_as::<_, (String, String, Option<i64>, Option<i64>)>(concat!(
+            "SELECT target_name, to_phone_number, \
                  percentile_disc(0.5) WITHIN GROUP (ORDER BY connected_secs), \
                  percentile_disc(0.9) WITHIN GROUP (ORDER BY connected_secs) \
                  FROM phone_calls ",
             pg_where!(),
-            " GROUP BY target_name, to_phone_number"
+            " AND connected_secs IS NOT NULL GROUP BY target_name, to_phone_number"
         ))
         .bind(w)
         .bind(from)
@@ -264,22 +276,23 @@ impl CampaignResults for PgCallStore {
         .bind(unit)
         .bind(query.tz.name())
         .fetch_all(pool);
-        let (counts, targets, series) = futures::try_join!(counts, targets, series).map_err(db)?;
+        let (counts, targets, talk, series) =
+            futures::try_join!(counts, targets, talk, series).map_err(db)?;
 
         let mut report = ResultsReport::empty(query);
         add_counts(&mut report, counts)?;
+        let talk: BTreeMap<(String, String), (Option<i64>, Option<i64>)> = talk
+            .into_iter()
+            .map(|(name, phone, median, p90)| ((name, phone), (median, p90)))
+            .collect();
         let mut rows = Vec::with_capacity(targets.len());
-        for (name, phone, calls, connected, completed, talk, median, p90) in targets {
-            let mut t = target(TargetRow {
-                target_name: name,
-                to_phone_number: phone,
-                calls,
-                connected,
-                completed,
-                talk_secs: talk,
-            })?;
-            t.median_talk_secs = secs("phone_calls.connected_secs", median)?;
-            t.p90_talk_secs = secs("phone_calls.connected_secs", p90)?;
+        for r in targets {
+            let key = (r.target_name.clone(), r.to_phone_number.clone());
+            let mut t = target(r)?;
+            if let Some((median, p90)) = talk.get(&key) {
+                t.median_talk_secs = secs("phone_calls.connected_secs", *median)?;
+                t.p90_talk_secs = secs("phone_calls.connected_secs", *p90)?;
+            }
             rows.push(t);
         }
         report.set_targets(rows);

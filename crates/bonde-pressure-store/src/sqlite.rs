@@ -31,7 +31,7 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite")
 
 /// Write transactions take the write lock up front, so two writers never
 /// deadlock upgrading a read snapshot; waiting is bounded by the busy timeout.
-const BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
+pub(crate) const BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
 
 /// `commit`'s versioned update: ?1 id, ?2 expected version, ?3–?21 the columns.
 const UPDATE_CALL_SQL: &str = "UPDATE phone_calls SET widget_id = ?3, activist_name = ?4, \
@@ -79,7 +79,7 @@ fn commit_error(e: sqlx::Error) -> StoreError {
 /// so SQLite's write lock is free before the next writer begins (a dropped
 /// transaction would only queue its rollback). `commit_error` maps a failed
 /// `COMMIT`.
-async fn finish<T>(
+pub(crate) async fn finish<T>(
     tx: Transaction<'_, Sqlite>,
     result: Result<T, StoreError>,
     commit_error: fn(sqlx::Error) -> StoreError,
@@ -313,6 +313,12 @@ impl SqliteCallStore {
     /// The pool.
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
+    }
+
+    /// The in-process writer lock, held for the whole of every write
+    /// transaction.
+    pub(crate) fn writer(&self) -> &Arc<Mutex<()>> {
+        &self.writer
     }
 
     /// Holds the in-process write lock (every write transaction takes it).

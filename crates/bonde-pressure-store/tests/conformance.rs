@@ -604,6 +604,337 @@ mod postgres_specific {
     }
 }
 
+/// The personal-data suite (retention, erasure, audit) on every store.
+macro_rules! personal_data_tests {
+    ($($check:ident),* $(,)?) => {
+        mod personal_data {
+            use super::*;
+            use bonde_pressure_store::personal_conformance;
+
+            mod memory {
+                use super::*;
+                $(
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                    async fn $check() {
+                        personal_conformance::$check(Arc::new(InMemoryCallStore::new())).await;
+                    }
+                )*
+            }
+
+            mod sqlite {
+                use super::*;
+                $(
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                    async fn $check() {
+                        with_sqlite(|store| personal_conformance::$check(store)).await;
+                    }
+                )*
+            }
+
+            mod postgres {
+                use super::*;
+                $(
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                    async fn $check() {
+                        with_postgres(|store| personal_conformance::$check(store)).await;
+                    }
+                )*
+            }
+        }
+    };
+}
+
+bonde_pressure_store::for_each_personal_data_check!(personal_data_tests);
+
+/// Retention in the SQL stores' own terms: no trace of the activist left in
+/// any column, and on PostgreSQL one pass at a time.
+mod retention_sql {
+    use super::*;
+    use bonde_pressure_core::call::LegError;
+    use bonde_pressure_core::{CallEvent, CallStore, Leg, PersonKey, PersonalDataStore};
+    use bonde_pressure_core::{RetentionPass, RetentionReport};
+    use conformance::{Outcome, at, build_call};
+
+    const NUMBER: &str = "+5511912345678";
+    const DIGITS: &str = "5511912345678";
+
+    /// A completed call quoting the activist's number everywhere it can be:
+    /// columns, the caller id, both legs, an error message.
+    async fn seeded(store: &dyn CallStore) -> bonde_pressure_core::Call {
+        let mut call = build_call(50, at(0), Outcome::Completed { talk_secs: Some(5) });
+        call.target_caller_id = Some(call.activist.phone.clone());
+        let failed = CallEvent::DialFailed {
+            leg: Leg::Activist,
+            error: LegError {
+                code: Some(1),
+                message: format!("Call to {NUMBER} failed"),
+            },
+        };
+        let call = call.apply(&failed, at(200)).0;
+        store.create(&call).await.unwrap();
+        assert!(call.is_settled());
+        call
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn sqlite_erasure_leaves_no_trace_in_any_column() {
+        with_sqlite(|store| async move {
+            seeded(&*store).await;
+            let who =
+                PersonKey::Phone(bonde_pressure_core::PhoneNumber::parse_e164(NUMBER).unwrap());
+            let r = store.erase_person(&who, at(300)).await.unwrap();
+            assert_eq!(r.calls_erased, 1);
+            let like = format!("%{DIGITS}%");
+            let traces: i64 = sqlx::query_scalar(
+                "SELECT (SELECT COUNT(*) FROM phone_calls WHERE activist_name LIKE '%Ana%' \
+                   OR activist_first_name IS NOT NULL OR activist_last_name IS NOT NULL \
+                   OR activist_email LIKE '%ativista%' OR from_phone_number LIKE ?1 \
+                   OR target_caller_id LIKE ?1 OR facts LIKE ?1) \
+                 + (SELECT COUNT(*) FROM twilio_calls WHERE to_phone_number LIKE ?1 \
+                   OR from_phone_number LIKE ?1 OR error_message LIKE ?1)",
+            )
+            .bind(&like)
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+            assert_eq!(traces, 0);
+            let legs: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM twilio_calls")
+                .fetch_one(store.pool())
+                .await
+                .unwrap();
+            assert_eq!(legs, 2, "the legs' rows stay (statuses, durations)");
+        })
+        .await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn postgres_erasure_leaves_no_trace_in_any_column() {
+        with_postgres(|store| async move {
+            seeded(&*store).await;
+            let r = ran(store.retention_pass(at(100), at(300), 10).await.unwrap());
+            assert_eq!(r.calls_erased, 1);
+            let like = format!("%{DIGITS}%");
+            let traces: i64 = sqlx::query_scalar(
+                "SELECT (SELECT COUNT(*) FROM phone_calls WHERE activist_name LIKE '%Ana%' \
+                   OR activist_first_name IS NOT NULL OR activist_last_name IS NOT NULL \
+                   OR activist_email LIKE '%ativista%' OR from_phone_number LIKE $1 \
+                   OR target_caller_id LIKE $1 OR facts::text LIKE $1) \
+                 + (SELECT COUNT(*) FROM twilio_calls WHERE to_phone_number LIKE $1 \
+                   OR from_phone_number LIKE $1 OR error_message LIKE $1)",
+            )
+            .bind(&like)
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+            assert_eq!(traces, 0);
+        })
+        .await;
+    }
+
+    /// A row that no longer decodes (a number stored before the metadata
+    /// changed, a hand edit) is still erased, and then loads: the pass
+    /// never decodes a call, and an erased call's columns are never parsed.
+    async fn repaired_by_erasure<S: CallStore + PersonalDataStore>(
+        store: &S,
+        call: &bonde_pressure_core::Call,
+    ) {
+        assert!(
+            store.get(call.id).await.is_err(),
+            "the poisoned row does not decode"
+        );
+        let r = ran(store.retention_pass(at(100), at(300), 10).await.unwrap());
+        assert_eq!(r.calls_erased, 1);
+        let got = store.get(call.id).await.unwrap().unwrap();
+        assert!(got.is_erased() && got.activist.is_erased());
+        assert_eq!(got.state(), call.state());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn sqlite_a_row_that_no_longer_decodes_is_still_erased_and_then_loads() {
+        with_sqlite(|store| async move {
+            let call = seeded(&*store).await;
+            sqlx::query(
+                "UPDATE phone_calls SET from_phone_number = '+559001234567', activist_email = 'x'",
+            )
+            .execute(store.pool())
+            .await
+            .unwrap();
+            repaired_by_erasure(&*store, &call).await;
+        })
+        .await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn postgres_a_row_that_no_longer_decodes_is_still_erased_and_then_loads() {
+        with_postgres(|store| async move {
+            let call = seeded(&*store).await;
+            sqlx::query(
+                "UPDATE phone_calls SET from_phone_number = '+559001234567', activist_email = 'x'",
+            )
+            .execute(store.pool())
+            .await
+            .unwrap();
+            repaired_by_erasure(&*store, &call).await;
+        })
+        .await;
+    }
+
+    /// The retention and erasure statements use their indexes (generic
+    /// plans, sequential scans off, as `queries_use_their_indexes`).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn postgres_retention_queries_use_their_indexes() {
+        with_postgres(|store| async move {
+            seeded(&*store).await;
+            // Enough distinct people for the planner to tell the indexes apart.
+            sqlx::query(
+                "INSERT INTO phone_calls (id, widget_id, activist_name, activist_email, \
+                    from_phone_number, to_phone_number, target_name, state, settled, facts, \
+                    version, created_at, updated_at) \
+                 SELECT gen_random_uuid(), widget_id, activist_name, 'p' || n || '@example.org', \
+                    '+55119' || lpad(n::text, 8, '0'), to_phone_number, target_name, state, \
+                    settled, facts, version, created_at + n * interval '1 second', updated_at \
+                 FROM phone_calls, generate_series(1, 2000) n",
+            )
+            .execute(store.pool())
+            .await
+            .unwrap();
+            sqlx::query("ANALYZE phone_calls")
+                .execute(store.pool())
+                .await
+                .unwrap();
+            let mut conn = store.pool().acquire().await.unwrap();
+            sqlx::raw_sql("SET enable_seqscan = off; SET plan_cache_mode = force_generic_plan")
+                .execute(&mut *conn)
+                .await
+                .unwrap();
+            let plans = [
+                (
+                    "due_by_age(timestamptz, int8)",
+                    "SELECT id FROM phone_calls WHERE erased_at IS NULL AND settled \
+                     AND created_at < $1 ORDER BY created_at, id LIMIT $2",
+                    "(now(), 10)",
+                    "phone_calls_retention_idx",
+                ),
+                (
+                    "due_by_request(int8)",
+                    "SELECT id FROM phone_calls WHERE erasure_requested_at IS NOT NULL \
+                     AND erased_at IS NULL AND settled ORDER BY created_at, id LIMIT $1",
+                    "(10)",
+                    "phone_calls_erasure_requested_idx",
+                ),
+                (
+                    "old_events(timestamptz, int8)",
+                    "SELECT id FROM twilio_call_events WHERE received_at < $1 \
+                     ORDER BY received_at, id LIMIT $2",
+                    "(now(), 10)",
+                    "twilio_call_events_received_at_idx",
+                ),
+                (
+                    "recently_erased(timestamptz)",
+                    "SELECT id FROM phone_calls WHERE erased_at IS NOT NULL AND erased_at >= $1",
+                    "(now())",
+                    "phone_calls_erased_at_idx",
+                ),
+                (
+                    "by_phone(text)",
+                    "SELECT id, settled FROM phone_calls \
+                     WHERE from_phone_number = $1 AND erased_at IS NULL ORDER BY id",
+                    "('+5511912345678')",
+                    "phone_calls_from_phone_number_idx",
+                ),
+                (
+                    "by_email(text)",
+                    "SELECT id, settled FROM phone_calls \
+                     WHERE lower(activist_email) = lower($1) AND erased_at IS NULL ORDER BY id",
+                    "('a@b.org')",
+                    "phone_calls_activist_email_idx",
+                ),
+            ];
+            for (i, (signature, sql, args, index)) in plans.into_iter().enumerate() {
+                let (_, types) = signature.split_once('(').unwrap();
+                let name = format!("retention_plan_{i}");
+                sqlx::raw_sql(&format!("PREPARE {name}({types} AS {sql}"))
+                    .execute(&mut *conn)
+                    .await
+                    .unwrap();
+                let plan: Vec<String> =
+                    sqlx::query_scalar(&format!("EXPLAIN EXECUTE {name}{args}"))
+                        .fetch_all(&mut *conn)
+                        .await
+                        .unwrap();
+                let plan = plan.join("\n");
+                assert!(
+                    plan.contains(index),
+                    "{signature} should use {index}:\n{plan}"
+                );
+                assert!(!plan.contains("Seq Scan"), "{signature}:\n{plan}");
+            }
+        })
+        .await;
+    }
+
+    fn ran(p: RetentionPass) -> RetentionReport {
+        match p {
+            RetentionPass::Ran(r) => r,
+            other => panic!("did not run: {other:?}"),
+        }
+    }
+
+    async fn advisory_locks(store: &PgCallStore) -> i64 {
+        sqlx::query_scalar(
+            "SELECT COUNT(*) FROM pg_locks WHERE locktype = 'advisory' AND granted \
+             AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+        )
+        .fetch_one(store.pool())
+        .await
+        .unwrap()
+    }
+
+    /// Two passes at once: while the first holds the advisory lock (it is
+    /// made to wait on a row another transaction holds), the second skips
+    /// without waiting; the first then finishes; the lock goes with its
+    /// transaction (none is left on a pooled connection), so a third runs.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn postgres_concurrent_passes_do_not_both_run() {
+        with_postgres(|store| async move {
+            let call = seeded(&*store).await;
+            let mut blocker = store.pool().begin().await.unwrap();
+            sqlx::query("SELECT id FROM phone_calls WHERE id = $1 FOR UPDATE")
+                .bind(call.id.as_uuid())
+                .execute(&mut *blocker)
+                .await
+                .unwrap();
+            let first = {
+                let store = store.clone();
+                tokio::spawn(async move { store.retention_pass(at(100), at(300), 10).await })
+            };
+            let mut waited = 0;
+            while advisory_locks(&store).await == 0 {
+                assert!(waited < 500, "the first pass never took the lock");
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                waited += 1;
+            }
+            let second = tokio::time::timeout(
+                std::time::Duration::from_secs(5),
+                store.retention_pass(at(100), at(300), 10),
+            )
+            .await
+            .expect("the second pass does not wait for the first")
+            .unwrap();
+            assert_eq!(second, RetentionPass::Skipped);
+            assert!(!first.is_finished(), "the first pass is still running");
+            blocker.rollback().await.unwrap();
+            let first = first.await.unwrap().unwrap();
+            assert_eq!(ran(first).calls_erased, 1);
+            assert_eq!(advisory_locks(&store).await, 0, "no lock outlives its pass");
+            let third = ran(store.retention_pass(at(100), at(300), 10).await.unwrap());
+            assert_eq!(third.calls_erased, 0);
+            assert!(store.get(call.id).await.unwrap().unwrap().is_erased());
+        })
+        .await;
+    }
+}
+
 /// Rows written before the `funnel_stage` column existed get it from their
 /// facts JSON when the store migrates (the backfill).
 mod funnel_backfill {

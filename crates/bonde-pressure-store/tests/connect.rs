@@ -272,10 +272,15 @@ async fn migrate_url_applies_once() {
     let url = format!("sqlite://{}", dir.path().join("m.db").display());
     let (backend, first) = migrate_url(&url).await.unwrap();
     assert_eq!(backend, Backend::Sqlite);
-    // Every migration of the folder, once (more are added over time).
+    // Every migration of the folder, once.
     let files = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/sqlite"))
         .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "sql"))
+        })
         .count();
+    assert!(files >= 2, "{files}");
     assert_eq!(first.applied.len(), files);
     assert_eq!(first.current, first.applied);
     let (_, second) = migrate_url(&url).await.unwrap();
@@ -447,6 +452,122 @@ async fn sqlite_queries_use_their_indexes() {
                 .iter()
                 .any(|d| d.starts_with("SCAN phone_calls")
                     || d.starts_with("SCAN twilio_call_events")),
+            "{sql}: full scan in {plan:#?}"
+        );
+    }
+}
+
+/// A store whose pool has no free connection fails after the acquire timeout
+/// (2 s by default), on both backends — a database that is down makes
+/// requests fail fast instead of queueing.
+#[tokio::test]
+async fn a_busy_pool_fails_after_the_acquire_timeout_on_both_backends() {
+    use bonde_pressure_core::CallStore;
+    use std::time::{Duration, Instant};
+
+    assert_eq!(
+        StoreOptions::default().acquire_timeout,
+        Duration::from_secs(2)
+    );
+    let options = StoreOptions::default()
+        .max_connections(1)
+        .acquire_timeout(Duration::from_millis(200));
+    let within = |t: Instant| {
+        let e = t.elapsed();
+        assert!(
+            e >= Duration::from_millis(150) && e < Duration::from_millis(1500),
+            "{e:?}"
+        );
+    };
+
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = SqliteCallStore::open_with(dir.path().join("busy.db"), &options)
+        .await
+        .unwrap();
+    let held = sqlite.pool().acquire().await.unwrap();
+    let t = Instant::now();
+    let err = sqlite.get(CallId::new()).await.unwrap_err();
+    within(t);
+    assert!(matches!(err, StoreError::Backend(_)), "{err:?}");
+    drop(held);
+    assert_eq!(sqlite.get(CallId::new()).await.unwrap(), None);
+
+    let Ok(url) = std::env::var("TEST_DATABASE_URL") else {
+        assert!(
+            !std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1"),
+            "CI=true but TEST_DATABASE_URL is not set"
+        );
+        use std::io::Write;
+        let _ = writeln!(std::io::stderr(), "skipped: TEST_DATABASE_URL not set");
+        return;
+    };
+    let pg = bonde_pressure_store::PgCallStore::connect_with(&url, &options.run_migrations(false))
+        .await
+        .expect("PostgreSQL at TEST_DATABASE_URL");
+    let held = pg.pool().acquire().await.unwrap();
+    let t = Instant::now();
+    let err = pg.get(CallId::new()).await.unwrap_err();
+    within(t);
+    assert!(matches!(err, StoreError::Backend(_)), "{err:?}");
+    drop(held);
+    pg.close().await;
+}
+
+/// The retention pass's and erasure's statements use their indexes (the
+/// statements are copied from `src/personal.rs`: keep them in step).
+#[tokio::test]
+async fn sqlite_retention_queries_use_their_indexes() {
+    let store = SqliteCallStore::in_memory().await.unwrap();
+    let plans = [
+        (
+            "SELECT id FROM phone_calls INDEXED BY phone_calls_retention_idx \
+             WHERE erased_at IS NULL AND settled = 1 \
+             AND created_at < ?1 ORDER BY created_at, id LIMIT ?2",
+            "phone_calls_retention_idx",
+        ),
+        (
+            "SELECT id FROM phone_calls INDEXED BY phone_calls_erasure_requested_idx \
+             WHERE erasure_requested_at IS NOT NULL \
+             AND erased_at IS NULL AND settled = 1 ORDER BY created_at, id LIMIT ?1",
+            "phone_calls_erasure_requested_idx",
+        ),
+        (
+            "SELECT id FROM twilio_call_events WHERE received_at < ?1 \
+             ORDER BY received_at, id LIMIT ?2",
+            "twilio_call_events_received_at_idx",
+        ),
+        (
+            "SELECT id FROM phone_calls WHERE erased_at IS NOT NULL AND erased_at >= ?1",
+            "phone_calls_erased_at_idx",
+        ),
+        (
+            "SELECT id, settled FROM phone_calls \
+             WHERE from_phone_number = ?1 AND erased_at IS NULL ORDER BY id",
+            "phone_calls_from_phone_number_idx",
+        ),
+        (
+            "SELECT id, settled FROM phone_calls \
+             WHERE lower(activist_email) = lower(?1) AND erased_at IS NULL ORDER BY id",
+            "phone_calls_activist_email_idx",
+        ),
+    ];
+    for (sql, index) in plans {
+        let rows: Vec<(i64, i64, i64, String)> =
+            sqlx::query_as(&format!("EXPLAIN QUERY PLAN {sql}"))
+                .fetch_all(store.pool())
+                .await
+                .unwrap();
+        let plan: Vec<String> = rows.into_iter().map(|r| r.3).collect();
+        assert!(
+            plan.iter().any(|d| d.contains(index)),
+            "{sql}\nshould use {index}, plan: {plan:#?}"
+        );
+        // Scanning a partial index walks only its rows (not erased, or
+        // marked): fine; scanning the table is not.
+        assert!(
+            !plan.iter().any(|d| (d.starts_with("SCAN phone_calls")
+                || d.starts_with("SCAN twilio_call_events"))
+                && !d.contains("USING INDEX")),
             "{sql}: full scan in {plan:#?}"
         );
     }

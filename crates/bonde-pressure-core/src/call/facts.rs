@@ -306,7 +306,16 @@ pub struct CallFacts {
     /// The target was not dialled: its dial budget was used up.
     #[serde(default)]
     pub target_limited: bool,
+    /// When the call's personal data was erased (retention or an erasure
+    /// request): the activist is [`crate::Activist::erased`] and the legs'
+    /// error messages read [`ERASED_MESSAGE`]. Only grows, like the rest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub erased_at: Option<DateTime<Utc>>,
 }
+
+/// What a leg's error message reads once the call's personal data was
+/// erased (provider messages may quote the numbers); the code is kept.
+pub const ERASED_MESSAGE: &str = "[erased]";
 
 impl CallFacts {
     /// The least upper bound of two sets of facts: commutative, associative, idempotent.
@@ -334,6 +343,26 @@ impl CallFacts {
             machine_detection: self.machine_detection.max(other.machine_detection),
             opted_out: self.opted_out || other.opted_out,
             target_limited: self.target_limited || other.target_limited,
+            erased_at: earliest(self.erased_at, other.erased_at),
+        }
+        .redacted_if_erased()
+    }
+
+    /// Once erased, messages that arrive later are redacted too.
+    fn redacted_if_erased(mut self) -> Self {
+        if self.erased_at.is_some() {
+            self.redact();
+        }
+        self
+    }
+
+    /// Replaces the legs' error messages (free text from the provider,
+    /// which may quote the numbers) with [`ERASED_MESSAGE`], keeping codes.
+    pub fn redact(&mut self) {
+        for leg in [&mut self.activist, &mut self.target] {
+            if let Some(e) = leg.error.as_mut() {
+                e.message = ERASED_MESSAGE.to_owned();
+            }
         }
     }
 

@@ -5,7 +5,9 @@ mod facts;
 mod state;
 
 pub use event::{CallEvent, Confirmation, Effect, HangUp};
-pub use facts::{AnsweredBy, CallFacts, Leg, LegError, LegFacts, LegStatus, Presence, Requested};
+pub use facts::{
+    AnsweredBy, CallFacts, ERASED_MESSAGE, Leg, LegError, LegFacts, LegStatus, Presence, Requested,
+};
 pub use state::{DetailedState, UiStatus, derive_state};
 
 use chrono::{DateTime, Utc};
@@ -143,6 +145,26 @@ impl Call {
     /// ([`CallFacts::leg_answered`]), cancel it otherwise.
     pub fn hang_up_mode(&self, leg: Leg) -> HangUp {
         hang_up_mode(&self.facts, leg)
+    }
+
+    /// Erases the call's personal data, in place, as of `at`: the activist
+    /// becomes [`Activist::erased`], a caller id that was the activist's
+    /// number becomes [`PhoneNumber::erased`], the legs' error messages are
+    /// redacted and [`CallFacts::erased_at`] is set. The target, the state,
+    /// the legs' statuses, times and durations are kept, so the status page
+    /// and the statistics work as before. Erasing twice keeps the first time.
+    pub fn erase(&mut self, at: DateTime<Utc>) {
+        if self.target_caller_id.as_ref() == Some(&self.activist.phone) {
+            self.target_caller_id = Some(PhoneNumber::erased());
+        }
+        self.activist = Activist::erased();
+        self.facts.erased_at = Some(self.facts.erased_at.map_or(at, |t| t.min(at)));
+        self.facts.redact();
+    }
+
+    /// The call's personal data was erased ([`Call::erase`]).
+    pub fn is_erased(&self) -> bool {
+        self.facts.erased_at.is_some()
     }
 
     /// How long the activist and the target talked (the target leg's

@@ -151,6 +151,34 @@ pub struct Activist {
     pub phone: PhoneNumber,
 }
 
+/// The name that replaces an erased activist's name.
+pub const ERASED_NAME: &str = "[erased]";
+
+/// The e-mail that replaces an erased activist's address (`.invalid` is
+/// reserved: it never delivers).
+pub const ERASED_EMAIL: &str = "erased@erased.invalid";
+
+impl Activist {
+    /// What an activist becomes once their personal data is erased: name
+    /// [`ERASED_NAME`], no first or last name, e-mail [`ERASED_EMAIL`],
+    /// phone [`PhoneNumber::erased`]. Stores build it as is for an erased
+    /// call, without parsing what the columns hold.
+    pub fn erased() -> Self {
+        Self {
+            name: PersonName(ERASED_NAME.to_owned()),
+            first_name: None,
+            last_name: None,
+            email: Email(ERASED_EMAIL.to_owned()),
+            phone: PhoneNumber::erased(),
+        }
+    }
+
+    /// Every personal field is the erased placeholder.
+    pub fn is_erased(&self) -> bool {
+        *self == Self::erased()
+    }
+}
+
 /// The decision-maker the activist talks to (leg B).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Target {
@@ -183,6 +211,16 @@ mod tests {
             PersonName::parse("João Ñandú 李").unwrap().as_str(),
             "João Ñandú 李"
         );
+    }
+
+    #[test]
+    fn the_erased_placeholders_parse_as_their_types() {
+        let a = Activist::erased();
+        assert_eq!(PersonName::parse(ERASED_NAME).unwrap(), a.name);
+        assert_eq!(Email::parse(ERASED_EMAIL).unwrap(), a.email);
+        assert!(a.phone.is_erased() && a.is_erased());
+        let json = serde_json::to_string(&a).unwrap();
+        assert_eq!(serde_json::from_str::<Activist>(&json).unwrap(), a);
     }
 
     #[test]

@@ -212,7 +212,28 @@ impl PhoneNumber {
     pub fn masked(&self) -> String {
         mask_phone(&self.e164)
     }
+
+    /// The placeholder that replaces an erased number ([`ERASED_E164`],
+    /// country code 0, which no real number has). It is not a callable
+    /// number: it only stands in for a number that was erased for privacy
+    /// (see [`crate::Call::erase`]), so an erased call still loads.
+    pub fn erased() -> Self {
+        Self {
+            e164: ERASED_E164.to_owned(),
+            country_code: 0,
+        }
+    }
+
+    /// This is the [erased placeholder](Self::erased).
+    pub fn is_erased(&self) -> bool {
+        self.e164 == ERASED_E164
+    }
 }
+
+/// The stored text of an erased number ([`PhoneNumber::erased`]). Never a
+/// valid number: country code 0 does not exist, so [`PhoneNumber::parse`]
+/// never produces it.
+pub const ERASED_E164: &str = "+0";
 
 /// Masks any phone-number-like text for logs and public views.
 ///
@@ -252,6 +273,10 @@ impl TryFrom<String> for PhoneNumber {
     /// Serialized numbers were validated when accepted: decoded with
     /// [`PhoneNumber::from_trusted_e164`].
     fn try_from(value: String) -> Result<Self, Self::Error> {
+        // A serialised erased call keeps its placeholder (round trip).
+        if value == ERASED_E164 {
+            return Ok(Self::erased());
+        }
         Self::from_trusted_e164(&value)
     }
 }

@@ -46,6 +46,7 @@ pub const MAX_NUMBERS: usize = 1000;
         (status = 200, body = DoNotCallResponse),
         (status = 401, description = "No or a wrong admin token", body = MessageBody),
         (status = 422, description = "A malformed body or number", body = ValidationBody),
+        (status = 503, description = "Store unavailable; see Retry-After", body = MessageBody),
     )
 )]
 pub async fn add_to_do_not_call(
@@ -92,7 +93,7 @@ pub async fn add_to_do_not_call(
         .service
         .add_to_do_not_call_list(&numbers, DoNotCallSource::Admin)
         .await
-        .map_err(AppError::internal)?;
+        .map_err(crate::deadline::store_error)?;
     Ok(Json(DoNotCallResponse {
         added,
         already_listed: numbers.len() - added,

@@ -1,10 +1,13 @@
-//! The router: every route, CORS, body limit, tracing, response metrics,
+//! The router: every route, CORS, body limit and total body deadline
+//! ([`crate::body`]), the per-request store deadline ([`crate::deadline`]),
+//! tracing, response metrics,
 //! JSON answers for unknown routes and methods, and a generic JSON 500 for a
 //! handler that panics.
 
 pub mod admin;
 pub mod ops;
 pub mod pages;
+pub mod people;
 pub mod phone;
 pub mod results;
 pub mod webhooks;
@@ -14,7 +17,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use bonde_pressure_twilio::urls;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
@@ -90,6 +93,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/phone/status/{call_id}", get(phone::call_status))
         .route("/v1/phone/calls/{call_id}", get(phone::call_details))
         .route("/v1/phone/calls/{call_id}/events", get(phone::call_events))
+        .route("/v1/phone/people", delete(people::erase_person))
         .route("/v1/phone/do-not-call", post(admin::add_to_do_not_call))
         .route(urls::ANSWER_PATH, post(webhooks::answer))
         .route(urls::STATUS_CALLBACK_PATH, post(webhooks::status_callback))
@@ -136,6 +140,14 @@ pub fn router(state: AppState) -> Router {
         .route("/docs", get(ops::docs))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::deadline::request_budget,
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::body::receive_body,
+        ))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             count_responses,

@@ -83,6 +83,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         crate::routes::phone::call_status,
         crate::routes::phone::call_details,
         crate::routes::phone::call_events,
+        crate::routes::people::erase_person,
         crate::routes::admin::add_to_do_not_call,
         crate::routes::webhooks::answer,
         crate::routes::webhooks::status_callback,

@@ -10,7 +10,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use bonde_pressure_core::ports::StoredEvent;
 use bonde_pressure_core::{
-    Call, CallId, PhoneNumber, StartError, TelephonyError, UiStatus,
+    ActorId, Call, CallId, PhoneNumber, Privacy, StartError, TelephonyError, UiStatus,
     call::{CallFacts, Leg},
     domain::mask_phone,
 };
@@ -214,6 +214,11 @@ fn start_error(e: StartError) -> Refused {
             }
             .into()
         }
+        StartError::Store(e) | StartError::Service(bonde_pressure_core::ServiceError::Store(e))
+            if crate::deadline::is_unavailable(&e) =>
+        {
+            crate::deadline::store_unavailable(e).into()
+        }
         other => AppError::internal(other).into(),
     }
 }
@@ -237,7 +242,8 @@ fn start_error(e: StartError) -> Refused {
         (status = 422, description = "Invalid fields (FastAPI shape), or upstream's widget errors with `loc: [\"body\", \"widget_id\"]`, `type: value_error` and `msg` one of `Widget not found.`, `Widget is not a 'phone' kind.`, `Target is not present in Widget settings.`", body = ValidationBody),
         (status = 429, description = "Rate limited; see Retry-After", body = MessageBody),
         (status = 502, description = "The telephony refused the call", body = MessageBody),
-        (status = 503, description = "Campaign directory or telephony unavailable", body = MessageBody),
+        (status = 408, description = "The body did not arrive within REQUEST_BODY_TIMEOUT_MS", body = MessageBody),
+        (status = 503, description = "Campaign directory, telephony or store unavailable (store: with Retry-After)", body = MessageBody),
     )
 )]
 pub async fn start_call(
@@ -357,6 +363,8 @@ async fn start_call_inner(
     })
 }
 
+use crate::deadline::store_error;
+
 async fn load(state: &AppState, id: CallId) -> Result<Call, AppError> {
     state
         .service
@@ -375,6 +383,7 @@ async fn load(state: &AppState, id: CallId) -> Result<Call, AppError> {
         (status = 404, description = "`Call not found.`", body = MessageBody),
         (status = 500, description = "`Call <id> cannot be read: its stored record is damaged.` (that call only)", body = MessageBody),
         (status = 422, description = "Malformed id", body = ValidationBody),
+        (status = 503, description = "Store unavailable; see Retry-After", body = MessageBody),
     )
 )]
 pub async fn call_status(
@@ -603,6 +612,29 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// The admin behind the request: `Ok(None)` without an `Authorization`
+/// header, their token's audit id with the right token, 401 otherwise.
+pub(crate) fn admin(state: &AppState, headers: &HeaderMap) -> Result<Option<ActorId>, AppError> {
+    if !authorised(state, headers)? {
+        return Ok(None);
+    }
+    Ok(state
+        .options
+        .admin_token
+        .as_ref()
+        .map(|t| crate::privacy::token_id(t.expose())))
+}
+
+/// The audit log, required before any unmasked read or erasure.
+pub(crate) fn privacy(state: &AppState) -> Result<&Privacy, AppError> {
+    state.privacy.as_deref().ok_or_else(|| {
+        AppError::client(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Personal data cannot be disclosed or erased: no audit log is configured.",
+        )
+    })
+}
+
 /// Whether the request carries the admin token: `Ok(false)` without an
 /// `Authorization` header, 401 with a wrong one. The scheme is matched
 /// case-insensitively (`Bearer`, `bearer`, `BEARER`), as HTTP auth schemes are.
@@ -700,6 +732,7 @@ fn details(call: &Call, status: &str, events: Vec<StoredEvent>, unmasked: bool) 
         (status = 404, body = MessageBody),
         (status = 500, description = "`Call <id> cannot be read: its stored record is damaged.` (that call only)", body = MessageBody),
         (status = 422, body = ValidationBody),
+        (status = 503, description = "Store unavailable; see Retry-After", body = MessageBody),
     )
 )]
 pub async fn call_details(
@@ -707,14 +740,26 @@ pub async fn call_details(
     CallIdPath(id): CallIdPath,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
-    let unmasked = authorised(&state, &headers)?;
+    let actor = admin(&state, &headers)?;
     let call = load(&state, id).await?;
+    // Personal data is shown only once the read is in the audit log; an
+    // erased call has none to show, so its read is not recorded.
+    let unmasked = match &actor {
+        Some(actor) => {
+            privacy(&state)?
+                .record_unmasked_read(actor, "GET /v1/phone/calls/{call_id}", &call)
+                .await
+                .map_err(AppError::internal)?;
+            true
+        }
+        None => false,
+    };
     let events = state
         .service
         .store()
         .events(id)
         .await
-        .map_err(AppError::internal)?;
+        .map_err(store_error)?;
     let status = state.service.page_status(&call);
     let mut r = Json(details(&call, status.as_str(), events, unmasked)).into_response();
     r.headers_mut()
@@ -869,6 +914,7 @@ fn last_event_id(headers: &HeaderMap) -> Option<u64> {
         (status = 204, description = "The call is over and `Last-Event-ID` is at or past its last version: nothing more will come"),
         (status = 404, body = MessageBody),
         (status = 422, body = ValidationBody),
+        (status = 503, description = "Store unavailable; see Retry-After", body = MessageBody),
     )
 )]
 pub async fn call_events(

@@ -271,7 +271,7 @@ pub async fn widget_stats(
     let report = results(&state)?
         .report(&query)
         .await
-        .map_err(AppError::internal)?;
+        .map_err(crate::deadline::store_error)?;
     Ok(no_store(
         Json(StatsResponse::new(&query, report)).into_response(),
     ))
@@ -372,6 +372,21 @@ pub async fn widget_calls_csv(
         .results
         .clone()
         .ok_or_else(|| AppError::not_found("Not Found"))?;
+    // Names, e-mails and numbers, unmasked: in the audit log first.
+    if let Some(actor) = crate::routes::phone::admin(&state, &headers)? {
+        crate::routes::phone::privacy(&state)?
+            .record_unmasked_export(
+                &actor,
+                format!(
+                    "GET /v1/phone/widgets/{{widget_id}}/calls.csv widget {} from {} to {}",
+                    query.widget_id,
+                    query.from.to_rfc3339(),
+                    query.to.to_rfc3339()
+                ),
+            )
+            .await
+            .map_err(AppError::internal)?;
+    }
     let header_line = csv_line(&CSV_COLUMNS.map(String::from));
     // (cursor, finished)
     let pages = futures::stream::unfold((None::<CallCursor>, false), move |(after, done)| {

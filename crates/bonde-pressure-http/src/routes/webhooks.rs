@@ -12,8 +12,16 @@
 //! 3. the event is applied with its raw payload (`service.handle`, or
 //!    `service.script` for the TwiML routes); an unknown call is a 404, its
 //!    payload stored by the core; commit contention is a 503, the payload
-//!    stored (unapplied) by the core; a store failure is a 500, and the
-//!    payload is stored here unless the failure came after its commit.
+//!    stored (unapplied) by the core; the store unavailable (down, or the
+//!    request's store deadline spent, see [`crate::deadline`]) is a 503 with
+//!    `Retry-After`, another store failure a 500; either way the payload is
+//!    stored here unless the failure came after its commit, and queued in
+//!    the [`crate::spool`] if the store cannot take it now.
+//! 4. TwiML routes never answer an error once the call id and form are
+//!    good: when the script cannot be had (store unavailable, contention,
+//!    any failure), they answer fallback TwiML — an apology in the
+//!    campaign's voice, then hang up
+//!    ([`PressureService::fallback_script`](bonde_pressure_core::PressureService::fallback_script)).
 //!
 //! Callbacks answer `204 No Content`; TwiML routes `200 text/xml`.
 
@@ -21,15 +29,17 @@ use axum::extract::rejection::PathRejection;
 use axum::extract::{OriginalUri, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use bonde_pressure_core::{CallId, RawEvent, ServiceError, StoreError};
+use bonde_pressure_core::{CallId, RawEvent, ServiceError};
 use bonde_pressure_twilio::signature::{SIGNATURE_HEADER, validate};
 use bonde_pressure_twilio::webhook::{decode_form, parse, raw_event};
 use bonde_pressure_twilio::{Route, twiml};
 use chrono::Utc;
 
+use crate::deadline;
 use crate::error::{AppError, MessageBody};
 use crate::extract::RawBody;
 use crate::metrics;
+use crate::spool;
 use crate::state::{AppState, SignatureCheck};
 
 struct Outcome {
@@ -54,21 +64,29 @@ fn signed_url(state: &AppState, uri: &axum::http::Uri) -> String {
 }
 
 /// Stores a payload the service did not take: with its call, or without one
-/// when the call is unknown. Whether it is stored.
-async fn store_orphan(state: &AppState, call_id: Option<CallId>, raw: RawEvent) -> bool {
-    let store = state.service.store();
-    let events = [raw];
-    let result = match call_id {
-        Some(id) => match store.append_events(Some(id), &events).await {
-            Err(StoreError::NotFound) => store.append_events(None, &events).await,
-            other => other,
-        },
-        None => store.append_events(None, &events).await,
-    };
-    if let Err(error) = &result {
-        tracing::error!(%error, "could not store a webhook payload");
+/// when the call is unknown. If the store fails, the payload waits in the
+/// spool until it answers again.
+async fn store_orphan(state: &AppState, call_id: Option<CallId>, raw: RawEvent) {
+    let result = spool::store_orphan(state.service.store().as_ref(), call_id, &raw).await;
+    if let Err(error) = result {
+        tracing::warn!(%error, "could not store a webhook payload now; queued");
+        state.spool.push(call_id, raw);
     }
-    result.is_ok()
+}
+
+/// Fallback TwiML: an apology in the campaign's voice, then hang up.
+async fn fallback_twiml(state: &AppState, call_id: CallId) -> Response {
+    let script = state.service.fallback_script(call_id).await;
+    twiml_response(twiml::render(&script, &state.webhooks.urls))
+}
+
+fn twiml_response(xml: String) -> Response {
+    let mut r = xml.into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/xml; charset=utf-8"),
+    );
+    r
 }
 
 async fn webhook(
@@ -127,15 +145,7 @@ async fn webhook(
             .service
             .script(call_id, moment, event, Some(raw))
             .await
-            .map(|script| {
-                let xml = twiml::render(&script, &state.webhooks.urls);
-                let mut r = xml.into_response();
-                r.headers_mut().insert(
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("text/xml; charset=utf-8"),
-                );
-                r
-            }),
+            .map(|script| twiml_response(twiml::render(&script, &state.webhooks.urls))),
         None => state
             .service
             .handle(call_id, event, Some(raw))
@@ -148,62 +158,63 @@ async fn webhook(
         Err(ServiceError::CallNotFound(_)) => {
             outcome("not_found", AppError::not_found("Call not found."))
         }
-        // The core stored the payload with the call, unapplied.
-        Err(ServiceError::Contention(n)) => outcome(
-            "contention",
-            AppError::Upstream {
-                status: StatusCode::SERVICE_UNAVAILABLE,
-                public: "Busy. Try again.",
-                detail: format!("commit contention after {n} attempts"),
-                retry_after: None,
-            },
-        ),
-        // A damaged call (core logged it once): a status callback's payload
-        // is stored, and a retry could not help (it would only store a
-        // duplicate), so Twilio gets its 2xx. A TwiML route still fails:
-        // there is no script to answer with.
-        Err(ServiceError::Store(StoreError::Unreadable(u))) if route.moment().is_none() => {
-            tracing::debug!(%call_id, reason = %u.reason, route = route.as_str(), "webhook for a damaged call: payload stored, not applied");
-            if store_unless_present(state, call_id, kept).await {
-                outcome("unreadable", StatusCode::NO_CONTENT)
-            } else {
-                outcome(
-                    "error",
-                    AppError::internal(ServiceError::Store(StoreError::Unreadable(u))),
-                )
+        // The core stored the payload with the call, unapplied. The
+        // activist on a TwiML route hears the apology rather than Twilio's
+        // "application error".
+        Err(ServiceError::Contention(n)) => {
+            tracing::warn!(%call_id, attempts = n, route = route.as_str(), "commit contention");
+            if route.moment().is_some() {
+                return outcome("fallback", fallback_twiml(state, call_id).await);
             }
+            outcome(
+                "contention",
+                AppError::Upstream {
+                    status: StatusCode::SERVICE_UNAVAILABLE,
+                    public: "Busy. Try again.",
+                    detail: format!("commit contention after {n} attempts"),
+                    retry_after: None,
+                },
+            )
+        }
+        // A damaged call (core logged it once): a status callback's payload
+        // is stored (or spooled until the store takes it), and a retry could
+        // not help (it would only store a duplicate), so Twilio gets its
+        // 2xx. A TwiML route answers the fallback below.
+        Err(ServiceError::Store(bonde_pressure_core::StoreError::Unreadable(u)))
+            if route.moment().is_none() =>
+        {
+            tracing::debug!(%call_id, reason = %u.reason, route = route.as_str(), "webhook for a damaged call: payload stored, not applied");
+            store_unless_present(state, call_id, kept).await;
+            outcome("unreadable", StatusCode::NO_CONTENT)
         }
         // A store failure, before the payload's commit (it is not stored) or
-        // after it (a follow-up commit failed: it is). Store it unless it is there.
+        // after it (a follow-up commit failed: it is). Store it unless it is
+        // there; if the store cannot take it now, the spool keeps it.
         Err(other) => {
             store_unless_present(state, call_id, kept).await;
+            let unavailable =
+                matches!(&other, ServiceError::Store(e) if deadline::is_unavailable(e));
+            if route.moment().is_some() {
+                tracing::error!(%call_id, route = route.as_str(), error = %other, "TwiML request failed; answering the fallback");
+                return outcome("fallback", fallback_twiml(state, call_id).await);
+            }
+            if unavailable {
+                return outcome("unavailable", deadline::store_unavailable(other));
+            }
             outcome("error", AppError::internal(other))
         }
     }
 }
 
-/// Whether two payloads are the same delivery (stores may keep timestamps
-/// to the microsecond only, and PostgreSQL keeps a NUL as U+FFFD).
-fn same_delivery(a: &RawEvent, b: &RawEvent) -> bool {
-    let text = |s: &str| s.replace('\0', "\u{FFFD}");
-    let sid = |s: &Option<String>| s.as_deref().map(text);
-    a.kind == b.kind
-        && sid(&a.call_sid) == sid(&b.call_sid)
-        && text(&a.payload) == text(&b.payload)
-        && a.sequence_number == b.sequence_number
-        && (a.received_at - b.received_at).abs() < chrono::Duration::milliseconds(1)
-}
-
-/// Stores `raw` for `call_id` unless the call's event log already holds it
-/// (if the log cannot be read, stores it: a duplicate beats a loss).
-/// Whether it is stored (now or before).
-async fn store_unless_present(state: &AppState, call_id: CallId, raw: RawEvent) -> bool {
-    if let Ok(events) = state.service.store().events(call_id).await {
-        if events.iter().any(|e| same_delivery(&e.raw, &raw)) {
-            return true;
-        }
+/// Stores `raw` for `call_id` unless the call's event log already holds it;
+/// queues it in the spool if the store cannot take it now.
+async fn store_unless_present(state: &AppState, call_id: CallId, raw: RawEvent) {
+    let result =
+        spool::store_unless_present(state.service.store().as_ref(), Some(call_id), &raw).await;
+    if let Err(error) = result {
+        tracing::warn!(%call_id, %error, "could not store a webhook payload now; queued");
+        state.spool.push(Some(call_id), raw);
     }
-    store_orphan(state, Some(call_id), raw).await
 }
 
 async fn run(
@@ -230,7 +241,7 @@ macro_rules! webhook_route {
             params(("call_id" = uuid::Uuid, Path, description = "Our call id"), ("X-Twilio-Signature" = String, Header, description = "Twilio's signature")),
             request_body(content = $form, content_type = "application/x-www-form-urlencoded", description = "Twilio's form (the fields this service reads; Twilio sends more, all kept in the event log)"),
             responses(
-                (status = 200, description = "TwiML", content_type = "text/xml", body = String),
+                (status = 200, description = "TwiML; while the store is unavailable, fallback TwiML (an apology, then hang up)", content_type = "text/xml", body = String),
                 (status = 400, description = "Malformed form (stored)", body = MessageBody),
                 (status = 403, description = "Missing or invalid signature", body = MessageBody),
                 (status = 404, description = "Unknown call (payload stored)", body = MessageBody),
@@ -257,6 +268,7 @@ macro_rules! webhook_route {
                 (status = 400, description = "Malformed form (stored)", body = MessageBody),
                 (status = 403, description = "Missing or invalid signature", body = MessageBody),
                 (status = 404, description = "Unknown call (payload stored)", body = MessageBody),
+                (status = 503, description = "Store unavailable (see Retry-After) or commit contention; payload stored or queued", body = MessageBody),
             )
         )]
         pub async fn $name(
@@ -399,7 +411,8 @@ webhook_route!(
 
 #[cfg(test)]
 mod tests {
-    use super::{RawEvent, same_delivery};
+    use super::RawEvent;
+    use crate::spool::same_delivery;
     use bonde_pressure_twilio::urls;
 
     #[test]

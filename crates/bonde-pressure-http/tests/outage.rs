@@ -1,0 +1,396 @@
+//! Fail fast while the store is unavailable: a store whose operations hang
+//! (a database holding a connection that never answers) and one whose
+//! operations fail (a database that is down). JSON routes answer 503 with
+//! `Retry-After` within the per-request deadline, callbacks 503, TwiML
+//! routes valid fallback TwiML in the campaign's voice; the payloads are
+//! stored once the store answers again.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+
+use bonde_pressure_core::ports::{CallStats, StoredEvent};
+use bonde_pressure_core::{
+    Call, CallId, CallSid, CallStore, Dependencies, InMemoryCallStore, NoopActionRecorder,
+    PressureService, RawEvent, ScenarioPicker, ServiceConfig, SimulatedTelephony,
+    StaticCampaignDirectory, StoreError, SystemClock, WidgetId,
+};
+use bonde_pressure_http::deadline::DeadlineStore;
+use bonde_pressure_http::{AppState, HttpOptions, SignatureCheck, WebhookAuth};
+use chrono::{DateTime, Utc};
+use common::{body_bytes, front_end_body, json_body, post_call, send};
+use serde_json::json;
+
+const WORKING: u8 = 0;
+const HANGING: u8 = 1;
+const FAILING: u8 = 2;
+
+/// The in-memory store, switchable to hang or fail on every operation.
+struct OutageStore {
+    inner: InMemoryCallStore,
+    mode: AtomicU8,
+}
+
+impl OutageStore {
+    fn set(&self, mode: u8) {
+        self.mode.store(mode, Ordering::SeqCst);
+    }
+
+    async fn gate(&self) -> Result<(), StoreError> {
+        match self.mode.load(Ordering::SeqCst) {
+            HANGING => std::future::pending().await,
+            FAILING => Err(StoreError::backend(std::io::Error::other(
+                "connection refused",
+            ))),
+            _ => Ok(()),
+        }
+    }
+}
+
+#[async_trait]
+impl CallStore for OutageStore {
+    async fn create(&self, call: &Call) -> Result<(), StoreError> {
+        self.gate().await?;
+        self.inner.create(call).await
+    }
+    async fn get(&self, id: CallId) -> Result<Option<Call>, StoreError> {
+        self.gate().await?;
+        self.inner.get(id).await
+    }
+    async fn find_by_sid(&self, sid: &CallSid) -> Result<Option<Call>, StoreError> {
+        self.gate().await?;
+        self.inner.find_by_sid(sid).await
+    }
+    async fn commit(&self, call: &Call, events: &[RawEvent]) -> Result<u64, StoreError> {
+        self.gate().await?;
+        self.inner.commit(call, events).await
+    }
+    async fn append_events(
+        &self,
+        call_id: Option<CallId>,
+        events: &[RawEvent],
+    ) -> Result<(), StoreError> {
+        self.gate().await?;
+        self.inner.append_events(call_id, events).await
+    }
+    async fn events(&self, call_id: CallId) -> Result<Vec<StoredEvent>, StoreError> {
+        self.gate().await?;
+        self.inner.events(call_id).await
+    }
+    async fn list_unfinished(
+        &self,
+        updated_before: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<Call>, StoreError> {
+        self.gate().await?;
+        self.inner.list_unfinished(updated_before, limit).await
+    }
+    async fn stats(
+        &self,
+        widget_id: WidgetId,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<CallStats, StoreError> {
+        self.gate().await?;
+        self.inner.stats(widget_id, from, to).await
+    }
+}
+
+const DEADLINE: Duration = Duration::from_millis(300);
+const VOICE: &str = "Polly.Vitoria";
+const LANGUAGE: &str = "pt-PT";
+const APOLOGY: &str = "Pedimos desculpa: tente mais tarde.";
+
+struct Fixture {
+    router: Router,
+    store: Arc<OutageStore>,
+    state: AppState,
+}
+
+/// The demo widget with its own voice and apology; the store behind the
+/// deadline (as `wiring::build` installs it); webhooks unsigned.
+fn fixture() -> Fixture {
+    let store = Arc::new(OutageStore {
+        inner: InMemoryCallStore::new(),
+        mode: AtomicU8::new(WORKING),
+    });
+    let mut widget = bonde_pressure_core::demo_widget();
+    widget.settings.voice = VOICE.into();
+    widget.settings.language = LANGUAGE.into();
+    widget.settings.messages.unavailable = APOLOGY.into();
+    let service = PressureService::new(
+        Dependencies {
+            store: Arc::new(DeadlineStore::new(store.clone())),
+            telephony: Arc::new(SimulatedTelephony::new(
+                ScenarioPicker::ByActivistLastDigit,
+                Duration::ZERO,
+            )),
+            directory: Arc::new(StaticCampaignDirectory::new([widget])),
+            recorder: Arc::new(NoopActionRecorder),
+            clock: Arc::new(SystemClock),
+        },
+        ServiceConfig::default(),
+    );
+    let state = AppState::new(Arc::new(service))
+        .with_options(HttpOptions {
+            request_timeout: DEADLINE,
+            ..HttpOptions::default()
+        })
+        .with_webhooks(
+            WebhookAuth::new("http://localhost", SignatureCheck::Off).expect("base URL"),
+        );
+    Fixture {
+        router: bonde_pressure_http::router(state.clone()),
+        store,
+        state,
+    }
+}
+
+fn form(pairs: &[(&str, &str)]) -> String {
+    let mut s = form_urlencoded::Serializer::new(String::new());
+    for (k, v) in pairs {
+        s.append_pair(k, v);
+    }
+    s.finish()
+}
+
+fn webhook(route: &str, id: &str, body: &str) -> Request<Body> {
+    Request::post(format!("/v1/phone/{route}/{id}"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(Body::from(body.to_owned()))
+        .unwrap()
+}
+
+/// Asserts the 503 shape: `Retry-After`, `{"detail": "..."}`.
+async fn assert_unavailable(resp: axum::http::Response<Body>, what: &str) {
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE, "{what}");
+    assert_eq!(resp.headers()["retry-after"], "5", "{what}");
+    assert_eq!(resp.headers()["content-type"], "application/json", "{what}");
+    assert_eq!(
+        json_body(resp).await,
+        json!({"detail": "Service temporarily unavailable. Try again later."}),
+        "{what}"
+    );
+}
+
+/// Parses fallback TwiML: one `<Say>` with this voice and language, then `<Hangup/>`.
+fn assert_fallback_twiml(xml: &str, voice: &str, language: &str, text: &str) {
+    let doc = roxmltree::Document::parse(xml).unwrap_or_else(|e| panic!("{e}: {xml}"));
+    let root = doc.root_element();
+    assert_eq!(root.tag_name().name(), "Response", "{xml}");
+    let verbs: Vec<_> = root.children().filter(|n| n.is_element()).collect();
+    assert_eq!(verbs.len(), 2, "{xml}");
+    assert_eq!(verbs[0].tag_name().name(), "Say", "{xml}");
+    assert_eq!(verbs[0].attribute("voice"), Some(voice), "{xml}");
+    assert_eq!(verbs[0].attribute("language"), Some(language), "{xml}");
+    assert_eq!(verbs[0].text(), Some(text), "{xml}");
+    assert_eq!(verbs[1].tag_name().name(), "Hangup", "{xml}");
+}
+
+async fn start(f: &Fixture) -> (String, String) {
+    let resp = send(&f.router, post_call(&front_end_body("11 91234-5670"))).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let v = json_body(resp).await;
+    (
+        v["call_id"].as_str().unwrap().to_owned(),
+        v["twilio_call_sid"].as_str().unwrap().to_owned(),
+    )
+}
+
+/// Copies of `payload` in the store, once it answers.
+fn copies(store: &OutageStore, payload: &str) -> usize {
+    store
+        .inner
+        .all_events()
+        .iter()
+        .filter(|e| e.raw.payload == payload)
+        .count()
+}
+
+async fn each_route_fails_fast(mode: u8) {
+    let f = fixture();
+    let (id, sid) = start(&f).await;
+    f.store.set(mode);
+    let limit = DEADLINE + Duration::from_secs(2);
+
+    // JSON routes: 503 + Retry-After, within the deadline.
+    for path in [
+        format!("/v1/phone/status/{id}"),
+        format!("/v1/phone/calls/{id}"),
+        format!("/v1/phone/calls/{id}/events"),
+    ] {
+        let t = Instant::now();
+        let resp = send(&f.router, common::get(&path)).await;
+        assert!(t.elapsed() < limit, "{path} took {:?}", t.elapsed());
+        assert_unavailable(resp, &path).await;
+    }
+    let t = Instant::now();
+    let resp = send(&f.router, post_call(&front_end_body("11 91234-5671"))).await;
+    assert!(t.elapsed() < limit, "start took {:?}", t.elapsed());
+    assert_unavailable(resp, "POST /v1/phone/call").await;
+
+    // A callback: 503 + Retry-After.
+    let callback = form(&[("CallSid", &sid), ("CallStatus", "ringing")]);
+    let t = Instant::now();
+    let resp = send(&f.router, webhook("status-callback", &id, &callback)).await;
+    assert!(t.elapsed() < limit, "callback took {:?}", t.elapsed());
+    assert_unavailable(resp, "status-callback").await;
+
+    // TwiML routes: the campaign's apology, then hang up.
+    let mut twiml_payloads = Vec::new();
+    for (route, body) in [
+        (
+            "answer",
+            form(&[("CallSid", &sid), ("CallStatus", "in-progress")]),
+        ),
+        ("dial", form(&[("CallSid", &sid), ("Digits", "1")])),
+        (
+            "after-dial",
+            form(&[("CallSid", &sid), ("DialCallStatus", "completed")]),
+        ),
+    ] {
+        let t = Instant::now();
+        let resp = send(&f.router, webhook(route, &id, &body)).await;
+        assert!(t.elapsed() < limit, "{route} took {:?}", t.elapsed());
+        assert_eq!(resp.status(), StatusCode::OK, "{route}");
+        assert_eq!(
+            resp.headers()["content-type"],
+            "text/xml; charset=utf-8",
+            "{route}"
+        );
+        let xml = String::from_utf8(body_bytes(resp).await).unwrap();
+        assert_fallback_twiml(&xml, VOICE, LANGUAGE, APOLOGY);
+        twiml_payloads.push(body);
+    }
+
+    // Another replica's call (never seen here): the default voice.
+    let other = CallId::new().to_string();
+    let body = form(&[("CallSid", "CA0123456789abcdef0123456789abcdef")]);
+    let resp = send(&f.router, webhook("answer", &other, &body)).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let xml = String::from_utf8(body_bytes(resp).await).unwrap();
+    let defaults = bonde_pressure_core::CampaignSettings::default();
+    assert_fallback_twiml(
+        &xml,
+        &defaults.voice,
+        &defaults.language,
+        &defaults.messages.unavailable,
+    );
+    assert!(f.state.spool.len() >= 5, "queued: {}", f.state.spool.len());
+
+    // Readiness says so.
+    let resp = send(&f.router, common::get("/readyz")).await;
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    // Liveness does not depend on the store.
+    let resp = send(&f.router, common::get("/healthz")).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+
+    // The store comes back: every payload is stored, once.
+    f.store.set(WORKING);
+    let t = Instant::now();
+    while !f.state.spool.is_empty() && t.elapsed() < Duration::from_secs(20) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(f.state.spool.is_empty(), "spool drained");
+    assert_eq!(copies(&f.store, &callback), 1, "callback payload");
+    for body in twiml_payloads {
+        assert_eq!(copies(&f.store, &body), 1, "{body}");
+    }
+    assert_eq!(copies(&f.store, &body), 1, "the unknown call's payload");
+    let resp = send(&f.router, common::get(&format!("/v1/phone/status/{id}"))).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_hanging_store_gives_503s_and_fallback_twiml_within_the_deadline() {
+    // Without the deadline this would hang: fail instead.
+    tokio::time::timeout(Duration::from_secs(60), each_route_fails_fast(HANGING))
+        .await
+        .expect("every request answered");
+}
+
+#[tokio::test]
+async fn a_failing_store_gives_503s_and_fallback_twiml_at_once() {
+    each_route_fails_fast(FAILING).await;
+}
+
+/// A store that is slow, not down: within the deadline, requests succeed.
+#[tokio::test]
+async fn a_slow_store_within_the_deadline_still_answers() {
+    struct Slow(InMemoryCallStore);
+    #[async_trait]
+    impl CallStore for Slow {
+        async fn create(&self, call: &Call) -> Result<(), StoreError> {
+            self.0.create(call).await
+        }
+        async fn get(&self, id: CallId) -> Result<Option<Call>, StoreError> {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            self.0.get(id).await
+        }
+        async fn find_by_sid(&self, sid: &CallSid) -> Result<Option<Call>, StoreError> {
+            self.0.find_by_sid(sid).await
+        }
+        async fn commit(&self, call: &Call, events: &[RawEvent]) -> Result<u64, StoreError> {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            self.0.commit(call, events).await
+        }
+        async fn append_events(
+            &self,
+            call_id: Option<CallId>,
+            events: &[RawEvent],
+        ) -> Result<(), StoreError> {
+            self.0.append_events(call_id, events).await
+        }
+        async fn events(&self, call_id: CallId) -> Result<Vec<StoredEvent>, StoreError> {
+            self.0.events(call_id).await
+        }
+        async fn list_unfinished(
+            &self,
+            updated_before: DateTime<Utc>,
+            limit: u32,
+        ) -> Result<Vec<Call>, StoreError> {
+            self.0.list_unfinished(updated_before, limit).await
+        }
+        async fn stats(
+            &self,
+            widget_id: WidgetId,
+            from: DateTime<Utc>,
+            to: DateTime<Utc>,
+        ) -> Result<CallStats, StoreError> {
+            self.0.stats(widget_id, from, to).await
+        }
+    }
+    let service = PressureService::new(
+        Dependencies {
+            store: Arc::new(DeadlineStore::new(Arc::new(Slow(InMemoryCallStore::new())))),
+            telephony: Arc::new(SimulatedTelephony::new(
+                ScenarioPicker::ByActivistLastDigit,
+                Duration::ZERO,
+            )),
+            directory: Arc::new(StaticCampaignDirectory::demo()),
+            recorder: Arc::new(NoopActionRecorder),
+            clock: Arc::new(SystemClock),
+        },
+        ServiceConfig::default(),
+    );
+    let state = AppState::new(Arc::new(service)).with_options(HttpOptions {
+        request_timeout: DEADLINE,
+        ..HttpOptions::default()
+    });
+    let router = bonde_pressure_http::router(state);
+    let resp = send(&router, post_call(&front_end_body("11 91234-5670"))).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let id = json_body(resp).await["call_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let resp = send(&router, common::get(&format!("/v1/phone/status/{id}"))).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+}
