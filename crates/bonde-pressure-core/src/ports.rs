@@ -422,7 +422,11 @@ impl CallStats {
 ///   one; reading a call whose row cannot be decoded answers
 ///   [`StoreError::Unreadable`]; listings skip such rows
 ///   ([`CallStore::list_unfinished`]) or report them in their place
-///   ([`CallStore::list_unfinished_rows`]), never fail because of them.
+///   ([`CallStore::list_unfinished_rows`]), never fail because of them,
+///   and never count them towards a listing's `limit`.
+/// - A wrapper around another store forwards every method, including
+///   those with a default ([`CallStore::list_unfinished_rows`]), or it
+///   loses what the wrapped store does better than the default.
 #[cfg_attr(feature = "mock", mockall::automock)]
 #[async_trait]
 pub trait CallStore: Send + Sync + 'static {
@@ -462,11 +466,20 @@ pub trait CallStore: Send + Sync + 'static {
     ) -> Result<Vec<Call>, StoreError>;
     /// [`CallStore::list_unfinished`], with each row that cannot be decoded
     /// reported in its place ([`UnreadableCall`]) instead of skipped, so
-    /// reconciliation can report it. Such rows count towards `limit`.
+    /// reconciliation can report it. Such rows do **not** count towards
+    /// `limit`: the listing holds up to `limit` readable calls, plus the
+    /// damaged rows met before them in the order (a store pages past them),
+    /// so any number of damaged rows never starves the readable ones.
     ///
     /// The default implementation lists [`CallStore::list_unfinished`]'s
     /// calls, all readable: stores that cannot hold a damaged row (the
     /// in-memory one) need nothing more; SQL stores override it.
+    ///
+    /// **Wrappers must forward this method** (as every other one) to the
+    /// store they wrap: a wrapper (a deadline, metrics, a cache) that
+    /// forwards only [`CallStore::list_unfinished`] gets this default, which
+    /// silently hides the damaged rows from reconciliation (they are
+    /// skipped, never reported).
     async fn list_unfinished_rows(
         &self,
         updated_before: DateTime<Utc>,

@@ -299,7 +299,8 @@ pub struct ReconcileReport {
     /// Target dials that never reported back, recorded as failed.
     pub lost_dials: usize,
     /// Conferences whose participants were listed (calls waiting for the
-    /// activist's join).
+    /// activist's join); a listing that found no conference (or a
+    /// telephony without the listing) is not counted.
     pub conferences_fetched: usize,
     /// Calls whose activist was found in the conference by that listing,
     /// so the target was dialled (the join's callbacks were lost).
@@ -308,7 +309,9 @@ pub struct ReconcileReport {
     /// every pass while they stay damaged.
     pub unreadable: usize,
     /// Of those, the calls reported for the first time (logged once per
-    /// call, not every pass).
+    /// call, not every pass), plus the damaged calls first met since the
+    /// last pass by [`PressureService::call`] or [`PressureService::handle`]
+    /// (each call is in one report only).
     pub unreadable_new: Vec<Option<CallId>>,
     /// Opted-out activists' numbers put on the do-not-call list by this
     /// pass (their first listing had failed).
@@ -363,6 +366,9 @@ pub struct PressureService {
     hasher: DoNotCallHasher,
     /// Damaged rows already reported (logged once per call).
     unreadable: std::sync::Mutex<std::collections::HashSet<Option<CallId>>>,
+    /// Damaged calls first met outside reconciliation, for the next
+    /// report's `unreadable_new`.
+    unreadable_pending: std::sync::Mutex<Vec<Option<CallId>>>,
 }
 
 impl std::fmt::Debug for PressureService {
@@ -401,6 +407,7 @@ impl PressureService {
             updates,
             recent: crate::recent::RecentWidgets::new(10_000),
             unreadable: Default::default(),
+            unreadable_pending: Default::default(),
             limiter,
             do_not_call: Arc::new(InMemoryDoNotCallList::new()),
             hasher: DoNotCallHasher::default(),
@@ -820,12 +827,57 @@ impl PressureService {
     }
 
     /// Loads a call.
+    ///
+    /// A call whose stored row cannot be read ([`StoreError::Unreadable`])
+    /// is logged (error) and counted the first time the service meets it,
+    /// here, in [`PressureService::handle`] or in reconciliation (one set
+    /// for all three), not on every read: adapters log it at debug level.
     pub async fn call(&self, id: CallId) -> Result<Option<Call>, StoreError> {
-        let call = self.deps.store.get(id).await?;
-        if let Some(c) = &call {
-            self.recent.remember(c.id, c.widget_id);
+        let loaded = self.deps.store.get(id).await;
+        match &loaded {
+            Err(error) => self.note_unreadable(error),
+            Ok(Some(c)) => {
+                self.note_readable(id);
+                self.recent.remember(c.id, c.widget_id);
+            }
+            Ok(None) => {}
         }
-        Ok(call)
+        loaded
+    }
+
+    /// Damaged calls met (by reads, events or reconciliation) and not seen
+    /// repaired since: each was logged once.
+    pub fn unreadable_calls_met(&self) -> usize {
+        self.unreadable
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
+    }
+
+    /// Logs a damaged call the first time it is met, and queues it for the
+    /// next reconciliation report's `unreadable_new` (the metric counts
+    /// each damaged call once, wherever it was met).
+    fn note_unreadable(&self, error: &StoreError) {
+        let StoreError::Unreadable(damaged) = error else {
+            return;
+        };
+        let mut seen = self.unreadable.lock().unwrap_or_else(|p| p.into_inner());
+        if seen.insert(damaged.call_id) {
+            tracing::error!(call_id = ?damaged.call_id, reason = %damaged.reason, "stored call cannot be read; reported once until repaired");
+            self.unreadable_pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(damaged.call_id);
+        }
+    }
+
+    /// A call read back fine: repaired since, report it again should it
+    /// break again.
+    fn note_readable(&self, id: CallId) {
+        let mut seen = self.unreadable.lock().unwrap_or_else(|p| p.into_inner());
+        if !seen.is_empty() {
+            seen.remove(&Some(id));
+        }
     }
 
     /// What to play at a script moment of `call_id` when its script cannot
@@ -859,7 +911,14 @@ impl PressureService {
     ) -> Result<HandleOutcome, ServiceError> {
         let raws: Vec<RawEvent> = raw.into_iter().collect();
         let event = self.opt_out_or(event);
-        let mut first = self.commit_event(call_id, &event, &raws).await?;
+        let mut first = self
+            .commit_event(call_id, &event, &raws)
+            .await
+            .inspect_err(|error| {
+                if let ServiceError::Store(error) = error {
+                    self.note_unreadable(error);
+                }
+            })?;
         if first.call.opt_out_pending() {
             // The opt-out (this event's, or an earlier one whose listing
             // failed) goes on the list before anything else happens.
@@ -1190,6 +1249,12 @@ impl PressureService {
         rows: Vec<Result<Call, crate::ports::UnreadableCall>>,
         report: &mut ReconcileReport,
     ) -> Vec<Call> {
+        report.unreadable_new.append(
+            &mut self
+                .unreadable_pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+        );
         let mut seen = self.unreadable.lock().unwrap_or_else(|p| p.into_inner());
         let mut calls = Vec::with_capacity(rows.len());
         for row in rows {
@@ -1239,10 +1304,9 @@ impl PressureService {
             .await
         {
             Ok(Some(conference)) => conference,
-            Ok(None) => {
-                report.conferences_fetched += 1;
-                return;
-            }
+            // Nothing known (no such conference, or a telephony without
+            // the listing): nothing was fetched.
+            Ok(None) => return,
             Err(error) => {
                 report.errors += 1;
                 warn!(%call_id, %error, "reconciliation: listing the conference failed");

@@ -9,7 +9,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bonde_pressure_core::call::{CallEvent, DetailedState, Leg};
+use bonde_pressure_core::call::{CallEvent, DetailedState, Leg, LegStatus};
 use bonde_pressure_core::ports::{
     ActivistCallRequest, DialedLeg, LegSnapshot, TargetCallRequest, Telephony,
 };
@@ -223,8 +223,12 @@ async fn the_lost_join_scenario_completes() {
     assert_eq!(dials(&h.telephony.commands()), 1);
 }
 
-/// A `Telephony` written before `conference_participants` existed.
-struct Legacy;
+/// A `Telephony` written before `conference_participants` existed: every
+/// leg it is asked about is in progress; it counts the target dials asked.
+#[derive(Default)]
+struct Legacy {
+    dials: std::sync::atomic::AtomicUsize,
+}
 
 fn unused() -> TelephonyError {
     TelephonyError::Unavailable {
@@ -238,6 +242,7 @@ impl Telephony for Legacy {
         Err(unused())
     }
     async fn add_target(&self, _: &TargetCallRequest) -> Result<DialedLeg, TelephonyError> {
+        self.dials.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         Err(unused())
     }
     async fn hang_up(&self, _: CallId, _: &CallSid, _: HangUp) -> Result<(), TelephonyError> {
@@ -246,16 +251,67 @@ impl Telephony for Legacy {
     async fn end_conference(&self, _: CallId, _: &ConferenceSid) -> Result<(), TelephonyError> {
         Err(unused())
     }
-    async fn fetch_leg(&self, _: &CallSid) -> Result<LegSnapshot, TelephonyError> {
-        Err(unused())
+    async fn fetch_leg(&self, sid: &CallSid) -> Result<LegSnapshot, TelephonyError> {
+        Ok(LegSnapshot {
+            sid: sid.clone(),
+            status: LegStatus::InProgress,
+            duration_secs: None,
+            answered_by: None,
+            ended_at: None,
+        })
     }
 }
 
 #[tokio::test]
 async fn the_default_conference_listing_knows_nothing() {
-    let t: Arc<dyn Telephony> = Arc::new(Legacy);
+    let t: Arc<dyn Telephony> = Arc::new(Legacy::default());
     assert_eq!(
         t.conference_participants(CallId::new(), None).await,
         Ok(None)
+    );
+}
+
+/// Reconciliation over a telephony without the listing: a call waiting for
+/// the activist's join stays `connecting` (nothing is learnt, so nothing is
+/// dialled), no conference counts as fetched, and that is no error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_listing_a_waiting_call_stays_connecting() {
+    let clock = Arc::new(ManualClock::new(chrono::Utc::now()));
+    let h = harness_with(
+        ScenarioPicker::Always(Scenario::Success),
+        Duration::ZERO,
+        clock.clone(),
+    );
+    h.telephony.lose_callbacks(Some(Arc::new(|e: &CallEvent| {
+        matches!(
+            e,
+            CallEvent::ConferenceStarted { .. } | CallEvent::ParticipantJoined { leg: None, .. }
+        )
+    })));
+    let id = h.service.start(&demo_request()).await.unwrap().call_id;
+    let before = quiesce(&h.service, id).await;
+    assert_eq!(
+        before.state(),
+        DetailedState::Connecting,
+        "{:?}",
+        before.facts
+    );
+
+    let legacy = Arc::new(Legacy::default());
+    let service = common::service_over(h.store.clone(), legacy.clone(), clock.clone());
+    clock.advance(service.config().stale_after + Duration::from_secs(1));
+    let report = service.reconcile(10).await.unwrap();
+    assert_eq!(report.examined, 1, "{report:?}");
+    assert!(report.legs_fetched >= 1, "{report:?}");
+    assert_eq!(report.conferences_fetched, 0, "{report:?}");
+    assert_eq!(report.joins_recovered, 0, "{report:?}");
+    assert_eq!(report.errors, 0, "{report:?}");
+    assert_eq!(legacy.dials.load(std::sync::atomic::Ordering::SeqCst), 0);
+    let after = service.call(id).await.unwrap().unwrap();
+    assert_eq!(
+        after.state(),
+        DetailedState::Connecting,
+        "{:?}",
+        after.facts
     );
 }

@@ -219,7 +219,8 @@ impl IntoResponse for AppError {
                 r
             }
             AppError::Unreadable { call_id, reason } => {
-                tracing::error!(%call_id, %reason, "stored call cannot be read");
+                // Core logged it (error) the first time it met this call.
+                tracing::debug!(%call_id, %reason, "stored call cannot be read");
                 (
                     status,
                     axum::Json(MessageBody {

@@ -610,19 +610,51 @@ impl CallStore for PgCallStore {
         updated_before: DateTime<Utc>,
         limit: u32,
     ) -> Result<Vec<Result<Call, UnreadableCall>>, StoreError> {
-        // Row by row: one damaged row is its call's problem only.
-        let rows = sqlx::query(concat!(
-            "SELECT ",
-            call_columns!(),
-            " FROM phone_calls WHERE NOT settled AND updated_at < $1 \
-             ORDER BY updated_at, id LIMIT $2"
-        ))
-        .bind(ceil_micros(updated_before))
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db)?;
-        Ok(rows.iter().map(CallRow::decode).collect())
+        // Row by row: one damaged row is its call's problem only. `limit`
+        // counts readable calls: damaged rows met on the way are reported
+        // in addition, and the listing pages past them by (updated_at, id),
+        // so they never starve the others.
+        let mut out = Vec::new();
+        let mut readable = 0usize;
+        let mut after: Option<(DateTime<Utc>, Uuid)> = None;
+        let cutoff = ceil_micros(updated_before);
+        loop {
+            let want = limit as usize - readable;
+            if want == 0 {
+                break;
+            }
+            let (after_at, after_id) = after.unzip();
+            let rows = sqlx::query(concat!(
+                "SELECT ",
+                call_columns!(),
+                " FROM phone_calls WHERE NOT settled AND updated_at < $1 \
+                 AND ($3::timestamptz IS NULL OR (updated_at, id) > ($3, $4::uuid)) \
+                 ORDER BY updated_at, id LIMIT $2"
+            ))
+            .bind(cutoff)
+            .bind(want as i64)
+            .bind(after_at)
+            .bind(after_id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+            let full = rows.len() == want;
+            after = rows.last().and_then(|r| {
+                Some((
+                    r.try_get::<DateTime<Utc>, _>("updated_at").ok()?,
+                    r.try_get::<Uuid, _>("id").ok()?,
+                ))
+            });
+            for row in &rows {
+                let decoded = CallRow::decode(row);
+                readable += usize::from(decoded.is_ok());
+                out.push(decoded);
+            }
+            if !full || after.is_none() {
+                break;
+            }
+        }
+        Ok(out)
     }
 
     async fn stats(

@@ -44,27 +44,46 @@ fn stage_of_facts(facts: &str) -> Result<i16, StoreError> {
     Ok(FunnelStage::of(&facts, derive_state(&facts)).as_i16())
 }
 
+/// The stage of one row to backfill, or `None` for a row whose facts cannot
+/// be read: that row is logged and left NULL (it counts as requested only),
+/// so one damaged row never stops the migration (and the service's start).
+fn stage_or_skip(id: &dyn std::fmt::Display, facts: &str) -> Option<i16> {
+    match stage_of_facts(facts) {
+        Ok(stage) => Some(stage),
+        Err(error) => {
+            tracing::error!(call_id = %id, %error, "phone_calls.funnel_stage not backfilled: the row's facts cannot be read");
+            None
+        }
+    }
+}
+
 /// Fills `funnel_stage` from the facts JSON where it is NULL (rows written
-/// before the column existed), in batches.
+/// before the column existed), in batches paged by id. A row whose facts
+/// cannot be read is logged and skipped (see [`stage_or_skip`]).
 pub(crate) async fn backfill_pg(pool: &PgPool) -> Result<u64, StoreError> {
     let mut done = 0;
+    let mut after = Uuid::nil();
     loop {
         let rows: Vec<(Uuid, String)> = sqlx::query_as(
-            "SELECT id, facts::text FROM phone_calls WHERE funnel_stage IS NULL ORDER BY id \
-             LIMIT $1",
+            "SELECT id, facts::text FROM phone_calls WHERE funnel_stage IS NULL AND id > $1 \
+             ORDER BY id LIMIT $2",
         )
+        .bind(after)
         .bind(BACKFILL_BATCH)
         .fetch_all(pool)
         .await
         .map_err(db)?;
-        if rows.is_empty() {
+        let Some((last, _)) = rows.last() else {
             break;
-        }
+        };
+        after = *last;
         let mut ids = Vec::with_capacity(rows.len());
         let mut stages = Vec::with_capacity(rows.len());
         for (id, facts) in &rows {
-            ids.push(*id);
-            stages.push(stage_of_facts(facts)?);
+            if let Some(stage) = stage_or_skip(id, facts) {
+                ids.push(*id);
+                stages.push(stage);
+            }
         }
         sqlx::query(
             "UPDATE phone_calls p SET funnel_stage = u.stage \
@@ -76,7 +95,7 @@ pub(crate) async fn backfill_pg(pool: &PgPool) -> Result<u64, StoreError> {
         .execute(pool)
         .await
         .map_err(db)?;
-        done += rows.len() as u64;
+        done += ids.len() as u64;
     }
     if done > 0 {
         tracing::info!(rows = done, "backfilled phone_calls.funnel_stage");
@@ -87,28 +106,35 @@ pub(crate) async fn backfill_pg(pool: &PgPool) -> Result<u64, StoreError> {
 /// [`backfill_pg`] for SQLite (the caller holds the store's writer lock).
 pub(crate) async fn backfill_sqlite(pool: &SqlitePool) -> Result<u64, StoreError> {
     let mut done = 0;
+    let mut after = String::new();
     loop {
         let rows: Vec<(String, String)> = sqlx::query_as(
-            "SELECT id, facts FROM phone_calls WHERE funnel_stage IS NULL ORDER BY id LIMIT ?1",
+            "SELECT id, facts FROM phone_calls WHERE funnel_stage IS NULL AND id > ?1 \
+             ORDER BY id LIMIT ?2",
         )
+        .bind(&after)
         .bind(BACKFILL_BATCH)
         .fetch_all(pool)
         .await
         .map_err(db)?;
-        if rows.is_empty() {
+        let Some((last, _)) = rows.last() else {
             break;
-        }
+        };
+        after = last.clone();
         let mut tx = pool.begin().await.map_err(db)?;
         for (id, facts) in &rows {
+            let Some(stage) = stage_or_skip(id, facts) else {
+                continue;
+            };
             sqlx::query("UPDATE phone_calls SET funnel_stage = ?2 WHERE id = ?1")
                 .bind(id)
-                .bind(stage_of_facts(facts)?)
+                .bind(stage)
                 .execute(&mut *tx)
                 .await
                 .map_err(db)?;
+            done += 1;
         }
         tx.commit().await.map_err(db)?;
-        done += rows.len() as u64;
     }
     if done > 0 {
         tracing::info!(rows = done, "backfilled phone_calls.funnel_stage");

@@ -87,6 +87,22 @@ async fn check(store: Arc<dyn CallStore>, corrupt: impl AsyncFnOnce(CallId, Call
         }
     }
     assert!(store.get(ids[0]).await.unwrap().is_some());
+    // Through the service: each damaged call is noted (and logged) once,
+    // however often it is read or sent events.
+    assert_eq!(service.unreadable_calls_met(), 0);
+    for _ in 0..3 {
+        assert!(matches!(
+            service.call(bad1).await,
+            Err(StoreError::Unreadable(_))
+        ));
+        assert!(
+            service
+                .handle(bad1, bonde_pressure_core::call::CallEvent::Prompted, None)
+                .await
+                .is_err()
+        );
+    }
+    assert_eq!(service.unreadable_calls_met(), 1);
 
     clock.advance(service.config().stale_after + Duration::from_secs(1));
     let later = clock_now(&clock);
@@ -204,6 +220,260 @@ async fn postgres_damaged_rows_hurt_only_their_call() {
             .execute(&pool)
             .await
             .unwrap();
+        })
+        .await;
+    })
+    .catch_unwind()
+    .await;
+    store.close().await;
+    sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let _ = admin.close().await;
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+/// Three calls, as written before the `funnel_stage` column existed (NULL),
+/// one of them with damaged facts: `migrate` backfills the two others, logs
+/// and skips the damaged one (left NULL), and does not fail, so the service
+/// still starts.
+async fn calls_to_backfill(store: Arc<dyn CallStore>) -> Vec<CallId> {
+    let telephony = Arc::new(SimulatedTelephony::new(
+        ScenarioPicker::Always(Scenario::ActivistNoAnswer),
+        Duration::from_secs(3600),
+    ));
+    let service = PressureService::new(
+        Dependencies {
+            store,
+            telephony,
+            directory: Arc::new(StaticCampaignDirectory::demo()),
+            recorder: Arc::new(StubActionRecorder::new()),
+            clock: Arc::new(ManualClock::new(chrono::Utc::now())),
+        },
+        ServiceConfig::default(),
+    );
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(service.start(&request()).await.unwrap().call_id);
+    }
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_backfill_skips_a_damaged_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(
+        SqliteCallStore::open(dir.path().join("calls.db"))
+            .await
+            .unwrap(),
+    );
+    let pool = store.pool().clone();
+    let ids = calls_to_backfill(store.clone()).await;
+    sqlx::query("UPDATE phone_calls SET funnel_stage = NULL")
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE phone_calls SET facts = '{\"activist\": 5}' WHERE id = ?1")
+        .bind(ids[1].to_string())
+        .execute(&pool)
+        .await
+        .unwrap();
+    store
+        .migrate()
+        .await
+        .expect("one damaged row does not stop migrate");
+    for (i, id) in ids.iter().enumerate() {
+        let (stage,): (Option<i64>,) =
+            sqlx::query_as("SELECT funnel_stage FROM phone_calls WHERE id = ?1")
+                .bind(id.to_string())
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        assert_eq!(stage.is_some(), i != 1, "{i}: {stage:?}");
+    }
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_backfill_skips_a_damaged_row() {
+    let Ok(url) = std::env::var("TEST_DATABASE_URL") else {
+        skip("TEST_DATABASE_URL not set");
+        return;
+    };
+    let admin_options = PgConnectOptions::from_str(&url).expect("TEST_DATABASE_URL parses");
+    let mut admin = match PgConnection::connect_with(&admin_options).await {
+        Ok(c) => c,
+        Err(e) => {
+            skip(&format!(
+                "PostgreSQL at TEST_DATABASE_URL unreachable ({e})"
+            ));
+            return;
+        }
+    };
+    let name = format!("bps_test_{}", uuid::Uuid::new_v4().simple());
+    sqlx::query(&format!("CREATE DATABASE \"{name}\""))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let pool = PgPoolOptions::new()
+        .max_connections(5)
+        .connect_with(admin_options.clone().database(&name))
+        .await
+        .unwrap();
+    let store = Arc::new(PgCallStore::from_pool(pool.clone()));
+    let outcome = std::panic::AssertUnwindSafe(async {
+        store.migrate().await.unwrap();
+        let ids = calls_to_backfill(store.clone()).await;
+        sqlx::query("UPDATE phone_calls SET funnel_stage = NULL")
+            .execute(&pool)
+            .await
+            .unwrap();
+        sqlx::query("UPDATE phone_calls SET facts = '{\"activist\": 5}'::jsonb WHERE id = $1")
+            .bind(ids[1].as_uuid())
+            .execute(&pool)
+            .await
+            .unwrap();
+        store
+            .migrate()
+            .await
+            .expect("one damaged row does not stop migrate");
+        for (i, id) in ids.iter().enumerate() {
+            let (stage,): (Option<i16>,) =
+                sqlx::query_as("SELECT funnel_stage FROM phone_calls WHERE id = $1")
+                    .bind(id.as_uuid())
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap();
+            assert_eq!(stage.is_some(), i != 1, "{i}: {stage:?}");
+        }
+    })
+    .catch_unwind()
+    .await;
+    store.close().await;
+    sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let _ = admin.close().await;
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+/// More damaged rows than a pass's `limit`, all sorting first (oldest): the
+/// pass still reaches `limit` readable calls (the listing pages past the
+/// damaged rows, reported in addition), so they never starve the others.
+async fn check_starvation(store: Arc<dyn CallStore>, corrupt: impl AsyncFn(CallId)) {
+    let clock = Arc::new(ManualClock::new(chrono::Utc::now()));
+    let service = PressureService::new(
+        Dependencies {
+            store: store.clone(),
+            telephony: Arc::new(SimulatedTelephony::new(
+                ScenarioPicker::Always(Scenario::ActivistNoAnswer),
+                Duration::from_secs(3600),
+            )),
+            directory: Arc::new(StaticCampaignDirectory::demo()),
+            recorder: Arc::new(StubActionRecorder::new()),
+            clock: clock.clone(),
+        },
+        ServiceConfig::default(),
+    );
+    let mut bad = Vec::new();
+    for _ in 0..4 {
+        let id = service.start(&request()).await.unwrap().call_id;
+        corrupt(id).await;
+        bad.push(id);
+    }
+    clock.advance(Duration::from_secs(1));
+    let mut good = Vec::new();
+    for _ in 0..3 {
+        good.push(service.start(&request()).await.unwrap().call_id);
+    }
+    clock.advance(service.config().stale_after + Duration::from_secs(1));
+    let later = clock_now(&clock);
+
+    let rows = store.list_unfinished_rows(later, 2).await.unwrap();
+    let readable: Vec<_> = rows.iter().filter_map(|r| r.as_ref().ok()).collect();
+    assert_eq!(readable.len(), 2, "{rows:?}");
+    assert_eq!(rows.len(), 6, "the four damaged rows are reported too");
+    assert_eq!(store.list_unfinished(later, 2).await.unwrap().len(), 2);
+    assert!(
+        store
+            .list_unfinished_rows(later, 0)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    let report = service.reconcile(2).await.unwrap();
+    assert_eq!(report.examined, 2, "{report:?}");
+    assert_eq!(report.unreadable, 4, "{report:?}");
+    let report = service.reconcile(2).await.unwrap();
+    assert_eq!(report.examined, 1, "the third readable call: {report:?}");
+    for id in good {
+        let call = store.get(id).await.unwrap().unwrap();
+        assert_eq!(call.state(), DetailedState::ActivistNoAnswer, "{id}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_damaged_rows_do_not_starve_reconciliation() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(
+        SqliteCallStore::open(dir.path().join("calls.db"))
+            .await
+            .unwrap(),
+    );
+    let pool = store.pool().clone();
+    check_starvation(store.clone(), async |id| {
+        sqlx::query("UPDATE phone_calls SET facts = '{\"activist\": 5}' WHERE id = ?1")
+            .bind(id.to_string())
+            .execute(&pool)
+            .await
+            .unwrap();
+    })
+    .await;
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_damaged_rows_do_not_starve_reconciliation() {
+    let Ok(url) = std::env::var("TEST_DATABASE_URL") else {
+        skip("TEST_DATABASE_URL not set");
+        return;
+    };
+    let admin_options = PgConnectOptions::from_str(&url).expect("TEST_DATABASE_URL parses");
+    let mut admin = match PgConnection::connect_with(&admin_options).await {
+        Ok(c) => c,
+        Err(e) => {
+            skip(&format!(
+                "PostgreSQL at TEST_DATABASE_URL unreachable ({e})"
+            ));
+            return;
+        }
+    };
+    let name = format!("bps_test_{}", uuid::Uuid::new_v4().simple());
+    sqlx::query(&format!("CREATE DATABASE \"{name}\""))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let pool = PgPoolOptions::new()
+        .max_connections(5)
+        .connect_with(admin_options.clone().database(&name))
+        .await
+        .unwrap();
+    let store = Arc::new(PgCallStore::from_pool(pool.clone()));
+    let outcome = std::panic::AssertUnwindSafe(async {
+        store.migrate().await.unwrap();
+        check_starvation(store.clone(), async |id| {
+            sqlx::query("UPDATE phone_calls SET facts = '{\"activist\": 5}'::jsonb WHERE id = $1")
+                .bind(id.as_uuid())
+                .execute(&pool)
+                .await
+                .unwrap();
         })
         .await;
     })

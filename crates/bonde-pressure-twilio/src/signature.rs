@@ -42,13 +42,22 @@ pub enum SignatureError {
     BodyHashMismatch,
 }
 
+/// `url` without its fragment: everything from the first `#` on is dropped.
+/// Twilio signs the URL it requests, and a fragment (such as the connection
+/// overrides `#rc=2&rp=ct,5xx`) is never part of a request.
+pub fn without_fragment(url: &str) -> &str {
+    url.split_once('#').map_or(url, |(before, _)| before)
+}
+
 /// The signature Twilio would send for a request to `url` with these POST
-/// parameters (pass no parameters for GET requests and JSON bodies).
+/// parameters (pass no parameters for GET requests and JSON bodies). A
+/// `#fragment` in `url` is ignored, as Twilio does.
 pub fn sign<K, V>(auth_token: &str, url: &str, params: &[(K, V)]) -> String
 where
     K: AsRef<str>,
     V: AsRef<str>,
 {
+    let url = without_fragment(url);
     let mut pairs: Vec<(&str, &str)> = params
         .iter()
         .map(|(k, v)| (k.as_ref(), v.as_ref()))
@@ -111,7 +120,8 @@ pub fn alternate_port_form(url: &str) -> Option<String> {
 }
 
 /// Checks the signature of a form-encoded (or bodiless) request, in constant
-/// time, accepting the URL with and without the default port.
+/// time, accepting the URL with and without the default port. A `#fragment`
+/// in `url` is ignored, as Twilio signs without it.
 pub fn validate<K, V>(
     auth_token: &str,
     url: &str,
@@ -126,6 +136,7 @@ where
         .map(str::trim)
         .filter(|s| !s.is_empty())
         .ok_or(SignatureError::Missing)?;
+    let url = without_fragment(url);
     let mut ok = ct_eq(&sign(auth_token, url, params), signature);
     if let Some(other) = alternate_port_form(url) {
         ok |= ct_eq(&sign(auth_token, &other, params), signature);
@@ -242,6 +253,26 @@ mod tests {
             sign(TOKEN, URL, &official_params()),
             "RSOYDt4T1cUTdK1PDd93/VVr8B8="
         );
+    }
+
+    #[test]
+    fn fragments_are_not_signed() {
+        let overrides = "https://mycompany.com/myapp.php?foo=1&bar=2#rc=2&rp=ct,5xx";
+        // What Twilio sends: the signature of the URL it requests, which
+        // never carries the fragment.
+        let twilio_signature = "RSOYDt4T1cUTdK1PDd93/VVr8B8=";
+        assert_eq!(sign(TOKEN, overrides, &official_params()), twilio_signature);
+        assert_eq!(
+            validate(TOKEN, overrides, &official_params(), Some(twilio_signature)),
+            Ok(())
+        );
+        let with_port = "https://mycompany.com:443/myapp.php?foo=1&bar=2#rc=2&rp=ct,5xx";
+        assert_eq!(
+            validate(TOKEN, with_port, &official_params(), Some(twilio_signature)),
+            Ok(())
+        );
+        assert_eq!(without_fragment("https://a.b/c#x#y"), "https://a.b/c");
+        assert_eq!(without_fragment("https://a.b/c"), "https://a.b/c");
     }
 
     #[test]

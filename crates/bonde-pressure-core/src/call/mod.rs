@@ -482,6 +482,99 @@ mod tests {
         );
     }
 
+    fn dials(effects: &[Effect]) -> usize {
+        effects.iter().filter(|e| **e == Effect::DialTarget).count()
+    }
+
+    fn joined(call_sid: &CallSid, leg: Option<Leg>) -> CallEvent {
+        CallEvent::ParticipantJoined {
+            conference_sid: cf(),
+            call_sid: call_sid.clone(),
+            leg,
+        }
+    }
+
+    fn left(call_sid: &CallSid, leg: Option<Leg>) -> CallEvent {
+        CallEvent::ParticipantLeft {
+            conference_sid: cf(),
+            call_sid: call_sid.clone(),
+            leg,
+        }
+    }
+
+    /// Before the dial the activist is the only possible participant: an
+    /// unlabelled participant seen leaving (SID not known as the activist's
+    /// yet) is the activist leaving, so no later evidence dials the target,
+    /// in either order.
+    #[test]
+    fn someone_leaving_before_the_dial_blocks_the_dial() {
+        let x = sid('d');
+        for events in [
+            vec![
+                left(&x, None),
+                CallEvent::ConferenceStarted {
+                    conference_sid: cf(),
+                },
+                joined(&x, None),
+            ],
+            // The join reported after the leave (reordered callbacks).
+            vec![left(&x, None), joined(&x, None)],
+        ] {
+            let (f, effects) = play(&events);
+            assert!(f.activist_left_before_dial(), "{events:?}");
+            assert!(!f.activist_gone(), "the SID is not known as the activist's");
+            assert_eq!(dials(&effects), 0, "{events:?}: {effects:?}");
+        }
+        // The check: without the leaving, the start alone dials.
+        let (_, effects) = play(&[CallEvent::ConferenceStarted {
+            conference_sid: cf(),
+        }]);
+        assert_eq!(dials(&effects), 1);
+    }
+
+    /// Once the target was dialled, a conference start and an unlabelled
+    /// join are no longer evidence of the activist (the target may be that
+    /// participant), and never dial again.
+    #[test]
+    fn conference_start_or_unlabelled_join_after_the_dial_does_not_dial_again() {
+        let (a, b, x) = (sid('a'), sid('b'), sid('d'));
+        // Dialled on the activist's labelled join, then the rest arrives.
+        let (f, effects) = play(&[
+            status(Leg::Activist, &a, LegStatus::InProgress),
+            joined(&a, Some(Leg::Activist)),
+            CallEvent::LegDialed {
+                leg: Leg::Target,
+                sid: b.clone(),
+                status: Some(LegStatus::Ringing),
+            },
+            CallEvent::ConferenceStarted {
+                conference_sid: cf(),
+            },
+            joined(&x, None),
+            joined(&b, None),
+        ]);
+        assert_eq!(dials(&effects), 1, "{effects:?}");
+        assert!(f.joined(Leg::Target));
+
+        // The target leg is known first (facts reordered), so the dial was
+        // requested already: a later conference start or unlabelled join is
+        // not the activist's join and requests nothing.
+        let (f, effects) = play(&[
+            CallEvent::LegDialed {
+                leg: Leg::Target,
+                sid: b.clone(),
+                status: Some(LegStatus::Ringing),
+            },
+            CallEvent::ConferenceStarted {
+                conference_sid: cf(),
+            },
+            joined(&x, None),
+        ]);
+        assert!(f.requested.dial_target);
+        assert!(!f.activist_in_conference(), "{f:?}");
+        assert_eq!(dials(&effects), 0, "{effects:?}");
+    }
+
     #[test]
     fn a_leg_seen_in_the_conference_is_answered() {
         let mut f = CallFacts::default();

@@ -821,6 +821,13 @@ impl Subscription {
             let call = match self.state.service.call(self.id).await {
                 Ok(Some(c)) => c,
                 Ok(None) => return None,
+                // A damaged call will not read better next time (core
+                // logged it once): the stream ends.
+                Err(bonde_pressure_core::StoreError::Unreadable(_)) => {
+                    tracing::debug!(call_id = %self.id, "SSE: stored call cannot be read; stream ends");
+                    self.done = true;
+                    return None;
+                }
                 Err(error) => {
                     tracing::warn!(call_id = %self.id, %error, "SSE: store read failed");
                     continue;

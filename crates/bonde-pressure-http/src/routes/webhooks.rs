@@ -176,6 +176,17 @@ async fn webhook(
                 },
             )
         }
+        // A damaged call (core logged it once): a status callback's payload
+        // is stored (or spooled until the store takes it), and a retry could
+        // not help (it would only store a duplicate), so Twilio gets its
+        // 2xx. A TwiML route answers the fallback below.
+        Err(ServiceError::Store(bonde_pressure_core::StoreError::Unreadable(u)))
+            if route.moment().is_none() =>
+        {
+            tracing::debug!(%call_id, reason = %u.reason, route = route.as_str(), "webhook for a damaged call: payload stored, not applied");
+            store_unless_present(state, call_id, kept).await;
+            outcome("unreadable", StatusCode::NO_CONTENT)
+        }
         // A store failure, before the payload's commit (it is not stored) or
         // after it (a follow-up commit failed: it is). Store it unless it is
         // there; if the store cannot take it now, the spool keeps it.
