@@ -626,8 +626,19 @@ async fn call_details_mask_numbers_unless_the_admin_token_is_presented() {
     let r = router(&app);
     let id = start(&r, "11 91234-5670").await;
     poll_final(&r, &id, Duration::from_secs(10)).await;
-
-    let v = json_body(send(&r, get(&format!("/v1/phone/calls/{id}"))).await).await;
+    // The page's final status can come before the activist leg's own last
+    // callbacks (the conference ends first): wait until both legs ended.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let v = loop {
+        let v = json_body(send(&r, get(&format!("/v1/phone/calls/{id}"))).await).await;
+        let ended = ["activist", "target"]
+            .iter()
+            .all(|leg| v["legs"][leg]["ended_at"].is_string());
+        if ended || tokio::time::Instant::now() > deadline {
+            break v;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     assert_eq!(v["unmasked"], false);
     assert_eq!(v["activist"]["phone"], "+5511*****5670");
     assert_eq!(v["target"]["phone"], "+5561*****0000");
