@@ -700,6 +700,7 @@ impl CallStore for PgCallStore {
         let row = sqlx::query(
             "SELECT COUNT(*)::bigint AS n, MIN(created_at) AS oldest FROM phone_calls \
              WHERE from_phone_number = $1 AND created_at > $2 \
+               AND erased_at IS NULL \
                AND (from_call_sid IS NOT NULL OR state = 'created')",
         )
         .bind(phone.as_e164())

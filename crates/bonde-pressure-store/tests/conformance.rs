@@ -840,7 +840,7 @@ mod retention_sql {
                     "SELECT id, settled FROM phone_calls \
                      WHERE from_phone_number = $1 AND erased_at IS NULL ORDER BY id",
                     "('+5511912345678')",
-                    "phone_calls_from_phone_number_idx",
+                    "phone_calls_activist_created_idx",
                 ),
                 (
                     "by_email(text)",

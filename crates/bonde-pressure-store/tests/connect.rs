@@ -543,7 +543,7 @@ async fn sqlite_retention_queries_use_their_indexes() {
         (
             "SELECT id, settled FROM phone_calls \
              WHERE from_phone_number = ?1 AND erased_at IS NULL ORDER BY id",
-            "phone_calls_from_phone_number_idx",
+            "phone_calls_activist_created_idx",
         ),
         (
             "SELECT id, settled FROM phone_calls \
