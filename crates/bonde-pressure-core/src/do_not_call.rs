@@ -162,6 +162,7 @@ pub trait DoNotCallList: Send + Sync + 'static {
 #[derive(Debug, Default)]
 pub struct InMemoryDoNotCallList {
     entries: Mutex<HashMap<DoNotCallHash, (DoNotCallSource, DateTime<Utc>)>>,
+    failing_adds: std::sync::atomic::AtomicUsize,
 }
 
 impl InMemoryDoNotCallList {
@@ -178,6 +179,13 @@ impl InMemoryDoNotCallList {
     /// Whether nothing is listed.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Makes the next `n` calls to `add` fail (a backend outage, for tests);
+    /// they list nothing.
+    pub fn fail_next_adds(&self, n: usize) {
+        self.failing_adds
+            .store(n, std::sync::atomic::Ordering::SeqCst);
     }
 }
 
@@ -197,6 +205,16 @@ impl DoNotCallList for InMemoryDoNotCallList {
         source: DoNotCallSource,
         at: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
+        use std::sync::atomic::Ordering;
+        if self
+            .failing_adds
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(StoreError::Backend(
+                "do-not-call list unavailable (injected failure)".into(),
+            ));
+        }
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         if entries.contains_key(hash) {
             return Ok(false);

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
 
-use crate::domain::{NumberPolicy, PhoneNumber, Region, WidgetId, mask_phone};
+use crate::domain::{NumberPolicy, Region, WidgetId, mask_phone};
 use crate::ports::{
     ActionRecorder, CampaignDirectory, DirectoryError, RecorderError, Widget, WidgetAction,
     WidgetTarget,
@@ -45,9 +45,10 @@ impl StaticCampaignDirectory {
         let mut dropped = 0;
         for widget in self.widgets.values_mut() {
             widget.targets.retain(|t| {
-                let verdict = PhoneNumber::parse(&t.phone, region)
-                    .map_err(|e| (e.to_string(), "value_error.phone"))
-                    .and_then(|p| policy.check(&p).map_err(|e| (e.to_string(), e.kind())));
+                let verdict = policy
+                    .parse(&t.phone, region)
+                    .map(drop)
+                    .map_err(|e| (e.to_string(), e.kind()));
                 match verdict {
                     Ok(()) => true,
                     Err((reason, kind)) => {

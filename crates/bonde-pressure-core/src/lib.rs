@@ -46,8 +46,8 @@ pub use call::{
 pub use chrono_tz::{self, Tz};
 pub use do_not_call::{DoNotCallHasher, DoNotCallList, InMemoryDoNotCallList};
 pub use domain::{
-    Activist, CallId, CallSid, ConferenceSid, NumberPolicy, NumberType, PhoneNumber, Region,
-    Target, WidgetId,
+    Activist, CallId, CallSid, ConferenceSid, NumberPolicy, NumberRefusal, NumberType, PhoneNumber,
+    Region, Target, WidgetId,
 };
 pub use fakes::{
     ManualClock, NoopActionRecorder, StaticCampaignDirectory, StubActionRecorder, demo_widget,
@@ -55,8 +55,8 @@ pub use fakes::{
 pub use limits::{InMemoryRateLimiter, RateLimiter};
 pub use memory::InMemoryCallStore;
 pub use ports::{
-    ActionRecorder, CallStore, CampaignDirectory, Clock, RawEvent, StoreError, SystemClock,
-    Telephony, TelephonyError,
+    ActionRecorder, CallStore, CampaignDirectory, Clock, RawEvent, RecentCalls, StoreError,
+    SystemClock, Telephony, TelephonyError,
 };
 #[cfg(feature = "mock")]
 pub use ports::{MockActionRecorder, MockCallStore, MockCampaignDirectory, MockTelephony};

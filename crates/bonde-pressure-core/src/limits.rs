@@ -47,6 +47,7 @@ impl LimitKind {
 ///
 /// `Debug` masks the value when it looks like a phone number.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
 pub struct LimitKey {
     /// What is counted.
     pub kind: LimitKind,
@@ -74,9 +75,14 @@ impl std::fmt::Debug for LimitKey {
 }
 
 /// At most `limit` charges in any window of `window`.
+///
+/// Built with [`Quota::new`] (or `per_day`/`per_hour`), which raise a limit
+/// of 0 to 1. A quota whose limit is 0 anyway (a backend's own value) is
+/// treated as "nothing is admitted", never as an error or a panic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Quota {
-    /// Charges allowed per window (at least 1).
+    /// Charges allowed per window (at least 1 when built by [`Quota::new`]).
     pub limit: u32,
     /// The sliding window.
     pub window: Duration,
@@ -241,6 +247,12 @@ impl InMemoryRateLimiter {
     /// Answers for `key` at `now`, charging if `charge` and admitted.
     fn decide(&self, key: &LimitKey, quota: Quota, charge: bool) -> Admission {
         let now = self.clock.now();
+        if quota.limit == 0 {
+            // Nothing fits in an empty quota: refuse, never index an empty log.
+            return Admission::Exhausted {
+                retry_after: quota.window.max(Duration::from_millis(1)),
+            };
+        }
         let window = chrono::Duration::from_std(quota.window).unwrap_or(chrono::Duration::MAX);
         let mut map = self.lock();
         if !map.contains_key(key) {
@@ -357,6 +369,42 @@ mod tests {
             1,
             "a peek or refund of an unknown key stores nothing"
         );
+    }
+
+    #[tokio::test]
+    async fn a_zero_limit_refuses_and_never_panics() {
+        let clock = Arc::new(ManualClock::new(Utc::now()));
+        let l = InMemoryRateLimiter::new(clock);
+        // Not buildable outside the crate (non_exhaustive), but a literal here
+        // stands for any quota whose limit ends up 0.
+        let q = Quota {
+            limit: 0,
+            window: Duration::from_secs(60),
+        };
+        let k = key("+5561999990000");
+        for _ in 0..3 {
+            assert!(!l.peek(&k, q).await.unwrap().is_admitted());
+            assert_eq!(
+                l.charge(&k, q).await.unwrap(),
+                Admission::Exhausted {
+                    retry_after: Duration::from_secs(60)
+                }
+            );
+        }
+        // Refunding an empty key is harmless, and a real quota still works.
+        l.refund(&k, q).await.unwrap();
+        assert!(
+            l.charge(&k, Quota::per_hour(1))
+                .await
+                .unwrap()
+                .is_admitted()
+        );
+        assert!(!l.charge(&k, q).await.unwrap().is_admitted());
+        let zero_window = Quota {
+            limit: 0,
+            window: Duration::ZERO,
+        };
+        assert!(!l.charge(&k, zero_window).await.unwrap().is_admitted());
     }
 
     #[tokio::test]

@@ -195,6 +195,29 @@ impl CallStore for InMemoryCallStore {
             c.widget_id == widget_id && c.created_at >= from && c.created_at < to
         })))
     }
+
+    async fn count_recent_calls_to(
+        &self,
+        phone: &crate::domain::PhoneNumber,
+        since: DateTime<Utc>,
+    ) -> Result<Option<crate::ports::RecentCalls>, StoreError> {
+        let inner = self.lock();
+        let times: Vec<DateTime<Utc>> = inner
+            .calls
+            .values()
+            .filter(|c| {
+                c.activist.phone == *phone
+                    && c.created_at > since
+                    && (c.facts.activist.sid.is_some()
+                        || c.state() == crate::call::DetailedState::Created)
+            })
+            .map(|c| c.created_at)
+            .collect();
+        Ok(Some(crate::ports::RecentCalls::new(
+            times.len() as u64,
+            times.into_iter().min(),
+        )))
+    }
 }
 
 #[async_trait]

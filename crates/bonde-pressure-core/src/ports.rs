@@ -499,6 +499,42 @@ pub trait CallStore: Send + Sync + 'static {
         from: DateTime<Utc>,
         to: DateTime<Utc>,
     ) -> Result<CallStats, StoreError>;
+    /// The calls created for the activist number `phone` strictly after
+    /// `since` (their count and the oldest creation time), for the daily
+    /// cap per called number. A call counts when its activist leg was
+    /// placed (it has a SID) or while it is still `created` (being placed);
+    /// a call whose activist leg the provider refused does not. Shared by every replica using the store and
+    /// kept across restarts.
+    ///
+    /// `Ok(None)` means "this store does not count": the service then falls
+    /// back to its in-process limiter. The default implementation returns
+    /// `Ok(None)`; the in-memory, SQLite and PostgreSQL stores count (SQL
+    /// stores with an index on `(from_phone_number, created_at)`).
+    async fn count_recent_calls_to(
+        &self,
+        phone: &PhoneNumber,
+        since: DateTime<Utc>,
+    ) -> Result<Option<RecentCalls>, StoreError> {
+        let _ = (phone, since);
+        Ok(None)
+    }
+}
+
+/// What [`CallStore::count_recent_calls_to`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RecentCalls {
+    /// How many calls.
+    pub count: u64,
+    /// When the oldest of them was created (`None` when there is none).
+    pub oldest: Option<DateTime<Utc>>,
+}
+
+impl RecentCalls {
+    /// `count` calls, the oldest created at `oldest`.
+    pub fn new(count: u64, oldest: Option<DateTime<Utc>>) -> Self {
+        Self { count, oldest }
+    }
 }
 
 // -------------------------------------------------------- CampaignDirectory

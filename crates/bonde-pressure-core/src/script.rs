@@ -18,12 +18,18 @@ pub enum CallerIdPolicy {
 }
 
 /// What the voice says, per moment. `{activist}` and `{target}` are replaced
-/// by the activist's first name and the target's name.
+/// by the activist's first name and the target's name. In the greeting,
+/// `{do_not_call}` is replaced by [`Messages::do_not_call`] when a
+/// do-not-call key is configured and by nothing when it is off, and
+/// `{do_not_call_key}` (in either text) by the configured key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Messages {
     /// Played when the activist answers, inside the confirmation prompt.
     pub greeting: String,
+    /// The sentence announcing the do-not-call key, put where the greeting
+    /// says `{do_not_call}` (nothing when the key is off).
+    pub do_not_call: String,
     /// Played when no confirmation came.
     pub no_input: String,
     /// Played once confirmed, before joining the conference.
@@ -49,8 +55,9 @@ impl Default for Messages {
     fn default() -> Self {
         Self {
             greeting: "Olá, {activist}! Aqui é da campanha. Você vai falar agora com {target}. \
-                       Para confirmar, aperte 1 ou diga o seu nome. \
-                       Se não quiser receber mais ligações nossas, aperte 9."
+                       Para confirmar, aperte 1 ou diga o seu nome. {do_not_call}"
+                .into(),
+            do_not_call: "Se não quiser receber mais ligações nossas, aperte {do_not_call_key}."
                 .into(),
             no_input: "Não recebemos a sua confirmação. Obrigado, até a próxima!".into(),
             connecting: "Obrigado! Estamos ligando para {target}. Aguarde na linha.".into(),
@@ -186,6 +193,24 @@ pub struct VoiceScript {
     pub instructions: Vec<VoiceInstruction>,
 }
 
+/// The do-not-call key [`script_for`] announces: the default of
+/// `ServiceConfig::do_not_call_digit`.
+pub const DEFAULT_DO_NOT_CALL_KEY: char = '9';
+
+/// Puts the do-not-call sentence (or nothing, when `key` is `None`) in a greeting.
+fn with_do_not_call(settings: &CampaignSettings, template: &str, key: Option<char>) -> String {
+    match key {
+        Some(key) => template
+            .replace("{do_not_call}", &settings.messages.do_not_call)
+            .replace("{do_not_call_key}", key.encode_utf8(&mut [0; 4])),
+        None => template
+            .replace("{do_not_call}", "")
+            .replace("{do_not_call_key}", "")
+            .trim_end()
+            .to_owned(),
+    }
+}
+
 fn fill(template: &str, call: &Call) -> String {
     let activist = call
         .activist
@@ -218,13 +243,29 @@ pub fn closing_message(settings: &CampaignSettings, state: DetailedState) -> &st
     }
 }
 
-/// The script for `moment` of `call` (pure: the service records the moment first).
+/// The script for `moment` of `call` (pure: the service records the moment
+/// first), announcing [`DEFAULT_DO_NOT_CALL_KEY`]. See [`script_with_key`].
 pub fn script_for(settings: &CampaignSettings, call: &Call, moment: ScriptMoment) -> VoiceScript {
+    script_with_key(settings, call, moment, Some(DEFAULT_DO_NOT_CALL_KEY))
+}
+
+/// The script for `moment` of `call`, the greeting announcing the
+/// do-not-call key `do_not_call_key` (nothing about it when `None`).
+pub fn script_with_key(
+    settings: &CampaignSettings,
+    call: &Call,
+    moment: ScriptMoment,
+    do_not_call_key: Option<char>,
+) -> VoiceScript {
     use VoiceInstruction as I;
     let instructions = match moment {
         ScriptMoment::Answered => vec![
             I::Gather {
-                prompt: say(settings, call, &settings.messages.greeting),
+                prompt: say(
+                    settings,
+                    call,
+                    &with_do_not_call(settings, &settings.messages.greeting, do_not_call_key),
+                ),
                 num_digits: 1,
                 timeout_secs: settings.confirm_timeout_secs,
                 speech: true,

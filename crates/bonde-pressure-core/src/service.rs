@@ -13,15 +13,15 @@ use crate::call::{
 };
 use crate::do_not_call::{DoNotCallHasher, DoNotCallList, DoNotCallSource, InMemoryDoNotCallList};
 use crate::domain::{
-    Activist, CallId, CallSid, Email, NumberPolicy, NumberType, PersonName, PhoneNumber, Region,
-    Target, WidgetId, mask_phone,
+    Activist, CallId, CallSid, Email, NumberPolicy, NumberRefusal, NumberType, PersonName,
+    PhoneNumber, Region, Target, WidgetId, mask_phone,
 };
 use crate::limits::{Admission, InMemoryRateLimiter, LimitKey, LimitKind, Quota, RateLimiter};
 use crate::ports::{
     ActionRecorder, ActivistCallRequest, CallStore, CampaignDirectory, Clock, DirectoryError,
     RawEvent, StoreError, TargetCallRequest, Telephony, TelephonyError, WidgetAction,
 };
-use crate::script::{CallerIdPolicy, CampaignSettings, ScriptMoment, VoiceScript, script_for};
+use crate::script::{CallerIdPolicy, CampaignSettings, ScriptMoment, VoiceScript, script_with_key};
 
 /// Tunables of the service.
 #[derive(Debug, Clone)]
@@ -313,6 +313,9 @@ pub struct ReconcileReport {
     /// last pass by [`PressureService::call`] or [`PressureService::handle`]
     /// (each call is in one report only).
     pub unreadable_new: Vec<Option<CallId>>,
+    /// Opted-out activists' numbers put on the do-not-call list by this
+    /// pass (their first listing had failed).
+    pub opt_outs_listed: usize,
     /// Errors met (logged).
     pub errors: usize,
 }
@@ -473,6 +476,56 @@ impl PressureService {
             })
     }
 
+    /// Whether a refused [`PressureService::start`] still counts as an
+    /// attempt against the caller's request limits (an adapter's
+    /// per-activist limit): only when a call may have been placed or the
+    /// number itself was refused ([`Telephony::refusal_counts`] of the
+    /// telephony in use). Refusals on our side (validation, widget,
+    /// directory, store, the provider refusing us: credentials, its rate
+    /// limit, geographic permissions, another 4xx) do not.
+    pub fn start_refusal_counts(&self, error: &StartError) -> bool {
+        match error {
+            StartError::Telephony { error, .. } => self.deps.telephony.refusal_counts(error),
+            _ => false,
+        }
+    }
+
+    /// The daily cap per called number, counted in the store
+    /// ([`CallStore::count_recent_calls_to`]): shared by replicas and kept
+    /// across restarts. `None` when the store does not count or failed
+    /// (logged): the caller falls back to the in-process limiter.
+    ///
+    /// One indexed count per request. Check-then-insert is not atomic: two
+    /// requests for the same number at the same instant on different
+    /// replicas may both pass with one slot left (at most one extra call
+    /// per concurrent request).
+    async fn daily_cap_from_store(&self, phone: &PhoneNumber, quota: Quota) -> Option<Admission> {
+        let now = self.deps.clock.now();
+        let window = chrono::Duration::from_std(quota.window).unwrap_or(chrono::Duration::MAX);
+        let since = now
+            .checked_sub_signed(window)
+            .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC);
+        match self.deps.store.count_recent_calls_to(phone, since).await {
+            Ok(Some(recent)) if recent.count < u64::from(quota.limit) => Some(Admission::Admitted),
+            Ok(Some(recent)) => {
+                let frees_at = recent
+                    .oldest
+                    .and_then(|t| t.checked_add_signed(window))
+                    .unwrap_or(now);
+                let retry_after = (frees_at - now)
+                    .to_std()
+                    .unwrap_or_default()
+                    .max(std::time::Duration::from_millis(1));
+                Some(Admission::Exhausted { retry_after })
+            }
+            Ok(None) => None,
+            Err(error) => {
+                warn!(%error, "counting recent calls failed; using the in-process limiter");
+                None
+            }
+        }
+    }
+
     /// Gives a charge back; a failure is logged.
     async fn refund(&self, key: &LimitKey, quota: Quota) {
         if let Err(error) = self.limiter.refund(key, quota).await {
@@ -510,15 +563,19 @@ impl PressureService {
         loc: &[&str],
         value: &str,
     ) -> Option<PhoneNumber> {
-        let phone = PhoneNumber::parse(value, self.config.default_region)
-            .map_err(|e| errors.push(FieldError::new(loc, e, "value_error.phone")))
-            .ok()?;
-        if let Err(e) = self.number_policy().check(&phone) {
-            info!(field = loc.join("."), phone = %phone, refusal = e.kind(), "number refused by the number policy");
-            errors.push(FieldError::new(loc, &e, e.kind()));
-            return None;
+        match self
+            .number_policy()
+            .parse(value, self.config.default_region)
+        {
+            Ok(phone) => Some(phone),
+            Err(e) => {
+                if let NumberRefusal::Policy(_) = e {
+                    info!(field = loc.join("."), phone = %mask_phone(value), refusal = e.kind(), "number refused by the number policy");
+                }
+                errors.push(FieldError::new(loc, &e, e.kind()));
+                None
+            }
         }
-        Some(phone)
     }
 
     /// Validates the form and authorises the target against the widget.
@@ -658,8 +715,16 @@ impl PressureService {
             }
         }
         let activist_key = LimitKey::new(LimitKind::ActivistCalls, activist.phone.as_e164());
+        let mut charged_in_process = false;
         if let Some(quota) = self.config.activist_calls {
-            if let Admission::Exhausted { retry_after } = self.charge(&activist_key, quota).await {
+            let admission = match self.daily_cap_from_store(&activist.phone, quota).await {
+                Some(admission) => admission,
+                None => {
+                    charged_in_process = true;
+                    self.charge(&activist_key, quota).await
+                }
+            };
+            if let Admission::Exhausted { retry_after } = admission {
                 info!(activist = %activist.phone, "activist number called too often today");
                 return Err(StartError::RateLimited {
                     scope: "activist_calls",
@@ -668,7 +733,7 @@ impl PressureService {
             }
         }
         let refund_activist = async || {
-            if let Some(quota) = self.config.activist_calls {
+            if let (Some(quota), true) = (self.config.activist_calls, charged_in_process) {
                 self.refund(&activist_key, quota).await;
             }
         };
@@ -846,7 +911,7 @@ impl PressureService {
     ) -> Result<HandleOutcome, ServiceError> {
         let raws: Vec<RawEvent> = raw.into_iter().collect();
         let event = self.opt_out_or(event);
-        let first = self
+        let mut first = self
             .commit_event(call_id, &event, &raws)
             .await
             .inspect_err(|error| {
@@ -854,16 +919,11 @@ impl PressureService {
                     self.note_unreadable(error);
                 }
             })?;
-        if event == CallEvent::OptedOut {
-            let phone = first.call.activist.phone.clone();
-            if let Err(error) = self
-                .add_to_do_not_call_list(std::slice::from_ref(&phone), DoNotCallSource::Keypress)
-                .await
-            {
-                // The opt-out is in the call's facts and its raw payload: not lost.
-                warn!(%call_id, activist = %phone, %error, "do-not-call entry not stored");
-            } else {
-                info!(%call_id, activist = %phone, "activist asked not to be called again");
+        if first.call.opt_out_pending() {
+            // The opt-out (this event's, or an earlier one whose listing
+            // failed) goes on the list before anything else happens.
+            if let Some(listed) = self.list_opt_out(&first.call).await {
+                first.call = listed;
             }
         }
         let mut pending: VecDeque<(Call, Effect)> = first
@@ -886,6 +946,34 @@ impl PressureService {
             })
         } else {
             Ok(first)
+        }
+    }
+
+    /// Puts an opted-out call's activist number on the do-not-call list
+    /// and records it in the call's facts (`CallEvent::OptOutListed`);
+    /// returns the call as committed. On failure (logged) the call keeps
+    /// `opt_out_pending`, stays unsettled, and the next handling of the
+    /// call or reconciliation tries again.
+    async fn list_opt_out(&self, call: &Call) -> Option<Call> {
+        let phone = &call.activist.phone;
+        if let Err(error) = self
+            .add_to_do_not_call_list(std::slice::from_ref(phone), DoNotCallSource::Keypress)
+            .await
+        {
+            warn!(call_id = %call.id, activist = %phone, %error, "do-not-call entry not stored; retried later");
+            return None;
+        }
+        info!(call_id = %call.id, activist = %phone, "activist asked not to be called again");
+        match self
+            .commit_event(call.id, &CallEvent::OptOutListed, &[])
+            .await
+        {
+            Ok(outcome) => Some(outcome.call),
+            Err(error) => {
+                // Listed; only the fact is missing: the next pass adds it again (idempotent).
+                warn!(call_id = %call.id, %error, "do-not-call entry stored but not recorded in the call");
+                None
+            }
         }
     }
 
@@ -1021,7 +1109,12 @@ impl PressureService {
     ) -> Result<VoiceScript, ServiceError> {
         let outcome = self.handle(call_id, event, raw).await?;
         let settings = self.settings(outcome.call.widget_id).await;
-        Ok(script_for(&settings, &outcome.call, moment))
+        Ok(script_with_key(
+            &settings,
+            &outcome.call,
+            moment,
+            self.config.do_not_call_digit,
+        ))
     }
 
     /// One reconciliation pass over the calls that are not settled
@@ -1052,6 +1145,12 @@ impl PressureService {
         let calls = self.skip_unreadable(rows, &mut report);
         for call in calls {
             report.examined += 1;
+            if call.opt_out_pending() {
+                match self.list_opt_out(&call).await {
+                    Some(_) => report.opt_outs_listed += 1,
+                    None => report.errors += 1,
+                }
+            }
             for leg in [Leg::Activist, Leg::Target] {
                 let facts = call.facts.leg(leg);
                 let Some(sid) = facts.sid.clone() else {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bonde_pressure_core::call::{CallEvent, Confirmation, DetailedState, UiStatus};
-use bonde_pressure_core::do_not_call::DoNotCallSource;
+use bonde_pressure_core::do_not_call::{DoNotCallHasher, DoNotCallSource, InMemoryDoNotCallList};
 use bonde_pressure_core::limits::Quota;
 use bonde_pressure_core::script::{ScriptMoment, VoiceInstruction};
 use bonde_pressure_core::simulated::{CommandKind, TelephonyCommand};
@@ -76,11 +76,11 @@ async fn the_number_policy_refuses_costly_numbers_and_junk() {
     };
     let (h, _) = harness_config(any_country, Duration::from_secs(3600));
     for (phone, kind) in [
-        ("0900 123 4567", "value_error.phone"),
-        ("0900-123-4567", "value_error.phone"),
-        ("(0900) 123 4567", "value_error.phone"),
-        ("09001234567", "value_error.phone"),
-        ("+55 0900 123 4567", "value_error.phone"),
+        ("0900 123 4567", "value_error.phone.type"),
+        ("0900-123-4567", "value_error.phone.type"),
+        ("(0900) 123 4567", "value_error.phone.type"),
+        ("09001234567", "value_error.phone.type"),
+        ("+55 0900 123 4567", "value_error.phone.type"),
         ("0800 123 4567", "value_error.phone.type"),
         ("0500 123 4567", "value_error.phone.type"),
         ("0300 123 4567", "value_error.phone.type"),
@@ -158,6 +158,166 @@ async fn a_target_failing_the_policy_is_refused() {
         [("target.phone".into(), "value_error.phone.type".into())]
     );
     assert!(h.telephony.commands().is_empty());
+}
+
+/// The greeting announces the configured do-not-call key, and says nothing
+/// about one when it is off; only the configured key opts out.
+#[tokio::test]
+async fn the_greeting_announces_the_configured_key_or_none() {
+    async fn greet_and_press(key: Option<char>, press: &str) -> (String, bool, bool) {
+        let config = ServiceConfig {
+            do_not_call_digit: key,
+            ..ServiceConfig::default()
+        };
+        let (h, _) = harness_config(config, Duration::from_secs(3600));
+        let id = h.service.start(&demo_request()).await.unwrap().call_id;
+        let greeting = h
+            .service
+            .script(id, ScriptMoment::Answered, CallEvent::Prompted, None)
+            .await
+            .unwrap();
+        let VoiceInstruction::Gather { prompt, .. } = &greeting.instructions[0] else {
+            panic!("{greeting:?}")
+        };
+        let pressed = CallEvent::Confirmed(Confirmation::Digits(press.into()));
+        h.service
+            .script(id, ScriptMoment::Confirmed, pressed, None)
+            .await
+            .unwrap();
+        let call = h.service.call(id).await.unwrap().unwrap();
+        let phone = PhoneNumber::parse("11 91234-5678", Region::BRAZIL).unwrap();
+        let listed = h.service.is_on_do_not_call_list(&phone).await.unwrap();
+        assert_eq!(call.facts.opted_out, listed);
+        (prompt.text.clone(), call.facts.activist_confirmed(), listed)
+    }
+
+    // Off: no announcement, and 9 is an ordinary key that confirms.
+    let (text, confirmed, listed) = greet_and_press(None, "9").await;
+    assert!(!text.contains("aperte 9"), "{text}");
+    assert!(!text.contains("ligações nossas"), "{text}");
+    assert!(text.ends_with("diga o seu nome."), "{text:?}");
+    assert!(confirmed && !listed);
+
+    // Another key: announced, it opts out, and 9 confirms.
+    let (text, confirmed, listed) = greet_and_press(Some('7'), "7").await;
+    assert!(
+        text.ends_with("Se não quiser receber mais ligações nossas, aperte 7."),
+        "{text}"
+    );
+    assert!(!text.contains("aperte 9"), "{text}");
+    assert!(!confirmed && listed);
+    let (_, confirmed, listed) = greet_and_press(Some('7'), "9").await;
+    assert!(confirmed && !listed);
+}
+
+/// A service whose do-not-call list fails its next `failures` adds, and
+/// which reconciles every unfinished call at once.
+fn with_flaky_list(
+    failures: usize,
+) -> (
+    Arc<PressureService>,
+    Arc<InMemoryDoNotCallList>,
+    Arc<ManualClock>,
+) {
+    let clock = Arc::new(ManualClock::new(Utc::now()));
+    let telephony = Arc::new(SimulatedTelephony::new(
+        ScenarioPicker::Always(Scenario::Success),
+        Duration::from_secs(3600),
+    ));
+    let list = Arc::new(InMemoryDoNotCallList::new());
+    list.fail_next_adds(failures);
+    let config = ServiceConfig {
+        stale_after: Duration::ZERO,
+        ..ServiceConfig::default()
+    };
+    let service = Arc::new(
+        PressureService::new(
+            Dependencies {
+                store: Arc::new(InMemoryCallStore::new()),
+                telephony: telephony.clone(),
+                directory: Arc::new(StaticCampaignDirectory::demo()),
+                recorder: Arc::new(StubActionRecorder::new()),
+                clock: clock.clone(),
+            },
+            config,
+        )
+        .with_do_not_call(list.clone(), DoNotCallHasher::default()),
+    );
+    let sink: Arc<dyn EventSink> = service.clone();
+    telephony.connect(Arc::downgrade(&sink));
+    (service, list, clock)
+}
+
+/// Presses 9 on a new call; the list's add fails, so nothing is listed yet.
+async fn opt_out_while_the_list_fails(service: &PressureService) -> bonde_pressure_core::CallId {
+    let id = service.start(&demo_request()).await.unwrap().call_id;
+    service
+        .script(id, ScriptMoment::Answered, CallEvent::Prompted, None)
+        .await
+        .unwrap();
+    let pressed = CallEvent::Confirmed(Confirmation::Digits("9".into()));
+    service
+        .script(id, ScriptMoment::Confirmed, pressed, None)
+        .await
+        .unwrap();
+    let call = service.call(id).await.unwrap().unwrap();
+    assert!(call.facts.opted_out && !call.facts.opt_out_listed);
+    assert!(call.opt_out_pending() && !call.is_settled());
+    let phone = PhoneNumber::parse("11 91234-5678", Region::BRAZIL).unwrap();
+    assert!(!service.is_on_do_not_call_list(&phone).await.unwrap());
+    id
+}
+
+async fn assert_listed_and_refused(service: &PressureService, id: bonde_pressure_core::CallId) {
+    let phone = PhoneNumber::parse("11 91234-5678", Region::BRAZIL).unwrap();
+    assert!(service.is_on_do_not_call_list(&phone).await.unwrap());
+    let call = service.call(id).await.unwrap().unwrap();
+    assert!(
+        call.facts.opt_out_listed && !call.opt_out_pending(),
+        "{:?}",
+        call.facts
+    );
+    let err = service.start(&demo_request()).await.unwrap_err();
+    assert_eq!(
+        kinds(err),
+        [(
+            "activist.phone".into(),
+            "value_error.phone.do_not_call".into()
+        )]
+    );
+}
+
+/// A failed do-not-call add is not lost: reconciliation lists the number.
+#[tokio::test]
+async fn a_failed_opt_out_is_listed_by_reconciliation() {
+    let (service, list, clock) = with_flaky_list(1);
+    let id = opt_out_while_the_list_fails(&service).await;
+    clock.advance(Duration::from_secs(1));
+    let report = service.reconcile(10).await.unwrap();
+    assert_eq!(report.opt_outs_listed, 1, "{report:?}");
+    assert_eq!(list.len(), 1);
+    assert_listed_and_refused(&service, id).await;
+    // Listed once: the next pass has nothing to list.
+    let report = service.reconcile(10).await.unwrap();
+    assert_eq!(report.opt_outs_listed, 0, "{report:?}");
+}
+
+/// A failed do-not-call add is not lost: the next event of the call lists it.
+#[tokio::test]
+async fn a_failed_opt_out_is_listed_by_the_next_event_of_the_call() {
+    let (service, _, _) = with_flaky_list(1);
+    let id = opt_out_while_the_list_fails(&service).await;
+    service
+        .handle(
+            id,
+            CallEvent::Ignored {
+                what: "a late callback".into(),
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    assert_listed_and_refused(&service, id).await;
 }
 
 /// Reproduction 3: pressing 9 during the greeting is not a confirmation; the
@@ -300,6 +460,55 @@ async fn an_activist_number_is_called_at_most_n_times_a_day() {
         .unwrap();
     clock.advance(Duration::from_secs(24 * 3600));
     h.service.start(&demo_request()).await.unwrap();
+}
+
+/// The daily cap is counted in the call store: a restarted service (or
+/// another replica), with a fresh in-process limiter, still refuses.
+#[tokio::test]
+async fn the_daily_cap_survives_a_restart_and_is_shared_by_replicas() {
+    let clock = Arc::new(ManualClock::new(Utc::now()));
+    let store = Arc::new(InMemoryCallStore::new());
+    let replica = || {
+        let telephony = Arc::new(SimulatedTelephony::new(
+            ScenarioPicker::Always(Scenario::Success),
+            Duration::from_secs(3600),
+        ));
+        let service = Arc::new(PressureService::new(
+            Dependencies {
+                store: store.clone(),
+                telephony: telephony.clone(),
+                directory: Arc::new(StaticCampaignDirectory::demo()),
+                recorder: Arc::new(StubActionRecorder::new()),
+                clock: clock.clone(),
+            },
+            ServiceConfig {
+                activist_calls: Some(Quota::per_day(3)),
+                ..ServiceConfig::default()
+            },
+        ));
+        let sink: Arc<dyn EventSink> = service.clone();
+        telephony.connect(Arc::downgrade(&sink));
+        service
+    };
+    let first = replica();
+    for _ in 0..2 {
+        first.start(&demo_request()).await.unwrap();
+    }
+    clock.advance(Duration::from_secs(3600));
+    let second = replica();
+    second.start(&demo_request()).await.unwrap();
+    drop(first);
+    let restarted = replica();
+    match restarted.start(&demo_request()).await.unwrap_err() {
+        StartError::RateLimited { scope, retry_after } => {
+            assert_eq!(scope, "activist_calls");
+            // The oldest of the three leaves the window in 23 h.
+            assert_eq!(retry_after, Duration::from_secs(23 * 3600));
+        }
+        other => panic!("{other:?}"),
+    }
+    clock.advance(Duration::from_secs(23 * 3600));
+    restarted.start(&demo_request()).await.unwrap();
 }
 
 /// Reproduction 4: requests that never get confirmed do not use up the

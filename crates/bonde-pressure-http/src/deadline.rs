@@ -174,6 +174,13 @@ impl CallStore for DeadlineStore {
     ) -> Result<CallStats, StoreError> {
         bounded(self.inner.stats(widget_id, from, to)).await
     }
+    async fn count_recent_calls_to(
+        &self,
+        phone: &bonde_pressure_core::PhoneNumber,
+        since: DateTime<Utc>,
+    ) -> Result<Option<bonde_pressure_core::RecentCalls>, StoreError> {
+        bounded(self.inner.count_recent_calls_to(phone, since)).await
+    }
 }
 
 /// A [`DoNotCallList`] on the same database, bounded like [`DeadlineStore`]

@@ -179,4 +179,12 @@ impl CallStore for NotifyingStore {
     ) -> Result<CallStats, StoreError> {
         self.inner.stats(widget_id, from, to).await
     }
+
+    async fn count_recent_calls_to(
+        &self,
+        phone: &bonde_pressure_core::PhoneNumber,
+        since: DateTime<Utc>,
+    ) -> Result<Option<bonde_pressure_core::RecentCalls>, StoreError> {
+        self.inner.count_recent_calls_to(phone, since).await
+    }
 }

@@ -55,8 +55,8 @@ fn calls_placed(app: &bonde_pressure_http::wiring::App) -> usize {
         .count()
 }
 
-/// Reproduction 1: `0900` numbers are refused (they do not read back as
-/// themselves), and a row stored by the old parser still loads: status,
+/// Reproduction 1: `0900` numbers are refused as premium rate
+/// (`value_error.phone.type`; they also do not read back as themselves), and a row stored by the old parser still loads: status,
 /// details and reconciliation work.
 #[tokio::test]
 async fn premium_0900_numbers_are_refused_and_an_old_row_still_loads() {
@@ -67,6 +67,9 @@ async fn premium_0900_numbers_are_refused_and_an_old_row_still_loads() {
         "3600000",
         "--webhook-signature-check",
         "false",
+        // Every unfinished row is stale at once, so reconciliation examines it.
+        "--stale-after",
+        "0",
     ])
     .await;
     let r = router(&app);
@@ -83,9 +86,15 @@ async fn premium_0900_numbers_are_refused_and_an_old_row_still_loads() {
             kinds(&items),
             [(
                 "body.activist.phone".to_string(),
-                "value_error.phone".to_string()
+                "value_error.phone.type".to_string()
             )],
             "{phone}"
+        );
+        assert!(
+            items[0]["msg"]
+                .as_str()
+                .is_some_and(|m| m.contains("premium-rate")),
+            "{phone}: {items:?}"
         );
     }
     assert_eq!(calls_placed(&app), 0, "nothing was called");
@@ -95,6 +104,15 @@ async fn premium_0900_numbers_are_refused_and_an_old_row_still_loads() {
     let id = v["call_id"].as_str().unwrap().to_owned();
     let sid = v["twilio_call_sid"].as_str().unwrap().to_owned();
     store_an_old_number(&app, &id).await;
+    // Reconciliation reads the unfinished row with the old number.
+    let report = app
+        .service
+        .reconcile(10)
+        .await
+        .expect("a reconciliation pass");
+    assert_eq!(report.examined, 1, "{report:?}");
+    assert_eq!(report.unreadable, 0, "{report:?}");
+    assert_eq!(report.errors, 0, "{report:?}");
     let resp = send(&r, get(&format!("/v1/phone/status/{id}"))).await;
     assert_eq!(resp.status(), StatusCode::OK);
     let resp = send(&r, get(&format!("/v1/phone/calls/{id}"))).await;
@@ -111,10 +129,12 @@ async fn premium_0900_numbers_are_refused_and_an_old_row_still_loads() {
     )
     .await;
     assert!(resp.status().is_success(), "{}", resp.status());
-    app.service
+    let report = app
+        .service
         .reconcile(10)
         .await
         .expect("a reconciliation pass");
+    assert_eq!((report.unreadable, report.errors), (0, 0), "{report:?}");
 }
 
 /// Replaces the call's activist number by the one the old parser stored,
@@ -347,6 +367,37 @@ async fn an_activist_number_is_called_at_most_n_times_a_day() {
         .unwrap();
     assert!((86_000..=86_400).contains(&retry), "{retry}");
     assert_eq!(calls_placed(&app), 3);
+}
+
+/// The daily cap is counted in the database: a restarted server (or another
+/// replica) on the same database still refuses the number.
+#[tokio::test]
+async fn the_daily_cap_is_kept_in_the_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("calls.db").display());
+    let args = [
+        "--database-url",
+        url.as_str(),
+        "--activist-calls-per-day",
+        "2",
+        "--simulated-tick",
+        "3600000",
+    ];
+    let first = app_with(&args).await;
+    for _ in 0..2 {
+        start(&router(&first), "11 91234-5670").await;
+    }
+    drop(first);
+    let restarted = app_with(&args).await;
+    let resp = send(
+        &router(&restarted),
+        post_call(&front_end_body("11 91234-5670")),
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(calls_placed(&restarted), 0);
+    // Another number is not affected.
+    start(&router(&restarted), "11 91234-5672").await;
 }
 
 /// Reproduction 4: 30 requests with made-up activists, never confirmed, do

@@ -75,6 +75,7 @@ macro_rules! for_each_conformance_check {
             nul_bytes_are_stored,
             commit_round_trips_every_outcome,
             phone_numbers_round_trip,
+            recent_calls_to_a_number_are_counted,
         }
     };
 }
@@ -1208,6 +1209,69 @@ pub const PLAN_SAMPLES: &[(u16, &str, &str)] = &[
     (44, "1212345678", "fixed_line"),
     (44, "7400123456", "mobile"),
 ];
+
+/// [`CallStore::count_recent_calls_to`]: the calls of one activist number
+/// created strictly after `since`, counted when placed or still `created`,
+/// not when the provider refused the activist leg; the oldest creation time.
+pub async fn recent_calls_to_a_number_are_counted(store: Arc<dyn CallStore>) {
+    let ana = phone("+5511912345678");
+    let other = phone("+5511912345670");
+    // Nothing yet.
+    let none = store.count_recent_calls_to(&ana, at(-10)).await.unwrap();
+    assert_eq!(none.map(|r| (r.count, r.oldest)), Some((0, None)));
+
+    let placed = build_call(
+        1,
+        at(0),
+        Outcome::Completed {
+            talk_secs: Some(60),
+        },
+    );
+    store.create(&placed).await.unwrap();
+    let in_flight = new_call(2, at(60));
+    store.create(&in_flight).await.unwrap();
+    // Refused by the provider: not counted.
+    let (refused, _) = new_call(1, at(120)).apply(
+        &CallEvent::DialFailed {
+            leg: Leg::Activist,
+            error: bonde_pressure_core::call::LegError {
+                code: None,
+                message: "refused".into(),
+            },
+        },
+        at(120),
+    );
+    store.create(&refused).await.unwrap();
+    let mut someone_else = new_call(1, at(30));
+    someone_else.activist.phone = other.clone();
+    store.create(&someone_else).await.unwrap();
+
+    let recent = store
+        .count_recent_calls_to(&ana, at(-1))
+        .await
+        .unwrap()
+        .expect("this store counts");
+    assert_eq!((recent.count, recent.oldest), (2, Some(at(0))));
+    // Strictly after `since`.
+    let recent = store
+        .count_recent_calls_to(&ana, at(0))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((recent.count, recent.oldest), (1, Some(at(60))));
+    let recent = store
+        .count_recent_calls_to(&ana, at(60))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((recent.count, recent.oldest), (0, None));
+    let recent = store
+        .count_recent_calls_to(&other, at(-1))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((recent.count, recent.oldest), (1, Some(at(30))));
+}
 
 #[cfg(test)]
 mod tests {

@@ -690,6 +690,30 @@ impl CallStore for PgCallStore {
         .map_err(db)?;
         stats_from_rows(rows)
     }
+
+    async fn count_recent_calls_to(
+        &self,
+        phone: &bonde_pressure_core::PhoneNumber,
+        since: DateTime<Utc>,
+    ) -> Result<Option<bonde_pressure_core::RecentCalls>, StoreError> {
+        // Index phone_calls_activist_created_idx (from_phone_number, created_at).
+        let row = sqlx::query(
+            "SELECT COUNT(*)::bigint AS n, MIN(created_at) AS oldest FROM phone_calls \
+             WHERE from_phone_number = $1 AND created_at > $2 \
+               AND (from_call_sid IS NOT NULL OR state = 'created')",
+        )
+        .bind(phone.as_e164())
+        .bind(truncate_micros(since))
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db)?;
+        let n: i64 = row.try_get("n").map_err(db)?;
+        let oldest: Option<DateTime<Utc>> = row.try_get("oldest").map_err(db)?;
+        Ok(Some(bonde_pressure_core::RecentCalls::new(
+            u64::try_from(n).unwrap_or(0),
+            oldest,
+        )))
+    }
 }
 
 #[async_trait]

@@ -109,6 +109,8 @@ pub enum CallEvent {
     /// The activist pressed the do-not-call key during the greeting: they
     /// are not to be called again, and this call is not confirmed.
     OptedOut,
+    /// The opted-out activist's number was put on the do-not-call list.
+    OptOutListed,
     /// The target's dial budget was used up when it was time to dial it:
     /// the target is not dialled (see [`crate::limits`]).
     TargetLimited,
@@ -136,6 +138,7 @@ impl CallEvent {
             CallEvent::DialFailed { .. } => "dial_failed",
             CallEvent::Expired => "expired",
             CallEvent::OptedOut => "opted_out",
+            CallEvent::OptOutListed => "opt_out_listed",
             CallEvent::TargetLimited => "target_limited",
             CallEvent::Ignored { .. } => "ignored",
         }

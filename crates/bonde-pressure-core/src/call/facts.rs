@@ -306,6 +306,11 @@ pub struct CallFacts {
     /// The target was not dialled: its dial budget was used up.
     #[serde(default)]
     pub target_limited: bool,
+    /// The opted-out activist's number is on the do-not-call list. Until
+    /// it is, the call is not settled ([`crate::call::Call::is_settled`]):
+    /// the next handling of the call or reconciliation lists it.
+    #[serde(default)]
+    pub opt_out_listed: bool,
     /// When the call's personal data was erased (retention or an erasure
     /// request): the activist is [`crate::Activist::erased`] and the legs'
     /// error messages read [`ERASED_MESSAGE`]. Only grows, like the rest.
@@ -343,6 +348,7 @@ impl CallFacts {
             machine_detection: self.machine_detection.max(other.machine_detection),
             opted_out: self.opted_out || other.opted_out,
             target_limited: self.target_limited || other.target_limited,
+            opt_out_listed: self.opt_out_listed || other.opt_out_listed,
             erased_at: earliest(self.erased_at, other.erased_at),
         }
         .redacted_if_erased()

@@ -129,7 +129,14 @@ impl Call {
     /// [`crate::ports::CallStore::list_unfinished`] lists the calls that are
     /// not settled, so reconciliation follows them up.
     pub fn is_settled(&self) -> bool {
-        self.is_terminal() && self.live_legs().is_empty()
+        self.is_terminal() && self.live_legs().is_empty() && !self.opt_out_pending()
+    }
+
+    /// The activist opted out and their number is not known to be on the
+    /// do-not-call list yet (adding it failed): the call stays unsettled so
+    /// that reconciliation retries.
+    pub fn opt_out_pending(&self) -> bool {
+        self.facts.opted_out && !self.facts.opt_out_listed
     }
 
     /// The legs that may still be up at the provider
@@ -262,6 +269,7 @@ fn facts_of(event: &CallEvent) -> CallFacts {
         }
         CallEvent::Expired => f.expired = true,
         CallEvent::OptedOut => f.opted_out = true,
+        CallEvent::OptOutListed => f.opt_out_listed = true,
         CallEvent::TargetLimited => {
             f.target_limited = true;
             f.requested.dial_target = true;

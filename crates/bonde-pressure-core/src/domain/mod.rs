@@ -8,4 +8,6 @@ mod policy;
 pub use ids::{CallId, CallSid, ConferenceSid, IdError, WidgetId};
 pub use people::{Activist, ERASED_EMAIL, ERASED_NAME, Email, PersonName, PersonNameError, Target};
 pub use phone::{ERASED_E164, PhoneNumber, PhoneNumberError, Region, RegionError, mask_phone};
-pub use policy::{NON_GEOGRAPHIC_CODES, NumberPolicy, NumberType, NumberTypeError, PolicyError};
+pub use policy::{
+    NON_GEOGRAPHIC_CODES, NumberPolicy, NumberRefusal, NumberType, NumberTypeError, PolicyError,
+};

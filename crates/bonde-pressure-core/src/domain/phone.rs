@@ -161,6 +161,23 @@ impl PhoneNumber {
         })
     }
 
+    /// The type of the number `input` first reads as in `default_region`
+    /// (before the read-back check), if it reads as a valid number at all.
+    /// Used to report a refused type for numbers that also fail to read back
+    /// (Brazilian `0900…` premium numbers).
+    pub(crate) fn first_reading_type(input: &str, default_region: Region) -> Option<NumberType> {
+        let trimmed = input.trim();
+        check_characters(trimmed).ok()?;
+        let spaced: String = trimmed
+            .chars()
+            .map(|c| if c.is_whitespace() { ' ' } else { c })
+            .collect();
+        let parsed = phonenumber::parse(Some(default_region.0), &spaced).ok()?;
+        phonenumber::is_valid(&parsed).then(|| {
+            NumberType::from_metadata(parsed.number_type(&phonenumber::metadata::DATABASE))
+        })
+    }
+
     /// Parses a strict E.164 value (`+` then digits), as found in
     /// configuration. The number must be valid for its country (see
     /// [`PhoneNumber::parse`]). Stored numbers are read with

@@ -15,7 +15,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use super::PhoneNumber;
+use super::{PhoneNumber, PhoneNumberError, Region};
 
 /// A number's type, as the numbering-plan metadata classifies it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -192,6 +192,30 @@ impl PolicyError {
     }
 }
 
+/// Why typed input may not be called: it is not a usable number, or the
+/// number policy refuses it. See [`NumberPolicy::parse`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum NumberRefusal {
+    /// Not a (valid, stable) phone number: `value_error.phone`.
+    #[error(transparent)]
+    Phone(#[from] PhoneNumberError),
+    /// A number the policy refuses: `value_error.phone.type` / `.country`.
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+}
+
+impl NumberRefusal {
+    /// The field error kind: `value_error.phone`, `value_error.phone.type`
+    /// or `value_error.phone.country`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            NumberRefusal::Phone(_) => "value_error.phone",
+            NumberRefusal::Policy(p) => p.kind(),
+        }
+    }
+}
+
 /// The number policy: allowed types, and the non-geographic codes listed explicitly.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NumberPolicy {
@@ -218,6 +242,31 @@ impl NumberPolicy {
     /// The allowed types.
     pub fn allowed_types(&self) -> &[NumberType] {
         &self.allowed_types
+    }
+
+    /// Parses what a person typed ([`PhoneNumber::parse`]) and checks it
+    /// ([`NumberPolicy::check`]).
+    ///
+    /// A number that reads as a valid number of a refused type but does not
+    /// read back as itself (Brazilian `0900 123 4567`, premium rate) is
+    /// reported as the type refusal ([`PolicyError::Type`]), the clearer
+    /// reason, rather than [`PhoneNumberError::NoRoundTrip`].
+    pub fn parse(&self, input: &str, region: Region) -> Result<PhoneNumber, NumberRefusal> {
+        match PhoneNumber::parse(input, region) {
+            Ok(number) => {
+                self.check(&number)?;
+                Ok(number)
+            }
+            Err(PhoneNumberError::NoRoundTrip) => {
+                match PhoneNumber::first_reading_type(input, region) {
+                    Some(t) if !self.allowed_types.contains(&t) => {
+                        Err(PolicyError::Type(t, self.allowed_types.clone()).into())
+                    }
+                    _ => Err(PhoneNumberError::NoRoundTrip.into()),
+                }
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Whether `number` may be called.
@@ -262,6 +311,44 @@ pub(crate) fn country_code_of(digits: &str) -> Option<u16> {
 mod tests {
     use super::*;
     use crate::domain::Region;
+
+    #[test]
+    fn a_refused_type_that_does_not_read_back_reports_the_type() {
+        let policy = NumberPolicy::default();
+        for input in [
+            "0900 123 4567",
+            "0900-123-4567",
+            "(0900) 123 4567",
+            "09001234567",
+            "+55 0900 123 4567",
+        ] {
+            let err = policy.parse(input, Region::BRAZIL).unwrap_err();
+            assert_eq!(err.kind(), "value_error.phone.type", "{input}: {err:?}");
+            assert!(
+                matches!(
+                    err,
+                    NumberRefusal::Policy(PolicyError::Type(NumberType::PremiumRate, _))
+                ),
+                "{input}: {err:?}"
+            );
+            assert!(err.to_string().contains("premium-rate"), "{err}");
+        }
+        // Allowed types still parse, junk is still a plain phone error.
+        assert!(policy.parse("11 91234-5678", Region::BRAZIL).is_ok());
+        assert_eq!(
+            policy
+                .parse("11 9123A-5678", Region::BRAZIL)
+                .unwrap_err()
+                .kind(),
+            "value_error.phone"
+        );
+        // If premium rate were allowed, the read-back failure is what remains.
+        let premium = NumberPolicy::new(vec![NumberType::PremiumRate], vec![]);
+        assert_eq!(
+            premium.parse("0900 123 4567", Region::BRAZIL),
+            Err(NumberRefusal::Phone(PhoneNumberError::NoRoundTrip))
+        );
+    }
 
     #[test]
     fn the_fixed_code_list_covers_the_metadata_and_is_prefix_free() {

@@ -301,36 +301,14 @@ fn charge_numbers(
     Ok(charged)
 }
 
-/// Whether a refused start still uses up the activist's and the target's
-/// tokens: only when a call may have been placed (the provider's answer was
-/// lost: `Unavailable`) or the number itself was refused (`InvalidNumber`:
-/// retrying it is the abuse the limit is for). Refusals on our side —
-/// validation, widget, directory, store, and the provider refusing us (auth,
-/// its own rate limit, our geo permissions, another 4xx) — do not.
-fn counts_as_an_attempt(e: &StartError) -> bool {
-    match e {
-        StartError::Telephony { error, .. } => {
-            let ours = matches!(
-                error,
-                TelephonyError::Auth { .. }
-                    | TelephonyError::RateLimited { .. }
-                    | TelephonyError::Rejected { .. }
-                    | TelephonyError::NotFound { .. }
-            ) || bonde_pressure_twilio::Refusal::of(error)
-                == Some(bonde_pressure_twilio::Refusal::GeoPermission);
-            !ours
-        }
-        _ => false,
-    }
-}
-
 /// The per-IP limit is charged first, for every request (garbage included).
 /// The per-activist limit is charged only for requests that pass validation
 /// and authorisation: invalid requests must not let anyone lock an activist
 /// out (the target's limit is core's, charged only when it is dialled). Core validates, authorises and places
 /// the call in one step, so the tokens are taken just before it (a burst of
 /// valid requests cannot overshoot) and given back when the request is
-/// refused without a call that counts (see `counts_as_an_attempt`).
+/// refused without a call that counts (core's
+/// `PressureService::start_refusal_counts`).
 async fn start_call_inner(
     state: &AppState,
     ip: Option<std::net::IpAddr>,
@@ -349,7 +327,7 @@ async fn start_call_inner(
     let started = match state.service.start(&req).await {
         Ok(started) => started,
         Err(e) => {
-            if !counts_as_an_attempt(&e) {
+            if !state.service.start_refusal_counts(&e) {
                 charged.refund(state);
             }
             return Err(start_error(e));
