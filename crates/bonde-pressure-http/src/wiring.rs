@@ -525,49 +525,21 @@ pub async fn build(config: &Config) -> Result<App, WiringError> {
 /// it is met, and in `unreadable_calls` once per call.
 pub fn record_reconcile(metrics: &Metrics, r: &bonde_pressure_core::ReconcileReport) {
     metrics.inc(metrics::RECONCILE, &[("what", "passes")]);
-    metrics.add(
-        metrics::RECONCILE,
-        &[("what", "examined")],
-        r.examined as u64,
-    );
-    metrics.add(
-        metrics::RECONCILE,
-        &[("what", "legs_fetched")],
-        r.legs_fetched as u64,
-    );
-    metrics.add(metrics::RECONCILE, &[("what", "expired")], r.expired as u64);
-    metrics.add(
-        metrics::RECONCILE,
-        &[("what", "legs_hung_up")],
-        r.legs_hung_up as u64,
-    );
-    metrics.add(
-        metrics::RECONCILE,
-        &[("what", "lost_dials")],
-        r.lost_dials as u64,
-    );
-    metrics.add(metrics::RECONCILE, &[("what", "errors")], r.errors as u64);
-    metrics.add(
-        metrics::RECONCILE,
-        &[("what", "conferences_fetched")],
-        r.conferences_fetched as u64,
-    );
-    metrics.add(
-        metrics::RECONCILE,
-        &[("what", "joins_recovered")],
-        r.joins_recovered as u64,
-    );
-    // Damaged rows: met every pass while damaged; each call once.
-    metrics.add(
-        metrics::RECONCILE,
-        &[("what", "unreadable_rows")],
-        r.unreadable as u64,
-    );
-    metrics.add(
-        metrics::RECONCILE,
-        &[("what", "unreadable_calls")],
-        r.unreadable_new.len() as u64,
-    );
+    // Damaged rows: `unreadable_rows` every pass while damaged; each call once.
+    for (what, n) in [
+        ("examined", r.examined),
+        ("legs_fetched", r.legs_fetched),
+        ("expired", r.expired),
+        ("legs_hung_up", r.legs_hung_up),
+        ("lost_dials", r.lost_dials),
+        ("errors", r.errors),
+        ("conferences_fetched", r.conferences_fetched),
+        ("joins_recovered", r.joins_recovered),
+        ("unreadable_rows", r.unreadable),
+        ("unreadable_calls", r.unreadable_new.len()),
+    ] {
+        metrics.add(metrics::RECONCILE, &[("what", what)], n as u64);
+    }
 }
 
 /// Runs `service.reconcile` every `interval` until `stop` turns true.
