@@ -4,7 +4,7 @@
 //! called (leg A), confirms, waits in a conference, and a target (leg B) is
 //! added to it; both legs and the conference are tracked until the call ends.
 //!
-//! - [`domain`]: parsed values ([`PhoneNumber`], [`CallId`], [`CallSid`]...).
+//! - [`domain`]: parsed values ([`PhoneNumber`], [`CallId`], [`LegId`]...).
 //! - [`call`]: facts that only grow ([`CallFacts`]), merged by a join, so any
 //!   order or duplication of callbacks gives the same state; the
 //!   [`DetailedState`] and [`UiStatus`] derived from them; the pure
@@ -46,7 +46,7 @@ pub use call::{
 pub use chrono_tz::{self, Tz};
 pub use do_not_call::{DoNotCallHasher, DoNotCallList, InMemoryDoNotCallList};
 pub use domain::{
-    Activist, CallId, CallSid, ConferenceSid, NumberPolicy, NumberRefusal, NumberType, PhoneNumber,
+    Activist, CallId, ConferenceId, LegId, NumberPolicy, NumberRefusal, NumberType, PhoneNumber,
     Region, Target, WidgetId,
 };
 pub use fakes::{

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::call::Call;
-use crate::domain::{CallId, CallSid, WidgetId};
+use crate::domain::{CallId, LegId, WidgetId};
 use crate::ports::{CallStats, CallStore, RawEvent, StoreError, StoredEvent};
 use crate::privacy::{
     AuditEntry, ErasureReport, LATE_PAYLOAD_WINDOW, PersonKey, PersonalDataStore, RetentionPass,
@@ -19,7 +19,7 @@ use crate::results::{CallCursor, CampaignResults, ResultsQuery, ResultsReport};
 #[derive(Debug, Default)]
 struct Inner {
     calls: HashMap<CallId, Call>,
-    by_sid: HashMap<CallSid, CallId>,
+    by_leg_id: HashMap<LegId, CallId>,
     events: Vec<StoredEvent>,
     /// The last event id given (ids are never reused, even once deleted).
     last_event_id: i64,
@@ -59,11 +59,11 @@ impl Inner {
     }
 
     fn index(&mut self, call: &Call) {
-        for sid in [&call.facts.activist.sid, &call.facts.target.sid]
+        for leg_id in [&call.facts.activist.leg_id, &call.facts.target.leg_id]
             .into_iter()
             .flatten()
         {
-            self.by_sid.insert(sid.clone(), call.id);
+            self.by_leg_id.insert(leg_id.clone(), call.id);
         }
     }
 }
@@ -114,11 +114,11 @@ impl CallStore for InMemoryCallStore {
         Ok(self.lock().calls.get(&id).cloned())
     }
 
-    async fn find_by_sid(&self, sid: &CallSid) -> Result<Option<Call>, StoreError> {
+    async fn find_by_sid(&self, leg_id: &LegId) -> Result<Option<Call>, StoreError> {
         let inner = self.lock();
         Ok(inner
-            .by_sid
-            .get(sid)
+            .by_leg_id
+            .get(leg_id)
             .and_then(|id| inner.calls.get(id))
             .cloned())
     }
@@ -208,7 +208,7 @@ impl CallStore for InMemoryCallStore {
             .filter(|c| {
                 c.activist.phone == *phone
                     && c.created_at > since
-                    && (c.facts.activist.sid.is_some()
+                    && (c.facts.activist.leg_id.is_some()
                         || c.state() == crate::call::DetailedState::Created)
             })
             .map(|c| c.created_at)

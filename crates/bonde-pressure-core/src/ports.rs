@@ -18,7 +18,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::call::{AnsweredBy, Call, DetailedState, HangUp, Leg, LegStatus};
-use crate::domain::{Activist, CallId, CallSid, ConferenceSid, PhoneNumber, WidgetId};
+use crate::domain::{Activist, CallId, ConferenceId, LegId, PhoneNumber, WidgetId};
 use crate::script::CampaignSettings;
 
 // ---------------------------------------------------------------- Telephony
@@ -39,7 +39,8 @@ pub struct ActivistCallRequest {
 /// Ask the telephony to add the target (leg B) to the call's conference.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TargetCallRequest {
-    /// Our call id; also the conference's friendly name.
+    /// Our call id: the target joins this call's conference, and every
+    /// callback for this leg must name it.
     pub call_id: CallId,
     /// The target's number.
     pub to: PhoneNumber,
@@ -54,8 +55,8 @@ pub struct TargetCallRequest {
 /// A leg the telephony accepted to place.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DialedLeg {
-    /// The provider's id.
-    pub sid: CallSid,
+    /// The provider's id of the leg.
+    pub leg_id: LegId,
     /// Its status in the provider's answer (usually `queued`).
     pub status: Option<LegStatus>,
 }
@@ -63,8 +64,8 @@ pub struct DialedLeg {
 /// A leg as the provider sees it now (for reconciliation).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LegSnapshot {
-    /// The provider's id.
-    pub sid: CallSid,
+    /// The provider's id of the leg.
+    pub leg_id: LegId,
     /// Current status.
     pub status: LegStatus,
     /// Duration in seconds, once ended.
@@ -81,8 +82,8 @@ pub struct LegSnapshot {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ParticipantSnapshot {
-    /// The participant's call (leg) id.
-    pub call_sid: CallSid,
+    /// The provider's id of the participant's leg.
+    pub leg_id: LegId,
     /// Which leg, when the provider's listing says so (a participant label).
     pub leg: Option<Leg>,
     /// In the conference now (`false`: still being dialled, or leaving).
@@ -91,9 +92,9 @@ pub struct ParticipantSnapshot {
 
 impl ParticipantSnapshot {
     /// A participant.
-    pub fn new(call_sid: CallSid, leg: Option<Leg>, in_conference: bool) -> Self {
+    pub fn new(leg_id: LegId, leg: Option<Leg>, in_conference: bool) -> Self {
         Self {
-            call_sid,
+            leg_id,
             leg,
             in_conference,
         }
@@ -105,16 +106,16 @@ impl ParticipantSnapshot {
 #[non_exhaustive]
 pub struct ConferenceSnapshot {
     /// The provider's id of the conference.
-    pub conference_sid: ConferenceSid,
+    pub conference_id: ConferenceId,
     /// Its participants.
     pub participants: Vec<ParticipantSnapshot>,
 }
 
 impl ConferenceSnapshot {
     /// A conference with these participants.
-    pub fn new(conference_sid: ConferenceSid, participants: Vec<ParticipantSnapshot>) -> Self {
+    pub fn new(conference_id: ConferenceId, participants: Vec<ParticipantSnapshot>) -> Self {
         Self {
-            conference_sid,
+            conference_id,
             participants,
         }
     }
@@ -188,8 +189,22 @@ impl TelephonyError {
 ///   [`Telephony::add_target`] reach the service tagged with the request's
 ///   `call_id` and the right [`crate::Leg`] (Twilio: per-leg callback URLs,
 ///   participant labels `activist` / `target`), at least once, in any order.
-/// - `add_target` adds the leg to the conference whose friendly name is the
-///   call id, ending the conference when the target leaves.
+/// - Each call has one conference, addressed by its `call_id`:
+///   [`Telephony::add_target`] adds the target to the conference of the
+///   request's `call_id` (the one the activist's leg joins), ending the
+///   conference when the target leaves; [`Telephony::end_conference`] and
+///   [`Telephony::conference_participants`] address that same conference.
+///   How the implementation names or finds it is its own business (Twilio:
+///   the conference's friendly name is the call id). Reports about it name
+///   it by the provider's [`ConferenceId`], which the service passes back
+///   when it has one.
+/// - Leg and conference ids ([`LegId`], [`ConferenceId`]) are the
+///   provider's own and opaque to the core: the service only stores them
+///   and passes them back. The core checks no more than that they are short
+///   printable text; an implementation checks its own format before it
+///   uses one (in a URL, say), and treats an id it could not have issued as
+///   one it does not know (a hang-up or fetch answers
+///   [`TelephonyError::NotFound`] or, for a hang-up, `Ok(())`).
 /// - A command either took effect at the provider or returns an error; an
 ///   error is never returned for a command that took effect, except where the
 ///   provider's answer was lost (timeouts): implementations should say so with
@@ -209,24 +224,26 @@ pub trait Telephony: Send + Sync + 'static {
     async fn hang_up(
         &self,
         call_id: CallId,
-        sid: &CallSid,
+        leg_id: &LegId,
         how: HangUp,
     ) -> Result<(), TelephonyError>;
-    /// Ends the call's conference (everyone leaves; the activist's `<Dial>` continues).
+    /// Ends the call's conference (everyone leaves; the activist's leg
+    /// goes on to the closing message). `conference` is the provider's id
+    /// of the conference of `call_id`, as a report named it.
     async fn end_conference(
         &self,
         call_id: CallId,
-        conference: &ConferenceSid,
+        conference: &ConferenceId,
     ) -> Result<(), TelephonyError>;
     /// Reads a leg's current status.
-    async fn fetch_leg(&self, sid: &CallSid) -> Result<LegSnapshot, TelephonyError>;
+    async fn fetch_leg(&self, leg_id: &LegId) -> Result<LegSnapshot, TelephonyError>;
 
     /// Lists the participants of the call's conference while it is live
     /// (reconciliation's evidence that the activist is in it when the
     /// callbacks saying so were lost).
     ///
-    /// The conference is the one whose friendly name is `call_id`;
-    /// `conference` is its id when a callback already named it. Returns
+    /// The conference is the one of `call_id` (see the trait's guarantees);
+    /// `conference` is its id when a report already named it. Returns
     /// `Ok(None)` when no such conference is live (not started yet, or
     /// ended), and an error when the provider could not be asked.
     /// Implementations must list only this call's conference.
@@ -237,7 +254,7 @@ pub trait Telephony: Send + Sync + 'static {
     async fn conference_participants(
         &self,
         call_id: CallId,
-        conference: Option<ConferenceSid>,
+        conference: Option<ConferenceId>,
     ) -> Result<Option<ConferenceSnapshot>, TelephonyError> {
         let _ = (call_id, conference);
         Ok(None)
@@ -269,8 +286,9 @@ pub trait Telephony: Send + Sync + 'static {
 pub struct RawEvent {
     /// What it is: the route or report kind (`status-callback`, `conference-callback`...).
     pub kind: String,
-    /// The call SID the payload names, if any (kept as text: it may be malformed).
-    pub call_sid: Option<String>,
+    /// The provider's leg id the payload names, if any (kept as text: it may
+    /// be malformed).
+    pub leg_id: Option<String>,
     /// The body as received (form-encoded or JSON text).
     pub payload: String,
     /// The provider's `SequenceNumber`, if any.
@@ -283,7 +301,7 @@ impl Debug for RawEvent {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RawEvent")
             .field("kind", &self.kind)
-            .field("call_sid", &self.call_sid)
+            .field("leg_id", &self.leg_id)
             .field("payload", &format_args!("<{} bytes>", self.payload.len()))
             .field("sequence_number", &self.sequence_number)
             .field("received_at", &self.received_at)
@@ -413,8 +431,8 @@ impl CallStats {
 /// - Events keep their insertion order ([`StoredEvent::id`] increases) and
 ///   are never dropped: [`CallStore::append_events`] stores payloads for
 ///   unknown calls too (`call_id = None`).
-/// - [`CallStore::find_by_sid`] finds a call by either leg's SID once a
-///   committed version carries it.
+/// - [`CallStore::find_by_sid`] finds a call by either leg's provider id
+///   ([`LegId`]) once a committed version carries it.
 /// - Reads return what the last successful commit wrote (read-your-writes).
 /// - [`CallStore::list_unfinished`] lists exactly the calls that are not
 ///   [settled](Call::is_settled) as last written, terminal or not.
@@ -434,8 +452,8 @@ pub trait CallStore: Send + Sync + 'static {
     async fn create(&self, call: &Call) -> Result<(), StoreError>;
     /// Loads a call.
     async fn get(&self, id: CallId) -> Result<Option<Call>, StoreError>;
-    /// Finds the call one of whose legs has this SID.
-    async fn find_by_sid(&self, sid: &CallSid) -> Result<Option<Call>, StoreError>;
+    /// Finds the call one of whose legs has this provider id.
+    async fn find_by_sid(&self, sid: &LegId) -> Result<Option<Call>, StoreError>;
     /// Writes `call` if its version is still current, with its raw events; returns the new version.
     async fn commit(&self, call: &Call, events: &[RawEvent]) -> Result<u64, StoreError>;
     /// Appends events without changing a call (unknown calls: `call_id = None`).
@@ -502,7 +520,7 @@ pub trait CallStore: Send + Sync + 'static {
     /// The calls created for the activist number `phone` strictly after
     /// `since` (their count and the oldest creation time), for the daily
     /// cap per called number. A call counts when its activist leg was
-    /// placed (it has a SID) or while it is still `created` (being placed);
+    /// placed (it has a leg id) or while it is still `created` (being placed);
     /// a call whose activist leg the provider refused does not. Shared by every replica using the store and
     /// kept across restarts.
     ///

@@ -69,7 +69,7 @@ impl FunnelStage {
             facts.leg_answered(Leg::Activist)
                 && (facts.activist_confirmed() || !facts.activist.is_machine()),
             facts.activist_confirmed(),
-            facts.requested.dial_target || facts.target.sid.is_some(),
+            facts.requested.dial_target || facts.target.leg_id.is_some(),
             facts.target_answered() && !facts.target.is_machine(),
             state == DetailedState::Completed,
         ];

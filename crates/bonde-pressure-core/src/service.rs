@@ -13,7 +13,7 @@ use crate::call::{
 };
 use crate::do_not_call::{DoNotCallHasher, DoNotCallList, DoNotCallSource, InMemoryDoNotCallList};
 use crate::domain::{
-    Activist, CallId, CallSid, Email, NumberPolicy, NumberRefusal, NumberType, PersonName,
+    Activist, CallId, Email, LegId, NumberPolicy, NumberRefusal, NumberType, PersonName,
     PhoneNumber, Region, Target, WidgetId, mask_phone,
 };
 use crate::limits::{Admission, InMemoryRateLimiter, LimitKey, LimitKind, Quota, RateLimiter};
@@ -270,10 +270,10 @@ pub struct StartedCall {
     pub call_id: CallId,
     /// The front-end's status.
     pub status: UiStatus,
-    /// The activist leg's SID.
-    pub twilio_call_sid: Option<CallSid>,
+    /// The provider's id of the activist's leg.
+    pub leg_id: Option<LegId>,
     /// The activist leg's status as the telephony answered.
-    pub twilio_call_status: Option<LegStatus>,
+    pub leg_status: Option<LegStatus>,
 }
 
 /// What handling one event led to.
@@ -789,16 +789,16 @@ impl PressureService {
             }
         };
         // The activist's phone is ringing now: whatever happens to this
-        // commit, the call is started. Its callbacks carry the leg's SID.
+        // commit, the call is started. Its callbacks carry the leg's id.
         let dialed = CallEvent::LegDialed {
             leg: Leg::Activist,
-            sid: leg.sid.clone(),
+            leg_id: leg.leg_id.clone(),
             status: leg.status,
         };
         let status = match self.handle(call.id, dialed, None).await {
             Ok(outcome) => self.page_status(&outcome.call),
             Err(error) => {
-                warn!(call_id = %call.id, sid = %leg.sid, %error, "activist leg placed but not recorded; callbacks will record it");
+                warn!(call_id = %call.id, leg_id = %leg.leg_id, %error, "activist leg placed but not recorded; callbacks will record it");
                 self.page_status(&call)
             }
         };
@@ -814,8 +814,8 @@ impl PressureService {
         Ok(StartedCall {
             call_id: call.id,
             status,
-            twilio_call_sid: Some(leg.sid),
-            twilio_call_status: leg.status,
+            leg_id: Some(leg.leg_id),
+            leg_status: leg.status,
         })
     }
 
@@ -1061,7 +1061,7 @@ impl PressureService {
                 return Some(match t.add_target(&req).await {
                     Ok(leg) => CallEvent::LegDialed {
                         leg: Leg::Target,
-                        sid: leg.sid,
+                        leg_id: leg.leg_id,
                         status: leg.status,
                     },
                     Err(e) => {
@@ -1081,11 +1081,11 @@ impl PressureService {
                     }
                 });
             }
-            Effect::HangUpActivist { sid, how } | Effect::HangUpTarget { sid, how } => {
-                t.hang_up(call.id, sid, *how).await
+            Effect::HangUpActivist { leg_id, how } | Effect::HangUpTarget { leg_id, how } => {
+                t.hang_up(call.id, leg_id, *how).await
             }
-            Effect::EndConference { conference_sid } => {
-                t.end_conference(call.id, conference_sid).await
+            Effect::EndConference { conference_id } => {
+                t.end_conference(call.id, conference_id).await
             }
         };
         match result {
@@ -1121,7 +1121,7 @@ impl PressureService {
     /// ([`Call::is_settled`]) and had no news for `stale_after`:
     /// - their live legs' status is fetched from the telephony (a leg the
     ///   provider does not know is recorded as ended);
-    /// - a target dial that was already requested, without SID or refusal,
+    /// - a target dial that was already requested, without leg id or refusal,
     ///   when the call was listed is recorded as failed (lost dial);
     /// - if the call's state is terminal but a leg is still live (an effect
     ///   that should have ended it failed), that leg is hung up directly
@@ -1153,18 +1153,18 @@ impl PressureService {
             }
             for leg in [Leg::Activist, Leg::Target] {
                 let facts = call.facts.leg(leg);
-                let Some(sid) = facts.sid.clone() else {
+                let Some(leg_id) = facts.leg_id.clone() else {
                     continue;
                 };
                 if facts.is_terminal() {
                     continue;
                 }
-                match self.deps.telephony.fetch_leg(&sid).await {
+                match self.deps.telephony.fetch_leg(&leg_id).await {
                     Ok(snap) => {
                         report.legs_fetched += 1;
                         let mut events = vec![CallEvent::LegStatus {
                             leg,
-                            sid: Some(snap.sid.clone()),
+                            leg_id: Some(snap.leg_id.clone()),
                             status: snap.status,
                             duration_secs: snap.duration_secs,
                             sip_response_code: None,
@@ -1174,7 +1174,7 @@ impl PressureService {
                         if let Some(answered_by) = snap.answered_by {
                             events.push(CallEvent::AnsweredBy {
                                 leg,
-                                sid: Some(snap.sid),
+                                leg_id: Some(snap.leg_id),
                                 answered_by,
                             });
                         }
@@ -1198,7 +1198,7 @@ impl PressureService {
                         warn!(call_id = %call.id, leg = leg.as_str(), status = status.as_str(), "leg unknown to the telephony; recorded as ended");
                         let ended = CallEvent::LegStatus {
                             leg,
-                            sid: Some(sid),
+                            leg_id: Some(leg_id),
                             status,
                             duration_secs: None,
                             sip_response_code: None,
@@ -1300,7 +1300,7 @@ impl PressureService {
         let conference = match self
             .deps
             .telephony
-            .conference_participants(call_id, call.facts.conference_sid.clone())
+            .conference_participants(call_id, call.facts.conference_id.clone())
             .await
         {
             Ok(Some(conference)) => conference,
@@ -1321,8 +1321,8 @@ impl PressureService {
             .filter(|p| p.in_conference)
         {
             let joined = CallEvent::ParticipantJoined {
-                conference_sid: conference.conference_sid.clone(),
-                call_sid: p.call_sid,
+                conference_id: conference.conference_id.clone(),
+                leg_id: p.leg_id,
                 leg: p.leg,
             };
             match self.handle(call_id, joined, None).await {
@@ -1398,12 +1398,12 @@ impl PressureService {
             return Some(call);
         }
         for leg in call.live_legs() {
-            let Some(sid) = call.facts.leg(leg).sid.clone() else {
-                continue; // dial requested, SID never came back: `fail_lost_dial` settles it
+            let Some(leg_id) = call.facts.leg(leg).leg_id.clone() else {
+                continue; // dial requested, leg id never came back: `fail_lost_dial` settles it
             };
             let how = call.hang_up_mode(leg);
             info!(%call_id, leg = leg.as_str(), state = call.state().as_str(), ?how, "hanging up a leg left live by a terminal call");
-            match self.deps.telephony.hang_up(call_id, &sid, how).await {
+            match self.deps.telephony.hang_up(call_id, &leg_id, how).await {
                 Ok(()) | Err(TelephonyError::NotFound { .. }) => report.legs_hung_up += 1,
                 Err(error) => {
                     report.errors += 1;
@@ -1438,12 +1438,12 @@ fn awaits_join(call: &Call) -> bool {
 /// case (about 10 s), far less than `stale_after` (2 min).
 fn dial_was_lost(call: &Call) -> bool {
     let f = &call.facts;
-    let activist = f.activist.sid.as_ref();
+    let activist = f.activist.leg_id.as_ref();
     f.requested.dial_target
         && !f.target_limited
-        && f.target.sid.is_none()
+        && f.target.leg_id.is_none()
         && f.target.status.is_none()
-        && f.participants.keys().all(|sid| Some(sid) == activist)
+        && f.participants.keys().all(|leg_id| Some(leg_id) == activist)
 }
 
 async fn backoff(attempt: u32) {

@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use chrono::Utc;
 
 use crate::call::{AnsweredBy, CallEvent, Confirmation, DetailedState, HangUp, Leg, LegStatus};
-use crate::domain::{CallId, CallSid, ConferenceSid, PhoneNumber};
+use crate::domain::{CallId, ConferenceId, LegId, PhoneNumber};
 use crate::ports::{
     ActivistCallRequest, ConferenceSnapshot, DialedLeg, LegSnapshot, ParticipantSnapshot, RawEvent,
     TargetCallRequest, Telephony, TelephonyError,
@@ -101,19 +101,22 @@ pub struct Scripted {
     pub event: CallEvent,
 }
 
-fn sid(call_id: CallId, salt: u128) -> CallSid {
+/// A leg id derived from `call_id`. Simulated ids have the shape of
+/// Twilio's (two letters and 32 hex digits) so the simulated server's
+/// answers look like production ones; the core accepts any provider id.
+fn leg_id(call_id: CallId, salt: u128) -> LegId {
     format!("CA{:032x}", call_id.as_uuid().as_u128() ^ salt)
         .parse()
-        .expect("CA + 32 hex digits is a call SID")
+        .expect("34 printable characters are a leg id")
 }
 
 /// The provider's side of one simulated call: which callbacks each command causes.
 #[derive(Debug, Clone)]
 pub struct SimulatedCall {
     scenario: Scenario,
-    activist: CallSid,
-    target: CallSid,
-    conference: ConferenceSid,
+    activist: LegId,
+    target: LegId,
+    conference: ConferenceId,
     a_alive: bool,
     a_in_conf: bool,
     b_dialled: bool,
@@ -127,15 +130,15 @@ pub struct SimulatedCall {
 }
 
 impl SimulatedCall {
-    /// A call playing `scenario`; SIDs are derived from `call_id`.
+    /// A call playing `scenario`; ids are derived from `call_id`.
     pub fn new(scenario: Scenario, call_id: CallId) -> Self {
         Self {
             scenario,
-            activist: sid(call_id, 0xA),
-            target: sid(call_id, 0xB),
+            activist: leg_id(call_id, 0xA),
+            target: leg_id(call_id, 0xB),
             conference: format!("CF{:032x}", call_id.as_uuid().as_u128())
                 .parse()
-                .expect("CF + 32 hex digits is a conference SID"),
+                .expect("34 printable characters are a conference id"),
             a_alive: false,
             a_in_conf: false,
             b_dialled: false,
@@ -148,25 +151,25 @@ impl SimulatedCall {
         }
     }
 
-    /// The activist leg's SID.
-    pub fn activist_sid(&self) -> &CallSid {
+    /// The provider id of the activist's leg.
+    pub fn activist_leg_id(&self) -> &LegId {
         &self.activist
     }
 
-    /// The target leg's SID.
-    pub fn target_sid(&self) -> &CallSid {
+    /// The provider id of the target's leg.
+    pub fn target_leg_id(&self) -> &LegId {
         &self.target
     }
 
-    /// The conference's SID.
-    pub fn conference_sid(&self) -> &ConferenceSid {
+    /// The conference's provider id.
+    pub fn conference_id(&self) -> &ConferenceId {
         &self.conference
     }
 
-    fn leg_of(&self, sid: &CallSid) -> Option<Leg> {
-        if *sid == self.activist {
+    fn leg_of(&self, leg_id: &LegId) -> Option<Leg> {
+        if *leg_id == self.activist {
             Some(Leg::Activist)
-        } else if *sid == self.target && self.b_dialled {
+        } else if *leg_id == self.target && self.b_dialled {
             Some(Leg::Target)
         } else {
             None
@@ -181,13 +184,13 @@ impl SimulatedCall {
             };
             last.get_or_insert(status);
         }
-        let sid = match leg {
+        let leg_id = match leg {
             Leg::Activist => &self.activist,
             Leg::Target => &self.target,
         };
         CallEvent::LegStatus {
             leg,
-            sid: Some(sid.clone()),
+            leg_id: Some(leg_id.clone()),
             status,
             duration_secs: duration,
             sip_response_code: None,
@@ -196,35 +199,35 @@ impl SimulatedCall {
     }
 
     fn amd(&self, leg: Leg, answered_by: AnsweredBy) -> CallEvent {
-        let sid = if leg == Leg::Activist {
+        let leg_id = if leg == Leg::Activist {
             &self.activist
         } else {
             &self.target
         };
         CallEvent::AnsweredBy {
             leg,
-            sid: Some(sid.clone()),
+            leg_id: Some(leg_id.clone()),
             answered_by,
         }
     }
 
     fn participant(&self, leg: Leg, joined: bool) -> CallEvent {
-        let conference_sid = self.conference.clone();
+        let conference_id = self.conference.clone();
         // The activist joins through TwiML without a label; the target carries one.
-        let (call_sid, label) = match leg {
+        let (leg_id, label) = match leg {
             Leg::Activist => (self.activist.clone(), None),
             Leg::Target => (self.target.clone(), Some(Leg::Target)),
         };
         if joined {
             CallEvent::ParticipantJoined {
-                conference_sid,
-                call_sid,
+                conference_id,
+                leg_id,
                 leg: label,
             }
         } else {
             CallEvent::ParticipantLeft {
-                conference_sid,
-                call_sid,
+                conference_id,
+                leg_id,
                 leg: label,
             }
         }
@@ -263,7 +266,7 @@ impl SimulatedCall {
                 ev.push(self.amd(a, AnsweredBy::Human));
                 ev.push(CallEvent::Confirmed(Confirmation::Digits("1".into())));
                 ev.push(CallEvent::ConferenceStarted {
-                    conference_sid: self.conference.clone(),
+                    conference_id: self.conference.clone(),
                 });
                 // The activist is in the conference all the same.
                 if self.scenario != Scenario::ActivistJoinLost {
@@ -326,7 +329,7 @@ impl SimulatedCall {
                 push(
                     0,
                     CallEvent::ConferenceEnded {
-                        conference_sid: self.conference.clone(),
+                        conference_id: self.conference.clone(),
                     },
                 );
                 push(0, self.status(Leg::Activist, Completed, Some(40)));
@@ -355,7 +358,7 @@ impl SimulatedCall {
         }
         self.conf_live = false;
         ev.push(CallEvent::ConferenceEnded {
-            conference_sid: self.conference.clone(),
+            conference_id: self.conference.clone(),
         });
         if self.b_in_conf {
             self.b_in_conf = false;
@@ -388,8 +391,8 @@ impl SimulatedCall {
     /// A leg is hung up by command. Like Twilio, a [`HangUp::Cancel`] only
     /// ends a leg that was not answered yet: on an answered leg it does
     /// nothing (only [`HangUp::Complete`] hangs an answered call up).
-    pub fn hang_up(&mut self, sid: &CallSid, how: HangUp) -> Vec<Scripted> {
-        match self.leg_of(sid) {
+    pub fn hang_up(&mut self, leg_id: &LegId, how: HangUp) -> Vec<Scripted> {
+        match self.leg_of(leg_id) {
             // The activist's leg is up only once answered.
             Some(Leg::Activist) if self.a_alive && how == HangUp::Cancel => Vec::new(),
             Some(Leg::Target) if self.b_alive && self.b_answered && how == HangUp::Cancel => {
@@ -427,10 +430,10 @@ impl SimulatedCall {
 
     /// What the provider would answer to a listing of the conference's
     /// participants: `None` once it ended or before it started (or for
-    /// another conference's SID).
+    /// another conference's id).
     pub fn conference_snapshot(
         &self,
-        conference: Option<&ConferenceSid>,
+        conference: Option<&ConferenceId>,
     ) -> Option<ConferenceSnapshot> {
         if !self.conf_live || conference.is_some_and(|c| *c != self.conference) {
             return None;
@@ -453,8 +456,8 @@ impl SimulatedCall {
     }
 
     /// What the provider would answer to a status fetch.
-    pub fn snapshot(&self, sid: &CallSid) -> Option<LegSnapshot> {
-        let (alive, answered, last) = match self.leg_of(sid)? {
+    pub fn snapshot(&self, leg_id: &LegId) -> Option<LegSnapshot> {
+        let (alive, answered, last) = match self.leg_of(leg_id)? {
             Leg::Activist => (self.a_alive, self.a_alive || self.a_in_conf, self.a_final),
             Leg::Target => (self.b_alive, self.b_answered, self.b_final),
         };
@@ -467,7 +470,7 @@ impl SimulatedCall {
             (false, false, None) => LegStatus::NoAnswer,
         };
         Some(LegSnapshot {
-            sid: sid.clone(),
+            leg_id: leg_id.clone(),
             status,
             duration_secs: None,
             answered_by: None,
@@ -498,7 +501,7 @@ pub enum TelephonyCommand {
         /// The call.
         call_id: CallId,
         /// The leg.
-        sid: CallSid,
+        leg_id: LegId,
         /// How.
         how: HangUp,
     },
@@ -507,16 +510,16 @@ pub enum TelephonyCommand {
         /// The call.
         call_id: CallId,
         /// The conference.
-        conference_sid: ConferenceSid,
+        conference_id: ConferenceId,
     },
     /// `fetch_leg`.
-    FetchLeg(CallSid),
+    FetchLeg(LegId),
     /// `conference_participants`.
     ConferenceParticipants {
         /// The call.
         call_id: CallId,
         /// The conference, when known.
-        conference_sid: Option<ConferenceSid>,
+        conference_id: Option<ConferenceId>,
     },
 }
 
@@ -544,7 +547,7 @@ pub type LostCallbacks = Arc<dyn Fn(&CallEvent) -> bool + Send + Sync>;
 #[derive(Default)]
 struct SimState {
     calls: HashMap<CallId, SimulatedCall>,
-    by_sid: HashMap<CallSid, CallId>,
+    by_leg_id: HashMap<LegId, CallId>,
     commands: Vec<TelephonyCommand>,
     failures: HashMap<CommandKind, TelephonyError>,
     lose: Option<LostCallbacks>,
@@ -647,7 +650,7 @@ impl SimulatedTelephony {
                 }
                 let raw = RawEvent {
                     kind: "simulated".into(),
-                    call_sid: None,
+                    leg_id: None,
                     payload: serde_json::to_string(&step.event).unwrap_or_default(),
                     sequence_number: None,
                     received_at: Utc::now(),
@@ -674,17 +677,18 @@ impl Telephony for SimulatedTelephony {
             ScenarioPicker::ByActivistLastDigit => Scenario::for_number(&req.to),
         };
         let mut call = SimulatedCall::new(scenario, req.call_id);
-        let sid = call.activist_sid().clone();
+        let leg_id = call.activist_leg_id().clone();
         let steps = call.start();
         {
             let mut s = self.lock();
-            s.by_sid.insert(sid.clone(), req.call_id);
-            s.by_sid.insert(call.target_sid().clone(), req.call_id);
+            s.by_leg_id.insert(leg_id.clone(), req.call_id);
+            s.by_leg_id
+                .insert(call.target_leg_id().clone(), req.call_id);
             s.calls.insert(req.call_id, call);
         }
         self.play(req.call_id, steps);
         Ok(DialedLeg {
-            sid,
+            leg_id,
             status: Some(LegStatus::Queued),
         })
     }
@@ -694,14 +698,16 @@ impl Telephony for SimulatedTelephony {
             CommandKind::AddTarget,
             TelephonyCommand::AddTarget(req.clone()),
         )?;
-        let (sid, steps) = self
-            .with_call(req.call_id, |c| (c.target_sid().clone(), c.dial_target()))
+        let (leg_id, steps) = self
+            .with_call(req.call_id, |c| {
+                (c.target_leg_id().clone(), c.dial_target())
+            })
             .ok_or_else(|| TelephonyError::NotFound {
                 message: "no such conference".into(),
             })?;
         self.play(req.call_id, steps);
         Ok(DialedLeg {
-            sid,
+            leg_id,
             status: Some(LegStatus::Queued),
         })
     }
@@ -709,19 +715,19 @@ impl Telephony for SimulatedTelephony {
     async fn hang_up(
         &self,
         call_id: CallId,
-        sid: &CallSid,
+        leg_id: &LegId,
         how: HangUp,
     ) -> Result<(), TelephonyError> {
         self.record(
             CommandKind::HangUp,
             TelephonyCommand::HangUp {
                 call_id,
-                sid: sid.clone(),
+                leg_id: leg_id.clone(),
                 how,
             },
         )?;
         let steps = self
-            .with_call(call_id, |c| c.hang_up(sid, how))
+            .with_call(call_id, |c| c.hang_up(leg_id, how))
             .unwrap_or_default();
         self.play(call_id, steps);
         Ok(())
@@ -730,13 +736,13 @@ impl Telephony for SimulatedTelephony {
     async fn end_conference(
         &self,
         call_id: CallId,
-        conference: &ConferenceSid,
+        conference: &ConferenceId,
     ) -> Result<(), TelephonyError> {
         self.record(
             CommandKind::EndConference,
             TelephonyCommand::EndConference {
                 call_id,
-                conference_sid: conference.clone(),
+                conference_id: conference.clone(),
             },
         )?;
         let steps = self
@@ -746,31 +752,31 @@ impl Telephony for SimulatedTelephony {
         Ok(())
     }
 
-    async fn fetch_leg(&self, sid: &CallSid) -> Result<LegSnapshot, TelephonyError> {
+    async fn fetch_leg(&self, leg_id: &LegId) -> Result<LegSnapshot, TelephonyError> {
         self.record(
             CommandKind::FetchLeg,
-            TelephonyCommand::FetchLeg(sid.clone()),
+            TelephonyCommand::FetchLeg(leg_id.clone()),
         )?;
         let s = self.lock();
-        s.by_sid
-            .get(sid)
+        s.by_leg_id
+            .get(leg_id)
             .and_then(|id| s.calls.get(id))
-            .and_then(|c| c.snapshot(sid))
+            .and_then(|c| c.snapshot(leg_id))
             .ok_or_else(|| TelephonyError::NotFound {
-                message: format!("no call {sid}"),
+                message: format!("no call {leg_id}"),
             })
     }
 
     async fn conference_participants(
         &self,
         call_id: CallId,
-        conference: Option<ConferenceSid>,
+        conference: Option<ConferenceId>,
     ) -> Result<Option<ConferenceSnapshot>, TelephonyError> {
         self.record(
             CommandKind::ConferenceParticipants,
             TelephonyCommand::ConferenceParticipants {
                 call_id,
-                conference_sid: conference.clone(),
+                conference_id: conference.clone(),
             },
         )?;
         Ok(self
@@ -812,22 +818,22 @@ mod tests {
             if b.is_some() {
                 events.extend(call.dial_target());
             }
-            let snap = call.snapshot(&call.activist_sid().clone()).unwrap();
+            let snap = call.snapshot(&call.activist_leg_id().clone()).unwrap();
             assert_eq!(snap.status, a, "{scenario:?}");
             if let Some(b) = b {
                 assert_eq!(last_status(&events, Leg::Target), Some(b));
-                let snap = call.snapshot(&call.target_sid().clone()).unwrap();
+                let snap = call.snapshot(&call.target_leg_id().clone()).unwrap();
                 assert_eq!(snap.status, b, "{scenario:?}");
             }
         }
     }
 
     #[test]
-    fn cancel_is_ignored_on_an_answered_leg_like_twilio() {
+    fn cancel_is_ignored_on_an_answered_leg() {
         // The activist answers (voicemail): canceling does nothing, completing hangs up.
         let mut call = SimulatedCall::new(Scenario::ActivistVoicemail, CallId::new());
         call.start();
-        let a = call.activist_sid().clone();
+        let a = call.activist_leg_id().clone();
         assert!(call.hang_up(&a, HangUp::Cancel).is_empty());
         let ended = call.hang_up(&a, HangUp::Complete);
         assert_eq!(ended.len(), 1);
@@ -843,7 +849,7 @@ mod tests {
         let mut call = SimulatedCall::new(Scenario::ActivistHangsUpWhileTargetRings, CallId::new());
         call.start();
         call.dial_target();
-        let b = call.target_sid().clone();
+        let b = call.target_leg_id().clone();
         let ended = call.hang_up(&b, HangUp::Cancel);
         assert!(matches!(
             ended.as_slice(),
@@ -860,7 +866,7 @@ mod tests {
         let mut call = SimulatedCall::new(Scenario::TargetVoicemail, CallId::new());
         call.start();
         call.dial_target();
-        let b = call.target_sid().clone();
+        let b = call.target_leg_id().clone();
         assert!(call.hang_up(&b, HangUp::Cancel).is_empty());
         assert!(!call.hang_up(&b, HangUp::Complete).is_empty());
     }

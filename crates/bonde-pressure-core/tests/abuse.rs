@@ -569,10 +569,10 @@ async fn a_target_out_of_budget_at_dial_time_ends_the_call_as_busy() {
         .await
         .unwrap()
         .call_id;
-    let cf: bonde_pressure_core::ConferenceSid = format!("CF{}", "c".repeat(32)).parse().unwrap();
+    let cf: bonde_pressure_core::ConferenceId = format!("CF{}", "c".repeat(32)).parse().unwrap();
     for id in [first, second] {
         let call = h.service.call(id).await.unwrap().unwrap();
-        let sid = call.facts.activist.sid.clone().unwrap();
+        let sid = call.facts.activist.leg_id.clone().unwrap();
         h.service
             .handle(
                 id,
@@ -585,8 +585,8 @@ async fn a_target_out_of_budget_at_dial_time_ends_the_call_as_busy() {
             .handle(
                 id,
                 CallEvent::ParticipantJoined {
-                    conference_sid: cf.clone(),
-                    call_sid: sid,
+                    conference_id: cf.clone(),
+                    leg_id: sid,
                     leg: None,
                 },
                 None,

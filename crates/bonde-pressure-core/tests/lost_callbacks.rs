@@ -15,7 +15,7 @@ use bonde_pressure_core::ports::{
 };
 use bonde_pressure_core::simulated::{SimulatedCall, TelephonyCommand};
 use bonde_pressure_core::{
-    Call, CallId, CallSid, ConferenceSid, HangUp, ManualClock, PressureService, Scenario,
+    Call, CallId, ConferenceId, HangUp, LegId, ManualClock, PressureService, Scenario,
     ScenarioPicker, TelephonyError,
 };
 use common::{demo_request, harness_with};
@@ -194,8 +194,8 @@ async fn reconciliation_recovers_a_join_whose_evidence_was_all_lost() {
         .filter_map(|c| match c {
             TelephonyCommand::ConferenceParticipants {
                 call_id,
-                conference_sid,
-            } => Some((*call_id, conference_sid.clone())),
+                conference_id,
+            } => Some((*call_id, conference_id.clone())),
             _ => None,
         })
         .collect();
@@ -245,15 +245,15 @@ impl Telephony for Legacy {
         self.dials.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         Err(unused())
     }
-    async fn hang_up(&self, _: CallId, _: &CallSid, _: HangUp) -> Result<(), TelephonyError> {
+    async fn hang_up(&self, _: CallId, _: &LegId, _: HangUp) -> Result<(), TelephonyError> {
         Err(unused())
     }
-    async fn end_conference(&self, _: CallId, _: &ConferenceSid) -> Result<(), TelephonyError> {
+    async fn end_conference(&self, _: CallId, _: &ConferenceId) -> Result<(), TelephonyError> {
         Err(unused())
     }
-    async fn fetch_leg(&self, sid: &CallSid) -> Result<LegSnapshot, TelephonyError> {
+    async fn fetch_leg(&self, leg_id: &LegId) -> Result<LegSnapshot, TelephonyError> {
         Ok(LegSnapshot {
-            sid: sid.clone(),
+            leg_id: leg_id.clone(),
             status: LegStatus::InProgress,
             duration_secs: None,
             answered_by: None,

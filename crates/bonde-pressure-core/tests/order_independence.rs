@@ -40,7 +40,7 @@ fn run(scenario: Scenario, choices: &[(usize, bool)]) -> Run {
     let mut pool: Vec<CallEvent> = world.start().into_iter().map(|s| s.event).collect();
     pool.push(CallEvent::LegDialed {
         leg: Leg::Activist,
-        sid: world.activist_sid().clone(),
+        leg_id: world.activist_leg_id().clone(),
         status: Some(LegStatus::Queued),
     });
     let mut out = Run::default();
@@ -64,13 +64,13 @@ fn run(scenario: Scenario, choices: &[(usize, bool)]) -> Run {
                 Effect::DialTarget => {
                     pool.push(CallEvent::LegDialed {
                         leg: Leg::Target,
-                        sid: world.target_sid().clone(),
+                        leg_id: world.target_leg_id().clone(),
                         status: Some(LegStatus::Queued),
                     });
                     world.dial_target()
                 }
-                Effect::HangUpActivist { sid, how } | Effect::HangUpTarget { sid, how } => {
-                    world.hang_up(sid, *how)
+                Effect::HangUpActivist { leg_id, how } | Effect::HangUpTarget { leg_id, how } => {
+                    world.hang_up(leg_id, *how)
                 }
                 Effect::EndConference { .. } => world.end_conference(),
                 _ => Vec::new(),

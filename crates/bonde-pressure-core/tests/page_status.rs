@@ -10,7 +10,7 @@ use bonde_pressure_core::call::{AnsweredBy, CallEvent, Confirmation, DetailedSta
 use bonde_pressure_core::call::{LegStatus, UiStatus};
 use bonde_pressure_core::ports::{DialedLeg, TargetCallRequest};
 use bonde_pressure_core::{
-    CallId, CallSid, Clock, ConferenceSid, Dependencies, InMemoryCallStore, ManualClock,
+    CallId, Clock, ConferenceId, Dependencies, InMemoryCallStore, LegId, ManualClock,
     MockTelephony, PressureService, ServiceConfig, StartCallRequest, StaticCampaignDirectory,
     StubActionRecorder, demo_widget,
 };
@@ -18,11 +18,11 @@ use chrono::{TimeZone, Utc};
 
 const GRACE: Duration = Duration::from_secs(4);
 
-fn sid(c: char) -> CallSid {
+fn sid(c: char) -> LegId {
     format!("CA{}", c.to_string().repeat(32)).parse().unwrap()
 }
 
-fn cf() -> ConferenceSid {
+fn cf() -> ConferenceId {
     format!("CF{}", "c".repeat(32)).parse().unwrap()
 }
 
@@ -39,7 +39,7 @@ fn world(detect: bool) -> World {
     let mut telephony = MockTelephony::new();
     telephony.expect_call_activist().returning(|_| {
         Ok(DialedLeg {
-            sid: sid('a'),
+            leg_id: sid('a'),
             status: Some(LegStatus::Queued),
         })
     });
@@ -53,7 +53,7 @@ fn world(detect: bool) -> World {
         .returning(move |r: &TargetCallRequest| {
             seen.lock().unwrap().push(r.detect_machine);
             Ok(DialedLeg {
-                sid: sid('b'),
+                leg_id: sid('b'),
                 status: None,
             })
         });
@@ -97,8 +97,8 @@ fn request() -> StartCallRequest {
 
 fn target_joined() -> CallEvent {
     CallEvent::ParticipantJoined {
-        conference_sid: cf(),
-        call_sid: sid('b'),
+        conference_id: cf(),
+        leg_id: sid('b'),
         leg: Some(Leg::Target),
     }
 }
@@ -106,7 +106,7 @@ fn target_joined() -> CallEvent {
 fn verdict(answered_by: AnsweredBy) -> CallEvent {
     CallEvent::AnsweredBy {
         leg: Leg::Target,
-        sid: Some(sid('b')),
+        leg_id: Some(sid('b')),
         answered_by,
     }
 }
@@ -118,7 +118,7 @@ impl World {
         for event in [
             CallEvent::LegStatus {
                 leg: Leg::Activist,
-                sid: Some(sid('a')),
+                leg_id: Some(sid('a')),
                 status: LegStatus::InProgress,
                 duration_secs: None,
                 sip_response_code: None,
@@ -127,8 +127,8 @@ impl World {
             CallEvent::Prompted,
             CallEvent::Confirmed(Confirmation::Digits("1".into())),
             CallEvent::ParticipantJoined {
-                conference_sid: cf(),
-                call_sid: sid('a'),
+                conference_id: cf(),
+                leg_id: sid('a'),
                 leg: Some(Leg::Activist),
             },
         ] {
@@ -237,7 +237,7 @@ async fn the_grace_time_counts_from_the_earliest_sign_of_an_answer() {
         id,
         CallEvent::LegStatus {
             leg: Leg::Target,
-            sid: Some(sid('b')),
+            leg_id: Some(sid('b')),
             status: LegStatus::InProgress,
             duration_secs: None,
             sip_response_code: None,

@@ -44,7 +44,7 @@ async fn an_erased_call_still_takes_callbacks_reads_and_counts() {
     // A late, duplicate callback: applied, stored, the call stays erased.
     let late = CallEvent::LegStatus {
         leg: Leg::Activist,
-        sid: before.facts.activist.sid.clone(),
+        leg_id: before.facts.activist.leg_id.clone(),
         status: LegStatus::Completed,
         duration_secs: Some(1),
         sip_response_code: None,
@@ -52,7 +52,7 @@ async fn an_erased_call_still_takes_callbacks_reads_and_counts() {
     };
     let raw = RawEvent {
         kind: "status-callback".into(),
-        call_sid: None,
+        leg_id: None,
         payload: "CallStatus=completed".into(),
         sequence_number: None,
         received_at: Utc::now(),

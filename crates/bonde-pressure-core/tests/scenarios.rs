@@ -76,7 +76,7 @@ async fn every_scenario_reaches_its_state_and_ui_status() {
             "{scenario:?}: {:?}",
             started.status
         );
-        assert!(started.twilio_call_sid.is_some());
+        assert!(started.leg_id.is_some());
 
         let call = settle(&h.service, started.call_id).await;
         assert_eq!(call.state(), scenario.expected_state(), "{scenario:?}");
@@ -194,7 +194,7 @@ async fn start_answers_initiated_before_any_callback() {
     let started = h.service.start(&demo_request()).await.unwrap();
     assert_eq!(started.status, UiStatus::Initiated);
     assert_eq!(
-        started.twilio_call_status,
+        started.leg_status,
         Some(bonde_pressure_core::LegStatus::Queued)
     );
 }

@@ -14,8 +14,8 @@ use bonde_pressure_core::ports::{CallStats, DialedLeg, StoredEvent, TargetCallRe
 use bonde_pressure_core::script::{ScriptMoment, VoiceInstruction};
 use bonde_pressure_core::simulated::{CommandKind, TelephonyCommand};
 use bonde_pressure_core::{
-    Call, CallId, CallSid, CallStore, Clock, Dependencies, EventSink, InMemoryCallStore,
-    ManualClock, MockTelephony, PressureService, RawEvent, Scenario, ScenarioPicker, ServiceConfig,
+    Call, CallId, CallStore, Clock, Dependencies, EventSink, InMemoryCallStore, LegId, ManualClock,
+    MockTelephony, PressureService, RawEvent, Scenario, ScenarioPicker, ServiceConfig,
     ServiceError, StartError, StaticCampaignDirectory, StoreError, StubActionRecorder,
     TelephonyError, WidgetId,
 };
@@ -25,7 +25,7 @@ use common::{demo_request, harness, settle};
 fn raw(n: usize) -> RawEvent {
     RawEvent {
         kind: "test".into(),
-        call_sid: None,
+        leg_id: None,
         payload: format!("n={n}"),
         sequence_number: Some(n as i64),
         received_at: Utc::now(),
@@ -242,8 +242,8 @@ impl CallStore for TestStore {
         tokio::task::yield_now().await;
         self.inner.get(id).await
     }
-    async fn find_by_sid(&self, sid: &CallSid) -> Result<Option<Call>, StoreError> {
-        self.inner.find_by_sid(sid).await
+    async fn find_by_sid(&self, leg_id: &LegId) -> Result<Option<Call>, StoreError> {
+        self.inner.find_by_sid(leg_id).await
     }
     async fn commit(&self, call: &Call, events: &[RawEvent]) -> Result<u64, StoreError> {
         tokio::task::yield_now().await;
@@ -306,17 +306,17 @@ fn quiet_service(
     (service, recorder)
 }
 
-fn participant(i: usize) -> (CallSid, CallEvent) {
-    let sid: CallSid = format!("CA{:032x}", 0xC0_FFEE_0000 + i as u128)
+fn participant(i: usize) -> (LegId, CallEvent) {
+    let leg_id: LegId = format!("CA{:032x}", 0xC0_FFEE_0000 + i as u128)
         .parse()
         .unwrap();
-    let cf: bonde_pressure_core::ConferenceSid = format!("CF{}", "c".repeat(32)).parse().unwrap();
+    let cf: bonde_pressure_core::ConferenceId = format!("CF{}", "c".repeat(32)).parse().unwrap();
     let event = CallEvent::ParticipantJoined {
-        conference_sid: cf,
-        call_sid: sid.clone(),
+        conference_id: cf,
+        leg_id: leg_id.clone(),
         leg: None,
     };
-    (sid, event)
+    (leg_id, event)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -342,9 +342,13 @@ async fn concurrent_events_on_one_call_lose_no_update() {
     }
     let after = service.call(id).await.unwrap().unwrap();
     for i in 0..50 {
-        let (sid, _) = participant(i);
+        let (leg_id, _) = participant(i);
         assert!(
-            after.facts.participants.get(&sid).is_some_and(|p| p.joined),
+            after
+                .facts
+                .participants
+                .get(&leg_id)
+                .is_some_and(|p| p.joined),
             "participant {i} lost"
         );
     }
@@ -403,8 +407,8 @@ async fn a_ringing_activist_is_a_started_call_even_if_its_commit_fails() {
     store.set_commit_mode(COMMIT_FAILS);
     let started = service.start(&demo_request()).await.unwrap();
     assert_eq!(started.status, UiStatus::Initiated);
-    assert!(started.twilio_call_sid.is_some());
-    assert_eq!(started.twilio_call_status, Some(LegStatus::Queued));
+    assert!(started.leg_id.is_some());
+    assert_eq!(started.leg_status, Some(LegStatus::Queued));
     // The action is recorded; the stored call is as created (callbacks will fill it in).
     assert_eq!(recorder.recorded().len(), 1);
     assert_eq!(recorder.recorded()[0].call_id, started.call_id);
@@ -462,7 +466,7 @@ fn debug_output_masks_phone_numbers_and_emails() {
     let payload = "CallSid=CA123&From=%2B5511912345678&To=%2B5561999990000&SpeechResult=Ana";
     let raw = RawEvent {
         kind: "status-callback".into(),
-        call_sid: Some("CA123".into()),
+        leg_id: Some("CA123".into()),
         payload: payload.into(),
         sequence_number: Some(3),
         received_at: Utc::now(),
@@ -485,11 +489,10 @@ fn debug_output_masks_phone_numbers_and_emails() {
 async fn telephony_receives_exactly_the_expected_requests() {
     let call_id_slot = Arc::new(std::sync::Mutex::new(None::<CallId>));
     let mut telephony = MockTelephony::new();
-    let activist_sid: bonde_pressure_core::CallSid =
-        format!("CA{}", "a".repeat(32)).parse().unwrap();
-    let target_sid: bonde_pressure_core::CallSid = format!("CA{}", "b".repeat(32)).parse().unwrap();
+    let activist_sid: bonde_pressure_core::LegId = format!("CA{}", "a".repeat(32)).parse().unwrap();
+    let target_sid: bonde_pressure_core::LegId = format!("CA{}", "b".repeat(32)).parse().unwrap();
     let mut seq = mockall::Sequence::new();
-    let (slot, sid) = (call_id_slot.clone(), activist_sid.clone());
+    let (slot, leg_id) = (call_id_slot.clone(), activist_sid.clone());
     telephony
         .expect_call_activist()
         .times(1)
@@ -498,11 +501,11 @@ async fn telephony_receives_exactly_the_expected_requests() {
         .returning(move |r| {
             *slot.lock().unwrap() = Some(r.call_id);
             Ok(DialedLeg {
-                sid: sid.clone(),
+                leg_id: leg_id.clone(),
                 status: Some(LegStatus::Queued),
             })
         });
-    let (slot, sid) = (call_id_slot.clone(), target_sid.clone());
+    let (slot, leg_id) = (call_id_slot.clone(), target_sid.clone());
     telephony
         .expect_add_target()
         .times(1)
@@ -515,7 +518,7 @@ async fn telephony_receives_exactly_the_expected_requests() {
         })
         .returning(move |_| {
             Ok(DialedLeg {
-                sid: sid.clone(),
+                leg_id: leg_id.clone(),
                 status: None,
             })
         });
@@ -529,10 +532,10 @@ async fn telephony_receives_exactly_the_expected_requests() {
         Arc::new(bonde_pressure_core::SystemClock),
     );
     let id = service.start(&demo_request()).await.unwrap().call_id;
-    let cf: bonde_pressure_core::ConferenceSid = format!("CF{}", "c".repeat(32)).parse().unwrap();
+    let cf: bonde_pressure_core::ConferenceId = format!("CF{}", "c".repeat(32)).parse().unwrap();
     let join = CallEvent::ParticipantJoined {
-        conference_sid: cf,
-        call_sid: activist_sid.clone(),
+        conference_id: cf,
+        leg_id: activist_sid.clone(),
         leg: None,
     };
     // The same participant-join delivered three times dials once.
@@ -540,7 +543,7 @@ async fn telephony_receives_exactly_the_expected_requests() {
         service.handle(id, join.clone(), None).await.unwrap();
     }
     let call = service.call(id).await.unwrap().unwrap();
-    assert_eq!(call.facts.target.sid, Some(target_sid.clone()));
+    assert_eq!(call.facts.target.leg_id, Some(target_sid.clone()));
     assert_eq!(
         store.find_by_sid(&target_sid).await.unwrap().unwrap().id,
         id
@@ -602,7 +605,7 @@ async fn scripts_follow_the_call() {
 
     let busy = CallEvent::LegStatus {
         leg: Leg::Target,
-        sid: None,
+        leg_id: None,
         status: LegStatus::Busy,
         duration_secs: None,
         sip_response_code: None,
@@ -740,23 +743,23 @@ async fn reconciliation_keeps_an_outcome_it_fetched_instead_of_expiring() {
 /// the time of the fetch (the details view's `ended_at` after an outage).
 #[tokio::test]
 async fn a_fetched_ended_leg_keeps_the_providers_end_time() {
-    let sid: CallSid = format!("CA{}", "a".repeat(32)).parse().unwrap();
+    let leg_id: LegId = format!("CA{}", "a".repeat(32)).parse().unwrap();
     let ended: DateTime<Utc> = "2026-11-25T10:00:00Z".parse().unwrap();
     let mut telephony = MockTelephony::new();
-    let s = sid.clone();
+    let s = leg_id.clone();
     telephony
         .expect_call_activist()
         .times(1)
         .returning(move |_| {
             Ok(DialedLeg {
-                sid: s.clone(),
+                leg_id: s.clone(),
                 status: Some(LegStatus::Queued),
             })
         });
-    let s = sid.clone();
+    let s = leg_id.clone();
     telephony.expect_fetch_leg().times(1).returning(move |_| {
         Ok(bonde_pressure_core::ports::LegSnapshot {
-            sid: s.clone(),
+            leg_id: s.clone(),
             status: LegStatus::NoAnswer,
             duration_secs: Some(0),
             answered_by: None,
@@ -800,7 +803,7 @@ async fn reconciliation_hangs_up_a_leg_left_live_by_a_terminal_call() {
     assert_eq!(call.state(), DetailedState::TargetBusy);
     assert_eq!(call.live_legs(), [Leg::Activist]);
     assert!(!call.is_settled());
-    let activist = call.facts.activist.sid.clone().unwrap();
+    let activist = call.facts.activist.leg_id.clone().unwrap();
 
     clock.advance(Duration::from_secs(300));
     let listed = h.store.list_unfinished(clock.now(), 10).await.unwrap();
@@ -826,7 +829,7 @@ async fn reconciliation_hangs_up_a_leg_left_live_by_a_terminal_call() {
         hang_ups,
         [TelephonyCommand::HangUp {
             call_id: id,
-            sid: activist,
+            leg_id: activist,
             how: bonde_pressure_core::HangUp::Complete,
         }]
     );
@@ -840,7 +843,7 @@ async fn reconciliation_hangs_up_a_leg_left_live_by_a_terminal_call() {
 }
 
 /// The `DialTarget` effect was committed, but the replica that won it died
-/// before recording the dial: no target SID, no refusal. Once the call is
+/// before recording the dial: no target leg id, no refusal. Once the call is
 /// stale, reconciliation records the dial as failed, so the conference ends
 /// and the activist hears the closing message instead of waiting for expiry.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -861,7 +864,7 @@ async fn reconciliation_fails_a_target_dial_that_never_reported_back() {
         .unwrap()
         .facts
         .activist
-        .sid
+        .leg_id
         .unwrap();
     // The activist answered, confirmed, joined; the dial was requested and
     // its effect dropped (the replica died).
@@ -901,11 +904,11 @@ async fn reconciliation_fails_a_target_dial_that_never_reported_back() {
 }
 
 /// The activist's answer, confirmation and join, as callbacks would report them.
-fn activist_joins(activist: &CallSid) -> Vec<CallEvent> {
+fn activist_joins(activist: &LegId) -> Vec<CallEvent> {
     vec![
         CallEvent::LegStatus {
             leg: Leg::Activist,
-            sid: Some(activist.clone()),
+            leg_id: Some(activist.clone()),
             status: LegStatus::InProgress,
             duration_secs: None,
             sip_response_code: None,
@@ -913,8 +916,8 @@ fn activist_joins(activist: &CallSid) -> Vec<CallEvent> {
         },
         CallEvent::Confirmed(bonde_pressure_core::call::Confirmation::Digits("1".into())),
         CallEvent::ParticipantJoined {
-            conference_sid: format!("CF{}", "c".repeat(32)).parse().unwrap(),
-            call_sid: activist.clone(),
+            conference_id: format!("CF{}", "c".repeat(32)).parse().unwrap(),
+            leg_id: activist.clone(),
             leg: None,
         },
     ]
@@ -935,7 +938,7 @@ async fn commit_dropping_effects(
     store.commit(&call, &[]).await.unwrap();
 }
 
-/// A target that joined the conference (seen by its SID) though its
+/// A target that joined the conference (seen by its leg id) though its
 /// `LegDialed` and status callbacks were lost is not a lost dial.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_target_seen_in_the_conference_is_not_a_lost_dial() {
@@ -954,12 +957,12 @@ async fn a_target_seen_in_the_conference_is_not_a_lost_dial() {
         .unwrap()
         .facts
         .activist
-        .sid
+        .leg_id
         .unwrap();
     let mut events = activist_joins(&activist);
     events.push(CallEvent::ParticipantJoined {
-        conference_sid: format!("CF{}", "c".repeat(32)).parse().unwrap(),
-        call_sid: format!("CA{}", "b".repeat(32)).parse().unwrap(),
+        conference_id: format!("CF{}", "c".repeat(32)).parse().unwrap(),
+        leg_id: format!("CA{}", "b".repeat(32)).parse().unwrap(),
         leg: None,
     });
     commit_dropping_effects(&h.store, id, &events, clock.now()).await;
@@ -994,27 +997,27 @@ impl bonde_pressure_core::Telephony for DialRequestedDuringFetch {
     async fn hang_up(
         &self,
         call_id: CallId,
-        sid: &CallSid,
+        leg_id: &LegId,
         how: bonde_pressure_core::HangUp,
     ) -> Result<(), TelephonyError> {
-        self.inner.hang_up(call_id, sid, how).await
+        self.inner.hang_up(call_id, leg_id, how).await
     }
     async fn end_conference(
         &self,
         call_id: CallId,
-        conference: &bonde_pressure_core::ConferenceSid,
+        conference: &bonde_pressure_core::ConferenceId,
     ) -> Result<(), TelephonyError> {
         self.inner.end_conference(call_id, conference).await
     }
     async fn fetch_leg(
         &self,
-        sid: &CallSid,
+        leg_id: &LegId,
     ) -> Result<bonde_pressure_core::ports::LegSnapshot, TelephonyError> {
         let pending = self.pending.lock().unwrap().take();
         if let Some((id, events)) = pending {
             commit_dropping_effects(&self.store, id, &events, self.clock.now()).await;
         }
-        self.inner.fetch_leg(sid).await
+        self.inner.fetch_leg(leg_id).await
     }
 }
 
@@ -1043,7 +1046,7 @@ async fn a_dial_requested_during_the_pass_is_not_a_lost_dial() {
         .unwrap()
         .facts
         .activist
-        .sid
+        .leg_id
         .unwrap();
     *telephony.pending.lock().unwrap() = Some((id, activist_joins(&activist)));
 
@@ -1063,15 +1066,15 @@ async fn a_dial_requested_during_the_pass_is_not_a_lost_dial() {
 /// listed on every pass.
 #[tokio::test]
 async fn a_leg_unknown_to_the_telephony_is_recorded_as_ended() {
-    let sid: CallSid = format!("CA{}", "a".repeat(32)).parse().unwrap();
+    let leg_id: LegId = format!("CA{}", "a".repeat(32)).parse().unwrap();
     let mut telephony = MockTelephony::new();
-    let s = sid.clone();
+    let s = leg_id.clone();
     telephony
         .expect_call_activist()
         .times(1)
         .returning(move |_| {
             Ok(DialedLeg {
-                sid: s.clone(),
+                leg_id: s.clone(),
                 status: Some(LegStatus::Queued),
             })
         });

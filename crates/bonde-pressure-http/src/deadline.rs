@@ -34,7 +34,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use bonde_pressure_core::do_not_call::{DoNotCallHash, DoNotCallList, DoNotCallSource};
 use bonde_pressure_core::ports::{CallStats, StoredEvent, UnreadableCall};
-use bonde_pressure_core::{Call, CallId, CallSid, CallStore, RawEvent, StoreError, WidgetId};
+use bonde_pressure_core::{Call, CallId, CallStore, LegId, RawEvent, StoreError, WidgetId};
 use chrono::{DateTime, Utc};
 
 use crate::error::AppError;
@@ -136,7 +136,7 @@ impl CallStore for DeadlineStore {
     async fn get(&self, id: CallId) -> Result<Option<Call>, StoreError> {
         bounded(self.inner.get(id)).await
     }
-    async fn find_by_sid(&self, sid: &CallSid) -> Result<Option<Call>, StoreError> {
+    async fn find_by_sid(&self, sid: &LegId) -> Result<Option<Call>, StoreError> {
         bounded(self.inner.find_by_sid(sid)).await
     }
     async fn commit(&self, call: &Call, events: &[RawEvent]) -> Result<u64, StoreError> {
@@ -284,7 +284,7 @@ mod tests {
         async fn get(&self, _: CallId) -> Result<Option<Call>, StoreError> {
             std::future::pending().await
         }
-        async fn find_by_sid(&self, _: &CallSid) -> Result<Option<Call>, StoreError> {
+        async fn find_by_sid(&self, _: &LegId) -> Result<Option<Call>, StoreError> {
             std::future::pending().await
         }
         async fn commit(&self, _: &Call, _: &[RawEvent]) -> Result<u64, StoreError> {
@@ -372,7 +372,7 @@ mod tests {
         async fn get(&self, id: CallId) -> Result<Option<Call>, StoreError> {
             self.0.get(id).await
         }
-        async fn find_by_sid(&self, s: &CallSid) -> Result<Option<Call>, StoreError> {
+        async fn find_by_sid(&self, s: &LegId) -> Result<Option<Call>, StoreError> {
             self.0.find_by_sid(s).await
         }
         async fn commit(&self, c: &Call, e: &[RawEvent]) -> Result<u64, StoreError> {

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use bonde_pressure_core::ports::{CallStats, StoredEvent, UnreadableCall};
 use bonde_pressure_core::{
-    Call, CallId, CallSid, CallStore, DetailedState, RawEvent, StoreError, WidgetId,
+    Call, CallId, CallStore, DetailedState, LegId, RawEvent, StoreError, WidgetId,
 };
 use chrono::{DateTime, Utc};
 use tokio::sync::broadcast;
@@ -126,7 +126,7 @@ impl CallStore for NotifyingStore {
         self.inner.get(id).await
     }
 
-    async fn find_by_sid(&self, sid: &CallSid) -> Result<Option<Call>, StoreError> {
+    async fn find_by_sid(&self, sid: &LegId) -> Result<Option<Call>, StoreError> {
         self.inner.find_by_sid(sid).await
     }
 

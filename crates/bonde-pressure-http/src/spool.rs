@@ -34,7 +34,7 @@ pub(crate) fn same_delivery(a: &RawEvent, b: &RawEvent) -> bool {
     let text = |s: &str| s.replace('\0', "\u{FFFD}");
     let sid = |s: &Option<String>| s.as_deref().map(text);
     a.kind == b.kind
-        && sid(&a.call_sid) == sid(&b.call_sid)
+        && sid(&a.leg_id) == sid(&b.leg_id)
         && text(&a.payload) == text(&b.payload)
         && a.sequence_number == b.sequence_number
         && (a.received_at - b.received_at).abs() < chrono::Duration::milliseconds(1)

@@ -18,7 +18,7 @@ use axum::http::{Request, StatusCode};
 
 use bonde_pressure_core::ports::{CallStats, StoredEvent};
 use bonde_pressure_core::{
-    Call, CallId, CallSid, CallStore, Dependencies, InMemoryCallStore, NoopActionRecorder,
+    Call, CallId, CallStore, Dependencies, InMemoryCallStore, LegId, NoopActionRecorder,
     PressureService, RawEvent, ScenarioPicker, ServiceConfig, SimulatedTelephony,
     StaticCampaignDirectory, StoreError, SystemClock, WidgetId,
 };
@@ -64,7 +64,7 @@ impl CallStore for OutageStore {
         self.gate().await?;
         self.inner.get(id).await
     }
-    async fn find_by_sid(&self, sid: &CallSid) -> Result<Option<Call>, StoreError> {
+    async fn find_by_sid(&self, sid: &LegId) -> Result<Option<Call>, StoreError> {
         self.gate().await?;
         self.inner.find_by_sid(sid).await
     }
@@ -334,7 +334,7 @@ async fn a_slow_store_within_the_deadline_still_answers() {
             tokio::time::sleep(Duration::from_millis(50)).await;
             self.0.get(id).await
         }
-        async fn find_by_sid(&self, sid: &CallSid) -> Result<Option<Call>, StoreError> {
+        async fn find_by_sid(&self, sid: &LegId) -> Result<Option<Call>, StoreError> {
             self.0.find_by_sid(sid).await
         }
         async fn commit(&self, call: &Call, events: &[RawEvent]) -> Result<u64, StoreError> {

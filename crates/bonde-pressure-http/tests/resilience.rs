@@ -14,7 +14,7 @@ use axum::http::{Request, StatusCode};
 use bonde_pressure_core::ports::{CallStats, DirectoryError, StoredEvent, Widget};
 use bonde_pressure_core::simulated::TelephonyCommand;
 use bonde_pressure_core::{
-    Call, CallId, CallSid, CallStore, CampaignDirectory, Dependencies, InMemoryCallStore,
+    Call, CallId, CallStore, CampaignDirectory, Dependencies, InMemoryCallStore, LegId,
     NoopActionRecorder, PressureService, RawEvent, ScenarioPicker, ServiceConfig,
     SimulatedTelephony, StaticCampaignDirectory, StoreError, SystemClock, WidgetId,
 };
@@ -58,7 +58,7 @@ impl CallStore for FlakyStore {
     async fn get(&self, id: CallId) -> Result<Option<Call>, StoreError> {
         self.inner.get(id).await
     }
-    async fn find_by_sid(&self, sid: &CallSid) -> Result<Option<Call>, StoreError> {
+    async fn find_by_sid(&self, sid: &LegId) -> Result<Option<Call>, StoreError> {
         self.inner.find_by_sid(sid).await
     }
     async fn commit(&self, call: &Call, events: &[RawEvent]) -> Result<u64, StoreError> {

@@ -45,7 +45,7 @@ fn bench_store(
             let current = current.clone();
             async move {
                 let mut call = current.lock().expect("not poisoned").clone();
-                let sid = call.facts.activist.sid.clone();
+                let sid = call.facts.activist.leg_id.clone();
                 let start = Instant::now();
                 for i in 0..iters {
                     let event = raw_event("status-callback", sid.as_ref(), PAYLOAD, Some(i as i64));

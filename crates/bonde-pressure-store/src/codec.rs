@@ -153,12 +153,12 @@ impl<'a> CallRecord<'a> {
             activist_last_name: call.activist.last_name.as_ref().map(PersonName::as_str),
             activist_email: call.activist.email.as_str(),
             from_phone_number: call.activist.phone.as_e164(),
-            from_call_sid: call.facts.activist.sid.as_ref().map(|s| s.as_str()),
+            from_call_sid: call.facts.activist.leg_id.as_ref().map(|s| s.as_str()),
             to_phone_number: call.target.phone.as_e164(),
-            to_call_sid: call.facts.target.sid.as_ref().map(|s| s.as_str()),
+            to_call_sid: call.facts.target.leg_id.as_ref().map(|s| s.as_str()),
             target_name: call.target.name.as_str(),
             target_caller_id: call.target_caller_id.as_ref().map(PhoneNumber::as_e164),
-            conference_sid: call.facts.conference_sid.as_ref().map(|s| s.as_str()),
+            conference_sid: call.facts.conference_id.as_ref().map(|s| s.as_str()),
             state: state.as_str(),
             settled: call.is_settled(),
             connected_secs: call.connected_secs().map(i64::from),
@@ -278,7 +278,9 @@ pub(crate) fn leg_records(call: &Call) -> Vec<LegRecord<'_>> {
     let mut out = Vec::with_capacity(2);
     for leg in [Leg::Activist, Leg::Target] {
         let f: &LegFacts = call.facts.leg(leg);
-        let Some(sid) = f.sid.as_ref() else { continue };
+        let Some(sid) = f.leg_id.as_ref() else {
+            continue;
+        };
         // A SID is one leg: never upsert the same row twice in one commit.
         if out.iter().any(|l: &LegRecord<'_>| l.sid == sid.as_str()) {
             continue;
@@ -330,7 +332,7 @@ impl EventParts {
             call_id: self.phone_call_id.map(CallId::from),
             raw: RawEvent {
                 kind: self.kind,
-                call_sid: self.call_sid,
+                leg_id: self.call_sid,
                 payload: self.payload,
                 sequence_number: self.sequence_number,
                 received_at: self.received_at,

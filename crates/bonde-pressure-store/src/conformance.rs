@@ -22,8 +22,8 @@ use bonde_pressure_core::call::Leg;
 use bonde_pressure_core::domain::{Email, PersonName};
 use bonde_pressure_core::ports::{CallStats, CallStore, RawEvent, StoreError};
 use bonde_pressure_core::{
-    Activist, AnsweredBy, Call, CallEvent, CallId, CallSid, ConferenceSid, Confirmation,
-    DetailedState, LegStatus, PhoneNumber, Target, WidgetId,
+    Activist, AnsweredBy, Call, CallEvent, CallId, ConferenceId, Confirmation, DetailedState,
+    LegId, LegStatus, PhoneNumber, Target, WidgetId,
 };
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 
@@ -107,14 +107,14 @@ pub fn at(secs: i64) -> DateTime<Utc> {
 }
 
 /// A random, valid Call SID.
-pub fn call_sid() -> CallSid {
+pub fn call_sid() -> LegId {
     format!("CA{}", uuid::Uuid::new_v4().simple())
         .parse()
         .expect("valid call sid")
 }
 
 /// A random, valid Conference SID.
-pub fn conference_sid() -> ConferenceSid {
+pub fn conference_sid() -> ConferenceId {
     format!("CF{}", uuid::Uuid::new_v4().simple())
         .parse()
         .expect("valid conference sid")
@@ -232,9 +232,9 @@ pub fn lifecycle(outcome: Outcome, t: DateTime<Utc>) -> Vec<CallEvent> {
     let b = call_sid();
     let cf = conference_sid();
     let s = |n: i64| Some(t + TimeDelta::seconds(n));
-    let leg = |leg, sid: &CallSid, status, duration_secs, at| CallEvent::LegStatus {
+    let leg = |leg, leg_id: &LegId, status, duration_secs, at| CallEvent::LegStatus {
         leg,
-        sid: Some(sid.clone()),
+        leg_id: Some(leg_id.clone()),
         status,
         duration_secs,
         sip_response_code: None,
@@ -246,7 +246,7 @@ pub fn lifecycle(outcome: Outcome, t: DateTime<Utc>) -> Vec<CallEvent> {
     }
     ev.push(CallEvent::LegDialed {
         leg: Leg::Activist,
-        sid: a.clone(),
+        leg_id: a.clone(),
         status: Some(LegStatus::Queued),
     });
     ev.push(leg(Leg::Activist, &a, LegStatus::Ringing, None, s(1)));
@@ -266,7 +266,7 @@ pub fn lifecycle(outcome: Outcome, t: DateTime<Utc>) -> Vec<CallEvent> {
     if outcome == Outcome::ActivistVoicemail {
         ev.push(CallEvent::AnsweredBy {
             leg: Leg::Activist,
-            sid: Some(a.clone()),
+            leg_id: Some(a.clone()),
             answered_by: AnsweredBy::MachineEndBeep,
         });
         return ev;
@@ -274,16 +274,16 @@ pub fn lifecycle(outcome: Outcome, t: DateTime<Utc>) -> Vec<CallEvent> {
     ev.push(CallEvent::Prompted);
     ev.push(CallEvent::Confirmed(Confirmation::Digits("1".into())));
     ev.push(CallEvent::ConferenceStarted {
-        conference_sid: cf.clone(),
+        conference_id: cf.clone(),
     });
     ev.push(CallEvent::ParticipantJoined {
-        conference_sid: cf.clone(),
-        call_sid: a.clone(),
+        conference_id: cf.clone(),
+        leg_id: a.clone(),
         leg: Some(Leg::Activist),
     });
     ev.push(CallEvent::LegDialed {
         leg: Leg::Target,
-        sid: b.clone(),
+        leg_id: b.clone(),
         status: Some(LegStatus::Queued),
     });
     match outcome {
@@ -311,14 +311,14 @@ pub fn lifecycle(outcome: Outcome, t: DateTime<Utc>) -> Vec<CallEvent> {
     }
     ev.push(leg(Leg::Target, &b, LegStatus::InProgress, None, s(15)));
     ev.push(CallEvent::ParticipantJoined {
-        conference_sid: cf.clone(),
-        call_sid: b.clone(),
+        conference_id: cf.clone(),
+        leg_id: b.clone(),
         leg: Some(Leg::Target),
     });
     if let Outcome::Completed { talk_secs } = outcome {
         ev.push(CallEvent::ParticipantLeft {
-            conference_sid: cf.clone(),
-            call_sid: b.clone(),
+            conference_id: cf.clone(),
+            leg_id: b.clone(),
             leg: Some(Leg::Target),
         });
         ev.push(leg(
@@ -329,7 +329,7 @@ pub fn lifecycle(outcome: Outcome, t: DateTime<Utc>) -> Vec<CallEvent> {
             s(100),
         ));
         ev.push(CallEvent::ConferenceEnded {
-            conference_sid: cf.clone(),
+            conference_id: cf.clone(),
         });
         ev.push(leg(
             Leg::Activist,
@@ -356,10 +356,10 @@ pub fn build_call(widget_id: i64, created_at: DateTime<Utc>, outcome: Outcome) -
 }
 
 /// A raw webhook payload for the event log.
-pub fn raw_event(kind: &str, sid: Option<&CallSid>, payload: &str, seq: Option<i64>) -> RawEvent {
+pub fn raw_event(kind: &str, leg_id: Option<&LegId>, payload: &str, seq: Option<i64>) -> RawEvent {
     RawEvent {
         kind: kind.to_owned(),
-        call_sid: sid.map(|s| s.as_str().to_owned()),
+        leg_id: leg_id.map(|s| s.as_str().to_owned()),
         payload: payload.to_owned(),
         sequence_number: seq,
         received_at: at(seq.unwrap_or(0)),
@@ -388,8 +388,8 @@ pub async fn create_get_round_trip(store: Arc<dyn CallStore>) {
 
     let (next, _) = call.apply(
         &CallEvent::ParticipantLeft {
-            conference_sid: call.facts.conference_sid.clone().unwrap(),
-            call_sid: call.facts.target.sid.clone().unwrap(),
+            conference_id: call.facts.conference_id.clone().unwrap(),
+            leg_id: call.facts.target.leg_id.clone().unwrap(),
             leg: Some(Leg::Target),
         },
         at(500),
@@ -432,7 +432,7 @@ pub async fn find_by_sid_on_both_legs(store: Arc<dyn CallStore>) {
         .apply(
             &CallEvent::LegDialed {
                 leg: Leg::Activist,
-                sid: a.clone(),
+                leg_id: a.clone(),
                 status: Some(LegStatus::Queued),
             },
             at(1),
@@ -449,7 +449,7 @@ pub async fn find_by_sid_on_both_legs(store: Arc<dyn CallStore>) {
     let (next, _) = call.apply(
         &CallEvent::LegDialed {
             leg: Leg::Target,
-            sid: b.clone(),
+            leg_id: b.clone(),
             status: Some(LegStatus::Queued),
         },
         at(2),
@@ -459,7 +459,7 @@ pub async fn find_by_sid_on_both_legs(store: Arc<dyn CallStore>) {
     assert_eq!(store.find_by_sid(&b).await.unwrap(), Some(expected.clone()));
     assert_eq!(store.find_by_sid(&a).await.unwrap(), Some(expected));
 
-    let other_b = other.facts.target.sid.clone().unwrap();
+    let other_b = other.facts.target.leg_id.clone().unwrap();
     assert_eq!(store.find_by_sid(&other_b).await.unwrap(), Some(other));
 }
 
@@ -482,7 +482,7 @@ pub async fn stale_commit_conflicts_and_writes_nothing(store: Arc<dyn CallStore>
     let call = build_call(12, at(0), Outcome::ActivistRinging);
     store.create(&call).await.unwrap();
 
-    let a = call.facts.activist.sid.clone().unwrap();
+    let a = call.facts.activist.leg_id.clone().unwrap();
     let first_event = raw_event(
         "status-callback",
         Some(&a),
@@ -492,7 +492,7 @@ pub async fn stale_commit_conflicts_and_writes_nothing(store: Arc<dyn CallStore>
     let (answered, _) = call.apply(
         &CallEvent::LegStatus {
             leg: Leg::Activist,
-            sid: Some(a.clone()),
+            leg_id: Some(a.clone()),
             status: LegStatus::InProgress,
             duration_secs: None,
             sip_response_code: None,
@@ -512,7 +512,7 @@ pub async fn stale_commit_conflicts_and_writes_nothing(store: Arc<dyn CallStore>
     let (busy, _) = call.apply(
         &CallEvent::LegStatus {
             leg: Leg::Activist,
-            sid: Some(a.clone()),
+            leg_id: Some(a.clone()),
             status: LegStatus::Busy,
             duration_secs: Some(0),
             sip_response_code: Some(486),
@@ -562,7 +562,7 @@ pub async fn commit_on_unknown_call_is_not_found(store: Arc<dyn CallStore>) {
     ));
     assert!(store.get(call.id).await.unwrap().is_none());
     assert!(store.events(call.id).await.unwrap().is_empty());
-    let a = call.facts.activist.sid.clone().unwrap();
+    let a = call.facts.activist.leg_id.clone().unwrap();
     assert!(store.find_by_sid(&a).await.unwrap().is_none());
 }
 
@@ -581,8 +581,8 @@ pub async fn concurrent_updates_lose_nothing(store: Arc<dyn CallStore>) {
         tasks.push(tokio::spawn(async move {
             let sid = call_sid();
             let event = CallEvent::ParticipantJoined {
-                conference_sid: cf,
-                call_sid: sid.clone(),
+                conference_id: cf,
+                leg_id: sid.clone(),
                 leg: None,
             };
             let raw = raw_event(
@@ -618,7 +618,7 @@ pub async fn concurrent_updates_lose_nothing(store: Arc<dyn CallStore>) {
 
     let stored = must_get(&*store, call.id).await;
     assert_eq!(stored.version, WRITERS as u64);
-    let seen: BTreeSet<CallSid> = stored.facts.participants.keys().cloned().collect();
+    let seen: BTreeSet<LegId> = stored.facts.participants.keys().cloned().collect();
     assert_eq!(seen, sids, "every writer's fact is in the final call");
 
     let events = store.events(call.id).await.unwrap();
@@ -638,8 +638,8 @@ pub async fn event_log_keeps_insertion_order(store: Arc<dyn CallStore>) {
     let other = build_call(15, at(0), Outcome::ActivistRinging);
     store.create(&call).await.unwrap();
     store.create(&other).await.unwrap();
-    let a = call.facts.activist.sid.clone().unwrap();
-    let o = other.facts.activist.sid.clone().unwrap();
+    let a = call.facts.activist.leg_id.clone().unwrap();
+    let o = other.facts.activist.leg_id.clone().unwrap();
 
     let mut sent = Vec::new();
     let batch1: Vec<RawEvent> = (0..3)
@@ -791,7 +791,7 @@ pub async fn list_unfinished_for_reconciliation(store: Arc<dyn CallStore>) {
     // A commit settles a call (terminal state, both legs ended): it leaves the listing.
     let end = |call: &Call, leg: Leg, status: LegStatus, t: i64| CallEvent::LegStatus {
         leg,
-        sid: call.facts.leg(leg).sid.clone(),
+        leg_id: call.facts.leg(leg).leg_id.clone(),
         status,
         duration_secs: Some(0),
         sip_response_code: None,
@@ -916,7 +916,7 @@ pub async fn stats_match_reference(store: Arc<dyn CallStore>) {
     let (done, _) = c.apply(
         &CallEvent::LegStatus {
             leg: Leg::Target,
-            sid: c.facts.target.sid.clone(),
+            leg_id: c.facts.target.leg_id.clone(),
             status: LegStatus::Completed,
             duration_secs: Some(7),
             sip_response_code: None,
@@ -1032,7 +1032,7 @@ pub async fn large_payloads_round_trip(store: Arc<dyn CallStore>) {
 }
 
 /// How a backend may store a NUL character of free text (raw payloads, their
-/// CallSid): as is, or replaced by U+FFFD (PostgreSQL, whose `text` cannot
+/// leg ids): as is, or replaced by U+FFFD (PostgreSQL, whose `text` cannot
 /// hold U+0000). Nothing else of the text changes either way.
 pub fn nul_stored_as(sent: &str, stored: &str) -> bool {
     stored == sent || stored == sent.replace('\0', "\u{FFFD}")
@@ -1042,11 +1042,11 @@ pub fn nul_stored_as(sent: &str, stored: &str) -> bool {
 /// stored through `commit` and `append_events`, orphans included, and read
 /// back with every other character intact: the NULs either kept or each
 /// replaced by U+FFFD ([`nul_stored_as`]). The call's own commit goes
-/// through, and a lookup by the raw CallSid finds the orphans.
+/// through, and a lookup by the raw leg id finds the orphans.
 pub async fn nul_bytes_are_stored<S: EventLog + ?Sized>(store: Arc<S>) {
     let call = build_call(23, at(0), Outcome::ActivistRinging);
     store.create(&call).await.unwrap();
-    let a = call.facts.activist.sid.clone().unwrap();
+    let a = call.facts.activist.leg_id.clone().unwrap();
 
     let hostile = "CallSid=CA\0&Digits=1\0\0&Body=ol\u{e1}\0mundo\0";
     let committed = raw_event("status-callback", Some(&a), hostile, Some(1));
@@ -1064,7 +1064,7 @@ pub async fn nul_bytes_are_stored<S: EventLog + ?Sized>(store: Arc<S>) {
         .unwrap();
     let nul_sid = "CA\0bogus";
     let orphan = RawEvent {
-        call_sid: Some(nul_sid.to_owned()),
+        leg_id: Some(nul_sid.to_owned()),
         ..raw_event("status-callback", None, "CallSid=CA%00bogus&\0", Some(3))
     };
     store
@@ -1092,11 +1092,11 @@ pub async fn nul_bytes_are_stored<S: EventLog + ?Sized>(store: Arc<S>) {
     }
 
     let orphans = store.events_by_sid(nul_sid).await.unwrap();
-    assert_eq!(orphans.len(), 1, "found by the CallSid as received");
+    assert_eq!(orphans.len(), 1, "found by the leg id as received");
     let stored = &orphans[0];
     assert_eq!(stored.call_id, None);
     assert!(nul_stored_as(&orphan.payload, &stored.raw.payload));
-    let stored_sid = stored.raw.call_sid.as_deref().unwrap();
+    let stored_sid = stored.raw.leg_id.as_deref().unwrap();
     assert!(nul_stored_as(nul_sid, stored_sid), "{stored_sid:?}");
     // A backend replaces NULs in all of an event's text or in none of it.
     assert_eq!(

@@ -376,7 +376,7 @@ pub async fn migrate_url(url: &str) -> Result<(Backend, MigrationReport), Connec
     Ok((backend, report))
 }
 
-/// Reads the raw event log by CallSid, orphans included: what arrived for a
+/// Reads the raw event log by leg id, orphans included: what arrived for a
 /// leg, whether or not a call was known for it.
 #[async_trait]
 pub trait EventLog: CallStore {
@@ -390,7 +390,7 @@ impl EventLog for InMemoryCallStore {
         Ok(self
             .all_events()
             .into_iter()
-            .filter(|e| e.raw.call_sid.as_deref() == Some(call_sid))
+            .filter(|e| e.raw.leg_id.as_deref() == Some(call_sid))
             .collect())
     }
 }

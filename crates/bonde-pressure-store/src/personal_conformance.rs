@@ -70,7 +70,7 @@ fn settled_with_errors(widget_id: i64, created_at: DateTime<Utc>) -> Call {
     // The activist hangs up: nothing is left live.
     let done = CallEvent::LegStatus {
         leg: Leg::Activist,
-        sid: call.facts.activist.sid.clone(),
+        leg_id: call.facts.activist.leg_id.clone(),
         status: LegStatus::Completed,
         duration_secs: Some(50),
         sip_response_code: None,
@@ -119,7 +119,7 @@ where
     for c in [&old, &edge, &new, &live] {
         store.create(c).await.expect("create");
     }
-    let sid = old.facts.activist.sid.clone().expect("leg A sid");
+    let sid = old.facts.activist.leg_id.clone().expect("leg A sid");
     let mut old_event = raw_event("status-callback", Some(&sid), "From=%2B5511912345678", None);
     old_event.received_at = at(999);
     let mut new_event = old_event.clone();
@@ -295,11 +295,11 @@ where
     let r = ran(store.retention_pass(long_ago, at(600), 100).await.unwrap());
     assert_eq!(r.calls_erased, 0);
     let hang_up = |c: &Call, leg: Leg, t: i64| {
-        let sid = c.facts.leg(leg).sid.clone();
+        let leg_id = c.facts.leg(leg).leg_id.clone();
         c.apply(
             &CallEvent::LegStatus {
                 leg,
-                sid,
+                leg_id,
                 status: LegStatus::Completed,
                 duration_secs: Some(5),
                 sip_response_code: None,

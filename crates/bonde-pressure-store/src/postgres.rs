@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use bonde_pressure_core::ports::{
     CallStats, CallStore, RawEvent, StoreError, StoredEvent, UnreadableCall,
 };
-use bonde_pressure_core::{Call, CallId, CallSid, WidgetId};
+use bonde_pressure_core::{Call, CallId, LegId, WidgetId};
 use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{FromRow, Postgres, Row, Transaction};
@@ -45,7 +45,7 @@ fn commit_error(e: sqlx::Error) -> StoreError {
 
 /// What a NUL character is stored as: PostgreSQL `text` cannot hold U+0000
 /// (nor `jsonb` the `\u0000` escape), so free text that came from outside
-/// (raw payloads, their CallSid, error messages) has it replaced with U+FFFD,
+/// (raw payloads, their leg id, error messages) has it replaced with U+FFFD,
 /// the replacement character, the way invalid UTF-8 in a body already is.
 const NUL_REPLACEMENT: &str = "\u{FFFD}";
 
@@ -233,7 +233,7 @@ impl EventRow {
 /// [`StoreError::Conflict`], so core's loop retries it. Timestamps are stored
 /// with microsecond precision (sub-microsecond parts are dropped). NUL
 /// characters, which `text` cannot hold, are stored as U+FFFD in raw
-/// payloads, their CallSid and kind, and in error messages.
+/// payloads, their leg id and kind, and in error messages.
 #[derive(Debug, Clone)]
 pub struct PgCallStore {
     pool: PgPool,
@@ -372,7 +372,7 @@ impl PgCallStore {
                  sequence_number, received_at) VALUES ($1, $2, $3, $4, $5, $6)",
             )
             .bind(call_id.map(|c| c.as_uuid()))
-            .bind(e.call_sid.as_deref().map(without_nul))
+            .bind(e.leg_id.as_deref().map(without_nul))
             .bind(without_nul(&e.kind))
             .bind(without_nul(&e.payload))
             .bind(e.sequence_number)
@@ -443,7 +443,7 @@ impl CallStore for PgCallStore {
         .transpose()
     }
 
-    async fn find_by_sid(&self, sid: &CallSid) -> Result<Option<Call>, StoreError> {
+    async fn find_by_sid(&self, sid: &LegId) -> Result<Option<Call>, StoreError> {
         sqlx::query(concat!(
             "SELECT ",
             call_columns!(),
@@ -513,7 +513,7 @@ impl CallStore for PgCallStore {
             .bind(
                 events
                     .iter()
-                    .map(|e| e.call_sid.as_deref().map(without_nul))
+                    .map(|e| e.leg_id.as_deref().map(without_nul))
                     .collect::<Vec<_>>(),
             )
             .bind(

@@ -162,7 +162,7 @@ pub async fn report_follows_commits<S: CallStore + CampaignResults + ?Sized>(sto
     let (done, _) = call.apply(
         &CallEvent::LegStatus {
             leg: Leg::Target,
-            sid: call.facts.target.sid.clone(),
+            leg_id: call.facts.target.leg_id.clone(),
             status: LegStatus::Completed,
             duration_secs: Some(61),
             sip_response_code: None,

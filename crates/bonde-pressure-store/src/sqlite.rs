@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use bonde_pressure_core::ports::{
     CallStats, CallStore, RawEvent, StoreError, StoredEvent, UnreadableCall,
 };
-use bonde_pressure_core::{Call, CallId, CallSid, WidgetId};
+use bonde_pressure_core::{Call, CallId, LegId, WidgetId};
 use chrono::{DateTime, Utc};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
@@ -427,7 +427,7 @@ impl SqliteCallStore {
                  sequence_number, received_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )
             .bind(call_id.as_deref())
-            .bind(e.call_sid.as_deref())
+            .bind(e.leg_id.as_deref())
             .bind(&e.kind)
             .bind(&e.payload)
             .bind(e.sequence_number)
@@ -499,7 +499,7 @@ impl CallStore for SqliteCallStore {
         .transpose()
     }
 
-    async fn find_by_sid(&self, sid: &CallSid) -> Result<Option<Call>, StoreError> {
+    async fn find_by_sid(&self, sid: &LegId) -> Result<Option<Call>, StoreError> {
         sqlx::query(concat!(
             "SELECT ",
             call_columns!(),

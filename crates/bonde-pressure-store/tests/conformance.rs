@@ -230,7 +230,7 @@ mod read_models {
         let (done, _) = call.apply(
             &CallEvent::LegStatus {
                 leg: Leg::Target,
-                sid: call.facts.target.sid.clone(),
+                leg_id: call.facts.target.leg_id.clone(),
                 status: LegStatus::Completed,
                 duration_secs: Some(42),
                 sip_response_code: Some(200),
@@ -246,8 +246,8 @@ mod read_models {
     type CallRow = (String, bool, Option<i64>, Option<String>, Option<String>);
 
     fn check(call: &Call, legs: Vec<LegRow>, row: CallRow) {
-        let a = call.facts.activist.sid.clone().unwrap();
-        let b = call.facts.target.sid.clone().unwrap();
+        let a = call.facts.activist.leg_id.clone().unwrap();
+        let b = call.facts.target.leg_id.clone().unwrap();
         assert_eq!(
             legs,
             vec![
@@ -382,7 +382,7 @@ mod postgres_specific {
     use bonde_pressure_store::EventLog;
     use conformance::{Outcome, at, build_call, raw_event};
 
-    /// A NUL in a payload, its CallSid, or a leg's error message (which ends
+    /// A NUL in a payload, its leg id, or a leg's error message (which ends
     /// up in the `jsonb` facts and in `twilio_calls.error_message`) is
     /// stored as U+FFFD; the rest of the text is kept.
     #[tokio::test]
@@ -391,7 +391,7 @@ mod postgres_specific {
             let mut call = build_call(40, at(0), Outcome::ActivistRinging);
             store.create(&call).await.unwrap();
             let raw = RawEvent {
-                call_sid: Some("CA\0x".into()),
+                leg_id: Some("CA\0x".into()),
                 ..raw_event("status-callback", None, "Body=a\0b&x=\0", Some(1))
             };
             // A telephony error message with a NUL in it, in the facts.
@@ -416,7 +416,7 @@ mod postgres_specific {
             let events = store.events_by_sid("CA\0x").await.unwrap();
             assert_eq!(events.len(), 1);
             assert_eq!(events[0].raw.payload, "Body=a\u{FFFD}b&x=\u{FFFD}");
-            assert_eq!(events[0].raw.call_sid.as_deref(), Some("CA\u{FFFD}x"));
+            assert_eq!(events[0].raw.leg_id.as_deref(), Some("CA\u{FFFD}x"));
             let stored = store.get(call.id).await.unwrap().unwrap();
             assert_eq!(
                 stored

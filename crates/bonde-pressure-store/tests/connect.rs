@@ -111,7 +111,7 @@ async fn sqlite_lock_held_elsewhere_fails_commit_once_without_writing() {
     store.create(&c).await.unwrap();
     let raw = RawEvent {
         kind: "status-callback".into(),
-        call_sid: None,
+        leg_id: None,
         payload: "CallStatus=ringing".into(),
         sequence_number: Some(1),
         received_at: c.created_at,
@@ -164,7 +164,7 @@ async fn sqlite_writers_of_one_store_never_wait_on_the_busy_timeout() {
     );
     let raw = |i: i64| RawEvent {
         kind: "status-callback".into(),
-        call_sid: None,
+        leg_id: None,
         payload: format!("n={i}"),
         sequence_number: Some(i),
         received_at: Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).unwrap(),
@@ -217,7 +217,7 @@ async fn sqlite_keeps_nul_bytes_exactly() {
     let store = SqliteCallStore::in_memory().await.unwrap();
     let raw = RawEvent {
         kind: "status-callback".into(),
-        call_sid: Some("CA\0x".into()),
+        leg_id: Some("CA\0x".into()),
         payload: "a\0b\0".into(),
         sequence_number: None,
         received_at: Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).unwrap(),

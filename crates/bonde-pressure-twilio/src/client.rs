@@ -8,7 +8,7 @@ use bonde_pressure_core::ports::{
     TargetCallRequest,
 };
 use bonde_pressure_core::{
-    AnsweredBy, CallId, CallSid, ConferenceSid, HangUp, LegStatus, Telephony, TelephonyError,
+    AnsweredBy, CallId, ConferenceId, HangUp, LegId, LegStatus, Telephony, TelephonyError,
 };
 use serde::Deserialize;
 use tracing::{debug, warn};
@@ -17,6 +17,7 @@ use crate::config::{ConfigError, TwilioConfig};
 use crate::error::{
     is_retryable, is_retryable_creation, map_error, parse_retry_after, scrub_phone_numbers,
 };
+use crate::ids::{is_call_sid, is_conference_sid, parse_call_sid, parse_conference_sid};
 
 /// The events both legs report to their status callbacks.
 pub const STATUS_CALLBACK_EVENTS: [&str; 4] = ["initiated", "ringing", "answered", "completed"];
@@ -178,6 +179,31 @@ pub fn participant_status(s: &str) -> Option<LegStatus> {
     }
 }
 
+/// `id` if it is a Call SID. Any other id names no call at Twilio:
+/// [`TelephonyError::NotFound`], as Twilio would answer, without a request
+/// (the id never reaches a URL).
+fn call_sid(id: &LegId) -> Result<&LegId, TelephonyError> {
+    if is_call_sid(id) {
+        Ok(id)
+    } else {
+        Err(TelephonyError::NotFound {
+            message: format!("not a Twilio Call SID: {id}"),
+        })
+    }
+}
+
+/// `id` if it is a Conference SID; otherwise [`TelephonyError::NotFound`]
+/// without a request, as for [`call_sid`].
+fn conference_sid(id: &ConferenceId) -> Result<&ConferenceId, TelephonyError> {
+    if is_conference_sid(id) {
+        Ok(id)
+    } else {
+        Err(TelephonyError::NotFound {
+            message: format!("not a Twilio Conference SID: {id}"),
+        })
+    }
+}
+
 fn unexpected(what: &str, body: &str) -> TelephonyError {
     let snippet: String = body.chars().take(200).collect();
     TelephonyError::Unavailable {
@@ -292,12 +318,9 @@ impl TwilioClient {
             .await?;
         let call: CallResource =
             serde_json::from_str(&body).map_err(|_| unexpected("call", &body))?;
-        let sid = call
-            .sid
-            .parse()
-            .map_err(|_| unexpected("call sid", &body))?;
+        let leg_id = parse_call_sid(&call.sid).map_err(|_| unexpected("call sid", &body))?;
         Ok(DialedLeg {
-            sid,
+            leg_id,
             status: call.status.as_deref().and_then(LegStatus::parse),
         })
     }
@@ -461,7 +484,7 @@ impl TwilioClient {
     pub async fn live_conference_sid(
         &self,
         call_id: CallId,
-    ) -> Result<Option<ConferenceSid>, TelephonyError> {
+    ) -> Result<Option<ConferenceId>, TelephonyError> {
         let query = form_urlencoded::Serializer::new(String::new())
             .append_pair("FriendlyName", &call_id.to_string())
             .append_pair("Status", "in-progress")
@@ -474,20 +497,16 @@ impl TwilioClient {
             serde_json::from_str(&body).map_err(|_| unexpected("conference list", &body))?;
         page.conferences
             .first()
-            .map(|c| {
-                c.sid
-                    .parse()
-                    .map_err(|_| unexpected("conference sid", &body))
-            })
+            .map(|c| parse_conference_sid(&c.sid).map_err(|_| unexpected("conference sid", &body)))
             .transpose()
     }
 
     /// Sets a call's status; returns the call's status in Twilio's answer
     /// (`None` when the call had already ended, error 21220, or the answer
-    /// names none).
+    /// names none). `sid` was checked ([`call_sid`]).
     async fn update_call(
         &self,
-        sid: &CallSid,
+        sid: &LegId,
         status: &str,
     ) -> Result<Option<String>, TelephonyError> {
         let url = self.account_url(&format!("Calls/{}.json", sid.as_str()));
@@ -535,12 +554,10 @@ impl Telephony for TwilioClient {
             .await?;
         let p: ParticipantResource =
             serde_json::from_str(&body).map_err(|_| unexpected("participant", &body))?;
-        let sid = p
-            .call_sid
-            .parse()
-            .map_err(|_| unexpected("participant call sid", &body))?;
+        let leg_id =
+            parse_call_sid(&p.call_sid).map_err(|_| unexpected("participant call sid", &body))?;
         Ok(DialedLeg {
-            sid,
+            leg_id,
             status: p.status.as_deref().and_then(participant_status),
         })
     }
@@ -548,9 +565,10 @@ impl Telephony for TwilioClient {
     async fn hang_up(
         &self,
         call_id: CallId,
-        sid: &CallSid,
+        leg_id: &LegId,
         how: HangUp,
     ) -> Result<(), TelephonyError> {
+        let sid = call_sid(leg_id)?;
         match how {
             HangUp::Complete => {
                 debug!(%call_id, %sid, "completing leg");
@@ -574,8 +592,9 @@ impl Telephony for TwilioClient {
     async fn end_conference(
         &self,
         call_id: CallId,
-        conference: &ConferenceSid,
+        conference: &ConferenceId,
     ) -> Result<(), TelephonyError> {
+        let conference = conference_sid(conference)?;
         debug!(%call_id, %conference, "ending conference");
         let url = self.account_url(&format!("Conferences/{}.json", conference.as_str()));
         let form = vec![pair("Status", "completed")];
@@ -586,16 +605,18 @@ impl Telephony for TwilioClient {
 
     /// `GET …/Conferences/{CF}/Participants.json`, resolving the SID by
     /// friendly name ([`TwilioClient::live_conference_sid`]) when no
-    /// callback named it. A conference Twilio does not know (404) or none in
-    /// progress is `None`; a participant is in the conference when its
-    /// status is `connected` (or absent), and its label names its leg.
+    /// callback named it. A conference Twilio does not know (404, or an id
+    /// that is not a Conference SID) or none in progress is `None`; a
+    /// participant is in the conference when its status is `connected` (or
+    /// absent), and its label names its leg.
     async fn conference_participants(
         &self,
         call_id: CallId,
-        conference: Option<ConferenceSid>,
+        conference: Option<ConferenceId>,
     ) -> Result<Option<ConferenceSnapshot>, TelephonyError> {
         let conference_sid = match conference {
-            Some(sid) => sid,
+            Some(id) if is_conference_sid(&id) => id,
+            Some(_) => return Ok(None),
             None => match self.live_conference_sid(call_id).await? {
                 Some(sid) => sid,
                 None => return Ok(None),
@@ -616,20 +637,19 @@ impl Telephony for TwilioClient {
             .participants
             .into_iter()
             .map(|p| {
-                let call_sid: CallSid = p
-                    .call_sid
-                    .parse()
+                let leg_id = parse_call_sid(&p.call_sid)
                     .map_err(|_| unexpected("participant call sid", &body))?;
                 let leg = p.label.as_deref().and_then(crate::webhook::leg_of_label);
                 let in_conference = p.status.as_deref().is_none_or(|s| s == "connected");
-                Ok(ParticipantSnapshot::new(call_sid, leg, in_conference))
+                Ok(ParticipantSnapshot::new(leg_id, leg, in_conference))
             })
             .collect::<Result<Vec<_>, TelephonyError>>()?;
         debug!(%call_id, conference = %conference_sid, participants = participants.len(), "conference listed");
         Ok(Some(ConferenceSnapshot::new(conference_sid, participants)))
     }
 
-    async fn fetch_leg(&self, sid: &CallSid) -> Result<LegSnapshot, TelephonyError> {
+    async fn fetch_leg(&self, leg_id: &LegId) -> Result<LegSnapshot, TelephonyError> {
+        let sid = call_sid(leg_id)?;
         let url = self.account_url(&format!("Calls/{}.json", sid.as_str()));
         let body = self
             .send(Method::Get, &url, None, Safety::Idempotent)
@@ -641,12 +661,9 @@ impl Telephony for TwilioClient {
             .as_deref()
             .and_then(LegStatus::parse)
             .ok_or_else(|| unexpected("call status", &body))?;
-        let fetched_sid: CallSid = call
-            .sid
-            .parse()
-            .map_err(|_| unexpected("call sid", &body))?;
+        let fetched = parse_call_sid(&call.sid).map_err(|_| unexpected("call sid", &body))?;
         Ok(LegSnapshot {
-            sid: fetched_sid,
+            leg_id: fetched,
             status,
             duration_secs: call.duration.as_ref().and_then(duration_of),
             answered_by: call.answered_by.as_deref().and_then(AnsweredBy::parse),

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use bonde_pressure_core::PhoneNumber;
 
+use crate::ids::is_sid;
 use crate::urls::CallbackUrls;
 
 /// Twilio's production API.
@@ -119,10 +120,6 @@ impl Credentials {
             }
         }
     }
-}
-
-pub(crate) fn is_sid(s: &str, prefix: &str) -> bool {
-    s.len() == 34 && s.starts_with(prefix) && s.bytes().skip(2).all(|b| b.is_ascii_hexdigit())
 }
 
 /// Retries of transient failures: exponential backoff with full jitter,

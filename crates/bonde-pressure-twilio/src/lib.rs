@@ -10,6 +10,9 @@
 //!   [`TwilioClient::create_call`] also places a call running inline TwiML
 //!   ([`CallInstructions`]).
 //! - [`TwilioConfig`], [`Credentials`], [`RetryPolicy`]: its configuration.
+//! - [`ids`]: Twilio's Call and Conference SIDs, checked where they become
+//!   core's opaque [`LegId`](bonde_pressure_core::LegId) and
+//!   [`ConferenceId`](bonde_pressure_core::ConferenceId).
 //! - [`urls`]: the webhook route contract ([`Route`], path templates,
 //!   [`CallbackUrls`]), shared with the HTTP crate.
 //! - [`twiml`]: a TwiML writer and [`twiml::render`] of core's voice scripts.
@@ -22,6 +25,7 @@
 pub mod client;
 pub mod config;
 pub mod error;
+pub mod ids;
 pub mod signature;
 pub mod twiml;
 pub mod urls;
@@ -30,6 +34,7 @@ pub mod webhook;
 pub use client::{CallInstructions, CreateCallError, TwilioClient};
 pub use config::{ConfigError, Credentials, RetryPolicy, Secret, TwilioConfig};
 pub use error::Refusal;
+pub use ids::{SidError, parse_call_sid, parse_conference_sid};
 pub use signature::{SignatureError, SignatureValidator};
 pub use urls::{CallbackUrls, Route};
 pub use webhook::WebhookError;

@@ -8,7 +8,7 @@
 //! HTTP layer stores the payload anyway and answers 4xx.
 
 use bonde_pressure_core::{
-    AnsweredBy, CallEvent, CallSid, ConferenceSid, Confirmation, Leg, LegStatus, RawEvent,
+    AnsweredBy, CallEvent, ConferenceId, Confirmation, Leg, LegId, LegStatus, RawEvent,
 };
 use chrono::{DateTime, Utc};
 
@@ -55,22 +55,20 @@ fn required<'a>(form: &'a [(String, String)], name: &'static str) -> Result<&'a 
     field(form, name).ok_or(WebhookError::Missing { field: name })
 }
 
-fn call_sid(form: &[(String, String)]) -> Result<CallSid, WebhookError> {
-    required(form, "CallSid")?
-        .parse()
-        .map_err(|_| WebhookError::Malformed {
-            field: "CallSid",
-            reason: "expected CA followed by 32 hex digits".into(),
-        })
+fn call_sid(form: &[(String, String)]) -> Result<LegId, WebhookError> {
+    let raw = required(form, "CallSid")?;
+    crate::ids::parse_call_sid(raw).map_err(|_| WebhookError::Malformed {
+        field: "CallSid",
+        reason: "expected CA followed by 32 hex digits".into(),
+    })
 }
 
-fn conference_sid(form: &[(String, String)]) -> Result<ConferenceSid, WebhookError> {
-    required(form, "ConferenceSid")?
-        .parse()
-        .map_err(|_| WebhookError::Malformed {
-            field: "ConferenceSid",
-            reason: "expected CF followed by 32 hex digits".into(),
-        })
+fn conference_sid(form: &[(String, String)]) -> Result<ConferenceId, WebhookError> {
+    let raw = required(form, "ConferenceSid")?;
+    crate::ids::parse_conference_sid(raw).map_err(|_| WebhookError::Malformed {
+        field: "ConferenceSid",
+        reason: "expected CF followed by 32 hex digits".into(),
+    })
 }
 
 /// Shortens untrusted text for an `Ignored` description.
@@ -90,7 +88,7 @@ fn clip(s: &str) -> String {
 /// `CallDuration`, `SipResponseCode`, `Timestamp` (RFC 2822) →
 /// [`CallEvent::LegStatus`]. Unreadable optional fields are left out.
 pub fn parse_call_status(form: &[(String, String)], leg: Leg) -> Result<CallEvent, WebhookError> {
-    let sid = call_sid(form)?;
+    let leg_id = call_sid(form)?;
     let raw_status = required(form, "CallStatus")?;
     let Some(status) = LegStatus::parse(raw_status) else {
         return Ok(CallEvent::Ignored {
@@ -103,7 +101,7 @@ pub fn parse_call_status(form: &[(String, String)], leg: Leg) -> Result<CallEven
     };
     Ok(CallEvent::LegStatus {
         leg,
-        sid: Some(sid),
+        leg_id: Some(leg_id),
         status,
         duration_secs: field(form, "CallDuration").and_then(|d| d.parse().ok()),
         sip_response_code: field(form, "SipResponseCode").and_then(|c| c.parse().ok()),
@@ -121,12 +119,12 @@ pub fn parse_timestamp(s: &str) -> Option<DateTime<Utc>> {
 /// An async answering-machine detection callback (`/amd-status-callback`,
 /// `/dial-amd-status-callback`): `CallSid`, `AnsweredBy` → [`CallEvent::AnsweredBy`].
 pub fn parse_amd(form: &[(String, String)], leg: Leg) -> Result<CallEvent, WebhookError> {
-    let sid = call_sid(form)?;
+    let leg_id = call_sid(form)?;
     let raw = required(form, "AnsweredBy")?;
     Ok(match AnsweredBy::parse(raw) {
         Some(answered_by) => CallEvent::AnsweredBy {
             leg,
-            sid: Some(sid),
+            leg_id: Some(leg_id),
             answered_by,
         },
         None => CallEvent::Ignored {
@@ -152,25 +150,25 @@ pub fn parse_conference(form: &[(String, String)]) -> Result<CallEvent, WebhookE
     let event = required(form, "StatusCallbackEvent")?;
     match event {
         "conference-start" => Ok(CallEvent::ConferenceStarted {
-            conference_sid: conference_sid(form)?,
+            conference_id: conference_sid(form)?,
         }),
         "conference-end" => Ok(CallEvent::ConferenceEnded {
-            conference_sid: conference_sid(form)?,
+            conference_id: conference_sid(form)?,
         }),
         "participant-join" | "participant-leave" => {
-            let conference_sid = conference_sid(form)?;
-            let call_sid = call_sid(form)?;
+            let conference_id = conference_sid(form)?;
+            let leg_id = call_sid(form)?;
             let leg = field(form, "ParticipantLabel").and_then(leg_of_label);
             Ok(if event == "participant-join" {
                 CallEvent::ParticipantJoined {
-                    conference_sid,
-                    call_sid,
+                    conference_id,
+                    leg_id,
                     leg,
                 }
             } else {
                 CallEvent::ParticipantLeft {
-                    conference_sid,
-                    call_sid,
+                    conference_id,
+                    leg_id,
                     leg,
                 }
             })
@@ -227,7 +225,8 @@ pub fn parse(route: Route, form: &[(String, String)]) -> Result<CallEvent, Webho
     }
 }
 
-/// The `CallSid` as sent (possibly malformed), for the event log.
+/// The `CallSid` as sent (possibly malformed, at most 128 characters), for
+/// the event log ([`RawEvent::leg_id`]).
 pub fn raw_call_sid(form: &[(String, String)]) -> Option<String> {
     field(form, "CallSid").map(|s| clip_len(s, 128))
 }
@@ -252,7 +251,7 @@ pub fn raw_event(
 ) -> RawEvent {
     RawEvent {
         kind: route.as_str().to_owned(),
-        call_sid: raw_call_sid(form),
+        leg_id: raw_call_sid(form),
         payload: payload.to_owned(),
         sequence_number: sequence_number(form),
         received_at,
@@ -296,7 +295,7 @@ mod tests {
             e,
             CallEvent::LegStatus {
                 leg: Leg::Activist,
-                sid: Some(CA.parse().unwrap()),
+                leg_id: Some(CA.parse().unwrap()),
                 status: LegStatus::Completed,
                 duration_secs: Some(42),
                 sip_response_code: Some(200),
@@ -305,7 +304,7 @@ mod tests {
         );
         assert_eq!(parse(Route::DialStatusCallback, &f).unwrap(), {
             let CallEvent::LegStatus {
-                sid,
+                leg_id,
                 status,
                 duration_secs,
                 sip_response_code,
@@ -317,7 +316,7 @@ mod tests {
             };
             CallEvent::LegStatus {
                 leg: Leg::Target,
-                sid,
+                leg_id,
                 status,
                 duration_secs,
                 sip_response_code,
@@ -465,7 +464,7 @@ mod tests {
                 parse(Route::AmdStatusCallback, &f).unwrap(),
                 CallEvent::AnsweredBy {
                     leg: Leg::Activist,
-                    sid: Some(CA.parse().unwrap()),
+                    leg_id: Some(CA.parse().unwrap()),
                     answered_by: a
                 }
             );
@@ -495,7 +494,7 @@ mod tests {
         assert_eq!(
             parse(Route::ConferenceStatusCallback, &f).unwrap(),
             CallEvent::ConferenceStarted {
-                conference_sid: CF.parse().unwrap()
+                conference_id: CF.parse().unwrap()
             }
         );
         let f = form(&[
@@ -510,7 +509,7 @@ mod tests {
         assert_eq!(
             parse_conference(&f).unwrap(),
             CallEvent::ConferenceEnded {
-                conference_sid: CF.parse().unwrap()
+                conference_id: CF.parse().unwrap()
             }
         );
         for (label, leg) in [
@@ -527,8 +526,8 @@ mod tests {
             assert_eq!(
                 parse_conference(&f).unwrap(),
                 CallEvent::ParticipantJoined {
-                    conference_sid: CF.parse().unwrap(),
-                    call_sid: CA.parse().unwrap(),
+                    conference_id: CF.parse().unwrap(),
+                    leg_id: CA.parse().unwrap(),
                     leg
                 }
             );
@@ -541,8 +540,8 @@ mod tests {
         assert_eq!(
             parse_conference(&f).unwrap(),
             CallEvent::ParticipantLeft {
-                conference_sid: CF.parse().unwrap(),
-                call_sid: CA.parse().unwrap(),
+                conference_id: CF.parse().unwrap(),
+                leg_id: CA.parse().unwrap(),
                 leg: None
             }
         );
@@ -615,7 +614,7 @@ mod tests {
         let at = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
         let raw = raw_event(Route::StatusCallback, &body, &f, at);
         assert_eq!(raw.kind, "status-callback");
-        assert_eq!(raw.call_sid.as_deref(), Some(CA));
+        assert_eq!(raw.leg_id.as_deref(), Some(CA));
         assert_eq!(raw.sequence_number, Some(7));
         assert_eq!(raw.payload, body);
         assert_eq!(raw.received_at, at);

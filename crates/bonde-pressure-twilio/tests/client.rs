@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use bonde_pressure_core::ports::{ActivistCallRequest, TargetCallRequest};
 use bonde_pressure_core::{
-    AnsweredBy, CallId, CallSid, ConferenceSid, HangUp, LegStatus, PhoneNumber, Telephony,
+    AnsweredBy, CallId, ConferenceId, HangUp, LegId, LegStatus, PhoneNumber, Telephony,
     TelephonyError,
 };
 use bonde_pressure_twilio::client::MAX_TWIML_CHARS;
@@ -240,7 +240,7 @@ async fn call_activist_posts_the_exact_form_and_reads_the_201() {
         .call_activist(&activist_request(true))
         .await
         .unwrap();
-    assert_eq!(leg.sid, CA.parse::<CallSid>().unwrap());
+    assert_eq!(leg.leg_id, CA.parse::<LegId>().unwrap());
     assert_eq!(leg.status, Some(LegStatus::Queued));
 
     // The same body as a multiset of pairs, repeated keys included.
@@ -360,7 +360,7 @@ async fn create_call_with_inline_twiml_posts_the_exact_form() {
         )
         .await
         .unwrap();
-    assert_eq!(leg.sid.as_str(), CA);
+    assert_eq!(leg.leg_id.as_str(), CA);
     let got = received_pairs(&server).await;
     assert!(got.iter().all(|(k, _)| k != "Url" && k != "Method"));
     assert_eq!(
@@ -502,7 +502,7 @@ async fn add_target_posts_a_participant_with_our_number() {
         .add_target(&target_request(None))
         .await
         .unwrap();
-    assert_eq!(leg.sid.as_str(), CA);
+    assert_eq!(leg.leg_id.as_str(), CA);
     assert_eq!(leg.status, Some(LegStatus::Queued));
 }
 
@@ -640,9 +640,47 @@ async fn end_conference_completes_it() {
         .mount(&server)
         .await;
     client(&server)
-        .end_conference(call_id(), &CF.parse::<ConferenceSid>().unwrap())
+        .end_conference(call_id(), &CF.parse::<ConferenceId>().unwrap())
         .await
         .unwrap();
+}
+
+/// Core's ids are opaque: another provider's (or a damaged) id may reach
+/// the client. It is not a SID, so it names no call or conference at
+/// Twilio: `NotFound` (or no live conference), without a request, and the
+/// id never goes into a URL.
+#[tokio::test]
+async fn ids_that_are_not_sids_never_reach_twilio() {
+    let server = MockServer::start().await;
+    let client = client(&server);
+    let leg: LegId = "../Calls.json?x=1".parse().unwrap();
+    for how in [HangUp::Cancel, HangUp::Complete] {
+        let e = client.hang_up(call_id(), &leg, how).await.unwrap_err();
+        assert!(
+            matches!(e, TelephonyError::NotFound { ref message } if message.contains("Call SID")),
+            "{e:?}"
+        );
+    }
+    let e = client.fetch_leg(&leg).await.unwrap_err();
+    assert!(matches!(e, TelephonyError::NotFound { .. }), "{e:?}");
+    // A Call SID is not a conference's.
+    let conference: ConferenceId = CA.parse().unwrap();
+    let e = client
+        .end_conference(call_id(), &conference)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, TelephonyError::NotFound { ref message } if message.contains("Conference SID")),
+        "{e:?}"
+    );
+    assert_eq!(
+        client
+            .conference_participants(call_id(), Some(conference))
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(server.received_requests().await.unwrap().is_empty());
 }
 
 // ------------------------------------------------------------ fetch
@@ -665,7 +703,7 @@ async fn fetch_leg_reads_status_duration_and_amd() {
         .fetch_leg(&CA.parse().unwrap())
         .await
         .unwrap();
-    assert_eq!(snap.sid.as_str(), CA);
+    assert_eq!(snap.leg_id.as_str(), CA);
     assert_eq!(snap.status, LegStatus::Completed);
     assert_eq!(snap.duration_secs, Some(42));
     assert_eq!(snap.answered_by, Some(AnsweredBy::MachineEndBeep));
@@ -919,7 +957,7 @@ async fn a_transient_failure_then_success() {
         .call_activist(&activist_request(true))
         .await
         .unwrap();
-    assert_eq!(leg.sid.as_str(), CA);
+    assert_eq!(leg.leg_id.as_str(), CA);
 }
 
 #[tokio::test]

@@ -7,7 +7,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use bonde_pressure_core::ports::ParticipantSnapshot;
 use bonde_pressure_core::{
-    CallId, CallSid, ConferenceSid, Leg, PhoneNumber, Telephony, TelephonyError,
+    CallId, ConferenceId, Leg, LegId, PhoneNumber, Telephony, TelephonyError,
 };
 use bonde_pressure_twilio::{Credentials, RetryPolicy, TwilioClient, TwilioConfig};
 use serde_json::json;
@@ -83,11 +83,11 @@ fn participant(call_sid: &str, label: Option<&str>, status: &str) -> serde_json:
     })
 }
 
-fn sid(s: &str) -> CallSid {
+fn sid(s: &str) -> LegId {
     s.parse().unwrap()
 }
 
-fn cf() -> ConferenceSid {
+fn cf() -> ConferenceId {
     CF.parse().unwrap()
 }
 
@@ -110,7 +110,7 @@ async fn a_known_conference_lists_its_participants() {
         .await
         .unwrap()
         .expect("a live conference");
-    assert_eq!(snapshot.conference_sid, cf());
+    assert_eq!(snapshot.conference_id, cf());
     assert_eq!(
         snapshot.participants,
         [
@@ -145,7 +145,7 @@ async fn an_unknown_conference_is_found_by_friendly_name() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(snapshot.conference_sid, cf());
+    assert_eq!(snapshot.conference_id, cf());
     assert_eq!(
         snapshot.participants,
         [ParticipantSnapshot::new(sid(A), None, true)]

@@ -126,7 +126,7 @@ fn a_connected_call_from_twilio_payloads() {
     let (next, _) = c.apply(
         &CallEvent::LegDialed {
             leg: bonde_pressure_core::Leg::Target,
-            sid: B.parse().unwrap(),
+            leg_id: B.parse().unwrap(),
             status: None,
         },
         Utc::now(),

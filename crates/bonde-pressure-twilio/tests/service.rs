@@ -123,7 +123,7 @@ async fn target_busy_call_through_twilio() {
     let w = world(&server);
     let started = w.service.start(&request()).await.unwrap();
     let id = started.call_id;
-    assert_eq!(started.twilio_call_sid.unwrap().as_str(), A);
+    assert_eq!(started.leg_id.unwrap().as_str(), A);
 
     Mock::given(method("POST"))
         .and(path(format!(
@@ -248,7 +248,7 @@ async fn target_busy_call_through_twilio() {
         events
             .iter()
             .filter(|e| e.raw.kind == "conference-status-callback")
-            .all(|e| e.raw.call_sid.is_none() || e.raw.call_sid.as_deref() == Some(A))
+            .all(|e| e.raw.leg_id.is_none() || e.raw.leg_id.as_deref() == Some(A))
     );
     // wiremock checks on drop: one call, one participant, one conference end.
 }

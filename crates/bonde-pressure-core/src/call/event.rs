@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::facts::{AnsweredBy, Leg, LegError, LegStatus};
-use crate::domain::{CallSid, ConferenceSid};
+use crate::domain::{ConferenceId, LegId};
 
 /// How the activist confirmed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -36,8 +36,8 @@ pub enum CallEvent {
     LegStatus {
         /// Which leg.
         leg: Leg,
-        /// Its SID, when the report carried one.
-        sid: Option<CallSid>,
+        /// Its provider id, when the report carried one.
+        leg_id: Option<LegId>,
         /// The new status.
         status: LegStatus,
         /// Duration in seconds (terminal reports).
@@ -51,8 +51,8 @@ pub enum CallEvent {
     AnsweredBy {
         /// Which leg.
         leg: Leg,
-        /// Its SID, when the report carried one.
-        sid: Option<CallSid>,
+        /// Its provider id, when the report carried one.
+        leg_id: Option<LegId>,
         /// The verdict.
         answered_by: AnsweredBy,
     },
@@ -62,29 +62,29 @@ pub enum CallEvent {
     Confirmed(Confirmation),
     /// The conference started.
     ConferenceStarted {
-        /// Its SID.
-        conference_sid: ConferenceSid,
+        /// Its provider id.
+        conference_id: ConferenceId,
     },
     /// The conference ended.
     ConferenceEnded {
-        /// Its SID.
-        conference_sid: ConferenceSid,
+        /// Its provider id.
+        conference_id: ConferenceId,
     },
     /// A participant joined the conference.
     ParticipantJoined {
         /// The conference.
-        conference_sid: ConferenceSid,
+        conference_id: ConferenceId,
         /// The participant's call.
-        call_sid: CallSid,
+        leg_id: LegId,
         /// Which leg, when the report's label says so.
         leg: Option<Leg>,
     },
     /// A participant left the conference.
     ParticipantLeft {
         /// The conference.
-        conference_sid: ConferenceSid,
+        conference_id: ConferenceId,
         /// The participant's call.
-        call_sid: CallSid,
+        leg_id: LegId,
         /// Which leg, when the report's label says so.
         leg: Option<Leg>,
     },
@@ -92,8 +92,8 @@ pub enum CallEvent {
     LegDialed {
         /// Which leg.
         leg: Leg,
-        /// Its SID.
-        sid: CallSid,
+        /// Its provider id.
+        leg_id: LegId,
         /// Its status in the provider's answer.
         status: Option<LegStatus>,
     },
@@ -156,21 +156,21 @@ pub enum Effect {
     /// Hang up the activist's leg (a voicemail answered, or the call expired).
     HangUpActivist {
         /// The leg to hang up.
-        sid: CallSid,
+        leg_id: LegId,
         /// Cancel (not answered yet) or complete (answered).
         how: HangUp,
     },
     /// Hang up or cancel the target's leg (voicemail, activist gone, expired).
     HangUpTarget {
         /// The leg to hang up.
-        sid: CallSid,
+        leg_id: LegId,
         /// Cancel (not answered yet) or complete (answered).
         how: HangUp,
     },
     /// End the conference so the activist hears the closing message.
     EndConference {
         /// The conference.
-        conference_sid: ConferenceSid,
+        conference_id: ConferenceId,
     },
 }
 

@@ -1,17 +1,18 @@
 //! Facts that only grow, merged by a join.
 //!
-//! Twilio delivers callbacks in any order, sometimes twice. So nothing here is
-//! a transition: every field is a value of a join-semilattice (a maximum, a
-//! logical or, a set union, an earliest time), and [`CallFacts::join`] is
-//! commutative, associative and idempotent. Whatever order the same events
-//! arrive in, the facts end equal, and so does every state derived from them.
+//! The telephony delivers callbacks in any order, sometimes twice (Twilio
+//! does). So nothing here is a transition: every field is a value of a
+//! join-semilattice (a maximum, a logical or, a set union, an earliest
+//! time), and [`CallFacts::join`] is commutative, associative and
+//! idempotent. Whatever order the same events arrive in, the facts end
+//! equal, and so does every state derived from them.
 
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{CallSid, ConferenceSid};
+use crate::domain::{ConferenceId, LegId};
 
 /// Which leg of the pressure call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -176,8 +177,10 @@ fn earliest(a: Option<DateTime<Utc>>, b: Option<DateTime<Utc>>) -> Option<DateTi
 /// What is known of one leg. Every field only grows.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LegFacts {
-    /// The provider's id for this leg.
-    pub sid: Option<CallSid>,
+    /// The provider's id for this leg. Serialized as `sid`, the name
+    /// stored facts use.
+    #[serde(rename = "sid")]
+    pub leg_id: Option<LegId>,
     /// Highest-ranked status seen.
     pub status: Option<LegStatus>,
     /// Answering-machine detection verdict.
@@ -204,7 +207,7 @@ impl LegFacts {
     /// The least upper bound of two sets of facts.
     pub fn join(&self, other: &LegFacts) -> LegFacts {
         LegFacts {
-            sid: self.sid.clone().max(other.sid.clone()),
+            leg_id: self.leg_id.clone().max(other.leg_id.clone()),
             status: self.status.max(other.status),
             answered_by: self.answered_by.max(other.answered_by),
             joined_conference: self.joined_conference || other.joined_conference,
@@ -237,8 +240,8 @@ impl LegFacts {
     }
 }
 
-/// A conference participant seen by its call SID, before or without knowing
-/// which leg it is (resolved against the legs' SIDs when read).
+/// A conference participant seen by its leg id, before or without knowing
+/// which leg it is (resolved against the legs' ids when read).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Presence {
     /// Joined the conference.
@@ -283,14 +286,16 @@ pub struct CallFacts {
     pub prompted: bool,
     /// The activist confirmed (a key or speech).
     pub confirmed: bool,
-    /// The conference, once the provider named it.
-    pub conference_sid: Option<ConferenceSid>,
+    /// The conference's provider id, once a report named it. Serialized as
+    /// `conference_sid`, the name stored facts use.
+    #[serde(rename = "conference_sid")]
+    pub conference_id: Option<ConferenceId>,
     /// The conference started.
     pub conference_started: bool,
     /// The conference ended.
     pub conference_ended: bool,
-    /// Conference participants by call SID (whatever leg they turn out to be).
-    pub participants: BTreeMap<CallSid, Presence>,
+    /// Conference participants by leg id (whatever leg they turn out to be).
+    pub participants: BTreeMap<LegId, Presence>,
     /// Reconciliation gave up on this call: no news for too long.
     pub expired: bool,
     /// Effects already requested.
@@ -326,8 +331,8 @@ impl CallFacts {
     /// The least upper bound of two sets of facts: commutative, associative, idempotent.
     pub fn join(&self, other: &CallFacts) -> CallFacts {
         let mut participants = self.participants.clone();
-        for (sid, p) in &other.participants {
-            let e = participants.entry(sid.clone()).or_default();
+        for (leg_id, p) in &other.participants {
+            let e = participants.entry(leg_id.clone()).or_default();
             e.joined |= p.joined;
             e.left |= p.left;
         }
@@ -336,10 +341,7 @@ impl CallFacts {
             target: self.target.join(&other.target),
             prompted: self.prompted || other.prompted,
             confirmed: self.confirmed || other.confirmed,
-            conference_sid: self
-                .conference_sid
-                .clone()
-                .max(other.conference_sid.clone()),
+            conference_id: self.conference_id.clone().max(other.conference_id.clone()),
             conference_started: self.conference_started || other.conference_started,
             conference_ended: self.conference_ended || other.conference_ended,
             participants,
@@ -390,19 +392,19 @@ impl CallFacts {
 
     fn presence(&self, leg: Leg) -> Presence {
         let l = self.leg(leg);
-        let by_sid = l
-            .sid
+        let by_id = l
+            .leg_id
             .as_ref()
-            .and_then(|sid| self.participants.get(sid))
+            .and_then(|id| self.participants.get(id))
             .copied()
             .unwrap_or_default();
         Presence {
-            joined: l.joined_conference || by_sid.joined,
-            left: l.left_conference || by_sid.left,
+            joined: l.joined_conference || by_id.joined,
+            left: l.left_conference || by_id.left,
         }
     }
 
-    /// The leg was seen in the conference (directly, or by its SID).
+    /// The leg was seen in the conference (directly, or by its leg id).
     pub fn joined(&self, leg: Leg) -> bool {
         self.presence(leg).joined
     }
@@ -420,10 +422,10 @@ impl CallFacts {
     }
 
     /// Evidence that the activist is in the conference, whichever came
-    /// first: the activist seen joining (by label or by the leg's SID) or,
+    /// first: the activist seen joining (by label or by the leg's id) or,
     /// while the target has not been dialled (the activist is then the only
     /// possible participant), the conference's start or any participant's
-    /// join. A conference start carries no call SID, and the activist's own
+    /// join. A conference start carries no leg id, and the activist's own
     /// `participant-join` may be lost: either alone is enough.
     pub fn activist_in_conference(&self) -> bool {
         self.joined(Leg::Activist)
@@ -475,11 +477,11 @@ impl CallFacts {
     }
 
     /// The leg may still be up at the provider: it was placed (we know its
-    /// SID, or, for the target, we asked for it to be dialled) and no
+    /// id, or, for the target, we asked for it to be dialled) and no
     /// terminal status was seen for it.
     pub fn leg_possibly_live(&self, leg: Leg) -> bool {
         let l = self.leg(leg);
-        let placed = l.sid.is_some()
+        let placed = l.leg_id.is_some()
             || (leg == Leg::Target && self.requested.dial_target && !self.target_limited);
         placed && !l.is_terminal()
     }

@@ -189,14 +189,14 @@ fn facts_of(event: &CallEvent) -> CallFacts {
     match event {
         CallEvent::LegStatus {
             leg,
-            sid,
+            leg_id,
             status,
             duration_secs,
             sip_response_code,
             at,
         } => {
             let l = f.leg_mut(*leg);
-            l.sid = sid.clone();
+            l.leg_id = leg_id.clone();
             l.status = Some(*status);
             l.duration_secs = *duration_secs;
             l.sip_response_code = *sip_response_code;
@@ -209,51 +209,55 @@ fn facts_of(event: &CallEvent) -> CallFacts {
         }
         CallEvent::AnsweredBy {
             leg,
-            sid,
+            leg_id,
             answered_by,
         } => {
             let l = f.leg_mut(*leg);
-            l.sid = sid.clone();
+            l.leg_id = leg_id.clone();
             l.answered_by = Some(*answered_by);
         }
         CallEvent::Prompted => f.prompted = true,
         CallEvent::Confirmed(c) => f.confirmed = c.has_input(),
-        CallEvent::ConferenceStarted { conference_sid } => {
-            f.conference_sid = Some(conference_sid.clone());
+        CallEvent::ConferenceStarted { conference_id } => {
+            f.conference_id = Some(conference_id.clone());
             f.conference_started = true;
         }
-        CallEvent::ConferenceEnded { conference_sid } => {
-            f.conference_sid = Some(conference_sid.clone());
+        CallEvent::ConferenceEnded { conference_id } => {
+            f.conference_id = Some(conference_id.clone());
             f.conference_ended = true;
         }
         CallEvent::ParticipantJoined {
-            conference_sid,
-            call_sid,
+            conference_id,
+            leg_id,
             leg,
         }
         | CallEvent::ParticipantLeft {
-            conference_sid,
-            call_sid,
+            conference_id,
+            leg_id,
             leg,
         } => {
             let joined = matches!(event, CallEvent::ParticipantJoined { .. });
-            f.conference_sid = Some(conference_sid.clone());
+            f.conference_id = Some(conference_id.clone());
             f.conference_started = true;
             let p = Presence {
                 joined,
                 left: !joined,
             };
-            f.participants.insert(call_sid.clone(), p);
+            f.participants.insert(leg_id.clone(), p);
             if let Some(leg) = leg {
                 let l = f.leg_mut(*leg);
-                l.sid = Some(call_sid.clone());
+                l.leg_id = Some(leg_id.clone());
                 l.joined_conference = joined;
                 l.left_conference = !joined;
             }
         }
-        CallEvent::LegDialed { leg, sid, status } => {
+        CallEvent::LegDialed {
+            leg,
+            leg_id,
+            status,
+        } => {
             let l = f.leg_mut(*leg);
-            l.sid = Some(sid.clone());
+            l.leg_id = Some(leg_id.clone());
             l.status = *status;
             if *leg == Leg::Target {
                 f.requested.dial_target = true;
@@ -294,7 +298,7 @@ fn decide(f: &mut CallFacts) -> Vec<Effect> {
     let a_gone = f.activist_gone();
     let b_answered = f.target_answered();
     // Any sign of the target leg means it was dialled (facts restored or reordered).
-    if f.target.sid.is_some() || f.target.status.is_some() {
+    if f.target.leg_id.is_some() || f.target.status.is_some() {
         f.requested.dial_target = true;
     }
 
@@ -313,10 +317,10 @@ fn decide(f: &mut CallFacts) -> Vec<Effect> {
 
     let a_voicemail = f.activist.is_machine() && !f.activist_confirmed();
     if (a_voicemail || f.expired) && !f.activist.is_terminal() && !f.requested.hang_up_activist {
-        if let Some(sid) = f.activist.sid.clone() {
+        if let Some(leg_id) = f.activist.leg_id.clone() {
             f.requested.hang_up_activist = true;
             effects.push(Effect::HangUpActivist {
-                sid,
+                leg_id,
                 how: hang_up_mode(f, Leg::Activist),
             });
         }
@@ -327,10 +331,10 @@ fn decide(f: &mut CallFacts) -> Vec<Effect> {
         && !f.target.is_terminal()
         && !f.requested.hang_up_target
     {
-        if let Some(sid) = f.target.sid.clone() {
+        if let Some(leg_id) = f.target.leg_id.clone() {
             f.requested.hang_up_target = true;
             effects.push(Effect::HangUpTarget {
-                sid,
+                leg_id,
                 how: hang_up_mode(f, Leg::Target),
             });
         }
@@ -342,9 +346,9 @@ fn decide(f: &mut CallFacts) -> Vec<Effect> {
         && !f.conference_ended
         && !f.requested.end_conference
     {
-        if let Some(conference_sid) = f.conference_sid.clone() {
+        if let Some(conference_id) = f.conference_id.clone() {
             f.requested.end_conference = true;
-            effects.push(Effect::EndConference { conference_sid });
+            effects.push(Effect::EndConference { conference_id });
         }
     }
     effects
@@ -400,20 +404,20 @@ impl Call {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{CallSid, ConferenceSid};
+    use crate::domain::{ConferenceId, LegId};
 
-    fn sid(c: char) -> CallSid {
+    fn leg_id(c: char) -> LegId {
         format!("CA{}", c.to_string().repeat(32)).parse().unwrap()
     }
 
-    fn cf() -> ConferenceSid {
+    fn cf() -> ConferenceId {
         format!("CF{}", "c".repeat(32)).parse().unwrap()
     }
 
-    fn status(leg: Leg, sid: &CallSid, status: LegStatus) -> CallEvent {
+    fn status(leg: Leg, leg_id: &LegId, status: LegStatus) -> CallEvent {
         CallEvent::LegStatus {
             leg,
-            sid: Some(sid.clone()),
+            leg_id: Some(leg_id.clone()),
             status,
             duration_secs: None,
             sip_response_code: None,
@@ -436,46 +440,46 @@ mod tests {
     /// leg is answered all the same, and a cancel would be ignored.
     #[test]
     fn a_leg_with_a_machine_verdict_is_completed_not_canceled() {
-        let a = sid('a');
+        let a = leg_id('a');
         let (_, effects) = play(&[
             status(Leg::Activist, &a, LegStatus::Ringing),
             CallEvent::AnsweredBy {
                 leg: Leg::Activist,
-                sid: Some(a.clone()),
+                leg_id: Some(a.clone()),
                 answered_by: AnsweredBy::MachineStart,
             },
         ]);
         assert_eq!(
             effects,
             [Effect::HangUpActivist {
-                sid: a,
+                leg_id: a,
                 how: HangUp::Complete
             }]
         );
 
         // The target: ringing, in the conference, then a machine verdict.
-        let (a, b) = (sid('a'), sid('b'));
+        let (a, b) = (leg_id('a'), leg_id('b'));
         let (_, effects) = play(&[
             status(Leg::Activist, &a, LegStatus::InProgress),
             CallEvent::ParticipantJoined {
-                conference_sid: cf(),
-                call_sid: a.clone(),
+                conference_id: cf(),
+                leg_id: a.clone(),
                 leg: None,
             },
             CallEvent::LegDialed {
                 leg: Leg::Target,
-                sid: b.clone(),
+                leg_id: b.clone(),
                 status: Some(LegStatus::Ringing),
             },
             CallEvent::AnsweredBy {
                 leg: Leg::Target,
-                sid: Some(b.clone()),
+                leg_id: Some(b.clone()),
                 answered_by: AnsweredBy::MachineEndBeep,
             },
         ]);
         assert!(
             effects.contains(&Effect::HangUpTarget {
-                sid: b,
+                leg_id: b,
                 how: HangUp::Complete
             }),
             "{effects:?}"
@@ -486,34 +490,34 @@ mod tests {
         effects.iter().filter(|e| **e == Effect::DialTarget).count()
     }
 
-    fn joined(call_sid: &CallSid, leg: Option<Leg>) -> CallEvent {
+    fn joined(leg_id: &LegId, leg: Option<Leg>) -> CallEvent {
         CallEvent::ParticipantJoined {
-            conference_sid: cf(),
-            call_sid: call_sid.clone(),
+            conference_id: cf(),
+            leg_id: leg_id.clone(),
             leg,
         }
     }
 
-    fn left(call_sid: &CallSid, leg: Option<Leg>) -> CallEvent {
+    fn left(leg_id: &LegId, leg: Option<Leg>) -> CallEvent {
         CallEvent::ParticipantLeft {
-            conference_sid: cf(),
-            call_sid: call_sid.clone(),
+            conference_id: cf(),
+            leg_id: leg_id.clone(),
             leg,
         }
     }
 
     /// Before the dial the activist is the only possible participant: an
-    /// unlabelled participant seen leaving (SID not known as the activist's
+    /// unlabelled participant seen leaving (leg id not known as the activist's
     /// yet) is the activist leaving, so no later evidence dials the target,
     /// in either order.
     #[test]
     fn someone_leaving_before_the_dial_blocks_the_dial() {
-        let x = sid('d');
+        let x = leg_id('d');
         for events in [
             vec![
                 left(&x, None),
                 CallEvent::ConferenceStarted {
-                    conference_sid: cf(),
+                    conference_id: cf(),
                 },
                 joined(&x, None),
             ],
@@ -522,12 +526,15 @@ mod tests {
         ] {
             let (f, effects) = play(&events);
             assert!(f.activist_left_before_dial(), "{events:?}");
-            assert!(!f.activist_gone(), "the SID is not known as the activist's");
+            assert!(
+                !f.activist_gone(),
+                "the leg id is not known as the activist's"
+            );
             assert_eq!(dials(&effects), 0, "{events:?}: {effects:?}");
         }
         // The check: without the leaving, the start alone dials.
         let (_, effects) = play(&[CallEvent::ConferenceStarted {
-            conference_sid: cf(),
+            conference_id: cf(),
         }]);
         assert_eq!(dials(&effects), 1);
     }
@@ -537,18 +544,18 @@ mod tests {
     /// participant), and never dial again.
     #[test]
     fn conference_start_or_unlabelled_join_after_the_dial_does_not_dial_again() {
-        let (a, b, x) = (sid('a'), sid('b'), sid('d'));
+        let (a, b, x) = (leg_id('a'), leg_id('b'), leg_id('d'));
         // Dialled on the activist's labelled join, then the rest arrives.
         let (f, effects) = play(&[
             status(Leg::Activist, &a, LegStatus::InProgress),
             joined(&a, Some(Leg::Activist)),
             CallEvent::LegDialed {
                 leg: Leg::Target,
-                sid: b.clone(),
+                leg_id: b.clone(),
                 status: Some(LegStatus::Ringing),
             },
             CallEvent::ConferenceStarted {
-                conference_sid: cf(),
+                conference_id: cf(),
             },
             joined(&x, None),
             joined(&b, None),
@@ -562,11 +569,11 @@ mod tests {
         let (f, effects) = play(&[
             CallEvent::LegDialed {
                 leg: Leg::Target,
-                sid: b.clone(),
+                leg_id: b.clone(),
                 status: Some(LegStatus::Ringing),
             },
             CallEvent::ConferenceStarted {
-                conference_sid: cf(),
+                conference_id: cf(),
             },
             joined(&x, None),
         ]);
@@ -578,8 +585,8 @@ mod tests {
     #[test]
     fn a_leg_seen_in_the_conference_is_answered() {
         let mut f = CallFacts::default();
-        let b = sid('b');
-        f.target.sid = Some(b.clone());
+        let b = leg_id('b');
+        f.target.leg_id = Some(b.clone());
         f.target.status = Some(LegStatus::Ringing);
         assert!(!f.leg_answered(Leg::Target));
         f.participants.insert(
@@ -595,7 +602,7 @@ mod tests {
 
     #[test]
     fn a_confirmation_without_input_does_not_confirm() {
-        let a = sid('a');
+        let a = leg_id('a');
         let answered = [
             status(Leg::Activist, &a, LegStatus::InProgress),
             CallEvent::Prompted,
@@ -646,17 +653,17 @@ mod tests {
     /// the activist is still in the conference, so the call is not settled.
     #[test]
     fn a_terminal_call_with_a_live_leg_is_not_settled() {
-        let (a, b) = (sid('a'), sid('b'));
+        let (a, b) = (leg_id('a'), leg_id('b'));
         let mut events = vec![
             status(Leg::Activist, &a, LegStatus::InProgress),
             CallEvent::ParticipantJoined {
-                conference_sid: cf(),
-                call_sid: a.clone(),
+                conference_id: cf(),
+                leg_id: a.clone(),
                 leg: None,
             },
             CallEvent::LegDialed {
                 leg: Leg::Target,
-                sid: b.clone(),
+                leg_id: b.clone(),
                 status: Some(LegStatus::Queued),
             },
             status(Leg::Target, &b, LegStatus::Busy),
@@ -673,7 +680,7 @@ mod tests {
         assert!(call.live_legs().is_empty());
         assert!(call.is_settled());
 
-        // A dial we asked for but whose SID never came back may be ringing.
+        // A dial we asked for but whose leg id never came back may be ringing.
         let mut f = CallFacts::default();
         f.activist.status = Some(LegStatus::Completed);
         f.requested.dial_target = true;
@@ -693,5 +700,30 @@ mod tests {
         // Unfinished calls are never settled.
         let call = call_with(play(&events[..2]).0);
         assert!(!call.is_terminal() && !call.is_settled());
+    }
+
+    /// Facts stored before the ids were provider-neutral name them `sid`
+    /// and `conference_sid`: they still load, and facts written now keep
+    /// those names (the stored format is unchanged).
+    #[test]
+    fn facts_stored_with_the_old_field_names_still_load() {
+        let stored = r#"{"activist": {"sid": "CA0a1b2c3d4e5f60718293a4b5c6d7e8f9", "status": "in-progress", "answered_by": null, "joined_conference": true, "left_conference": false, "duration_secs": null, "sip_response_code": null, "error": null, "ringing_at": "2026-03-01T12:00:01.123456Z", "answered_at": "2026-03-01T12:00:05.123456Z", "ended_at": null}, "target": {"sid": "CA1b2c3d4e5f60718293a4b5c6d7e8f90a", "status": "ringing", "answered_by": null, "joined_conference": false, "left_conference": false, "duration_secs": null, "sip_response_code": null, "error": null, "ringing_at": null, "answered_at": null, "ended_at": null}, "prompted": true, "confirmed": true, "conference_sid": "CF2c3d4e5f60718293a4b5c6d7e8f90a1b", "conference_started": true, "conference_ended": false, "participants": {"CA0a1b2c3d4e5f60718293a4b5c6d7e8f9": {"joined": true, "left": false}}, "expired": false, "requested": {"dial_target": true, "hang_up_activist": false, "hang_up_target": false, "end_conference": false}, "opted_out": false, "target_limited": false, "opt_out_listed": false}"#;
+        let facts: CallFacts = serde_json::from_str(stored).unwrap();
+        let a = LegId::parse("CA0a1b2c3d4e5f60718293a4b5c6d7e8f9").unwrap();
+        let b = LegId::parse("CA1b2c3d4e5f60718293a4b5c6d7e8f90a").unwrap();
+        assert_eq!(facts.activist.leg_id, Some(a.clone()));
+        assert_eq!(facts.target.leg_id, Some(b));
+        assert_eq!(
+            facts.conference_id,
+            Some(ConferenceId::parse("CF2c3d4e5f60718293a4b5c6d7e8f90a1b").unwrap())
+        );
+        assert!(facts.participants[&a].joined);
+        assert!(facts.activist_in_conference());
+
+        let written: serde_json::Value = serde_json::to_value(&facts).unwrap();
+        let old: serde_json::Value = serde_json::from_str(stored).unwrap();
+        assert_eq!(written, old, "facts are written as before");
+        assert!(written["activist"].get("leg_id").is_none());
+        assert!(written.get("conference_id").is_none());
     }
 }

@@ -367,11 +367,11 @@ mod tests {
     #[test]
     fn callbacks_after_expiry_leave_the_call_in_error() {
         use crate::call::{CallEvent, apply};
-        let sid: crate::CallSid = format!("CA{}", "a".repeat(32)).parse().unwrap();
-        let target: crate::CallSid = format!("CA{}", "b".repeat(32)).parse().unwrap();
-        let status = |leg, sid: &crate::CallSid, status| CallEvent::LegStatus {
+        let leg_a: crate::LegId = format!("CA{}", "a".repeat(32)).parse().unwrap();
+        let target: crate::LegId = format!("CA{}", "b".repeat(32)).parse().unwrap();
+        let status = |leg, id: &crate::LegId, status| CallEvent::LegStatus {
             leg,
-            sid: Some(sid.clone()),
+            leg_id: Some(id.clone()),
             status,
             duration_secs: Some(3),
             sip_response_code: None,
@@ -381,14 +381,14 @@ mod tests {
         // Awaiting confirmation, expired, then the hung-up activist completes.
         let mut f = CallFacts::default();
         for e in [
-            status(Leg::Activist, &sid, LegStatus::InProgress),
+            status(Leg::Activist, &leg_a, LegStatus::InProgress),
             CallEvent::Prompted,
             CallEvent::Expired,
         ] {
             f = apply(&f, &e).facts;
         }
         assert_eq!(derive_state(&f), DetailedState::Error);
-        let f = apply(&f, &status(Leg::Activist, &sid, LegStatus::Completed)).facts;
+        let f = apply(&f, &status(Leg::Activist, &leg_a, LegStatus::Completed)).facts;
         assert_eq!(derive_state(&f), DetailedState::Error);
 
         // Target ringing, expired, then the activist's leg ends and the target is canceled.
@@ -397,10 +397,10 @@ mod tests {
             ..Default::default()
         };
         for e in [
-            status(Leg::Activist, &sid, LegStatus::InProgress),
+            status(Leg::Activist, &leg_a, LegStatus::InProgress),
             status(Leg::Target, &target, LegStatus::Ringing),
             CallEvent::Expired,
-            status(Leg::Activist, &sid, LegStatus::Completed),
+            status(Leg::Activist, &leg_a, LegStatus::Completed),
             status(Leg::Target, &target, LegStatus::Canceled),
         ] {
             f = apply(&f, &e).facts;

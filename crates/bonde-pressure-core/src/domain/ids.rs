@@ -1,4 +1,5 @@
-//! Identifiers: our call id and Twilio's resource SIDs.
+//! Identifiers: our call id, the widget id, and the telephony provider's
+//! opaque ids of legs and conferences.
 
 use std::fmt;
 use std::str::FromStr;
@@ -13,21 +14,20 @@ pub enum IdError {
     /// Not a UUID.
     #[error("not a valid call id (expected a UUID)")]
     CallId,
-    /// Not `prefix` followed by 32 hex digits.
-    #[error("not a valid {kind} SID (expected {prefix} followed by 32 hex digits)")]
-    Sid {
-        /// What kind of SID was expected.
+    /// Not a provider id ([`LegId`], [`ConferenceId`]).
+    #[error("not a valid {kind} id: {reason}")]
+    ProviderId {
+        /// Which id (`leg`, `conference`).
         kind: &'static str,
-        /// Its two-letter prefix.
-        prefix: &'static str,
+        /// What is wrong with it (`empty`, `longer than 128 bytes`...).
+        reason: &'static str,
     },
     /// Not a positive integer.
     #[error("not a valid widget id (expected a positive integer)")]
     WidgetId,
 }
 
-/// Our id for one pressure call (both legs and the conference). Also the
-/// conference's friendly name.
+/// Our id for one pressure call (both legs and the conference).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct CallId(Uuid);
@@ -77,23 +77,47 @@ impl fmt::Debug for CallId {
     }
 }
 
-macro_rules! sid_newtype {
-    ($(#[$doc:meta])* $name:ident, $prefix:literal, $kind:literal) => {
+/// The longest provider id accepted, in bytes.
+pub const MAX_PROVIDER_ID_LEN: usize = 128;
+
+/// Why `s` is not a provider id, if it is not: empty, longer than
+/// [`MAX_PROVIDER_ID_LEN`] bytes, or holding anything but printable ASCII
+/// other than the space.
+fn provider_id_problem(s: &str) -> Option<&'static str> {
+    if s.is_empty() {
+        Some("empty")
+    } else if s.len() > MAX_PROVIDER_ID_LEN {
+        Some("longer than 128 bytes")
+    } else if !s.bytes().all(|b| b.is_ascii_graphic()) {
+        Some("not printable ASCII without whitespace")
+    } else {
+        None
+    }
+}
+
+macro_rules! provider_id {
+    ($(#[$doc:meta])* $name:ident, $kind:literal) => {
         $(#[$doc])*
+        ///
+        /// Opaque: core never looks inside it. It only checks what any
+        /// provider's id satisfies: 1 to [`MAX_PROVIDER_ID_LEN`] bytes of
+        /// printable ASCII (`!` to `~`, no whitespace or control characters),
+        /// so it is safe to log and to store as text. A provider's own format
+        /// is its adapter's to check (the Twilio adapter accepts only its
+        /// SIDs). Parsing trims surrounding whitespace.
         #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
         #[serde(try_from = "String", into = "String")]
         pub struct $name(String);
 
         impl $name {
-            /// The SID text.
-            pub fn as_str(&self) -> &str {
-                &self.0
+            /// Parses an id (see [`FromStr`]).
+            pub fn parse(s: &str) -> Result<Self, IdError> {
+                s.parse()
             }
 
-            fn valid(s: &str) -> bool {
-                s.len() == 34
-                    && s.starts_with($prefix)
-                    && s.bytes().skip(2).all(|b| b.is_ascii_hexdigit())
+            /// The id's text.
+            pub fn as_str(&self) -> &str {
+                &self.0
             }
         }
 
@@ -101,10 +125,9 @@ macro_rules! sid_newtype {
             type Err = IdError;
             fn from_str(s: &str) -> Result<Self, Self::Err> {
                 let s = s.trim();
-                if Self::valid(s) {
-                    Ok(Self(s.to_owned()))
-                } else {
-                    Err(IdError::Sid { kind: $kind, prefix: $prefix })
+                match provider_id_problem(s) {
+                    None => Ok(Self(s.to_owned())),
+                    Some(reason) => Err(IdError::ProviderId { kind: $kind, reason }),
                 }
             }
         }
@@ -112,7 +135,7 @@ macro_rules! sid_newtype {
         impl TryFrom<String> for $name {
             type Error = IdError;
             fn try_from(value: String) -> Result<Self, Self::Error> {
-                if Self::valid(&value) {
+                if provider_id_problem(&value).is_none() {
                     Ok(Self(value))
                 } else {
                     value.parse()
@@ -123,6 +146,12 @@ macro_rules! sid_newtype {
         impl From<$name> for String {
             fn from(value: $name) -> Self {
                 value.0
+            }
+        }
+
+        impl AsRef<str> for $name {
+            fn as_ref(&self) -> &str {
+                &self.0
             }
         }
 
@@ -140,13 +169,13 @@ macro_rules! sid_newtype {
     };
 }
 
-sid_newtype!(
-    /// A Twilio Call SID: `CA` followed by 32 hex digits.
-    CallSid, "CA", "Call"
+provider_id!(
+    /// The telephony provider's id of one leg (one phone call it placed).
+    LegId, "leg"
 );
-sid_newtype!(
-    /// A Twilio Conference SID: `CF` followed by 32 hex digits.
-    ConferenceSid, "CF", "Conference"
+provider_id!(
+    /// The telephony provider's id of one conference.
+    ConferenceId, "conference"
 );
 
 /// A BONDE widget id (the campaign form the activist filled in).
@@ -210,21 +239,62 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sids_are_checked() {
-        let ok = format!("CA{}", "a1".repeat(16));
-        assert_eq!(ok.parse::<CallSid>().unwrap().as_str(), ok);
-        assert!(
-            format!("CF{}", "0".repeat(32))
-                .parse::<ConferenceSid>()
-                .is_ok()
+    fn provider_ids_are_opaque() {
+        // Any provider's ids: Twilio's SIDs, UUIDs, URIs, numbers.
+        for ok in [
+            "CA0123456789abcdef0123456789abcdef",
+            "3f2c8a9e-1d2b-4c5d-8e9f-0a1b2c3d4e5f",
+            "v3:leg/42?x=1",
+            "7",
+        ] {
+            assert_eq!(ok.parse::<LegId>().unwrap().as_str(), ok);
+            assert_eq!(ConferenceId::parse(ok).unwrap().to_string(), ok);
+        }
+        assert_eq!(LegId::parse(" abc\n").unwrap().as_str(), "abc");
+        let max = "x".repeat(MAX_PROVIDER_ID_LEN);
+        assert_eq!(LegId::parse(&max).unwrap().as_str(), max);
+    }
+
+    #[test]
+    fn provider_ids_refuse_what_no_provider_id_is() {
+        let err = |s: &str| LegId::parse(s).unwrap_err();
+        assert_eq!(
+            err(""),
+            IdError::ProviderId {
+                kind: "leg",
+                reason: "empty"
+            }
         );
-        assert!(
-            ok.parse::<ConferenceSid>().is_err(),
-            "CA is not a conference"
+        assert_eq!(err("   "), err(""));
+        assert_eq!(
+            err(&"x".repeat(MAX_PROVIDER_ID_LEN + 1)).to_string(),
+            "not a valid leg id: longer than 128 bytes"
         );
-        assert!("CA123".parse::<CallSid>().is_err());
-        assert!(format!("CA{}", "z".repeat(32)).parse::<CallSid>().is_err());
-        assert!(serde_json::from_str::<CallSid>("\"CA1\"").is_err());
+        for bad in ["a b", "a\tb", "a\u{7f}", "a\u{0}", "légua"] {
+            assert_eq!(
+                err(bad),
+                IdError::ProviderId {
+                    kind: "leg",
+                    reason: "not printable ASCII without whitespace"
+                },
+                "{bad:?}"
+            );
+        }
+        assert_eq!(
+            ConferenceId::parse("").unwrap_err().to_string(),
+            "not a valid conference id: empty"
+        );
+    }
+
+    #[test]
+    fn provider_ids_are_json_strings() {
+        let id = LegId::parse("CA0123456789abcdef0123456789abcdef").unwrap();
+        let json = serde_json::to_string(&id).unwrap();
+        assert_eq!(json, "\"CA0123456789abcdef0123456789abcdef\"");
+        assert_eq!(serde_json::from_str::<LegId>(&json).unwrap(), id);
+        assert!(serde_json::from_str::<LegId>("\"\"").is_err());
+        assert!(serde_json::from_str::<ConferenceId>("\"a b\"").is_err());
+        assert!(serde_json::from_str::<LegId>("1").is_err());
     }
 
     #[test]

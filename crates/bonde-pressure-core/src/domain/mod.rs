@@ -5,7 +5,7 @@ mod people;
 mod phone;
 mod policy;
 
-pub use ids::{CallId, CallSid, ConferenceSid, IdError, WidgetId};
+pub use ids::{CallId, ConferenceId, IdError, LegId, MAX_PROVIDER_ID_LEN, WidgetId};
 pub use people::{Activist, ERASED_EMAIL, ERASED_NAME, Email, PersonName, PersonNameError, Target};
 pub use phone::{ERASED_E164, PhoneNumber, PhoneNumberError, Region, RegionError, mask_phone};
 pub use policy::{

@@ -336,8 +336,8 @@ async fn start_call_inner(
     Ok(StartCallResponse {
         call_id: started.call_id.to_string(),
         status: started.status.as_str().to_owned(),
-        twilio_call_sid: started.twilio_call_sid.map(|s| s.as_str().to_owned()),
-        twilio_call_status: started.twilio_call_status.map(|s| s.as_str().to_owned()),
+        twilio_call_sid: started.leg_id.map(|s| s.as_str().to_owned()),
+        twilio_call_status: started.leg_status.map(|s| s.as_str().to_owned()),
     })
 }
 
@@ -422,7 +422,7 @@ impl LegView {
     fn of(f: &CallFacts, leg: Leg) -> Self {
         let l = f.leg(leg);
         Self {
-            sid: l.sid.as_ref().map(|s| s.as_str().to_owned()),
+            sid: l.leg_id.as_ref().map(|s| s.as_str().to_owned()),
             status: l.status.map(|s| s.as_str().to_owned()),
             answered_by: l.answered_by.map(|a| a.as_str().to_owned()),
             // By the leg's own reports or by its SID among the participants
@@ -676,7 +676,7 @@ fn details(call: &Call, status: &str, events: Vec<StoredEvent>, unmasked: bool) 
         },
         prompted: f.prompted,
         confirmed: f.confirmed,
-        conference_sid: f.conference_sid.as_ref().map(|s| s.as_str().to_owned()),
+        conference_sid: f.conference_id.as_ref().map(|s| s.as_str().to_owned()),
         conference_started: f.conference_started,
         conference_ended: f.conference_ended,
         expired: f.expired,
@@ -690,7 +690,7 @@ fn details(call: &Call, status: &str, events: Vec<StoredEvent>, unmasked: bool) 
                 summary: summarise(&e.raw.payload),
                 kind: e.raw.kind,
                 received_at: e.raw.received_at.to_rfc3339(),
-                call_sid: e.raw.call_sid,
+                call_sid: e.raw.leg_id,
                 sequence_number: e.raw.sequence_number,
                 payload: unmasked.then_some(e.raw.payload),
             })

@@ -419,14 +419,14 @@ mod tests {
     fn a_payload_read_back_with_nul_replaced_is_the_same_delivery() {
         let sent = RawEvent {
             kind: "status-callback".into(),
-            call_sid: Some("CA\0x".into()),
+            leg_id: Some("CA\0x".into()),
             payload: "CallStatus=ringing&X=\0".into(),
             sequence_number: Some(3),
             received_at: chrono::Utc::now(),
         };
         let mut stored = sent.clone();
         stored.payload = sent.payload.replace('\0', "\u{FFFD}");
-        stored.call_sid = Some("CA\u{FFFD}x".into());
+        stored.leg_id = Some("CA\u{FFFD}x".into());
         assert!(same_delivery(&sent, &stored));
         stored.payload.push('x');
         assert!(!same_delivery(&sent, &stored));
