@@ -696,9 +696,7 @@ impl Telephony for SimulatedTelephony {
         )?;
         let (sid, steps) = self
             .with_call(req.call_id, |c| (c.target_sid().clone(), c.dial_target()))
-            .ok_or_else(|| TelephonyError::NotFound {
-                message: "no such conference".into(),
-            })?;
+            .ok_or_else(|| TelephonyError::not_found("no such conference"))?;
         self.play(req.call_id, steps);
         Ok(DialedLeg {
             sid,
@@ -756,9 +754,7 @@ impl Telephony for SimulatedTelephony {
             .get(sid)
             .and_then(|id| s.calls.get(id))
             .and_then(|c| c.snapshot(sid))
-            .ok_or_else(|| TelephonyError::NotFound {
-                message: format!("no call {sid}"),
-            })
+            .ok_or_else(|| TelephonyError::not_found(format!("no call {sid}")))
     }
 
     async fn conference_participants(

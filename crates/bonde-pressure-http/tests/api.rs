@@ -589,10 +589,10 @@ async fn telephony_refusals_map_to_4xx_or_502() {
     let sim = app.simulated.clone().unwrap();
     sim.set_failure(
         CommandKind::CallActivist,
-        Some(TelephonyError::InvalidNumber {
-            code: Some(21211),
-            message: "Invalid 'To' Phone Number".into(),
-        }),
+        Some(TelephonyError::invalid_number(
+            Some(21211),
+            "Invalid 'To' Phone Number",
+        )),
     );
     let items = validation_items(send(&r, post_call(&front_end_body("11 91234-5670"))).await).await;
     assert_eq!(items[0]["loc"], json!(["body", "activist", "phone"]));
@@ -600,9 +600,7 @@ async fn telephony_refusals_map_to_4xx_or_502() {
 
     sim.set_failure(
         CommandKind::CallActivist,
-        Some(TelephonyError::Unavailable {
-            message: "timeout".into(),
-        }),
+        Some(TelephonyError::unavailable("timeout")),
     );
     let resp = send(&r, post_call(&front_end_body("11 91234-5671"))).await;
     assert_eq!(resp.status(), StatusCode::BAD_GATEWAY);
@@ -611,9 +609,7 @@ async fn telephony_refusals_map_to_4xx_or_502() {
 
     sim.set_failure(
         CommandKind::CallActivist,
-        Some(TelephonyError::RateLimited {
-            retry_after: Some(Duration::from_secs(7)),
-        }),
+        Some(TelephonyError::rate_limited(Some(Duration::from_secs(7)))),
     );
     let resp = send(&r, post_call(&front_end_body("11 91234-5672"))).await;
     assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
