@@ -55,7 +55,7 @@ impl From<&crate::twiml::Response> for CallInstructions {
 }
 
 /// Why [`TwilioClient::create_call`] failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum CreateCallError {
     /// The inline TwiML is longer than Twilio accepts; nothing was sent.
@@ -180,12 +180,10 @@ pub fn participant_status(s: &str) -> Option<LegStatus> {
 
 fn unexpected(what: &str, body: &str) -> TelephonyError {
     let snippet: String = body.chars().take(200).collect();
-    TelephonyError::Unavailable {
-        message: format!(
-            "unexpected answer from Twilio ({what}): {}",
-            scrub_phone_numbers(&snippet)
-        ),
-    }
+    TelephonyError::unavailable(format!(
+        "unexpected answer from Twilio ({what}): {}",
+        scrub_phone_numbers(&snippet)
+    ))
 }
 
 fn duration_of(v: &serde_json::Value) -> Option<u32> {
@@ -291,7 +289,7 @@ impl TwilioClient {
             .send(Method::Post, &url, Some(form), Safety::CreatesCall)
             .await?;
         let call: CallResource =
-            serde_json::from_str(&body).map_err(|_| unexpected("call", &body))?;
+            serde_json::from_str(&body).map_err(|e| unexpected("call", &body).with_source(e))?;
         let sid = call
             .sid
             .parse()
@@ -395,44 +393,41 @@ impl TwilioClient {
                         // Twilio accepted the request: repeating one that
                         // creates a call would place a second call.
                         Err(e) if success => (
-                            TelephonyError::Unavailable {
-                                message: format!(
-                                    "Twilio answered HTTP {status} but the answer could not be read ({e}); the request may have taken effect"
-                                ),
-                            },
+                            TelephonyError::unavailable(format!(
+                                "Twilio answered HTTP {status} but the answer could not be read ({e}); the request may have taken effect"
+                            ))
+                            .with_source(e),
                             safety == Safety::Idempotent,
                             None,
                         ),
                         Err(e) => (
-                            TelephonyError::Unavailable {
-                                message: format!("HTTP {status}, body unreadable: {e}"),
-                            },
+                            TelephonyError::unavailable(format!(
+                                "HTTP {status}, body unreadable: {e}"
+                            ))
+                            .with_source(e),
                             retry_answer(status, ""),
                             retry_after,
                         ),
                     }
                 }
                 Err(e) if e.is_connect() => (
-                    TelephonyError::Unavailable {
-                        message: "could not connect to Twilio".into(),
-                    },
+                    TelephonyError::unavailable("could not connect to Twilio").with_source(e),
                     true,
                     None,
                 ),
                 Err(e) if e.is_timeout() => (
-                    TelephonyError::Unavailable {
-                        message: "Twilio did not answer in time; the request may have taken effect"
-                            .into(),
-                    },
+                    TelephonyError::unavailable(
+                        "Twilio did not answer in time; the request may have taken effect",
+                    )
+                    .with_source(e),
                     safety == Safety::Idempotent || policy.retry_unsafe_timeouts,
                     None,
                 ),
                 Err(e) => (
-                    TelephonyError::Unavailable {
-                        message: format!(
-                            "request to Twilio failed ({e}); the request may have taken effect"
-                        ),
-                    },
+                    TelephonyError::unavailable(format!(
+                        "request to Twilio failed ({e}); the request may have taken effect"
+                    ))
+                    .with_source(e),
                     safety == Safety::Idempotent || policy.retry_unsafe_timeouts,
                     None,
                 ),
@@ -471,7 +466,7 @@ impl TwilioClient {
             .send(Method::Get, &url, None, Safety::Idempotent)
             .await?;
         let page: ConferencePage =
-            serde_json::from_str(&body).map_err(|_| unexpected("conference list", &body))?;
+            serde_json::from_str(&body).map_err(|e| unexpected("conference list", &body).with_source(e))?;
         page.conferences
             .first()
             .map(|c| {
@@ -514,15 +509,6 @@ impl TwilioClient {
 
 #[async_trait]
 impl Telephony for TwilioClient {
-    /// As the default, but a geographic-permission refusal (our account's
-    /// settings, not the number) does not count.
-    fn refusal_counts(&self, error: &TelephonyError) -> bool {
-        matches!(
-            error,
-            TelephonyError::InvalidNumber { .. } | TelephonyError::Unavailable { .. }
-        ) && crate::Refusal::of(error) != Some(crate::Refusal::GeoPermission)
-    }
-
     async fn call_activist(&self, req: &ActivistCallRequest) -> Result<DialedLeg, TelephonyError> {
         self.post_call(&self.activist_call_form(req)).await
     }
@@ -534,7 +520,7 @@ impl Telephony for TwilioClient {
             .send(Method::Post, &url, Some(&form), Safety::CreatesCall)
             .await?;
         let p: ParticipantResource =
-            serde_json::from_str(&body).map_err(|_| unexpected("participant", &body))?;
+            serde_json::from_str(&body).map_err(|e| unexpected("participant", &body).with_source(e))?;
         let sid = p
             .call_sid
             .parse()
@@ -611,7 +597,7 @@ impl Telephony for TwilioClient {
             Err(e) => return Err(e),
         };
         let page: ParticipantPage =
-            serde_json::from_str(&body).map_err(|_| unexpected("participant list", &body))?;
+            serde_json::from_str(&body).map_err(|e| unexpected("participant list", &body).with_source(e))?;
         let participants = page
             .participants
             .into_iter()
@@ -635,7 +621,7 @@ impl Telephony for TwilioClient {
             .send(Method::Get, &url, None, Safety::Idempotent)
             .await?;
         let call: CallResource =
-            serde_json::from_str(&body).map_err(|_| unexpected("call", &body))?;
+            serde_json::from_str(&body).map_err(|e| unexpected("call", &body).with_source(e))?;
         let status = call
             .status
             .as_deref()
