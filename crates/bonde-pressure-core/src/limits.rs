@@ -731,7 +731,12 @@ mod tests {
         let sweeps = l.lock()[&LimitKind::ClientIp].sweeps;
         assert!(sweeps <= n / (cap as u64 / 4) + 1, "{sweeps} sweeps");
         // The most recent keys survived, the oldest were evicted.
-        assert!(!l.charge(&ip(&(n - 1).to_string()), q).await.unwrap().is_admitted());
+        assert!(
+            !l.charge(&ip(&(n - 1).to_string()), q)
+                .await
+                .unwrap()
+                .is_admitted()
+        );
         assert!(l.charge(&ip("0"), q).await.unwrap().is_admitted());
         // The other kind kept its count.
         assert!(!l.charge(&target, per_hour).await.unwrap().is_admitted());
@@ -744,7 +749,12 @@ mod tests {
         let l = InMemoryRateLimiter::with_max_keys(clock, cap);
         let q = Quota::gradual(1, Duration::from_secs(3600));
         for k in 0..100 {
-            assert!(l.charge(&ip(&k.to_string()), q).await.unwrap().is_admitted());
+            assert!(
+                l.charge(&ip(&k.to_string()), q)
+                    .await
+                    .unwrap()
+                    .is_admitted()
+            );
             assert!(l.len() <= cap);
         }
         assert!(l.len() > cap / 2, "{}", l.len());

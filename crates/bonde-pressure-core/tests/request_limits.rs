@@ -94,7 +94,10 @@ fn refusals() -> Vec<(TelephonyError, bool)> {
             TelephonyError::destination_not_permitted(Some(21215), "geo"),
             false,
         ),
-        (TelephonyError::caller_id_rejected(Some(21210), "from"), false),
+        (
+            TelephonyError::caller_id_rejected(Some(21210), "from"),
+            false,
+        ),
         (TelephonyError::auth(Some(20003), "credentials"), false),
         (
             TelephonyError::rate_limited(Some(Duration::from_secs(1))),

@@ -465,8 +465,8 @@ impl TwilioClient {
         let body = self
             .send(Method::Get, &url, None, Safety::Idempotent)
             .await?;
-        let page: ConferencePage =
-            serde_json::from_str(&body).map_err(|e| unexpected("conference list", &body).with_source(e))?;
+        let page: ConferencePage = serde_json::from_str(&body)
+            .map_err(|e| unexpected("conference list", &body).with_source(e))?;
         page.conferences
             .first()
             .map(|c| {
@@ -519,8 +519,8 @@ impl Telephony for TwilioClient {
         let body = self
             .send(Method::Post, &url, Some(&form), Safety::CreatesCall)
             .await?;
-        let p: ParticipantResource =
-            serde_json::from_str(&body).map_err(|e| unexpected("participant", &body).with_source(e))?;
+        let p: ParticipantResource = serde_json::from_str(&body)
+            .map_err(|e| unexpected("participant", &body).with_source(e))?;
         let sid = p
             .call_sid
             .parse()
@@ -596,8 +596,8 @@ impl Telephony for TwilioClient {
             Err(TelephonyError::NotFound { .. }) => return Ok(None),
             Err(e) => return Err(e),
         };
-        let page: ParticipantPage =
-            serde_json::from_str(&body).map_err(|e| unexpected("participant list", &body).with_source(e))?;
+        let page: ParticipantPage = serde_json::from_str(&body)
+            .map_err(|e| unexpected("participant list", &body).with_source(e))?;
         let participants = page
             .participants
             .into_iter()

@@ -414,7 +414,10 @@ mod tests {
             (403, b(20005)),
         ] {
             let e = map_error(status, &body, None);
-            assert!(matches!(e, TelephonyError::Auth { .. }), "{status} {body}: {e:?}");
+            assert!(
+                matches!(e, TelephonyError::Auth { .. }),
+                "{status} {body}: {e:?}"
+            );
             assert!(!e.counts_against_limits());
         }
         assert_eq!(map_error(403, &b(20005), None).code(), Some(20005));

@@ -1271,28 +1271,53 @@ async fn twilio_codes_map_onto_core_variants() {
         }, false));
     }
     for &code in INVALID_NUMBER_CODES {
-        cases.push((400, code, 1, "invalid number", |e| {
-            matches!(e, TelephonyError::InvalidNumber { .. })
-        }, true));
+        cases.push((
+            400,
+            code,
+            1,
+            "invalid number",
+            |e| matches!(e, TelephonyError::InvalidNumber { .. }),
+            true,
+        ));
     }
     for &code in AUTH_CODES {
         for status in [401, 403] {
-            cases.push((status, code, 1, "auth", |e| {
-                matches!(e, TelephonyError::Auth { .. })
-            }, false));
+            cases.push((
+                status,
+                code,
+                1,
+                "auth",
+                |e| matches!(e, TelephonyError::Auth { .. }),
+                false,
+            ));
         }
     }
     // Retried (3 attempts), then reported with Twilio's Retry-After.
-    cases.push((429, 20429, 3, "rate limited", |e| {
-        matches!(e, TelephonyError::RateLimited { .. })
-    }, false));
+    cases.push((
+        429,
+        20429,
+        3,
+        "rate limited",
+        |e| matches!(e, TelephonyError::RateLimited { .. }),
+        false,
+    ));
     // A 500 on creation is not retried: the call may have been placed.
-    cases.push((500, 20500, 1, "unavailable", |e| {
-        matches!(e, TelephonyError::Unavailable { .. })
-    }, true));
-    cases.push((400, 21205, 1, "rejected", |e| {
-        matches!(e, TelephonyError::Rejected { status: 400, .. })
-    }, false));
+    cases.push((
+        500,
+        20500,
+        1,
+        "unavailable",
+        |e| matches!(e, TelephonyError::Unavailable { .. }),
+        true,
+    ));
+    cases.push((
+        400,
+        21205,
+        1,
+        "rejected",
+        |e| matches!(e, TelephonyError::Rejected { status: 400, .. }),
+        false,
+    ));
     for (status, code, calls, what, check, counts) in cases {
         let e = error_case(status, error_body(code, status), calls).await;
         assert!(check(&e), "{status}/{code} should be {what}: {e:?}");
