@@ -626,8 +626,8 @@ mod tests {
         assert!(!l.charge(&key("999"), q).await.unwrap().is_admitted());
     }
 
-    // Token buckets ([`Refill::Gradual`]): the HTTP adapter's request
-    // limits, moved here with the `KeyedLimiter` they replace.
+    // Token buckets ([`Refill::Gradual`]), as the request limits per client
+    // IP and per activist number use them.
 
     fn ip(v: &str) -> LimitKey {
         LimitKey::new(LimitKind::ClientIp, v)
