@@ -125,7 +125,7 @@ impl StubActionRecorder {
 impl ActionRecorder for StubActionRecorder {
     async fn record(&self, action: &WidgetAction) -> Result<(), RecorderError> {
         if self.fail.load(Ordering::SeqCst) {
-            return Err(RecorderError::Failed("stub told to fail".into()));
+            return Err(RecorderError::failed("stub told to fail"));
         }
         self.recorded
             .lock()

@@ -12,7 +12,8 @@
 //! - [`ports`]: [`Telephony`], [`CallStore`], [`CampaignDirectory`],
 //!   [`ActionRecorder`], with what implementations must guarantee.
 //! - [`limits`]: the [`RateLimiter`] port (caps on how often a number is
-//!   called) and [`InMemoryRateLimiter`]; [`do_not_call`]: the
+//!   called, limits on start requests) and [`InMemoryRateLimiter`];
+//!   [`do_not_call`]: the
 //!   [`DoNotCallList`] port (keyed hashes of numbers never to call again) and
 //!   [`InMemoryDoNotCallList`]; [`NumberPolicy`]: which numbers may be called.
 //! - [`privacy`]: retention, erasure of one person's data and the audit log

@@ -1,12 +1,19 @@
-//! Caps on how often a number is called: the [`RateLimiter`] port and its
-//! in-process implementation, [`InMemoryRateLimiter`].
+//! Caps on how often a number is called and how often a client asks: the
+//! [`RateLimiter`] port and its in-process implementation,
+//! [`InMemoryRateLimiter`].
 //!
-//! The service uses it for two caps (see [`crate::ServiceConfig`]):
+//! The service uses it for four limits, all through the same limiter:
 //! - [`LimitKind::ActivistCalls`]: the activist's number is called at most
-//!   N times per 24 h, whoever asks (charged when the call is placed);
+//!   N times per 24 h, whoever asks (charged when the call is placed; see
+//!   [`crate::ServiceConfig`]);
 //! - [`LimitKind::TargetDials`]: the target is dialled at most M times per
 //!   hour. `POST` only peeks at it; the token is taken when the target is
-//!   actually dialled, after the activist confirmed.
+//!   actually dialled, after the activist confirmed;
+//! - [`LimitKind::ClientIp`] and [`LimitKind::ActivistRequests`]: the
+//!   requests an adapter's public start endpoint accepts per client and per
+//!   activist number ([`RequestLimits`], charged by
+//!   [`crate::PressureService::admit_client`] and
+//!   [`crate::PressureService::start`]).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -74,37 +81,105 @@ impl std::fmt::Debug for LimitKey {
     }
 }
 
-/// At most `limit` charges in any window of `window`.
+/// How the charges of a [`Quota`] come back.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Refill {
+    /// A sliding window: each charge comes back `window` after it was made,
+    /// so at most `limit` charges fit in any window ("10 per 24 h" means at
+    /// most 10 in any 24 h).
+    #[default]
+    Window,
+    /// A token bucket: `limit` tokens, refilled continuously at one per
+    /// `window / limit`. A burst of `limit`, then on average `limit` per
+    /// `window`; when empty, the next token is back within `window / limit`.
+    Gradual,
+}
+
+/// At most `limit` charges per `window`, refilled as `refill` says (a
+/// sliding window unless built with [`Quota::gradual`]).
 ///
-/// Built with [`Quota::new`] (or `per_day`/`per_hour`), which raise a limit
-/// of 0 to 1. A quota whose limit is 0 anyway (a backend's own value) is
-/// treated as "nothing is admitted", never as an error or a panic.
+/// Built with [`Quota::new`] (or `per_day`/`per_hour`/`gradual`), which
+/// raise a limit of 0 to 1. A quota whose limit is 0 anyway (a backend's
+/// own value) is treated as "nothing is admitted", never as an error or a
+/// panic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Quota {
     /// Charges allowed per window (at least 1 when built by [`Quota::new`]).
     pub limit: u32,
-    /// The sliding window.
+    /// The sliding window, or the time a bucket takes to refill completely.
     pub window: Duration,
+    /// How charges come back.
+    pub refill: Refill,
 }
 
 impl Quota {
-    /// `limit` per `window`.
+    /// `limit` per sliding `window`.
     pub fn new(limit: u32, window: Duration) -> Self {
         Self {
             limit: limit.max(1),
             window,
+            refill: Refill::Window,
         }
     }
 
-    /// `limit` per 24 hours.
+    /// `limit` per 24 hours (a sliding window).
     pub fn per_day(limit: u32) -> Self {
         Self::new(limit, Duration::from_secs(24 * 60 * 60))
     }
 
-    /// `limit` per hour.
+    /// `limit` per hour (a sliding window).
     pub fn per_hour(limit: u32) -> Self {
         Self::new(limit, Duration::from_secs(60 * 60))
+    }
+
+    /// A token bucket of `limit` tokens refilled over `window`
+    /// ([`Refill::Gradual`]).
+    pub fn gradual(limit: u32, window: Duration) -> Self {
+        Self {
+            refill: Refill::Gradual,
+            ..Self::new(limit, window)
+        }
+    }
+
+    /// The time one token takes to come back in a [`Refill::Gradual`]
+    /// quota (`window / limit`).
+    fn interval(&self) -> Duration {
+        self.window / self.limit.max(1)
+    }
+}
+
+/// The limits on requests to start a call, for an adapter's public
+/// endpoint (`None`: no limit). Charged by
+/// [`crate::PressureService::admit_client`] (per client, every request) and
+/// [`crate::PressureService::start`] (per activist number), through the
+/// service's [`RateLimiter`]. The default has none.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RequestLimits {
+    /// Requests per client IP ([`LimitKind::ClientIp`]).
+    pub per_client: Option<Quota>,
+    /// Requests naming one activist number ([`LimitKind::ActivistRequests`]).
+    pub per_activist: Option<Quota>,
+}
+
+impl RequestLimits {
+    /// No limits.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// With this limit per client IP.
+    pub fn with_per_client(mut self, quota: Option<Quota>) -> Self {
+        self.per_client = quota;
+        self
+    }
+
+    /// With this limit per activist number.
+    pub fn with_per_activist(mut self, quota: Option<Quota>) -> Self {
+        self.per_activist = quota;
+        self
     }
 }
 
@@ -136,21 +211,29 @@ pub enum LimiterError {
     Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
-/// Counts charges per key in a sliding window.
+/// Counts charges per key, in a sliding window or a token bucket (the
+/// [`Quota`]'s [`Refill`]).
 ///
 /// # What implementations must guarantee
-/// - [`RateLimiter::charge`] is atomic: it admits and records a charge only
-///   if fewer than `quota.limit` charges of `key` were recorded in the last
-///   `quota.window`; concurrent charges (from any replica sharing the
-///   backend) never admit more than `limit` per window.
+/// - [`RateLimiter::charge`] is atomic. With a [`Refill::Window`] quota it
+///   admits and records a charge only if fewer than `quota.limit` charges of
+///   `key` were recorded in the last `quota.window`; with a
+///   [`Refill::Gradual`] quota, only if the key's bucket (`limit` tokens,
+///   one back every `window / limit`, never more than `limit`) holds a
+///   whole token, which it takes. Concurrent charges (from any replica
+///   sharing the backend) never admit more than that.
 /// - [`RateLimiter::peek`] answers as `charge` would, and records nothing.
-/// - [`RateLimiter::refund`] forgets the most recent charge of `key` still in
-///   the window (nothing if there is none): a charge for an attempt that
-///   turned out not to count. It never makes room beyond `limit`.
+/// - [`RateLimiter::refund`] gives back the most recent charge of `key`: a
+///   charge for an attempt that turned out not to count. In a window it
+///   forgets the latest charge still in the window (nothing if there is
+///   none); in a bucket it puts one token back. It never makes room beyond
+///   `limit`.
 /// - Keys are independent; the quota is passed with each call, so one
-///   implementation serves every cap (a backend may keep `kind` as a column).
-/// - `Exhausted::retry_after` is when the oldest charge in the window
-///   leaves it (at least 1 ms).
+///   implementation serves every limit (a backend may keep `kind` as a
+///   column).
+/// - `Exhausted::retry_after` is when the next charge would be admitted (at
+///   least 1 ms): in a window, when the oldest charge in it leaves it; in a
+///   bucket, when the next token is back (at most `window / limit`).
 /// - An in-process implementation may forget keys under memory pressure
 ///   (see [`InMemoryRateLimiter`]); a shared one (PostgreSQL) must not.
 ///
@@ -167,41 +250,75 @@ pub trait RateLimiter: Send + Sync + 'static {
     async fn refund(&self, key: &LimitKey, quota: Quota) -> Result<(), LimiterError>;
 }
 
+/// One key's charges.
 #[derive(Debug, Default)]
 struct Log {
-    /// Charge times, oldest first.
+    /// [`Refill::Window`]: charge times, oldest first.
     times: VecDeque<DateTime<Utc>>,
     /// The longest window this key was used with (for forgetting it).
     window: Duration,
+    /// [`Refill::Gradual`]: when the bucket is full again (nothing taken
+    /// that has not come back); `None` or past: full.
+    full_at: Option<DateTime<Utc>>,
     /// Last use.
-    used: Option<DateTime<Utc>>,
+    used: DateTime<Utc>,
 }
 
-/// The default cap on keys of an [`InMemoryRateLimiter`].
+impl Log {
+    /// Nothing is left to remember at `now`: the key is equivalent to a new one.
+    fn is_spent(&self, now: DateTime<Utc>) -> bool {
+        let window_spent = self
+            .times
+            .back()
+            .is_none_or(|t| now - *t >= to_chrono(self.window));
+        window_spent && self.full_at.is_none_or(|f| f <= now)
+    }
+}
+
+fn to_chrono(d: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+}
+
+/// The keys of one kind, and how many sweeps made room among them.
+#[derive(Debug, Default)]
+struct Keys {
+    logs: HashMap<String, Log>,
+    /// Sweeps made so far (tests check the amortisation).
+    sweeps: u64,
+}
+
+/// The default cap on keys of each kind of an [`InMemoryRateLimiter`].
 pub const DEFAULT_MAX_KEYS: usize = 100_000;
 
-/// In-process sliding-window limiter on a [`Clock`]: exact within one
-/// process; with several replicas each enforces its own count.
+/// In-process limiter on a [`Clock`]: exact within one process; with
+/// several replicas each enforces its own count.
 ///
-/// It holds at most `max_keys` keys. When a new key arrives and the map is
-/// full, keys with no charge left in their window are forgotten (they are
-/// equivalent to new ones) and, if that is not enough, the least recently
-/// used ones, down to three quarters of the cap: a flood of distinct keys
-/// can make it forget old counts, never grow without bound.
+/// It holds at most `max_keys` keys **of each [`LimitKind`]**, so a flood of
+/// one kind (many client IPs) never makes it forget another (the activists'
+/// and targets' counts). When a new key arrives and its kind is full, one
+/// sweep forgets that kind's keys with nothing left to remember (nothing
+/// left in their window, a full bucket: they are equivalent to new ones)
+/// and, if that is not enough, the least recently used ones, down to three
+/// quarters of the cap. A sweep costs O(n) but frees at least a quarter of
+/// the cap, so it happens at most once per `max_keys / 4` new keys: O(1)
+/// amortised per charge, however many distinct keys arrive. A flood of
+/// distinct keys can make it forget old counts of that kind, never grow
+/// without bound.
 #[derive(Debug)]
 pub struct InMemoryRateLimiter {
     clock: Arc<dyn Clock>,
-    keys: Mutex<HashMap<LimitKey, Log>>,
+    keys: Mutex<HashMap<LimitKind, Keys>>,
     max_keys: usize,
 }
 
 impl InMemoryRateLimiter {
-    /// A limiter on `clock` with [`DEFAULT_MAX_KEYS`].
+    /// A limiter on `clock` with [`DEFAULT_MAX_KEYS`] per kind.
     pub fn new(clock: Arc<dyn Clock>) -> Self {
         Self::with_max_keys(clock, DEFAULT_MAX_KEYS)
     }
 
-    /// A limiter on `clock` holding at most `max_keys` keys (at least 1).
+    /// A limiter on `clock` holding at most `max_keys` keys (at least 1) of
+    /// each kind.
     pub fn with_max_keys(clock: Arc<dyn Clock>, max_keys: usize) -> Self {
         Self {
             clock,
@@ -210,9 +327,14 @@ impl InMemoryRateLimiter {
         }
     }
 
-    /// Keys held now.
+    /// The most keys of one kind it holds.
+    pub fn max_keys(&self) -> usize {
+        self.max_keys
+    }
+
+    /// Keys held now, all kinds.
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().values().map(|k| k.logs.len()).sum()
     }
 
     /// No key held.
@@ -220,28 +342,37 @@ impl InMemoryRateLimiter {
         self.len() == 0
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<LimitKey, Log>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<LimitKind, Keys>> {
         self.keys.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn sweep(&self, map: &mut HashMap<LimitKey, Log>, now: DateTime<Utc>) {
-        map.retain(|_, log| {
-            log.times.back().is_some_and(|t| {
-                now - *t < chrono::Duration::from_std(log.window).unwrap_or(chrono::Duration::MAX)
-            })
-        });
+    /// Makes room for one new key of a full kind: forgets its spent keys,
+    /// then the least recently used ones, down to three quarters of the cap.
+    fn sweep(&self, keys: &mut Keys, now: DateTime<Utc>) {
+        keys.sweeps += 1;
+        keys.logs.retain(|_, log| !log.is_spent(now));
         let low_water = self.max_keys - self.max_keys.div_ceil(4);
-        if map.len() <= low_water {
+        if keys.logs.len() <= low_water {
             return;
         }
-        let mut used: Vec<(DateTime<Utc>, LimitKey)> = map
-            .iter()
-            .map(|(k, l)| (l.used.unwrap_or(now), k.clone()))
-            .collect();
-        used.sort();
-        for (_, k) in used.into_iter().take(map.len() - low_water) {
-            map.remove(&k);
-        }
+        // Keep the `low_water` most recently used: find the cut-off in
+        // O(n), then drop the `drop` oldest.
+        let drop = keys.logs.len() - low_water;
+        let mut times: Vec<DateTime<Utc>> = keys.logs.values().map(|l| l.used).collect();
+        let (older, cut, _) = times.select_nth_unstable(drop - 1);
+        let cut = *cut;
+        // Keys used at exactly `cut`: drop only as many as needed.
+        let mut ties = drop - older.iter().filter(|t| **t < cut).count();
+        keys.logs.retain(|_, l| {
+            if l.used < cut {
+                false
+            } else if l.used == cut && ties > 0 {
+                ties -= 1;
+                false
+            } else {
+                true
+            }
+        });
     }
 
     /// Answers for `key` at `now`, charging if `charge` and admitted.
@@ -253,22 +384,30 @@ impl InMemoryRateLimiter {
                 retry_after: quota.window.max(Duration::from_millis(1)),
             };
         }
-        let window = chrono::Duration::from_std(quota.window).unwrap_or(chrono::Duration::MAX);
         let mut map = self.lock();
-        if !map.contains_key(key) {
+        let keys = map.entry(key.kind).or_default();
+        if !keys.logs.contains_key(&key.value) {
             if !charge {
                 return Admission::Admitted;
             }
-            if map.len() >= self.max_keys {
-                self.sweep(&mut map, now);
+            if keys.logs.len() >= self.max_keys {
+                self.sweep(keys, now);
             }
         }
-        let log = map.entry(key.clone()).or_default();
+        let log = keys.logs.entry(key.value.clone()).or_default();
+        log.used = now;
+        match quota.refill {
+            Refill::Gradual => Self::decide_bucket(log, quota, now, charge),
+            _ => Self::decide_window(log, quota, now, charge),
+        }
+    }
+
+    fn decide_window(log: &mut Log, quota: Quota, now: DateTime<Utc>, charge: bool) -> Admission {
+        let window = to_chrono(quota.window);
         while log.times.front().is_some_and(|t| now - *t >= window) {
             log.times.pop_front();
         }
         log.window = log.window.max(quota.window);
-        log.used = Some(now);
         if log.times.len() < quota.limit as usize {
             if charge {
                 log.times.push_back(now);
@@ -286,6 +425,33 @@ impl InMemoryRateLimiter {
             .max(Duration::from_millis(1));
         Admission::Exhausted { retry_after }
     }
+
+    /// A token bucket kept as the time it is full again (GCRA): it holds
+    /// `limit - (full_at - now) / interval` tokens.
+    fn decide_bucket(log: &mut Log, quota: Quota, now: DateTime<Utc>, charge: bool) -> Admission {
+        let interval = quota.interval();
+        let full_at = log.full_at.map_or(now, |f| f.max(now));
+        // A whole token is there when the bucket is full again within
+        // `limit - 1` intervals.
+        let slack = to_chrono(interval.saturating_mul(quota.limit - 1));
+        let admit_from = full_at.checked_sub_signed(slack).unwrap_or(now);
+        if admit_from <= now {
+            if charge {
+                log.full_at = Some(
+                    full_at
+                        .checked_add_signed(to_chrono(interval))
+                        .unwrap_or(DateTime::<Utc>::MAX_UTC),
+                );
+            }
+            return Admission::Admitted;
+        }
+        let retry_after = (admit_from - now)
+            .to_std()
+            .unwrap_or_default()
+            .min(interval)
+            .max(Duration::from_millis(1));
+        Admission::Exhausted { retry_after }
+    }
 }
 
 #[async_trait]
@@ -298,9 +464,25 @@ impl RateLimiter for InMemoryRateLimiter {
         Ok(self.decide(key, quota, true))
     }
 
-    async fn refund(&self, key: &LimitKey, _quota: Quota) -> Result<(), LimiterError> {
-        if let Some(log) = self.lock().get_mut(key) {
-            log.times.pop_back();
+    async fn refund(&self, key: &LimitKey, quota: Quota) -> Result<(), LimiterError> {
+        let mut map = self.lock();
+        let Some(log) = map
+            .get_mut(&key.kind)
+            .and_then(|k| k.logs.get_mut(&key.value))
+        else {
+            return Ok(());
+        };
+        match quota.refill {
+            Refill::Gradual => {
+                // One token back; a bucket full before `now` is full (the
+                // excess is never counted).
+                log.full_at = log
+                    .full_at
+                    .and_then(|f| f.checked_sub_signed(to_chrono(quota.interval())));
+            }
+            _ => {
+                log.times.pop_back();
+            }
         }
         Ok(())
     }
@@ -380,6 +562,7 @@ mod tests {
         let q = Quota {
             limit: 0,
             window: Duration::from_secs(60),
+            refill: Refill::Window,
         };
         let k = key("+5561999990000");
         for _ in 0..3 {
@@ -403,8 +586,16 @@ mod tests {
         let zero_window = Quota {
             limit: 0,
             window: Duration::ZERO,
+            refill: Refill::Window,
         };
         assert!(!l.charge(&k, zero_window).await.unwrap().is_admitted());
+        let zero_bucket = Quota {
+            refill: Refill::Gradual,
+            ..q
+        };
+        assert!(!l.peek(&k, zero_bucket).await.unwrap().is_admitted());
+        assert!(!l.charge(&k, zero_bucket).await.unwrap().is_admitted());
+        l.refund(&k, zero_bucket).await.unwrap();
     }
 
     #[tokio::test]
@@ -433,5 +624,139 @@ mod tests {
         }
         // The most recent key is still counted.
         assert!(!l.charge(&key("999"), q).await.unwrap().is_admitted());
+    }
+
+    // Token buckets ([`Refill::Gradual`]), as the request limits per client
+    // IP and per activist number use them.
+
+    fn ip(v: &str) -> LimitKey {
+        LimitKey::new(LimitKind::ClientIp, v)
+    }
+
+    #[tokio::test]
+    async fn a_bucket_allows_its_burst_then_refills_one_token_at_a_time() {
+        let clock = Arc::new(ManualClock::new(Utc::now()));
+        let l = InMemoryRateLimiter::new(clock.clone());
+        let q = Quota::gradual(2, Duration::from_secs(60));
+        let a = ip("203.0.113.1");
+        assert!(l.charge(&a, q).await.unwrap().is_admitted());
+        assert!(l.charge(&a, q).await.unwrap().is_admitted());
+        // Peeking takes nothing.
+        assert!(!l.peek(&a, q).await.unwrap().is_admitted());
+        match l.charge(&a, q).await.unwrap() {
+            Admission::Exhausted { retry_after } => {
+                assert_eq!(retry_after, Duration::from_secs(30))
+            }
+            other => panic!("{other:?}"),
+        }
+        // Other keys are independent.
+        assert!(l.charge(&ip("203.0.113.2"), q).await.unwrap().is_admitted());
+        // One token back after 30 s, not two.
+        clock.advance(Duration::from_secs(29));
+        match l.charge(&a, q).await.unwrap() {
+            Admission::Exhausted { retry_after } => {
+                assert_eq!(retry_after, Duration::from_secs(1))
+            }
+            other => panic!("{other:?}"),
+        }
+        clock.advance(Duration::from_secs(1));
+        assert!(l.peek(&a, q).await.unwrap().is_admitted());
+        assert!(l.charge(&a, q).await.unwrap().is_admitted());
+        assert!(!l.charge(&a, q).await.unwrap().is_admitted());
+        // A long pause refills the bucket to its capacity, never beyond.
+        clock.advance(Duration::from_secs(3600));
+        for _ in 0..2 {
+            assert!(l.charge(&a, q).await.unwrap().is_admitted());
+        }
+        assert!(!l.charge(&a, q).await.unwrap().is_admitted());
+    }
+
+    #[tokio::test]
+    async fn a_bucket_refund_gives_a_token_back_up_to_the_capacity() {
+        let clock = Arc::new(ManualClock::new(Utc::now()));
+        let l = InMemoryRateLimiter::new(clock.clone());
+        let q = Quota::gradual(1, Duration::from_secs(3600));
+        let a = ip("a");
+        assert!(l.charge(&a, q).await.unwrap().is_admitted());
+        assert!(!l.charge(&a, q).await.unwrap().is_admitted());
+        l.refund(&a, q).await.unwrap();
+        assert!(l.charge(&a, q).await.unwrap().is_admitted());
+        l.refund(&a, q).await.unwrap();
+        l.refund(&a, q).await.unwrap();
+        assert!(l.charge(&a, q).await.unwrap().is_admitted());
+        assert!(
+            !l.charge(&a, q).await.unwrap().is_admitted(),
+            "never above capacity"
+        );
+        l.refund(&ip("unknown"), q).await.unwrap();
+        assert_eq!(l.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn full_buckets_are_forgotten_when_the_kind_is_full() {
+        let clock = Arc::new(ManualClock::new(Utc::now()));
+        let l = InMemoryRateLimiter::with_max_keys(clock.clone(), 2);
+        let q = Quota::gradual(1, Duration::from_secs(1));
+        assert!(l.charge(&ip("1"), q).await.unwrap().is_admitted());
+        assert!(l.charge(&ip("2"), q).await.unwrap().is_admitted());
+        clock.advance(Duration::from_secs(5));
+        assert!(l.charge(&ip("3"), q).await.unwrap().is_admitted());
+        assert_eq!(l.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn each_kind_stays_bounded_and_sweeps_are_amortised() {
+        // Nothing refills within the test: only the LRU eviction makes room.
+        let cap = 64;
+        let clock = Arc::new(ManualClock::new(Utc::now()));
+        let l = InMemoryRateLimiter::with_max_keys(clock.clone(), cap);
+        let q = Quota::gradual(1, Duration::from_secs(3600));
+        // A target's count, which a flood of client IPs must not evict.
+        let target = key("+5561999990000");
+        let per_hour = Quota::per_hour(1);
+        assert!(l.charge(&target, per_hour).await.unwrap().is_admitted());
+        let n = 10_000u64;
+        for k in 0..n {
+            clock.advance(Duration::from_millis(1));
+            let k = ip(&k.to_string());
+            assert!(
+                l.charge(&k, q).await.unwrap().is_admitted(),
+                "a new key has a token"
+            );
+            assert!(l.len() <= cap + 1, "{} keys", l.len());
+            // The key just used is kept, so it is still limited.
+            assert!(!l.charge(&k, q).await.unwrap().is_admitted());
+        }
+        // A sweep frees a quarter of the cap: at most one per cap/4 new keys.
+        let sweeps = l.lock()[&LimitKind::ClientIp].sweeps;
+        assert!(sweeps <= n / (cap as u64 / 4) + 1, "{sweeps} sweeps");
+        // The most recent keys survived, the oldest were evicted.
+        assert!(
+            !l.charge(&ip(&(n - 1).to_string()), q)
+                .await
+                .unwrap()
+                .is_admitted()
+        );
+        assert!(l.charge(&ip("0"), q).await.unwrap().is_admitted());
+        // The other kind kept its count.
+        assert!(!l.charge(&target, per_hour).await.unwrap().is_admitted());
+    }
+
+    #[tokio::test]
+    async fn ties_evict_exactly_what_is_needed() {
+        let cap = 8;
+        let clock = Arc::new(ManualClock::new(Utc::now()));
+        let l = InMemoryRateLimiter::with_max_keys(clock, cap);
+        let q = Quota::gradual(1, Duration::from_secs(3600));
+        for k in 0..100 {
+            assert!(
+                l.charge(&ip(&k.to_string()), q)
+                    .await
+                    .unwrap()
+                    .is_admitted()
+            );
+            assert!(l.len() <= cap);
+        }
+        assert!(l.len() > cap / 2, "{}", l.len());
     }
 }

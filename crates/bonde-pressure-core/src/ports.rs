@@ -121,64 +121,263 @@ impl ConferenceSnapshot {
     }
 }
 
+/// The cause of a [`TelephonyError`], when the implementation has one (an
+/// I/O or decoding error, the provider's error body): shared, so errors stay
+/// cheap to clone.
+pub type ErrorSource = std::sync::Arc<dyn std::error::Error + Send + Sync + 'static>;
+
 /// Why the telephony refused or failed a command.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+///
+/// The variants are what callers must tell apart: whose fault a refusal is
+/// (the number called, our account's settings, the provider) decides what
+/// the activist is told and whether the attempt counts against the number's
+/// limits ([`TelephonyError::counts_against_limits`]). Implementations map
+/// their provider's error codes onto them (Twilio's mapping is in the twilio
+/// crate) and keep the underlying error as the [`source`](std::error::Error::source)
+/// when there is one. Built with the constructors
+/// ([`TelephonyError::invalid_number`]...) and
+/// [`TelephonyError::with_source`]; matched with `..`.
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum TelephonyError {
-    /// The number cannot be called: invalid, not allowed by geographic
-    /// permissions, unverified (trial accounts)...
+    /// Our account may not call this destination (geographic permissions,
+    /// destinations the account has not enabled): a configuration problem
+    /// on our side, not the number's fault.
+    #[error("destination not permitted: {message}")]
+    #[non_exhaustive]
+    DestinationNotPermitted {
+        /// Provider error code.
+        code: Option<u32>,
+        /// Provider message.
+        message: String,
+        /// The underlying error, if any.
+        #[source]
+        source: Option<ErrorSource>,
+    },
+    /// Our caller id (the number shown to the person called) was refused:
+    /// not one the account may use. A configuration problem, not the
+    /// called number's fault.
+    #[error("caller id rejected: {message}")]
+    #[non_exhaustive]
+    CallerIdRejected {
+        /// Provider error code.
+        code: Option<u32>,
+        /// Provider message.
+        message: String,
+        /// The underlying error, if any.
+        #[source]
+        source: Option<ErrorSource>,
+    },
+    /// The number called is invalid or unreachable (not a valid number,
+    /// cannot be reached, blocked by the provider, unverified on a trial
+    /// account).
     #[error("number cannot be called: {message}")]
+    #[non_exhaustive]
     InvalidNumber {
         /// Provider error code.
         code: Option<u32>,
         /// Provider message.
         message: String,
+        /// The underlying error, if any.
+        #[source]
+        source: Option<ErrorSource>,
     },
-    /// Credentials rejected.
+    /// Authentication or account configuration refused: wrong credentials,
+    /// a suspended or inactive account.
     #[error("telephony authentication failed: {message}")]
+    #[non_exhaustive]
     Auth {
+        /// Provider error code.
+        code: Option<u32>,
         /// Provider message.
         message: String,
+        /// The underlying error, if any.
+        #[source]
+        source: Option<ErrorSource>,
     },
     /// Rate-limited by the provider, still after retries.
     #[error("telephony rate limit reached")]
+    #[non_exhaustive]
     RateLimited {
         /// When to try again, if the provider said.
         retry_after: Option<Duration>,
+        /// The underlying error, if any.
+        #[source]
+        source: Option<ErrorSource>,
     },
     /// The call or conference does not exist (any more).
     #[error("not found at the telephony provider: {message}")]
+    #[non_exhaustive]
     NotFound {
         /// Provider message.
         message: String,
+        /// The underlying error, if any.
+        #[source]
+        source: Option<ErrorSource>,
     },
     /// Any other refusal (a 4xx).
     #[error("telephony refused the request ({status}): {message}")]
+    #[non_exhaustive]
     Rejected {
-        /// HTTP status.
+        /// HTTP status (or the provider's closest equivalent).
         status: u16,
         /// Provider error code.
         code: Option<u32>,
         /// Provider message.
         message: String,
+        /// The underlying error, if any.
+        #[source]
+        source: Option<ErrorSource>,
     },
-    /// The provider could not be reached or failed (5xx, timeout), still after retries.
+    /// The provider could not be reached or failed (5xx, timeout), still
+    /// after retries. The command may have taken effect when the answer
+    /// was lost (see [`Telephony`]).
     #[error("telephony unavailable: {message}")]
+    #[non_exhaustive]
     Unavailable {
         /// What happened.
         message: String,
+        /// The underlying error (I/O, timeout, decoding), if any.
+        #[source]
+        source: Option<ErrorSource>,
     },
 }
 
 impl TelephonyError {
+    /// Our account may not call this destination
+    /// ([`TelephonyError::DestinationNotPermitted`]).
+    pub fn destination_not_permitted(code: Option<u32>, message: impl Into<String>) -> Self {
+        TelephonyError::DestinationNotPermitted {
+            code,
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// Our caller id was refused ([`TelephonyError::CallerIdRejected`]).
+    pub fn caller_id_rejected(code: Option<u32>, message: impl Into<String>) -> Self {
+        TelephonyError::CallerIdRejected {
+            code,
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// The number called is invalid or unreachable
+    /// ([`TelephonyError::InvalidNumber`]).
+    pub fn invalid_number(code: Option<u32>, message: impl Into<String>) -> Self {
+        TelephonyError::InvalidNumber {
+            code,
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// Credentials or account configuration refused ([`TelephonyError::Auth`]).
+    pub fn auth(code: Option<u32>, message: impl Into<String>) -> Self {
+        TelephonyError::Auth {
+            code,
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// Rate-limited by the provider ([`TelephonyError::RateLimited`]).
+    pub fn rate_limited(retry_after: Option<Duration>) -> Self {
+        TelephonyError::RateLimited {
+            retry_after,
+            source: None,
+        }
+    }
+
+    /// No such call or conference ([`TelephonyError::NotFound`]).
+    pub fn not_found(message: impl Into<String>) -> Self {
+        TelephonyError::NotFound {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// Another refusal ([`TelephonyError::Rejected`]).
+    pub fn rejected(status: u16, code: Option<u32>, message: impl Into<String>) -> Self {
+        TelephonyError::Rejected {
+            status,
+            code,
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// The provider could not be reached or failed
+    /// ([`TelephonyError::Unavailable`]).
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        TelephonyError::Unavailable {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// With this underlying error as the [`source`](std::error::Error::source).
+    pub fn with_source(mut self, error: impl std::error::Error + Send + Sync + 'static) -> Self {
+        let cause: ErrorSource = std::sync::Arc::new(error);
+        match &mut self {
+            TelephonyError::DestinationNotPermitted { source, .. }
+            | TelephonyError::CallerIdRejected { source, .. }
+            | TelephonyError::InvalidNumber { source, .. }
+            | TelephonyError::Auth { source, .. }
+            | TelephonyError::RateLimited { source, .. }
+            | TelephonyError::NotFound { source, .. }
+            | TelephonyError::Rejected { source, .. }
+            | TelephonyError::Unavailable { source, .. } => *source = Some(cause),
+        }
+        self
+    }
+
+    /// The underlying error (the [`source`](std::error::Error::source)), as
+    /// given to [`TelephonyError::with_source`]: downcast it to the
+    /// implementation's own error type for details.
+    pub fn underlying(&self) -> Option<&(dyn std::error::Error + Send + Sync + 'static)> {
+        match self {
+            TelephonyError::DestinationNotPermitted { source, .. }
+            | TelephonyError::CallerIdRejected { source, .. }
+            | TelephonyError::InvalidNumber { source, .. }
+            | TelephonyError::Auth { source, .. }
+            | TelephonyError::RateLimited { source, .. }
+            | TelephonyError::NotFound { source, .. }
+            | TelephonyError::Rejected { source, .. }
+            | TelephonyError::Unavailable { source, .. } => source.as_deref(),
+        }
+    }
+
     /// The provider's error code, when there is one.
     pub fn code(&self) -> Option<u32> {
         match self {
-            TelephonyError::InvalidNumber { code, .. } | TelephonyError::Rejected { code, .. } => {
-                *code
-            }
+            TelephonyError::DestinationNotPermitted { code, .. }
+            | TelephonyError::CallerIdRejected { code, .. }
+            | TelephonyError::InvalidNumber { code, .. }
+            | TelephonyError::Auth { code, .. }
+            | TelephonyError::Rejected { code, .. } => *code,
             _ => None,
         }
+    }
+
+    /// Whether a refused [`Telephony::call_activist`] or
+    /// [`Telephony::add_target`] still counts as an attempt against the
+    /// called number's limits (its caps in [`crate::limits`], an adapter's
+    /// request limit): only when a call may have been placed (the answer was
+    /// lost: [`TelephonyError::Unavailable`]) or the number itself was
+    /// refused ([`TelephonyError::InvalidNumber`]). Refusals on our side —
+    /// the destination not permitted, our caller id, credentials or account
+    /// configuration, the provider's rate limit, another refusal — do not:
+    /// the person called is not at fault and may try again once it is fixed.
+    ///
+    /// This is core's rule, the same for every implementation: an
+    /// implementation decides only which variant a provider error is.
+    pub fn counts_against_limits(&self) -> bool {
+        matches!(
+            self,
+            TelephonyError::InvalidNumber { .. } | TelephonyError::Unavailable { .. }
+        )
     }
 }
 
@@ -209,6 +408,12 @@ impl TelephonyError {
 ///   error is never returned for a command that took effect, except where the
 ///   provider's answer was lost (timeouts): implementations should say so with
 ///   [`TelephonyError::Unavailable`].
+/// - A refusal is reported with the [`TelephonyError`] variant that says
+///   whose fault it is (the number called, our account's destinations, our
+///   caller id, our credentials, the provider): core decides from it what
+///   the activist is told and whether the attempt counts against the
+///   number's limits ([`TelephonyError::counts_against_limits`]). The
+///   provider's own error is kept as the source when there is one.
 /// - Transient provider failures (rate limits, 5xx) are retried with backoff
 ///   inside the implementation, within a bounded time (webhooks wait on it).
 /// - Hanging up a leg or ending a conference that already ended is not an
@@ -258,21 +463,6 @@ pub trait Telephony: Send + Sync + 'static {
     ) -> Result<Option<ConferenceSnapshot>, TelephonyError> {
         let _ = (call_id, conference);
         Ok(None)
-    }
-
-    /// Whether a refused [`Telephony::call_activist`] or
-    /// [`Telephony::add_target`] still counts against the called number's
-    /// caps ([`crate::limits`]): only when a call may have been placed (the
-    /// answer was lost: [`TelephonyError::Unavailable`]) or the number itself
-    /// was refused ([`TelephonyError::InvalidNumber`]). Refusals on our side
-    /// (credentials, the provider's rate limit, another 4xx) do not.
-    /// Implementations that can tell an account-side refusal among
-    /// `InvalidNumber` (Twilio: geographic permissions) override this.
-    fn refusal_counts(&self, error: &TelephonyError) -> bool {
-        matches!(
-            error,
-            TelephonyError::InvalidNumber { .. } | TelephonyError::Unavailable { .. }
-        )
     }
 }
 
@@ -584,9 +774,18 @@ pub struct Widget {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum DirectoryError {
-    /// The directory could not be reached or answered nonsense.
+    /// The directory could not be reached or answered nonsense; the cause
+    /// (an I/O or decoding error, or a message) is the source.
     #[error("campaign directory unavailable: {0}")]
-    Unavailable(String),
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl DirectoryError {
+    /// The directory is unavailable because of `cause` (an error, or a
+    /// message: `String` and `&str` convert).
+    pub fn unavailable(cause: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        DirectoryError::Unavailable(cause.into())
+    }
 }
 
 /// Where widgets (campaigns) are looked up.
@@ -619,9 +818,18 @@ pub struct WidgetAction {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum RecorderError {
-    /// The platform could not be reached or refused.
+    /// The platform could not be reached or refused; the cause (an I/O or
+    /// decoding error, or a message) is the source.
     #[error("action recorder failed: {0}")]
-    Failed(String),
+    Failed(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl RecorderError {
+    /// Recording failed because of `cause` (an error, or a message: `String`
+    /// and `&str` convert).
+    pub fn failed(cause: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        RecorderError::Failed(cause.into())
+    }
 }
 
 /// Records the activist's action in the campaign platform (BONDE).

@@ -1,6 +1,7 @@
 //! `PressureService`: starts calls, applies events, runs effects, decides scripts.
 
 use std::collections::VecDeque;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,7 +17,9 @@ use crate::domain::{
     Activist, CallId, Email, LegId, NumberPolicy, NumberRefusal, NumberType, PersonName,
     PhoneNumber, Region, Target, WidgetId, mask_phone,
 };
-use crate::limits::{Admission, InMemoryRateLimiter, LimitKey, LimitKind, Quota, RateLimiter};
+use crate::limits::{
+    Admission, InMemoryRateLimiter, LimitKey, LimitKind, Quota, RateLimiter, RequestLimits,
+};
 use crate::ports::{
     ActionRecorder, ActivistCallRequest, CallStore, CampaignDirectory, Clock, DirectoryError,
     RawEvent, StoreError, TargetCallRequest, Telephony, TelephonyError, WidgetAction,
@@ -237,15 +240,30 @@ pub enum StartError {
     /// Other service failure.
     #[error(transparent)]
     Service(#[from] ServiceError),
-    /// A number's cap is used up (`scope`: `activist_calls` for the
-    /// activist's daily calls, `target` for the target's dials).
+    /// A limit is used up (`scope`: `activist_calls` for the activist's
+    /// daily calls, `target` for the target's dials, `ip` and `activist`
+    /// for the [`RequestLimits`] per client and per activist number).
     #[error("rate limited ({scope})")]
     RateLimited {
-        /// Which cap.
+        /// Which limit.
         scope: &'static str,
         /// When to try again.
         retry_after: Duration,
     },
+}
+
+impl StartError {
+    /// Whether this refused start still counts as an attempt against the
+    /// caller's request limits ([`RequestLimits::per_activist`]): only when
+    /// the telephony's refusal does
+    /// ([`TelephonyError::counts_against_limits`]: a call may have been
+    /// placed, or the number itself was refused). Refusals on our side —
+    /// validation, the widget, the directory, the store, a used-up cap, the
+    /// provider refusing us — do not. [`PressureService::start`] applies
+    /// this rule itself.
+    pub fn counts_against_limits(&self) -> bool {
+        matches!(self, StartError::Telephony { error, .. } if error.counts_against_limits())
+    }
 }
 
 /// Why handling an event failed.
@@ -362,6 +380,7 @@ pub struct PressureService {
     /// The campaigns of recent calls, for [`PressureService::fallback_script`].
     recent: crate::recent::RecentWidgets,
     limiter: Arc<dyn RateLimiter>,
+    request_limits: RequestLimits,
     do_not_call: Arc<dyn DoNotCallList>,
     hasher: DoNotCallHasher,
     /// Damaged rows already reported (logged once per call).
@@ -409,16 +428,30 @@ impl PressureService {
             unreadable: Default::default(),
             unreadable_pending: Default::default(),
             limiter,
+            request_limits: RequestLimits::default(),
             do_not_call: Arc::new(InMemoryDoNotCallList::new()),
             hasher: DoNotCallHasher::default(),
         }
     }
 
-    /// With this rate limiter for the caps (default: an
-    /// [`InMemoryRateLimiter`] on the service's clock).
+    /// With this rate limiter for the caps and the request limits
+    /// (default: an [`InMemoryRateLimiter`] on the service's clock).
     pub fn with_rate_limiter(mut self, limiter: Arc<dyn RateLimiter>) -> Self {
         self.limiter = limiter;
         self
+    }
+
+    /// With these limits on start requests, charged by
+    /// [`PressureService::admit_client`] and [`PressureService::start`]
+    /// (default: none).
+    pub fn with_request_limits(mut self, limits: RequestLimits) -> Self {
+        self.request_limits = limits;
+        self
+    }
+
+    /// The limits on start requests.
+    pub fn request_limits(&self) -> RequestLimits {
+        self.request_limits
     }
 
     /// With this do-not-call list and hasher (default: an
@@ -476,17 +509,47 @@ impl PressureService {
             })
     }
 
-    /// Whether a refused [`PressureService::start`] still counts as an
-    /// attempt against the caller's request limits (an adapter's
-    /// per-activist limit): only when a call may have been placed or the
-    /// number itself was refused ([`Telephony::refusal_counts`] of the
-    /// telephony in use). Refusals on our side (validation, widget,
-    /// directory, store, the provider refusing us: credentials, its rate
-    /// limit, geographic permissions, another 4xx) do not.
-    pub fn start_refusal_counts(&self, error: &StartError) -> bool {
-        match error {
-            StartError::Telephony { error, .. } => self.deps.telephony.refusal_counts(error),
-            _ => false,
+    /// Charges one start request to `client`
+    /// ([`RequestLimits::per_client`]). Adapters call it first, for every
+    /// request to their start endpoint, before reading the request (so
+    /// garbage counts too), then [`PressureService::start`] with what they
+    /// parsed. Over the limit: [`StartError::RateLimited`] with scope `ip`.
+    /// The charge is never given back. A limiter failure admits (logged).
+    pub async fn admit_client(&self, client: IpAddr) -> Result<(), StartError> {
+        let Some(quota) = self.request_limits.per_client else {
+            return Ok(());
+        };
+        let key = LimitKey::new(LimitKind::ClientIp, client.to_string());
+        match self.charge(&key, quota).await {
+            Admission::Admitted => Ok(()),
+            Admission::Exhausted { retry_after } => Err(StartError::RateLimited {
+                scope: "ip",
+                retry_after,
+            }),
+        }
+    }
+
+    /// Charges the request to its activist number
+    /// ([`RequestLimits::per_activist`]), read leniently (any number that
+    /// parses, before the number policy: the request is validated after).
+    /// Returns the charge to give back should the start not count.
+    async fn charge_activist_request(
+        &self,
+        req: &StartCallRequest,
+    ) -> Result<Option<(LimitKey, Quota)>, StartError> {
+        let Some(quota) = self.request_limits.per_activist else {
+            return Ok(None);
+        };
+        let Ok(phone) = PhoneNumber::parse(&req.activist.phone, self.config.default_region) else {
+            return Ok(None);
+        };
+        let key = LimitKey::new(LimitKind::ActivistRequests, phone.as_e164());
+        match self.charge(&key, quota).await {
+            Admission::Admitted => Ok(Some((key, quota))),
+            Admission::Exhausted { retry_after } => Err(StartError::RateLimited {
+                scope: "activist",
+                retry_after,
+            }),
         }
     }
 
@@ -687,9 +750,28 @@ impl PressureService {
         Ok((widget_id, activist, target, widget.settings))
     }
 
-    /// Starts a pressure call: validates, authorises, stores, calls the
-    /// activist, records the action.
+    /// Starts a pressure call: charges the request to its activist number
+    /// ([`RequestLimits::per_activist`]; over it,
+    /// [`StartError::RateLimited`] with scope `activist`), validates,
+    /// authorises, stores, calls the activist, records the action.
+    ///
+    /// The request's charge is taken first, so a burst of valid requests
+    /// cannot overshoot the limit, and given back when the start is refused
+    /// without an attempt that counts ([`StartError::counts_against_limits`]):
+    /// invalid requests cannot lock an activist out.
     pub async fn start(&self, req: &StartCallRequest) -> Result<StartedCall, StartError> {
+        let charged = self.charge_activist_request(req).await?;
+        let started = self.place(req).await;
+        if let (Err(error), Some((key, quota))) = (&started, charged) {
+            if !error.counts_against_limits() {
+                self.refund(&key, quota).await;
+            }
+        }
+        started
+    }
+
+    /// [`PressureService::start`] after the request limit.
+    async fn place(&self, req: &StartCallRequest) -> Result<StartedCall, StartError> {
         let (widget_id, activist, target, settings) = self.authorise(req).await?;
         if self.is_on_do_not_call_list(&activist.phone).await? {
             info!(activist = %activist.phone, "number on the do-not-call list: not called");
@@ -768,7 +850,7 @@ impl PressureService {
             Ok(leg) => leg,
             Err(error) => {
                 warn!(call_id = %call.id, %error, "activist call refused");
-                if !self.deps.telephony.refusal_counts(&error) {
+                if !error.counts_against_limits() {
                     refund_activist().await;
                 }
                 let failed = CallEvent::DialFailed {
@@ -1067,7 +1149,7 @@ impl PressureService {
                     Err(e) => {
                         warn!(call_id = %call.id, error = %e, "target dial refused");
                         if let Some(quota) = self.config.target_dials {
-                            if !t.refusal_counts(&e) {
+                            if !e.counts_against_limits() {
                                 self.refund(&target_key, quota).await;
                             }
                         }

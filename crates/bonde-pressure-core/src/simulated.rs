@@ -702,9 +702,7 @@ impl Telephony for SimulatedTelephony {
             .with_call(req.call_id, |c| {
                 (c.target_leg_id().clone(), c.dial_target())
             })
-            .ok_or_else(|| TelephonyError::NotFound {
-                message: "no such conference".into(),
-            })?;
+            .ok_or_else(|| TelephonyError::not_found("no such conference"))?;
         self.play(req.call_id, steps);
         Ok(DialedLeg {
             leg_id,
@@ -762,9 +760,7 @@ impl Telephony for SimulatedTelephony {
             .get(leg_id)
             .and_then(|id| s.calls.get(id))
             .and_then(|c| c.snapshot(leg_id))
-            .ok_or_else(|| TelephonyError::NotFound {
-                message: format!("no call {leg_id}"),
-            })
+            .ok_or_else(|| TelephonyError::not_found(format!("no call {leg_id}")))
     }
 
     async fn conference_participants(

@@ -437,7 +437,7 @@ async fn an_activist_number_is_called_at_most_n_times_a_day() {
     // Our own refusal (the provider rate-limits us) is given back.
     h.telephony.set_failure(
         CommandKind::CallActivist,
-        Some(TelephonyError::RateLimited { retry_after: None }),
+        Some(TelephonyError::rate_limited(None)),
     );
     for _ in 0..5 {
         h.service.start(&demo_request()).await.unwrap_err();
@@ -646,9 +646,7 @@ async fn a_dial_refused_on_our_side_gives_the_target_token_back() {
     let (h, _) = harness_config(config, Duration::ZERO);
     h.telephony.set_failure(
         CommandKind::AddTarget,
-        Some(TelephonyError::Auth {
-            message: "bad credentials".into(),
-        }),
+        Some(TelephonyError::auth(None, "bad credentials")),
     );
     let id = h.service.start(&demo_request()).await.unwrap().call_id;
     assert_eq!(

@@ -231,9 +231,7 @@ struct Legacy {
 }
 
 fn unused() -> TelephonyError {
-    TelephonyError::Unavailable {
-        message: "not used by this test".into(),
-    }
+    TelephonyError::unavailable("not used by this test")
 }
 
 #[async_trait::async_trait]
@@ -265,10 +263,10 @@ impl Telephony for Legacy {
 #[tokio::test]
 async fn the_default_conference_listing_knows_nothing() {
     let t: Arc<dyn Telephony> = Arc::new(Legacy::default());
-    assert_eq!(
+    assert!(matches!(
         t.conference_participants(CallId::new(), None).await,
         Ok(None)
-    );
+    ));
 }
 
 /// Reconciliation over a telephony without the listing: a call waiting for

@@ -154,10 +154,7 @@ async fn refused_activist_call_is_stored_as_failed() {
     let h = harness(ScenarioPicker::Always(Scenario::Success));
     h.telephony.set_failure(
         CommandKind::CallActivist,
-        Some(TelephonyError::InvalidNumber {
-            code: Some(21211),
-            message: "invalid To".into(),
-        }),
+        Some(TelephonyError::invalid_number(Some(21211), "invalid To")),
     );
     let err = h.service.start(&demo_request()).await.unwrap_err();
     let StartError::Telephony { call_id, error } = err else {
@@ -181,10 +178,10 @@ async fn refused_target_dial_ends_the_conference() {
     let h = harness(ScenarioPicker::Always(Scenario::Success));
     h.telephony.set_failure(
         CommandKind::AddTarget,
-        Some(TelephonyError::InvalidNumber {
-            code: Some(13227),
-            message: "geo permission".into(),
-        }),
+        Some(TelephonyError::destination_not_permitted(
+            Some(13227),
+            "geo permission",
+        )),
     );
     let id = h.service.start(&demo_request()).await.unwrap().call_id;
     let call = settle(&h.service, id).await;
@@ -425,10 +422,7 @@ async fn a_refused_activist_call_is_reported_even_if_its_commit_fails() {
     ));
     telephony.set_failure(
         CommandKind::CallActivist,
-        Some(TelephonyError::InvalidNumber {
-            code: Some(21211),
-            message: "invalid To".into(),
-        }),
+        Some(TelephonyError::invalid_number(Some(21211), "invalid To")),
     );
     let recorder = Arc::new(StubActionRecorder::new());
     let service = PressureService::new(
@@ -794,9 +788,7 @@ async fn reconciliation_hangs_up_a_leg_left_live_by_a_terminal_call() {
     );
     h.telephony.set_failure(
         CommandKind::EndConference,
-        Some(TelephonyError::Unavailable {
-            message: "timeout".into(),
-        }),
+        Some(TelephonyError::unavailable("timeout")),
     );
     let id = h.service.start(&demo_request()).await.unwrap().call_id;
     let call = settle(&h.service, id).await;
@@ -1079,9 +1071,9 @@ async fn a_leg_unknown_to_the_telephony_is_recorded_as_ended() {
             })
         });
     telephony.expect_fetch_leg().times(1).returning(|_| {
-        Err(TelephonyError::NotFound {
-            message: "The requested resource was not found".into(),
-        })
+        Err(TelephonyError::not_found(
+            "The requested resource was not found",
+        ))
     });
     telephony.expect_hang_up().never();
     let clock = Arc::new(ManualClock::new(Utc::now()));

@@ -151,28 +151,25 @@ impl CampaignDirectory for GraphqlCampaignDirectory {
             .json(&body)
             .send()
             .await
-            .map_err(|e| DirectoryError::Unavailable(format!("request failed: {e}")))?;
+            .map_err(DirectoryError::unavailable)?;
         let status = resp.status();
         if !status.is_success() {
-            return Err(DirectoryError::Unavailable(format!(
+            return Err(DirectoryError::unavailable(format!(
                 "GraphQL answered HTTP {status}"
             )));
         }
-        let doc: Value = resp
-            .json()
-            .await
-            .map_err(|e| DirectoryError::Unavailable(format!("invalid GraphQL answer: {e}")))?;
+        let doc: Value = resp.json().await.map_err(DirectoryError::unavailable)?;
         if let Some(errors) = doc.get("errors").filter(|e| !e.is_null()) {
             let msg = errors
                 .get(0)
                 .and_then(|e| e.get("message"))
                 .and_then(Value::as_str)
                 .unwrap_or("unknown error");
-            return Err(DirectoryError::Unavailable(format!("GraphQL error: {msg}")));
+            return Err(DirectoryError::unavailable(format!("GraphQL error: {msg}")));
         }
         match doc.pointer("/data/widgets_by_pk") {
-            None => Err(DirectoryError::Unavailable(
-                "GraphQL answer has no data.widgets_by_pk".into(),
+            None => Err(DirectoryError::unavailable(
+                "GraphQL answer has no data.widgets_by_pk",
             )),
             Some(Value::Null) => Ok(None),
             Some(w) => widget_from_json(id, w).map(Some),

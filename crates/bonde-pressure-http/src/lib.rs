@@ -30,7 +30,6 @@ pub mod events;
 pub mod extract;
 pub mod metrics;
 pub mod privacy;
-pub mod rate_limit;
 pub mod recorder;
 pub mod routes;
 pub mod spool;

@@ -68,7 +68,8 @@ impl GraphqlActionRecorder {
         })
     }
 
-    async fn attempt(&self, body: &Value) -> Result<(), (bool, String)> {
+    /// One attempt; on failure, whether to retry and the cause.
+    async fn attempt(&self, body: &Value) -> Result<(), (bool, RecorderError)> {
         let resp = self
             .http
             .post(&self.url)
@@ -76,25 +77,28 @@ impl GraphqlActionRecorder {
             .json(body)
             .send()
             .await
-            .map_err(|e| (true, format!("request failed: {e}")))?;
+            .map_err(|e| (true, RecorderError::failed(e)))?;
         let status = resp.status();
         if status.is_server_error() || status.as_u16() == 429 {
-            return Err((true, format!("HTTP {status}")));
+            return Err((true, RecorderError::failed(format!("HTTP {status}"))));
         }
         if !status.is_success() {
-            return Err((false, format!("HTTP {status}")));
+            return Err((false, RecorderError::failed(format!("HTTP {status}"))));
         }
         let doc: Value = resp
             .json()
             .await
-            .map_err(|e| (false, format!("invalid answer: {e}")))?;
+            .map_err(|e| (false, RecorderError::failed(e)))?;
         if let Some(errors) = doc.get("errors").filter(|e| !e.is_null()) {
             let msg = errors
                 .get(0)
                 .and_then(|e| e.get("message"))
                 .and_then(Value::as_str)
                 .unwrap_or("unknown error");
-            return Err((false, format!("GraphQL error: {msg}")));
+            return Err((
+                false,
+                RecorderError::failed(format!("GraphQL error: {msg}")),
+            ));
         }
         Ok(())
     }
@@ -104,23 +108,23 @@ impl GraphqlActionRecorder {
 impl ActionRecorder for GraphqlActionRecorder {
     async fn record(&self, action: &WidgetAction) -> Result<(), RecorderError> {
         let body = json!({"query": CREATE_WIDGET_ACTION, "variables": Self::variables(action)});
-        let mut last = String::new();
+        let mut last = RecorderError::failed("no attempt made");
         for attempt in 0..self.attempts {
             if attempt > 0 {
                 tokio::time::sleep(self.backoff * 2u32.saturating_pow(attempt - 1)).await;
             }
             match self.attempt(&body).await {
                 Ok(()) => return Ok(()),
-                Err((retry, msg)) => {
-                    tracing::warn!(call_id = %action.call_id, attempt = attempt + 1, error = %msg, "create_widget_action failed");
-                    last = msg;
+                Err((retry, error)) => {
+                    tracing::warn!(call_id = %action.call_id, attempt = attempt + 1, %error, "create_widget_action failed");
+                    last = error;
                     if !retry {
                         break;
                     }
                 }
             }
         }
-        Err(RecorderError::Failed(last))
+        Err(last)
     }
 }
 

@@ -13,7 +13,6 @@ use crate::config::{CorsOrigins, Secret};
 use crate::error::AppError;
 use crate::events::CommitHub;
 use crate::metrics::Metrics;
-use crate::rate_limit::RateLimits;
 use crate::spool::PayloadSpool;
 
 /// HTTP-level settings.
@@ -94,8 +93,6 @@ pub struct AppState {
     pub service: Arc<PressureService>,
     /// HTTP settings.
     pub options: Arc<HttpOptions>,
-    /// Rate limits of `POST /v1/phone/call`.
-    pub limits: Arc<RateLimits>,
     /// Counters served at `/metrics`.
     pub metrics: Arc<Metrics>,
     /// In-process commit notifications (SSE wakes on them); `None`: polling only.
@@ -120,7 +117,7 @@ impl std::fmt::Debug for AppState {
 }
 
 impl AppState {
-    /// A state over `service`, with default options, no rate limits, no hub,
+    /// A state over `service`, with default options, no hub,
     /// and every webhook refused (base URL `http://localhost`, no auth token).
     pub fn new(service: Arc<PressureService>) -> Self {
         let spool = Arc::new(PayloadSpool::new(service.store().clone()));
@@ -128,7 +125,6 @@ impl AppState {
             spool,
             service,
             options: Arc::new(HttpOptions::default()),
-            limits: Arc::new(RateLimits::none()),
             metrics: Arc::new(Metrics::new()),
             hub: None,
             webhooks: Arc::new(WebhookAuth {
@@ -156,12 +152,6 @@ impl AppState {
     pub fn with_options(mut self, options: HttpOptions) -> Self {
         self.spool.set_attempt_timeout(options.request_timeout);
         self.options = Arc::new(options);
-        self
-    }
-
-    /// With these rate limits.
-    pub fn with_rate_limits(mut self, limits: RateLimits) -> Self {
-        self.limits = Arc::new(limits);
         self
     }
 

@@ -19,7 +19,7 @@ use tokio::sync::watch;
 use bonde_pressure_core::do_not_call::{
     DoNotCallHasher, DoNotCallList, DoNotCallSource, InMemoryDoNotCallList,
 };
-use bonde_pressure_core::limits::Quota;
+use bonde_pressure_core::limits::{Quota, RequestLimits};
 
 use crate::campaigns::{CachedDirectory, GraphqlCampaignDirectory, load_campaigns_file};
 use crate::config::{Config, ConfigError, LogFormat};
@@ -27,7 +27,6 @@ use crate::deadline::{DeadlineDoNotCallList, DeadlineStore};
 use crate::do_not_call::load_do_not_call_file;
 use crate::events::{CommitHub, NotifyingStore};
 use crate::metrics::{self, Metrics};
-use crate::rate_limit::RateLimits;
 use crate::recorder::GraphqlActionRecorder;
 use crate::state::{AppState, HttpOptions, SignatureCheck, WebhookAuth};
 
@@ -41,18 +40,30 @@ pub enum WiringError {
     /// The campaigns file could not be loaded.
     #[error(transparent)]
     Campaigns(#[from] crate::campaigns::CampaignsFileError),
-    /// The store could not be opened.
+    /// The store could not be opened; the cause is the source.
     #[error("cannot open the database: {0}")]
-    Store(String),
-    /// The telephony could not be set up.
+    Store(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The telephony could not be set up; the cause is the source.
     #[error("cannot set up the telephony: {0}")]
-    Telephony(String),
+    Telephony(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// The do-not-call file could not be loaded.
     #[error(transparent)]
     DoNotCall(#[from] crate::do_not_call::DoNotCallFileError),
     /// Binding or serving failed.
     #[error("server error: {0}")]
     Io(#[from] std::io::Error),
+}
+
+impl WiringError {
+    /// The store could not be opened because of `cause`.
+    pub fn store(cause: impl std::error::Error + Send + Sync + 'static) -> Self {
+        WiringError::Store(Box::new(cause))
+    }
+
+    /// The telephony could not be set up because of `cause`.
+    pub fn telephony(cause: impl std::error::Error + Send + Sync + 'static) -> Self {
+        WiringError::Telephony(Box::new(cause))
+    }
 }
 
 /// Sets up logging: `LOG_LEVEL` as an env-filter, text or JSON lines.
@@ -164,6 +175,16 @@ fn service_config(config: &Config) -> ServiceConfig {
     }
 }
 
+/// The limits of `POST /v1/phone/call` per client IP and per activist
+/// number: token buckets ([`Quota::gradual`]) of `RATE_LIMIT_PER_IP` and
+/// `RATE_LIMIT_PER_ACTIVIST`, charged by core through the service's limiter.
+fn request_limits(config: &Config) -> RequestLimits {
+    let bucket = |r: crate::config::Rate| Quota::gradual(r.count, r.per);
+    RequestLimits::new()
+        .with_per_client(config.rate_limit_per_ip.0.map(bucket))
+        .with_per_activist(config.rate_limit_per_activist.0.map(bucket))
+}
+
 fn directory(config: &Config) -> Result<Arc<dyn CampaignDirectory>, WiringError> {
     if let (Some(url), Some(token)) = (&config.graphql_api_url, &config.graphql_api_token) {
         tracing::info!("campaigns from BONDE GraphQL");
@@ -226,13 +247,12 @@ pub async fn open_stores(config: &Config) -> Result<Stores, WiringError> {
             Arc::new(InMemoryDoNotCallList::new()),
         ));
     }
-    let backend = bonde_pressure_store::Backend::from_url(&url)
-        .map_err(|e| WiringError::Store(e.to_string()))?;
+    let backend = bonde_pressure_store::Backend::from_url(&url).map_err(WiringError::store)?;
     let options = bonde_pressure_store::StoreOptions::default()
         .acquire_timeout(config.database_acquire_timeout);
     let stores = bonde_pressure_store::connect_stores_with(&url, &options)
         .await
-        .map_err(|e| WiringError::Store(e.to_string()))?;
+        .map_err(WiringError::store)?;
     tracing::info!(backend = backend.as_str(), "store opened");
     Ok(stores)
 }
@@ -277,11 +297,10 @@ pub async fn open_all_stores(
             store,
         ));
     }
-    let backend = bonde_pressure_store::Backend::from_url(&url)
-        .map_err(|e| WiringError::Store(e.to_string()))?;
+    let backend = bonde_pressure_store::Backend::from_url(&url).map_err(WiringError::store)?;
     let options = bonde_pressure_store::StoreOptions::default()
         .acquire_timeout(config.database_acquire_timeout);
-    let err = |e: bonde_pressure_store::ConnectError| WiringError::Store(e.to_string());
+    let err = |e: bonde_pressure_store::ConnectError| WiringError::store(e);
     let stores: (
         Arc<dyn CallStore>,
         Arc<dyn DoNotCallList>,
@@ -382,7 +401,7 @@ fn twilio_client(
     config: &Config,
     settings: &crate::config::TwilioSettings,
 ) -> Result<TwilioClient, WiringError> {
-    let err = |e: bonde_pressure_twilio::ConfigError| WiringError::Telephony(e.to_string());
+    let err = |e: bonde_pressure_twilio::ConfigError| WiringError::telephony(e);
     let credentials = match (&config.twilio_api_key_sid, &config.twilio_api_key_secret) {
         (Some(sid), Some(secret)) => Credentials::ApiKey {
             sid: sid.trim().to_owned(),
@@ -463,14 +482,15 @@ pub async fn build(config: &Config) -> Result<App, WiringError> {
             DoNotCallHasher::default()
         }
     };
-    let service =
-        PressureService::new(deps, service_config(config)).with_do_not_call(do_not_call, hasher);
+    let service = PressureService::new(deps, service_config(config))
+        .with_do_not_call(do_not_call, hasher)
+        .with_request_limits(request_limits(config));
     if let Some(path) = &config.do_not_call_file {
         let numbers = load_do_not_call_file(path, config.default_region)?;
         let added = service
             .add_to_do_not_call_list(&numbers, DoNotCallSource::File)
             .await
-            .map_err(|e| WiringError::Store(e.to_string()))?;
+            .map_err(WiringError::store)?;
         tracing::info!(path = %path.display(), numbers = numbers.len(), added, "do-not-call file loaded");
     }
     let service = Arc::new(service);
@@ -495,14 +515,10 @@ pub async fn build(config: &Config) -> Result<App, WiringError> {
         // `Config::check` refuses this with Twilio credentials.
         (_, false) => SignatureCheck::Off,
     };
-    let webhooks = WebhookAuth::new(&config.public_base_url(), check)
-        .map_err(|e| WiringError::Telephony(e.to_string()))?;
+    let webhooks =
+        WebhookAuth::new(&config.public_base_url(), check).map_err(WiringError::telephony)?;
     let state = AppState::new(service.clone())
         .with_options(options)
-        .with_rate_limits(RateLimits::new(
-            config.rate_limit_per_ip.0,
-            config.rate_limit_per_activist.0,
-        ))
         .with_metrics(metrics)
         .with_hub(hub)
         .with_webhooks(webhooks)

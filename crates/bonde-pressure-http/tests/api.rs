@@ -589,10 +589,10 @@ async fn telephony_refusals_map_to_4xx_or_502() {
     let sim = app.simulated.clone().unwrap();
     sim.set_failure(
         CommandKind::CallActivist,
-        Some(TelephonyError::InvalidNumber {
-            code: Some(21211),
-            message: "Invalid 'To' Phone Number".into(),
-        }),
+        Some(TelephonyError::invalid_number(
+            Some(21211),
+            "Invalid 'To' Phone Number",
+        )),
     );
     let items = validation_items(send(&r, post_call(&front_end_body("11 91234-5670"))).await).await;
     assert_eq!(items[0]["loc"], json!(["body", "activist", "phone"]));
@@ -600,9 +600,7 @@ async fn telephony_refusals_map_to_4xx_or_502() {
 
     sim.set_failure(
         CommandKind::CallActivist,
-        Some(TelephonyError::Unavailable {
-            message: "timeout".into(),
-        }),
+        Some(TelephonyError::unavailable("timeout")),
     );
     let resp = send(&r, post_call(&front_end_body("11 91234-5671"))).await;
     assert_eq!(resp.status(), StatusCode::BAD_GATEWAY);
@@ -611,9 +609,7 @@ async fn telephony_refusals_map_to_4xx_or_502() {
 
     sim.set_failure(
         CommandKind::CallActivist,
-        Some(TelephonyError::RateLimited {
-            retry_after: Some(Duration::from_secs(7)),
-        }),
+        Some(TelephonyError::rate_limited(Some(Duration::from_secs(7)))),
     );
     let resp = send(&r, post_call(&front_end_body("11 91234-5672"))).await;
     assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
@@ -843,4 +839,76 @@ async fn ops_routes() {
     assert_eq!(resp.status(), StatusCode::OK);
     let html = String::from_utf8(body_bytes(resp).await).unwrap();
     assert!(html.contains("/openapi.json"));
+}
+
+/// Issue 11: HTTP matches core's error taxonomy only, so any telephony (here
+/// the simulated one) gets the same answers, and core's rule decides which
+/// refusal uses up the activist's request token.
+#[tokio::test]
+async fn core_refusals_map_to_answers_and_only_the_number_s_fault_counts() {
+    let app = app_with(&["--rate-limit-per-activist", "1/h"]).await;
+    let r = router(&app);
+    let sim = app.simulated.clone().unwrap();
+    let phone = "11 91234-5670";
+    // Our side: each refusal gives the token back, so the same number may
+    // try again at once.
+    let ours: Vec<(TelephonyError, StatusCode, Option<&str>)> = vec![
+        (
+            TelephonyError::destination_not_permitted(Some(21215), "geo"),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some("value_error.phone.geo_permission"),
+        ),
+        (
+            TelephonyError::caller_id_rejected(Some(21210), "from"),
+            StatusCode::BAD_GATEWAY,
+            None,
+        ),
+        (
+            TelephonyError::auth(Some(20005), "inactive"),
+            StatusCode::BAD_GATEWAY,
+            None,
+        ),
+        (
+            TelephonyError::rejected(400, Some(21205), "other"),
+            StatusCode::BAD_GATEWAY,
+            None,
+        ),
+        (
+            TelephonyError::rate_limited(Some(Duration::from_secs(2))),
+            StatusCode::SERVICE_UNAVAILABLE,
+            None,
+        ),
+    ];
+    for (error, status, kind) in ours {
+        sim.set_failure(CommandKind::CallActivist, Some(error.clone()));
+        let resp = send(&r, post_call(&front_end_body(phone))).await;
+        assert_eq!(resp.status(), status, "{error:?}");
+        let v = json_body(resp).await;
+        match kind {
+            Some(kind) => {
+                assert_eq!(v["detail"][0]["loc"], json!(["body", "activist", "phone"]));
+                assert_eq!(v["detail"][0]["type"], kind, "{error:?}");
+            }
+            None if status == StatusCode::BAD_GATEWAY => {
+                assert_eq!(v["detail"], "Could not place the call. Try again later.")
+            }
+            None => {}
+        }
+    }
+    // The number's fault: it counts, so the next request is refused (429)
+    // before the telephony is asked.
+    sim.set_failure(
+        CommandKind::CallActivist,
+        Some(TelephonyError::invalid_number(Some(21211), "invalid")),
+    );
+    let items = validation_items(send(&r, post_call(&front_end_body(phone))).await).await;
+    assert_eq!(items[0]["type"], "value_error.phone.unreachable");
+    sim.set_failure(CommandKind::CallActivist, None);
+    let resp = send(&r, post_call(&front_end_body(phone))).await;
+    assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(resp.headers().contains_key("retry-after"));
+    assert_eq!(
+        json_body(resp).await["detail"],
+        "Too many requests. Try again later."
+    );
 }

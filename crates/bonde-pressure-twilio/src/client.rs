@@ -56,7 +56,7 @@ impl From<&crate::twiml::Response> for CallInstructions {
 }
 
 /// Why [`TwilioClient::create_call`] failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum CreateCallError {
     /// The inline TwiML is longer than Twilio accepts; nothing was sent.
@@ -186,9 +186,9 @@ fn call_sid(id: &LegId) -> Result<&LegId, TelephonyError> {
     if is_call_sid(id) {
         Ok(id)
     } else {
-        Err(TelephonyError::NotFound {
-            message: format!("not a Twilio Call SID: {id}"),
-        })
+        Err(TelephonyError::not_found(format!(
+            "not a Twilio Call SID: {id}"
+        )))
     }
 }
 
@@ -198,20 +198,18 @@ fn conference_sid(id: &ConferenceId) -> Result<&ConferenceId, TelephonyError> {
     if is_conference_sid(id) {
         Ok(id)
     } else {
-        Err(TelephonyError::NotFound {
-            message: format!("not a Twilio Conference SID: {id}"),
-        })
+        Err(TelephonyError::not_found(format!(
+            "not a Twilio Conference SID: {id}"
+        )))
     }
 }
 
 fn unexpected(what: &str, body: &str) -> TelephonyError {
     let snippet: String = body.chars().take(200).collect();
-    TelephonyError::Unavailable {
-        message: format!(
-            "unexpected answer from Twilio ({what}): {}",
-            scrub_phone_numbers(&snippet)
-        ),
-    }
+    TelephonyError::unavailable(format!(
+        "unexpected answer from Twilio ({what}): {}",
+        scrub_phone_numbers(&snippet)
+    ))
 }
 
 fn duration_of(v: &serde_json::Value) -> Option<u32> {
@@ -317,7 +315,7 @@ impl TwilioClient {
             .send(Method::Post, &url, Some(form), Safety::CreatesCall)
             .await?;
         let call: CallResource =
-            serde_json::from_str(&body).map_err(|_| unexpected("call", &body))?;
+            serde_json::from_str(&body).map_err(|e| unexpected("call", &body).with_source(e))?;
         let leg_id = parse_call_sid(&call.sid).map_err(|_| unexpected("call sid", &body))?;
         Ok(DialedLeg {
             leg_id,
@@ -418,44 +416,41 @@ impl TwilioClient {
                         // Twilio accepted the request: repeating one that
                         // creates a call would place a second call.
                         Err(e) if success => (
-                            TelephonyError::Unavailable {
-                                message: format!(
-                                    "Twilio answered HTTP {status} but the answer could not be read ({e}); the request may have taken effect"
-                                ),
-                            },
+                            TelephonyError::unavailable(format!(
+                                "Twilio answered HTTP {status} but the answer could not be read ({e}); the request may have taken effect"
+                            ))
+                            .with_source(e),
                             safety == Safety::Idempotent,
                             None,
                         ),
                         Err(e) => (
-                            TelephonyError::Unavailable {
-                                message: format!("HTTP {status}, body unreadable: {e}"),
-                            },
+                            TelephonyError::unavailable(format!(
+                                "HTTP {status}, body unreadable: {e}"
+                            ))
+                            .with_source(e),
                             retry_answer(status, ""),
                             retry_after,
                         ),
                     }
                 }
                 Err(e) if e.is_connect() => (
-                    TelephonyError::Unavailable {
-                        message: "could not connect to Twilio".into(),
-                    },
+                    TelephonyError::unavailable("could not connect to Twilio").with_source(e),
                     true,
                     None,
                 ),
                 Err(e) if e.is_timeout() => (
-                    TelephonyError::Unavailable {
-                        message: "Twilio did not answer in time; the request may have taken effect"
-                            .into(),
-                    },
+                    TelephonyError::unavailable(
+                        "Twilio did not answer in time; the request may have taken effect",
+                    )
+                    .with_source(e),
                     safety == Safety::Idempotent || policy.retry_unsafe_timeouts,
                     None,
                 ),
                 Err(e) => (
-                    TelephonyError::Unavailable {
-                        message: format!(
-                            "request to Twilio failed ({e}); the request may have taken effect"
-                        ),
-                    },
+                    TelephonyError::unavailable(format!(
+                        "request to Twilio failed ({e}); the request may have taken effect"
+                    ))
+                    .with_source(e),
                     safety == Safety::Idempotent || policy.retry_unsafe_timeouts,
                     None,
                 ),
@@ -493,8 +488,8 @@ impl TwilioClient {
         let body = self
             .send(Method::Get, &url, None, Safety::Idempotent)
             .await?;
-        let page: ConferencePage =
-            serde_json::from_str(&body).map_err(|_| unexpected("conference list", &body))?;
+        let page: ConferencePage = serde_json::from_str(&body)
+            .map_err(|e| unexpected("conference list", &body).with_source(e))?;
         page.conferences
             .first()
             .map(|c| parse_conference_sid(&c.sid).map_err(|_| unexpected("conference sid", &body)))
@@ -533,15 +528,6 @@ impl TwilioClient {
 
 #[async_trait]
 impl Telephony for TwilioClient {
-    /// As the default, but a geographic-permission refusal (our account's
-    /// settings, not the number) does not count.
-    fn refusal_counts(&self, error: &TelephonyError) -> bool {
-        matches!(
-            error,
-            TelephonyError::InvalidNumber { .. } | TelephonyError::Unavailable { .. }
-        ) && crate::Refusal::of(error) != Some(crate::Refusal::GeoPermission)
-    }
-
     async fn call_activist(&self, req: &ActivistCallRequest) -> Result<DialedLeg, TelephonyError> {
         self.post_call(&self.activist_call_form(req)).await
     }
@@ -552,8 +538,8 @@ impl Telephony for TwilioClient {
         let body = self
             .send(Method::Post, &url, Some(&form), Safety::CreatesCall)
             .await?;
-        let p: ParticipantResource =
-            serde_json::from_str(&body).map_err(|_| unexpected("participant", &body))?;
+        let p: ParticipantResource = serde_json::from_str(&body)
+            .map_err(|e| unexpected("participant", &body).with_source(e))?;
         let leg_id =
             parse_call_sid(&p.call_sid).map_err(|_| unexpected("participant call sid", &body))?;
         Ok(DialedLeg {
@@ -631,8 +617,8 @@ impl Telephony for TwilioClient {
             Err(TelephonyError::NotFound { .. }) => return Ok(None),
             Err(e) => return Err(e),
         };
-        let page: ParticipantPage =
-            serde_json::from_str(&body).map_err(|_| unexpected("participant list", &body))?;
+        let page: ParticipantPage = serde_json::from_str(&body)
+            .map_err(|e| unexpected("participant list", &body).with_source(e))?;
         let participants = page
             .participants
             .into_iter()
@@ -655,7 +641,7 @@ impl Telephony for TwilioClient {
             .send(Method::Get, &url, None, Safety::Idempotent)
             .await?;
         let call: CallResource =
-            serde_json::from_str(&body).map_err(|_| unexpected("call", &body))?;
+            serde_json::from_str(&body).map_err(|e| unexpected("call", &body).with_source(e))?;
         let status = call
             .status
             .as_deref()

@@ -1,4 +1,8 @@
-//! Twilio error bodies and their mapping to core's [`TelephonyError`].
+//! Twilio error bodies and their mapping onto core's [`TelephonyError`]
+//! taxonomy: which Twilio codes mean the number called is invalid, the
+//! destination is not permitted, our caller id was refused, our credentials
+//! or account were refused, or Twilio rate-limits us. Core decides from the
+//! variant what the activist is told and whether the attempt counts.
 
 use std::time::Duration;
 
@@ -15,7 +19,8 @@ use serde::Deserialize;
 
 /// Twilio error codes meaning "the number we were asked to call cannot be
 /// called": invalid or unreachable numbers, destinations Twilio blocks, and
-/// unverified numbers on trial accounts.
+/// unverified numbers on trial accounts. Reported as
+/// [`TelephonyError::InvalidNumber`].
 pub const INVALID_NUMBER_CODES: &[u32] = &[
     21211, // invalid 'To' phone number
     21214, // 'To' phone number cannot be reached
@@ -26,9 +31,9 @@ pub const INVALID_NUMBER_CODES: &[u32] = &[
 
 /// Twilio error codes meaning "the account's geographic permissions do not
 /// allow calling this country" (Console → Voice → Settings → Geo
-/// permissions). Reported as [`TelephonyError::InvalidNumber`] (the number
-/// cannot be called from here) with a message starting with
-/// [`GEO_PERMISSION_PREFIX`]; [`Refusal::of`] tells them apart.
+/// permissions). Reported as [`TelephonyError::DestinationNotPermitted`]
+/// (our account's settings, not the number's fault) with a message starting
+/// with [`GEO_PERMISSION_PREFIX`].
 pub const GEO_PERMISSION_CODES: &[u32] = &[
     21215, // "Account not authorized to call +…": geo permission (REST)
     13227, // "No international authorization": the `<Dial>` counterpart; listed so
@@ -38,8 +43,8 @@ pub const GEO_PERMISSION_CODES: &[u32] = &[
 /// Twilio error codes meaning "**our** caller id (`From`) was refused": the
 /// configured number (`TWILIO_PHONE_NUMBER`) or the campaign's caller-id
 /// policy is wrong, not the number being called. Reported as
-/// [`TelephonyError::Rejected`] (never `InvalidNumber`, which would blame the
-/// activist) with a message starting with [`CALLER_ID_PREFIX`].
+/// [`TelephonyError::CallerIdRejected`] (never `InvalidNumber`, which would
+/// blame the activist) with a message starting with [`CALLER_ID_PREFIX`].
 pub const CALLER_ID_CODES: &[u32] = &[
     21210, // 'From' phone number not verified (not a Twilio number or verified caller id)
     21212, // invalid 'From' / caller id
@@ -52,8 +57,9 @@ pub const GEO_PERMISSION_PREFIX: &str = "geo permission: Twilio's geographic per
 /// How the message of a refused caller id starts.
 pub const CALLER_ID_PREFIX: &str = "caller id refused: Twilio rejected our From number (check TWILIO_PHONE_NUMBER and the campaign's caller-id policy)";
 
-/// What kind of refusal a Twilio error is, beyond core's
-/// [`TelephonyError`] variants (which this crate cannot extend).
+/// Which of the code lists above a Twilio error code is in: the
+/// classification [`map_error`] maps onto core's [`TelephonyError`]
+/// variants. Callers match those variants; this is Twilio's vocabulary.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Refusal {
@@ -79,7 +85,7 @@ impl Refusal {
         }
     }
 
-    /// The refusal an error of this client stands for, if any.
+    /// The refusal an error of this client stands for, if any (by its code).
     pub fn of(error: &TelephonyError) -> Option<Self> {
         error.code().and_then(Self::of_code)
     }
@@ -89,13 +95,27 @@ impl Refusal {
 pub const TOO_MANY_REQUESTS: u32 = 20429;
 /// Twilio's authentication error code.
 pub const AUTHENTICATION_ERROR: u32 = 20003;
+/// Twilio's "account is not active" code (suspended or closed account).
+pub const ACCOUNT_NOT_ACTIVE: u32 = 20005;
+
+/// Twilio error codes meaning "our credentials or account were refused":
+/// reported as [`TelephonyError::Auth`], as is any 401.
+pub const AUTH_CODES: &[u32] = &[
+    AUTHENTICATION_ERROR, // authentication failed
+    ACCOUNT_NOT_ACTIVE,   // account not active
+];
 /// Twilio's "resource not found" code.
 pub const NOT_FOUND: u32 = 20404;
 
 /// An error body as Twilio sends it: the classic
 /// `{code, message, more_info, status}` or the RFC 9457 problem shape
 /// `{type, title, status, detail, instance}` (with or without `code`).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+///
+/// The source of the [`TelephonyError`]s [`map_error`] returns (downcast
+/// [`TelephonyError::underlying`] to it): its message has phone numbers
+/// masked, like the error's.
+#[derive(Debug, Clone, Default, PartialEq, Eq, thiserror::Error)]
+#[error("Twilio error {}: {message}", code_text(.code))]
 pub struct ApiError {
     /// Twilio's error code (`21211`).
     pub code: Option<u32>,
@@ -103,6 +123,10 @@ pub struct ApiError {
     pub message: String,
     /// Link to the error's documentation (`more_info`, or `type`).
     pub more_info: Option<String>,
+}
+
+fn code_text(code: &Option<u32>) -> String {
+    code.map_or_else(|| "without a code".to_owned(), |c| c.to_string())
 }
 
 #[derive(Deserialize)]
@@ -251,57 +275,39 @@ fn snippet(body: &str) -> String {
     scrub_phone_numbers(&s)
 }
 
-/// Maps a non-success answer to a [`TelephonyError`]: invalid numbers (see
-/// [`INVALID_NUMBER_CODES`]) → `InvalidNumber`; geo permissions
-/// ([`GEO_PERMISSION_CODES`]) → `InvalidNumber` with a "geo permission"
-/// message; our refused caller id ([`CALLER_ID_CODES`]) → `Rejected` with a
-/// "caller id refused" message; 401 / 20003 → `Auth`; 404 / 20404 →
-/// `NotFound`; 429 / 20429 → `RateLimited`; other 4xx → `Rejected`; 5xx →
-/// `Unavailable`.
+/// Maps a non-success answer onto core's [`TelephonyError`] taxonomy:
+/// invalid numbers ([`INVALID_NUMBER_CODES`]) → `InvalidNumber`; geo
+/// permissions ([`GEO_PERMISSION_CODES`]) → `DestinationNotPermitted` with a
+/// "geo permission" message; our refused caller id ([`CALLER_ID_CODES`]) →
+/// `CallerIdRejected` with a "caller id refused" message; 401 or
+/// [`AUTH_CODES`] → `Auth`; 404 / 20404 → `NotFound`; 429 / 20429 →
+/// `RateLimited`; other 4xx → `Rejected`; 5xx → `Unavailable`. Twilio's
+/// error body ([`ApiError`]) is the source.
 pub fn map_error(status: u16, body: &str, retry_after: Option<Duration>) -> TelephonyError {
     let e = ApiError::parse(body);
     let code = e.code;
-    match code.and_then(Refusal::of_code) {
-        Some(Refusal::InvalidNumber) => {
-            return TelephonyError::InvalidNumber {
-                code,
-                message: e.message,
-            };
-        }
-        Some(Refusal::GeoPermission) => {
-            return TelephonyError::InvalidNumber {
-                code,
-                message: format!("{GEO_PERMISSION_PREFIX}: {}", e.message),
-            };
-        }
-        Some(Refusal::CallerId) => {
-            return TelephonyError::Rejected {
-                status,
-                code,
-                message: format!("{CALLER_ID_PREFIX}: {}", e.message),
-            };
-        }
-        None => {}
-    }
-    if status == 401 || code == Some(AUTHENTICATION_ERROR) {
-        return TelephonyError::Auth { message: e.message };
-    }
-    if status == 429 || code == Some(TOO_MANY_REQUESTS) {
-        return TelephonyError::RateLimited { retry_after };
-    }
-    if status == 404 || code == Some(NOT_FOUND) {
-        return TelephonyError::NotFound { message: e.message };
-    }
-    if (400..500).contains(&status) {
-        return TelephonyError::Rejected {
-            status,
+    let message = e.message.clone();
+    // The body's text is the error's message; the parsed body is its source.
+    let error = match code.and_then(Refusal::of_code) {
+        Some(Refusal::InvalidNumber) => TelephonyError::invalid_number(code, message),
+        Some(Refusal::GeoPermission) => TelephonyError::destination_not_permitted(
             code,
-            message: e.message,
-        };
-    }
-    TelephonyError::Unavailable {
-        message: format!("HTTP {status}: {}", e.message),
-    }
+            format!("{GEO_PERMISSION_PREFIX}: {message}"),
+        ),
+        Some(Refusal::CallerId) => {
+            TelephonyError::caller_id_rejected(code, format!("{CALLER_ID_PREFIX}: {message}"))
+        }
+        None if status == 401 || code.is_some_and(|c| AUTH_CODES.contains(&c)) => {
+            TelephonyError::auth(code, message)
+        }
+        None if status == 429 || code == Some(TOO_MANY_REQUESTS) => {
+            TelephonyError::rate_limited(retry_after)
+        }
+        None if status == 404 || code == Some(NOT_FOUND) => TelephonyError::not_found(message),
+        None if (400..500).contains(&status) => TelephonyError::rejected(status, code, message),
+        None => TelephonyError::unavailable(format!("HTTP {status}: {message}")),
+    };
+    error.with_source(e)
 }
 
 /// Whether an answer to an idempotent request is worth retrying: 429,
@@ -368,7 +374,7 @@ mod tests {
         assert_eq!(e.message, "Account not authorized to call +55...");
         assert!(matches!(
             map_error(400, body, None),
-            TelephonyError::InvalidNumber {
+            TelephonyError::DestinationNotPermitted {
                 code: Some(21215),
                 ..
             }
@@ -384,14 +390,12 @@ mod tests {
     fn mapping_table() {
         let b = |code: u32| format!(r#"{{"code": {code}, "message": "m", "status": 400}}"#);
         for code in [21211, 21214, 21216, 21217, 21219] {
-            assert_eq!(
-                map_error(400, &b(code), None),
-                TelephonyError::InvalidNumber {
-                    code: Some(code),
-                    message: "m".into()
-                },
-                "{code}"
+            let e = map_error(400, &b(code), None);
+            assert!(
+                matches!(&e, TelephonyError::InvalidNumber { code: Some(c), message, .. } if *c == code && message == "m"),
+                "{code}: {e:?}"
             );
+            assert!(e.counts_against_limits(), "{code}");
             assert_eq!(Refusal::of_code(code), Some(Refusal::InvalidNumber));
         }
         // Messaging / number-purchase codes are not voice refusals of a number.
@@ -402,36 +406,69 @@ mod tests {
                 "{code}"
             );
         }
-        assert!(matches!(
-            map_error(401, &b(20003), None),
-            TelephonyError::Auth { .. }
-        ));
-        assert!(matches!(
-            map_error(401, "", None),
-            TelephonyError::Auth { .. }
-        ));
+        for (status, body) in [
+            (401, b(20003)),
+            (401, String::new()),
+            (403, b(20003)),
+            (401, b(20005)),
+            (403, b(20005)),
+        ] {
+            let e = map_error(status, &body, None);
+            assert!(
+                matches!(e, TelephonyError::Auth { .. }),
+                "{status} {body}: {e:?}"
+            );
+            assert!(!e.counts_against_limits());
+        }
+        assert_eq!(map_error(403, &b(20005), None).code(), Some(20005));
         assert!(matches!(
             map_error(404, &b(20404), None),
             TelephonyError::NotFound { .. }
         ));
-        assert_eq!(
+        assert!(matches!(
             map_error(429, &b(20429), Some(Duration::from_secs(3))),
             TelephonyError::RateLimited {
-                retry_after: Some(Duration::from_secs(3))
-            }
-        );
-        assert_eq!(
+                retry_after: Some(d),
+                ..
+            } if d == Duration::from_secs(3)
+        ));
+        assert!(matches!(
             map_error(400, &b(21220), None),
             TelephonyError::Rejected {
                 status: 400,
                 code: Some(21220),
-                message: "m".into()
-            }
-        );
+                ref message,
+                ..
+            } if message == "m"
+        ));
         assert!(matches!(
             map_error(503, "<html>oops</html>", None),
-            TelephonyError::Unavailable { message } if message.contains("503") && message.contains("oops")
+            TelephonyError::Unavailable { message, .. } if message.contains("503") && message.contains("oops")
         ));
+    }
+
+    #[test]
+    fn the_error_body_is_the_source() {
+        use std::error::Error as _;
+        let body = r#"{"code": 21211, "message": "The 'To' number +5511987654321 is not valid.", "more_info": "https://www.twilio.com/docs/errors/21211", "status": 400}"#;
+        let e = map_error(400, body, None);
+        let source = e.source().expect("a source").to_string();
+        assert_eq!(
+            source,
+            "Twilio error 21211: The 'To' number +5511*****4321 is not valid."
+        );
+        let api = e
+            .underlying()
+            .and_then(|u| u.downcast_ref::<ApiError>())
+            .expect("the parsed body");
+        assert_eq!(
+            api.more_info.as_deref(),
+            Some("https://www.twilio.com/docs/errors/21211")
+        );
+        assert_eq!(
+            ApiError::parse("").to_string(),
+            "Twilio error without a code: empty body"
+        );
     }
 
     #[test]
@@ -442,10 +479,12 @@ mod tests {
             );
             let e = map_error(400, &body, None);
             assert_eq!(Refusal::of(&e), Some(Refusal::GeoPermission), "{code}");
+            assert!(!e.counts_against_limits(), "{code}");
             match &e {
-                TelephonyError::InvalidNumber {
+                TelephonyError::DestinationNotPermitted {
                     code: Some(c),
                     message,
+                    ..
                 } => {
                     assert_eq!(*c, code);
                     assert!(message.starts_with("geo permission: "), "{message}");
@@ -470,11 +509,12 @@ mod tests {
                 "{code} blames the called number: {e:?}"
             );
             assert_eq!(Refusal::of(&e), Some(Refusal::CallerId), "{code}");
+            assert!(!e.counts_against_limits(), "{code}");
             match &e {
-                TelephonyError::Rejected {
-                    status: 400,
+                TelephonyError::CallerIdRejected {
                     code: Some(c),
                     message,
+                    ..
                 } => {
                     assert_eq!(*c, code);
                     assert!(message.starts_with("caller id refused: "), "{message}");
@@ -484,12 +524,7 @@ mod tests {
                 other => panic!("{code}: {other:?}"),
             }
         }
-        assert_eq!(
-            Refusal::of(&TelephonyError::Auth {
-                message: "x".into()
-            }),
-            None
-        );
+        assert_eq!(Refusal::of(&TelephonyError::auth(None, "x")), None);
     }
 
     #[test]
@@ -502,6 +537,9 @@ mod tests {
         }
         for c in GEO_PERMISSION_CODES {
             assert!(!CALLER_ID_CODES.contains(c), "{c}");
+        }
+        for c in AUTH_CODES {
+            assert_eq!(Refusal::of_code(*c), None, "{c}");
         }
     }
 

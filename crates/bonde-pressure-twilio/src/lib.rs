@@ -5,8 +5,9 @@
 //! - [`TwilioClient`]: core's [`Telephony`](bonde_pressure_core::Telephony)
 //!   port over Twilio's REST API (create the activist's call, add the target
 //!   to the conference, hang up / cancel a leg, end a conference, fetch a
-//!   leg), with bounded retries and errors mapped to
-//!   [`TelephonyError`](bonde_pressure_core::TelephonyError).
+//!   leg), with bounded retries and Twilio's error codes mapped onto core's
+//!   [`TelephonyError`](bonde_pressure_core::TelephonyError) taxonomy
+//!   ([`error::map_error`]).
 //!   [`TwilioClient::create_call`] also places a call running inline TwiML
 //!   ([`CallInstructions`]).
 //! - [`TwilioConfig`], [`Credentials`], [`RetryPolicy`]: its configuration.

@@ -165,10 +165,7 @@ fn start_error(e: StartError) -> Refused {
         }
         .into(),
         StartError::Telephony { call_id, error } => match error {
-            TelephonyError::InvalidNumber { code, .. }
-                if bonde_pressure_twilio::Refusal::of(&error)
-                    == Some(bonde_pressure_twilio::Refusal::GeoPermission) =>
-            {
+            TelephonyError::DestinationNotPermitted { code, .. } => {
                 // Our account's geographic permissions, not the activist's number.
                 tracing::warn!(%call_id, ?code, "telephony refused the destination country: check the account's geo permissions");
                 AppError::Validation(vec![ValidationItem::body(
@@ -187,7 +184,7 @@ fn start_error(e: StartError) -> Refused {
                 )])
                 .into()
             }
-            TelephonyError::RateLimited { retry_after } => AppError::Upstream {
+            TelephonyError::RateLimited { retry_after, .. } => AppError::Upstream {
                 status: StatusCode::SERVICE_UNAVAILABLE,
                 public: "Too many calls right now. Try again later.",
                 detail: format!("call {call_id}: telephony rate limit"),
@@ -225,8 +222,8 @@ fn start_error(e: StartError) -> Refused {
 
 /// Starts a pressure call.
 ///
-/// Rate limits: the client IP's first (before the body is read); the
-/// activist's request limit is charged only for requests that pass
+/// Rate limits (core's): the client IP's first (before the body is
+/// parsed); the activist's request limit counts only requests that pass
 /// validation and the widget checks. Core then refuses (429) an activist
 /// number called too often in 24 h (`activist_calls`) and a target whose
 /// dial budget is used up (`target`; only checked here, charged at dial).
@@ -262,77 +259,25 @@ pub async fn start_call(
     result.map(Json).map_err(|r| r.error)
 }
 
-/// The per-number token one request took, given back if it does not count.
-#[derive(Default)]
-struct Charged {
-    activist: Option<String>,
-}
-
-impl Charged {
-    fn refund(self, state: &AppState) {
-        if let (Some(limiter), Some(key)) = (&state.limits.per_activist, self.activist) {
-            limiter.refund(&key);
-        }
-    }
-}
-
-/// Takes the activist's request token. (The target's limit and the
-/// activist number's daily cap are core's: see `StartError::RateLimited`.)
-fn charge_numbers(
-    state: &AppState,
-    req: &bonde_pressure_core::StartCallRequest,
-) -> Result<Charged, AppError> {
-    let region = state.service.config().default_region;
-    let e164 = |raw: &str| {
-        PhoneNumber::parse(raw, region)
-            .ok()
-            .map(|p| p.as_e164().to_owned())
-    };
-    let mut charged = Charged::default();
-    if let (Some(limiter), Some(key)) = (&state.limits.per_activist, e164(&req.activist.phone)) {
-        limiter
-            .check(&key)
-            .map_err(|retry_after| AppError::RateLimited {
-                scope: "activist",
-                retry_after,
-            })?;
-        charged.activist = Some(key);
-    }
-    Ok(charged)
-}
-
-/// The per-IP limit is charged first, for every request (garbage included).
-/// The per-activist limit is charged only for requests that pass validation
-/// and authorisation: invalid requests must not let anyone lock an activist
-/// out (the target's limit is core's, charged only when it is dialled). Core validates, authorises and places
-/// the call in one step, so the tokens are taken just before it (a burst of
-/// valid requests cannot overshoot) and given back when the request is
-/// refused without a call that counts (core's
-/// `PressureService::start_refusal_counts`).
+/// The limits are core's ([`PressureService::admit_client`],
+/// [`PressureService::start`]): the client IP's request is charged first,
+/// for every request (garbage included), before the body is parsed; core
+/// then charges the activist number's request (given back when the start
+/// is refused without an attempt that counts), and its caps on the numbers
+/// called. This handler only parses, calls core and maps the errors.
+///
+/// [`PressureService::admit_client`]: bonde_pressure_core::PressureService::admit_client
+/// [`PressureService::start`]: bonde_pressure_core::PressureService::start
 async fn start_call_inner(
     state: &AppState,
     ip: Option<std::net::IpAddr>,
     body: &[u8],
 ) -> Result<StartCallResponse, Refused> {
-    if let (Some(limiter), Some(ip)) = (&state.limits.per_ip, ip) {
-        limiter
-            .check(&ip)
-            .map_err(|retry_after| AppError::RateLimited {
-                scope: "ip",
-                retry_after,
-            })?;
+    if let Some(ip) = ip {
+        state.service.admit_client(ip).await.map_err(start_error)?;
     }
     let req = parse_start_call(body)?;
-    let charged = charge_numbers(state, &req)?;
-    let started = match state.service.start(&req).await {
-        Ok(started) => started,
-        Err(e) => {
-            if !state.service.start_refusal_counts(&e) {
-                charged.refund(state);
-            }
-            return Err(start_error(e));
-        }
-    };
+    let started = state.service.start(&req).await.map_err(start_error)?;
     Ok(StartCallResponse {
         call_id: started.call_id.to_string(),
         status: started.status.as_str().to_owned(),
