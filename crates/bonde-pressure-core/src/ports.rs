@@ -25,6 +25,7 @@ use crate::script::CampaignSettings;
 
 /// Ask the telephony to call the activist (leg A).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ActivistCallRequest {
     /// Our call id: every callback for this leg must name it.
     pub call_id: CallId,
@@ -36,8 +37,29 @@ pub struct ActivistCallRequest {
     pub detect_machine: bool,
 }
 
+impl ActivistCallRequest {
+    /// Call `to` for call `call_id`, ringing for `timeout_secs`, without
+    /// answering-machine detection (see
+    /// [`ActivistCallRequest::with_detect_machine`]).
+    pub fn new(call_id: CallId, to: PhoneNumber, timeout_secs: u32) -> Self {
+        Self {
+            call_id,
+            to,
+            timeout_secs,
+            detect_machine: false,
+        }
+    }
+
+    /// With (or without) asynchronous answering-machine detection.
+    pub fn with_detect_machine(mut self, detect_machine: bool) -> Self {
+        self.detect_machine = detect_machine;
+        self
+    }
+}
+
 /// Ask the telephony to add the target (leg B) to the call's conference.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct TargetCallRequest {
     /// Our call id; also the conference's friendly name.
     pub call_id: CallId,
@@ -51,8 +73,37 @@ pub struct TargetCallRequest {
     pub detect_machine: bool,
 }
 
+impl TargetCallRequest {
+    /// Add `to` to call `call_id`'s conference, ringing for
+    /// `timeout_secs`, shown the service's own number, without
+    /// answering-machine detection (see the `with_*` setters).
+    pub fn new(call_id: CallId, to: PhoneNumber, timeout_secs: u32) -> Self {
+        Self {
+            call_id,
+            to,
+            caller_id: None,
+            timeout_secs,
+            detect_machine: false,
+        }
+    }
+
+    /// With this caller id shown to the target (`None`: the service's own
+    /// number).
+    pub fn with_caller_id(mut self, caller_id: impl Into<Option<PhoneNumber>>) -> Self {
+        self.caller_id = caller_id.into();
+        self
+    }
+
+    /// With (or without) asynchronous answering-machine detection.
+    pub fn with_detect_machine(mut self, detect_machine: bool) -> Self {
+        self.detect_machine = detect_machine;
+        self
+    }
+}
+
 /// A leg the telephony accepted to place.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct DialedLeg {
     /// The provider's id.
     pub sid: CallSid,
@@ -60,8 +111,23 @@ pub struct DialedLeg {
     pub status: Option<LegStatus>,
 }
 
+impl DialedLeg {
+    /// The leg `sid`, with no status in the answer (see
+    /// [`DialedLeg::with_status`]).
+    pub fn new(sid: CallSid) -> Self {
+        Self { sid, status: None }
+    }
+
+    /// With the status the provider answered (if any).
+    pub fn with_status(mut self, status: impl Into<Option<LegStatus>>) -> Self {
+        self.status = status.into();
+        self
+    }
+}
+
 /// A leg as the provider sees it now (for reconciliation).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct LegSnapshot {
     /// The provider's id.
     pub sid: CallSid,
@@ -74,6 +140,38 @@ pub struct LegSnapshot {
     /// When the leg ended, as the provider recorded it (a terminal leg
     /// fetched long after it ended keeps its real end time, not the fetch's).
     pub ended_at: Option<DateTime<Utc>>,
+}
+
+impl LegSnapshot {
+    /// The leg `sid` in `status`, nothing else known (see the `with_*`
+    /// setters).
+    pub fn new(sid: CallSid, status: LegStatus) -> Self {
+        Self {
+            sid,
+            status,
+            duration_secs: None,
+            answered_by: None,
+            ended_at: None,
+        }
+    }
+
+    /// With its duration in seconds (if known).
+    pub fn with_duration_secs(mut self, duration_secs: impl Into<Option<u32>>) -> Self {
+        self.duration_secs = duration_secs.into();
+        self
+    }
+
+    /// With its answering-machine verdict (if known).
+    pub fn with_answered_by(mut self, answered_by: impl Into<Option<AnsweredBy>>) -> Self {
+        self.answered_by = answered_by.into();
+        self
+    }
+
+    /// With the provider's end time (if known).
+    pub fn with_ended_at(mut self, ended_at: impl Into<Option<DateTime<Utc>>>) -> Self {
+        self.ended_at = ended_at.into();
+        self
+    }
 }
 
 /// One participant of a conference as the provider lists it now (for
@@ -266,6 +364,7 @@ pub trait Telephony: Send + Sync + 'static {
 /// `Debug` shows the payload's length, never its contents: payloads carry
 /// phone numbers (`From`, `To`) and what the activist said.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct RawEvent {
     /// What it is: the route or report kind (`status-callback`, `conference-callback`...).
     pub kind: String,
@@ -291,8 +390,39 @@ impl Debug for RawEvent {
     }
 }
 
+impl RawEvent {
+    /// A payload of `kind` received at `received_at`, naming no call SID
+    /// and no sequence number (see the `with_*` setters).
+    pub fn new(
+        kind: impl Into<String>,
+        payload: impl Into<String>,
+        received_at: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            kind: kind.into(),
+            call_sid: None,
+            payload: payload.into(),
+            sequence_number: None,
+            received_at,
+        }
+    }
+
+    /// With the call SID the payload names (as text).
+    pub fn with_call_sid(mut self, call_sid: impl Into<String>) -> Self {
+        self.call_sid = Some(call_sid.into());
+        self
+    }
+
+    /// With the provider's sequence number (if any).
+    pub fn with_sequence_number(mut self, sequence_number: impl Into<Option<i64>>) -> Self {
+        self.sequence_number = sequence_number.into();
+        self
+    }
+}
+
 /// A [`RawEvent`] as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct StoredEvent {
     /// Store-assigned id, increasing in insertion order.
     pub id: i64,
@@ -300,6 +430,13 @@ pub struct StoredEvent {
     pub call_id: Option<CallId>,
     /// The event.
     pub raw: RawEvent,
+}
+
+impl StoredEvent {
+    /// Event `id` of call `call_id` (`None`: stored for no call).
+    pub fn new(id: i64, call_id: Option<CallId>, raw: RawEvent) -> Self {
+        Self { id, call_id, raw }
+    }
 }
 
 /// A stored call that cannot be decoded (a damaged row): that call's
@@ -541,6 +678,7 @@ impl RecentCalls {
 
 /// A target as the widget's settings list it (free text, not yet validated).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct WidgetTarget {
     /// Name.
     pub name: String,
@@ -548,18 +686,63 @@ pub struct WidgetTarget {
     pub phone: String,
 }
 
+impl WidgetTarget {
+    /// A target named `name` at `phone` (as typed).
+    pub fn new(name: impl Into<String>, phone: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            phone: phone.into(),
+        }
+    }
+}
+
 /// A campaign widget.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Widget {
     /// Its id.
     pub id: WidgetId,
-    /// Its kind; only `phone` widgets can start calls.
-    pub kind: String,
+    /// Whether it runs phone pressure. A directory whose platform has other
+    /// kinds of widget answers `false` for them (BONDE: any `kind` but
+    /// `phone`), and the service refuses to start calls on them
+    /// ([`crate::StartError::WidgetNotPhone`]). Default `true`.
+    #[serde(default = "phone_pressure_by_default")]
+    pub phone_pressure: bool,
     /// The targets activists may call.
     pub targets: Vec<WidgetTarget>,
     /// Voice, messages and policies for its calls.
     #[serde(default)]
     pub settings: CampaignSettings,
+}
+
+fn phone_pressure_by_default() -> bool {
+    true
+}
+
+impl Widget {
+    /// A phone-pressure widget with these targets and the default
+    /// [`CampaignSettings`] (see the `with_*` setters).
+    pub fn new(id: WidgetId, targets: Vec<WidgetTarget>) -> Self {
+        Self {
+            id,
+            phone_pressure: true,
+            targets,
+            settings: CampaignSettings::default(),
+        }
+    }
+
+    /// With these settings.
+    pub fn with_settings(mut self, settings: CampaignSettings) -> Self {
+        self.settings = settings;
+        self
+    }
+
+    /// Runs phone pressure (`true`, the default) or not (another kind of
+    /// widget of the platform: starting a call on it is refused).
+    pub fn with_phone_pressure(mut self, phone_pressure: bool) -> Self {
+        self.phone_pressure = phone_pressure;
+        self
+    }
 }
 
 /// Why the directory failed.
@@ -576,6 +759,10 @@ pub enum DirectoryError {
 /// # What implementations must guarantee
 /// - `Ok(None)` means the widget does not exist; errors mean "could not tell"
 ///   (the service answers 5xx-ish for those, "Widget not found." for `None`).
+/// - A widget that exists but is not a phone-pressure widget (the platform's
+///   own rule, e.g. BONDE's `kind`) is returned with
+///   [`Widget::phone_pressure`] `false` (the service answers "Widget is not a
+///   'phone' kind."), not as `None`.
 /// - Targets are returned as configured; the service compares normalised numbers.
 #[cfg_attr(feature = "mock", mockall::automock)]
 #[async_trait]
@@ -588,6 +775,7 @@ pub trait CampaignDirectory: Send + Sync + 'static {
 
 /// A pressure action to record in the campaign platform.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct WidgetAction {
     /// The widget.
     pub widget_id: WidgetId,
@@ -595,6 +783,17 @@ pub struct WidgetAction {
     pub call_id: CallId,
     /// Who acted.
     pub activist: Activist,
+}
+
+impl WidgetAction {
+    /// `activist` acted on widget `widget_id` with call `call_id`.
+    pub fn new(widget_id: WidgetId, call_id: CallId, activist: Activist) -> Self {
+        Self {
+            widget_id,
+            call_id,
+            activist,
+        }
+    }
 }
 
 /// Why recording failed.

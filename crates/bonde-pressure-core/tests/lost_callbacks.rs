@@ -252,13 +252,7 @@ impl Telephony for Legacy {
         Err(unused())
     }
     async fn fetch_leg(&self, sid: &CallSid) -> Result<LegSnapshot, TelephonyError> {
-        Ok(LegSnapshot {
-            sid: sid.clone(),
-            status: LegStatus::InProgress,
-            duration_secs: None,
-            answered_by: None,
-            ended_at: None,
-        })
+        Ok(LegSnapshot::new(sid.clone(), LegStatus::InProgress))
     }
 }
 

@@ -50,13 +50,7 @@ async fn an_erased_call_still_takes_callbacks_reads_and_counts() {
         sip_response_code: None,
         at: Some(Utc::now()),
     };
-    let raw = RawEvent {
-        kind: "status-callback".into(),
-        call_sid: None,
-        payload: "CallStatus=completed".into(),
-        sequence_number: None,
-        received_at: Utc::now(),
-    };
+    let raw = RawEvent::new("status-callback", "CallStatus=completed", Utc::now());
     h.service.handle(id, late, Some(raw)).await.unwrap();
     let after = h.service.call(id).await.unwrap().unwrap();
     assert!(after.is_erased() && after.activist.is_erased());

@@ -126,16 +126,16 @@ fn fixture() -> Fixture {
     widget.settings.language = LANGUAGE.into();
     widget.settings.messages.unavailable = APOLOGY.into();
     let service = PressureService::new(
-        Dependencies {
-            store: Arc::new(DeadlineStore::new(store.clone())),
-            telephony: Arc::new(SimulatedTelephony::new(
+        Dependencies::new(
+            Arc::new(DeadlineStore::new(store.clone())),
+            Arc::new(SimulatedTelephony::new(
                 ScenarioPicker::ByActivistLastDigit,
                 Duration::ZERO,
             )),
-            directory: Arc::new(StaticCampaignDirectory::new([widget])),
-            recorder: Arc::new(NoopActionRecorder),
-            clock: Arc::new(SystemClock),
-        },
+            Arc::new(StaticCampaignDirectory::new([widget])),
+        )
+        .with_recorder(Arc::new(NoopActionRecorder))
+        .with_clock(Arc::new(SystemClock)),
         ServiceConfig::default(),
     );
     let state = AppState::new(Arc::new(service))
@@ -368,16 +368,16 @@ async fn a_slow_store_within_the_deadline_still_answers() {
         }
     }
     let service = PressureService::new(
-        Dependencies {
-            store: Arc::new(DeadlineStore::new(Arc::new(Slow(InMemoryCallStore::new())))),
-            telephony: Arc::new(SimulatedTelephony::new(
+        Dependencies::new(
+            Arc::new(DeadlineStore::new(Arc::new(Slow(InMemoryCallStore::new())))),
+            Arc::new(SimulatedTelephony::new(
                 ScenarioPicker::ByActivistLastDigit,
                 Duration::ZERO,
             )),
-            directory: Arc::new(StaticCampaignDirectory::demo()),
-            recorder: Arc::new(NoopActionRecorder),
-            clock: Arc::new(SystemClock),
-        },
+            Arc::new(StaticCampaignDirectory::demo()),
+        )
+        .with_recorder(Arc::new(NoopActionRecorder))
+        .with_clock(Arc::new(SystemClock)),
         ServiceConfig::default(),
     );
     let state = AppState::new(Arc::new(service)).with_options(HttpOptions {

@@ -111,17 +111,10 @@ fn fixture(directory: Arc<dyn CampaignDirectory>) -> Fixture {
         std::time::Duration::ZERO,
     ));
     let service = PressureService::new(
-        Dependencies {
-            store: store.clone(),
-            telephony: telephony.clone(),
-            directory,
-            recorder: Arc::new(NoopActionRecorder),
-            clock: Arc::new(SystemClock),
-        },
-        ServiceConfig {
-            max_commit_attempts: 3,
-            ..ServiceConfig::default()
-        },
+        Dependencies::new(store.clone(), telephony.clone(), directory)
+            .with_recorder(Arc::new(NoopActionRecorder))
+            .with_clock(Arc::new(SystemClock)),
+        ServiceConfig::default().with_max_commit_attempts(3),
     );
     let state = AppState::new(Arc::new(service)).with_webhooks(
         WebhookAuth::new("http://localhost", SignatureCheck::Off).expect("base URL"),

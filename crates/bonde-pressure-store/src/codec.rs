@@ -325,17 +325,10 @@ pub(crate) struct EventParts {
 
 impl EventParts {
     pub fn into_event(self) -> StoredEvent {
-        StoredEvent {
-            id: self.id,
-            call_id: self.phone_call_id.map(CallId::from),
-            raw: RawEvent {
-                kind: self.kind,
-                call_sid: self.call_sid,
-                payload: self.payload,
-                sequence_number: self.sequence_number,
-                received_at: self.received_at,
-            },
-        }
+        let mut raw = RawEvent::new(self.kind, self.payload, self.received_at);
+        raw.call_sid = self.call_sid;
+        raw.sequence_number = self.sequence_number;
+        StoredEvent::new(self.id, self.phone_call_id.map(CallId::from), raw)
     }
 }
 

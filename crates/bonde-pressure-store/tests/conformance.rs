@@ -378,7 +378,7 @@ fn postgres_skip_is_printed_and_fails_in_ci() {
 /// and the plans of the store's queries.
 mod postgres_specific {
     use super::*;
-    use bonde_pressure_core::{CallStore, RawEvent, StoreError};
+    use bonde_pressure_core::{CallStore, StoreError};
     use bonde_pressure_store::EventLog;
     use conformance::{Outcome, at, build_call, raw_event};
 
@@ -390,10 +390,8 @@ mod postgres_specific {
         with_postgres(|store| async move {
             let mut call = build_call(40, at(0), Outcome::ActivistRinging);
             store.create(&call).await.unwrap();
-            let raw = RawEvent {
-                call_sid: Some("CA\0x".into()),
-                ..raw_event("status-callback", None, "Body=a\0b&x=\0", Some(1))
-            };
+            let raw = raw_event("status-callback", None, "Body=a\0b&x=\0", Some(1))
+                .with_call_sid("CA\0x");
             // A telephony error message with a NUL in it, in the facts.
             let (failed, _) = call.apply(
                 &bonde_pressure_core::CallEvent::DialFailed {

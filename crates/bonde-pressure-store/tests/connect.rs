@@ -109,13 +109,8 @@ async fn sqlite_lock_held_elsewhere_fails_commit_once_without_writing() {
         .unwrap();
     let c = call();
     store.create(&c).await.unwrap();
-    let raw = RawEvent {
-        kind: "status-callback".into(),
-        call_sid: None,
-        payload: "CallStatus=ringing".into(),
-        sequence_number: Some(1),
-        received_at: c.created_at,
-    };
+    let raw = RawEvent::new("status-callback", "CallStatus=ringing", c.created_at)
+        .with_sequence_number(1);
 
     // Another process's writer (a connection outside the store's pool).
     let mut other = SqliteConnection::connect_with(&SqliteConnectOptions::new().filename(&path))
@@ -162,12 +157,13 @@ async fn sqlite_writers_of_one_store_never_wait_on_the_busy_timeout() {
             .await
             .unwrap(),
     );
-    let raw = |i: i64| RawEvent {
-        kind: "status-callback".into(),
-        call_sid: None,
-        payload: format!("n={i}"),
-        sequence_number: Some(i),
-        received_at: Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).unwrap(),
+    let raw = |i: i64| {
+        RawEvent::new(
+            "status-callback",
+            format!("n={i}"),
+            Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).unwrap(),
+        )
+        .with_sequence_number(i)
     };
     let mut tasks = Vec::new();
     for i in 0..20_i64 {
@@ -215,13 +211,12 @@ async fn sqlite_keeps_nul_bytes_exactly() {
     use bonde_pressure_core::{CallStore, RawEvent};
     use bonde_pressure_store::EventLog;
     let store = SqliteCallStore::in_memory().await.unwrap();
-    let raw = RawEvent {
-        kind: "status-callback".into(),
-        call_sid: Some("CA\0x".into()),
-        payload: "a\0b\0".into(),
-        sequence_number: None,
-        received_at: Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).unwrap(),
-    };
+    let raw = RawEvent::new(
+        "status-callback",
+        "a\0b\0",
+        Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).unwrap(),
+    )
+    .with_call_sid("CA\0x");
     store
         .append_events(None, std::slice::from_ref(&raw))
         .await
