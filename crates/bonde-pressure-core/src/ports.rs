@@ -9,7 +9,6 @@
 //! mockall mocks (`MockTelephony`, `MockCallStore`, `MockCampaignDirectory`,
 //! `MockActionRecorder`) are generated too.
 
-use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::time::Duration;
 
@@ -17,7 +16,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::call::{AnsweredBy, Call, DetailedState, HangUp, Leg, LegStatus};
+use crate::call::{AnsweredBy, Call, HangUp, Leg, LegStatus};
 use crate::domain::{Activist, CallId, CallSid, ConferenceSid, PhoneNumber, WidgetId};
 use crate::script::CampaignSettings;
 
@@ -495,50 +494,6 @@ impl StoreError {
     }
 }
 
-/// Outcomes and durations of one widget's calls over a period.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct CallStats {
-    /// Calls created in the period.
-    pub total: u64,
-    /// Calls by detailed state.
-    pub by_state: BTreeMap<DetailedState, u64>,
-    /// Completed calls.
-    pub completed: u64,
-    /// Total talk time of completed calls, in seconds.
-    pub connected_secs: u64,
-    /// Mean talk time of completed calls with a known duration, in seconds.
-    pub average_secs: Option<f64>,
-    /// Median talk time (lower median for even counts), in seconds.
-    pub median_secs: Option<f64>,
-}
-
-impl CallStats {
-    /// Computes stats from calls (the in-memory store's implementation, and the
-    /// reference the SQL implementations are checked against).
-    pub fn from_calls<'a>(calls: impl IntoIterator<Item = &'a Call>) -> Self {
-        let mut stats = CallStats::default();
-        let mut durations = Vec::new();
-        for c in calls {
-            stats.total += 1;
-            let state = c.state();
-            *stats.by_state.entry(state).or_default() += 1;
-            if state == DetailedState::Completed {
-                stats.completed += 1;
-                if let Some(d) = c.connected_secs() {
-                    durations.push(d);
-                }
-            }
-        }
-        durations.sort_unstable();
-        stats.connected_secs = durations.iter().map(|&d| u64::from(d)).sum();
-        if !durations.is_empty() {
-            stats.average_secs = Some(stats.connected_secs as f64 / durations.len() as f64);
-            stats.median_secs = Some(f64::from(durations[(durations.len() - 1) / 2]));
-        }
-        stats
-    }
-}
-
 /// Persists calls and their event log.
 ///
 /// # What implementations must guarantee
@@ -550,8 +505,6 @@ impl CallStats {
 /// - Events keep their insertion order ([`StoredEvent::id`] increases) and
 ///   are never dropped: [`CallStore::append_events`] stores payloads for
 ///   unknown calls too (`call_id = None`).
-/// - [`CallStore::find_by_sid`] finds a call by either leg's SID once a
-///   committed version carries it.
 /// - Reads return what the last successful commit wrote (read-your-writes).
 /// - [`CallStore::list_unfinished`] lists exactly the calls that are not
 ///   [settled](Call::is_settled) as last written, terminal or not.
@@ -571,8 +524,6 @@ pub trait CallStore: Send + Sync + 'static {
     async fn create(&self, call: &Call) -> Result<(), StoreError>;
     /// Loads a call.
     async fn get(&self, id: CallId) -> Result<Option<Call>, StoreError>;
-    /// Finds the call one of whose legs has this SID.
-    async fn find_by_sid(&self, sid: &CallSid) -> Result<Option<Call>, StoreError>;
     /// Writes `call` if its version is still current, with its raw events; returns the new version.
     async fn commit(&self, call: &Call, events: &[RawEvent]) -> Result<u64, StoreError>;
     /// Appends events without changing a call (unknown calls: `call_id = None`).
@@ -629,13 +580,6 @@ pub trait CallStore: Send + Sync + 'static {
             .map(Ok)
             .collect())
     }
-    /// Stats of a widget's calls created in `[from, to)`.
-    async fn stats(
-        &self,
-        widget_id: WidgetId,
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
-    ) -> Result<CallStats, StoreError>;
     /// The calls created for the activist number `phone` strictly after
     /// `since` (their count and the oldest creation time), for the daily
     /// cap per called number. A call counts when its activist leg was

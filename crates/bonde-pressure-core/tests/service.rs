@@ -10,14 +10,14 @@ use std::sync::atomic::{AtomicU8, Ordering};
 
 use async_trait::async_trait;
 use bonde_pressure_core::call::{CallEvent, DetailedState, Leg, LegStatus, UiStatus};
-use bonde_pressure_core::ports::{CallStats, DialedLeg, StoredEvent, TargetCallRequest};
+use bonde_pressure_core::ports::{DialedLeg, StoredEvent, TargetCallRequest};
 use bonde_pressure_core::script::{ScriptMoment, VoiceInstruction};
 use bonde_pressure_core::simulated::{CommandKind, TelephonyCommand};
 use bonde_pressure_core::{
     Call, CallId, CallSid, CallStore, Clock, Dependencies, EventSink, InMemoryCallStore,
     ManualClock, MockTelephony, PressureService, RawEvent, Scenario, ScenarioPicker, ServiceConfig,
     ServiceError, StartError, StaticCampaignDirectory, StoreError, StubActionRecorder,
-    TelephonyError, WidgetId,
+    TelephonyError,
 };
 use chrono::{DateTime, Utc};
 use common::{demo_request, harness, settle};
@@ -236,9 +236,6 @@ impl CallStore for TestStore {
         tokio::task::yield_now().await;
         self.inner.get(id).await
     }
-    async fn find_by_sid(&self, sid: &CallSid) -> Result<Option<Call>, StoreError> {
-        self.inner.find_by_sid(sid).await
-    }
     async fn commit(&self, call: &Call, events: &[RawEvent]) -> Result<u64, StoreError> {
         tokio::task::yield_now().await;
         match self.commit_mode.load(Ordering::SeqCst) {
@@ -263,14 +260,6 @@ impl CallStore for TestStore {
         limit: u32,
     ) -> Result<Vec<Call>, StoreError> {
         self.inner.list_unfinished(updated_before, limit).await
-    }
-    async fn stats(
-        &self,
-        widget_id: WidgetId,
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
-    ) -> Result<CallStats, StoreError> {
-        self.inner.stats(widget_id, from, to).await
     }
 }
 
@@ -521,8 +510,9 @@ async fn telephony_receives_exactly_the_expected_requests() {
     let call = service.call(id).await.unwrap().unwrap();
     assert_eq!(call.facts.target.sid, Some(target_sid.clone()));
     assert_eq!(
-        store.find_by_sid(&target_sid).await.unwrap().unwrap().id,
-        id
+        store.get(id).await.unwrap().unwrap().facts.target.sid,
+        Some(target_sid.clone()),
+        "stored"
     );
     assert_eq!(call.state(), DetailedState::Connecting);
 }

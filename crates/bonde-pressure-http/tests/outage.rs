@@ -16,11 +16,11 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 
-use bonde_pressure_core::ports::{CallStats, StoredEvent};
+use bonde_pressure_core::ports::StoredEvent;
 use bonde_pressure_core::{
-    Call, CallId, CallSid, CallStore, Dependencies, InMemoryCallStore, NoopActionRecorder,
-    PressureService, RawEvent, ScenarioPicker, ServiceConfig, SimulatedTelephony,
-    StaticCampaignDirectory, StoreError, SystemClock, WidgetId,
+    Call, CallId, CallStore, Dependencies, InMemoryCallStore, NoopActionRecorder, PressureService,
+    RawEvent, ScenarioPicker, ServiceConfig, SimulatedTelephony, StaticCampaignDirectory,
+    StoreError, SystemClock,
 };
 use bonde_pressure_http::deadline::DeadlineStore;
 use bonde_pressure_http::{AppState, HttpOptions, SignatureCheck, WebhookAuth};
@@ -64,10 +64,6 @@ impl CallStore for OutageStore {
         self.gate().await?;
         self.inner.get(id).await
     }
-    async fn find_by_sid(&self, sid: &CallSid) -> Result<Option<Call>, StoreError> {
-        self.gate().await?;
-        self.inner.find_by_sid(sid).await
-    }
     async fn commit(&self, call: &Call, events: &[RawEvent]) -> Result<u64, StoreError> {
         self.gate().await?;
         self.inner.commit(call, events).await
@@ -91,15 +87,6 @@ impl CallStore for OutageStore {
     ) -> Result<Vec<Call>, StoreError> {
         self.gate().await?;
         self.inner.list_unfinished(updated_before, limit).await
-    }
-    async fn stats(
-        &self,
-        widget_id: WidgetId,
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
-    ) -> Result<CallStats, StoreError> {
-        self.gate().await?;
-        self.inner.stats(widget_id, from, to).await
     }
 }
 
@@ -334,9 +321,6 @@ async fn a_slow_store_within_the_deadline_still_answers() {
             tokio::time::sleep(Duration::from_millis(50)).await;
             self.0.get(id).await
         }
-        async fn find_by_sid(&self, sid: &CallSid) -> Result<Option<Call>, StoreError> {
-            self.0.find_by_sid(sid).await
-        }
         async fn commit(&self, call: &Call, events: &[RawEvent]) -> Result<u64, StoreError> {
             tokio::time::sleep(Duration::from_millis(50)).await;
             self.0.commit(call, events).await
@@ -357,14 +341,6 @@ async fn a_slow_store_within_the_deadline_still_answers() {
             limit: u32,
         ) -> Result<Vec<Call>, StoreError> {
             self.0.list_unfinished(updated_before, limit).await
-        }
-        async fn stats(
-            &self,
-            widget_id: WidgetId,
-            from: DateTime<Utc>,
-            to: DateTime<Utc>,
-        ) -> Result<CallStats, StoreError> {
-            self.0.stats(widget_id, from, to).await
         }
     }
     let service = PressureService::new(
