@@ -16,7 +16,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::call::{AnsweredBy, Call, HangUp, Leg, LegStatus};
+use crate::call::{AnsweredBy, Call, CallEvent, HangUp, Leg, LegStatus};
 use crate::domain::{Activist, CallId, CallSid, ConferenceSid, PhoneNumber, WidgetId};
 use crate::script::CampaignSettings;
 
@@ -760,6 +760,29 @@ pub enum RecorderError {
 pub trait ActionRecorder: Send + Sync + 'static {
     /// Records the action.
     async fn record(&self, action: &WidgetAction) -> Result<(), RecorderError>;
+}
+
+// ---------------------------------------------------------------- EventSink
+
+/// Receives events for calls (the simulated telephony plays its callbacks into this).
+///
+/// # What implementations must guarantee
+/// - Delivery never fails from the caller's point of view: `deliver` returns
+///   nothing, so an implementation handles (and logs) its own errors, and
+///   must not panic on an unknown call or an event that changes nothing.
+/// - Each delivered event is applied at most once per `deliver` call, with
+///   the same guarantees as [`crate::PressureService::handle`] (order-independent,
+///   effects run by the winning commit only); the raw payload, when given,
+///   is stored with it, or alone for an unknown call.
+/// - `deliver` may be called concurrently, for the same call or others, and
+///   must not block the caller for longer than handling the event takes.
+///
+/// [`crate::PressureService`] implements it by calling
+/// [`crate::PressureService::handle`].
+#[async_trait]
+pub trait EventSink: Send + Sync + 'static {
+    /// Delivers one event with its raw payload.
+    async fn deliver(&self, call_id: CallId, event: CallEvent, raw: Option<RawEvent>);
 }
 
 // -------------------------------------------------------------------- Clock

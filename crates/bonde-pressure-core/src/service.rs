@@ -20,7 +20,8 @@ use crate::fakes::NoopActionRecorder;
 use crate::limits::{Admission, InMemoryRateLimiter, LimitKey, LimitKind, Quota, RateLimiter};
 use crate::ports::{
     ActionRecorder, ActivistCallRequest, CallStore, CampaignDirectory, Clock, DirectoryError,
-    RawEvent, StoreError, SystemClock, TargetCallRequest, Telephony, TelephonyError, WidgetAction,
+    EventSink, RawEvent, StoreError, SystemClock, TargetCallRequest, Telephony, TelephonyError,
+    WidgetAction,
 };
 use crate::script::{CallerIdPolicy, CampaignSettings, ScriptMoment, VoiceScript, script_with_key};
 
@@ -522,26 +523,6 @@ impl PressureService {
             _ => event,
         }
     }
-}
-
-/// Receives events for calls (the simulated telephony plays its callbacks into this).
-///
-/// # What implementations must guarantee
-/// - Delivery never fails from the caller's point of view: `deliver` returns
-///   nothing, so an implementation handles (and logs) its own errors, and
-///   must not panic on an unknown call or an event that changes nothing.
-/// - Each delivered event is applied at most once per `deliver` call, with
-///   the same guarantees as [`PressureService::handle`] (order-independent,
-///   effects run by the winning commit only); the raw payload, when given,
-///   is stored with it, or alone for an unknown call.
-/// - `deliver` may be called concurrently, for the same call or others, and
-///   must not block the caller for longer than handling the event takes.
-///
-/// [`PressureService`] implements it by calling [`PressureService::handle`].
-#[async_trait]
-pub trait EventSink: Send + Sync + 'static {
-    /// Delivers one event with its raw payload.
-    async fn deliver(&self, call_id: CallId, event: CallEvent, raw: Option<RawEvent>);
 }
 
 /// The orchestration service: everything between the HTTP adapter and the ports.
