@@ -8,6 +8,13 @@
 //! reference implementations of those guarantees. With the `mock` feature,
 //! mockall mocks (`MockTelephony`, `MockCallStore`, `MockCampaignDirectory`,
 //! `MockActionRecorder`) are generated too.
+//!
+//! Every type here is re-exported at the crate root. The structs are
+//! `#[non_exhaustive]`: build them with `new(...)` and the `with_*`
+//! setters. A method added to a port later gets a default implementation
+//! that keeps existing implementations correct, wherever one exists (see
+//! [`Telephony::conference_participants`],
+//! [`CallStore::count_recent_calls_to`]).
 
 use std::fmt::Debug;
 use std::time::Duration;
