@@ -61,28 +61,20 @@ fn bench_handle(c: &mut Criterion) {
         std::time::Duration::ZERO,
     ));
     let service = PressureService::new(
-        Dependencies {
-            store: Arc::new(InMemoryCallStore::new()),
+        Dependencies::new(
+            Arc::new(InMemoryCallStore::new()),
             telephony,
-            directory: Arc::new(StaticCampaignDirectory::demo()),
-            recorder: Arc::new(StubActionRecorder::new()),
-            clock: Arc::new(SystemClock),
-        },
+            Arc::new(StaticCampaignDirectory::demo()),
+        )
+        .with_recorder(Arc::new(StubActionRecorder::new()))
+        .with_clock(Arc::new(SystemClock)),
         ServiceConfig::default(),
     );
-    let req = StartCallRequest {
-        widget_id: 1,
-        activist: ActivistInput {
-            name: "Ana".into(),
-            email: "ana@example.org".into(),
-            phone: "+5511912345678".into(),
-            ..Default::default()
-        },
-        target: TargetInput {
-            name: "Demo Target".into(),
-            phone: "+5561999990000".into(),
-        },
-    };
+    let req = StartCallRequest::new(
+        1,
+        ActivistInput::new("Ana", "ana@example.org", "+5511912345678"),
+        TargetInput::new("Demo Target", "+5561999990000"),
+    );
     let mut g = c.benchmark_group("service_handle");
     g.throughput(Throughput::Elements(events.len() as u64));
     g.bench_function("success_lifecycle_in_memory", |b| {

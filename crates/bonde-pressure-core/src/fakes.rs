@@ -11,7 +11,6 @@ use crate::ports::{
     ActionRecorder, CampaignDirectory, DirectoryError, RecorderError, Widget, WidgetAction,
     WidgetTarget,
 };
-use crate::script::CampaignSettings;
 
 /// A [`CampaignDirectory`] over a fixed set of widgets (a campaigns file, tests).
 #[derive(Debug, Clone, Default)]
@@ -27,7 +26,8 @@ impl StaticCampaignDirectory {
         }
     }
 
-    /// The demo campaign: widget `1`, kind `phone`, target "Demo Target" `+5561999990000`.
+    /// The demo campaign: widget `1`, a phone-pressure widget, target "Demo
+    /// Target" `+5561999990000`.
     pub fn demo() -> Self {
         Self::new([demo_widget()])
     }
@@ -65,15 +65,10 @@ impl StaticCampaignDirectory {
 
 /// The demo widget (see [`StaticCampaignDirectory::demo`]).
 pub fn demo_widget() -> Widget {
-    Widget {
-        id: WidgetId::new(1).expect("1 is a valid widget id"),
-        kind: "phone".into(),
-        targets: vec![WidgetTarget {
-            name: "Demo Target".into(),
-            phone: "+5561999990000".into(),
-        }],
-        settings: CampaignSettings::default(),
-    }
+    Widget::new(
+        WidgetId::new(1).expect("1 is a valid widget id"),
+        vec![WidgetTarget::new("Demo Target", "+5561999990000")],
+    )
 }
 
 #[async_trait]

@@ -10,7 +10,8 @@
 //!   [`DetailedState`] and [`UiStatus`] derived from them; the pure
 //!   [`call::apply`] returning the [`Effect`]s to run, each exactly once.
 //! - [`ports`]: [`Telephony`], [`CallStore`], [`CampaignDirectory`],
-//!   [`ActionRecorder`], with what implementations must guarantee.
+//!   [`ActionRecorder`], [`EventSink`], with what implementations must
+//!   guarantee.
 //! - [`limits`]: the [`RateLimiter`] port (caps on how often a number is
 //!   called, limits on start requests) and [`InMemoryRateLimiter`];
 //!   [`do_not_call`]: the
@@ -24,6 +25,12 @@
 //! - Fakes that ship with the crate: [`InMemoryCallStore`],
 //!   [`SimulatedTelephony`], [`StaticCampaignDirectory`],
 //!   [`StubActionRecorder`]; with the `mock` feature, mockall mocks of the ports.
+//!
+//! Every port trait and every type in a port's signature (requests,
+//! answers, errors) is re-exported here, at the crate root, beside its
+//! trait. Port structs are `#[non_exhaustive]`: build them with their
+//! `new(...)` constructor and `with_*` setters (or `Default`). Each change
+//! to this crate's public API is recorded in the repository's `CHANGELOG.md`.
 
 pub mod call;
 pub mod do_not_call;
@@ -45,7 +52,11 @@ pub use call::{
 };
 /// The time-zone type of [`ResultsQuery`] (re-exported `chrono_tz`).
 pub use chrono_tz::{self, Tz};
-pub use do_not_call::{DoNotCallHasher, DoNotCallList, InMemoryDoNotCallList};
+#[cfg(feature = "mock")]
+pub use do_not_call::MockDoNotCallList;
+pub use do_not_call::{
+    DoNotCallHash, DoNotCallHasher, DoNotCallList, DoNotCallSource, InMemoryDoNotCallList,
+};
 pub use domain::{
     Activist, CallId, ConferenceId, LegId, NumberPolicy, NumberRefusal, NumberType, PhoneNumber,
     Region, Target, WidgetId,
@@ -53,11 +64,17 @@ pub use domain::{
 pub use fakes::{
     ManualClock, NoopActionRecorder, StaticCampaignDirectory, StubActionRecorder, demo_widget,
 };
-pub use limits::{InMemoryRateLimiter, RateLimiter};
+#[cfg(feature = "mock")]
+pub use limits::MockRateLimiter;
+pub use limits::{
+    Admission, InMemoryRateLimiter, LimitKey, LimitKind, LimiterError, Quota, RateLimiter,
+};
 pub use memory::InMemoryCallStore;
 pub use ports::{
-    ActionRecorder, CallStore, CampaignDirectory, Clock, RawEvent, RecentCalls, StoreError,
-    SystemClock, Telephony, TelephonyError,
+    ActionRecorder, ActivistCallRequest, CallStore, CampaignDirectory, Clock, ConferenceSnapshot,
+    DialedLeg, DirectoryError, EventSink, LegSnapshot, ParticipantSnapshot, RawEvent, RecentCalls,
+    RecorderError, StoreError, StoredEvent, SystemClock, TargetCallRequest, Telephony,
+    TelephonyError, UnreadableCall, Widget, WidgetAction, WidgetTarget,
 };
 #[cfg(feature = "mock")]
 pub use ports::{MockActionRecorder, MockCallStore, MockCampaignDirectory, MockTelephony};
@@ -68,13 +85,12 @@ pub use privacy::{
     RetentionPass, RetentionReport,
 };
 pub use results::{
-    CallCursor, CampaignResults, FunnelStage, Interval, ResultsQuery, ResultsReport,
-    percentile_nearest_rank,
+    CallCursor, CampaignResults, FunnelStage, FunnelStep, Interval, ResultsQuery, ResultsReport,
+    SeriesBucket, TargetResults, percentile_nearest_rank,
 };
-pub use script::{CampaignSettings, ScriptMoment, VoiceScript};
+pub use script::{CallerIdPolicy, CampaignSettings, Messages, ScriptMoment, VoiceScript};
 pub use service::{
-    ActivistInput, Dependencies, EventSink, FieldError, HandleOutcome, PressureService,
-    ReconcileReport, ServiceConfig, ServiceError, StartCallRequest, StartError, StartedCall,
-    TargetInput,
+    ActivistInput, Dependencies, FieldError, HandleOutcome, PressureService, ReconcileReport,
+    ServiceConfig, ServiceError, StartCallRequest, StartError, StartedCall, TargetInput,
 };
 pub use simulated::{Scenario, ScenarioPicker, SimulatedTelephony};

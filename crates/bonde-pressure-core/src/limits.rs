@@ -185,6 +185,7 @@ impl RequestLimits {
 
 /// A limiter's answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Admission {
     /// Within the quota (for [`RateLimiter::charge`]: and charged).
     Admitted,

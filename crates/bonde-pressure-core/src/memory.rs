@@ -8,8 +8,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::call::Call;
-use crate::domain::{CallId, LegId, WidgetId};
-use crate::ports::{CallStats, CallStore, RawEvent, StoreError, StoredEvent};
+use crate::domain::{CallId, WidgetId};
+use crate::ports::{CallStore, RawEvent, StoreError, StoredEvent};
 use crate::privacy::{
     AuditEntry, ErasureReport, LATE_PAYLOAD_WINDOW, PersonKey, PersonalDataStore, RetentionPass,
     RetentionReport,
@@ -19,7 +19,6 @@ use crate::results::{CallCursor, CampaignResults, ResultsQuery, ResultsReport};
 #[derive(Debug, Default)]
 struct Inner {
     calls: HashMap<CallId, Call>,
-    by_leg_id: HashMap<LegId, CallId>,
     events: Vec<StoredEvent>,
     /// The last event id given (ids are never reused, even once deleted).
     last_event_id: i64,
@@ -56,15 +55,6 @@ impl Inner {
         let before = self.events.len();
         self.events.retain(|e| !doomed(e));
         (before - self.events.len()) as u64
-    }
-
-    fn index(&mut self, call: &Call) {
-        for leg_id in [&call.facts.activist.leg_id, &call.facts.target.leg_id]
-            .into_iter()
-            .flatten()
-        {
-            self.by_leg_id.insert(leg_id.clone(), call.id);
-        }
     }
 }
 
@@ -105,22 +95,12 @@ impl CallStore for InMemoryCallStore {
         if inner.calls.contains_key(&call.id) {
             return Err(StoreError::AlreadyExists);
         }
-        inner.index(call);
         inner.calls.insert(call.id, call.clone());
         Ok(())
     }
 
     async fn get(&self, id: CallId) -> Result<Option<Call>, StoreError> {
         Ok(self.lock().calls.get(&id).cloned())
-    }
-
-    async fn find_by_sid(&self, leg_id: &LegId) -> Result<Option<Call>, StoreError> {
-        let inner = self.lock();
-        Ok(inner
-            .by_leg_id
-            .get(leg_id)
-            .and_then(|id| inner.calls.get(id))
-            .cloned())
     }
 
     async fn commit(&self, call: &Call, events: &[RawEvent]) -> Result<u64, StoreError> {
@@ -136,7 +116,6 @@ impl CallStore for InMemoryCallStore {
             // for callers that loaded the erased call).
             next.erase(current.facts.erased_at.unwrap_or(call.updated_at));
         }
-        inner.index(&next);
         inner.append(Some(call.id), events);
         inner.calls.insert(call.id, next);
         Ok(call.version + 1)
@@ -182,18 +161,6 @@ impl CallStore for InMemoryCallStore {
         calls.sort_by_key(|c| (c.updated_at, c.id));
         calls.truncate(limit as usize);
         Ok(calls)
-    }
-
-    async fn stats(
-        &self,
-        widget_id: WidgetId,
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
-    ) -> Result<CallStats, StoreError> {
-        let inner = self.lock();
-        Ok(CallStats::from_calls(inner.calls.values().filter(|c| {
-            c.widget_id == widget_id && c.created_at >= from && c.created_at < to
-        })))
     }
 
     async fn count_recent_calls_to(

@@ -8,8 +8,14 @@
 //! reference implementations of those guarantees. With the `mock` feature,
 //! mockall mocks (`MockTelephony`, `MockCallStore`, `MockCampaignDirectory`,
 //! `MockActionRecorder`) are generated too.
+//!
+//! Every type here is re-exported at the crate root. The structs are
+//! `#[non_exhaustive]`: build them with `new(...)` and the `with_*`
+//! setters. A method added to a port later gets a default implementation
+//! that keeps existing implementations correct, wherever one exists (see
+//! [`Telephony::conference_participants`],
+//! [`CallStore::count_recent_calls_to`]).
 
-use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::time::Duration;
 
@@ -17,7 +23,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::call::{AnsweredBy, Call, DetailedState, HangUp, Leg, LegStatus};
+use crate::call::{AnsweredBy, Call, CallEvent, HangUp, Leg, LegStatus};
 use crate::domain::{Activist, CallId, ConferenceId, LegId, PhoneNumber, WidgetId};
 use crate::script::CampaignSettings;
 
@@ -25,6 +31,7 @@ use crate::script::CampaignSettings;
 
 /// Ask the telephony to call the activist (leg A).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ActivistCallRequest {
     /// Our call id: every callback for this leg must name it.
     pub call_id: CallId,
@@ -36,8 +43,29 @@ pub struct ActivistCallRequest {
     pub detect_machine: bool,
 }
 
+impl ActivistCallRequest {
+    /// Call `to` for call `call_id`, ringing for `timeout_secs`, without
+    /// answering-machine detection (see
+    /// [`ActivistCallRequest::with_detect_machine`]).
+    pub fn new(call_id: CallId, to: PhoneNumber, timeout_secs: u32) -> Self {
+        Self {
+            call_id,
+            to,
+            timeout_secs,
+            detect_machine: false,
+        }
+    }
+
+    /// With (or without) asynchronous answering-machine detection.
+    pub fn with_detect_machine(mut self, detect_machine: bool) -> Self {
+        self.detect_machine = detect_machine;
+        self
+    }
+}
+
 /// Ask the telephony to add the target (leg B) to the call's conference.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct TargetCallRequest {
     /// Our call id: the target joins this call's conference, and every
     /// callback for this leg must name it.
@@ -52,8 +80,37 @@ pub struct TargetCallRequest {
     pub detect_machine: bool,
 }
 
+impl TargetCallRequest {
+    /// Add `to` to call `call_id`'s conference, ringing for
+    /// `timeout_secs`, shown the service's own number, without
+    /// answering-machine detection (see the `with_*` setters).
+    pub fn new(call_id: CallId, to: PhoneNumber, timeout_secs: u32) -> Self {
+        Self {
+            call_id,
+            to,
+            caller_id: None,
+            timeout_secs,
+            detect_machine: false,
+        }
+    }
+
+    /// With this caller id shown to the target (`None`: the service's own
+    /// number).
+    pub fn with_caller_id(mut self, caller_id: impl Into<Option<PhoneNumber>>) -> Self {
+        self.caller_id = caller_id.into();
+        self
+    }
+
+    /// With (or without) asynchronous answering-machine detection.
+    pub fn with_detect_machine(mut self, detect_machine: bool) -> Self {
+        self.detect_machine = detect_machine;
+        self
+    }
+}
+
 /// A leg the telephony accepted to place.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct DialedLeg {
     /// The provider's id of the leg.
     pub leg_id: LegId,
@@ -61,8 +118,26 @@ pub struct DialedLeg {
     pub status: Option<LegStatus>,
 }
 
+impl DialedLeg {
+    /// The leg `leg_id`, with no status in the answer (see
+    /// [`DialedLeg::with_status`]).
+    pub fn new(leg_id: LegId) -> Self {
+        Self {
+            leg_id,
+            status: None,
+        }
+    }
+
+    /// With the status the provider answered (if any).
+    pub fn with_status(mut self, status: impl Into<Option<LegStatus>>) -> Self {
+        self.status = status.into();
+        self
+    }
+}
+
 /// A leg as the provider sees it now (for reconciliation).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct LegSnapshot {
     /// The provider's id of the leg.
     pub leg_id: LegId,
@@ -75,6 +150,38 @@ pub struct LegSnapshot {
     /// When the leg ended, as the provider recorded it (a terminal leg
     /// fetched long after it ended keeps its real end time, not the fetch's).
     pub ended_at: Option<DateTime<Utc>>,
+}
+
+impl LegSnapshot {
+    /// The leg `leg_id` in `status`, nothing else known (see the `with_*`
+    /// setters).
+    pub fn new(leg_id: LegId, status: LegStatus) -> Self {
+        Self {
+            leg_id,
+            status,
+            duration_secs: None,
+            answered_by: None,
+            ended_at: None,
+        }
+    }
+
+    /// With its duration in seconds (if known).
+    pub fn with_duration_secs(mut self, duration_secs: impl Into<Option<u32>>) -> Self {
+        self.duration_secs = duration_secs.into();
+        self
+    }
+
+    /// With its answering-machine verdict (if known).
+    pub fn with_answered_by(mut self, answered_by: impl Into<Option<AnsweredBy>>) -> Self {
+        self.answered_by = answered_by.into();
+        self
+    }
+
+    /// With the provider's end time (if known).
+    pub fn with_ended_at(mut self, ended_at: impl Into<Option<DateTime<Utc>>>) -> Self {
+        self.ended_at = ended_at.into();
+        self
+    }
 }
 
 /// One participant of a conference as the provider lists it now (for
@@ -473,6 +580,7 @@ pub trait Telephony: Send + Sync + 'static {
 /// `Debug` shows the payload's length, never its contents: payloads carry
 /// phone numbers (`From`, `To`) and what the activist said.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct RawEvent {
     /// What it is: the route or report kind (`status-callback`, `conference-callback`...).
     pub kind: String,
@@ -499,8 +607,39 @@ impl Debug for RawEvent {
     }
 }
 
+impl RawEvent {
+    /// A payload of `kind` received at `received_at`, naming no leg id
+    /// and no sequence number (see the `with_*` setters).
+    pub fn new(
+        kind: impl Into<String>,
+        payload: impl Into<String>,
+        received_at: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            kind: kind.into(),
+            leg_id: None,
+            payload: payload.into(),
+            sequence_number: None,
+            received_at,
+        }
+    }
+
+    /// With the provider's leg id the payload names (as text, unchecked).
+    pub fn with_leg_id(mut self, leg_id: impl Into<String>) -> Self {
+        self.leg_id = Some(leg_id.into());
+        self
+    }
+
+    /// With the provider's sequence number (if any).
+    pub fn with_sequence_number(mut self, sequence_number: impl Into<Option<i64>>) -> Self {
+        self.sequence_number = sequence_number.into();
+        self
+    }
+}
+
 /// A [`RawEvent`] as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct StoredEvent {
     /// Store-assigned id, increasing in insertion order.
     pub id: i64,
@@ -508,6 +647,13 @@ pub struct StoredEvent {
     pub call_id: Option<CallId>,
     /// The event.
     pub raw: RawEvent,
+}
+
+impl StoredEvent {
+    /// Event `id` of call `call_id` (`None`: stored for no call).
+    pub fn new(id: i64, call_id: Option<CallId>, raw: RawEvent) -> Self {
+        Self { id, call_id, raw }
+    }
 }
 
 /// A stored call that cannot be decoded (a damaged row): that call's
@@ -566,50 +712,6 @@ impl StoreError {
     }
 }
 
-/// Outcomes and durations of one widget's calls over a period.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct CallStats {
-    /// Calls created in the period.
-    pub total: u64,
-    /// Calls by detailed state.
-    pub by_state: BTreeMap<DetailedState, u64>,
-    /// Completed calls.
-    pub completed: u64,
-    /// Total talk time of completed calls, in seconds.
-    pub connected_secs: u64,
-    /// Mean talk time of completed calls with a known duration, in seconds.
-    pub average_secs: Option<f64>,
-    /// Median talk time (lower median for even counts), in seconds.
-    pub median_secs: Option<f64>,
-}
-
-impl CallStats {
-    /// Computes stats from calls (the in-memory store's implementation, and the
-    /// reference the SQL implementations are checked against).
-    pub fn from_calls<'a>(calls: impl IntoIterator<Item = &'a Call>) -> Self {
-        let mut stats = CallStats::default();
-        let mut durations = Vec::new();
-        for c in calls {
-            stats.total += 1;
-            let state = c.state();
-            *stats.by_state.entry(state).or_default() += 1;
-            if state == DetailedState::Completed {
-                stats.completed += 1;
-                if let Some(d) = c.connected_secs() {
-                    durations.push(d);
-                }
-            }
-        }
-        durations.sort_unstable();
-        stats.connected_secs = durations.iter().map(|&d| u64::from(d)).sum();
-        if !durations.is_empty() {
-            stats.average_secs = Some(stats.connected_secs as f64 / durations.len() as f64);
-            stats.median_secs = Some(f64::from(durations[(durations.len() - 1) / 2]));
-        }
-        stats
-    }
-}
-
 /// Persists calls and their event log.
 ///
 /// # What implementations must guarantee
@@ -621,8 +723,6 @@ impl CallStats {
 /// - Events keep their insertion order ([`StoredEvent::id`] increases) and
 ///   are never dropped: [`CallStore::append_events`] stores payloads for
 ///   unknown calls too (`call_id = None`).
-/// - [`CallStore::find_by_sid`] finds a call by either leg's provider id
-///   ([`LegId`]) once a committed version carries it.
 /// - Reads return what the last successful commit wrote (read-your-writes).
 /// - [`CallStore::list_unfinished`] lists exactly the calls that are not
 ///   [settled](Call::is_settled) as last written, terminal or not.
@@ -642,8 +742,6 @@ pub trait CallStore: Send + Sync + 'static {
     async fn create(&self, call: &Call) -> Result<(), StoreError>;
     /// Loads a call.
     async fn get(&self, id: CallId) -> Result<Option<Call>, StoreError>;
-    /// Finds the call one of whose legs has this provider id.
-    async fn find_by_sid(&self, sid: &LegId) -> Result<Option<Call>, StoreError>;
     /// Writes `call` if its version is still current, with its raw events; returns the new version.
     async fn commit(&self, call: &Call, events: &[RawEvent]) -> Result<u64, StoreError>;
     /// Appends events without changing a call (unknown calls: `call_id = None`).
@@ -700,13 +798,6 @@ pub trait CallStore: Send + Sync + 'static {
             .map(Ok)
             .collect())
     }
-    /// Stats of a widget's calls created in `[from, to)`.
-    async fn stats(
-        &self,
-        widget_id: WidgetId,
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
-    ) -> Result<CallStats, StoreError>;
     /// The calls created for the activist number `phone` strictly after
     /// `since` (their count and the oldest creation time), for the daily
     /// cap per called number. A call counts when its activist leg was
@@ -749,6 +840,7 @@ impl RecentCalls {
 
 /// A target as the widget's settings list it (free text, not yet validated).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct WidgetTarget {
     /// Name.
     pub name: String,
@@ -756,18 +848,63 @@ pub struct WidgetTarget {
     pub phone: String,
 }
 
+impl WidgetTarget {
+    /// A target named `name` at `phone` (as typed).
+    pub fn new(name: impl Into<String>, phone: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            phone: phone.into(),
+        }
+    }
+}
+
 /// A campaign widget.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Widget {
     /// Its id.
     pub id: WidgetId,
-    /// Its kind; only `phone` widgets can start calls.
-    pub kind: String,
+    /// Whether it runs phone pressure. A directory whose platform has other
+    /// kinds of widget answers `false` for them (BONDE: any `kind` but
+    /// `phone`), and the service refuses to start calls on them
+    /// ([`crate::StartError::WidgetNotPhone`]). Default `true`.
+    #[serde(default = "phone_pressure_by_default")]
+    pub phone_pressure: bool,
     /// The targets activists may call.
     pub targets: Vec<WidgetTarget>,
     /// Voice, messages and policies for its calls.
     #[serde(default)]
     pub settings: CampaignSettings,
+}
+
+fn phone_pressure_by_default() -> bool {
+    true
+}
+
+impl Widget {
+    /// A phone-pressure widget with these targets and the default
+    /// [`CampaignSettings`] (see the `with_*` setters).
+    pub fn new(id: WidgetId, targets: Vec<WidgetTarget>) -> Self {
+        Self {
+            id,
+            phone_pressure: true,
+            targets,
+            settings: CampaignSettings::default(),
+        }
+    }
+
+    /// With these settings.
+    pub fn with_settings(mut self, settings: CampaignSettings) -> Self {
+        self.settings = settings;
+        self
+    }
+
+    /// Runs phone pressure (`true`, the default) or not (another kind of
+    /// widget of the platform: starting a call on it is refused).
+    pub fn with_phone_pressure(mut self, phone_pressure: bool) -> Self {
+        self.phone_pressure = phone_pressure;
+        self
+    }
 }
 
 /// Why the directory failed.
@@ -793,6 +930,10 @@ impl DirectoryError {
 /// # What implementations must guarantee
 /// - `Ok(None)` means the widget does not exist; errors mean "could not tell"
 ///   (the service answers 5xx-ish for those, "Widget not found." for `None`).
+/// - A widget that exists but is not a phone-pressure widget (the platform's
+///   own rule, e.g. BONDE's `kind`) is returned with
+///   [`Widget::phone_pressure`] `false` (the service answers "Widget is not a
+///   'phone' kind."), not as `None`.
 /// - Targets are returned as configured; the service compares normalised numbers.
 #[cfg_attr(feature = "mock", mockall::automock)]
 #[async_trait]
@@ -805,6 +946,7 @@ pub trait CampaignDirectory: Send + Sync + 'static {
 
 /// A pressure action to record in the campaign platform.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct WidgetAction {
     /// The widget.
     pub widget_id: WidgetId,
@@ -812,6 +954,17 @@ pub struct WidgetAction {
     pub call_id: CallId,
     /// Who acted.
     pub activist: Activist,
+}
+
+impl WidgetAction {
+    /// `activist` acted on widget `widget_id` with call `call_id`.
+    pub fn new(widget_id: WidgetId, call_id: CallId, activist: Activist) -> Self {
+        Self {
+            widget_id,
+            call_id,
+            activist,
+        }
+    }
 }
 
 /// Why recording failed.
@@ -843,6 +996,29 @@ impl RecorderError {
 pub trait ActionRecorder: Send + Sync + 'static {
     /// Records the action.
     async fn record(&self, action: &WidgetAction) -> Result<(), RecorderError>;
+}
+
+// ---------------------------------------------------------------- EventSink
+
+/// Receives events for calls (the simulated telephony plays its callbacks into this).
+///
+/// # What implementations must guarantee
+/// - Delivery never fails from the caller's point of view: `deliver` returns
+///   nothing, so an implementation handles (and logs) its own errors, and
+///   must not panic on an unknown call or an event that changes nothing.
+/// - Each delivered event is applied at most once per `deliver` call, with
+///   the same guarantees as [`crate::PressureService::handle`] (order-independent,
+///   effects run by the winning commit only); the raw payload, when given,
+///   is stored with it, or alone for an unknown call.
+/// - `deliver` may be called concurrently, for the same call or others, and
+///   must not block the caller for longer than handling the event takes.
+///
+/// [`crate::PressureService`] implements it by calling
+/// [`crate::PressureService::handle`].
+#[async_trait]
+pub trait EventSink: Send + Sync + 'static {
+    /// Delivers one event with its raw payload.
+    async fn deliver(&self, call_id: CallId, event: CallEvent, raw: Option<RawEvent>);
 }
 
 // -------------------------------------------------------------------- Clock

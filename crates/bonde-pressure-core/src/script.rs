@@ -9,6 +9,7 @@ use crate::domain::CallId;
 /// Whose number the target sees.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum CallerIdPolicy {
     /// The service's own number.
     #[default]
@@ -22,8 +23,12 @@ pub enum CallerIdPolicy {
 /// `{do_not_call}` is replaced by [`Messages::do_not_call`] when a
 /// do-not-call key is configured and by nothing when it is off, and
 /// `{do_not_call_key}` (in either text) by the configured key.
+///
+/// Built from [`Messages::default`] and the `with_*` setters (or by
+/// assigning its fields).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
+#[non_exhaustive]
 pub struct Messages {
     /// Played when the activist answers, inside the confirmation prompt.
     pub greeting: String,
@@ -77,9 +82,81 @@ impl Default for Messages {
     }
 }
 
+impl Messages {
+    /// With this [`Self::greeting`].
+    pub fn with_greeting(mut self, greeting: impl Into<String>) -> Self {
+        self.greeting = greeting.into();
+        self
+    }
+
+    /// With this [`Self::do_not_call`].
+    pub fn with_do_not_call(mut self, do_not_call: impl Into<String>) -> Self {
+        self.do_not_call = do_not_call.into();
+        self
+    }
+
+    /// With this [`Self::no_input`].
+    pub fn with_no_input(mut self, no_input: impl Into<String>) -> Self {
+        self.no_input = no_input.into();
+        self
+    }
+
+    /// With this [`Self::connecting`].
+    pub fn with_connecting(mut self, connecting: impl Into<String>) -> Self {
+        self.connecting = connecting.into();
+        self
+    }
+
+    /// With this [`Self::completed`].
+    pub fn with_completed(mut self, completed: impl Into<String>) -> Self {
+        self.completed = completed.into();
+        self
+    }
+
+    /// With this [`Self::target_busy`].
+    pub fn with_target_busy(mut self, target_busy: impl Into<String>) -> Self {
+        self.target_busy = target_busy.into();
+        self
+    }
+
+    /// With this [`Self::target_no_answer`].
+    pub fn with_target_no_answer(mut self, target_no_answer: impl Into<String>) -> Self {
+        self.target_no_answer = target_no_answer.into();
+        self
+    }
+
+    /// With this [`Self::failed`].
+    pub fn with_failed(mut self, failed: impl Into<String>) -> Self {
+        self.failed = failed.into();
+        self
+    }
+
+    /// With this [`Self::unavailable`].
+    pub fn with_unavailable(mut self, unavailable: impl Into<String>) -> Self {
+        self.unavailable = unavailable.into();
+        self
+    }
+
+    /// With this [`Self::opted_out`].
+    pub fn with_opted_out(mut self, opted_out: impl Into<String>) -> Self {
+        self.opted_out = opted_out.into();
+        self
+    }
+
+    /// With this [`Self::target_limited`].
+    pub fn with_target_limited(mut self, target_limited: impl Into<String>) -> Self {
+        self.target_limited = target_limited.into();
+        self
+    }
+}
+
 /// How a campaign's calls sound and behave.
+///
+/// Built from [`CampaignSettings::default`] and the `with_*` setters (or by
+/// assigning its fields).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
+#[non_exhaustive]
 pub struct CampaignSettings {
     /// Text-to-speech voice (Twilio: `Polly.Camila`).
     pub voice: String,
@@ -117,6 +194,62 @@ impl Default for CampaignSettings {
     }
 }
 
+impl CampaignSettings {
+    /// With this [`Self::voice`].
+    pub fn with_voice(mut self, voice: impl Into<String>) -> Self {
+        self.voice = voice.into();
+        self
+    }
+
+    /// With this [`Self::language`].
+    pub fn with_language(mut self, language: impl Into<String>) -> Self {
+        self.language = language.into();
+        self
+    }
+
+    /// With this [`Self::messages`].
+    pub fn with_messages(mut self, messages: Messages) -> Self {
+        self.messages = messages;
+        self
+    }
+
+    /// With this [`Self::caller_id`].
+    pub fn with_caller_id(mut self, caller_id: CallerIdPolicy) -> Self {
+        self.caller_id = caller_id;
+        self
+    }
+
+    /// With this [`Self::activist_timeout_secs`].
+    pub fn with_activist_timeout_secs(mut self, activist_timeout_secs: u32) -> Self {
+        self.activist_timeout_secs = activist_timeout_secs;
+        self
+    }
+
+    /// With this [`Self::target_timeout_secs`].
+    pub fn with_target_timeout_secs(mut self, target_timeout_secs: u32) -> Self {
+        self.target_timeout_secs = target_timeout_secs;
+        self
+    }
+
+    /// With this [`Self::confirm_timeout_secs`].
+    pub fn with_confirm_timeout_secs(mut self, confirm_timeout_secs: u32) -> Self {
+        self.confirm_timeout_secs = confirm_timeout_secs;
+        self
+    }
+
+    /// With this [`Self::hold_music_url`] (`None`: silence).
+    pub fn with_hold_music_url(mut self, url: impl Into<Option<String>>) -> Self {
+        self.hold_music_url = url.into();
+        self
+    }
+
+    /// With (or without) answering-machine detection on both legs.
+    pub fn with_detect_machines(mut self, detect_machines: bool) -> Self {
+        self.detect_machines = detect_machines;
+        self
+    }
+}
+
 /// The moments at which the telephony asks what to play.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -131,6 +264,7 @@ pub enum ScriptMoment {
 
 /// Something said.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Speech {
     /// The text.
     pub text: String,
@@ -138,6 +272,21 @@ pub struct Speech {
     pub voice: String,
     /// The language.
     pub language: String,
+}
+
+impl Speech {
+    /// `text`, said in `voice` and `language`.
+    pub fn new(
+        text: impl Into<String>,
+        voice: impl Into<String>,
+        language: impl Into<String>,
+    ) -> Self {
+        Self {
+            text: text.into(),
+            voice: voice.into(),
+            language: language.into(),
+        }
+    }
 }
 
 /// One instruction of a voice script.
@@ -186,11 +335,22 @@ pub enum VoiceInstruction {
 
 /// What to play to the activist at one moment of one call.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct VoiceScript {
     /// The call.
     pub call_id: CallId,
     /// In order.
     pub instructions: Vec<VoiceInstruction>,
+}
+
+impl VoiceScript {
+    /// These instructions, for call `call_id`.
+    pub fn new(call_id: CallId, instructions: Vec<VoiceInstruction>) -> Self {
+        Self {
+            call_id,
+            instructions,
+        }
+    }
 }
 
 /// The do-not-call key [`script_for`] announces: the default of

@@ -17,17 +17,23 @@ use crate::domain::{
     Activist, CallId, Email, LegId, NumberPolicy, NumberRefusal, NumberType, PersonName,
     PhoneNumber, Region, Target, WidgetId, mask_phone,
 };
+use crate::fakes::NoopActionRecorder;
 use crate::limits::{
     Admission, InMemoryRateLimiter, LimitKey, LimitKind, Quota, RateLimiter, RequestLimits,
 };
 use crate::ports::{
     ActionRecorder, ActivistCallRequest, CallStore, CampaignDirectory, Clock, DirectoryError,
-    RawEvent, StoreError, TargetCallRequest, Telephony, TelephonyError, WidgetAction,
+    EventSink, RawEvent, StoreError, SystemClock, TargetCallRequest, Telephony, TelephonyError,
+    WidgetAction,
 };
 use crate::script::{CallerIdPolicy, CampaignSettings, ScriptMoment, VoiceScript, script_with_key};
 
 /// Tunables of the service.
+///
+/// Built from [`ServiceConfig::default`] and the `with_*` setters (or by
+/// assigning its fields).
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ServiceConfig {
     /// Region for numbers typed without a country code.
     pub default_region: Region,
@@ -69,6 +75,66 @@ impl ServiceConfig {
             self.allowed_country_codes.clone(),
         )
     }
+
+    /// With this [`ServiceConfig::default_region`].
+    pub fn with_default_region(mut self, region: Region) -> Self {
+        self.default_region = region;
+        self
+    }
+
+    /// With these [`ServiceConfig::allowed_country_codes`] (empty: any).
+    pub fn with_allowed_country_codes(mut self, codes: impl Into<Vec<u16>>) -> Self {
+        self.allowed_country_codes = codes.into();
+        self
+    }
+
+    /// With these [`ServiceConfig::allowed_number_types`].
+    pub fn with_allowed_number_types(mut self, types: impl Into<Vec<NumberType>>) -> Self {
+        self.allowed_number_types = types.into();
+        self
+    }
+
+    /// With this [`ServiceConfig::max_commit_attempts`].
+    pub fn with_max_commit_attempts(mut self, attempts: u32) -> Self {
+        self.max_commit_attempts = attempts;
+        self
+    }
+
+    /// With this [`ServiceConfig::stale_after`].
+    pub fn with_stale_after(mut self, stale_after: Duration) -> Self {
+        self.stale_after = stale_after;
+        self
+    }
+
+    /// With this [`ServiceConfig::expire_after`].
+    pub fn with_expire_after(mut self, expire_after: Duration) -> Self {
+        self.expire_after = expire_after;
+        self
+    }
+
+    /// With this [`ServiceConfig::machine_verdict_grace`].
+    pub fn with_machine_verdict_grace(mut self, grace: Duration) -> Self {
+        self.machine_verdict_grace = grace;
+        self
+    }
+
+    /// With this cap on calls per activist number (`None`: no cap).
+    pub fn with_activist_calls(mut self, quota: impl Into<Option<Quota>>) -> Self {
+        self.activist_calls = quota.into();
+        self
+    }
+
+    /// With this cap on dials per target (`None`: no cap).
+    pub fn with_target_dials(mut self, quota: impl Into<Option<Quota>>) -> Self {
+        self.target_dials = quota.into();
+        self
+    }
+
+    /// With this do-not-call key (`None`: disabled).
+    pub fn with_do_not_call_digit(mut self, key: impl Into<Option<char>>) -> Self {
+        self.do_not_call_digit = key.into();
+        self
+    }
 }
 
 impl Default for ServiceConfig {
@@ -90,6 +156,7 @@ impl Default for ServiceConfig {
 
 /// The ports the service runs on.
 #[derive(Clone)]
+#[non_exhaustive]
 pub struct Dependencies {
     /// Persistence.
     pub store: Arc<dyn CallStore>,
@@ -103,10 +170,41 @@ pub struct Dependencies {
     pub clock: Arc<dyn Clock>,
 }
 
+impl Dependencies {
+    /// These ports, with no action recording ([`NoopActionRecorder`]) and
+    /// the system clock ([`SystemClock`]); see the `with_*` setters.
+    pub fn new(
+        store: Arc<dyn CallStore>,
+        telephony: Arc<dyn Telephony>,
+        directory: Arc<dyn CampaignDirectory>,
+    ) -> Self {
+        Self {
+            store,
+            telephony,
+            directory,
+            recorder: Arc::new(NoopActionRecorder),
+            clock: Arc::new(SystemClock),
+        }
+    }
+
+    /// With this action recorder.
+    pub fn with_recorder(mut self, recorder: Arc<dyn ActionRecorder>) -> Self {
+        self.recorder = recorder;
+        self
+    }
+
+    /// With this clock.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+}
+
 /// The activist as the form sends it (unvalidated).
 ///
 /// `Debug` masks the phone number and the e-mail (only its domain shows).
 #[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct ActivistInput {
     /// Full name.
     pub name: String,
@@ -122,10 +220,41 @@ pub struct ActivistInput {
     pub phone: String,
 }
 
+impl ActivistInput {
+    /// An activist with these name, e-mail and phone, without first or
+    /// last name (see the `with_*` setters).
+    pub fn new(
+        name: impl Into<String>,
+        email: impl Into<String>,
+        phone: impl Into<String>,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            first_name: None,
+            last_name: None,
+            email: email.into(),
+            phone: phone.into(),
+        }
+    }
+
+    /// With this first name.
+    pub fn with_first_name(mut self, first_name: impl Into<String>) -> Self {
+        self.first_name = Some(first_name.into());
+        self
+    }
+
+    /// With this last name.
+    pub fn with_last_name(mut self, last_name: impl Into<String>) -> Self {
+        self.last_name = Some(last_name.into());
+        self
+    }
+}
+
 /// The target as the form sends it (unvalidated).
 ///
 /// `Debug` masks the phone number.
 #[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct TargetInput {
     /// Name.
     pub name: String,
@@ -133,10 +262,21 @@ pub struct TargetInput {
     pub phone: String,
 }
 
+impl TargetInput {
+    /// A target with this name and phone.
+    pub fn new(name: impl Into<String>, phone: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            phone: phone.into(),
+        }
+    }
+}
+
 /// `POST /v1/phone/call`'s body.
 ///
 /// `Debug` masks phone numbers and e-mails (see [`ActivistInput`], [`TargetInput`]).
 #[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct StartCallRequest {
     /// The widget.
     pub widget_id: i64,
@@ -144,6 +284,17 @@ pub struct StartCallRequest {
     pub activist: ActivistInput,
     /// Whom.
     pub target: TargetInput,
+}
+
+impl StartCallRequest {
+    /// `activist` asks to call `target` from widget `widget_id`.
+    pub fn new(widget_id: i64, activist: ActivistInput, target: TargetInput) -> Self {
+        Self {
+            widget_id,
+            activist,
+            target,
+        }
+    }
 }
 
 /// An unvalidated e-mail for debug output: only the domain shows.
@@ -187,6 +338,7 @@ impl std::fmt::Debug for StartCallRequest {
 
 /// One invalid field: `loc` is its path (`["activist", "phone"]`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct FieldError {
     /// Path of the field.
     pub loc: Vec<String>,
@@ -198,7 +350,8 @@ pub struct FieldError {
 }
 
 impl FieldError {
-    fn new(loc: &[&str], msg: impl ToString, kind: &str) -> Self {
+    /// The field at `loc` is wrong: `msg`, of kind `kind`.
+    pub fn new(loc: &[&str], msg: impl ToString, kind: &str) -> Self {
         Self {
             loc: loc.iter().map(|s| s.to_string()).collect(),
             msg: msg.to_string(),
@@ -283,6 +436,7 @@ pub enum ServiceError {
 
 /// A started call (`POST /v1/phone/call`'s answer).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct StartedCall {
     /// Our id.
     pub call_id: CallId,
@@ -294,8 +448,34 @@ pub struct StartedCall {
     pub leg_status: Option<LegStatus>,
 }
 
+impl StartedCall {
+    /// Call `call_id`, shown as `status`, its activist leg not known (see
+    /// the `with_*` setters).
+    pub fn new(call_id: CallId, status: UiStatus) -> Self {
+        Self {
+            call_id,
+            status,
+            leg_id: None,
+            leg_status: None,
+        }
+    }
+
+    /// With the activist leg's provider id (if known).
+    pub fn with_leg_id(mut self, leg_id: impl Into<Option<LegId>>) -> Self {
+        self.leg_id = leg_id.into();
+        self
+    }
+
+    /// With the activist leg's status as the telephony answered (if any).
+    pub fn with_leg_status(mut self, status: impl Into<Option<LegStatus>>) -> Self {
+        self.leg_status = status.into();
+        self
+    }
+}
+
 /// What handling one event led to.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct HandleOutcome {
     /// The call as committed.
     pub call: Call,
@@ -303,8 +483,19 @@ pub struct HandleOutcome {
     pub effects: Vec<Effect>,
 }
 
+impl HandleOutcome {
+    /// `call` as committed, after `effects`.
+    pub fn new(call: Call, effects: Vec<Effect>) -> Self {
+        Self { call, effects }
+    }
+}
+
 /// What a reconciliation pass did.
+///
+/// Starts from [`ReconcileReport::default`] (all zero); its fields are
+/// counters.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ReconcileReport {
     /// Unfinished stale calls looked at.
     pub examined: usize,
@@ -350,26 +541,6 @@ impl PressureService {
             _ => event,
         }
     }
-}
-
-/// Receives events for calls (the simulated telephony plays its callbacks into this).
-///
-/// # What implementations must guarantee
-/// - Delivery never fails from the caller's point of view: `deliver` returns
-///   nothing, so an implementation handles (and logs) its own errors, and
-///   must not panic on an unknown call or an event that changes nothing.
-/// - Each delivered event is applied at most once per `deliver` call, with
-///   the same guarantees as [`PressureService::handle`] (order-independent,
-///   effects run by the winning commit only); the raw payload, when given,
-///   is stored with it, or alone for an unknown call.
-/// - `deliver` may be called concurrently, for the same call or others, and
-///   must not block the caller for longer than handling the event takes.
-///
-/// [`PressureService`] implements it by calling [`PressureService::handle`].
-#[async_trait]
-pub trait EventSink: Send + Sync + 'static {
-    /// Delivers one event with its raw payload.
-    async fn deliver(&self, call_id: CallId, event: CallEvent, raw: Option<RawEvent>);
 }
 
 /// The orchestration service: everything between the HTTP adapter and the ports.
@@ -723,7 +894,7 @@ impl PressureService {
             .widget(widget_id)
             .await?
             .ok_or(StartError::WidgetNotFound)?;
-        if widget.kind != "phone" {
+        if !widget.phone_pressure {
             return Err(StartError::WidgetNotPhone);
         }
         let configured = widget

@@ -15,11 +15,11 @@ use chrono::Utc;
 
 use crate::call::{AnsweredBy, CallEvent, Confirmation, DetailedState, HangUp, Leg, LegStatus};
 use crate::domain::{CallId, ConferenceId, LegId, PhoneNumber};
+use crate::ports::EventSink;
 use crate::ports::{
     ActivistCallRequest, ConferenceSnapshot, DialedLeg, LegSnapshot, ParticipantSnapshot, RawEvent,
     TargetCallRequest, Telephony, TelephonyError,
 };
-use crate::service::EventSink;
 
 /// A scripted lifecycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -28,13 +28,13 @@ fn harness_config(config: ServiceConfig, tick: Duration) -> (Harness, Arc<Manual
     let store = Arc::new(InMemoryCallStore::new());
     let recorder = Arc::new(StubActionRecorder::new());
     let service = Arc::new(PressureService::new(
-        Dependencies {
-            store: store.clone(),
-            telephony: telephony.clone(),
-            directory: Arc::new(StaticCampaignDirectory::demo()),
-            recorder: recorder.clone(),
-            clock: clock.clone(),
-        },
+        Dependencies::new(
+            store.clone(),
+            telephony.clone(),
+            Arc::new(StaticCampaignDirectory::demo()),
+        )
+        .with_recorder(recorder.clone())
+        .with_clock(clock.clone()),
         config,
     ));
     let sink: Arc<dyn EventSink> = service.clone();
@@ -70,10 +70,7 @@ fn with_activist(phone: &str) -> bonde_pressure_core::StartCallRequest {
 /// refused with a field error, and nothing is called.
 #[tokio::test]
 async fn the_number_policy_refuses_costly_numbers_and_junk() {
-    let any_country = ServiceConfig {
-        allowed_country_codes: vec![],
-        ..ServiceConfig::default()
-    };
+    let any_country = ServiceConfig::default().with_allowed_country_codes(vec![]);
     let (h, _) = harness_config(any_country, Duration::from_secs(3600));
     for (phone, kind) in [
         ("0900 123 4567", "value_error.phone.type"),
@@ -103,10 +100,7 @@ async fn the_number_policy_refuses_costly_numbers_and_junk() {
     assert!(h.telephony.commands().is_empty(), "nothing was called");
 
     // An explicitly listed non-geographic code is allowed.
-    let listed = ServiceConfig {
-        allowed_country_codes: vec![55, 881],
-        ..ServiceConfig::default()
-    };
+    let listed = ServiceConfig::default().with_allowed_country_codes(vec![55, 881]);
     let (h, _) = harness_config(listed, Duration::from_secs(3600));
     h.service
         .start(&with_activist("+881 612345678"))
@@ -114,10 +108,8 @@ async fn the_number_policy_refuses_costly_numbers_and_junk() {
         .unwrap();
 
     // A type can be allowed by configuration.
-    let toll_free_ok = ServiceConfig {
-        allowed_number_types: bonde_pressure_core::NumberType::ALL.to_vec(),
-        ..ServiceConfig::default()
-    };
+    let toll_free_ok = ServiceConfig::default()
+        .with_allowed_number_types(bonde_pressure_core::NumberType::ALL.to_vec());
     let (h, _) = harness_config(toll_free_ok, Duration::from_secs(3600));
     h.service
         .start(&with_activist("0800 123 4567"))
@@ -130,23 +122,18 @@ async fn the_number_policy_refuses_costly_numbers_and_junk() {
 async fn a_target_failing_the_policy_is_refused() {
     use bonde_pressure_core::ports::{Widget, WidgetTarget};
     let (h, _) = harness_config(ServiceConfig::default(), Duration::from_secs(3600));
-    let widget = Widget {
-        id: bonde_pressure_core::WidgetId::new(7).unwrap(),
-        kind: "phone".into(),
-        targets: vec![WidgetTarget {
-            name: "Premium".into(),
-            phone: "+55 500 123456".into(),
-        }],
-        settings: Default::default(),
-    };
+    let widget = Widget::new(
+        bonde_pressure_core::WidgetId::new(7).unwrap(),
+        vec![WidgetTarget::new("Premium", "+55 500 123456")],
+    );
     let service = PressureService::new(
-        Dependencies {
-            store: h.store.clone(),
-            telephony: h.telephony.clone(),
-            directory: Arc::new(StaticCampaignDirectory::new(vec![widget])),
-            recorder: h.recorder.clone(),
-            clock: Arc::new(bonde_pressure_core::SystemClock),
-        },
+        Dependencies::new(
+            h.store.clone(),
+            h.telephony.clone(),
+            Arc::new(StaticCampaignDirectory::new(vec![widget])),
+        )
+        .with_recorder(h.recorder.clone())
+        .with_clock(Arc::new(bonde_pressure_core::SystemClock)),
         ServiceConfig::default(),
     );
     let mut req = demo_request();
@@ -165,10 +152,7 @@ async fn a_target_failing_the_policy_is_refused() {
 #[tokio::test]
 async fn the_greeting_announces_the_configured_key_or_none() {
     async fn greet_and_press(key: Option<char>, press: &str) -> (String, bool, bool) {
-        let config = ServiceConfig {
-            do_not_call_digit: key,
-            ..ServiceConfig::default()
-        };
+        let config = ServiceConfig::default().with_do_not_call_digit(key);
         let (h, _) = harness_config(config, Duration::from_secs(3600));
         let id = h.service.start(&demo_request()).await.unwrap().call_id;
         let greeting = h
@@ -226,19 +210,16 @@ fn with_flaky_list(
     ));
     let list = Arc::new(InMemoryDoNotCallList::new());
     list.fail_next_adds(failures);
-    let config = ServiceConfig {
-        stale_after: Duration::ZERO,
-        ..ServiceConfig::default()
-    };
+    let config = ServiceConfig::default().with_stale_after(Duration::ZERO);
     let service = Arc::new(
         PressureService::new(
-            Dependencies {
-                store: Arc::new(InMemoryCallStore::new()),
-                telephony: telephony.clone(),
-                directory: Arc::new(StaticCampaignDirectory::demo()),
-                recorder: Arc::new(StubActionRecorder::new()),
-                clock: clock.clone(),
-            },
+            Dependencies::new(
+                Arc::new(InMemoryCallStore::new()),
+                telephony.clone(),
+                Arc::new(StaticCampaignDirectory::demo()),
+            )
+            .with_recorder(Arc::new(StubActionRecorder::new()))
+            .with_clock(clock.clone()),
             config,
         )
         .with_do_not_call(list.clone(), DoNotCallHasher::default()),
@@ -374,10 +355,7 @@ async fn pressing_9_opts_out_and_the_number_is_never_called_again() {
 
 #[tokio::test]
 async fn other_keys_still_confirm_and_the_opt_out_key_is_configurable() {
-    let config = ServiceConfig {
-        do_not_call_digit: Some('7'),
-        ..ServiceConfig::default()
-    };
+    let config = ServiceConfig::default().with_do_not_call_digit(Some('7'));
     let (h, _) = harness_config(config, Duration::from_secs(3600));
     let id = h.service.start(&demo_request()).await.unwrap().call_id;
     let nine = CallEvent::Confirmed(Confirmation::Digits("9".into()));
@@ -429,10 +407,7 @@ async fn the_list_can_be_fed_by_the_operator() {
 /// asks; refusals on our side do not count.
 #[tokio::test]
 async fn an_activist_number_is_called_at_most_n_times_a_day() {
-    let config = ServiceConfig {
-        activist_calls: Some(Quota::per_day(3)),
-        ..ServiceConfig::default()
-    };
+    let config = ServiceConfig::default().with_activist_calls(Some(Quota::per_day(3)));
     let (h, clock) = harness_config(config, Duration::from_secs(3600));
     // Our own refusal (the provider rate-limits us) is given back.
     h.telephony.set_failure(
@@ -474,17 +449,14 @@ async fn the_daily_cap_survives_a_restart_and_is_shared_by_replicas() {
             Duration::from_secs(3600),
         ));
         let service = Arc::new(PressureService::new(
-            Dependencies {
-                store: store.clone(),
-                telephony: telephony.clone(),
-                directory: Arc::new(StaticCampaignDirectory::demo()),
-                recorder: Arc::new(StubActionRecorder::new()),
-                clock: clock.clone(),
-            },
-            ServiceConfig {
-                activist_calls: Some(Quota::per_day(3)),
-                ..ServiceConfig::default()
-            },
+            Dependencies::new(
+                store.clone(),
+                telephony.clone(),
+                Arc::new(StaticCampaignDirectory::demo()),
+            )
+            .with_recorder(Arc::new(StubActionRecorder::new()))
+            .with_clock(clock.clone()),
+            ServiceConfig::default().with_activist_calls(Some(Quota::per_day(3))),
         ));
         let sink: Arc<dyn EventSink> = service.clone();
         telephony.connect(Arc::downgrade(&sink));
@@ -516,11 +488,9 @@ async fn the_daily_cap_survives_a_restart_and_is_shared_by_replicas() {
 /// call in `target_rate_limited` (the page's `busy`) with a message.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_target_is_charged_at_dial_not_on_request() {
-    let config = ServiceConfig {
-        target_dials: Some(Quota::per_hour(2)),
-        activist_calls: None,
-        ..ServiceConfig::default()
-    };
+    let config = ServiceConfig::default()
+        .with_target_dials(Some(Quota::per_hour(2)))
+        .with_activist_calls(None);
     // Never-confirmed requests: nothing is dialled, nothing is charged.
     let (h, _) = harness_config(config.clone(), Duration::from_secs(3600));
     for i in 0..30 {
@@ -555,11 +525,9 @@ async fn the_target_is_charged_at_dial_not_on_request() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_target_out_of_budget_at_dial_time_ends_the_call_as_busy() {
-    let config = ServiceConfig {
-        target_dials: Some(Quota::per_hour(1)),
-        activist_calls: None,
-        ..ServiceConfig::default()
-    };
+    let config = ServiceConfig::default()
+        .with_target_dials(Some(Quota::per_hour(1)))
+        .with_activist_calls(None);
     // Two activists pass the peek before either is confirmed.
     let (h, _) = harness_config(config, Duration::from_secs(3600));
     let first = h.service.start(&demo_request()).await.unwrap().call_id;
@@ -638,11 +606,9 @@ async fn a_target_out_of_budget_at_dial_time_ends_the_call_as_busy() {
 /// Today's refund rule at dial: the provider refusing us gives the token back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dial_refused_on_our_side_gives_the_target_token_back() {
-    let config = ServiceConfig {
-        target_dials: Some(Quota::per_hour(1)),
-        activist_calls: None,
-        ..ServiceConfig::default()
-    };
+    let config = ServiceConfig::default()
+        .with_target_dials(Some(Quota::per_hour(1)))
+        .with_activist_calls(None);
     let (h, _) = harness_config(config, Duration::ZERO);
     h.telephony.set_failure(
         CommandKind::AddTarget,

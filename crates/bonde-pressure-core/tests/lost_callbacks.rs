@@ -249,14 +249,8 @@ impl Telephony for Legacy {
     async fn end_conference(&self, _: CallId, _: &ConferenceId) -> Result<(), TelephonyError> {
         Err(unused())
     }
-    async fn fetch_leg(&self, leg_id: &LegId) -> Result<LegSnapshot, TelephonyError> {
-        Ok(LegSnapshot {
-            leg_id: leg_id.clone(),
-            status: LegStatus::InProgress,
-            duration_secs: None,
-            answered_by: None,
-            ended_at: None,
-        })
+    async fn fetch_leg(&self, sid: &LegId) -> Result<LegSnapshot, TelephonyError> {
+        Ok(LegSnapshot::new(sid.clone(), LegStatus::InProgress))
     }
 }
 

@@ -10,9 +10,9 @@ use bonde_pressure_core::call::{AnsweredBy, CallEvent, Confirmation, DetailedSta
 use bonde_pressure_core::call::{LegStatus, UiStatus};
 use bonde_pressure_core::ports::{DialedLeg, TargetCallRequest};
 use bonde_pressure_core::{
-    CallId, Clock, ConferenceId, Dependencies, InMemoryCallStore, LegId, ManualClock,
-    MockTelephony, PressureService, ServiceConfig, StartCallRequest, StaticCampaignDirectory,
-    StubActionRecorder, demo_widget,
+    ActivistInput, CallId, Clock, ConferenceId, Dependencies, InMemoryCallStore, LegId,
+    ManualClock, MockTelephony, PressureService, ServiceConfig, StartCallRequest,
+    StaticCampaignDirectory, StubActionRecorder, TargetInput, demo_widget,
 };
 use chrono::{TimeZone, Utc};
 
@@ -37,12 +37,9 @@ struct World {
 /// over a telephony that accepts both legs.
 fn world(detect: bool) -> World {
     let mut telephony = MockTelephony::new();
-    telephony.expect_call_activist().returning(|_| {
-        Ok(DialedLeg {
-            leg_id: sid('a'),
-            status: Some(LegStatus::Queued),
-        })
-    });
+    telephony
+        .expect_call_activist()
+        .returning(|_| Ok(DialedLeg::new(sid('a')).with_status(LegStatus::Queued)));
     // A machine verdict hangs the target up and ends the conference.
     telephony.expect_hang_up().returning(|_, _, _| Ok(()));
     telephony.expect_end_conference().returning(|_, _| Ok(()));
@@ -52,10 +49,7 @@ fn world(detect: bool) -> World {
         .expect_add_target()
         .returning(move |r: &TargetCallRequest| {
             seen.lock().unwrap().push(r.detect_machine);
-            Ok(DialedLeg {
-                leg_id: sid('b'),
-                status: None,
-            })
+            Ok(DialedLeg::new(sid('b')))
         });
     let mut widget = demo_widget();
     widget.settings.detect_machines = detect;
@@ -63,17 +57,14 @@ fn world(detect: bool) -> World {
         Utc.with_ymd_and_hms(2026, 11, 30, 12, 0, 0).unwrap(),
     ));
     let service = PressureService::new(
-        Dependencies {
-            store: Arc::new(InMemoryCallStore::new()),
-            telephony: Arc::new(telephony),
-            directory: Arc::new(StaticCampaignDirectory::new([widget])),
-            recorder: Arc::new(StubActionRecorder::new()),
-            clock: clock.clone(),
-        },
-        ServiceConfig {
-            machine_verdict_grace: GRACE,
-            ..ServiceConfig::default()
-        },
+        Dependencies::new(
+            Arc::new(InMemoryCallStore::new()),
+            Arc::new(telephony),
+            Arc::new(StaticCampaignDirectory::new([widget])),
+        )
+        .with_recorder(Arc::new(StubActionRecorder::new()))
+        .with_clock(clock.clone()),
+        ServiceConfig::default().with_machine_verdict_grace(GRACE),
     );
     World {
         service,
@@ -83,16 +74,11 @@ fn world(detect: bool) -> World {
 }
 
 fn request() -> StartCallRequest {
-    let mut req = StartCallRequest {
-        widget_id: 1,
-        ..Default::default()
-    };
-    req.activist.name = "Ana".into();
-    req.activist.email = "ana@example.org".into();
-    req.activist.phone = "+5511912345678".into();
-    req.target.name = "Demo Target".into();
-    req.target.phone = "+5561999990000".into();
-    req
+    StartCallRequest::new(
+        1,
+        ActivistInput::new("Ana", "ana@example.org", "+5511912345678"),
+        TargetInput::new("Demo Target", "+5561999990000"),
+    )
 }
 
 fn target_joined() -> CallEvent {

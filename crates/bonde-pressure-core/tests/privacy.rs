@@ -8,8 +8,9 @@ use std::sync::Arc;
 use bonde_pressure_core::call::Leg;
 use bonde_pressure_core::ports::CallStore;
 use bonde_pressure_core::{
-    ActorId, CallEvent, LegStatus, PersonKey, PhoneNumber, Privacy, RawEvent, RetentionConfig,
-    RetentionPass, Scenario, ScenarioPicker, SystemClock, UiStatus,
+    ActorId, CallEvent, CampaignResults, Interval, LegStatus, PersonKey, PhoneNumber, Privacy,
+    RawEvent, ResultsQuery, RetentionConfig, RetentionPass, Scenario, ScenarioPicker, SystemClock,
+    Tz, UiStatus,
 };
 use chrono::{TimeDelta, Utc};
 use common::*;
@@ -26,7 +27,9 @@ async fn an_erased_call_still_takes_callbacks_reads_and_counts() {
         Utc::now() - TimeDelta::hours(1),
         Utc::now() + TimeDelta::hours(1),
     );
-    let stats = h.store.stats(widget, window.0, window.1).await.unwrap();
+    let results = ResultsQuery::new(widget, window.0, window.1, Tz::UTC, Interval::Day);
+    let report_before = h.store.report(&results).await.unwrap();
+    assert_eq!(report_before.total, 1);
 
     let privacy = Privacy::new(
         h.store.clone(),
@@ -50,22 +53,13 @@ async fn an_erased_call_still_takes_callbacks_reads_and_counts() {
         sip_response_code: None,
         at: Some(Utc::now()),
     };
-    let raw = RawEvent {
-        kind: "status-callback".into(),
-        leg_id: None,
-        payload: "CallStatus=completed".into(),
-        sequence_number: None,
-        received_at: Utc::now(),
-    };
+    let raw = RawEvent::new("status-callback", "CallStatus=completed", Utc::now());
     h.service.handle(id, late, Some(raw)).await.unwrap();
     let after = h.service.call(id).await.unwrap().unwrap();
     assert!(after.is_erased() && after.activist.is_erased());
     assert_eq!(after.ui_status(), status);
     assert_ne!(after.ui_status(), UiStatus::Initiated);
-    assert_eq!(
-        h.store.stats(widget, window.0, window.1).await.unwrap(),
-        stats
-    );
+    assert_eq!(h.store.report(&results).await.unwrap(), report_before);
     // Settled: reconciliation has nothing to do with it.
     assert_eq!(h.service.reconcile(10).await.unwrap().examined, 0);
 

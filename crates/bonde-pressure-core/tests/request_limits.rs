@@ -34,20 +34,18 @@ fn setup(limits: RequestLimits) -> Setup {
         Duration::from_secs(3600),
     ));
     let limiter = Arc::new(InMemoryRateLimiter::new(clock.clone()));
-    let config = ServiceConfig {
-        activist_calls: None,
-        target_dials: None,
-        ..ServiceConfig::default()
-    };
+    let config = ServiceConfig::default()
+        .with_activist_calls(None)
+        .with_target_dials(None);
     let service = Arc::new(
         PressureService::new(
-            Dependencies {
-                store: Arc::new(InMemoryCallStore::new()),
-                telephony: telephony.clone(),
-                directory: Arc::new(StaticCampaignDirectory::demo()),
-                recorder: Arc::new(StubActionRecorder::new()),
-                clock: clock.clone(),
-            },
+            Dependencies::new(
+                Arc::new(InMemoryCallStore::new()),
+                telephony.clone(),
+                Arc::new(StaticCampaignDirectory::demo()),
+            )
+            .with_recorder(Arc::new(StubActionRecorder::new()))
+            .with_clock(clock.clone()),
             config,
         )
         .with_rate_limiter(limiter.clone())

@@ -10,26 +10,20 @@ use std::sync::atomic::{AtomicU8, Ordering};
 
 use async_trait::async_trait;
 use bonde_pressure_core::call::{CallEvent, DetailedState, Leg, LegStatus, UiStatus};
-use bonde_pressure_core::ports::{CallStats, DialedLeg, StoredEvent, TargetCallRequest};
+use bonde_pressure_core::ports::{DialedLeg, StoredEvent, TargetCallRequest};
 use bonde_pressure_core::script::{ScriptMoment, VoiceInstruction};
 use bonde_pressure_core::simulated::{CommandKind, TelephonyCommand};
 use bonde_pressure_core::{
     Call, CallId, CallStore, Clock, Dependencies, EventSink, InMemoryCallStore, LegId, ManualClock,
     MockTelephony, PressureService, RawEvent, Scenario, ScenarioPicker, ServiceConfig,
     ServiceError, StartError, StaticCampaignDirectory, StoreError, StubActionRecorder,
-    TelephonyError, WidgetId,
+    TelephonyError,
 };
 use chrono::{DateTime, Utc};
 use common::{demo_request, harness, settle};
 
 fn raw(n: usize) -> RawEvent {
-    RawEvent {
-        kind: "test".into(),
-        leg_id: None,
-        payload: format!("n={n}"),
-        sequence_number: Some(n as i64),
-        received_at: Utc::now(),
-    }
+    RawEvent::new("test", format!("n={n}"), Utc::now()).with_sequence_number(n as i64)
 }
 
 fn field_locs(err: StartError) -> Vec<String> {
@@ -88,19 +82,19 @@ async fn foreign_and_identical_numbers_are_refused() {
 async fn widget_errors_use_upstream_messages() {
     let mut survey = bonde_pressure_core::demo_widget();
     survey.id = bonde_pressure_core::WidgetId::new(2).unwrap();
-    survey.kind = "form".into();
+    survey.phone_pressure = false;
     let directory = StaticCampaignDirectory::new([bonde_pressure_core::demo_widget(), survey]);
     let service = PressureService::new(
-        Dependencies {
-            store: Arc::new(InMemoryCallStore::new()),
-            telephony: Arc::new(bonde_pressure_core::SimulatedTelephony::new(
+        Dependencies::new(
+            Arc::new(InMemoryCallStore::new()),
+            Arc::new(bonde_pressure_core::SimulatedTelephony::new(
                 ScenarioPicker::Always(Scenario::Success),
                 Duration::ZERO,
             )),
-            directory: Arc::new(directory),
-            recorder: Arc::new(StubActionRecorder::new()),
-            clock: Arc::new(bonde_pressure_core::SystemClock),
-        },
+            Arc::new(directory),
+        )
+        .with_recorder(Arc::new(StubActionRecorder::new()))
+        .with_clock(Arc::new(bonde_pressure_core::SystemClock)),
         ServiceConfig::default(),
     );
     let mut req = demo_request();
@@ -239,9 +233,6 @@ impl CallStore for TestStore {
         tokio::task::yield_now().await;
         self.inner.get(id).await
     }
-    async fn find_by_sid(&self, leg_id: &LegId) -> Result<Option<Call>, StoreError> {
-        self.inner.find_by_sid(leg_id).await
-    }
     async fn commit(&self, call: &Call, events: &[RawEvent]) -> Result<u64, StoreError> {
         tokio::task::yield_now().await;
         match self.commit_mode.load(Ordering::SeqCst) {
@@ -267,14 +258,6 @@ impl CallStore for TestStore {
     ) -> Result<Vec<Call>, StoreError> {
         self.inner.list_unfinished(updated_before, limit).await
     }
-    async fn stats(
-        &self,
-        widget_id: WidgetId,
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
-    ) -> Result<CallStats, StoreError> {
-        self.inner.stats(widget_id, from, to).await
-    }
 }
 
 /// A service over a [`TestStore`] and a simulated telephony whose callbacks
@@ -289,13 +272,13 @@ fn quiet_service(
     ));
     let recorder = Arc::new(StubActionRecorder::new());
     let service = Arc::new(PressureService::new(
-        Dependencies {
+        Dependencies::new(
             store,
-            telephony: telephony.clone(),
-            directory: Arc::new(StaticCampaignDirectory::demo()),
-            recorder: recorder.clone(),
-            clock: Arc::new(bonde_pressure_core::SystemClock),
-        },
+            telephony.clone(),
+            Arc::new(StaticCampaignDirectory::demo()),
+        )
+        .with_recorder(recorder.clone())
+        .with_clock(Arc::new(bonde_pressure_core::SystemClock)),
         config,
     ));
     let sink: Arc<dyn EventSink> = service.clone();
@@ -371,10 +354,7 @@ async fn concurrent_events_on_one_call_lose_no_update() {
 #[tokio::test]
 async fn contention_gives_up_but_keeps_the_raw_payload() {
     let store = Arc::new(TestStore::default());
-    let config = ServiceConfig {
-        max_commit_attempts: 3,
-        ..ServiceConfig::default()
-    };
+    let config = ServiceConfig::default().with_max_commit_attempts(3);
     let (service, _) = quiet_service(store.clone(), config);
     let id = service.start(&demo_request()).await.unwrap().call_id;
     let before = service.call(id).await.unwrap().unwrap();
@@ -426,13 +406,13 @@ async fn a_refused_activist_call_is_reported_even_if_its_commit_fails() {
     );
     let recorder = Arc::new(StubActionRecorder::new());
     let service = PressureService::new(
-        Dependencies {
-            store: store.clone(),
+        Dependencies::new(
+            store.clone(),
             telephony,
-            directory: Arc::new(StaticCampaignDirectory::demo()),
-            recorder: recorder.clone(),
-            clock: Arc::new(bonde_pressure_core::SystemClock),
-        },
+            Arc::new(StaticCampaignDirectory::demo()),
+        )
+        .with_recorder(recorder.clone())
+        .with_clock(Arc::new(bonde_pressure_core::SystemClock)),
         ServiceConfig::default(),
     );
     store.set_commit_mode(COMMIT_FAILS);
@@ -458,13 +438,9 @@ fn debug_output_masks_phone_numbers_and_emails() {
     );
 
     let payload = "CallSid=CA123&From=%2B5511912345678&To=%2B5561999990000&SpeechResult=Ana";
-    let raw = RawEvent {
-        kind: "status-callback".into(),
-        leg_id: Some("CA123".into()),
-        payload: payload.into(),
-        sequence_number: Some(3),
-        received_at: Utc::now(),
-    };
+    let raw = RawEvent::new("status-callback", payload, Utc::now())
+        .with_leg_id("CA123")
+        .with_sequence_number(3);
     let shown = format!("{raw:?}");
     for secret in ["5511912345678", "5561999990000", "SpeechResult", "From"] {
         assert!(!shown.contains(secret), "{secret} in {shown}");
@@ -494,10 +470,7 @@ async fn telephony_receives_exactly_the_expected_requests() {
         .withf(|r| r.to.as_e164() == "+5511912345678" && r.timeout_secs == 30 && r.detect_machine)
         .returning(move |r| {
             *slot.lock().unwrap() = Some(r.call_id);
-            Ok(DialedLeg {
-                leg_id: leg_id.clone(),
-                status: Some(LegStatus::Queued),
-            })
+            Ok(DialedLeg::new(leg_id.clone()).with_status(LegStatus::Queued))
         });
     let (slot, leg_id) = (call_id_slot.clone(), target_sid.clone());
     telephony
@@ -510,12 +483,7 @@ async fn telephony_receives_exactly_the_expected_requests() {
                 && r.caller_id.is_none()
                 && r.timeout_secs == 30
         })
-        .returning(move |_| {
-            Ok(DialedLeg {
-                leg_id: leg_id.clone(),
-                status: None,
-            })
-        });
+        .returning(move |_| Ok(DialedLeg::new(leg_id.clone())));
     telephony.expect_hang_up().never();
     telephony.expect_end_conference().never();
 
@@ -539,8 +507,9 @@ async fn telephony_receives_exactly_the_expected_requests() {
     let call = service.call(id).await.unwrap().unwrap();
     assert_eq!(call.facts.target.leg_id, Some(target_sid.clone()));
     assert_eq!(
-        store.find_by_sid(&target_sid).await.unwrap().unwrap().id,
-        id
+        store.get(id).await.unwrap().unwrap().facts.target.leg_id,
+        Some(target_sid.clone()),
+        "stored"
     );
     assert_eq!(call.state(), DetailedState::Connecting);
 }
@@ -744,21 +713,14 @@ async fn a_fetched_ended_leg_keeps_the_providers_end_time() {
     telephony
         .expect_call_activist()
         .times(1)
-        .returning(move |_| {
-            Ok(DialedLeg {
-                leg_id: s.clone(),
-                status: Some(LegStatus::Queued),
-            })
-        });
+        .returning(move |_| Ok(DialedLeg::new(s.clone()).with_status(LegStatus::Queued)));
     let s = leg_id.clone();
     telephony.expect_fetch_leg().times(1).returning(move |_| {
-        Ok(bonde_pressure_core::ports::LegSnapshot {
-            leg_id: s.clone(),
-            status: LegStatus::NoAnswer,
-            duration_secs: Some(0),
-            answered_by: None,
-            ended_at: Some(ended),
-        })
+        Ok(
+            bonde_pressure_core::ports::LegSnapshot::new(s.clone(), LegStatus::NoAnswer)
+                .with_duration_secs(0)
+                .with_ended_at(ended),
+        )
     });
     let clock = Arc::new(ManualClock::new(ended + chrono::Duration::hours(1)));
     let service = common::service_over(
@@ -1064,12 +1026,7 @@ async fn a_leg_unknown_to_the_telephony_is_recorded_as_ended() {
     telephony
         .expect_call_activist()
         .times(1)
-        .returning(move |_| {
-            Ok(DialedLeg {
-                leg_id: s.clone(),
-                status: Some(LegStatus::Queued),
-            })
-        });
+        .returning(move |_| Ok(DialedLeg::new(s.clone()).with_status(LegStatus::Queued)));
     telephony.expect_fetch_leg().times(1).returning(|_| {
         Err(TelephonyError::not_found(
             "The requested resource was not found",
@@ -1144,16 +1101,16 @@ async fn the_fallback_script_apologises_in_the_campaigns_voice_then_hangs_up() {
     let store: Arc<dyn CallStore> = Arc::new(InMemoryCallStore::new());
     let replica = |store: Arc<dyn CallStore>| {
         PressureService::new(
-            Dependencies {
+            Dependencies::new(
                 store,
-                telephony: Arc::new(bonde_pressure_core::SimulatedTelephony::new(
+                Arc::new(bonde_pressure_core::SimulatedTelephony::new(
                     ScenarioPicker::Always(Scenario::Success),
                     Duration::from_secs(3600),
                 )),
-                directory: Arc::new(StaticCampaignDirectory::new([widget.clone()])),
-                recorder: Arc::new(StubActionRecorder::new()),
-                clock: Arc::new(bonde_pressure_core::SystemClock),
-            },
+                Arc::new(StaticCampaignDirectory::new([widget.clone()])),
+            )
+            .with_recorder(Arc::new(StubActionRecorder::new()))
+            .with_clock(Arc::new(bonde_pressure_core::SystemClock)),
             ServiceConfig::default(),
         )
     };

@@ -39,21 +39,53 @@ pub enum CampaignsFileError {
     },
 }
 
+/// BONDE's widget kind that runs phone pressure: a widget of any other
+/// kind is not a phone-pressure widget ([`Widget::phone_pressure`] is
+/// `false`, and starting a call on it is refused with "Widget is not a
+/// 'phone' kind.").
+pub const PHONE_KIND: &str = "phone";
+
+/// BONDE's rule: only widgets of kind [`PHONE_KIND`] run phone pressure.
+fn runs_phone_pressure(kind: &str) -> bool {
+    kind == PHONE_KIND
+}
+
+/// A widget as a campaigns file lists it (BONDE's shape, with its `kind`).
+#[derive(Deserialize)]
+struct CampaignEntry {
+    id: WidgetId,
+    kind: String,
+    targets: Vec<WidgetTarget>,
+    #[serde(default)]
+    settings: CampaignSettings,
+}
+
+impl From<CampaignEntry> for Widget {
+    fn from(e: CampaignEntry) -> Self {
+        Widget::new(e.id, e.targets)
+            .with_settings(e.settings)
+            .with_phone_pressure(runs_phone_pressure(&e.kind))
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(untagged)]
 enum CampaignsDocument {
-    Wrapped { widgets: Vec<Widget> },
-    List(Vec<Widget>),
+    Wrapped { widgets: Vec<CampaignEntry> },
+    List(Vec<CampaignEntry>),
 }
 
 /// Parses a campaigns document: `{"widgets": [Widget…]}` or `[Widget…]`,
-/// each `{"id": 1, "kind": "phone", "targets": [{"name", "phone"}], "settings": {…}}`.
+/// each `{"id": 1, "kind": "phone", "targets": [{"name", "phone"}], "settings": {…}}`
+/// (only widgets of kind [`PHONE_KIND`] can start calls).
 pub fn parse_campaigns(text: &str) -> Result<StaticCampaignDirectory, serde_json::Error> {
     let doc: CampaignsDocument = serde_json::from_str(text)?;
     let widgets = match doc {
         CampaignsDocument::Wrapped { widgets } | CampaignsDocument::List(widgets) => widgets,
     };
-    Ok(StaticCampaignDirectory::new(widgets))
+    Ok(StaticCampaignDirectory::new(
+        widgets.into_iter().map(Widget::from),
+    ))
 }
 
 /// Loads a campaigns file (see [`parse_campaigns`]).
@@ -74,7 +106,9 @@ pub const WIDGET_QUERY: &str =
     "query Widget($id: Int!) { widgets_by_pk(id: $id) { id kind settings } }";
 
 /// A [`CampaignDirectory`] over BONDE's GraphQL API: `widgets_by_pk(id)`,
-/// authenticated with `x-hasura-admin-secret`; targets from `settings.targets`.
+/// authenticated with `x-hasura-admin-secret`; targets from `settings.targets`;
+/// a widget of a `kind` other than [`PHONE_KIND`] is answered as not a
+/// phone-pressure widget.
 #[derive(Debug, Clone)]
 pub struct GraphqlCampaignDirectory {
     http: reqwest::Client,
@@ -98,11 +132,7 @@ impl GraphqlCampaignDirectory {
 }
 
 fn widget_from_json(id: WidgetId, w: &Value) -> Result<Widget, DirectoryError> {
-    let kind = w
-        .get("kind")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_owned();
+    let kind = w.get("kind").and_then(Value::as_str).unwrap_or_default();
     let settings = w.get("settings").cloned().unwrap_or(Value::Null);
     // `settings` is free JSON (sometimes double-encoded as a string).
     let settings = match settings {
@@ -115,14 +145,14 @@ fn widget_from_json(id: WidgetId, w: &Value) -> Result<Widget, DirectoryError> {
         .map(|ts| {
             ts.iter()
                 .filter_map(|t| {
-                    Some(WidgetTarget {
-                        name: t.get("name")?.as_str()?.to_owned(),
-                        phone: match t.get("phone")? {
+                    Some(WidgetTarget::new(
+                        t.get("name")?.as_str()?.to_owned(),
+                        match t.get("phone")? {
                             Value::String(s) => s.clone(),
                             Value::Number(n) => n.to_string(),
                             _ => return None,
                         },
-                    })
+                    ))
                 })
                 .collect()
         })
@@ -132,12 +162,9 @@ fn widget_from_json(id: WidgetId, w: &Value) -> Result<Widget, DirectoryError> {
         .get("pressure_call")
         .and_then(|s| serde_json::from_value::<CampaignSettings>(s.clone()).ok())
         .unwrap_or_default();
-    Ok(Widget {
-        id,
-        kind,
-        targets,
-        settings: call_settings,
-    })
+    Ok(Widget::new(id, targets)
+        .with_settings(call_settings)
+        .with_phone_pressure(runs_phone_pressure(kind)))
 }
 
 #[async_trait]
@@ -242,10 +269,14 @@ mod tests {
         )
         .unwrap();
         let w = d.widget(wid(7)).await.unwrap().unwrap();
+        assert!(w.phone_pressure);
         assert_eq!(w.targets[0].name, "X");
         assert_eq!(w.settings, CampaignSettings::default());
         let d = parse_campaigns(r#"[{"id": 8, "kind": "form", "targets": []}]"#).unwrap();
-        assert_eq!(d.widget(wid(8)).await.unwrap().unwrap().kind, "form");
+        // BONDE's other kinds of widget are known, but not phone pressure.
+        assert!(!d.widget(wid(8)).await.unwrap().unwrap().phone_pressure);
+        // `kind` is required, as in BONDE.
+        assert!(parse_campaigns(r#"[{"id": 9, "targets": []}]"#).is_err());
         assert!(parse_campaigns(r#"{"widgets": [{"id": -1}]}"#).is_err());
         let err = load_campaigns_file(Path::new("/nonexistent/campaigns.json")).unwrap_err();
         assert!(err.to_string().contains("/nonexistent/campaigns.json"));
@@ -288,6 +319,13 @@ mod tests {
             .mount(&server)
             .await;
         Mock::given(method("POST"))
+            .and(body_partial_json(json!({"variables": {"id": 45}})))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+                "data": {"widgets_by_pk": {"id": 45, "kind": "form", "settings": {"targets": []}}}
+            })))
+            .mount(&server)
+            .await;
+        Mock::given(method("POST"))
             .and(body_partial_json(json!({"variables": {"id": 44}})))
             .respond_with(
                 ResponseTemplate::new(200)
@@ -297,15 +335,14 @@ mod tests {
             .await;
         let d = GraphqlCampaignDirectory::new(server.uri(), Secret::new("tok"));
         let w = d.widget(wid(42)).await.unwrap().unwrap();
-        assert_eq!(w.kind, "phone");
+        assert!(w.phone_pressure);
         assert_eq!(
             w.targets,
-            vec![WidgetTarget {
-                name: "Dep. Fulano".into(),
-                phone: "+55 61 99999-0000".into()
-            }]
+            vec![WidgetTarget::new("Dep. Fulano", "+55 61 99999-0000")]
         );
         assert!(d.widget(wid(43)).await.unwrap().is_none());
+        // A widget of another kind exists, but does not run phone pressure.
+        assert!(!d.widget(wid(45)).await.unwrap().unwrap().phone_pressure);
         let err = d.widget(wid(44)).await.unwrap_err();
         assert!(err.to_string().contains("access denied"));
     }
@@ -347,7 +384,7 @@ mod tests {
             Duration::from_secs(60),
         );
         for _ in 0..3 {
-            assert_eq!(d.widget(wid(1)).await.unwrap().unwrap().kind, "phone");
+            assert!(d.widget(wid(1)).await.unwrap().unwrap().phone_pressure);
         }
     }
 }

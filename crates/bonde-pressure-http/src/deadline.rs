@@ -33,8 +33,8 @@ use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use bonde_pressure_core::do_not_call::{DoNotCallHash, DoNotCallList, DoNotCallSource};
-use bonde_pressure_core::ports::{CallStats, StoredEvent, UnreadableCall};
-use bonde_pressure_core::{Call, CallId, CallStore, LegId, RawEvent, StoreError, WidgetId};
+use bonde_pressure_core::ports::{StoredEvent, UnreadableCall};
+use bonde_pressure_core::{Call, CallId, CallStore, RawEvent, StoreError};
 use chrono::{DateTime, Utc};
 
 use crate::error::AppError;
@@ -136,9 +136,6 @@ impl CallStore for DeadlineStore {
     async fn get(&self, id: CallId) -> Result<Option<Call>, StoreError> {
         bounded(self.inner.get(id)).await
     }
-    async fn find_by_sid(&self, sid: &LegId) -> Result<Option<Call>, StoreError> {
-        bounded(self.inner.find_by_sid(sid)).await
-    }
     async fn commit(&self, call: &Call, events: &[RawEvent]) -> Result<u64, StoreError> {
         bounded(self.inner.commit(call, events)).await
     }
@@ -165,14 +162,6 @@ impl CallStore for DeadlineStore {
         limit: u32,
     ) -> Result<Vec<Result<Call, UnreadableCall>>, StoreError> {
         bounded(self.inner.list_unfinished_rows(updated_before, limit)).await
-    }
-    async fn stats(
-        &self,
-        widget_id: WidgetId,
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
-    ) -> Result<CallStats, StoreError> {
-        bounded(self.inner.stats(widget_id, from, to)).await
     }
     async fn count_recent_calls_to(
         &self,
@@ -284,9 +273,6 @@ mod tests {
         async fn get(&self, _: CallId) -> Result<Option<Call>, StoreError> {
             std::future::pending().await
         }
-        async fn find_by_sid(&self, _: &LegId) -> Result<Option<Call>, StoreError> {
-            std::future::pending().await
-        }
         async fn commit(&self, _: &Call, _: &[RawEvent]) -> Result<u64, StoreError> {
             std::future::pending().await
         }
@@ -297,14 +283,6 @@ mod tests {
             std::future::pending().await
         }
         async fn list_unfinished(&self, _: DateTime<Utc>, _: u32) -> Result<Vec<Call>, StoreError> {
-            std::future::pending().await
-        }
-        async fn stats(
-            &self,
-            _: WidgetId,
-            _: DateTime<Utc>,
-            _: DateTime<Utc>,
-        ) -> Result<CallStats, StoreError> {
             std::future::pending().await
         }
     }
@@ -372,9 +350,6 @@ mod tests {
         async fn get(&self, id: CallId) -> Result<Option<Call>, StoreError> {
             self.0.get(id).await
         }
-        async fn find_by_sid(&self, s: &LegId) -> Result<Option<Call>, StoreError> {
-            self.0.find_by_sid(s).await
-        }
         async fn commit(&self, c: &Call, e: &[RawEvent]) -> Result<u64, StoreError> {
             self.0.commit(c, e).await
         }
@@ -397,14 +372,6 @@ mod tests {
             _: u32,
         ) -> Result<Vec<Result<Call, UnreadableCall>>, StoreError> {
             Ok(vec![Err(UnreadableCall::new(None, "bad row"))])
-        }
-        async fn stats(
-            &self,
-            w: WidgetId,
-            f: DateTime<Utc>,
-            t: DateTime<Utc>,
-        ) -> Result<CallStats, StoreError> {
-            self.0.stats(w, f, t).await
         }
     }
 

@@ -11,10 +11,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use bonde_pressure_core::ports::{CallStats, StoredEvent, UnreadableCall};
-use bonde_pressure_core::{
-    Call, CallId, CallStore, DetailedState, LegId, RawEvent, StoreError, WidgetId,
-};
+use bonde_pressure_core::ports::{StoredEvent, UnreadableCall};
+use bonde_pressure_core::{Call, CallId, CallStore, DetailedState, RawEvent, StoreError, WidgetId};
 use chrono::{DateTime, Utc};
 use tokio::sync::broadcast;
 
@@ -126,10 +124,6 @@ impl CallStore for NotifyingStore {
         self.inner.get(id).await
     }
 
-    async fn find_by_sid(&self, sid: &LegId) -> Result<Option<Call>, StoreError> {
-        self.inner.find_by_sid(sid).await
-    }
-
     async fn commit(&self, call: &Call, events: &[RawEvent]) -> Result<u64, StoreError> {
         let version = self.inner.commit(call, events).await?;
         let state = call.state();
@@ -169,15 +163,6 @@ impl CallStore for NotifyingStore {
         limit: u32,
     ) -> Result<Vec<Result<Call, UnreadableCall>>, StoreError> {
         self.inner.list_unfinished_rows(updated_before, limit).await
-    }
-
-    async fn stats(
-        &self,
-        widget_id: WidgetId,
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
-    ) -> Result<CallStats, StoreError> {
-        self.inner.stats(widget_id, from, to).await
     }
 
     async fn count_recent_calls_to(

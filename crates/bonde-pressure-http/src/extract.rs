@@ -79,24 +79,26 @@ pub fn parse_start_call(bytes: &[u8]) -> Result<StartCallRequest, AppError> {
     let widget_id = int_field(&mut errors, root, &["widget_id"]);
     let activist = object_field(&mut errors, root, &["activist"]);
     let target = object_field(&mut errors, root, &["target"]);
-    let activist = activist.map(|a| ActivistInput {
-        name: string_field(&mut errors, a, &["activist", "name"]).unwrap_or_default(),
-        first_name: optional_string_field(&mut errors, a, &["activist", "first_name"]),
-        last_name: optional_string_field(&mut errors, a, &["activist", "last_name"]),
-        email: string_field(&mut errors, a, &["activist", "email"]).unwrap_or_default(),
-        phone: string_field(&mut errors, a, &["activist", "phone"]).unwrap_or_default(),
+    let activist = activist.map(|a| {
+        let name = string_field(&mut errors, a, &["activist", "name"]).unwrap_or_default();
+        let first_name = optional_string_field(&mut errors, a, &["activist", "first_name"]);
+        let last_name = optional_string_field(&mut errors, a, &["activist", "last_name"]);
+        let email = string_field(&mut errors, a, &["activist", "email"]).unwrap_or_default();
+        let phone = string_field(&mut errors, a, &["activist", "phone"]).unwrap_or_default();
+        let mut input = ActivistInput::new(name, email, phone);
+        input.first_name = first_name;
+        input.last_name = last_name;
+        input
     });
-    let target = target.map(|t| TargetInput {
-        name: string_field(&mut errors, t, &["target", "name"]).unwrap_or_default(),
-        phone: string_field(&mut errors, t, &["target", "phone"]).unwrap_or_default(),
+    let target = target.map(|t| {
+        TargetInput::new(
+            string_field(&mut errors, t, &["target", "name"]).unwrap_or_default(),
+            string_field(&mut errors, t, &["target", "phone"]).unwrap_or_default(),
+        )
     });
     match (widget_id, activist, target) {
         (Some(widget_id), Some(activist), Some(target)) if errors.is_empty() => {
-            Ok(StartCallRequest {
-                widget_id,
-                activist,
-                target,
-            })
+            Ok(StartCallRequest::new(widget_id, activist, target))
         }
         _ => Err(AppError::Validation(errors)),
     }

@@ -137,17 +137,17 @@ mod tests {
     use wiremock::{Mock, MockServer, ResponseTemplate};
 
     fn action() -> WidgetAction {
-        WidgetAction {
-            widget_id: WidgetId::new(3).unwrap(),
-            call_id: CallId::new(),
-            activist: Activist {
+        WidgetAction::new(
+            WidgetId::new(3).unwrap(),
+            CallId::new(),
+            Activist {
                 name: PersonName::parse("Ana Silva").unwrap(),
                 first_name: Some(PersonName::parse("Ana").unwrap()),
                 last_name: None,
                 email: Email::parse("ana@nossas.org").unwrap(),
                 phone: PhoneNumber::parse("11 91234-5678", Region::BRAZIL).unwrap(),
             },
-        }
+        )
     }
 
     #[tokio::test]

@@ -157,22 +157,24 @@ impl std::fmt::Debug for App {
 }
 
 fn service_config(config: &Config) -> ServiceConfig {
-    ServiceConfig {
-        default_region: config.default_region,
-        allowed_country_codes: config.allowed_country_codes.0.clone(),
-        stale_after: config.stale_after,
-        expire_after: config.expire_after,
-        machine_verdict_grace: config.machine_verdict_grace,
-        allowed_number_types: config.allowed_number_types.0.clone(),
-        activist_calls: (config.activist_calls_per_day > 0)
-            .then(|| Quota::per_day(config.activist_calls_per_day)),
-        target_dials: config
-            .rate_limit_per_target
-            .0
-            .map(|r| Quota::new(r.count, r.per)),
-        do_not_call_digit: config.do_not_call_key_press.0,
-        ..ServiceConfig::default()
-    }
+    ServiceConfig::default()
+        .with_default_region(config.default_region)
+        .with_allowed_country_codes(config.allowed_country_codes.0.clone())
+        .with_stale_after(config.stale_after)
+        .with_expire_after(config.expire_after)
+        .with_machine_verdict_grace(config.machine_verdict_grace)
+        .with_allowed_number_types(config.allowed_number_types.0.clone())
+        .with_activist_calls(
+            (config.activist_calls_per_day > 0)
+                .then(|| Quota::per_day(config.activist_calls_per_day)),
+        )
+        .with_target_dials(
+            config
+                .rate_limit_per_target
+                .0
+                .map(|r| Quota::new(r.count, r.per)),
+        )
+        .with_do_not_call_digit(config.do_not_call_key_press.0)
 }
 
 /// The limits of `POST /v1/phone/call` per client IP and per activist
@@ -466,13 +468,9 @@ pub async fn build(config: &Config) -> Result<App, WiringError> {
 
     let directory = directory(config)?;
     let demo_page = demo_page(config, &directory, kind).await;
-    let deps = Dependencies {
-        store,
-        telephony,
-        directory,
-        recorder: recorder(config),
-        clock: Arc::new(SystemClock),
-    };
+    let deps = Dependencies::new(store, telephony, directory)
+        .with_recorder(recorder(config))
+        .with_clock(Arc::new(SystemClock));
     let hasher = match &config.do_not_call_hash_key {
         Some(key) => DoNotCallHasher::new(key.expose().as_bytes()),
         None => {

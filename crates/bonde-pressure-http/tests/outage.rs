@@ -16,11 +16,11 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 
-use bonde_pressure_core::ports::{CallStats, StoredEvent};
+use bonde_pressure_core::ports::StoredEvent;
 use bonde_pressure_core::{
-    Call, CallId, CallStore, Dependencies, InMemoryCallStore, LegId, NoopActionRecorder,
-    PressureService, RawEvent, ScenarioPicker, ServiceConfig, SimulatedTelephony,
-    StaticCampaignDirectory, StoreError, SystemClock, WidgetId,
+    Call, CallId, CallStore, Dependencies, InMemoryCallStore, NoopActionRecorder, PressureService,
+    RawEvent, ScenarioPicker, ServiceConfig, SimulatedTelephony, StaticCampaignDirectory,
+    StoreError, SystemClock,
 };
 use bonde_pressure_http::deadline::DeadlineStore;
 use bonde_pressure_http::{AppState, HttpOptions, SignatureCheck, WebhookAuth};
@@ -64,10 +64,6 @@ impl CallStore for OutageStore {
         self.gate().await?;
         self.inner.get(id).await
     }
-    async fn find_by_sid(&self, sid: &LegId) -> Result<Option<Call>, StoreError> {
-        self.gate().await?;
-        self.inner.find_by_sid(sid).await
-    }
     async fn commit(&self, call: &Call, events: &[RawEvent]) -> Result<u64, StoreError> {
         self.gate().await?;
         self.inner.commit(call, events).await
@@ -91,15 +87,6 @@ impl CallStore for OutageStore {
     ) -> Result<Vec<Call>, StoreError> {
         self.gate().await?;
         self.inner.list_unfinished(updated_before, limit).await
-    }
-    async fn stats(
-        &self,
-        widget_id: WidgetId,
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
-    ) -> Result<CallStats, StoreError> {
-        self.gate().await?;
-        self.inner.stats(widget_id, from, to).await
     }
 }
 
@@ -126,16 +113,16 @@ fn fixture() -> Fixture {
     widget.settings.language = LANGUAGE.into();
     widget.settings.messages.unavailable = APOLOGY.into();
     let service = PressureService::new(
-        Dependencies {
-            store: Arc::new(DeadlineStore::new(store.clone())),
-            telephony: Arc::new(SimulatedTelephony::new(
+        Dependencies::new(
+            Arc::new(DeadlineStore::new(store.clone())),
+            Arc::new(SimulatedTelephony::new(
                 ScenarioPicker::ByActivistLastDigit,
                 Duration::ZERO,
             )),
-            directory: Arc::new(StaticCampaignDirectory::new([widget])),
-            recorder: Arc::new(NoopActionRecorder),
-            clock: Arc::new(SystemClock),
-        },
+            Arc::new(StaticCampaignDirectory::new([widget])),
+        )
+        .with_recorder(Arc::new(NoopActionRecorder))
+        .with_clock(Arc::new(SystemClock)),
         ServiceConfig::default(),
     );
     let state = AppState::new(Arc::new(service))
@@ -334,9 +321,6 @@ async fn a_slow_store_within_the_deadline_still_answers() {
             tokio::time::sleep(Duration::from_millis(50)).await;
             self.0.get(id).await
         }
-        async fn find_by_sid(&self, sid: &LegId) -> Result<Option<Call>, StoreError> {
-            self.0.find_by_sid(sid).await
-        }
         async fn commit(&self, call: &Call, events: &[RawEvent]) -> Result<u64, StoreError> {
             tokio::time::sleep(Duration::from_millis(50)).await;
             self.0.commit(call, events).await
@@ -358,26 +342,18 @@ async fn a_slow_store_within_the_deadline_still_answers() {
         ) -> Result<Vec<Call>, StoreError> {
             self.0.list_unfinished(updated_before, limit).await
         }
-        async fn stats(
-            &self,
-            widget_id: WidgetId,
-            from: DateTime<Utc>,
-            to: DateTime<Utc>,
-        ) -> Result<CallStats, StoreError> {
-            self.0.stats(widget_id, from, to).await
-        }
     }
     let service = PressureService::new(
-        Dependencies {
-            store: Arc::new(DeadlineStore::new(Arc::new(Slow(InMemoryCallStore::new())))),
-            telephony: Arc::new(SimulatedTelephony::new(
+        Dependencies::new(
+            Arc::new(DeadlineStore::new(Arc::new(Slow(InMemoryCallStore::new())))),
+            Arc::new(SimulatedTelephony::new(
                 ScenarioPicker::ByActivistLastDigit,
                 Duration::ZERO,
             )),
-            directory: Arc::new(StaticCampaignDirectory::demo()),
-            recorder: Arc::new(NoopActionRecorder),
-            clock: Arc::new(SystemClock),
-        },
+            Arc::new(StaticCampaignDirectory::demo()),
+        )
+        .with_recorder(Arc::new(NoopActionRecorder))
+        .with_clock(Arc::new(SystemClock)),
         ServiceConfig::default(),
     );
     let state = AppState::new(Arc::new(service)).with_options(HttpOptions {

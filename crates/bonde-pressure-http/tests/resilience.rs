@@ -11,10 +11,10 @@ use async_trait::async_trait;
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use bonde_pressure_core::ports::{CallStats, DirectoryError, StoredEvent, Widget};
+use bonde_pressure_core::ports::{DirectoryError, StoredEvent, Widget};
 use bonde_pressure_core::simulated::TelephonyCommand;
 use bonde_pressure_core::{
-    Call, CallId, CallStore, CampaignDirectory, Dependencies, InMemoryCallStore, LegId,
+    Call, CallId, CallStore, CampaignDirectory, Dependencies, InMemoryCallStore,
     NoopActionRecorder, PressureService, RawEvent, ScenarioPicker, ServiceConfig,
     SimulatedTelephony, StaticCampaignDirectory, StoreError, SystemClock, WidgetId,
 };
@@ -58,9 +58,6 @@ impl CallStore for FlakyStore {
     async fn get(&self, id: CallId) -> Result<Option<Call>, StoreError> {
         self.inner.get(id).await
     }
-    async fn find_by_sid(&self, sid: &LegId) -> Result<Option<Call>, StoreError> {
-        self.inner.find_by_sid(sid).await
-    }
     async fn commit(&self, call: &Call, events: &[RawEvent]) -> Result<u64, StoreError> {
         let next = self.plan.lock().unwrap().pop_front();
         match next.unwrap_or(Next::Succeed) {
@@ -86,14 +83,6 @@ impl CallStore for FlakyStore {
     ) -> Result<Vec<Call>, StoreError> {
         self.inner.list_unfinished(updated_before, limit).await
     }
-    async fn stats(
-        &self,
-        widget_id: WidgetId,
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
-    ) -> Result<CallStats, StoreError> {
-        self.inner.stats(widget_id, from, to).await
-    }
 }
 
 struct Fixture {
@@ -111,17 +100,10 @@ fn fixture(directory: Arc<dyn CampaignDirectory>) -> Fixture {
         std::time::Duration::ZERO,
     ));
     let service = PressureService::new(
-        Dependencies {
-            store: store.clone(),
-            telephony: telephony.clone(),
-            directory,
-            recorder: Arc::new(NoopActionRecorder),
-            clock: Arc::new(SystemClock),
-        },
-        ServiceConfig {
-            max_commit_attempts: 3,
-            ..ServiceConfig::default()
-        },
+        Dependencies::new(store.clone(), telephony.clone(), directory)
+            .with_recorder(Arc::new(NoopActionRecorder))
+            .with_clock(Arc::new(SystemClock)),
+        ServiceConfig::default().with_max_commit_attempts(3),
     );
     let state = AppState::new(Arc::new(service)).with_webhooks(
         WebhookAuth::new("http://localhost", SignatureCheck::Off).expect("base URL"),

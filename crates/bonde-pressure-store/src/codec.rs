@@ -1,13 +1,9 @@
 //! Backend-neutral conversions between [`Call`] / [`RawEvent`] and columns.
 
-use std::collections::BTreeMap;
-
 use bonde_pressure_core::call::{CallFacts, LegFacts};
 use bonde_pressure_core::domain::{ERASED_E164, Email, PersonName};
-use bonde_pressure_core::ports::{CallStats, RawEvent, StoreError, StoredEvent, UnreadableCall};
-use bonde_pressure_core::{
-    Activist, Call, CallId, DetailedState, Leg, PhoneNumber, Target, WidgetId,
-};
+use bonde_pressure_core::ports::{RawEvent, StoreError, StoredEvent, UnreadableCall};
+use bonde_pressure_core::{Activist, Call, CallId, Leg, PhoneNumber, Target, WidgetId};
 use chrono::{DateTime, TimeDelta, Timelike, Utc};
 use uuid::Uuid;
 
@@ -105,10 +101,6 @@ pub(crate) fn version_to_db(v: u64) -> Result<i64, StoreError> {
 
 pub(crate) fn version_from_db(v: i64) -> Result<u64, StoreError> {
     u64::try_from(v).map_err(|_| corrupt("version", format!("{v} is negative")))
-}
-
-fn non_negative(column: &'static str, v: i64) -> Result<u64, StoreError> {
-    u64::try_from(v).map_err(|_| corrupt(column, format!("{v} is negative")))
 }
 
 // ----------------------------------------------------------------- calls
@@ -327,53 +319,9 @@ pub(crate) struct EventParts {
 
 impl EventParts {
     pub fn into_event(self) -> StoredEvent {
-        StoredEvent {
-            id: self.id,
-            call_id: self.phone_call_id.map(CallId::from),
-            raw: RawEvent {
-                kind: self.kind,
-                leg_id: self.call_sid,
-                payload: self.payload,
-                sequence_number: self.sequence_number,
-                received_at: self.received_at,
-            },
-        }
+        let mut raw = RawEvent::new(self.kind, self.payload, self.received_at);
+        raw.leg_id = self.call_sid;
+        raw.sequence_number = self.sequence_number;
+        StoredEvent::new(self.id, self.phone_call_id.map(CallId::from), raw)
     }
-}
-
-// ------------------------------------------------------------------ stats
-
-/// One row of the stats query: a state's count, with the aggregates of
-/// completed calls repeated on every row.
-#[derive(Debug, sqlx::FromRow)]
-pub(crate) struct StatsRow {
-    pub state: String,
-    pub calls: i64,
-    pub total_secs: i64,
-    pub average_secs: Option<f64>,
-    pub median_secs: Option<f64>,
-}
-
-pub(crate) fn stats_from_rows(rows: Vec<StatsRow>) -> Result<CallStats, StoreError> {
-    let mut stats = CallStats::default();
-    let mut by_state = BTreeMap::new();
-    for row in rows {
-        let state = DetailedState::parse(&row.state).ok_or_else(|| {
-            corrupt(
-                "phone_calls.state",
-                format!("unknown state {:?}", row.state),
-            )
-        })?;
-        let n = non_negative("count", row.calls)?;
-        by_state.insert(state, n);
-        stats.total += n;
-        if state == DetailedState::Completed {
-            stats.completed = n;
-        }
-        stats.connected_secs = non_negative("phone_calls.connected_secs", row.total_secs)?;
-        stats.average_secs = row.average_secs;
-        stats.median_secs = row.median_secs;
-    }
-    stats.by_state = by_state;
-    Ok(stats)
 }

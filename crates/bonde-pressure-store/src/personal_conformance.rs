@@ -2,7 +2,9 @@
 //! retention, erasure and the audit log, the same on every store.
 //!
 //! Like [`crate::conformance`], each check is a `pub async fn` taking a
-//! fresh, empty store (any `S: CallStore + PersonalDataStore`), and the one
+//! fresh, empty store (any `S: CallStore + PersonalDataStore`, plus
+//! [`CampaignResults`] for the retention check, which compares the results
+//! before and after), and the one
 //! list of checks is
 //! [`for_each_personal_data_check!`](crate::for_each_personal_data_check).
 //! A store's erased call must equal what core's [`Call::erase`] makes of
@@ -14,8 +16,9 @@ use bonde_pressure_core::call::LegError;
 use bonde_pressure_core::domain::Email;
 use bonde_pressure_core::ports::{CallStore, StoreError};
 use bonde_pressure_core::{
-    ActorId, AuditEntry, Call, CallEvent, CallId, ErasureReport, Leg, LegStatus, PersonKey,
-    PersonalDataStore, PhoneNumber, RetentionPass, RetentionReport,
+    ActorId, AuditEntry, Call, CallEvent, CallId, CampaignResults, ErasureReport, Interval, Leg,
+    LegStatus, PersonKey, PersonalDataStore, PhoneNumber, ResultsQuery, RetentionPass,
+    RetentionReport, Tz,
 };
 use chrono::{DateTime, TimeDelta, Utc};
 
@@ -104,11 +107,12 @@ fn erased(stored: &Call, now: DateTime<Utc>) -> Call {
 /// The pass erases settled calls created strictly before the cutoff and
 /// deletes payloads received strictly before it; it touches nothing newer,
 /// no unsettled call, and is idempotent. An erased call loads (equal to
-/// core's erasure), keeps its state and statistics, is still found by SID,
-/// can still be committed, and a writer holding the old version conflicts.
+/// core's erasure), keeps its state, SIDs and results
+/// ([`CampaignResults::report`]), can still be committed, and a writer
+/// holding the old version conflicts.
 pub async fn retention_erases_exactly_what_is_older_than_the_cutoff<S>(store: Arc<S>)
 where
-    S: CallStore + PersonalDataStore + ?Sized,
+    S: CallStore + PersonalDataStore + CampaignResults + ?Sized,
 {
     let cutoff = at(1_000);
     let now = at(5_000);
@@ -140,10 +144,9 @@ where
         .append_events(Some(live.id), &[old_event.clone()])
         .await
         .expect("append");
-    let stats_before = store
-        .stats(old.widget_id, at(-10), at(10_000))
-        .await
-        .unwrap();
+    let results = ResultsQuery::new(old.widget_id, at(-10), at(10_000), Tz::UTC, Interval::Day);
+    let results_before = store.report(&results).await.unwrap();
+    assert_eq!(results_before.total, 4);
     let stored_old = get(&*store, old.id).await;
 
     let report = ran(store.retention_pass(cutoff, now, 100).await.expect("pass"));
@@ -168,8 +171,9 @@ where
     assert_eq!(got.facts.target.error.as_ref().unwrap().code, Some(13_224));
     assert!(store.events(old.id).await.unwrap().is_empty());
     assert_eq!(
-        store.find_by_sid(&sid).await.unwrap().map(|c| c.id),
-        Some(old.id)
+        got.facts.activist.leg_id.as_ref(),
+        Some(&sid),
+        "SIDs are kept"
     );
 
     for c in [&edge, &new] {
@@ -183,11 +187,8 @@ where
     assert!(store.events(live.id).await.unwrap().is_empty());
     assert_eq!(store.events(new.id).await.unwrap().len(), 1);
 
-    let stats_after = store
-        .stats(old.widget_id, at(-10), at(10_000))
-        .await
-        .unwrap();
-    assert_eq!(stats_before, stats_after, "statistics are unchanged");
+    let results_after = store.report(&results).await.unwrap();
+    assert_eq!(results_before, results_after, "results are unchanged");
 
     // Idempotent.
     let again = ran(store.retention_pass(cutoff, now, 100).await.expect("pass"));

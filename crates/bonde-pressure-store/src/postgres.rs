@@ -4,19 +4,16 @@ use std::borrow::Cow;
 use std::str::FromStr;
 
 use async_trait::async_trait;
-use bonde_pressure_core::ports::{
-    CallStats, CallStore, RawEvent, StoreError, StoredEvent, UnreadableCall,
-};
-use bonde_pressure_core::{Call, CallId, LegId, WidgetId};
+use bonde_pressure_core::ports::{CallStore, RawEvent, StoreError, StoredEvent, UnreadableCall};
+use bonde_pressure_core::{Call, CallId, WidgetId};
 use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{FromRow, Postgres, Row, Transaction};
 use uuid::Uuid;
 
 use crate::codec::{
-    CallParts, CallRecord, EventParts, StatsRow, ceil_micros, corrupt, db, decode_call_row,
-    is_foreign_key_violation, is_unique_violation, leg_records, stats_from_rows, truncate_micros,
-    version_to_db,
+    CallParts, CallRecord, EventParts, ceil_micros, corrupt, db, decode_call_row,
+    is_foreign_key_violation, is_unique_violation, leg_records, truncate_micros, version_to_db,
 };
 use crate::{ConnectError, EventLog, MigrationReport, StoreOptions, migration_report};
 
@@ -443,21 +440,6 @@ impl CallStore for PgCallStore {
         .transpose()
     }
 
-    async fn find_by_sid(&self, sid: &LegId) -> Result<Option<Call>, StoreError> {
-        sqlx::query(concat!(
-            "SELECT ",
-            call_columns!(),
-            " FROM phone_calls WHERE from_call_sid = $1 OR to_call_sid = $1 \
-             ORDER BY updated_at DESC LIMIT 1"
-        ))
-        .bind(sid.as_str())
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(db)?
-        .map(|row| CallRow::decode(&row).map_err(StoreError::Unreadable))
-        .transpose()
-    }
-
     async fn commit(&self, call: &Call, events: &[RawEvent]) -> Result<u64, StoreError> {
         let next = call
             .version
@@ -655,40 +637,6 @@ impl CallStore for PgCallStore {
             }
         }
         Ok(out)
-    }
-
-    async fn stats(
-        &self,
-        widget_id: WidgetId,
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
-    ) -> Result<CallStats, StoreError> {
-        let rows = sqlx::query_as::<_, StatsRow>(
-            "WITH c AS ( \
-                SELECT state, connected_secs FROM phone_calls \
-                WHERE widget_id = $1 AND created_at >= $2 AND created_at < $3 \
-             ), d AS ( \
-                SELECT connected_secs FROM c \
-                WHERE state = 'completed' AND connected_secs IS NOT NULL \
-             ), agg AS ( \
-                SELECT COALESCE(SUM(connected_secs), 0)::bigint AS total_secs, \
-                       SUM(connected_secs)::float8 / NULLIF(COUNT(*), 0)::float8 AS average_secs, \
-                       (percentile_disc(0.5) WITHIN GROUP (ORDER BY connected_secs))::float8 \
-                           AS median_secs \
-                FROM d \
-             ) \
-             SELECT c.state, COUNT(*)::bigint AS calls, agg.total_secs, agg.average_secs, \
-                    agg.median_secs \
-             FROM c CROSS JOIN agg \
-             GROUP BY c.state, agg.total_secs, agg.average_secs, agg.median_secs",
-        )
-        .bind(widget_id.get())
-        .bind(ceil_micros(from))
-        .bind(ceil_micros(to))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db)?;
-        stats_from_rows(rows)
     }
 
     async fn count_recent_calls_to(

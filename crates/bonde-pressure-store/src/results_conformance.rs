@@ -18,7 +18,7 @@ use bonde_pressure_core::{Call, CallEvent, DetailedState, PhoneNumber, Target, T
 use bonde_pressure_core::{LegStatus, WidgetId, call::Leg, domain::PersonName};
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 
-use crate::conformance::{Outcome, build_call};
+use crate::conformance::{Outcome, at, build_call};
 
 /// Invokes `$m` with the name of every results check (see
 /// [`for_each_conformance_check!`](crate::for_each_conformance_check)).
@@ -27,8 +27,10 @@ macro_rules! for_each_results_check {
     ($m:ident) => {
         $m! {
             report_matches_reference,
+            report_counts_exactly_the_period,
             report_follows_commits,
             report_percentiles_match_reference_on_random_calls,
+            report_matches_reference_on_random_calls,
             list_calls_pages_in_order,
         }
     };
@@ -139,6 +141,113 @@ pub async fn report_matches_reference<S: CallStore + CampaignResults + ?Sized>(s
     );
     assert_eq!(r.targets.len(), 2);
     assert_eq!(r.series.iter().map(|b| b.total).sum::<u64>(), 33);
+}
+
+/// The report over `[from, to)` counts exactly the widget's calls created
+/// in it (a call created at `to`, before `from`, later, or for another
+/// widget is not counted), a call completed through a commit with its
+/// committed state, and talk times over an odd and an even count of timed
+/// calls (lower median). Moved from the `CallStore::stats` checks.
+pub async fn report_counts_exactly_the_period<S: CallStore + CampaignResults + ?Sized>(
+    store: Arc<S>,
+) {
+    let w = 18;
+    let (from, to) = (at(0), at(3_600));
+    let in_range = [
+        (
+            Outcome::Completed {
+                talk_secs: Some(30),
+            },
+            0,
+        ),
+        (
+            Outcome::Completed {
+                talk_secs: Some(10),
+            },
+            10,
+        ),
+        (
+            Outcome::Completed {
+                talk_secs: Some(50),
+            },
+            20,
+        ),
+        (
+            Outcome::Completed {
+                talk_secs: Some(21),
+            },
+            30,
+        ),
+        (Outcome::Completed { talk_secs: None }, 40),
+        (Outcome::ActivistBusy, 50),
+        (Outcome::ActivistBusy, 60),
+        (Outcome::TargetNoAnswer, 70),
+        (Outcome::ActivistVoicemail, 80),
+        (Outcome::Abandoned, 90),
+        (Outcome::Connected, 100),
+        (Outcome::ActivistRinging, 3_599),
+    ];
+    let mut calls = Vec::new();
+    for (outcome, secs) in in_range {
+        calls.push(build_call(w, at(secs), outcome));
+    }
+    // Out of range, or another widget's.
+    for (widget_id, created) in [(w, at(-1)), (w, to), (w, at(7_200)), (w + 1, at(5))] {
+        calls.push(build_call(
+            widget_id,
+            created,
+            Outcome::Completed {
+                talk_secs: Some(1_000),
+            },
+        ));
+    }
+    create_all(&*store, &calls).await;
+    // A call completed through a commit counts with its committed state.
+    let connected = calls
+        .iter()
+        .position(|c| c.state() == DetailedState::Connected)
+        .unwrap();
+    let c = calls[connected].clone();
+    let (done, _) = c.apply(
+        &CallEvent::LegStatus {
+            leg: Leg::Target,
+            leg_id: c.facts.target.leg_id.clone(),
+            status: LegStatus::Completed,
+            duration_secs: Some(7),
+            sip_response_code: None,
+            at: Some(at(300)),
+        },
+        at(300),
+    );
+    store.commit(&done, &[]).await.unwrap();
+    calls[connected] = done;
+
+    let query = |w: i64, from, to| ResultsQuery::new(widget(w), from, to, Tz::UTC, Interval::Hour);
+    let expected = ResultsReport::from_calls(&query(w, from, to), &calls);
+    assert_eq!(expected.total, 12);
+    assert_eq!(expected.by_state[&DetailedState::Completed], 6);
+    assert_eq!(expected.targets.len(), 1);
+    assert_eq!(expected.targets[0].completed, 6);
+    assert_eq!(expected.targets[0].talk_secs, 30 + 10 + 50 + 21 + 7);
+    assert_eq!(expected.targets[0].median_talk_secs, Some(21));
+    check(&*store, &calls, &query(w, from, to)).await;
+
+    // Narrower ranges: an odd and an even count of timed calls.
+    let odd = ResultsReport::from_calls(&query(w, from, at(25)), &calls);
+    assert_eq!(odd.targets[0].median_talk_secs, Some(30));
+    check(&*store, &calls, &query(w, from, at(25))).await;
+    let even = ResultsReport::from_calls(&query(w, from, at(35)), &calls);
+    assert_eq!(
+        even.targets[0].median_talk_secs,
+        Some(21),
+        "lower median of 10 21 30 50"
+    );
+    check(&*store, &calls, &query(w, from, at(35))).await;
+
+    // Nothing in the period, or no such widget.
+    for q in [query(w, at(10_000), at(20_000)), query(999, from, to)] {
+        assert_eq!(store.report(&q).await.unwrap(), ResultsReport::empty(&q));
+    }
 }
 
 /// A call's funnel stage and state move with its commits.
@@ -256,6 +365,55 @@ pub async fn report_percentiles_match_reference_on_random_calls<
         r.targets
             .iter()
             .any(|t| t.p90_talk_secs != t.median_talk_secs)
+    );
+}
+
+/// The report equals the reference on 80 calls with random outcomes, talk
+/// times (many ties) and creation times (microseconds apart), over random
+/// periods of two widgets. Moved from the `CallStore::stats` checks.
+pub async fn report_matches_reference_on_random_calls<S: CallStore + CampaignResults + ?Sized>(
+    store: Arc<S>,
+) {
+    let mut rng = Lcg(0x5eed_b0de);
+    let widgets = [21, 22];
+    let mut calls = Vec::new();
+    for _ in 0..80 {
+        let outcome = match rng.below(4) {
+            0 | 1 => Outcome::Completed {
+                talk_secs: (rng.below(8) != 0).then(|| rng.below(12) as u32 * 5),
+            },
+            _ => Outcome::ALL[rng.below(Outcome::ALL.len() as u64) as usize],
+        };
+        let widget_id = widgets[rng.below(2) as usize];
+        let created = at(rng.below(10_000) as i64) + TimeDelta::microseconds(rng.below(7) as i64);
+        calls.push(build_call(widget_id, created, outcome));
+    }
+    create_all(&*store, &calls).await;
+    let mut medians = 0;
+    for _ in 0..12 {
+        let a = rng.below(11_000) as i64 - 500;
+        let b = a + rng.below(11_000) as i64;
+        for w in widgets {
+            let q = ResultsQuery::new(
+                widget(w),
+                at(a),
+                at(b),
+                chrono_tz::America::Sao_Paulo,
+                Interval::Hour,
+            );
+            let expected = ResultsReport::from_calls(&q, &calls);
+            medians += usize::from(
+                expected
+                    .targets
+                    .iter()
+                    .any(|t| t.completed > 3 && t.median_talk_secs.is_some()),
+            );
+            check(&*store, &calls, &q).await;
+        }
+    }
+    assert!(
+        medians >= 6,
+        "the periods cover enough completed calls ({medians})"
     );
 }
 

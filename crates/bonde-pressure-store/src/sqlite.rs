@@ -5,10 +5,8 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use bonde_pressure_core::ports::{
-    CallStats, CallStore, RawEvent, StoreError, StoredEvent, UnreadableCall,
-};
-use bonde_pressure_core::{Call, CallId, LegId, WidgetId};
+use bonde_pressure_core::ports::{CallStore, RawEvent, StoreError, StoredEvent, UnreadableCall};
+use bonde_pressure_core::{Call, CallId, WidgetId};
 use chrono::{DateTime, Utc};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
@@ -19,9 +17,8 @@ use tokio::sync::Mutex;
 use uuid::Uuid;
 
 use crate::codec::{
-    CallParts, CallRecord, EventParts, StatsRow, ceil_micros, corrupt, db, decode_call_row,
-    is_foreign_key_violation, is_unique_violation, leg_records, parse_ts, stats_from_rows, ts_text,
-    version_to_db,
+    CallParts, CallRecord, EventParts, ceil_micros, corrupt, db, decode_call_row,
+    is_foreign_key_violation, is_unique_violation, leg_records, parse_ts, ts_text, version_to_db,
 };
 use crate::{
     ConnectError, EventLog, MigrationReport, SqliteDurability, StoreOptions, migration_report,
@@ -499,21 +496,6 @@ impl CallStore for SqliteCallStore {
         .transpose()
     }
 
-    async fn find_by_sid(&self, sid: &LegId) -> Result<Option<Call>, StoreError> {
-        sqlx::query(concat!(
-            "SELECT ",
-            call_columns!(),
-            " FROM phone_calls WHERE from_call_sid = ?1 OR to_call_sid = ?1 \
-             ORDER BY updated_at DESC LIMIT 1"
-        ))
-        .bind(sid.as_str())
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(db)?
-        .map(|row| CallRow::decode(&row).map_err(StoreError::Unreadable))
-        .transpose()
-    }
-
     async fn commit(&self, call: &Call, events: &[RawEvent]) -> Result<u64, StoreError> {
         let next = call
             .version
@@ -681,42 +663,6 @@ impl CallStore for SqliteCallStore {
             }
         }
         Ok(out)
-    }
-
-    async fn stats(
-        &self,
-        widget_id: WidgetId,
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
-    ) -> Result<CallStats, StoreError> {
-        let rows = sqlx::query_as::<_, StatsRow>(
-            "WITH c AS ( \
-                SELECT state, connected_secs FROM phone_calls \
-                WHERE widget_id = ?1 AND created_at >= ?2 AND created_at < ?3 \
-             ), d AS ( \
-                SELECT connected_secs, \
-                       ROW_NUMBER() OVER (ORDER BY connected_secs) AS rn, \
-                       COUNT(*) OVER () AS n \
-                FROM c WHERE state = 'completed' AND connected_secs IS NOT NULL \
-             ), agg AS ( \
-                SELECT COALESCE(SUM(connected_secs), 0) AS total_secs, \
-                       CAST(SUM(connected_secs) AS REAL) / NULLIF(COUNT(*), 0) AS average_secs, \
-                       (SELECT CAST(connected_secs AS REAL) FROM d WHERE rn = (n + 1) / 2) \
-                           AS median_secs \
-                FROM d \
-             ) \
-             SELECT c.state AS state, COUNT(*) AS calls, agg.total_secs AS total_secs, \
-                    agg.average_secs AS average_secs, agg.median_secs AS median_secs \
-             FROM c CROSS JOIN agg \
-             GROUP BY c.state, agg.total_secs, agg.average_secs, agg.median_secs",
-        )
-        .bind(widget_id.get())
-        .bind(ts_text(ceil_micros(from)))
-        .bind(ts_text(ceil_micros(to)))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db)?;
-        stats_from_rows(rows)
     }
 
     async fn count_recent_calls_to(

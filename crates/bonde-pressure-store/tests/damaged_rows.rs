@@ -35,20 +35,11 @@ fn skip(reason: &str) {
 }
 
 fn request() -> StartCallRequest {
-    StartCallRequest {
-        widget_id: 1,
-        activist: ActivistInput {
-            name: "Ana Souza".into(),
-            first_name: None,
-            last_name: None,
-            email: "ana@example.org".into(),
-            phone: "11 91234-5678".into(),
-        },
-        target: TargetInput {
-            name: "Demo Target".into(),
-            phone: "+55 61 99999-0000".into(),
-        },
-    }
+    StartCallRequest::new(
+        1,
+        ActivistInput::new("Ana Souza", "ana@example.org", "11 91234-5678"),
+        TargetInput::new("Demo Target", "+55 61 99999-0000"),
+    )
 }
 
 /// Five calls whose activist does not answer, and whose callbacks never
@@ -63,13 +54,13 @@ async fn check(store: Arc<dyn CallStore>, corrupt: impl AsyncFnOnce(CallId, Call
         Duration::from_secs(3600),
     ));
     let service = PressureService::new(
-        Dependencies {
-            store: store.clone(),
+        Dependencies::new(
+            store.clone(),
             telephony,
-            directory: Arc::new(StaticCampaignDirectory::demo()),
-            recorder: Arc::new(StubActionRecorder::new()),
-            clock: clock.clone(),
-        },
+            Arc::new(StaticCampaignDirectory::demo()),
+        )
+        .with_recorder(Arc::new(StubActionRecorder::new()))
+        .with_clock(clock.clone()),
         ServiceConfig::default(),
     );
     let mut ids = Vec::new();
@@ -246,13 +237,9 @@ async fn calls_to_backfill(store: Arc<dyn CallStore>) -> Vec<CallId> {
         Duration::from_secs(3600),
     ));
     let service = PressureService::new(
-        Dependencies {
-            store,
-            telephony,
-            directory: Arc::new(StaticCampaignDirectory::demo()),
-            recorder: Arc::new(StubActionRecorder::new()),
-            clock: Arc::new(ManualClock::new(chrono::Utc::now())),
-        },
+        Dependencies::new(store, telephony, Arc::new(StaticCampaignDirectory::demo()))
+            .with_recorder(Arc::new(StubActionRecorder::new()))
+            .with_clock(Arc::new(ManualClock::new(chrono::Utc::now()))),
         ServiceConfig::default(),
     );
     let mut ids = Vec::new();
@@ -369,16 +356,16 @@ async fn postgres_backfill_skips_a_damaged_row() {
 async fn check_starvation(store: Arc<dyn CallStore>, corrupt: impl AsyncFn(CallId)) {
     let clock = Arc::new(ManualClock::new(chrono::Utc::now()));
     let service = PressureService::new(
-        Dependencies {
-            store: store.clone(),
-            telephony: Arc::new(SimulatedTelephony::new(
+        Dependencies::new(
+            store.clone(),
+            Arc::new(SimulatedTelephony::new(
                 ScenarioPicker::Always(Scenario::ActivistNoAnswer),
                 Duration::from_secs(3600),
             )),
-            directory: Arc::new(StaticCampaignDirectory::demo()),
-            recorder: Arc::new(StubActionRecorder::new()),
-            clock: clock.clone(),
-        },
+            Arc::new(StaticCampaignDirectory::demo()),
+        )
+        .with_recorder(Arc::new(StubActionRecorder::new()))
+        .with_clock(clock.clone()),
         ServiceConfig::default(),
     );
     let mut bad = Vec::new();

@@ -44,25 +44,15 @@ fn skip(reason: &str) {
 }
 
 fn request() -> StartCallRequest {
-    StartCallRequest {
-        widget_id: 1,
-        activist: ActivistInput {
-            name: "Ana Souza".into(),
-            first_name: None,
-            last_name: None,
-            email: "ana@example.org".into(),
-            phone: "11 91234-5678".into(),
-        },
-        target: TargetInput {
-            name: "Demo Target".into(),
-            phone: "+55 61 99999-0000".into(),
-        },
-    }
+    StartCallRequest::new(
+        1,
+        ActivistInput::new("Ana Souza", "ana@example.org", "11 91234-5678"),
+        TargetInput::new("Demo Target", "+55 61 99999-0000"),
+    )
 }
 
 /// Starts a call, lets `write_old` overwrite its row with [`OLD_FACTS`]
-/// (and the leg A / conference columns), then reads it back, finds it by
-/// leg id, commits an event, and checks with `read_facts` (the stored
+/// (and the leg A / conference columns), then reads it back, commits an event, and checks with `read_facts` (the stored
 /// facts as text) that the names are kept.
 async fn check(
     store: Arc<dyn CallStore>,
@@ -71,16 +61,16 @@ async fn check(
 ) {
     let clock = Arc::new(ManualClock::new(chrono::Utc::now()));
     let service = PressureService::new(
-        Dependencies {
-            store: store.clone(),
-            telephony: Arc::new(SimulatedTelephony::new(
+        Dependencies::new(
+            store.clone(),
+            Arc::new(SimulatedTelephony::new(
                 ScenarioPicker::Always(Scenario::ActivistNoAnswer),
                 Duration::from_secs(3600),
             )),
-            directory: Arc::new(StaticCampaignDirectory::demo()),
-            recorder: Arc::new(StubActionRecorder::new()),
-            clock: clock.clone(),
-        },
+            Arc::new(StaticCampaignDirectory::demo()),
+        )
+        .with_recorder(Arc::new(StubActionRecorder::new()))
+        .with_clock(clock.clone()),
         ServiceConfig::default(),
     );
     let id = service.start(&request()).await.unwrap().call_id;
@@ -96,12 +86,6 @@ async fn check(
     assert_eq!(call.facts.conference_id, Some(cf));
     assert!(call.facts.participants[&a].joined);
     assert!(call.facts.activist_in_conference());
-    let found = store
-        .find_by_sid(&a)
-        .await
-        .unwrap()
-        .expect("found by leg id");
-    assert_eq!(found.id, id);
 
     let (next, _) = call.apply(
         &CallEvent::LegStatus {
@@ -115,7 +99,9 @@ async fn check(
         chrono::Utc::now(),
     );
     store.commit(&next, &[]).await.unwrap();
-    assert_eq!(store.find_by_sid(&b).await.unwrap().map(|c| c.id), Some(id));
+    let reread = store.get(id).await.unwrap().expect("the call loads");
+    assert_eq!(reread.facts.target.leg_id, Some(b.clone()));
+    assert_eq!(reread.facts.activist.leg_id, Some(a.clone()));
 
     let stored: serde_json::Value = serde_json::from_str(&read_facts(id).await).unwrap();
     assert_eq!(stored["activist"]["sid"], A, "{stored}");

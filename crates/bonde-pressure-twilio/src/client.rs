@@ -317,10 +317,7 @@ impl TwilioClient {
         let call: CallResource =
             serde_json::from_str(&body).map_err(|e| unexpected("call", &body).with_source(e))?;
         let leg_id = parse_call_sid(&call.sid).map_err(|_| unexpected("call sid", &body))?;
-        Ok(DialedLeg {
-            leg_id,
-            status: call.status.as_deref().and_then(LegStatus::parse),
-        })
+        Ok(DialedLeg::new(leg_id).with_status(call.status.as_deref().and_then(LegStatus::parse)))
     }
 
     /// The form that adds the target to the conference
@@ -542,10 +539,7 @@ impl Telephony for TwilioClient {
             .map_err(|e| unexpected("participant", &body).with_source(e))?;
         let leg_id =
             parse_call_sid(&p.call_sid).map_err(|_| unexpected("participant call sid", &body))?;
-        Ok(DialedLeg {
-            leg_id,
-            status: p.status.as_deref().and_then(participant_status),
-        })
+        Ok(DialedLeg::new(leg_id).with_status(p.status.as_deref().and_then(participant_status)))
     }
 
     async fn hang_up(
@@ -648,16 +642,14 @@ impl Telephony for TwilioClient {
             .and_then(LegStatus::parse)
             .ok_or_else(|| unexpected("call status", &body))?;
         let fetched = parse_call_sid(&call.sid).map_err(|_| unexpected("call sid", &body))?;
-        Ok(LegSnapshot {
-            leg_id: fetched,
-            status,
-            duration_secs: call.duration.as_ref().and_then(duration_of),
-            answered_by: call.answered_by.as_deref().and_then(AnsweredBy::parse),
-            ended_at: call
-                .end_time
-                .as_deref()
-                .and_then(crate::webhook::parse_timestamp),
-        })
+        Ok(LegSnapshot::new(fetched, status)
+            .with_duration_secs(call.duration.as_ref().and_then(duration_of))
+            .with_answered_by(call.answered_by.as_deref().and_then(AnsweredBy::parse))
+            .with_ended_at(
+                call.end_time
+                    .as_deref()
+                    .and_then(crate::webhook::parse_timestamp),
+            ))
     }
 }
 
@@ -772,12 +764,11 @@ mod tests {
         )
         .unwrap();
         let client = TwilioClient::new(config).unwrap();
-        let req = ActivistCallRequest {
-            call_id: "0b7e3a52-9d4c-4f5e-8a1b-2c3d4e5f6a7b".parse().unwrap(),
-            to: PhoneNumber::parse_e164("+5511987654321").unwrap(),
-            timeout_secs: 30,
-            detect_machine: false,
-        };
+        let req = ActivistCallRequest::new(
+            "0b7e3a52-9d4c-4f5e-8a1b-2c3d4e5f6a7b".parse().unwrap(),
+            PhoneNumber::parse_e164("+5511987654321").unwrap(),
+            30,
+        );
         let twiml = crate::twiml::Response::new().with(crate::twiml::Verb::Hangup);
         let form = client.call_form(&req, &CallInstructions::from(&twiml));
         let names: Vec<&str> = form.iter().map(|(k, _)| k.as_str()).collect();

@@ -396,11 +396,7 @@ mod tests {
     }
 
     fn speech(text: &str) -> Speech {
-        Speech {
-            text: text.into(),
-            voice: "Polly.Camila".into(),
-            language: "pt-BR".into(),
-        }
+        Speech::new(text, "Polly.Camila", "pt-BR")
     }
 
     fn parse(xml: &str) -> roxmltree::Document<'_> {
@@ -413,9 +409,9 @@ mod tests {
 
     #[test]
     fn answered_script_renders_a_gather_then_goodbye() {
-        let script = VoiceScript {
-            call_id: id(),
-            instructions: vec![
+        let script = VoiceScript::new(
+            id(),
+            vec![
                 VoiceInstruction::Gather {
                     prompt: speech("Olá, Ana! Aperte uma tecla."),
                     num_digits: 1,
@@ -426,7 +422,7 @@ mod tests {
                 VoiceInstruction::Say(speech("Tchau")),
                 VoiceInstruction::Hangup,
             ],
-        };
+        );
         let xml = render(&script, &urls());
         assert!(xml.starts_with(r#"<?xml version="1.0" encoding="UTF-8"?><Response>"#));
         let doc = parse(&xml);
@@ -460,9 +456,9 @@ mod tests {
 
     #[test]
     fn confirmed_script_joins_the_conference() {
-        let script = VoiceScript {
-            call_id: id(),
-            instructions: vec![
+        let script = VoiceScript::new(
+            id(),
+            vec![
                 VoiceInstruction::Say(speech("Ligando")),
                 VoiceInstruction::JoinConference {
                     room: id(),
@@ -470,7 +466,7 @@ mod tests {
                     after: ScriptMoment::AfterConference,
                 },
             ],
-        };
+        );
         let xml = render(&script, &urls());
         let doc = parse(&xml);
         let verbs = children(doc.root_element());
@@ -518,9 +514,9 @@ mod tests {
 
     #[test]
     fn snapshot_answered_greeting_and_gather() {
-        let script = VoiceScript {
-            call_id: id(),
-            instructions: vec![
+        let script = VoiceScript::new(
+            id(),
+            vec![
                 VoiceInstruction::Gather {
                     prompt: speech(
                         "Olá, Ana! Você vai ligar para a Dep. \"Maria\" & cia. Aperte qualquer tecla ou diga seu nome.",
@@ -533,7 +529,7 @@ mod tests {
                 VoiceInstruction::Say(speech("Não ouvimos nada. Até logo!")),
                 VoiceInstruction::Hangup,
             ],
-        };
+        );
         let xml = render(&script, &urls());
         let expected = format!(
             "{DECL}<Response>\
@@ -566,9 +562,9 @@ mod tests {
 
     #[test]
     fn snapshot_confirmed_joins_the_conference() {
-        let script = VoiceScript {
-            call_id: id(),
-            instructions: vec![
+        let script = VoiceScript::new(
+            id(),
+            vec![
                 VoiceInstruction::Say(speech("Conectando você agora.")),
                 VoiceInstruction::JoinConference {
                     room: id(),
@@ -576,7 +572,7 @@ mod tests {
                     after: ScriptMoment::AfterConference,
                 },
             ],
-        };
+        );
         let xml = render(&script, &urls());
         let expected = format!(
             "{DECL}<Response>\
@@ -610,13 +606,13 @@ mod tests {
 
     #[test]
     fn snapshot_after_conference_closing() {
-        let script = VoiceScript {
-            call_id: id(),
-            instructions: vec![
+        let script = VoiceScript::new(
+            id(),
+            vec![
                 VoiceInstruction::Say(speech("Obrigado por pressionar! <3 A ligação terminou.")),
                 VoiceInstruction::Hangup,
             ],
-        };
+        );
         let xml = render(&script, &urls());
         let expected = format!(
             "{DECL}<Response>\
@@ -722,15 +718,11 @@ mod tests {
 
     #[test]
     fn dtmf_only_gather_and_empty_voice() {
-        let script = VoiceScript {
-            call_id: id(),
-            instructions: vec![
+        let script = VoiceScript::new(
+            id(),
+            vec![
                 VoiceInstruction::Gather {
-                    prompt: Speech {
-                        text: "press".into(),
-                        voice: String::new(),
-                        language: String::new(),
-                    },
+                    prompt: Speech::new("press", String::new(), String::new()),
                     num_digits: 2,
                     timeout_secs: 5,
                     speech: false,
@@ -741,7 +733,7 @@ mod tests {
                     url: "https://x/b.mp3".into(),
                 },
             ],
-        };
+        );
         let xml = render(&script, &urls());
         let doc = parse(&xml);
         let g = children(doc.root_element())[0];

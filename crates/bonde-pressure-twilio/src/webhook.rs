@@ -249,13 +249,10 @@ pub fn raw_event(
     form: &[(String, String)],
     received_at: DateTime<Utc>,
 ) -> RawEvent {
-    RawEvent {
-        kind: route.as_str().to_owned(),
-        leg_id: raw_call_sid(form),
-        payload: payload.to_owned(),
-        sequence_number: sequence_number(form),
-        received_at,
-    }
+    let mut raw = RawEvent::new(route.as_str(), payload, received_at)
+        .with_sequence_number(sequence_number(form));
+    raw.leg_id = raw_call_sid(form);
+    raw
 }
 
 /// Decodes an `application/x-www-form-urlencoded` body into pairs.

@@ -153,22 +153,13 @@ fn target_body(from: &str) -> String {
 }
 
 fn activist_request(detect_machine: bool) -> ActivistCallRequest {
-    ActivistCallRequest {
-        call_id: call_id(),
-        to: phone(ACTIVIST),
-        timeout_secs: 30,
-        detect_machine,
-    }
+    ActivistCallRequest::new(call_id(), phone(ACTIVIST), 30).with_detect_machine(detect_machine)
 }
 
 fn target_request(caller_id: Option<&str>) -> TargetCallRequest {
-    TargetCallRequest {
-        call_id: call_id(),
-        to: phone(TARGET),
-        caller_id: caller_id.map(phone),
-        timeout_secs: 25,
-        detect_machine: true,
-    }
+    TargetCallRequest::new(call_id(), phone(TARGET), 25)
+        .with_caller_id(caller_id.map(phone))
+        .with_detect_machine(true)
 }
 
 fn error_body(code: u32, status: u16) -> serde_json::Value {

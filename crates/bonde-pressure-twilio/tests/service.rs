@@ -75,13 +75,13 @@ fn world(server: &MockServer) -> World {
     let urls = config.callbacks().clone();
     let store = Arc::new(InMemoryCallStore::new());
     let service = Arc::new(PressureService::new(
-        Dependencies {
-            store: store.clone(),
-            telephony: Arc::new(TwilioClient::new(config).unwrap()),
-            directory: Arc::new(StaticCampaignDirectory::demo()),
-            recorder: Arc::new(StubActionRecorder::new()),
-            clock: Arc::new(SystemClock),
-        },
+        Dependencies::new(
+            store.clone(),
+            Arc::new(TwilioClient::new(config).unwrap()),
+            Arc::new(StaticCampaignDirectory::demo()),
+        )
+        .with_recorder(Arc::new(StubActionRecorder::new()))
+        .with_clock(Arc::new(SystemClock)),
         ServiceConfig::default(),
     ));
     World {
@@ -92,20 +92,11 @@ fn world(server: &MockServer) -> World {
 }
 
 fn request() -> StartCallRequest {
-    StartCallRequest {
-        widget_id: 1,
-        activist: ActivistInput {
-            name: "Ana Souza".into(),
-            first_name: Some("Ana".into()),
-            last_name: None,
-            email: "ana@example.org".into(),
-            phone: "11 98765-4321".into(),
-        },
-        target: TargetInput {
-            name: "Demo Target".into(),
-            phone: "+55 61 99999-0000".into(),
-        },
-    }
+    StartCallRequest::new(
+        1,
+        ActivistInput::new("Ana Souza", "ana@example.org", "11 98765-4321").with_first_name("Ana"),
+        TargetInput::new("Demo Target", "+55 61 99999-0000"),
+    )
 }
 
 #[tokio::test]

@@ -9,6 +9,7 @@ use crate::domain::{ConferenceId, LegId};
 /// How the activist confirmed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "kind", content = "value")]
+#[non_exhaustive]
 pub enum Confirmation {
     /// Pressed keys.
     Digits(String),

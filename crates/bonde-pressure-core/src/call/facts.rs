@@ -41,6 +41,7 @@ impl Leg {
 /// is deterministic should two different ones ever be reported.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
 pub enum LegStatus {
     /// Accepted by the provider, not yet dialled (Twilio queues calls above its CPS limit).
     Queued,
@@ -105,6 +106,7 @@ impl LegStatus {
 /// Who answered, according to answering-machine detection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum AnsweredBy {
     /// A person.
     Human,

@@ -31,13 +31,13 @@ pub fn harness_with(picker: ScenarioPicker, tick: Duration, clock: Arc<dyn Clock
     let store = Arc::new(InMemoryCallStore::new());
     let recorder = Arc::new(StubActionRecorder::new());
     let service = Arc::new(PressureService::new(
-        Dependencies {
-            store: store.clone(),
-            telephony: telephony.clone(),
-            directory: Arc::new(StaticCampaignDirectory::demo()),
-            recorder: recorder.clone(),
-            clock,
-        },
+        Dependencies::new(
+            store.clone(),
+            telephony.clone(),
+            Arc::new(StaticCampaignDirectory::demo()),
+        )
+        .with_recorder(recorder.clone())
+        .with_clock(clock),
         ServiceConfig::default(),
     ));
     let sink: Arc<dyn EventSink> = service.clone();
@@ -58,33 +58,22 @@ pub fn service_over(
     clock: Arc<dyn Clock>,
 ) -> PressureService {
     PressureService::new(
-        Dependencies {
-            store,
-            telephony,
-            directory: Arc::new(StaticCampaignDirectory::demo()),
-            recorder: Arc::new(StubActionRecorder::new()),
-            clock,
-        },
+        Dependencies::new(store, telephony, Arc::new(StaticCampaignDirectory::demo()))
+            .with_recorder(Arc::new(StubActionRecorder::new()))
+            .with_clock(clock),
         ServiceConfig::default(),
     )
 }
 
 /// The front-end's request for the demo widget, with the national format it sends.
 pub fn demo_request() -> StartCallRequest {
-    StartCallRequest {
-        widget_id: 1,
-        activist: ActivistInput {
-            name: "Ana Souza".into(),
-            first_name: Some("Ana".into()),
-            last_name: Some("Souza".into()),
-            email: "ana@example.org".into(),
-            phone: "11 91234-5678".into(),
-        },
-        target: TargetInput {
-            name: "Demo Target".into(),
-            phone: "+55 61 99999-0000".into(),
-        },
-    }
+    StartCallRequest::new(
+        1,
+        ActivistInput::new("Ana Souza", "ana@example.org", "11 91234-5678")
+            .with_first_name("Ana")
+            .with_last_name("Souza"),
+        TargetInput::new("Demo Target", "+55 61 99999-0000"),
+    )
 }
 
 /// Waits until the call is settled (`Call::is_settled`: nothing left live).

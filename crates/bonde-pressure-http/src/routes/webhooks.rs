@@ -417,13 +417,13 @@ mod tests {
 
     #[test]
     fn a_payload_read_back_with_nul_replaced_is_the_same_delivery() {
-        let sent = RawEvent {
-            kind: "status-callback".into(),
-            leg_id: Some("CA\0x".into()),
-            payload: "CallStatus=ringing&X=\0".into(),
-            sequence_number: Some(3),
-            received_at: chrono::Utc::now(),
-        };
+        let sent = RawEvent::new(
+            "status-callback",
+            "CallStatus=ringing&X=\0",
+            chrono::Utc::now(),
+        )
+        .with_leg_id("CA\0x")
+        .with_sequence_number(3);
         let mut stored = sent.clone();
         stored.payload = sent.payload.replace('\0', "\u{FFFD}");
         stored.leg_id = Some("CA\u{FFFD}x".into());
