@@ -22,6 +22,10 @@
 //! - [`PressureService`]: start a call, handle an event (load, apply, commit
 //!   with a version check, retry on conflict, then run the effects), decide
 //!   the voice script of each moment, reconcile stale calls.
+//! - [`view`]: the read models every adapter shows ([`CallSummary`],
+//!   [`CallDetails`]), with phones and e-mails masked by the one masking of
+//!   the workspace ([`domain::mask_phone`], [`domain::mask_email`]) unless
+//!   the caller asks for [`Disclosure::Unmasked`].
 //! - Fakes that ship with the crate: [`InMemoryCallStore`],
 //!   [`SimulatedTelephony`], [`StaticCampaignDirectory`],
 //!   [`StubActionRecorder`]; with the `mock` feature, mockall mocks of the ports.
@@ -45,6 +49,7 @@ pub mod results;
 pub mod script;
 mod service;
 pub mod simulated;
+pub mod view;
 
 pub use call::{
     AnsweredBy, Call, CallEvent, CallFacts, Confirmation, DetailedState, Effect, HangUp, Leg,
@@ -94,3 +99,4 @@ pub use service::{
     ServiceConfig, ServiceError, StartCallRequest, StartError, StartedCall, TargetInput,
 };
 pub use simulated::{Scenario, ScenarioPicker, SimulatedTelephony};
+pub use view::{CallDetails, CallSummary, Disclosure};

@@ -15,7 +15,7 @@ use crate::call::{
 use crate::do_not_call::{DoNotCallHasher, DoNotCallList, DoNotCallSource, InMemoryDoNotCallList};
 use crate::domain::{
     Activist, CallId, Email, LegId, NumberPolicy, NumberRefusal, NumberType, PersonName,
-    PhoneNumber, Region, Target, WidgetId, mask_phone,
+    PhoneNumber, Region, Target, WidgetId, mask_email, mask_phone,
 };
 use crate::fakes::NoopActionRecorder;
 use crate::limits::{
@@ -204,19 +204,43 @@ impl Dependencies {
 ///
 /// `Debug` masks the phone number and the e-mail (only its domain shows).
 #[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(
+    feature = "openapi",
+    derive(utoipa::ToSchema),
+    schema(description = "The activist as the form sends it.")
+)]
 #[non_exhaustive]
 pub struct ActivistInput {
     /// Full name.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(example = "Ana Silva", min_length = 1, max_length = 200)
+    )]
     pub name: String,
-    /// First name.
+    /// First name (optional).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(example = "Ana", max_length = 200))]
     pub first_name: Option<String>,
-    /// Last name.
+    /// Last name (optional).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(example = "Silva", max_length = 200))]
     pub last_name: Option<String>,
     /// E-mail.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            example = "ana@example.org",
+            format = "email",
+            min_length = 3,
+            max_length = 254
+        )
+    )]
     pub email: String,
-    /// Phone, E.164 or national.
+    /// Phone: E.164 or national (`11 91234-5678`, read in the default region).
+    #[cfg_attr(
+        feature = "openapi",
+        schema(example = "11 91234-5678", pattern = r"^\+?[0-9 ().-]{8,24}$")
+    )]
     pub phone: String,
 }
 
@@ -254,11 +278,24 @@ impl ActivistInput {
 ///
 /// `Debug` masks the phone number.
 #[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(
+    feature = "openapi",
+    derive(utoipa::ToSchema),
+    schema(description = "The target as the form sends it.")
+)]
 #[non_exhaustive]
 pub struct TargetInput {
     /// Name.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(example = "Demo Target", min_length = 1, max_length = 200)
+    )]
     pub name: String,
-    /// Phone, E.164 or national.
+    /// Phone, compared (normalised) with the widget's targets.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(example = "+5561999990000", pattern = r"^\+?[0-9 ().-]{8,24}$")
+    )]
     pub phone: String,
 }
 
@@ -276,13 +313,19 @@ impl TargetInput {
 ///
 /// `Debug` masks phone numbers and e-mails (see [`ActivistInput`], [`TargetInput`]).
 #[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(
+    feature = "openapi",
+    derive(utoipa::ToSchema),
+    schema(description = "`POST /v1/phone/call`'s request.")
+)]
 #[non_exhaustive]
 pub struct StartCallRequest {
-    /// The widget.
+    /// The campaign widget.
+    #[cfg_attr(feature = "openapi", schema(example = 1, minimum = 1))]
     pub widget_id: i64,
-    /// Who calls.
+    /// Who is called first.
     pub activist: ActivistInput,
-    /// Whom.
+    /// Whom the activist talks to (one of the widget's targets).
     pub target: TargetInput,
 }
 
@@ -294,14 +337,6 @@ impl StartCallRequest {
             activist,
             target,
         }
-    }
-}
-
-/// An unvalidated e-mail for debug output: only the domain shows.
-fn mask_email(raw: &str) -> String {
-    match raw.rsplit_once('@') {
-        Some((_, domain)) => format!("***@{domain}"),
-        None => "*".repeat(raw.chars().count()),
     }
 }
 

@@ -638,7 +638,7 @@ async fn call_details_mask_numbers_unless_the_admin_token_is_presented() {
     assert_eq!(v["unmasked"], false);
     assert_eq!(v["activist"]["phone"], "+5511*****5670");
     assert_eq!(v["target"]["phone"], "+5561*****0000");
-    assert_eq!(v["activist"]["email"], "a***@example.org");
+    assert_eq!(v["activist"]["email"], "***@example.org");
     assert_eq!(v["state"], "completed");
     assert_eq!(v["legs"]["target"]["status"], "completed");
     // the activist joined through TwiML, reported by SID only
@@ -832,6 +832,29 @@ async fn ops_routes() {
         required.contains("CallSid") && required.contains("CallStatus"),
         "{required}"
     );
+    // The request body's schema is core's real type, with the examples and
+    // constraints the page's developers rely on.
+    let body = &spec["paths"]["/v1/phone/call"]["post"]["requestBody"]["content"]["application/json"]
+        ["schema"]["$ref"];
+    assert_eq!(body, "#/components/schemas/StartCallRequest");
+    let activist = &schemas["ActivistInput"];
+    assert_eq!(
+        activist["properties"]["email"]["example"],
+        "ana@example.org"
+    );
+    assert_eq!(activist["properties"]["email"]["format"], "email");
+    let required = activist["required"].to_string();
+    assert!(
+        required.contains("phone") && !required.contains("first_name"),
+        "{required}"
+    );
+    assert_eq!(
+        schemas["StartCallRequest"]["properties"]["widget_id"]["minimum"],
+        1
+    );
+    let details = &schemas["CallDetails"]["properties"];
+    assert_eq!(details["conference_sid"]["type"], json!(["string", "null"]));
+    assert_eq!(details["created_at"]["type"], "string");
     let sse = &spec["paths"]["/v1/phone/calls/{call_id}/events"]["get"]["responses"]["200"]["content"]
         ["text/event-stream"]["schema"]["$ref"];
     assert_eq!(sse, "#/components/schemas/SseStateEvent");

@@ -111,6 +111,26 @@ impl Email {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The address with its local part hidden: `***@example.org`
+    /// ([`mask_email`]).
+    pub fn masked(&self) -> String {
+        mask_email(&self.0)
+    }
+}
+
+/// Masks any e-mail-like text for logs and public views: only the domain
+/// shows (`ana@example.org` → `***@example.org`); text without an `@` is
+/// hidden entirely, one `*` per character.
+///
+/// The one e-mail masking of the workspace: [`Email`]'s `Debug`, the
+/// unvalidated input's `Debug` and the call read model
+/// ([`crate::view::CallDetails`]) all use it.
+pub fn mask_email(raw: &str) -> String {
+    match raw.rsplit_once('@') {
+        Some((_, domain)) => format!("***@{domain}"),
+        None => "*".repeat(raw.chars().count()),
+    }
 }
 
 impl TryFrom<String> for Email {
@@ -129,10 +149,7 @@ impl From<Email> for String {
 impl fmt::Debug for Email {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Personal data: keep only the domain in debug output.
-        match self.0.rsplit_once('@') {
-            Some((_, domain)) => write!(f, "Email(***@{domain})"),
-            None => f.write_str("Email(***)"),
-        }
+        write!(f, "Email({})", self.masked())
     }
 }
 
@@ -241,5 +258,15 @@ mod tests {
             format!("{:?}", Email::parse("ana@nossas.org").unwrap()),
             "Email(***@nossas.org)"
         );
+    }
+
+    #[test]
+    fn emails_are_masked_to_their_domain() {
+        assert_eq!(mask_email("ana@nossas.org"), "***@nossas.org");
+        assert_eq!(mask_email("a@b@c.org"), "***@c.org");
+        assert_eq!(mask_email("nope"), "****");
+        assert_eq!(mask_email(""), "");
+        let email = Email::parse("ana.maria@nossas.org").unwrap();
+        assert_eq!(email.masked(), "***@nossas.org");
     }
 }
