@@ -22,6 +22,10 @@
 //! - [`PressureService`]: start a call, handle an event (load, apply, commit
 //!   with a version check, retry on conflict, then run the effects), decide
 //!   the voice script of each moment, reconcile stale calls.
+//! - [`spool`]: the payload promise — every provider payload handed to the
+//!   service ([`PressureService::handle`], [`PressureService::record_unparsed`])
+//!   is stored exactly once, whatever fails; while the store is unavailable
+//!   it waits in a bounded in-process spool ([`PressureService::flush_spool`]).
 //! - Fakes that ship with the crate: [`InMemoryCallStore`],
 //!   [`SimulatedTelephony`], [`StaticCampaignDirectory`],
 //!   [`StubActionRecorder`]; with the `mock` feature, mockall mocks of the ports.
@@ -45,6 +49,7 @@ pub mod results;
 pub mod script;
 mod service;
 pub mod simulated;
+pub mod spool;
 
 pub use call::{
     AnsweredBy, Call, CallEvent, CallFacts, Confirmation, DetailedState, Effect, HangUp, Leg,
@@ -94,3 +99,4 @@ pub use service::{
     ServiceConfig, ServiceError, StartCallRequest, StartError, StartedCall, TargetInput,
 };
 pub use simulated::{Scenario, ScenarioPicker, SimulatedTelephony};
+pub use spool::{DEFAULT_SPOOL_CAPACITY, SpoolFull, SpoolStats};
