@@ -26,6 +26,10 @@
 //!   [`CallDetails`]), with phones and e-mails masked by the one masking of
 //!   the workspace ([`domain::mask_phone`], [`domain::mask_email`]) unless
 //!   the caller asks for [`Disclosure::Unmasked`].
+//! - [`spool`]: the payload promise — every provider payload handed to the
+//!   service ([`PressureService::handle`], [`PressureService::record_unparsed`])
+//!   is stored exactly once, whatever fails; while the store is unavailable
+//!   it waits in a bounded in-process spool ([`PressureService::flush_spool`]).
 //! - Fakes that ship with the crate: [`InMemoryCallStore`],
 //!   [`SimulatedTelephony`], [`StaticCampaignDirectory`],
 //!   [`StubActionRecorder`]; with the `mock` feature, mockall mocks of the ports.
@@ -49,6 +53,7 @@ pub mod results;
 pub mod script;
 mod service;
 pub mod simulated;
+pub mod spool;
 pub mod view;
 
 pub use call::{
@@ -99,4 +104,5 @@ pub use service::{
     ServiceConfig, ServiceError, StartCallRequest, StartError, StartedCall, TargetInput,
 };
 pub use simulated::{Scenario, ScenarioPicker, SimulatedTelephony};
+pub use spool::{DEFAULT_SPOOL_CAPACITY, SpoolFull, SpoolStats};
 pub use view::{CallDetails, CallSummary, Disclosure};

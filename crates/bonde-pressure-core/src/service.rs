@@ -27,6 +27,7 @@ use crate::ports::{
     WidgetAction,
 };
 use crate::script::{CallerIdPolicy, CampaignSettings, ScriptMoment, VoiceScript, script_with_key};
+use crate::spool::{DEFAULT_SPOOL_CAPACITY, PayloadSpool, SpoolFull, SpoolStats, store_once};
 
 /// Tunables of the service.
 ///
@@ -64,6 +65,10 @@ pub struct ServiceConfig {
     /// The key that, pressed during the greeting, puts the activist's
     /// number on the do-not-call list (`None`: disabled). Default `9`.
     pub do_not_call_digit: Option<char>,
+    /// The most payloads kept in memory while the store cannot take them
+    /// (see [`PressureService::flush_spool`]). Default
+    /// [`DEFAULT_SPOOL_CAPACITY`].
+    pub spool_capacity: usize,
 }
 
 impl ServiceConfig {
@@ -135,6 +140,12 @@ impl ServiceConfig {
         self.do_not_call_digit = key.into();
         self
     }
+
+    /// With this [`ServiceConfig::spool_capacity`].
+    pub fn with_spool_capacity(mut self, capacity: usize) -> Self {
+        self.spool_capacity = capacity;
+        self
+    }
 }
 
 impl Default for ServiceConfig {
@@ -150,6 +161,7 @@ impl Default for ServiceConfig {
             activist_calls: Some(Quota::per_day(10)),
             target_dials: Some(Quota::per_hour(60)),
             do_not_call_digit: Some('9'),
+            spool_capacity: DEFAULT_SPOOL_CAPACITY,
         }
     }
 }
@@ -455,18 +467,28 @@ impl StartError {
 }
 
 /// Why handling an event failed.
+///
+/// Whatever the error, a payload handed in with the event is kept (stored
+/// once, or waiting in the spool for the store: see
+/// [`PressureService::handle`]), except on [`ServiceError::SpoolFull`].
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ServiceError {
-    /// No such call (the payload was stored anyway).
+    /// No such call (the payload was kept without a call).
     #[error("call {0} not found")]
     CallNotFound(CallId),
     /// Storage failed.
     #[error(transparent)]
     Store(#[from] StoreError),
-    /// Too many concurrent writers kept winning; the event was not applied.
+    /// Too many concurrent writers kept winning; the event was not applied
+    /// (its payload was kept).
     #[error("gave up after {0} conflicting commits")]
     Contention(u32),
+    /// The event was not applied, the store could not take its payload and
+    /// the spool is full: the payload was **not** kept. Adapters ask the
+    /// provider to send it again (HTTP 503).
+    #[error(transparent)]
+    SpoolFull(#[from] SpoolFull),
 }
 
 /// A started call (`POST /v1/phone/call`'s answer).
@@ -560,6 +582,9 @@ pub struct ReconcileReport {
     /// Opted-out activists' numbers put on the do-not-call list by this
     /// pass (their first listing had failed).
     pub opt_outs_listed: usize,
+    /// Payloads waiting in the spool that this pass stored first
+    /// ([`PressureService::flush_spool`]).
+    pub payloads_flushed: usize,
     /// Errors met (logged).
     pub errors: usize,
 }
@@ -594,6 +619,8 @@ pub struct PressureService {
     /// Damaged calls first met outside reconciliation, for the next
     /// report's `unreadable_new`.
     unreadable_pending: std::sync::Mutex<Vec<Option<CallId>>>,
+    /// Payloads the store could not take yet.
+    spool: PayloadSpool,
 }
 
 impl std::fmt::Debug for PressureService {
@@ -626,7 +653,9 @@ impl PressureService {
     pub fn new(deps: Dependencies, config: ServiceConfig) -> Self {
         let (updates, _) = tokio::sync::broadcast::channel(1024);
         let limiter = Arc::new(InMemoryRateLimiter::new(deps.clock.clone()));
+        let spool = PayloadSpool::new(config.spool_capacity);
         Self {
+            spool,
             deps,
             config,
             updates,
@@ -1190,23 +1219,51 @@ impl PressureService {
     /// Applies an event to a call: load, apply, commit if the version is
     /// unchanged (retrying on conflict), then performs the effects the
     /// committed transition requested, feeding their results back as events.
-    /// The raw payload is stored with the commit, or alone if the call is unknown.
+    ///
+    /// The raw payload (the provider's delivery, if any) is stored exactly
+    /// once, whatever fails:
+    /// - with the event's commit;
+    /// - alone ([`CallStore::append_events`]) when there is no such commit:
+    ///   the call is unknown ([`ServiceError::CallNotFound`]: stored without
+    ///   a call) or unreadable, the commit failed, contention gave up — not
+    ///   if the call's event log already holds the same delivery (a commit
+    ///   whose answer was lost);
+    /// - when the store cannot take it now, it waits in the service's spool
+    ///   until [`PressureService::flush_spool`] stores it (the error is the
+    ///   one that stopped the event); a full spool refuses it
+    ///   ([`ServiceError::SpoolFull`], the only error after which the
+    ///   payload is not kept).
+    ///
+    /// A follow-up commit (an effect's result) that fails returns its error;
+    /// the payload was stored with the first commit.
     pub async fn handle(
         &self,
         call_id: CallId,
         event: CallEvent,
         raw: Option<RawEvent>,
     ) -> Result<HandleOutcome, ServiceError> {
-        let raws: Vec<RawEvent> = raw.into_iter().collect();
         let event = self.opt_out_or(event);
-        let mut first = self
-            .commit_event(call_id, &event, &raws)
+        let committed = self
+            .commit_event(call_id, &event, raw.as_slice())
             .await
             .inspect_err(|error| {
                 if let ServiceError::Store(error) = error {
                     self.note_unreadable(error);
                 }
-            })?;
+            });
+        let mut first = match (committed, raw) {
+            (Ok(first), _) => first,
+            (Err(error), None) => return Err(error),
+            (Err(error), Some(raw)) => {
+                // No commit took the payload: it is stored alone.
+                let owner = match error {
+                    ServiceError::CallNotFound(_) => None,
+                    _ => Some(call_id),
+                };
+                self.keep_payload(owner, raw).await?;
+                return Err(error);
+            }
+        };
         if first.call.opt_out_pending() {
             // The opt-out (this event's, or an earlier one whose listing
             // failed) goes on the list before anything else happens.
@@ -1265,6 +1322,49 @@ impl PressureService {
         }
     }
 
+    /// Records a provider payload the adapter could not parse or route (a
+    /// malformed call id or form): stored alone, once, with its call if
+    /// `call_id` names a known one, else without a call; if the store cannot
+    /// take it now, kept in the spool like [`PressureService::handle`]'s.
+    /// Fails only when the spool is full ([`SpoolFull`]: not kept).
+    pub async fn record_unparsed(
+        &self,
+        call_id: Option<CallId>,
+        raw: RawEvent,
+    ) -> Result<(), SpoolFull> {
+        debug!(?call_id, kind = %raw.kind, "recording a payload that was not parsed");
+        self.keep_payload(call_id, raw).await
+    }
+
+    /// Stores the payloads waiting in the spool (the store could not take
+    /// them when they arrived), in arrival order, each once, and returns
+    /// how many it stored. Stops at the first store failure (the rest keep
+    /// waiting for the next flush). Reconciliation calls it at the start of
+    /// every pass; adapters may call it sooner (for example, with a
+    /// backoff, as soon as [`PressureService::spool_stats`] shows a payload
+    /// waiting). While another flush runs, returns `Ok(0)` at once. Never
+    /// sleeps: the caller owns the cadence.
+    pub async fn flush_spool(&self) -> Result<usize, StoreError> {
+        let clock = &self.deps.clock;
+        self.spool
+            .flush(self.deps.store.as_ref(), || clock.now())
+            .await
+    }
+
+    /// What the spool holds and has done (waiting payloads, totals).
+    pub fn spool_stats(&self) -> SpoolStats {
+        self.spool.stats()
+    }
+
+    /// Stores a payload no commit took, once; queues it when the store
+    /// cannot take it now.
+    async fn keep_payload(&self, call_id: Option<CallId>, raw: RawEvent) -> Result<(), SpoolFull> {
+        match store_once(self.deps.store.as_ref(), call_id, &raw).await {
+            Ok(()) => Ok(()),
+            Err(cause) => self.spool.push(call_id, raw, self.deps.clock.now(), cause),
+        }
+    }
+
     async fn commit_event(
         &self,
         call_id: CallId,
@@ -1274,7 +1374,6 @@ impl PressureService {
         let store = &self.deps.store;
         for attempt in 0..self.config.max_commit_attempts {
             let Some(call) = store.get(call_id).await? else {
-                store.append_events(None, raws).await?;
                 return Err(ServiceError::CallNotFound(call_id));
             };
             self.recent.remember(call.id, call.widget_id);
@@ -1302,12 +1401,6 @@ impl PressureService {
             }
         }
         warn!(%call_id, event = event.kind(), "commit contention: giving up");
-        // The event is not applied, but its payload is never lost.
-        if !raws.is_empty() {
-            if let Err(error) = store.append_events(Some(call_id), raws).await {
-                warn!(%call_id, %error, "raw payload of an unapplied event not stored");
-            }
-        }
         Err(ServiceError::Contention(self.config.max_commit_attempts))
     }
 
@@ -1405,8 +1498,11 @@ impl PressureService {
         ))
     }
 
-    /// One reconciliation pass over the calls that are not settled
-    /// ([`Call::is_settled`]) and had no news for `stale_after`:
+    /// One reconciliation pass: first the payloads waiting in the spool are
+    /// stored ([`PressureService::flush_spool`]; a failure is counted in
+    /// `errors` and the pass goes on), then the calls that are not settled
+    /// ([`Call::is_settled`]) and had no news for `stale_after` are
+    /// looked at:
     /// - their live legs' status is fetched from the telephony (a leg the
     ///   provider does not know is recorded as ended);
     /// - a target dial that was already requested, without leg id or refusal,
@@ -1425,6 +1521,13 @@ impl PressureService {
         let expire_before =
             now - chrono::Duration::from_std(self.config.expire_after).unwrap_or_default();
         let mut report = ReconcileReport::default();
+        match self.flush_spool().await {
+            Ok(n) => report.payloads_flushed = n,
+            Err(error) => {
+                report.errors += 1;
+                warn!(%error, waiting = self.spool_stats().waiting, "reconciliation: the payload spool could not be flushed");
+            }
+        }
         let rows = self
             .deps
             .store

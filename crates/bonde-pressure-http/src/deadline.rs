@@ -21,8 +21,10 @@
 //!
 //! Time spent waiting for the telephony is not counted (its client has its
 //! own timeouts): a slow provider must not make the commit that records a
-//! placed call fail. Store work outside requests (reconciliation, the
-//! payload spool) has no budget; the pool's acquire timeout still applies.
+//! placed call fail. Store work outside requests (reconciliation, which
+//! also flushes core's payload spool) has no budget; the pool's acquire
+//! timeout still applies. The [`crate::spool`] flusher gives each of its
+//! attempts a budget of its own.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

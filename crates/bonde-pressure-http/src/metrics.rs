@@ -33,7 +33,8 @@ pub const STATE_TRANSITIONS: &str = "bonde_pressure_call_state_transitions_total
 pub const HTTP_RESPONSES: &str = "bonde_pressure_http_responses_total";
 /// Reconciliation passes and their findings.
 pub const RECONCILE: &str = "bonde_pressure_reconcile_total";
-/// Webhook payloads kept for a store outage (`queued`, `stored`, `dropped`).
+/// Webhook payloads kept for a store outage (`queued`, `stored`, `dropped`),
+/// mirrored from core's spool totals at each scrape.
 pub const SPOOLED_PAYLOADS: &str = "bonde_pressure_spooled_payloads_total";
 /// Retention passes and what they erased.
 pub const RETENTION: &str = "bonde_pressure_retention_total";
@@ -46,7 +47,7 @@ fn help(name: &str) -> &'static str {
         HTTP_RESPONSES => "HTTP responses by matched route and status code.",
         RECONCILE => "Reconciliation: passes, calls examined, legs fetched, expired, errors.",
         SPOOLED_PAYLOADS => {
-            "Webhook payloads kept in memory during a store outage: queued, stored later, dropped."
+            "Webhook payloads kept in memory during a store outage: queued, stored later, dropped (refused: the spool was full)."
         }
         RETENTION => "Retention: passes run, skipped and failed, calls erased, payloads deleted.",
         _ => "Counter.",
@@ -74,6 +75,33 @@ impl Metrics {
         });
         let key: Labels = labels.iter().map(|(k, v)| (*k, (*v).to_owned())).collect();
         *family.series.entry(key).or_default() += n;
+    }
+
+    /// Sets a counter kept elsewhere (a total core counts) to `value`.
+    pub fn set(&self, name: &'static str, labels: &[(&'static str, &str)], value: u64) {
+        let mut families = self.families.lock().unwrap_or_else(|p| p.into_inner());
+        let family = families.entry(name).or_insert_with(|| Family {
+            help: help(name),
+            series: BTreeMap::new(),
+        });
+        let key: Labels = labels.iter().map(|(k, v)| (*k, (*v).to_owned())).collect();
+        family.series.insert(key, value);
+    }
+
+    /// Mirrors core's payload spool totals into [`SPOOLED_PAYLOADS`]
+    /// (`queued`, `stored`, and `dropped` for the payloads a full spool
+    /// refused); nothing until a payload was queued or refused.
+    pub fn record_spool(&self, stats: &bonde_pressure_core::SpoolStats) {
+        if stats.queued == 0 && stats.refused == 0 {
+            return;
+        }
+        for (outcome, value) in [
+            ("queued", stats.queued),
+            ("stored", stats.stored),
+            ("dropped", stats.refused),
+        ] {
+            self.set(SPOOLED_PAYLOADS, &[("outcome", outcome)], value);
+        }
     }
 
     /// Adds one to a counter.

@@ -13,7 +13,7 @@ use crate::config::{CorsOrigins, Secret};
 use crate::error::AppError;
 use crate::events::CommitHub;
 use crate::metrics::Metrics;
-use crate::spool::PayloadSpool;
+use crate::spool::SpoolFlusher;
 
 /// HTTP-level settings.
 #[derive(Debug, Clone)]
@@ -99,8 +99,8 @@ pub struct AppState {
     pub hub: Option<CommitHub>,
     /// Webhook authentication.
     pub webhooks: Arc<WebhookAuth>,
-    /// Webhook payloads waiting for the store to answer again.
-    pub spool: Arc<PayloadSpool>,
+    /// Flushes core's payload spool once the store answers again.
+    pub spool_flusher: Arc<SpoolFlusher>,
     /// Retention, erasure and the audit log; `None`: erasure requests and
     /// unmasked reads are refused (503), since they could not be audited.
     pub privacy: Option<Arc<Privacy>>,
@@ -120,9 +120,9 @@ impl AppState {
     /// A state over `service`, with default options, no hub,
     /// and every webhook refused (base URL `http://localhost`, no auth token).
     pub fn new(service: Arc<PressureService>) -> Self {
-        let spool = Arc::new(PayloadSpool::new(service.store().clone()));
+        let spool_flusher = Arc::new(SpoolFlusher::new(service.clone()));
         Self {
-            spool,
+            spool_flusher,
             service,
             options: Arc::new(HttpOptions::default()),
             metrics: Arc::new(Metrics::new()),
@@ -150,14 +150,14 @@ impl AppState {
 
     /// With these HTTP options.
     pub fn with_options(mut self, options: HttpOptions) -> Self {
-        self.spool.set_attempt_timeout(options.request_timeout);
+        self.spool_flusher
+            .set_attempt_timeout(options.request_timeout);
         self.options = Arc::new(options);
         self
     }
 
     /// With these metrics (share them with [`crate::events::NotifyingStore`]).
     pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
-        self.spool.set_metrics(metrics.clone());
         self.metrics = metrics;
         self
     }

@@ -104,6 +104,10 @@ struct Fixture {
 /// The demo widget with its own voice and apology; the store behind the
 /// deadline (as `wiring::build` installs it); webhooks unsigned.
 fn fixture() -> Fixture {
+    fixture_with(ServiceConfig::default())
+}
+
+fn fixture_with(config: ServiceConfig) -> Fixture {
     let store = Arc::new(OutageStore {
         inner: InMemoryCallStore::new(),
         mode: AtomicU8::new(WORKING),
@@ -123,7 +127,7 @@ fn fixture() -> Fixture {
         )
         .with_recorder(Arc::new(NoopActionRecorder))
         .with_clock(Arc::new(SystemClock)),
-        ServiceConfig::default(),
+        config,
     );
     let state = AppState::new(Arc::new(service))
         .with_options(HttpOptions {
@@ -270,7 +274,8 @@ async fn each_route_fails_fast(mode: u8) {
         &defaults.language,
         &defaults.messages.unavailable,
     );
-    assert!(f.state.spool.len() >= 5, "queued: {}", f.state.spool.len());
+    let waiting = || f.state.service.spool_stats().waiting;
+    assert!(waiting() >= 5, "queued: {}", waiting());
 
     // Readiness says so.
     let resp = send(&f.router, common::get("/readyz")).await;
@@ -282,10 +287,21 @@ async fn each_route_fails_fast(mode: u8) {
     // The store comes back: every payload is stored, once.
     f.store.set(WORKING);
     let t = Instant::now();
-    while !f.state.spool.is_empty() && t.elapsed() < Duration::from_secs(20) {
+    while waiting() > 0 && t.elapsed() < Duration::from_secs(20) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(f.state.spool.is_empty(), "spool drained");
+    assert_eq!(waiting(), 0, "spool drained");
+    // The flusher, not a reconciliation pass (none runs here), stored them.
+    let stats = f.state.service.spool_stats();
+    assert_eq!(stats.stored, stats.queued);
+    assert_eq!(stats.refused, 0);
+    let resp = send(&f.router, common::get("/metrics")).await;
+    let text = String::from_utf8(body_bytes(resp).await).unwrap();
+    let line = format!(
+        "bonde_pressure_spooled_payloads_total{{outcome=\"stored\"}} {}",
+        stats.stored
+    );
+    assert!(text.contains(&line), "{text}");
     assert_eq!(copies(&f.store, &callback), 1, "callback payload");
     for body in twiml_payloads {
         assert_eq!(copies(&f.store, &body), 1, "{body}");
@@ -369,4 +385,47 @@ async fn a_slow_store_within_the_deadline_still_answers() {
         .to_owned();
     let resp = send(&router, common::get(&format!("/v1/phone/status/{id}"))).await;
     assert_eq!(resp.status(), StatusCode::OK);
+}
+
+/// A full spool refuses the new payload (503 + `Retry-After`, so Twilio
+/// sends it again) and keeps the ones it holds; a TwiML route still answers
+/// its fallback TwiML.
+#[tokio::test]
+async fn a_full_spool_answers_503_and_keeps_what_it_holds() {
+    let f = fixture_with(ServiceConfig::default().with_spool_capacity(1));
+    let (id, sid) = start(&f).await;
+    f.store.set(FAILING);
+    let first = form(&[("CallSid", &sid), ("CallStatus", "ringing")]);
+    let resp = send(&f.router, webhook("status-callback", &id, &first)).await;
+    assert_unavailable(resp, "queued").await;
+    let second = form(&[("CallSid", &sid), ("CallStatus", "in-progress")]);
+    let resp = send(&f.router, webhook("status-callback", &id, &second)).await;
+    assert_unavailable(resp, "refused").await;
+    // An unknown call's payload cannot be kept either: 503, not 404.
+    let resp = send(&f.router, webhook("status-callback", "not-a-uuid", &second)).await;
+    assert_unavailable(resp, "unparsed, refused").await;
+    let resp = send(
+        &f.router,
+        webhook("answer", &id, &form(&[("CallSid", &sid)])),
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let xml = String::from_utf8(body_bytes(resp).await).unwrap();
+    assert_fallback_twiml(&xml, VOICE, LANGUAGE, APOLOGY);
+    let stats = f.state.service.spool_stats();
+    assert_eq!((stats.waiting, stats.refused), (1, 3));
+
+    f.store.set(WORKING);
+    let t = Instant::now();
+    while f.state.service.spool_stats().waiting > 0 && t.elapsed() < Duration::from_secs(20) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(copies(&f.store, &first), 1);
+    assert_eq!(copies(&f.store, &second), 0);
+    let resp = send(&f.router, common::get("/metrics")).await;
+    let text = String::from_utf8(body_bytes(resp).await).unwrap();
+    assert!(
+        text.contains("bonde_pressure_spooled_payloads_total{outcome=\"dropped\"} 3"),
+        "{text}"
+    );
 }

@@ -7,21 +7,26 @@
 //!    (`BASE_URL` + path + query) and the form: a missing or wrong one is a
 //!    403 and nothing is stored (unauthenticated payloads never reach the
 //!    database);
-//! 2. a malformed call id, or a form the route cannot use, is a 400/404 and
-//!    the payload is stored in the event log without a call;
+//! 2. a malformed call id, or a form the route cannot use, is a 404/400 and
+//!    the payload is handed to core as is
+//!    ([`PressureService::record_unparsed`](bonde_pressure_core::PressureService::record_unparsed));
 //! 3. the event is applied with its raw payload (`service.handle`, or
-//!    `service.script` for the TwiML routes); an unknown call is a 404, its
-//!    payload stored by the core; commit contention is a 503, the payload
-//!    stored (unapplied) by the core; the store unavailable (down, or the
+//!    `service.script` for the TwiML routes); an unknown call is a 404;
+//!    commit contention is a 503; the store unavailable (down, or the
 //!    request's store deadline spent, see [`crate::deadline`]) is a 503 with
-//!    `Retry-After`, another store failure a 500; either way the payload is
-//!    stored here unless the failure came after its commit, and queued in
-//!    the [`crate::spool`] if the store cannot take it now.
+//!    `Retry-After`, another store failure a 500;
 //! 4. TwiML routes never answer an error once the call id and form are
 //!    good: when the script cannot be had (store unavailable, contention,
 //!    any failure), they answer fallback TwiML — an apology in the
 //!    campaign's voice, then hang up
 //!    ([`PressureService::fallback_script`](bonde_pressure_core::PressureService::fallback_script)).
+//!
+//! Storing the payload is core's promise, not this route's: whatever the
+//! outcome, core stores it exactly once, or keeps it in its spool while the
+//! store is unavailable ([`bonde_pressure_core::spool`]; the
+//! [`crate::spool`] flusher stores it as soon as the store answers). Only a
+//! full spool loses a payload: that answers 503 with `Retry-After` (TwiML
+//! routes: the fallback TwiML), so Twilio may send it again.
 //!
 //! Callbacks answer `204 No Content`; TwiML routes `200 text/xml`.
 
@@ -29,7 +34,7 @@ use axum::extract::rejection::PathRejection;
 use axum::extract::{OriginalUri, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use bonde_pressure_core::{CallId, RawEvent, ServiceError};
+use bonde_pressure_core::{CallId, ServiceError, SpoolFull};
 use bonde_pressure_twilio::signature::{SIGNATURE_HEADER, validate};
 use bonde_pressure_twilio::webhook::{decode_form, parse, raw_event};
 use bonde_pressure_twilio::{Route, twiml};
@@ -39,7 +44,6 @@ use crate::deadline;
 use crate::error::{AppError, MessageBody};
 use crate::extract::RawBody;
 use crate::metrics;
-use crate::spool;
 use crate::state::{AppState, SignatureCheck};
 
 struct Outcome {
@@ -63,15 +67,10 @@ fn signed_url(state: &AppState, uri: &axum::http::Uri) -> String {
     state.webhooks.urls.signed_url(pq)
 }
 
-/// Stores a payload the service did not take: with its call, or without one
-/// when the call is unknown. If the store fails, the payload waits in the
-/// spool until it answers again.
-async fn store_orphan(state: &AppState, call_id: Option<CallId>, raw: RawEvent) {
-    let result = spool::store_orphan(state.service.store().as_ref(), call_id, &raw).await;
-    if let Err(error) = result {
-        tracing::warn!(%error, "could not store a webhook payload now; queued");
-        state.spool.push(call_id, raw);
-    }
+/// A payload core could not keep (its spool is full): 503 with
+/// `Retry-After`, so Twilio sends it again.
+fn not_kept(full: SpoolFull) -> Outcome {
+    outcome("unavailable", deadline::store_unavailable(full))
 }
 
 /// Fallback TwiML: an apology in the campaign's voice, then hang up.
@@ -122,24 +121,27 @@ async fn webhook(
     let raw = raw_event(route, &String::from_utf8_lossy(body), &form, Utc::now());
     let call_id = id.ok().and_then(|Path(s)| s.parse::<CallId>().ok());
     let Some(call_id) = call_id else {
-        store_orphan(state, None, raw).await;
-        return outcome("not_found", AppError::not_found("Call not found."));
+        return match state.service.record_unparsed(None, raw).await {
+            Ok(()) => outcome("not_found", AppError::not_found("Call not found.")),
+            Err(full) => not_kept(full),
+        };
     };
     let event = match parse(route, &form) {
         Ok(e) => e,
         Err(e) => {
             tracing::warn!(%call_id, route = route.as_str(), error = %e, "malformed webhook");
-            store_orphan(state, Some(call_id), raw).await;
-            return outcome(
-                "malformed",
-                AppError::client(StatusCode::BAD_REQUEST, format!("Malformed webhook: {e}")),
-            );
+            return match state.service.record_unparsed(Some(call_id), raw).await {
+                Ok(()) => outcome(
+                    "malformed",
+                    AppError::client(StatusCode::BAD_REQUEST, format!("Malformed webhook: {e}")),
+                ),
+                Err(full) => not_kept(full),
+            };
         }
     };
 
-    // The payload goes to the service with the event; a copy stays here in
-    // case the service fails before storing it.
-    let kept = raw.clone();
+    // The payload goes to the service with the event: core stores it, or
+    // keeps it until the store answers, whatever the outcome.
     let result = match route.moment() {
         Some(moment) => state
             .service
@@ -154,13 +156,11 @@ async fn webhook(
     };
     match result {
         Ok(r) => outcome("ok", r),
-        // The core stored the payload (without a call).
         Err(ServiceError::CallNotFound(_)) => {
             outcome("not_found", AppError::not_found("Call not found."))
         }
-        // The core stored the payload with the call, unapplied. The
-        // activist on a TwiML route hears the apology rather than Twilio's
-        // "application error".
+        // Not applied. The activist on a TwiML route hears the apology
+        // rather than Twilio's "application error".
         Err(ServiceError::Contention(n)) => {
             tracing::warn!(%call_id, attempts = n, route = route.as_str(), "commit contention");
             if route.moment().is_some() {
@@ -177,21 +177,25 @@ async fn webhook(
             )
         }
         // A damaged call (core logged it once): a status callback's payload
-        // is stored (or spooled until the store takes it), and a retry could
-        // not help (it would only store a duplicate), so Twilio gets its
-        // 2xx. A TwiML route answers the fallback below.
+        // is kept by core, and a retry could not help (it would only store
+        // a duplicate), so Twilio gets its 2xx. A TwiML route answers the
+        // fallback below.
         Err(ServiceError::Store(bonde_pressure_core::StoreError::Unreadable(u)))
             if route.moment().is_none() =>
         {
             tracing::debug!(%call_id, reason = %u.reason, route = route.as_str(), "webhook for a damaged call: payload stored, not applied");
-            store_unless_present(state, call_id, kept).await;
             outcome("unreadable", StatusCode::NO_CONTENT)
         }
-        // A store failure, before the payload's commit (it is not stored) or
-        // after it (a follow-up commit failed: it is). Store it unless it is
-        // there; if the store cannot take it now, the spool keeps it.
+        // The store could not take the payload and core's spool is full.
+        Err(ServiceError::SpoolFull(full)) => {
+            if route.moment().is_some() {
+                tracing::error!(%call_id, route = route.as_str(), error = %full, "TwiML request failed; answering the fallback");
+                return outcome("fallback", fallback_twiml(state, call_id).await);
+            }
+            not_kept(full)
+        }
+        // A store failure (the payload is kept by core either way).
         Err(other) => {
-            store_unless_present(state, call_id, kept).await;
             let unavailable =
                 matches!(&other, ServiceError::Store(e) if deadline::is_unavailable(e));
             if route.moment().is_some() {
@@ -206,17 +210,6 @@ async fn webhook(
     }
 }
 
-/// Stores `raw` for `call_id` unless the call's event log already holds it;
-/// queues it in the spool if the store cannot take it now.
-async fn store_unless_present(state: &AppState, call_id: CallId, raw: RawEvent) {
-    let result =
-        spool::store_unless_present(state.service.store().as_ref(), Some(call_id), &raw).await;
-    if let Err(error) = result {
-        tracing::warn!(%call_id, %error, "could not store a webhook payload now; queued");
-        state.spool.push(Some(call_id), raw);
-    }
-}
-
 async fn run(
     route: Route,
     state: AppState,
@@ -226,6 +219,9 @@ async fn run(
     body: RawBody,
 ) -> Response {
     let o = webhook(route, &state, id, &uri.0, &headers, &body.0).await;
+    // A payload core could not store now waits in its spool: flush it as
+    // soon as the store answers.
+    state.spool_flusher.kick();
     state.metrics.inc(
         metrics::WEBHOOKS,
         &[("route", route.as_str()), ("outcome", o.label)],
@@ -245,6 +241,7 @@ macro_rules! webhook_route {
                 (status = 400, description = "Malformed form (stored)", body = MessageBody),
                 (status = 403, description = "Missing or invalid signature", body = MessageBody),
                 (status = 404, description = "Unknown call (payload stored)", body = MessageBody),
+                (status = 503, description = "Malformed form or unknown call whose payload could not be kept (store unavailable and spool full; see Retry-After)", body = MessageBody),
             )
         )]
         pub async fn $name(
@@ -268,7 +265,7 @@ macro_rules! webhook_route {
                 (status = 400, description = "Malformed form (stored)", body = MessageBody),
                 (status = 403, description = "Missing or invalid signature", body = MessageBody),
                 (status = 404, description = "Unknown call (payload stored)", body = MessageBody),
-                (status = 503, description = "Store unavailable (see Retry-After) or commit contention; payload stored or queued", body = MessageBody),
+                (status = 503, description = "Store unavailable (see Retry-After) or commit contention; payload stored or queued (a full queue: not kept, see Retry-After)", body = MessageBody),
             )
         )]
         pub async fn $name(
@@ -411,26 +408,7 @@ webhook_route!(
 
 #[cfg(test)]
 mod tests {
-    use super::RawEvent;
-    use crate::spool::same_delivery;
     use bonde_pressure_twilio::urls;
-
-    #[test]
-    fn a_payload_read_back_with_nul_replaced_is_the_same_delivery() {
-        let sent = RawEvent::new(
-            "status-callback",
-            "CallStatus=ringing&X=\0",
-            chrono::Utc::now(),
-        )
-        .with_leg_id("CA\0x")
-        .with_sequence_number(3);
-        let mut stored = sent.clone();
-        stored.payload = sent.payload.replace('\0', "\u{FFFD}");
-        stored.leg_id = Some("CA\u{FFFD}x".into());
-        assert!(same_delivery(&sent, &stored));
-        stored.payload.push('x');
-        assert!(!same_delivery(&sent, &stored));
-    }
 
     #[test]
     fn routes_follow_the_shared_contract() {
