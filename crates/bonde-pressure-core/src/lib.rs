@@ -4,7 +4,8 @@
 //! called (leg A), confirms, waits in a conference, and a target (leg B) is
 //! added to it; both legs and the conference are tracked until the call ends.
 //!
-//! - [`domain`]: parsed values ([`PhoneNumber`], [`CallId`], [`LegId`]...).
+//! - [`domain`]: parsed values ([`PhoneNumber`], [`CallId`], [`LegId`]...),
+//!   and the workspace's [`Secret`] (never shown by `Debug` or `Display`).
 //! - [`call`]: facts that only grow ([`CallFacts`]), merged by a join, so any
 //!   order or duplication of callbacks gives the same state; the
 //!   [`DetailedState`] and [`UiStatus`] derived from them; the pure
@@ -247,7 +248,7 @@ pub use do_not_call::{
 };
 pub use domain::{
     Activist, CallId, ConferenceId, LegId, NumberPolicy, NumberRefusal, NumberType, PhoneNumber,
-    Region, Target, WidgetId,
+    Region, Secret, Target, WidgetId,
 };
 pub use fakes::{
     ManualClock, NoopActionRecorder, StaticCampaignDirectory, StubActionRecorder, demo_widget,

@@ -1,45 +1,15 @@
 //! Configuration from the environment (and a `.env` file), with upstream's
 //! variable names. See `docs/configuration.md` for every variable.
 
-use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
 use bonde_pressure_core::{NumberType, PhoneNumber, Region};
 use clap::Parser;
 
-/// A secret value: never printed by `Debug` or `Display`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a secret.
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-
-    /// The secret itself (pass it on; never log it).
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
-
-impl FromStr for Secret {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let s = s.trim();
-        if s.is_empty() {
-            return Err("must not be empty".into());
-        }
-        Ok(Self(s.to_owned()))
-    }
-}
+/// The workspace's secret type (core's [`bonde_pressure_core::Secret`]):
+/// never printed by `Debug` or `Display`; parsed trimmed and non-empty.
+pub use bonde_pressure_core::Secret;
 
 /// A rate: at most `count` requests per `per` (a token bucket of `count`
 /// tokens refilled over `per`). Written `10/min`, `5/h`, `2/s`, `30/10m`;
