@@ -4,7 +4,8 @@
 //! called (leg A), confirms, waits in a conference, and a target (leg B) is
 //! added to it; both legs and the conference are tracked until the call ends.
 //!
-//! - [`domain`]: parsed values ([`PhoneNumber`], [`CallId`], [`LegId`]...).
+//! - [`domain`]: parsed values ([`PhoneNumber`], [`CallId`], [`LegId`]...),
+//!   and the workspace's [`Secret`] (never shown by `Debug` or `Display`).
 //! - [`call`]: facts that only grow ([`CallFacts`]), merged by a join, so any
 //!   order or duplication of callbacks gives the same state; the
 //!   [`DetailedState`] and [`UiStatus`] derived from them; the pure
@@ -39,6 +40,194 @@
 //! trait. Port structs are `#[non_exhaustive]`: build them with their
 //! `new(...)` constructor and `with_*` setters (or `Default`). Each change
 //! to this crate's public API is recorded in the repository's `CHANGELOG.md`.
+//!
+//! Core needs a [tokio](https://docs.rs/tokio) runtime (any flavour): the
+//! service waits with `tokio::time` (a commit retry's backoff, a bounded
+//! campaign lookup) and [`SimulatedTelephony`] spawns tasks to play its
+//! callbacks. `docs/embedding.md` walks through a whole embedding
+//! (`examples/embed` in the repository).
+//!
+//! # Examples
+//!
+//! Start a call and follow it to the end: a service over the in-memory
+//! store and the simulated telephony, whose callbacks go back into the
+//! service through the [`EventSink`] port; then a reconciliation pass, as
+//! an embedder runs every few seconds.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//!
+//! use bonde_pressure_core::{
+//!     ActivistInput, DetailedState, Dependencies, EventSink, InMemoryCallStore,
+//!     PressureService, Scenario, ScenarioPicker, ServiceConfig, SimulatedTelephony,
+//!     StartCallRequest, StaticCampaignDirectory, TargetInput,
+//! };
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let telephony = Arc::new(SimulatedTelephony::new(
+//!     ScenarioPicker::Always(Scenario::Success),
+//!     Duration::ZERO,
+//! ));
+//! let deps = Dependencies::new(
+//!     Arc::new(InMemoryCallStore::new()),
+//!     telephony.clone(),
+//!     // Widget 1, target "Demo Target" +55 61 99999-0000.
+//!     Arc::new(StaticCampaignDirectory::demo()),
+//! );
+//! let service = Arc::new(PressureService::new(deps, ServiceConfig::default()));
+//! let sink: Arc<dyn EventSink> = service.clone();
+//! telephony.connect(Arc::downgrade(&sink));
+//!
+//! let request = StartCallRequest::new(
+//!     1,
+//!     ActivistInput::new("Ana Souza", "ana@example.org", "11 91234-5678"),
+//!     TargetInput::new("Demo Target", "+55 61 99999-0000"),
+//! );
+//! let started = service.start(&request).await?;
+//!
+//! // The simulated activist answers, confirms, talks to the target; both hang up.
+//! let call = loop {
+//!     let call = service.call(started.call_id).await?.expect("stored");
+//!     if call.is_settled() {
+//!         break call;
+//!     }
+//!     tokio::time::sleep(Duration::from_millis(1)).await;
+//! };
+//! assert_eq!(call.state(), DetailedState::Completed);
+//!
+//! let report = service.reconcile(200).await?;
+//! assert_eq!(report.errors, 0);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Handle a provider's report yourself: an adapter parses a webhook into a
+//! provider-neutral [`CallEvent`] and hands it to
+//! [`PressureService::handle`] with the payload as received, which is
+//! stored with the call.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//!
+//! use bonde_pressure_core::{
+//!     ActivistInput, CallEvent, DetailedState, Dependencies, InMemoryCallStore, Leg,
+//!     LegStatus, PressureService, RawEvent, Scenario, ScenarioPicker, ServiceConfig,
+//!     SimulatedTelephony, StartCallRequest, StaticCampaignDirectory, TargetInput,
+//! };
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // Not connected to the service: it plays no callbacks of its own.
+//! let telephony = SimulatedTelephony::new(ScenarioPicker::Always(Scenario::Success), Duration::ZERO);
+//! let deps = Dependencies::new(
+//!     Arc::new(InMemoryCallStore::new()),
+//!     Arc::new(telephony),
+//!     Arc::new(StaticCampaignDirectory::demo()),
+//! );
+//! let service = PressureService::new(deps, ServiceConfig::default());
+//! let started = service
+//!     .start(&StartCallRequest::new(
+//!         1,
+//!         ActivistInput::new("Ana Souza", "ana@example.org", "11 91234-5678"),
+//!         TargetInput::new("Demo Target", "+55 61 99999-0000"),
+//!     ))
+//!     .await?;
+//!
+//! // The activist's phone does not answer.
+//! let no_answer = CallEvent::LegStatus {
+//!     leg: Leg::Activist,
+//!     leg_id: started.leg_id.clone(),
+//!     status: LegStatus::NoAnswer,
+//!     duration_secs: Some(0),
+//!     sip_response_code: None,
+//!     at: None,
+//! };
+//! let payload = RawEvent::new("status-callback", "CallStatus=no-answer", chrono::Utc::now());
+//! let outcome = service.handle(started.call_id, no_answer, Some(payload)).await?;
+//! assert_eq!(outcome.call.state(), DetailedState::ActivistNoAnswer);
+//! assert!(outcome.effects.is_empty());
+//! // Delivered twice, it changes nothing more: events are merged, not replayed.
+//! let again = CallEvent::LegStatus {
+//!     leg: Leg::Activist,
+//!     leg_id: started.leg_id.clone(),
+//!     status: LegStatus::NoAnswer,
+//!     duration_secs: Some(0),
+//!     sip_response_code: None,
+//!     at: None,
+//! };
+//! let outcome = service.handle(started.call_id, again, None).await?;
+//! assert_eq!(outcome.call.state(), DetailedState::ActivistNoAnswer);
+//! assert_eq!(service.store().events(started.call_id).await?.len(), 1);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Bring your own provider: implement [`Telephony`] (the required
+//! methods; [`Telephony::conference_participants`] has a default). Its
+//! leg and conference ids are its own: core only stores them and passes
+//! them back. See the trait's guarantees before writing a real one.
+//!
+//! ```
+//! use std::sync::Arc;
+//!
+//! use async_trait::async_trait;
+//! use bonde_pressure_core::{
+//!     ActivistCallRequest, ActivistInput, CallId, ConferenceId, Dependencies, DialedLeg,
+//!     HangUp, InMemoryCallStore, LegId, LegSnapshot, LegStatus, PressureService,
+//!     ServiceConfig, StartCallRequest, StaticCampaignDirectory, TargetCallRequest,
+//!     TargetInput, Telephony, TelephonyError,
+//! };
+//!
+//! /// Places calls through some provider's API.
+//! struct MyProvider;
+//!
+//! #[async_trait]
+//! impl Telephony for MyProvider {
+//!     async fn call_activist(&self, req: &ActivistCallRequest) -> Result<DialedLeg, TelephonyError> {
+//!         // Ask the provider to call `req.to`, with callbacks tagged with
+//!         // `req.call_id` and the activist's leg; map its refusals onto
+//!         // `TelephonyError`'s variants.
+//!         let leg: LegId = format!("my-{}-a", req.call_id.as_uuid().simple())
+//!             .parse()
+//!             .map_err(|e| TelephonyError::unavailable("bad id").with_source(e))?;
+//!         Ok(DialedLeg::new(leg).with_status(LegStatus::Queued))
+//!     }
+//!     async fn add_target(&self, _req: &TargetCallRequest) -> Result<DialedLeg, TelephonyError> {
+//!         Err(TelephonyError::unavailable("not in this sketch"))
+//!     }
+//!     async fn hang_up(&self, _: CallId, _: &LegId, _: HangUp) -> Result<(), TelephonyError> {
+//!         Ok(()) // Ending an ended leg is not an error.
+//!     }
+//!     async fn end_conference(&self, _: CallId, _: &ConferenceId) -> Result<(), TelephonyError> {
+//!         Ok(())
+//!     }
+//!     async fn fetch_leg(&self, leg_id: &LegId) -> Result<LegSnapshot, TelephonyError> {
+//!         Err(TelephonyError::not_found(format!("no leg {leg_id}")))
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let deps = Dependencies::new(
+//!     Arc::new(InMemoryCallStore::new()),
+//!     Arc::new(MyProvider),
+//!     Arc::new(StaticCampaignDirectory::demo()),
+//! );
+//! let service = PressureService::new(deps, ServiceConfig::default());
+//! let started = service
+//!     .start(&StartCallRequest::new(
+//!         1,
+//!         ActivistInput::new("Ana Souza", "ana@example.org", "11 91234-5678"),
+//!         TargetInput::new("Demo Target", "+55 61 99999-0000"),
+//!     ))
+//!     .await?;
+//! assert!(started.leg_id.is_some_and(|leg| leg.as_str().starts_with("my-")));
+//! # Ok(())
+//! # }
+//! ```
 
 pub mod call;
 pub mod do_not_call;
@@ -69,7 +258,7 @@ pub use do_not_call::{
 };
 pub use domain::{
     Activist, CallId, ConferenceId, LegId, NumberPolicy, NumberRefusal, NumberType, PhoneNumber,
-    Region, Target, WidgetId,
+    Region, Secret, Target, WidgetId,
 };
 pub use fakes::{
     ManualClock, NoopActionRecorder, StaticCampaignDirectory, StubActionRecorder, demo_widget,

@@ -1,45 +1,15 @@
 //! Configuration from the environment (and a `.env` file), with upstream's
 //! variable names. See `docs/configuration.md` for every variable.
 
-use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
 use bonde_pressure_core::{NumberType, PhoneNumber, Region};
 use clap::Parser;
 
-/// A secret value: never printed by `Debug` or `Display`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a secret.
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-
-    /// The secret itself (pass it on; never log it).
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
-
-impl FromStr for Secret {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let s = s.trim();
-        if s.is_empty() {
-            return Err("must not be empty".into());
-        }
-        Ok(Self(s.to_owned()))
-    }
-}
+/// The workspace's secret type (core's [`bonde_pressure_core::Secret`]):
+/// never printed by `Debug` or `Display`; parsed trimmed and non-empty.
+pub use bonde_pressure_core::Secret;
 
 /// A rate: at most `count` requests per `per` (a token bucket of `count`
 /// tokens refilled over `per`). Written `10/min`, `5/h`, `2/s`, `30/10m`;
@@ -245,7 +215,9 @@ fn parse_millis(s: &str) -> Result<Duration, String> {
 
 /// Every setting of the server, from command-line flags or environment
 /// variables (a flag wins). Read with [`Config::from_env`] (which loads `.env`
-/// first and parses the process's arguments), or [`Config::from_args`].
+/// first and parses the process's arguments and environment), or
+/// [`Config::from_args`] / [`Config::from_args_and_env`] (explicit
+/// arguments and variables only: tests and embedders).
 #[derive(Debug, Clone, Parser)]
 #[command(
     name = "bonde-pressure",
@@ -547,21 +519,89 @@ impl Config {
     /// parses the process's command line and the environment (a flag wins
     /// over its variable) and checks the result. `--help` and `--version`
     /// come back as a [`ConfigError::Cli`] to print (see [`ConfigError::is_help`]).
+    ///
+    /// The only constructor that reads the process environment: the
+    /// binary's. `--help` names each variable but never shows its value.
     pub fn from_env() -> Result<Self, ConfigError> {
         let _ = dotenvy::dotenv();
-        Self::from_args(std::env::args_os())
+        let matches = Self::documented_command().try_get_matches_from(std::env::args_os())?;
+        let config = <Self as clap::FromArgMatches>::from_arg_matches(&matches)?;
+        config.check()?;
+        Ok(config)
     }
 
-    /// Parses these arguments (the first is the program name) and the
-    /// environment, then checks the result.
+    /// Parses these arguments (the first is the program name), and nothing
+    /// else: **no environment variable is read**, so tests and embedders
+    /// get the same settings whatever the shell exports (an exported
+    /// `TWILIO_*` or `GRAPHQL_API_URL` cannot switch them to live
+    /// services). Then checks the result. See [`Config::from_args_and_env`]
+    /// to give variables explicitly.
     pub fn from_args<I, T>(args: I) -> Result<Self, ConfigError>
     where
         I: IntoIterator<Item = T>,
         T: Into<std::ffi::OsString> + Clone,
     {
-        let config = Self::try_parse_from(args)?;
+        Self::from_args_and_env(args, std::iter::empty::<(&str, &str)>())
+    }
+
+    /// Parses these arguments (the first is the program name) and the
+    /// variables of `env`, read as [`Config::from_env`] reads the process
+    /// environment (a flag wins over its variable), then checks the
+    /// result. The process environment itself is never read.
+    pub fn from_args_and_env<I, T, E, K, V>(args: I, env: E) -> Result<Self, ConfigError>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+        E: IntoIterator<Item = (K, V)>,
+        K: Into<std::ffi::OsString>,
+        V: Into<std::ffi::OsString>,
+    {
+        use std::ffi::OsString;
+        let env: std::collections::HashMap<OsString, OsString> =
+            env.into_iter().map(|(k, v)| (k.into(), v.into())).collect();
+        let command = Self::documented_command();
+        // Each given variable becomes its flag, placed before the arguments:
+        // a flag in `args` comes later and wins (`args_override_self`).
+        let from_env: Vec<OsString> = command
+            .get_arguments()
+            .filter_map(|arg| {
+                let value = env.get(arg.get_env()?)?;
+                let mut flag = OsString::from(format!("--{}=", arg.get_long()?));
+                flag.push(value);
+                Some(flag)
+            })
+            .collect();
+        let mut args = args.into_iter().map(Into::into);
+        let program = args.next().unwrap_or_else(|| "bonde-pressure".into());
+        let argv: Vec<OsString> = std::iter::once(program)
+            .chain(from_env)
+            .chain(args)
+            .collect();
+        // Without their `env`, the arguments never look at the process
+        // environment (clap reads it when the command is built and parsed).
+        let pinned = command.mut_args(|arg| arg.env(None::<&'static str>));
+        let matches = match pinned.try_get_matches_from(&argv) {
+            Ok(matches) => matches,
+            Err(e) if e.exit_code() == 0 => {
+                // `--help` / `--version`: rendered by the documented command,
+                // which names each argument's variable.
+                let e = Self::documented_command()
+                    .try_get_matches_from(&argv)
+                    .err()
+                    .unwrap_or(e);
+                return Err(e.into());
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let config = <Self as clap::FromArgMatches>::from_arg_matches(&matches)?;
         config.check()?;
         Ok(config)
+    }
+
+    /// The command, with every argument's variable named in `--help` but
+    /// its value (maybe a secret) never shown.
+    fn documented_command() -> clap::Command {
+        <Self as clap::CommandFactory>::command().mut_args(|arg| arg.hide_env_values(true))
     }
 
     /// Checks cross-variable rules.
@@ -841,5 +881,63 @@ mod tests {
         assert!(!err.is_help());
         assert!(matches!(&err, ConfigError::Cli(e) if e.exit_code() == 2));
         assert!(err.to_string().contains("--no-such-flag"), "{err}");
+    }
+
+    const AC: &str = "AC0123456789abcdef0123456789abcdef";
+
+    /// Live settings given as variables: what an exported shell would set.
+    fn live_variables() -> Vec<(&'static str, &'static str)> {
+        vec![
+            ("TWILIO_ACCOUNT_SID", AC),
+            ("TWILIO_AUTH_TOKEN", "live-token"),
+            ("TWILIO_PHONE_NUMBER", "+5511987650000"),
+            ("BASE_URL", "https://env.example.org"),
+            ("GRAPHQL_API_URL", "https://graphql.example.org/v1/graphql"),
+            ("GRAPHQL_API_TOKEN", "live-graphql-token"),
+            ("PORT", "9001"),
+        ]
+    }
+
+    #[test]
+    fn explicit_variables_are_read_as_the_environment_and_flags_win() {
+        let c = Config::from_args_and_env(
+            ["x", "--base-url", "https://flag.example.org"],
+            live_variables(),
+        )
+        .unwrap();
+        let twilio = c.twilio().unwrap().expect("Twilio from the variables");
+        assert_eq!(twilio.account_sid, AC);
+        assert_eq!(twilio.auth_token.expose(), "live-token");
+        assert_eq!(c.base_url.as_deref(), Some("https://flag.example.org"));
+        assert_eq!(
+            c.graphql_api_url.as_deref(),
+            Some("https://graphql.example.org/v1/graphql")
+        );
+        assert_eq!(c.port, 9001);
+        // A variable the parser refuses is reported like a flag.
+        let err = Config::from_args_and_env(["x"], [("PORT", "eighty")]).unwrap_err();
+        assert!(err.to_string().contains("eighty"), "{err}");
+        // Unknown variables are ignored, as in the environment.
+        assert!(Config::from_args_and_env(["x"], [("NOT_OURS", "1")]).is_ok());
+    }
+
+    #[test]
+    fn arguments_alone_read_no_variable() {
+        let c = Config::from_args(["x"]).unwrap();
+        assert!(c.twilio().unwrap().is_none());
+        assert_eq!(c.graphql_api_url, None);
+        assert_eq!(c.base_url, None);
+        assert_eq!(c.port, 8000);
+    }
+
+    #[test]
+    fn help_names_the_variables_without_their_values() {
+        let err = Config::from_args_and_env(["x", "--help"], live_variables()).unwrap_err();
+        let ConfigError::Cli(e) = &err else {
+            panic!("{err:?}")
+        };
+        let help = e.render().to_string();
+        assert!(help.contains("[env: TWILIO_AUTH_TOKEN]"), "{help}");
+        assert!(!help.contains("live-token"), "{help}");
     }
 }

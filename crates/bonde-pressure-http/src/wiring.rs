@@ -13,7 +13,7 @@ use bonde_pressure_core::{
     SystemClock, Telephony,
 };
 use bonde_pressure_store::Stores;
-use bonde_pressure_twilio::{Credentials, Secret as TwilioSecret, TwilioClient, TwilioConfig};
+use bonde_pressure_twilio::{Credentials, TwilioClient, TwilioConfig};
 use tokio::sync::watch;
 
 use bonde_pressure_core::do_not_call::{
@@ -407,9 +407,9 @@ fn twilio_client(
     let credentials = match (&config.twilio_api_key_sid, &config.twilio_api_key_secret) {
         (Some(sid), Some(secret)) => Credentials::ApiKey {
             sid: sid.trim().to_owned(),
-            secret: TwilioSecret::new(secret.expose()),
+            secret: secret.clone(),
         },
-        _ => Credentials::AuthToken(TwilioSecret::new(settings.auth_token.expose())),
+        _ => Credentials::AuthToken(settings.auth_token.clone()),
     };
     let cfg = TwilioConfig::new(
         settings.account_sid.clone(),

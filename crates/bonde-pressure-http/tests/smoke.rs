@@ -195,20 +195,28 @@ fn scratch_urls_keep_host_and_options() {
 /// Runs the binary with `args` in an empty directory (no `.env`), killing it
 /// after `timeout`; returns its exit status (`None`: still running) and output.
 fn run_binary(args: &[&str], timeout: Duration) -> (Option<i32>, String, String) {
+    run_binary_with_env(args, &[], timeout)
+}
+
+/// [`run_binary`] with these variables, and no other: the shell's
+/// environment is not passed on.
+fn run_binary_with_env(
+    args: &[&str],
+    env: &[(&str, &str)],
+    timeout: Duration,
+) -> (Option<i32>, String, String) {
     use std::process::{Command, Stdio};
     let dir = std::env::temp_dir().join(format!("bp-cli-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&dir).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_bonde-pressure"))
         .args(args)
         .current_dir(&dir)
+        .env_clear()
         // Should it start anyway: nothing on disk, no fixed port.
         .env("DATABASE_URL", "memory:")
         .env("HOST", "127.0.0.1")
         .env("PORT", "0")
-        .env_remove("BASE_URL")
-        .env_remove("TWILIO_ACCOUNT_SID")
-        .env_remove("TWILIO_AUTH_TOKEN")
-        .env_remove("TWILIO_PHONE_NUMBER")
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -239,10 +247,19 @@ fn the_binary_prints_help_and_exits_0() {
     let (code, out, err) = run_binary(&["--help"], Duration::from_secs(20));
     assert_eq!(code, Some(0), "stdout: {out}\nstderr: {err}");
     assert!(
-        out.contains("--base-url") && out.contains("[env: BASE_URL=]") && out.contains("--port"),
+        out.contains("--base-url") && out.contains("[env: BASE_URL]") && out.contains("--port"),
         "{out}"
     );
     assert!(!out.contains("listening") && !err.contains("listening"));
+    // Variables are named, their values (secrets) never shown.
+    let (code, out, _) = run_binary_with_env(
+        &["--help"],
+        &[("TWILIO_AUTH_TOKEN", "exported-secret-token")],
+        Duration::from_secs(20),
+    );
+    assert_eq!(code, Some(0));
+    assert!(out.contains("[env: TWILIO_AUTH_TOKEN]"), "{out}");
+    assert!(!out.contains("exported-secret-token"), "{out}");
 
     let (code, out, _) = run_binary(&["--version"], Duration::from_secs(20));
     assert_eq!(code, Some(0));

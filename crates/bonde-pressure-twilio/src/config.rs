@@ -1,12 +1,11 @@
 //! Client configuration: account, credentials, numbers, URLs, timeouts, retries.
 
-use std::fmt;
 use std::time::Duration;
 
 use bonde_pressure_core::PhoneNumber;
 
 use crate::ids::is_sid;
-use crate::urls::CallbackUrls;
+use crate::urls::{CallbackUrls, UrlError};
 
 /// Twilio's production API.
 pub const DEFAULT_API_BASE: &str = "https://api.twilio.com";
@@ -48,45 +47,18 @@ pub enum ConfigError {
     ConnectionOverrides(String),
 }
 
-/// A secret string whose `Debug` and `Display` never show it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a secret.
-    pub fn new(secret: impl Into<String>) -> Self {
-        Self(secret.into())
-    }
-
-    /// The secret itself. Never log it.
-    pub fn expose(&self) -> &str {
-        &self.0
+impl From<UrlError> for ConfigError {
+    fn from(error: UrlError) -> Self {
+        match error {
+            UrlError::BaseUrl(reason) => ConfigError::BaseUrl(reason),
+            UrlError::ConnectionOverrides(reason) => ConfigError::ConnectionOverrides(reason),
+        }
     }
 }
 
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
-
-impl From<String> for Secret {
-    fn from(value: String) -> Self {
-        Self(value)
-    }
-}
-
-impl From<&str> for Secret {
-    fn from(value: &str) -> Self {
-        Self(value.to_owned())
-    }
-}
+/// The workspace's secret type (core's [`bonde_pressure_core::Secret`]):
+/// `Debug` and `Display` never show it.
+pub use bonde_pressure_core::Secret;
 
 /// How REST requests authenticate (HTTP Basic). The account SID is always in
 /// the path. Note that webhook signatures are always computed with the
@@ -370,6 +342,12 @@ mod tests {
             TwilioConfig::new(AC, Credentials::AuthToken("t".into()), number(), "x"),
             Err(ConfigError::BaseUrl(_))
         ));
+        // The URL module's errors keep their kind and reason.
+        let overrides = ok.unwrap().with_connection_overrides(Some("rc"));
+        let Err(ConfigError::ConnectionOverrides(reason)) = overrides else {
+            panic!("{overrides:?}");
+        };
+        assert!(reason.contains("key=value"), "{reason}");
     }
 
     #[test]

@@ -37,5 +37,5 @@ pub use config::{ConfigError, Credentials, RetryPolicy, Secret, TwilioConfig};
 pub use error::Refusal;
 pub use ids::{SidError, parse_call_sid, parse_conference_sid};
 pub use signature::{SignatureError, SignatureValidator};
-pub use urls::{CallbackUrls, Route};
+pub use urls::{CallbackUrls, Route, UrlError};
 pub use webhook::WebhookError;

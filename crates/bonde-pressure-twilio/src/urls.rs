@@ -10,7 +10,22 @@ use std::fmt;
 
 use bonde_pressure_core::{CallId, Leg, ScriptMoment};
 
-use crate::config::ConfigError;
+/// Why a base URL or connection overrides were refused.
+///
+/// This module depends on nothing else in the crate; the client's
+/// configuration wraps these errors (into
+/// [`ConfigError`](crate::ConfigError)'s `BaseUrl` and
+/// `ConnectionOverrides`), never the other way round.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum UrlError {
+    /// The public base URL is unusable.
+    #[error("invalid public base URL: {0}")]
+    BaseUrl(String),
+    /// The callback URLs' connection overrides are malformed.
+    #[error("invalid Twilio connection overrides: {0}")]
+    ConnectionOverrides(String),
+}
 
 /// Activist answer (voice `Url` of leg A, returns TwiML).
 pub const ANSWER_PATH: &str = "/v1/phone/answer/{call_id}";
@@ -171,18 +186,18 @@ pub struct CallbackUrls {
 impl CallbackUrls {
     /// Takes the public base URL: `http(s)://host[:port][/prefix]`, with or
     /// without a trailing slash, no query or fragment.
-    pub fn new(base_url: &str) -> Result<Self, ConfigError> {
+    pub fn new(base_url: &str) -> Result<Self, UrlError> {
         let base = base_url.trim().trim_end_matches('/');
         let rest = base
             .strip_prefix("https://")
             .or_else(|| base.strip_prefix("http://"))
-            .ok_or_else(|| ConfigError::BaseUrl("must start with http:// or https://".into()))?;
+            .ok_or_else(|| UrlError::BaseUrl("must start with http:// or https://".into()))?;
         let host = rest.split('/').next().unwrap_or_default();
         if host.is_empty() {
-            return Err(ConfigError::BaseUrl("has no host".into()));
+            return Err(UrlError::BaseUrl("has no host".into()));
         }
         if base.contains(['?', '#']) || base.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err(ConfigError::BaseUrl(
+            return Err(UrlError::BaseUrl(
                 "must not contain a query, a fragment or spaces".into(),
             ));
         }
@@ -196,10 +211,7 @@ impl CallbackUrls {
     /// without the `#`); `None` or an empty string sends none (Twilio's
     /// defaults apply). Refused: a `#`, spaces or control characters, or
     /// something that is not `key=value` pairs joined by `&`.
-    pub fn with_connection_overrides(
-        mut self,
-        overrides: Option<&str>,
-    ) -> Result<Self, ConfigError> {
+    pub fn with_connection_overrides(mut self, overrides: Option<&str>) -> Result<Self, UrlError> {
         let o = overrides.map(str::trim).unwrap_or_default();
         if o.is_empty() {
             self.overrides = None;
@@ -213,7 +225,7 @@ impl CallbackUrls {
                     .is_some_and(|(k, v)| !k.is_empty() && !v.is_empty() && !v.contains('='))
             });
         if !well_formed {
-            return Err(ConfigError::ConnectionOverrides(format!(
+            return Err(UrlError::ConnectionOverrides(format!(
                 "expected key=value pairs joined by & (like {DEFAULT_CONNECTION_OVERRIDES}), got {o:?}"
             )));
         }
@@ -414,7 +426,7 @@ mod tests {
             assert!(
                 matches!(
                     urls.clone().with_connection_overrides(Some(bad)),
-                    Err(ConfigError::ConnectionOverrides(_))
+                    Err(UrlError::ConnectionOverrides(_))
                 ),
                 "{bad:?} accepted"
             );

@@ -4,6 +4,7 @@ mod ids;
 mod people;
 mod phone;
 mod policy;
+mod secret;
 
 pub use ids::{CallId, ConferenceId, IdError, LegId, MAX_PROVIDER_ID_LEN, WidgetId};
 pub use people::{
@@ -13,3 +14,4 @@ pub use phone::{ERASED_E164, PhoneNumber, PhoneNumberError, Region, RegionError,
 pub use policy::{
     NON_GEOGRAPHIC_CODES, NumberPolicy, NumberRefusal, NumberType, NumberTypeError, PolicyError,
 };
+pub use secret::{EmptySecret, Secret};

@@ -11,10 +11,12 @@ use bonde_pressure_http::wiring::{self, App};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
-/// An app from CLI-style settings (the environment still applies), with a
-/// simulated telephony ticking every `tick_ms` and rate limits off unless
+/// The tests' settings: CLI-style arguments only (`Config::from_args`
+/// reads no environment variable, so an exported `TWILIO_*` or
+/// `GRAPHQL_API_URL` changes nothing), the in-memory store, a simulated
+/// telephony with no delay, no reconciliation task, rate limits off unless
 /// `extra` sets them.
-pub async fn app_with(extra: &[&str]) -> App {
+pub fn test_config(extra: &[&str]) -> Config {
     let mut args = vec![
         "bonde-pressure",
         "--database-url",
@@ -31,8 +33,12 @@ pub async fn app_with(extra: &[&str]) -> App {
         "off",
     ];
     args.extend_from_slice(extra);
-    let config = Config::from_args(args).expect("test config");
-    wiring::build(&config).await.expect("wired app")
+    Config::from_args(args).expect("test config")
+}
+
+/// An app from [`test_config`].
+pub async fn app_with(extra: &[&str]) -> App {
+    wiring::build(&test_config(extra)).await.expect("wired app")
 }
 
 /// The default test app.
