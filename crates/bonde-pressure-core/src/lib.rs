@@ -33,6 +33,7 @@
 //! to this crate's public API is recorded in the repository's `CHANGELOG.md`.
 
 pub mod call;
+mod chain;
 pub mod do_not_call;
 pub mod domain;
 mod fakes;
@@ -50,6 +51,7 @@ pub use call::{
     AnsweredBy, Call, CallEvent, CallFacts, Confirmation, DetailedState, Effect, HangUp, Leg,
     LegStatus, UiStatus,
 };
+pub use chain::{ErrorChain, error_chain};
 /// The time-zone type of [`ResultsQuery`] (re-exported `chrono_tz`).
 pub use chrono_tz::{self, Tz};
 #[cfg(feature = "mock")]

@@ -12,6 +12,7 @@ use tracing::{debug, info, warn};
 use crate::call::{
     Call, CallEvent, Confirmation, DetailedState, Effect, Leg, LegError, LegStatus, UiStatus,
 };
+use crate::chain::error_chain;
 use crate::do_not_call::{DoNotCallHasher, DoNotCallList, DoNotCallSource, InMemoryDoNotCallList};
 use crate::domain::{
     Activist, CallId, Email, LegId, NumberPolicy, NumberRefusal, NumberType, PersonName,
@@ -383,11 +384,12 @@ pub enum StartError {
     #[error(transparent)]
     Store(#[from] StoreError),
     /// The call was stored but the telephony refused to place it (the call is `failed`).
-    #[error("could not call the activist: {error}")]
+    #[error("could not call the activist (call {call_id})")]
     Telephony {
         /// The stored (failed) call.
         call_id: CallId,
-        /// Why.
+        /// Why (also this error's [`source`](std::error::Error::source)).
+        #[source]
         error: TelephonyError,
     },
     /// Other service failure.
@@ -675,7 +677,7 @@ impl PressureService {
             .charge(key, quota)
             .await
             .unwrap_or_else(|error| {
-                warn!(%error, kind = key.kind.as_str(), "rate limiter failed; admitting");
+                warn!(error = %error_chain(&error), kind = key.kind.as_str(), "rate limiter failed; admitting");
                 Admission::Admitted
             })
     }
@@ -754,7 +756,7 @@ impl PressureService {
             }
             Ok(None) => None,
             Err(error) => {
-                warn!(%error, "counting recent calls failed; using the in-process limiter");
+                warn!(error = %error_chain(&error), "counting recent calls failed; using the in-process limiter");
                 None
             }
         }
@@ -763,7 +765,7 @@ impl PressureService {
     /// Gives a charge back; a failure is logged.
     async fn refund(&self, key: &LimitKey, quota: Quota) {
         if let Err(error) = self.limiter.refund(key, quota).await {
-            warn!(%error, kind = key.kind.as_str(), "rate limiter refund failed");
+            warn!(error = %error_chain(&error), kind = key.kind.as_str(), "rate limiter refund failed");
         }
     }
 
@@ -964,7 +966,7 @@ impl PressureService {
                     });
                 }
                 Ok(Admission::Admitted) => {}
-                Err(error) => warn!(%error, "rate limiter failed; admitting"),
+                Err(error) => warn!(error = %error_chain(&error), "rate limiter failed; admitting"),
             }
         }
         let activist_key = LimitKey::new(LimitKind::ActivistCalls, activist.phone.as_e164());
@@ -1020,7 +1022,7 @@ impl PressureService {
         let leg = match self.deps.telephony.call_activist(&request).await {
             Ok(leg) => leg,
             Err(error) => {
-                warn!(call_id = %call.id, %error, "activist call refused");
+                warn!(call_id = %call.id, error = %error_chain(&error), "activist call refused");
                 if !error.counts_against_limits() {
                     refund_activist().await;
                 }
@@ -1033,7 +1035,7 @@ impl PressureService {
                 };
                 if let Err(store_error) = self.handle(call.id, failed, None).await {
                     // Reconciliation expires the call, which stays `created`.
-                    warn!(call_id = %call.id, error = %store_error, "refused activist call not recorded");
+                    warn!(call_id = %call.id, error = %error_chain(&store_error), "refused activist call not recorded");
                 }
                 return Err(StartError::Telephony {
                     call_id: call.id,
@@ -1051,7 +1053,7 @@ impl PressureService {
         let status = match self.handle(call.id, dialed, None).await {
             Ok(outcome) => self.page_status(&outcome.call),
             Err(error) => {
-                warn!(call_id = %call.id, leg_id = %leg.leg_id, %error, "activist leg placed but not recorded; callbacks will record it");
+                warn!(call_id = %call.id, leg_id = %leg.leg_id, error = %error_chain(&error), "activist leg placed but not recorded; callbacks will record it");
                 self.page_status(&call)
             }
         };
@@ -1062,7 +1064,7 @@ impl PressureService {
             activist: call.activist.clone(),
         };
         if let Err(error) = self.deps.recorder.record(&action).await {
-            warn!(call_id = %call.id, %error, "widget action not recorded; the call goes on");
+            warn!(call_id = %call.id, error = %error_chain(&error), "widget action not recorded; the call goes on");
         }
         Ok(StartedCall {
             call_id: call.id,
@@ -1213,7 +1215,7 @@ impl PressureService {
             .add_to_do_not_call_list(std::slice::from_ref(phone), DoNotCallSource::Keypress)
             .await
         {
-            warn!(call_id = %call.id, activist = %phone, %error, "do-not-call entry not stored; retried later");
+            warn!(call_id = %call.id, activist = %phone, error = %error_chain(&error), "do-not-call entry not stored; retried later");
             return None;
         }
         info!(call_id = %call.id, activist = %phone, "activist asked not to be called again");
@@ -1224,7 +1226,7 @@ impl PressureService {
             Ok(outcome) => Some(outcome.call),
             Err(error) => {
                 // Listed; only the fact is missing: the next pass adds it again (idempotent).
-                warn!(call_id = %call.id, %error, "do-not-call entry stored but not recorded in the call");
+                warn!(call_id = %call.id, error = %error_chain(&error), "do-not-call entry stored but not recorded in the call");
                 None
             }
         }
@@ -1270,7 +1272,7 @@ impl PressureService {
         // The event is not applied, but its payload is never lost.
         if !raws.is_empty() {
             if let Err(error) = store.append_events(Some(call_id), raws).await {
-                warn!(%call_id, %error, "raw payload of an unapplied event not stored");
+                warn!(%call_id, error = %error_chain(&error), "raw payload of an unapplied event not stored");
             }
         }
         Err(ServiceError::Contention(self.config.max_commit_attempts))
@@ -1281,7 +1283,7 @@ impl PressureService {
             Ok(Some(w)) => w.settings,
             Ok(None) => CampaignSettings::default(),
             Err(error) => {
-                warn!(%widget_id, %error, "campaign settings unavailable; using defaults");
+                warn!(%widget_id, error = %error_chain(&error), "campaign settings unavailable; using defaults");
                 CampaignSettings::default()
             }
         }
@@ -1318,7 +1320,7 @@ impl PressureService {
                         status: leg.status,
                     },
                     Err(e) => {
-                        warn!(call_id = %call.id, error = %e, "target dial refused");
+                        warn!(call_id = %call.id, error = %error_chain(&e), "target dial refused");
                         if let Some(quota) = self.config.target_dials {
                             if !e.counts_against_limits() {
                                 self.refund(&target_key, quota).await;
@@ -1344,7 +1346,7 @@ impl PressureService {
         match result {
             Ok(()) | Err(TelephonyError::NotFound { .. }) => {}
             Err(error) => {
-                warn!(call_id = %call.id, ?effect, %error, "effect failed; reconciliation will follow up")
+                warn!(call_id = %call.id, ?effect, error = %error_chain(&error), "effect failed; reconciliation will follow up")
             }
         }
         None
@@ -1434,7 +1436,7 @@ impl PressureService {
                         for e in events {
                             if let Err(error) = self.handle(call.id, e, None).await {
                                 report.errors += 1;
-                                warn!(call_id = %call.id, %error, "reconciliation update failed");
+                                warn!(call_id = %call.id, error = %error_chain(&error), "reconciliation update failed");
                             }
                         }
                     }
@@ -1459,12 +1461,12 @@ impl PressureService {
                         };
                         if let Err(error) = self.handle(call.id, ended, None).await {
                             report.errors += 1;
-                            warn!(call_id = %call.id, %error, "reconciliation update failed");
+                            warn!(call_id = %call.id, error = %error_chain(&error), "reconciliation update failed");
                         }
                     }
                     Err(error) => {
                         report.errors += 1;
-                        warn!(call_id = %call.id, leg = leg.as_str(), %error, "reconciliation fetch failed");
+                        warn!(call_id = %call.id, leg = leg.as_str(), error = %error_chain(&error), "reconciliation fetch failed");
                     }
                 }
             }
@@ -1485,7 +1487,7 @@ impl PressureService {
                     Ok(_) => {}
                     Err(error) => {
                         report.errors += 1;
-                        warn!(call_id = %call.id, %error, "expiring call failed");
+                        warn!(call_id = %call.id, error = %error_chain(&error), "expiring call failed");
                     }
                 }
             }
@@ -1543,7 +1545,7 @@ impl PressureService {
             Ok(None) => return,
             Err(error) => {
                 report.errors += 1;
-                warn!(%call_id, %error, "reconciliation reload failed");
+                warn!(%call_id, error = %error_chain(&error), "reconciliation reload failed");
                 return;
             }
         };
@@ -1562,7 +1564,7 @@ impl PressureService {
             Ok(None) => return,
             Err(error) => {
                 report.errors += 1;
-                warn!(%call_id, %error, "reconciliation: listing the conference failed");
+                warn!(%call_id, error = %error_chain(&error), "reconciliation: listing the conference failed");
                 return;
             }
         };
@@ -1582,7 +1584,7 @@ impl PressureService {
                 Ok(o) => dialled |= o.effects.contains(&Effect::DialTarget),
                 Err(error) => {
                     report.errors += 1;
-                    warn!(%call_id, %error, "reconciliation update failed");
+                    warn!(%call_id, error = %error_chain(&error), "reconciliation update failed");
                 }
             }
         }
@@ -1603,7 +1605,7 @@ impl PressureService {
             Ok(None) => return,
             Err(error) => {
                 report.errors += 1;
-                warn!(%call_id, %error, "reconciliation reload failed");
+                warn!(%call_id, error = %error_chain(&error), "reconciliation reload failed");
                 return;
             }
         };
@@ -1622,7 +1624,7 @@ impl PressureService {
             Ok(_) => report.lost_dials += 1,
             Err(error) => {
                 report.errors += 1;
-                warn!(%call_id, %error, "recording a lost dial failed");
+                warn!(%call_id, error = %error_chain(&error), "recording a lost dial failed");
             }
         }
     }
@@ -1643,7 +1645,7 @@ impl PressureService {
             Ok(None) => return None,
             Err(error) => {
                 report.errors += 1;
-                warn!(%call_id, %error, "reconciliation reload failed");
+                warn!(%call_id, error = %error_chain(&error), "reconciliation reload failed");
                 return None;
             }
         };
@@ -1660,7 +1662,7 @@ impl PressureService {
                 Ok(()) | Err(TelephonyError::NotFound { .. }) => report.legs_hung_up += 1,
                 Err(error) => {
                     report.errors += 1;
-                    warn!(%call_id, leg = leg.as_str(), %error, "hanging up a leftover leg failed; the next pass retries");
+                    warn!(%call_id, leg = leg.as_str(), error = %error_chain(&error), "hanging up a leftover leg failed; the next pass retries");
                 }
             }
         }
@@ -1717,7 +1719,7 @@ async fn backoff(attempt: u32) {
 impl EventSink for PressureService {
     async fn deliver(&self, call_id: CallId, event: CallEvent, raw: Option<RawEvent>) {
         if let Err(error) = self.handle(call_id, event, raw).await {
-            warn!(%call_id, %error, "simulated event not applied");
+            warn!(%call_id, error = %error_chain(&error), "simulated event not applied");
         }
     }
 }
