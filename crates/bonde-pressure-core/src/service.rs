@@ -1689,8 +1689,8 @@ fn awaits_join(call: &Call) -> bool {
 /// lost). Checked on a call listed as silent for `stale_after`, this means
 /// the replica that won the `DialTarget` commit died before the request or
 /// before recording its answer: a dialled target reports `initiated` within
-/// seconds, and a dial in progress takes at most the Twilio client's worst
-/// case (about 10 s), far less than `stale_after` (2 min).
+/// seconds, and a dial in progress returns within the telephony's bounded
+/// time ([`crate::Telephony`]: seconds), far less than `stale_after` (2 min).
 fn dial_was_lost(call: &Call) -> bool {
     let f = &call.facts;
     let activist = f.activist.leg_id.as_ref();

@@ -329,10 +329,10 @@ fn handle_outcomes_are_built_with_a_constructor() {
         CallId::new(),
         WidgetId::new(1).unwrap(),
         bonde_pressure_core::Activist::erased(),
-        bonde_pressure_core::Target {
-            name: bonde_pressure_core::domain::PersonName::parse("Alvo").unwrap(),
-            phone: phone("+5561999990000"),
-        },
+        bonde_pressure_core::Target::new(
+            bonde_pressure_core::domain::PersonName::parse("Alvo").unwrap(),
+            phone("+5561999990000"),
+        ),
         None,
         Utc::now(),
     );

@@ -141,17 +141,17 @@ pub fn new_call_named(
     Call::new(
         CallId::new(),
         widget(widget_id),
-        Activist {
-            name: PersonName::parse(activist).expect("valid name"),
-            first_name: Some(PersonName::parse(first).expect("valid name")),
-            last_name: Some(PersonName::parse(last).expect("valid name")),
-            email: Email::parse("ativista@example.org").expect("valid email"),
-            phone: phone("+5511912345678"),
-        },
-        Target {
-            name: PersonName::parse(target).expect("valid name"),
-            phone: phone("+5561998765432"),
-        },
+        Activist::new(
+            PersonName::parse(activist).expect("valid name"),
+            Email::parse("ativista@example.org").expect("valid email"),
+            phone("+5511912345678"),
+        )
+        .with_first_name(PersonName::parse(first).expect("valid name"))
+        .with_last_name(PersonName::parse(last).expect("valid name")),
+        Target::new(
+            PersonName::parse(target).expect("valid name"),
+            phone("+5561998765432"),
+        ),
         Some(phone("+5511987654321")),
         created_at,
     )
@@ -389,7 +389,7 @@ pub async fn create_get_round_trip(store: Arc<dyn CallStore>) {
     );
     assert_eq!(store.commit(&next, &[]).await.unwrap(), 1);
     let stored = must_get(&*store, call.id).await;
-    assert_eq!(stored, Call { version: 1, ..next });
+    assert_eq!(stored, next.with_version(1));
     assert_eq!(stored.state(), DetailedState::Completed);
 
     let mut later = new_call(7, at(1));
@@ -488,13 +488,7 @@ pub async fn stale_commit_conflicts_and_writes_nothing(store: Arc<dyn CallStore>
     ));
 
     let stored = must_get(&*store, call.id).await;
-    assert_eq!(
-        stored,
-        Call {
-            version: 1,
-            ..answered
-        }
-    );
+    assert_eq!(stored, answered.with_version(1));
     assert_eq!(stored.state(), DetailedState::ActivistAnswered);
     let events = store.events(call.id).await.unwrap();
     assert_eq!(events.len(), 1);
@@ -900,7 +894,7 @@ pub async fn commit_round_trips_every_outcome(store: Arc<dyn CallStore>) {
         for (i, e) in lifecycle(outcome, at(0)).iter().enumerate() {
             let (next, _) = call.apply(e, at(i as i64 + 1));
             version = store.commit(&next, &[]).await.unwrap();
-            call = Call { version, ..next };
+            call = next.with_version(version);
         }
         let got = must_get(&*store, created.id).await;
         assert_eq!(got, call, "{outcome:?}");
@@ -1014,10 +1008,7 @@ pub async fn recent_calls_to_a_number_are_counted(store: Arc<dyn CallStore>) {
     let (refused, _) = new_call(1, at(120)).apply(
         &CallEvent::DialFailed {
             leg: Leg::Activist,
-            error: bonde_pressure_core::call::LegError {
-                code: None,
-                message: "refused".into(),
-            },
+            error: bonde_pressure_core::call::LegError::new(None, "refused"),
         },
         at(120),
     );

@@ -63,10 +63,7 @@ fn settled_with_errors(widget_id: i64, created_at: DateTime<Utc>) -> Call {
     ] {
         let failed = CallEvent::DialFailed {
             leg,
-            error: LegError {
-                code: Some(13_224),
-                message: msg.to_owned(),
-            },
+            error: LegError::new(13_224, msg),
         };
         call = call.apply(&failed, created_at + TimeDelta::seconds(60)).0;
     }

@@ -46,10 +46,10 @@ fn utc(s: &str) -> DateTime<Utc> {
 
 /// `call` with its target replaced (name and number).
 pub fn with_target(mut call: Call, name: &str, phone: &str) -> Call {
-    call.target = Target {
-        name: PersonName::parse(name).expect("valid name"),
-        phone: PhoneNumber::parse_e164(phone).expect("valid phone"),
-    };
+    call.target = Target::new(
+        PersonName::parse(name).expect("valid name"),
+        PhoneNumber::parse_e164(phone).expect("valid phone"),
+    );
     call
 }
 

@@ -396,10 +396,7 @@ mod postgres_specific {
             let (failed, _) = call.apply(
                 &bonde_pressure_core::CallEvent::DialFailed {
                     leg: bonde_pressure_core::call::Leg::Target,
-                    error: bonde_pressure_core::call::LegError {
-                        code: Some(13224),
-                        message: "bad\0number".into(),
-                    },
+                    error: bonde_pressure_core::call::LegError::new(13224, "bad\0number"),
                 },
                 at(5),
             );
@@ -633,10 +630,7 @@ mod retention_sql {
         call.target_caller_id = Some(call.activist.phone.clone());
         let failed = CallEvent::DialFailed {
             leg: Leg::Activist,
-            error: LegError {
-                code: Some(1),
-                message: format!("Call to {NUMBER} failed"),
-            },
+            error: LegError::new(1, format!("Call to {NUMBER} failed")),
         };
         let call = call.apply(&failed, at(200)).0;
         store.create(&call).await.unwrap();
