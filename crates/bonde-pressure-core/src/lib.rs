@@ -49,7 +49,7 @@ pub mod simulated;
 
 pub use call::{
     AnsweredBy, Call, CallEvent, CallFacts, Confirmation, DetailedState, Effect, HangUp, Leg,
-    LegStatus, UiStatus,
+    LegError, LegStatus, LegStatusEvent, UiStatus,
 };
 pub use chain::{ErrorChain, error_chain};
 /// The time-zone type of [`ResultsQuery`] (re-exported `chrono_tz`).

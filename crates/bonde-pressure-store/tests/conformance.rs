@@ -228,14 +228,12 @@ mod read_models {
         let call = build_call(30, at(0), Outcome::Connected);
         store.create(&call).await.unwrap();
         let (done, _) = call.apply(
-            &CallEvent::LegStatus {
-                leg: Leg::Target,
-                leg_id: call.facts.target.leg_id.clone(),
-                status: LegStatus::Completed,
-                duration_secs: Some(42),
-                sip_response_code: Some(200),
-                at: Some(at(100)),
-            },
+            &CallEvent::leg_status(Leg::Target, LegStatus::Completed)
+                .with_leg_id(call.facts.target.leg_id.clone())
+                .with_duration_secs(42)
+                .with_sip_response_code(200)
+                .with_at(at(100))
+                .build(),
             at(100),
         );
         store.commit(&done, &[]).await.unwrap();

@@ -123,11 +123,7 @@ fn a_connected_call_from_twilio_payloads() {
 
     // The client reported the target leg; then Twilio's callbacks for it.
     let (next, _) = c.apply(
-        &CallEvent::LegDialed {
-            leg: bonde_pressure_core::Leg::Target,
-            leg_id: B.parse().unwrap(),
-            status: None,
-        },
+        &CallEvent::leg_dialed(bonde_pressure_core::Leg::Target, B.parse().unwrap(), None),
         Utc::now(),
     );
     c = next;

@@ -4,7 +4,7 @@ mod event;
 mod facts;
 mod state;
 
-pub use event::{CallEvent, Confirmation, Effect, HangUp};
+pub use event::{CallEvent, Confirmation, Effect, HangUp, LegStatusEvent};
 pub use facts::{
     AnsweredBy, CallFacts, ERASED_MESSAGE, Leg, LegError, LegFacts, LegStatus, Presence, Requested,
 };
