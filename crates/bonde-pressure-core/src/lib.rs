@@ -31,6 +31,52 @@
 //! trait. Port structs are `#[non_exhaustive]`: build them with their
 //! `new(...)` constructor and `with_*` setters (or `Default`). Each change
 //! to this crate's public API is recorded in the repository's `CHANGELOG.md`.
+//!
+//! ```
+//! use bonde_pressure_core::{
+//!     Call, CallEvent, DialedLeg, Leg, LegId, LegStatus, ServiceConfig,
+//! };
+//!
+//! let leg_id: LegId = "leg-1".parse().unwrap();
+//! let leg = DialedLeg::new(leg_id.clone()).with_status(LegStatus::Queued);
+//! let config = ServiceConfig::default().with_max_commit_attempts(3);
+//! let event: CallEvent = CallEvent::leg_status(Leg::Activist, LegStatus::Ringing)
+//!     .with_leg_id(leg_id)
+//!     .into();
+//! # let _ = (leg, config, event);
+//! # fn restore(call: Call) -> Call { call.with_version(1) }
+//! ```
+//!
+//! Struct literals do not compile outside the crate, so adding a field is
+//! not a breaking change:
+//!
+//! ```compile_fail,E0639
+//! # use bonde_pressure_core::{DialedLeg, LegId};
+//! let leg_id: LegId = "leg-1".parse().unwrap();
+//! let leg = DialedLeg { leg_id, status: None };
+//! ```
+//!
+//! ```compile_fail,E0639
+//! # use bonde_pressure_core::ServiceConfig;
+//! let config = ServiceConfig { max_commit_attempts: 3, ..ServiceConfig::default() };
+//! ```
+//!
+//! ```compile_fail,E0639
+//! # use bonde_pressure_core::Call;
+//! fn restore(call: Call) -> Call { Call { version: 1, ..call } }
+//! ```
+//!
+//! ```compile_fail,E0639
+//! # use bonde_pressure_core::{CallEvent, Leg, LegStatus};
+//! let event = CallEvent::LegStatus {
+//!     leg: Leg::Activist,
+//!     leg_id: None,
+//!     status: LegStatus::Ringing,
+//!     duration_secs: None,
+//!     sip_response_code: None,
+//!     at: None,
+//! };
+//! ```
 
 pub mod call;
 mod chain;
@@ -60,8 +106,8 @@ pub use do_not_call::{
     DoNotCallHash, DoNotCallHasher, DoNotCallList, DoNotCallSource, InMemoryDoNotCallList,
 };
 pub use domain::{
-    Activist, CallId, ConferenceId, LegId, NumberPolicy, NumberRefusal, NumberType, PhoneNumber,
-    Region, Target, WidgetId,
+    Activist, CallId, ConferenceId, Email, IdError, LegId, NumberPolicy, NumberRefusal, NumberType,
+    PersonName, PhoneNumber, Region, Target, WidgetId,
 };
 pub use fakes::{
     ManualClock, NoopActionRecorder, StaticCampaignDirectory, StubActionRecorder, demo_widget,
@@ -69,13 +115,14 @@ pub use fakes::{
 #[cfg(feature = "mock")]
 pub use limits::MockRateLimiter;
 pub use limits::{
-    Admission, InMemoryRateLimiter, LimitKey, LimitKind, LimiterError, Quota, RateLimiter,
+    Admission, InMemoryRateLimiter, LimitKey, LimitKind, LimiterError, Quota, RateLimiter, Refill,
+    RequestLimits,
 };
 pub use memory::InMemoryCallStore;
 pub use ports::{
     ActionRecorder, ActivistCallRequest, CallStore, CampaignDirectory, Clock, ConferenceSnapshot,
-    DialedLeg, DirectoryError, EventSink, LegSnapshot, ParticipantSnapshot, RawEvent, RecentCalls,
-    RecorderError, StoreError, StoredEvent, SystemClock, TargetCallRequest, Telephony,
+    DialedLeg, DirectoryError, ErrorSource, EventSink, LegSnapshot, ParticipantSnapshot, RawEvent,
+    RecentCalls, RecorderError, StoreError, StoredEvent, SystemClock, TargetCallRequest, Telephony,
     TelephonyError, UnreadableCall, Widget, WidgetAction, WidgetTarget,
 };
 #[cfg(feature = "mock")]
