@@ -133,7 +133,6 @@ fn calls_people_and_events_are_built_with_constructors() {
 /// The errors that hold a cause give it back as their source.
 #[test]
 fn port_errors_keep_their_cause() {
-    use std::error::Error as _;
     let io = || std::io::Error::other("connection reset");
     for e in [
         &DirectoryError::unavailable(io()) as &dyn std::error::Error,
