@@ -1,4 +1,4 @@
-//! The port API as an embedder sees it (issue 11), from outside the crate:
+//! The port API as an embedder sees it, from outside the crate:
 //! every port trait and every type in a port's signature is reachable at the
 //! crate root; port structs are `#[non_exhaustive]`, so they are built with
 //! their constructors and `with_*` setters (a struct literal would not
