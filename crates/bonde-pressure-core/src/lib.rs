@@ -137,27 +137,19 @@
 //!     .await?;
 //!
 //! // The activist's phone does not answer.
-//! let no_answer = CallEvent::LegStatus {
-//!     leg: Leg::Activist,
-//!     leg_id: started.leg_id.clone(),
-//!     status: LegStatus::NoAnswer,
-//!     duration_secs: Some(0),
-//!     sip_response_code: None,
-//!     at: None,
-//! };
+//! let no_answer: CallEvent = CallEvent::leg_status(Leg::Activist, LegStatus::NoAnswer)
+//!     .with_leg_id(started.leg_id.clone())
+//!     .with_duration_secs(0)
+//!     .into();
 //! let payload = RawEvent::new("status-callback", "CallStatus=no-answer", chrono::Utc::now());
 //! let outcome = service.handle(started.call_id, no_answer, Some(payload)).await?;
 //! assert_eq!(outcome.call.state(), DetailedState::ActivistNoAnswer);
 //! assert!(outcome.effects.is_empty());
 //! // Delivered twice, it changes nothing more: events are merged, not replayed.
-//! let again = CallEvent::LegStatus {
-//!     leg: Leg::Activist,
-//!     leg_id: started.leg_id.clone(),
-//!     status: LegStatus::NoAnswer,
-//!     duration_secs: Some(0),
-//!     sip_response_code: None,
-//!     at: None,
-//! };
+//! let again: CallEvent = CallEvent::leg_status(Leg::Activist, LegStatus::NoAnswer)
+//!     .with_leg_id(started.leg_id.clone())
+//!     .with_duration_secs(0)
+//!     .into();
 //! let outcome = service.handle(started.call_id, again, None).await?;
 //! assert_eq!(outcome.call.state(), DetailedState::ActivistNoAnswer);
 //! assert_eq!(service.store().events(started.call_id).await?.len(), 1);
@@ -228,8 +220,57 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! Build port structs with their constructors:
+//!
+//! ```
+//! use bonde_pressure_core::{
+//!     Call, CallEvent, DialedLeg, Leg, LegId, LegStatus, ServiceConfig,
+//! };
+//!
+//! let leg_id: LegId = "leg-1".parse().unwrap();
+//! let leg = DialedLeg::new(leg_id.clone()).with_status(LegStatus::Queued);
+//! let config = ServiceConfig::default().with_max_commit_attempts(3);
+//! let event: CallEvent = CallEvent::leg_status(Leg::Activist, LegStatus::Ringing)
+//!     .with_leg_id(leg_id)
+//!     .into();
+//! # let _ = (leg, config, event);
+//! # fn restore(call: Call) -> Call { call.with_version(1) }
+//! ```
+//!
+//! Struct literals do not compile outside the crate, so adding a field is
+//! not a breaking change:
+//!
+//! ```compile_fail,E0639
+//! # use bonde_pressure_core::{DialedLeg, LegId};
+//! let leg_id: LegId = "leg-1".parse().unwrap();
+//! let leg = DialedLeg { leg_id, status: None };
+//! ```
+//!
+//! ```compile_fail,E0639
+//! # use bonde_pressure_core::ServiceConfig;
+//! let config = ServiceConfig { max_commit_attempts: 3, ..ServiceConfig::default() };
+//! ```
+//!
+//! ```compile_fail,E0639
+//! # use bonde_pressure_core::Call;
+//! fn restore(call: Call) -> Call { Call { version: 1, ..call } }
+//! ```
+//!
+//! ```compile_fail,E0639
+//! # use bonde_pressure_core::{CallEvent, Leg, LegStatus};
+//! let event = CallEvent::LegStatus {
+//!     leg: Leg::Activist,
+//!     leg_id: None,
+//!     status: LegStatus::Ringing,
+//!     duration_secs: None,
+//!     sip_response_code: None,
+//!     at: None,
+//! };
+//! ```
 
 pub mod call;
+mod chain;
 pub mod do_not_call;
 pub mod domain;
 mod fakes;
@@ -247,8 +288,9 @@ pub mod view;
 
 pub use call::{
     AnsweredBy, Call, CallEvent, CallFacts, Confirmation, DetailedState, Effect, HangUp, Leg,
-    LegStatus, UiStatus,
+    LegError, LegStatus, LegStatusEvent, UiStatus,
 };
+pub use chain::{ErrorChain, error_chain};
 /// The time-zone type of [`ResultsQuery`] (re-exported `chrono_tz`).
 pub use chrono_tz::{self, Tz};
 #[cfg(feature = "mock")]
@@ -257,8 +299,8 @@ pub use do_not_call::{
     DoNotCallHash, DoNotCallHasher, DoNotCallList, DoNotCallSource, InMemoryDoNotCallList,
 };
 pub use domain::{
-    Activist, CallId, ConferenceId, LegId, NumberPolicy, NumberRefusal, NumberType, PhoneNumber,
-    Region, Secret, Target, WidgetId,
+    Activist, CallId, ConferenceId, Email, IdError, LegId, NumberPolicy, NumberRefusal, NumberType,
+    PersonName, PhoneNumber, Region, Secret, Target, WidgetId,
 };
 pub use fakes::{
     ManualClock, NoopActionRecorder, StaticCampaignDirectory, StubActionRecorder, demo_widget,
@@ -266,13 +308,14 @@ pub use fakes::{
 #[cfg(feature = "mock")]
 pub use limits::MockRateLimiter;
 pub use limits::{
-    Admission, InMemoryRateLimiter, LimitKey, LimitKind, LimiterError, Quota, RateLimiter,
+    Admission, InMemoryRateLimiter, LimitKey, LimitKind, LimiterError, Quota, RateLimiter, Refill,
+    RequestLimits,
 };
 pub use memory::InMemoryCallStore;
 pub use ports::{
     ActionRecorder, ActivistCallRequest, CallStore, CampaignDirectory, Clock, ConferenceSnapshot,
-    DialedLeg, DirectoryError, EventSink, LegSnapshot, ParticipantSnapshot, RawEvent, RecentCalls,
-    RecorderError, StoreError, StoredEvent, SystemClock, TargetCallRequest, Telephony,
+    DialedLeg, DirectoryError, ErrorSource, EventSink, LegSnapshot, ParticipantSnapshot, RawEvent,
+    RecentCalls, RecorderError, StoreError, StoredEvent, SystemClock, TargetCallRequest, Telephony,
     TelephonyError, UnreadableCall, Widget, WidgetAction, WidgetTarget,
 };
 #[cfg(feature = "mock")]

@@ -212,6 +212,13 @@ pub enum LimiterError {
     Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
+impl LimiterError {
+    /// The backend failed because of `cause` (kept as the source).
+    pub fn unavailable(cause: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        LimiterError::Unavailable(cause.into())
+    }
+}
+
 /// Counts charges per key, in a sliding window or a token bucket (the
 /// [`Quota`]'s [`Refill`]).
 ///

@@ -506,7 +506,8 @@ impl TelephonyError {
 ///   when it has one.
 /// - Leg and conference ids ([`LegId`], [`ConferenceId`]) are the
 ///   provider's own and opaque to the core: the service only stores them
-///   and passes them back. The core checks no more than that they are short
+///   and passes them back. They must be unique across calls, not only
+///   within one: stores key legs by their id. The core checks no more than that they are short
 ///   printable text; an implementation checks its own format before it
 ///   uses one (in a URL, say), and treats an id it could not have issued as
 ///   one it does not know (a hang-up or fetch answers
@@ -521,8 +522,12 @@ impl TelephonyError {
 ///   the activist is told and whether the attempt counts against the
 ///   number's limits ([`TelephonyError::counts_against_limits`]). The
 ///   provider's own error is kept as the source when there is one.
-/// - Transient provider failures (rate limits, 5xx) are retried with backoff
-///   inside the implementation, within a bounded time (webhooks wait on it).
+/// - Every command returns within a bounded time, a few seconds (webhooks
+///   wait on some, and the service takes a dial still unanswered long after
+///   that as lost): transient provider failures (rate limits, 5xx) are
+///   retried with backoff inside the implementation, within that bound, and
+///   a provider that does not answer in time is
+///   [`TelephonyError::Unavailable`]. (Twilio's client: at most about 10 s.)
 /// - Hanging up a leg or ending a conference that already ended is not an
 ///   error worth reporting: return `Ok(())` or [`TelephonyError::NotFound`].
 #[cfg_attr(feature = "mock", mockall::automock)]

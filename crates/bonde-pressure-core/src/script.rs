@@ -322,7 +322,9 @@ pub enum VoiceInstruction {
     /// Put the caller in the call's conference; when it ends, the telephony
     /// asks for `after`'s script.
     JoinConference {
-        /// The conference's friendly name (the call id).
+        /// The call whose conference to join: the telephony addresses a
+        /// call's conference by its call id ([`crate::Telephony`]); how it
+        /// names the conference is its own business.
         room: CallId,
         /// Hold music while alone (`None`: silence).
         hold_music_url: Option<String>,

@@ -12,6 +12,7 @@ use tracing::{debug, info, warn};
 use crate::call::{
     Call, CallEvent, Confirmation, DetailedState, Effect, Leg, LegError, LegStatus, UiStatus,
 };
+use crate::chain::error_chain;
 use crate::do_not_call::{DoNotCallHasher, DoNotCallList, DoNotCallSource, InMemoryDoNotCallList};
 use crate::domain::{
     Activist, CallId, Email, LegId, NumberPolicy, NumberRefusal, NumberType, PersonName,
@@ -430,11 +431,12 @@ pub enum StartError {
     #[error(transparent)]
     Store(#[from] StoreError),
     /// The call was stored but the telephony refused to place it (the call is `failed`).
-    #[error("could not call the activist: {error}")]
+    #[error("could not call the activist (call {call_id})")]
     Telephony {
         /// The stored (failed) call.
         call_id: CallId,
-        /// Why.
+        /// Why (also this error's [`source`](std::error::Error::source)).
+        #[source]
         error: TelephonyError,
     },
     /// Other service failure.
@@ -739,7 +741,7 @@ impl PressureService {
             .charge(key, quota)
             .await
             .unwrap_or_else(|error| {
-                warn!(%error, kind = key.kind.as_str(), "rate limiter failed; admitting");
+                warn!(error = %error_chain(&error), kind = key.kind.as_str(), "rate limiter failed; admitting");
                 Admission::Admitted
             })
     }
@@ -818,7 +820,7 @@ impl PressureService {
             }
             Ok(None) => None,
             Err(error) => {
-                warn!(%error, "counting recent calls failed; using the in-process limiter");
+                warn!(error = %error_chain(&error), "counting recent calls failed; using the in-process limiter");
                 None
             }
         }
@@ -827,7 +829,7 @@ impl PressureService {
     /// Gives a charge back; a failure is logged.
     async fn refund(&self, key: &LimitKey, quota: Quota) {
         if let Err(error) = self.limiter.refund(key, quota).await {
-            warn!(%error, kind = key.kind.as_str(), "rate limiter refund failed");
+            warn!(error = %error_chain(&error), kind = key.kind.as_str(), "rate limiter refund failed");
         }
     }
 
@@ -1028,7 +1030,7 @@ impl PressureService {
                     });
                 }
                 Ok(Admission::Admitted) => {}
-                Err(error) => warn!(%error, "rate limiter failed; admitting"),
+                Err(error) => warn!(error = %error_chain(&error), "rate limiter failed; admitting"),
             }
         }
         let activist_key = LimitKey::new(LimitKind::ActivistCalls, activist.phone.as_e164());
@@ -1084,7 +1086,7 @@ impl PressureService {
         let leg = match self.deps.telephony.call_activist(&request).await {
             Ok(leg) => leg,
             Err(error) => {
-                warn!(call_id = %call.id, %error, "activist call refused");
+                warn!(call_id = %call.id, error = %error_chain(&error), "activist call refused");
                 if !error.counts_against_limits() {
                     refund_activist().await;
                 }
@@ -1097,7 +1099,7 @@ impl PressureService {
                 };
                 if let Err(store_error) = self.handle(call.id, failed, None).await {
                     // Reconciliation expires the call, which stays `created`.
-                    warn!(call_id = %call.id, error = %store_error, "refused activist call not recorded");
+                    warn!(call_id = %call.id, error = %error_chain(&store_error), "refused activist call not recorded");
                 }
                 return Err(StartError::Telephony {
                     call_id: call.id,
@@ -1115,7 +1117,7 @@ impl PressureService {
         let status = match self.handle(call.id, dialed, None).await {
             Ok(outcome) => self.page_status(&outcome.call),
             Err(error) => {
-                warn!(call_id = %call.id, leg_id = %leg.leg_id, %error, "activist leg placed but not recorded; callbacks will record it");
+                warn!(call_id = %call.id, leg_id = %leg.leg_id, error = %error_chain(&error), "activist leg placed but not recorded; callbacks will record it");
                 self.page_status(&call)
             }
         };
@@ -1126,7 +1128,7 @@ impl PressureService {
             activist: call.activist.clone(),
         };
         if let Err(error) = self.deps.recorder.record(&action).await {
-            warn!(call_id = %call.id, %error, "widget action not recorded; the call goes on");
+            warn!(call_id = %call.id, error = %error_chain(&error), "widget action not recorded; the call goes on");
         }
         Ok(StartedCall {
             call_id: call.id,
@@ -1305,7 +1307,7 @@ impl PressureService {
             .add_to_do_not_call_list(std::slice::from_ref(phone), DoNotCallSource::Keypress)
             .await
         {
-            warn!(call_id = %call.id, activist = %phone, %error, "do-not-call entry not stored; retried later");
+            warn!(call_id = %call.id, activist = %phone, error = %error_chain(&error), "do-not-call entry not stored; retried later");
             return None;
         }
         info!(call_id = %call.id, activist = %phone, "activist asked not to be called again");
@@ -1316,7 +1318,7 @@ impl PressureService {
             Ok(outcome) => Some(outcome.call),
             Err(error) => {
                 // Listed; only the fact is missing: the next pass adds it again (idempotent).
-                warn!(call_id = %call.id, %error, "do-not-call entry stored but not recorded in the call");
+                warn!(call_id = %call.id, error = %error_chain(&error), "do-not-call entry stored but not recorded in the call");
                 None
             }
         }
@@ -1409,7 +1411,7 @@ impl PressureService {
             Ok(Some(w)) => w.settings,
             Ok(None) => CampaignSettings::default(),
             Err(error) => {
-                warn!(%widget_id, %error, "campaign settings unavailable; using defaults");
+                warn!(%widget_id, error = %error_chain(&error), "campaign settings unavailable; using defaults");
                 CampaignSettings::default()
             }
         }
@@ -1446,7 +1448,7 @@ impl PressureService {
                         status: leg.status,
                     },
                     Err(e) => {
-                        warn!(call_id = %call.id, error = %e, "target dial refused");
+                        warn!(call_id = %call.id, error = %error_chain(&e), "target dial refused");
                         if let Some(quota) = self.config.target_dials {
                             if !e.counts_against_limits() {
                                 self.refund(&target_key, quota).await;
@@ -1472,7 +1474,7 @@ impl PressureService {
         match result {
             Ok(()) | Err(TelephonyError::NotFound { .. }) => {}
             Err(error) => {
-                warn!(call_id = %call.id, ?effect, %error, "effect failed; reconciliation will follow up")
+                warn!(call_id = %call.id, ?effect, error = %error_chain(&error), "effect failed; reconciliation will follow up")
             }
         }
         None
@@ -1572,7 +1574,7 @@ impl PressureService {
                         for e in events {
                             if let Err(error) = self.handle(call.id, e, None).await {
                                 report.errors += 1;
-                                warn!(call_id = %call.id, %error, "reconciliation update failed");
+                                warn!(call_id = %call.id, error = %error_chain(&error), "reconciliation update failed");
                             }
                         }
                     }
@@ -1597,12 +1599,12 @@ impl PressureService {
                         };
                         if let Err(error) = self.handle(call.id, ended, None).await {
                             report.errors += 1;
-                            warn!(call_id = %call.id, %error, "reconciliation update failed");
+                            warn!(call_id = %call.id, error = %error_chain(&error), "reconciliation update failed");
                         }
                     }
                     Err(error) => {
                         report.errors += 1;
-                        warn!(call_id = %call.id, leg = leg.as_str(), %error, "reconciliation fetch failed");
+                        warn!(call_id = %call.id, leg = leg.as_str(), error = %error_chain(&error), "reconciliation fetch failed");
                     }
                 }
             }
@@ -1623,7 +1625,7 @@ impl PressureService {
                     Ok(_) => {}
                     Err(error) => {
                         report.errors += 1;
-                        warn!(call_id = %call.id, %error, "expiring call failed");
+                        warn!(call_id = %call.id, error = %error_chain(&error), "expiring call failed");
                     }
                 }
             }
@@ -1681,7 +1683,7 @@ impl PressureService {
             Ok(None) => return,
             Err(error) => {
                 report.errors += 1;
-                warn!(%call_id, %error, "reconciliation reload failed");
+                warn!(%call_id, error = %error_chain(&error), "reconciliation reload failed");
                 return;
             }
         };
@@ -1700,7 +1702,7 @@ impl PressureService {
             Ok(None) => return,
             Err(error) => {
                 report.errors += 1;
-                warn!(%call_id, %error, "reconciliation: listing the conference failed");
+                warn!(%call_id, error = %error_chain(&error), "reconciliation: listing the conference failed");
                 return;
             }
         };
@@ -1720,7 +1722,7 @@ impl PressureService {
                 Ok(o) => dialled |= o.effects.contains(&Effect::DialTarget),
                 Err(error) => {
                     report.errors += 1;
-                    warn!(%call_id, %error, "reconciliation update failed");
+                    warn!(%call_id, error = %error_chain(&error), "reconciliation update failed");
                 }
             }
         }
@@ -1741,7 +1743,7 @@ impl PressureService {
             Ok(None) => return,
             Err(error) => {
                 report.errors += 1;
-                warn!(%call_id, %error, "reconciliation reload failed");
+                warn!(%call_id, error = %error_chain(&error), "reconciliation reload failed");
                 return;
             }
         };
@@ -1760,7 +1762,7 @@ impl PressureService {
             Ok(_) => report.lost_dials += 1,
             Err(error) => {
                 report.errors += 1;
-                warn!(%call_id, %error, "recording a lost dial failed");
+                warn!(%call_id, error = %error_chain(&error), "recording a lost dial failed");
             }
         }
     }
@@ -1781,7 +1783,7 @@ impl PressureService {
             Ok(None) => return None,
             Err(error) => {
                 report.errors += 1;
-                warn!(%call_id, %error, "reconciliation reload failed");
+                warn!(%call_id, error = %error_chain(&error), "reconciliation reload failed");
                 return None;
             }
         };
@@ -1798,7 +1800,7 @@ impl PressureService {
                 Ok(()) | Err(TelephonyError::NotFound { .. }) => report.legs_hung_up += 1,
                 Err(error) => {
                     report.errors += 1;
-                    warn!(%call_id, leg = leg.as_str(), %error, "hanging up a leftover leg failed; the next pass retries");
+                    warn!(%call_id, leg = leg.as_str(), error = %error_chain(&error), "hanging up a leftover leg failed; the next pass retries");
                 }
             }
         }
@@ -1825,8 +1827,8 @@ fn awaits_join(call: &Call) -> bool {
 /// lost). Checked on a call listed as silent for `stale_after`, this means
 /// the replica that won the `DialTarget` commit died before the request or
 /// before recording its answer: a dialled target reports `initiated` within
-/// seconds, and a dial in progress takes at most the Twilio client's worst
-/// case (about 10 s), far less than `stale_after` (2 min).
+/// seconds, and a dial in progress returns within the telephony's bounded
+/// time ([`crate::Telephony`]: seconds), far less than `stale_after` (2 min).
 fn dial_was_lost(call: &Call) -> bool {
     let f = &call.facts;
     let activist = f.activist.leg_id.as_ref();
@@ -1855,7 +1857,7 @@ async fn backoff(attempt: u32) {
 impl EventSink for PressureService {
     async fn deliver(&self, call_id: CallId, event: CallEvent, raw: Option<RawEvent>) {
         if let Err(error) = self.handle(call_id, event, raw).await {
-            warn!(%call_id, %error, "simulated event not applied");
+            warn!(%call_id, error = %error_chain(&error), "simulated event not applied");
         }
     }
 }

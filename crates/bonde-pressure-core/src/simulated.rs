@@ -188,14 +188,10 @@ impl SimulatedCall {
             Leg::Activist => &self.activist,
             Leg::Target => &self.target,
         };
-        CallEvent::LegStatus {
-            leg,
-            leg_id: Some(leg_id.clone()),
-            status,
-            duration_secs: duration,
-            sip_response_code: None,
-            at: None,
-        }
+        CallEvent::leg_status(leg, status)
+            .with_leg_id(leg_id.clone())
+            .with_duration_secs(duration)
+            .build()
     }
 
     fn amd(&self, leg: Leg, answered_by: AnsweredBy) -> CallEvent {
@@ -204,11 +200,7 @@ impl SimulatedCall {
         } else {
             &self.target
         };
-        CallEvent::AnsweredBy {
-            leg,
-            leg_id: Some(leg_id.clone()),
-            answered_by,
-        }
+        CallEvent::answered_by(leg, leg_id.clone(), answered_by)
     }
 
     fn participant(&self, leg: Leg, joined: bool) -> CallEvent {
@@ -219,17 +211,9 @@ impl SimulatedCall {
             Leg::Target => (self.target.clone(), Some(Leg::Target)),
         };
         if joined {
-            CallEvent::ParticipantJoined {
-                conference_id,
-                leg_id,
-                leg: label,
-            }
+            CallEvent::participant_joined(conference_id, leg_id, label)
         } else {
-            CallEvent::ParticipantLeft {
-                conference_id,
-                leg_id,
-                leg: label,
-            }
+            CallEvent::participant_left(conference_id, leg_id, label)
         }
     }
 

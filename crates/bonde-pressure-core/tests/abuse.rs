@@ -552,11 +552,7 @@ async fn a_target_out_of_budget_at_dial_time_ends_the_call_as_busy() {
         h.service
             .handle(
                 id,
-                CallEvent::ParticipantJoined {
-                    conference_id: cf.clone(),
-                    leg_id: sid,
-                    leg: None,
-                },
+                CallEvent::participant_joined(cf.clone(), sid, None),
                 None,
             )
             .await

@@ -38,11 +38,11 @@ fn run(scenario: Scenario, choices: &[(usize, bool)]) -> Run {
     let call_id = CallId::from(uuid::Uuid::from_u128(0x5eed));
     let mut world = SimulatedCall::new(scenario, call_id);
     let mut pool: Vec<CallEvent> = world.start().into_iter().map(|s| s.event).collect();
-    pool.push(CallEvent::LegDialed {
-        leg: Leg::Activist,
-        leg_id: world.activist_leg_id().clone(),
-        status: Some(LegStatus::Queued),
-    });
+    pool.push(CallEvent::leg_dialed(
+        Leg::Activist,
+        world.activist_leg_id().clone(),
+        LegStatus::Queued,
+    ));
     let mut out = Run::default();
     let mut choices = choices.iter().copied();
     while !pool.is_empty() {
@@ -62,11 +62,11 @@ fn run(scenario: Scenario, choices: &[(usize, bool)]) -> Run {
             *out.effects.entry(effect_name(&effect)).or_default() += 1;
             let caused = match &effect {
                 Effect::DialTarget => {
-                    pool.push(CallEvent::LegDialed {
-                        leg: Leg::Target,
-                        leg_id: world.target_leg_id().clone(),
-                        status: Some(LegStatus::Queued),
-                    });
+                    pool.push(CallEvent::leg_dialed(
+                        Leg::Target,
+                        world.target_leg_id().clone(),
+                        LegStatus::Queued,
+                    ));
                     world.dial_target()
                 }
                 Effect::HangUpActivist { leg_id, how } | Effect::HangUpTarget { leg_id, how } => {
@@ -82,10 +82,9 @@ fn run(scenario: Scenario, choices: &[(usize, bool)]) -> Run {
 }
 
 fn observed(f: &CallFacts) -> CallFacts {
-    CallFacts {
-        requested: Default::default(),
-        ..f.clone()
-    }
+    let mut f = f.clone();
+    f.requested = Default::default();
+    f
 }
 
 fn dials_target(s: Scenario) -> bool {

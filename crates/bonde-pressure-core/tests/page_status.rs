@@ -82,19 +82,11 @@ fn request() -> StartCallRequest {
 }
 
 fn target_joined() -> CallEvent {
-    CallEvent::ParticipantJoined {
-        conference_id: cf(),
-        leg_id: sid('b'),
-        leg: Some(Leg::Target),
-    }
+    CallEvent::participant_joined(cf(), sid('b'), Leg::Target)
 }
 
 fn verdict(answered_by: AnsweredBy) -> CallEvent {
-    CallEvent::AnsweredBy {
-        leg: Leg::Target,
-        leg_id: Some(sid('b')),
-        answered_by,
-    }
+    CallEvent::answered_by(Leg::Target, sid('b'), answered_by)
 }
 
 impl World {
@@ -102,21 +94,12 @@ impl World {
     async fn dialled(&self) -> CallId {
         let id = self.service.start(&request()).await.unwrap().call_id;
         for event in [
-            CallEvent::LegStatus {
-                leg: Leg::Activist,
-                leg_id: Some(sid('a')),
-                status: LegStatus::InProgress,
-                duration_secs: None,
-                sip_response_code: None,
-                at: None,
-            },
+            CallEvent::leg_status(Leg::Activist, LegStatus::InProgress)
+                .with_leg_id(sid('a'))
+                .build(),
             CallEvent::Prompted,
             CallEvent::Confirmed(Confirmation::Digits("1".into())),
-            CallEvent::ParticipantJoined {
-                conference_id: cf(),
-                leg_id: sid('a'),
-                leg: Some(Leg::Activist),
-            },
+            CallEvent::participant_joined(cf(), sid('a'), Leg::Activist),
         ] {
             self.service.handle(id, event, None).await.unwrap();
         }
@@ -221,14 +204,10 @@ async fn the_grace_time_counts_from_the_earliest_sign_of_an_answer() {
     let answered = w.clock.now() - chrono::TimeDelta::seconds(3);
     w.play(
         id,
-        CallEvent::LegStatus {
-            leg: Leg::Target,
-            leg_id: Some(sid('b')),
-            status: LegStatus::InProgress,
-            duration_secs: None,
-            sip_response_code: None,
-            at: Some(answered),
-        },
+        CallEvent::leg_status(Leg::Target, LegStatus::InProgress)
+            .with_leg_id(sid('b'))
+            .with_at(answered)
+            .build(),
     )
     .await;
     w.play(id, target_joined()).await;

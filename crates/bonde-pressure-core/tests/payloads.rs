@@ -178,13 +178,13 @@ fn raw(n: usize) -> RawEvent {
 fn event(n: usize) -> CallEvent {
     match n % 3 {
         0 => CallEvent::Prompted,
-        1 => CallEvent::ParticipantJoined {
-            conference_id: format!("CF{}", "c".repeat(32))
+        1 => CallEvent::participant_joined(
+            format!("CF{}", "c".repeat(32))
                 .parse::<ConferenceId>()
                 .unwrap(),
-            leg_id: format!("CA{:032x}", 0xC0FFEE + n).parse::<LegId>().unwrap(),
-            leg: None,
-        },
+            format!("CA{:032x}", 0xC0FFEE + n).parse::<LegId>().unwrap(),
+            None,
+        ),
         _ => CallEvent::Ignored {
             what: format!("event {n}"),
         },

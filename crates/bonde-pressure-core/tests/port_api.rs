@@ -1,4 +1,4 @@
-//! The port API as an embedder sees it (issue 11), from outside the crate:
+//! The port API as an embedder sees it, from outside the crate:
 //! every port trait and every type in a port's signature is reachable at the
 //! crate root; port structs are `#[non_exhaustive]`, so they are built with
 //! their constructors and `with_*` setters (a struct literal would not
@@ -12,18 +12,19 @@ use std::time::Duration;
 use async_trait::async_trait;
 // Everything below from the crate root only, as the docs promise.
 use bonde_pressure_core::{
-    ActionRecorder, ActivistCallRequest, ActivistInput, Admission, AnsweredBy, AuditEntry, Call,
-    CallCursor, CallEvent, CallId, CallStore, CallerIdPolicy, CampaignDirectory, CampaignResults,
-    CampaignSettings, Clock, ConferenceSnapshot, Dependencies, DialedLeg, DirectoryError,
-    DoNotCallHash, DoNotCallList, DoNotCallSource, ErasureReport, EventSink, FieldError,
-    FunnelStep, HandleOutcome, InMemoryCallStore, LegSnapshot, LegStatus, LimitKey, LimitKind,
-    LimiterError, Messages, ParticipantSnapshot, PersonKey, PersonalDataStore, PhoneNumber,
-    PressureService, Quota, RateLimiter, RawEvent, RecentCalls, ReconcileReport, RecorderError,
-    ResultsQuery, ResultsReport, RetentionPass, RetentionReport, Scenario, ScenarioPicker,
-    SeriesBucket, ServiceConfig, SimulatedTelephony, StartCallRequest, StartedCall,
-    StaticCampaignDirectory, StoreError, StoredEvent, SystemClock, TargetCallRequest, TargetInput,
-    TargetResults, Telephony, TelephonyError, UiStatus, UnreadableCall, Widget, WidgetAction,
-    WidgetId, WidgetTarget,
+    ActionRecorder, Activist, ActivistCallRequest, ActivistInput, Admission, AnsweredBy,
+    AuditEntry, Call, CallCursor, CallEvent, CallId, CallStore, CallerIdPolicy, CampaignDirectory,
+    CampaignResults, CampaignSettings, Clock, ConferenceSnapshot, Dependencies, DialedLeg,
+    DirectoryError, DoNotCallHash, DoNotCallList, DoNotCallSource, Email, ErasureReport,
+    ErrorSource, EventSink, FieldError, FunnelStep, HandleOutcome, IdError, InMemoryCallStore,
+    LegError, LegSnapshot, LegStatus, LegStatusEvent, LimitKey, LimitKind, LimiterError, Messages,
+    ParticipantSnapshot, PersonKey, PersonName, PersonalDataStore, PhoneNumber, PressureService,
+    Quota, RateLimiter, RawEvent, RecentCalls, ReconcileReport, RecorderError, Refill,
+    RequestLimits, ResultsQuery, ResultsReport, RetentionPass, RetentionReport, Scenario,
+    ScenarioPicker, SeriesBucket, ServiceConfig, SimulatedTelephony, StartCallRequest, StartedCall,
+    StaticCampaignDirectory, StoreError, StoredEvent, SystemClock, Target, TargetCallRequest,
+    TargetInput, TargetResults, Telephony, TelephonyError, UiStatus, UnreadableCall, Widget,
+    WidgetAction, WidgetId, WidgetTarget,
 };
 use chrono::{DateTime, TimeZone, Utc};
 
@@ -52,7 +53,105 @@ struct RootReexports(
     fn(AuditEntry),
     fn(&dyn CampaignResults, ResultsQuery, ResultsReport, CallCursor),
     fn(FunnelStep, TargetResults, SeriesBucket),
+    fn(Refill, RequestLimits, ErrorSource, LegError, IdError, PersonName, Email),
+    fn(Activist, Target, LegStatusEvent),
 );
+
+/// What a store builds and an adapter feeds the service are built with
+/// constructors too (a struct literal would not compile here).
+#[test]
+fn calls_people_and_events_are_built_with_constructors() {
+    let name = PersonName::parse("Ana Souza").unwrap();
+    let email = Email::parse("ana@example.org").unwrap();
+    let activist = Activist::new(name.clone(), email.clone(), phone("+5511912345678"))
+        .with_first_name(PersonName::parse("Ana").unwrap())
+        .with_last_name(None);
+    assert_eq!(
+        (
+            &activist.name,
+            &activist.email,
+            activist.first_name.as_ref().map(|n| n.as_str())
+        ),
+        (&name, &email, Some("Ana"))
+    );
+    assert_eq!(activist.last_name, None);
+    let target = Target::new(PersonName::parse("Alvo").unwrap(), phone("+5561999990000"));
+    assert_eq!(target.phone, phone("+5561999990000"));
+    let error = LegError::new(13_224, "refused");
+    assert_eq!(
+        (error.code, error.message.as_str()),
+        (Some(13_224), "refused")
+    );
+    assert_eq!(LegError::new(None, "x").code, None);
+
+    // A store restores a call from its columns.
+    let created = Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).unwrap();
+    let updated = Utc.with_ymd_and_hms(2026, 1, 2, 3, 9, 0).unwrap();
+    let mut facts = bonde_pressure_core::CallFacts::default();
+    facts.prompted = true;
+    let id = CallId::new();
+    let call = Call::new(
+        id,
+        WidgetId::new(4).unwrap(),
+        activist.clone(),
+        target.clone(),
+        None,
+        created,
+    )
+    .with_facts(facts.clone())
+    .with_version(7)
+    .with_updated_at(updated);
+    assert_eq!(
+        (call.id, call.version, call.created_at, call.updated_at),
+        (id, 7, created, updated)
+    );
+    assert_eq!(
+        (&call.activist, &call.target, &call.facts),
+        (&activist, &target, &facts)
+    );
+
+    let event: CallEvent = CallEvent::leg_status(bonde_pressure_core::Leg::Target, LegStatus::Busy)
+        .with_leg_id(sid())
+        .with_sip_response_code(486)
+        .into();
+    let CallEvent::LegStatus {
+        leg_id,
+        status,
+        sip_response_code,
+        duration_secs,
+        ..
+    } = &event
+    else {
+        panic!("{event:?}")
+    };
+    assert_eq!(
+        (leg_id.as_ref(), *status, *sip_response_code, *duration_secs),
+        (Some(&sid()), LegStatus::Busy, Some(486), None)
+    );
+}
+
+/// The errors that hold a cause give it back as their source.
+#[test]
+fn port_errors_keep_their_cause() {
+    let io = || std::io::Error::other("connection reset");
+    for e in [
+        &DirectoryError::unavailable(io()) as &dyn std::error::Error,
+        &RecorderError::failed(io()),
+        &LimiterError::unavailable(io()),
+    ] {
+        assert_eq!(
+            e.source().map(|c| c.to_string()).as_deref(),
+            Some("connection reset"),
+            "{e}"
+        );
+        // These show their cause themselves: the chain does not repeat it.
+        assert!(e.to_string().ends_with(": connection reset"), "{e}");
+        assert_eq!(
+            bonde_pressure_core::error_chain(e).to_string(),
+            e.to_string()
+        );
+    }
+}
 
 #[test]
 fn telephony_requests_and_answers_are_built_with_constructors() {
@@ -329,10 +428,10 @@ fn handle_outcomes_are_built_with_a_constructor() {
         CallId::new(),
         WidgetId::new(1).unwrap(),
         bonde_pressure_core::Activist::erased(),
-        bonde_pressure_core::Target {
-            name: bonde_pressure_core::domain::PersonName::parse("Alvo").unwrap(),
-            phone: phone("+5561999990000"),
-        },
+        bonde_pressure_core::Target::new(
+            bonde_pressure_core::domain::PersonName::parse("Alvo").unwrap(),
+            phone("+5561999990000"),
+        ),
         None,
         Utc::now(),
     );

@@ -45,14 +45,11 @@ async fn an_erased_call_still_takes_callbacks_reads_and_counts() {
     assert!(h.store.events(id).await.unwrap().is_empty());
 
     // A late, duplicate callback: applied, stored, the call stays erased.
-    let late = CallEvent::LegStatus {
-        leg: Leg::Activist,
-        leg_id: before.facts.activist.leg_id.clone(),
-        status: LegStatus::Completed,
-        duration_secs: Some(1),
-        sip_response_code: None,
-        at: Some(Utc::now()),
-    };
+    let late = CallEvent::leg_status(Leg::Activist, LegStatus::Completed)
+        .with_leg_id(before.facts.activist.leg_id.clone())
+        .with_duration_secs(1)
+        .with_at(Utc::now())
+        .build();
     let raw = RawEvent::new("status-callback", "CallStatus=completed", Utc::now());
     h.service.handle(id, late, Some(raw)).await.unwrap();
     let after = h.service.call(id).await.unwrap().unwrap();

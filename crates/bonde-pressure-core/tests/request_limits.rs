@@ -162,6 +162,46 @@ fn sources_are_kept_and_errors_stay_cloneable() {
     );
 }
 
+/// A refused start keeps the whole chain: the start error, the
+/// telephony's refusal, and the refusal's own cause.
+#[tokio::test]
+async fn a_refused_start_keeps_the_telephony_error_as_its_source() {
+    use std::error::Error as _;
+    let s = setup(RequestLimits::default());
+    let io = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "connection reset");
+    s.telephony.set_failure(
+        CommandKind::CallActivist,
+        Some(TelephonyError::unavailable("no answer").with_source(io)),
+    );
+    let e = s.service.start(&demo_request()).await.unwrap_err();
+    let StartError::Telephony { call_id, .. } = &e else {
+        panic!("{e:?}")
+    };
+    assert_eq!(
+        e.to_string(),
+        format!("could not call the activist (call {call_id})")
+    );
+    let telephony = e.source().expect("the telephony error");
+    assert!(
+        telephony.downcast_ref::<TelephonyError>().is_some(),
+        "{telephony:?}"
+    );
+    assert_eq!(
+        telephony.to_string(),
+        TelephonyError::unavailable("no answer").to_string()
+    );
+    let io = telephony.source().expect("the telephony error's own cause");
+    assert_eq!(io.to_string(), "connection reset");
+    assert!(io.source().is_none());
+    assert_eq!(
+        bonde_pressure_core::error_chain(&e).to_string(),
+        format!(
+            "could not call the activist (call {call_id}): {}: connection reset",
+            TelephonyError::unavailable("no answer")
+        )
+    );
+}
+
 /// For each refusal, a per-activist limit of one: a refusal that counts
 /// uses the request up (the next is refused before the telephony); one
 /// that does not gives it back.

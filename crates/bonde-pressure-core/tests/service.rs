@@ -291,11 +291,7 @@ fn participant(i: usize) -> (LegId, CallEvent) {
         .parse()
         .unwrap();
     let cf: bonde_pressure_core::ConferenceId = format!("CF{}", "c".repeat(32)).parse().unwrap();
-    let event = CallEvent::ParticipantJoined {
-        conference_id: cf,
-        leg_id: leg_id.clone(),
-        leg: None,
-    };
+    let event = CallEvent::participant_joined(cf, leg_id.clone(), None);
     (leg_id, event)
 }
 
@@ -495,11 +491,7 @@ async fn telephony_receives_exactly_the_expected_requests() {
     );
     let id = service.start(&demo_request()).await.unwrap().call_id;
     let cf: bonde_pressure_core::ConferenceId = format!("CF{}", "c".repeat(32)).parse().unwrap();
-    let join = CallEvent::ParticipantJoined {
-        conference_id: cf,
-        leg_id: activist_sid.clone(),
-        leg: None,
-    };
+    let join = CallEvent::participant_joined(cf, activist_sid.clone(), None);
     // The same participant-join delivered three times dials once.
     for _ in 0..3 {
         service.handle(id, join.clone(), None).await.unwrap();
@@ -566,14 +558,7 @@ async fn scripts_follow_the_call() {
         .unwrap();
     assert!(join.instructions.iter().any(|i| matches!(i, VoiceInstruction::JoinConference { room, after: ScriptMoment::AfterConference, .. } if *room == id)));
 
-    let busy = CallEvent::LegStatus {
-        leg: Leg::Target,
-        leg_id: None,
-        status: LegStatus::Busy,
-        duration_secs: None,
-        sip_response_code: None,
-        at: None,
-    };
+    let busy = CallEvent::leg_status(Leg::Target, LegStatus::Busy).build();
     h.service.handle(id, busy, None).await.unwrap();
     let closing = h
         .service
@@ -860,20 +845,15 @@ async fn reconciliation_fails_a_target_dial_that_never_reported_back() {
 /// The activist's answer, confirmation and join, as callbacks would report them.
 fn activist_joins(activist: &LegId) -> Vec<CallEvent> {
     vec![
-        CallEvent::LegStatus {
-            leg: Leg::Activist,
-            leg_id: Some(activist.clone()),
-            status: LegStatus::InProgress,
-            duration_secs: None,
-            sip_response_code: None,
-            at: None,
-        },
+        CallEvent::leg_status(Leg::Activist, LegStatus::InProgress)
+            .with_leg_id(activist.clone())
+            .build(),
         CallEvent::Confirmed(bonde_pressure_core::call::Confirmation::Digits("1".into())),
-        CallEvent::ParticipantJoined {
-            conference_id: format!("CF{}", "c".repeat(32)).parse().unwrap(),
-            leg_id: activist.clone(),
-            leg: None,
-        },
+        CallEvent::participant_joined(
+            format!("CF{}", "c".repeat(32)).parse().unwrap(),
+            activist.clone(),
+            None,
+        ),
     ]
 }
 
@@ -914,11 +894,11 @@ async fn a_target_seen_in_the_conference_is_not_a_lost_dial() {
         .leg_id
         .unwrap();
     let mut events = activist_joins(&activist);
-    events.push(CallEvent::ParticipantJoined {
-        conference_id: format!("CF{}", "c".repeat(32)).parse().unwrap(),
-        leg_id: format!("CA{}", "b".repeat(32)).parse().unwrap(),
-        leg: None,
-    });
+    events.push(CallEvent::participant_joined(
+        format!("CF{}", "c".repeat(32)).parse().unwrap(),
+        format!("CA{}", "b".repeat(32)).parse().unwrap(),
+        None,
+    ));
     commit_dropping_effects(&h.store, id, &events, clock.now()).await;
     clock.advance(Duration::from_secs(300));
     let report = h.service.reconcile(10).await.unwrap();

@@ -213,12 +213,17 @@ impl DoNotCallList for DeadlineDoNotCallList {
 /// How long clients are asked to wait before retrying after a store outage.
 pub const STORE_RETRY_AFTER: Duration = Duration::from_secs(5);
 
-/// The answer of a JSON route while the store is unavailable.
-pub fn store_unavailable(detail: impl std::fmt::Display) -> AppError {
+/// The answer of a JSON route while the store is unavailable; `cause`
+/// (an error, or a message) is logged with its chain of sources.
+pub fn store_unavailable(cause: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> AppError {
+    let cause = cause.into();
     AppError::Upstream {
         status: axum::http::StatusCode::SERVICE_UNAVAILABLE,
         public: "Service temporarily unavailable. Try again later.",
-        detail: format!("store unavailable: {detail}"),
+        detail: format!(
+            "store unavailable: {}",
+            bonde_pressure_core::error_chain(&*cause)
+        ),
         retry_after: Some(STORE_RETRY_AFTER),
     }
 }

@@ -100,7 +100,8 @@ pub enum AppError {
         status: StatusCode,
         /// Shown to the client.
         public: &'static str,
-        /// Logged only.
+        /// Logged only: build it with the cause's whole chain
+        /// ([`bonde_pressure_core::error_chain`]), not only its message.
         detail: String,
         /// Retry-After, when known.
         retry_after: Option<Duration>,
@@ -134,9 +135,10 @@ impl AppError {
         Self::client(StatusCode::NOT_FOUND, message)
     }
 
-    /// 500, with a cause for the logs.
-    pub fn internal(cause: impl std::fmt::Display) -> Self {
-        Self::Internal(cause.to_string())
+    /// 500, with a cause for the logs: an error (logged with its chain of
+    /// sources, [`bonde_pressure_core::error_chain`]) or a message.
+    pub fn internal(cause: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        Self::Internal(bonde_pressure_core::error_chain(&*cause.into()).to_string())
     }
 
     /// A store failure while reading call `call_id`: its damaged record is
@@ -255,6 +257,30 @@ mod tests {
         assert_eq!(retry_after_header(Duration::from_millis(1500)), "2");
         assert_eq!(retry_after_header(Duration::from_secs(3)), "3");
         assert_eq!(retry_after_header(Duration::ZERO), "1");
+    }
+
+    #[test]
+    fn internal_errors_log_the_chain_of_sources() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("reading call 7 failed")]
+        struct Outer(#[source] std::io::Error);
+        let e = AppError::internal(Outer(std::io::Error::other("connection reset")));
+        let AppError::Internal(ref logged) = e else {
+            panic!("{e:?}")
+        };
+        assert_eq!(logged, "reading call 7 failed: connection reset");
+        assert_eq!(
+            AppError::internal("a message").to_string(),
+            "internal error: a message"
+        );
+        let e = crate::deadline::store_unavailable(Outer(std::io::Error::other("pool timed out")));
+        let AppError::Upstream { ref detail, .. } = e else {
+            panic!("{e:?}")
+        };
+        assert_eq!(
+            detail,
+            "store unavailable: reading call 7 failed: pool timed out"
+        );
     }
 
     #[test]

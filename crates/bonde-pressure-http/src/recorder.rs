@@ -140,13 +140,12 @@ mod tests {
         WidgetAction::new(
             WidgetId::new(3).unwrap(),
             CallId::new(),
-            Activist {
-                name: PersonName::parse("Ana Silva").unwrap(),
-                first_name: Some(PersonName::parse("Ana").unwrap()),
-                last_name: None,
-                email: Email::parse("ana@nossas.org").unwrap(),
-                phone: PhoneNumber::parse("11 91234-5678", Region::BRAZIL).unwrap(),
-            },
+            Activist::new(
+                PersonName::parse("Ana Silva").unwrap(),
+                Email::parse("ana@nossas.org").unwrap(),
+                PhoneNumber::parse("11 91234-5678", Region::BRAZIL).unwrap(),
+            )
+            .with_first_name(PersonName::parse("Ana").unwrap()),
         )
     }
 

@@ -752,6 +752,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn store_and_telephony_errors_keep_their_cause() {
+        use std::error::Error as _;
+        let e = WiringError::store(std::io::Error::other("connection refused"));
+        assert_eq!(
+            e.source().map(|c| c.to_string()).as_deref(),
+            Some("connection refused")
+        );
+        let twilio = bonde_pressure_twilio::ConfigError::EmptySecret;
+        let e = WiringError::telephony(twilio.clone());
+        let cause = e.source().expect("the cause");
+        assert_eq!(
+            cause.downcast_ref::<bonde_pressure_twilio::ConfigError>(),
+            Some(&twilio)
+        );
+    }
+
+    #[test]
     fn database_urls_drop_driver_suffixes() {
         assert_eq!(
             normalise_database_url("postgresql+asyncpg://u:p@h/db"),

@@ -202,49 +202,53 @@ impl CallParts {
         } else {
             self.activist()?
         };
-        Ok(Call {
-            id: CallId::from(self.id),
-            widget_id: WidgetId::new(self.widget_id)
-                .map_err(|e| corrupt("phone_calls.widget_id", e))?,
+        let widget_id =
+            WidgetId::new(self.widget_id).map_err(|e| corrupt("phone_calls.widget_id", e))?;
+        let target = Target::new(
+            name("phone_calls.target_name", &self.target_name)?,
+            phone("phone_calls.to_phone_number", &self.to_phone_number)?,
+        );
+        let target_caller_id = self
+            .target_caller_id
+            .as_deref()
+            .map(|s| match s {
+                ERASED_E164 if erased => Ok(PhoneNumber::erased()),
+                s => phone("phone_calls.target_caller_id", s),
+            })
+            .transpose()?;
+        Ok(Call::new(
+            CallId::from(self.id),
+            widget_id,
             activist,
-            target: Target {
-                name: name("phone_calls.target_name", &self.target_name)?,
-                phone: phone("phone_calls.to_phone_number", &self.to_phone_number)?,
-            },
-            target_caller_id: self
-                .target_caller_id
-                .as_deref()
-                .map(|s| match s {
-                    ERASED_E164 if erased => Ok(PhoneNumber::erased()),
-                    s => phone("phone_calls.target_caller_id", s),
-                })
-                .transpose()?,
-            facts,
-            version: version_from_db(self.version)?,
-            created_at: self.created_at,
-            updated_at: self.updated_at,
-        })
+            target,
+            target_caller_id,
+            self.created_at,
+        )
+        .with_facts(facts)
+        .with_version(version_from_db(self.version)?)
+        .with_updated_at(self.updated_at))
     }
 }
 
 impl CallParts {
     fn activist(&self) -> Result<Activist, StoreError> {
-        Ok(Activist {
-            name: name("phone_calls.activist_name", &self.activist_name)?,
-            first_name: self
-                .activist_first_name
-                .as_deref()
-                .map(|s| name("phone_calls.activist_first_name", s))
-                .transpose()?,
-            last_name: self
-                .activist_last_name
-                .as_deref()
-                .map(|s| name("phone_calls.activist_last_name", s))
-                .transpose()?,
-            email: Email::parse(&self.activist_email)
-                .map_err(|e| corrupt("phone_calls.activist_email", e))?,
-            phone: phone("phone_calls.from_phone_number", &self.from_phone_number)?,
-        })
+        let full_name = name("phone_calls.activist_name", &self.activist_name)?;
+        let first_name = self
+            .activist_first_name
+            .as_deref()
+            .map(|s| name("phone_calls.activist_first_name", s))
+            .transpose()?;
+        let last_name = self
+            .activist_last_name
+            .as_deref()
+            .map(|s| name("phone_calls.activist_last_name", s))
+            .transpose()?;
+        let email = Email::parse(&self.activist_email)
+            .map_err(|e| corrupt("phone_calls.activist_email", e))?;
+        let phone = phone("phone_calls.from_phone_number", &self.from_phone_number)?;
+        Ok(Activist::new(full_name, email, phone)
+            .with_first_name(first_name)
+            .with_last_name(last_name))
     }
 }
 

@@ -141,17 +141,17 @@ pub fn new_call_named(
     Call::new(
         CallId::new(),
         widget(widget_id),
-        Activist {
-            name: PersonName::parse(activist).expect("valid name"),
-            first_name: Some(PersonName::parse(first).expect("valid name")),
-            last_name: Some(PersonName::parse(last).expect("valid name")),
-            email: Email::parse("ativista@example.org").expect("valid email"),
-            phone: phone("+5511912345678"),
-        },
-        Target {
-            name: PersonName::parse(target).expect("valid name"),
-            phone: phone("+5561998765432"),
-        },
+        Activist::new(
+            PersonName::parse(activist).expect("valid name"),
+            Email::parse("ativista@example.org").expect("valid email"),
+            phone("+5511912345678"),
+        )
+        .with_first_name(PersonName::parse(first).expect("valid name"))
+        .with_last_name(PersonName::parse(last).expect("valid name")),
+        Target::new(
+            PersonName::parse(target).expect("valid name"),
+            phone("+5561998765432"),
+        ),
         Some(phone("+5511987654321")),
         created_at,
     )
@@ -229,23 +229,22 @@ pub fn lifecycle(outcome: Outcome, t: DateTime<Utc>) -> Vec<CallEvent> {
     let b = call_sid();
     let cf = conference_sid();
     let s = |n: i64| Some(t + TimeDelta::seconds(n));
-    let leg = |leg, leg_id: &LegId, status, duration_secs, at| CallEvent::LegStatus {
-        leg,
-        leg_id: Some(leg_id.clone()),
-        status,
-        duration_secs,
-        sip_response_code: None,
-        at,
+    let leg = |leg, leg_id: &LegId, status, duration_secs, at| {
+        CallEvent::leg_status(leg, status)
+            .with_leg_id(leg_id.clone())
+            .with_duration_secs(duration_secs)
+            .with_at(at)
+            .build()
     };
     let mut ev = Vec::new();
     if outcome == Outcome::Created {
         return ev;
     }
-    ev.push(CallEvent::LegDialed {
-        leg: Leg::Activist,
-        leg_id: a.clone(),
-        status: Some(LegStatus::Queued),
-    });
+    ev.push(CallEvent::leg_dialed(
+        Leg::Activist,
+        a.clone(),
+        LegStatus::Queued,
+    ));
     ev.push(leg(Leg::Activist, &a, LegStatus::Ringing, None, s(1)));
     match outcome {
         Outcome::ActivistRinging => return ev,
@@ -261,11 +260,11 @@ pub fn lifecycle(outcome: Outcome, t: DateTime<Utc>) -> Vec<CallEvent> {
     }
     ev.push(leg(Leg::Activist, &a, LegStatus::InProgress, None, s(5)));
     if outcome == Outcome::ActivistVoicemail {
-        ev.push(CallEvent::AnsweredBy {
-            leg: Leg::Activist,
-            leg_id: Some(a.clone()),
-            answered_by: AnsweredBy::MachineEndBeep,
-        });
+        ev.push(CallEvent::answered_by(
+            Leg::Activist,
+            a.clone(),
+            AnsweredBy::MachineEndBeep,
+        ));
         return ev;
     }
     ev.push(CallEvent::Prompted);
@@ -273,16 +272,16 @@ pub fn lifecycle(outcome: Outcome, t: DateTime<Utc>) -> Vec<CallEvent> {
     ev.push(CallEvent::ConferenceStarted {
         conference_id: cf.clone(),
     });
-    ev.push(CallEvent::ParticipantJoined {
-        conference_id: cf.clone(),
-        leg_id: a.clone(),
-        leg: Some(Leg::Activist),
-    });
-    ev.push(CallEvent::LegDialed {
-        leg: Leg::Target,
-        leg_id: b.clone(),
-        status: Some(LegStatus::Queued),
-    });
+    ev.push(CallEvent::participant_joined(
+        cf.clone(),
+        a.clone(),
+        Leg::Activist,
+    ));
+    ev.push(CallEvent::leg_dialed(
+        Leg::Target,
+        b.clone(),
+        LegStatus::Queued,
+    ));
     match outcome {
         Outcome::Connecting => return ev,
         Outcome::Abandoned => {
@@ -307,17 +306,17 @@ pub fn lifecycle(outcome: Outcome, t: DateTime<Utc>) -> Vec<CallEvent> {
         _ => {}
     }
     ev.push(leg(Leg::Target, &b, LegStatus::InProgress, None, s(15)));
-    ev.push(CallEvent::ParticipantJoined {
-        conference_id: cf.clone(),
-        leg_id: b.clone(),
-        leg: Some(Leg::Target),
-    });
+    ev.push(CallEvent::participant_joined(
+        cf.clone(),
+        b.clone(),
+        Leg::Target,
+    ));
     if let Outcome::Completed { talk_secs } = outcome {
-        ev.push(CallEvent::ParticipantLeft {
-            conference_id: cf.clone(),
-            leg_id: b.clone(),
-            leg: Some(Leg::Target),
-        });
+        ev.push(CallEvent::participant_left(
+            cf.clone(),
+            b.clone(),
+            Leg::Target,
+        ));
         ev.push(leg(
             Leg::Target,
             &b,
@@ -380,16 +379,16 @@ pub async fn create_get_round_trip(store: Arc<dyn CallStore>) {
     assert_eq!(must_get(&*store, call.id).await, call);
 
     let (next, _) = call.apply(
-        &CallEvent::ParticipantLeft {
-            conference_id: call.facts.conference_id.clone().unwrap(),
-            leg_id: call.facts.target.leg_id.clone().unwrap(),
-            leg: Some(Leg::Target),
-        },
+        &CallEvent::participant_left(
+            call.facts.conference_id.clone().unwrap(),
+            call.facts.target.leg_id.clone().unwrap(),
+            Leg::Target,
+        ),
         at(500),
     );
     assert_eq!(store.commit(&next, &[]).await.unwrap(), 1);
     let stored = must_get(&*store, call.id).await;
-    assert_eq!(stored, Call { version: 1, ..next });
+    assert_eq!(stored, next.with_version(1));
     assert_eq!(stored.state(), DetailedState::Completed);
 
     let mut later = new_call(7, at(1));
@@ -441,14 +440,10 @@ pub async fn stale_commit_conflicts_and_writes_nothing(store: Arc<dyn CallStore>
         Some(1),
     );
     let (answered, _) = call.apply(
-        &CallEvent::LegStatus {
-            leg: Leg::Activist,
-            leg_id: Some(a.clone()),
-            status: LegStatus::InProgress,
-            duration_secs: None,
-            sip_response_code: None,
-            at: Some(at(20)),
-        },
+        &CallEvent::leg_status(Leg::Activist, LegStatus::InProgress)
+            .with_leg_id(a.clone())
+            .with_at(at(20))
+            .build(),
         at(20),
     );
     assert_eq!(
@@ -461,14 +456,12 @@ pub async fn stale_commit_conflicts_and_writes_nothing(store: Arc<dyn CallStore>
 
     // A writer that read version 0 concurrently:
     let (busy, _) = call.apply(
-        &CallEvent::LegStatus {
-            leg: Leg::Activist,
-            leg_id: Some(a.clone()),
-            status: LegStatus::Busy,
-            duration_secs: Some(0),
-            sip_response_code: Some(486),
-            at: Some(at(21)),
-        },
+        &CallEvent::leg_status(Leg::Activist, LegStatus::Busy)
+            .with_leg_id(a.clone())
+            .with_duration_secs(0)
+            .with_sip_response_code(486)
+            .with_at(at(21))
+            .build(),
         at(21),
     );
     let stale_event = raw_event("status-callback", Some(&a), "CallStatus=busy", Some(2));
@@ -488,13 +481,7 @@ pub async fn stale_commit_conflicts_and_writes_nothing(store: Arc<dyn CallStore>
     ));
 
     let stored = must_get(&*store, call.id).await;
-    assert_eq!(
-        stored,
-        Call {
-            version: 1,
-            ..answered
-        }
-    );
+    assert_eq!(stored, answered.with_version(1));
     assert_eq!(stored.state(), DetailedState::ActivistAnswered);
     let events = store.events(call.id).await.unwrap();
     assert_eq!(events.len(), 1);
@@ -529,11 +516,7 @@ pub async fn concurrent_updates_lose_nothing(store: Arc<dyn CallStore>) {
         let cf = cf.clone();
         tasks.push(tokio::spawn(async move {
             let sid = call_sid();
-            let event = CallEvent::ParticipantJoined {
-                conference_id: cf,
-                leg_id: sid.clone(),
-                leg: None,
-            };
+            let event = CallEvent::participant_joined(cf, sid.clone(), None);
             let raw = raw_event(
                 "conference-status-callback",
                 Some(&sid),
@@ -738,13 +721,12 @@ pub async fn list_unfinished_for_reconciliation(store: Arc<dyn CallStore>) {
         store.create(c).await.unwrap();
     }
     // A commit settles a call (terminal state, both legs ended): it leaves the listing.
-    let end = |call: &Call, leg: Leg, status: LegStatus, t: i64| CallEvent::LegStatus {
-        leg,
-        leg_id: call.facts.leg(leg).leg_id.clone(),
-        status,
-        duration_secs: Some(0),
-        sip_response_code: None,
-        at: Some(at(t)),
+    let end = |call: &Call, leg: Leg, status: LegStatus, t: i64| {
+        CallEvent::leg_status(leg, status)
+            .with_leg_id(call.facts.leg(leg).leg_id.clone())
+            .with_duration_secs(0)
+            .with_at(at(t))
+            .build()
     };
     let (busy, _) = going_terminal.apply(
         &end(&going_terminal, Leg::Target, LegStatus::Busy, 11),
@@ -900,7 +882,7 @@ pub async fn commit_round_trips_every_outcome(store: Arc<dyn CallStore>) {
         for (i, e) in lifecycle(outcome, at(0)).iter().enumerate() {
             let (next, _) = call.apply(e, at(i as i64 + 1));
             version = store.commit(&next, &[]).await.unwrap();
-            call = Call { version, ..next };
+            call = next.with_version(version);
         }
         let got = must_get(&*store, created.id).await;
         assert_eq!(got, call, "{outcome:?}");
@@ -1014,10 +996,7 @@ pub async fn recent_calls_to_a_number_are_counted(store: Arc<dyn CallStore>) {
     let (refused, _) = new_call(1, at(120)).apply(
         &CallEvent::DialFailed {
             leg: Leg::Activist,
-            error: bonde_pressure_core::call::LegError {
-                code: None,
-                message: "refused".into(),
-            },
+            error: bonde_pressure_core::call::LegError::new(None, "refused"),
         },
         at(120),
     );

@@ -63,22 +63,16 @@ fn settled_with_errors(widget_id: i64, created_at: DateTime<Utc>) -> Call {
     ] {
         let failed = CallEvent::DialFailed {
             leg,
-            error: LegError {
-                code: Some(13_224),
-                message: msg.to_owned(),
-            },
+            error: LegError::new(13_224, msg),
         };
         call = call.apply(&failed, created_at + TimeDelta::seconds(60)).0;
     }
     // The activist hangs up: nothing is left live.
-    let done = CallEvent::LegStatus {
-        leg: Leg::Activist,
-        leg_id: call.facts.activist.leg_id.clone(),
-        status: LegStatus::Completed,
-        duration_secs: Some(50),
-        sip_response_code: None,
-        at: Some(created_at + TimeDelta::seconds(61)),
-    };
+    let done = CallEvent::leg_status(Leg::Activist, LegStatus::Completed)
+        .with_leg_id(call.facts.activist.leg_id.clone())
+        .with_duration_secs(50)
+        .with_at(created_at + TimeDelta::seconds(61))
+        .build();
     call = call.apply(&done, created_at + TimeDelta::seconds(61)).0;
     assert!(call.is_settled(), "{:?}", call.state());
     call
@@ -298,14 +292,11 @@ where
     let hang_up = |c: &Call, leg: Leg, t: i64| {
         let leg_id = c.facts.leg(leg).leg_id.clone();
         c.apply(
-            &CallEvent::LegStatus {
-                leg,
-                leg_id,
-                status: LegStatus::Completed,
-                duration_secs: Some(5),
-                sip_response_code: None,
-                at: Some(at(t)),
-            },
+            &CallEvent::leg_status(leg, LegStatus::Completed)
+                .with_leg_id(leg_id)
+                .with_duration_secs(5)
+                .with_at(at(t))
+                .build(),
             at(t),
         )
         .0

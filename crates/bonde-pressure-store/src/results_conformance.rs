@@ -46,10 +46,10 @@ fn utc(s: &str) -> DateTime<Utc> {
 
 /// `call` with its target replaced (name and number).
 pub fn with_target(mut call: Call, name: &str, phone: &str) -> Call {
-    call.target = Target {
-        name: PersonName::parse(name).expect("valid name"),
-        phone: PhoneNumber::parse_e164(phone).expect("valid phone"),
-    };
+    call.target = Target::new(
+        PersonName::parse(name).expect("valid name"),
+        PhoneNumber::parse_e164(phone).expect("valid phone"),
+    );
     call
 }
 
@@ -209,14 +209,11 @@ pub async fn report_counts_exactly_the_period<S: CallStore + CampaignResults + ?
         .unwrap();
     let c = calls[connected].clone();
     let (done, _) = c.apply(
-        &CallEvent::LegStatus {
-            leg: Leg::Target,
-            leg_id: c.facts.target.leg_id.clone(),
-            status: LegStatus::Completed,
-            duration_secs: Some(7),
-            sip_response_code: None,
-            at: Some(at(300)),
-        },
+        &CallEvent::leg_status(Leg::Target, LegStatus::Completed)
+            .with_leg_id(c.facts.target.leg_id.clone())
+            .with_duration_secs(7)
+            .with_at(at(300))
+            .build(),
         at(300),
     );
     store.commit(&done, &[]).await.unwrap();
@@ -269,14 +266,11 @@ pub async fn report_follows_commits<S: CallStore + CampaignResults + ?Sized>(sto
     assert_eq!(stage(&r, FunnelStage::Completed), 0);
     assert_eq!(r.by_status[&UiStatus::InProgress], 1);
     let (done, _) = call.apply(
-        &CallEvent::LegStatus {
-            leg: Leg::Target,
-            leg_id: call.facts.target.leg_id.clone(),
-            status: LegStatus::Completed,
-            duration_secs: Some(61),
-            sip_response_code: None,
-            at: Some(t + TimeDelta::seconds(90)),
-        },
+        &CallEvent::leg_status(Leg::Target, LegStatus::Completed)
+            .with_leg_id(call.facts.target.leg_id.clone())
+            .with_duration_secs(61)
+            .with_at(t + TimeDelta::seconds(90))
+            .build(),
         t + TimeDelta::seconds(90),
     );
     store.commit(&done, &[]).await.unwrap();

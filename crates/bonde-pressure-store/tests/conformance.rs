@@ -228,14 +228,12 @@ mod read_models {
         let call = build_call(30, at(0), Outcome::Connected);
         store.create(&call).await.unwrap();
         let (done, _) = call.apply(
-            &CallEvent::LegStatus {
-                leg: Leg::Target,
-                leg_id: call.facts.target.leg_id.clone(),
-                status: LegStatus::Completed,
-                duration_secs: Some(42),
-                sip_response_code: Some(200),
-                at: Some(at(100)),
-            },
+            &CallEvent::leg_status(Leg::Target, LegStatus::Completed)
+                .with_leg_id(call.facts.target.leg_id.clone())
+                .with_duration_secs(42)
+                .with_sip_response_code(200)
+                .with_at(at(100))
+                .build(),
             at(100),
         );
         store.commit(&done, &[]).await.unwrap();
@@ -396,10 +394,7 @@ mod postgres_specific {
             let (failed, _) = call.apply(
                 &bonde_pressure_core::CallEvent::DialFailed {
                     leg: bonde_pressure_core::call::Leg::Target,
-                    error: bonde_pressure_core::call::LegError {
-                        code: Some(13224),
-                        message: "bad\0number".into(),
-                    },
+                    error: bonde_pressure_core::call::LegError::new(13224, "bad\0number"),
                 },
                 at(5),
             );
@@ -633,10 +628,7 @@ mod retention_sql {
         call.target_caller_id = Some(call.activist.phone.clone());
         let failed = CallEvent::DialFailed {
             leg: Leg::Activist,
-            error: LegError {
-                code: Some(1),
-                message: format!("Call to {NUMBER} failed"),
-            },
+            error: LegError::new(1, format!("Call to {NUMBER} failed")),
         };
         let call = call.apply(&failed, at(200)).0;
         store.create(&call).await.unwrap();

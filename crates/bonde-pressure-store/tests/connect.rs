@@ -16,17 +16,15 @@ fn call() -> Call {
     Call::new(
         CallId::new(),
         WidgetId::new(3).unwrap(),
-        Activist {
-            name: PersonName::parse("Ana Souza").unwrap(),
-            first_name: None,
-            last_name: None,
-            email: Email::parse("ana@example.org").unwrap(),
-            phone: PhoneNumber::parse_e164("+5511912345678").unwrap(),
-        },
-        Target {
-            name: PersonName::parse("Deputada Maria").unwrap(),
-            phone: PhoneNumber::parse_e164("+5561998765432").unwrap(),
-        },
+        Activist::new(
+            PersonName::parse("Ana Souza").unwrap(),
+            Email::parse("ana@example.org").unwrap(),
+            PhoneNumber::parse_e164("+5511912345678").unwrap(),
+        ),
+        Target::new(
+            PersonName::parse("Deputada Maria").unwrap(),
+            PhoneNumber::parse_e164("+5561998765432").unwrap(),
+        ),
         None,
         Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).unwrap(),
     )

@@ -88,14 +88,9 @@ async fn check(
     assert!(call.facts.activist_in_conference());
 
     let (next, _) = call.apply(
-        &CallEvent::LegStatus {
-            leg: Leg::Target,
-            leg_id: Some(b.clone()),
-            status: LegStatus::Ringing,
-            duration_secs: None,
-            sip_response_code: None,
-            at: None,
-        },
+        &CallEvent::leg_status(Leg::Target, LegStatus::Ringing)
+            .with_leg_id(b.clone())
+            .build(),
         chrono::Utc::now(),
     );
     store.commit(&next, &[]).await.unwrap();

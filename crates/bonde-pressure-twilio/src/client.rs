@@ -228,7 +228,7 @@ impl TwilioClient {
             .connect_timeout(config.request_timeout())
             .user_agent(concat!("bonde-pressure-twilio/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| ConfigError::HttpClient(e.to_string()))?;
+            .map_err(|e| ConfigError::HttpClient(std::sync::Arc::new(e)))?;
         Ok(Self { http, config })
     }
 

@@ -21,7 +21,7 @@ pub const MAX_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(4);
 
 /// Why a configuration was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConfigError {
     /// The account SID is not `AC` followed by 32 hex digits.
@@ -39,9 +39,10 @@ pub enum ConfigError {
     /// The API base URL is unusable.
     #[error("invalid Twilio API base URL: {0}")]
     ApiBase(String),
-    /// The HTTP client could not be built.
-    #[error("HTTP client could not be built: {0}")]
-    HttpClient(String),
+    /// The HTTP client could not be built (the cause is the
+    /// [`source`](std::error::Error::source)).
+    #[error("HTTP client could not be built")]
+    HttpClient(#[source] std::sync::Arc<dyn std::error::Error + Send + Sync>),
     /// The callback URLs' connection overrides are malformed.
     #[error("invalid Twilio connection overrides: {0}")]
     ConnectionOverrides(String),
@@ -55,6 +56,24 @@ impl From<UrlError> for ConfigError {
         }
     }
 }
+
+/// Equal when the same refusal: [`ConfigError::HttpClient`]s compare their
+/// causes' messages.
+impl PartialEq for ConfigError {
+    fn eq(&self, other: &Self) -> bool {
+        use ConfigError::*;
+        match (self, other) {
+            (AccountSid, AccountSid) | (ApiKeySid, ApiKeySid) | (EmptySecret, EmptySecret) => true,
+            (BaseUrl(a), BaseUrl(b))
+            | (ApiBase(a), ApiBase(b))
+            | (ConnectionOverrides(a), ConnectionOverrides(b)) => a == b,
+            (HttpClient(a), HttpClient(b)) => a.to_string() == b.to_string(),
+            _ => false,
+        }
+    }
+}
+
+impl Eq for ConfigError {}
 
 /// The workspace's secret type (core's [`bonde_pressure_core::Secret`]):
 /// `Debug` and `Display` never show it.
@@ -305,6 +324,24 @@ mod tests {
     }
 
     const AC: &str = "AC0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn http_client_errors_keep_their_cause() {
+        use std::error::Error as _;
+        let e =
+            ConfigError::HttpClient(std::sync::Arc::new(std::io::Error::other("no TLS backend")));
+        assert_eq!(e.to_string(), "HTTP client could not be built");
+        assert_eq!(
+            e.source().map(|c| c.to_string()).as_deref(),
+            Some("no TLS backend")
+        );
+        assert_eq!(e.clone(), e);
+        assert_ne!(
+            e,
+            ConfigError::HttpClient(std::sync::Arc::new(std::io::Error::other("other")))
+        );
+        assert_ne!(e, ConfigError::EmptySecret);
+    }
 
     #[test]
     fn validates_sids_and_secrets() {

@@ -99,14 +99,12 @@ pub fn parse_call_status(form: &[(String, String)], leg: Leg) -> Result<CallEven
             ),
         });
     };
-    Ok(CallEvent::LegStatus {
-        leg,
-        leg_id: Some(leg_id),
-        status,
-        duration_secs: field(form, "CallDuration").and_then(|d| d.parse().ok()),
-        sip_response_code: field(form, "SipResponseCode").and_then(|c| c.parse().ok()),
-        at: field(form, "Timestamp").and_then(parse_timestamp),
-    })
+    Ok(CallEvent::leg_status(leg, status)
+        .with_leg_id(leg_id)
+        .with_duration_secs(field(form, "CallDuration").and_then(|d| d.parse().ok()))
+        .with_sip_response_code(field(form, "SipResponseCode").and_then(|c| c.parse().ok()))
+        .with_at(field(form, "Timestamp").and_then(parse_timestamp))
+        .build())
 }
 
 /// Reads Twilio's `Timestamp` (RFC 2822, `Wed, 25 Nov 2026 13:27:31 +0000`).
@@ -122,11 +120,7 @@ pub fn parse_amd(form: &[(String, String)], leg: Leg) -> Result<CallEvent, Webho
     let leg_id = call_sid(form)?;
     let raw = required(form, "AnsweredBy")?;
     Ok(match AnsweredBy::parse(raw) {
-        Some(answered_by) => CallEvent::AnsweredBy {
-            leg,
-            leg_id: Some(leg_id),
-            answered_by,
-        },
+        Some(answered_by) => CallEvent::answered_by(leg, leg_id, answered_by),
         None => CallEvent::Ignored {
             what: format!("{} leg: unknown AnsweredBy {:?}", leg.as_str(), clip(raw)),
         },
@@ -160,17 +154,9 @@ pub fn parse_conference(form: &[(String, String)]) -> Result<CallEvent, WebhookE
             let leg_id = call_sid(form)?;
             let leg = field(form, "ParticipantLabel").and_then(leg_of_label);
             Ok(if event == "participant-join" {
-                CallEvent::ParticipantJoined {
-                    conference_id,
-                    leg_id,
-                    leg,
-                }
+                CallEvent::participant_joined(conference_id, leg_id, leg)
             } else {
-                CallEvent::ParticipantLeft {
-                    conference_id,
-                    leg_id,
-                    leg,
-                }
+                CallEvent::participant_left(conference_id, leg_id, leg)
             })
         }
         other => Ok(CallEvent::Ignored {
@@ -290,14 +276,12 @@ mod tests {
         let e = parse_call_status(&f, Leg::Activist).unwrap();
         assert_eq!(
             e,
-            CallEvent::LegStatus {
-                leg: Leg::Activist,
-                leg_id: Some(CA.parse().unwrap()),
-                status: LegStatus::Completed,
-                duration_secs: Some(42),
-                sip_response_code: Some(200),
-                at: Some(Utc.with_ymd_and_hms(2026, 11, 25, 13, 27, 31).unwrap()),
-            }
+            CallEvent::leg_status(Leg::Activist, LegStatus::Completed)
+                .with_leg_id(CA.parse::<LegId>().unwrap())
+                .with_duration_secs(42)
+                .with_sip_response_code(200)
+                .with_at(Utc.with_ymd_and_hms(2026, 11, 25, 13, 27, 31).unwrap())
+                .build()
         );
         assert_eq!(parse(Route::DialStatusCallback, &f).unwrap(), {
             let CallEvent::LegStatus {
@@ -311,14 +295,12 @@ mod tests {
             else {
                 unreachable!()
             };
-            CallEvent::LegStatus {
-                leg: Leg::Target,
-                leg_id,
-                status,
-                duration_secs,
-                sip_response_code,
-                at,
-            }
+            CallEvent::leg_status(Leg::Target, status)
+                .with_leg_id(leg_id)
+                .with_duration_secs(duration_secs)
+                .with_sip_response_code(sip_response_code)
+                .with_at(at)
+                .build()
         });
     }
 
@@ -459,11 +441,7 @@ mod tests {
             ]);
             assert_eq!(
                 parse(Route::AmdStatusCallback, &f).unwrap(),
-                CallEvent::AnsweredBy {
-                    leg: Leg::Activist,
-                    leg_id: Some(CA.parse().unwrap()),
-                    answered_by: a
-                }
+                CallEvent::answered_by(Leg::Activist, CA.parse::<LegId>().unwrap(), a)
             );
             assert!(matches!(
                 parse(Route::DialAmdStatusCallback, &f).unwrap(),
@@ -522,11 +500,7 @@ mod tests {
             ]);
             assert_eq!(
                 parse_conference(&f).unwrap(),
-                CallEvent::ParticipantJoined {
-                    conference_id: CF.parse().unwrap(),
-                    leg_id: CA.parse().unwrap(),
-                    leg
-                }
+                CallEvent::participant_joined(CF.parse().unwrap(), CA.parse().unwrap(), leg)
             );
         }
         let f = form(&[
@@ -536,11 +510,7 @@ mod tests {
         ]);
         assert_eq!(
             parse_conference(&f).unwrap(),
-            CallEvent::ParticipantLeft {
-                conference_id: CF.parse().unwrap(),
-                leg_id: CA.parse().unwrap(),
-                leg: None
-            }
+            CallEvent::participant_left(CF.parse().unwrap(), CA.parse().unwrap(), None)
         );
         // Events we do not use need nothing else.
         for e in ["participant-mute", "participant-hold", "announcement-end"] {

@@ -18,17 +18,16 @@ const CF: &str = "CFcccccccccccccccccccccccccccccccc";
 const TOKEN: &str = "auth-token";
 
 fn call(activist_first_name: &str, target_name: &str) -> Call {
-    let activist = Activist {
-        name: PersonName::parse(activist_first_name).unwrap(),
-        first_name: Some(PersonName::parse(activist_first_name).unwrap()),
-        last_name: None,
-        email: Email::parse("ana@example.org").unwrap(),
-        phone: PhoneNumber::parse_e164("+5511987654321").unwrap(),
-    };
-    let target = Target {
-        name: PersonName::parse(target_name).unwrap(),
-        phone: PhoneNumber::parse_e164("+5561999990000").unwrap(),
-    };
+    let activist = Activist::new(
+        PersonName::parse(activist_first_name).unwrap(),
+        Email::parse("ana@example.org").unwrap(),
+        PhoneNumber::parse_e164("+5511987654321").unwrap(),
+    )
+    .with_first_name(PersonName::parse(activist_first_name).unwrap());
+    let target = Target::new(
+        PersonName::parse(target_name).unwrap(),
+        PhoneNumber::parse_e164("+5561999990000").unwrap(),
+    );
     Call::new(
         CallId::new(),
         WidgetId::new(1).unwrap(),
@@ -124,11 +123,7 @@ fn a_connected_call_from_twilio_payloads() {
 
     // The client reported the target leg; then Twilio's callbacks for it.
     let (next, _) = c.apply(
-        &CallEvent::LegDialed {
-            leg: bonde_pressure_core::Leg::Target,
-            leg_id: B.parse().unwrap(),
-            status: None,
-        },
+        &CallEvent::leg_dialed(bonde_pressure_core::Leg::Target, B.parse().unwrap(), None),
         Utc::now(),
     );
     c = next;

@@ -247,14 +247,10 @@ impl Telephony for ConsoleTelephony {
             HangUp::Cancel => LegStatus::Canceled,
             HangUp::Complete => LegStatus::Completed,
         };
-        let ended = CallEvent::LegStatus {
-            leg,
-            leg_id: Some(leg_id.clone()),
-            status,
-            duration_secs: Some(0),
-            sip_response_code: None,
-            at: None,
-        };
+        let ended: CallEvent = CallEvent::leg_status(leg, status)
+            .with_leg_id(leg_id.clone())
+            .with_duration_secs(0)
+            .into();
         w.queue(call_id, vec![ended]);
         Ok(())
     }

@@ -10,22 +10,14 @@ use bonde_pressure_core::{
 };
 
 fn status(leg: Leg, leg_id: &LegId, status: LegStatus, duration_secs: Option<u32>) -> CallEvent {
-    CallEvent::LegStatus {
-        leg,
-        leg_id: Some(leg_id.clone()),
-        status,
-        duration_secs,
-        sip_response_code: None,
-        at: None,
-    }
+    CallEvent::leg_status(leg, status)
+        .with_leg_id(leg_id.clone())
+        .with_duration_secs(duration_secs)
+        .into()
 }
 
 fn human(leg: Leg, leg_id: &LegId) -> CallEvent {
-    CallEvent::AnsweredBy {
-        leg,
-        leg_id: Some(leg_id.clone()),
-        answered_by: AnsweredBy::Human,
-    }
+    CallEvent::answered_by(leg, leg_id.clone(), AnsweredBy::Human)
 }
 
 /// The activist answers, hears the greeting, confirms with `1`, and joins
@@ -53,11 +45,7 @@ pub fn activist_answers_and_confirms(
         CallEvent::ConferenceStarted {
             conference_id: conference.clone(),
         },
-        CallEvent::ParticipantJoined {
-            conference_id: conference.clone(),
-            leg_id: activist.clone(),
-            leg: Some(Leg::Activist),
-        },
+        CallEvent::participant_joined(conference.clone(), activist.clone(), Leg::Activist),
     ]);
     events
 }
@@ -83,25 +71,13 @@ pub fn target_answers_then_both_hang_up(
         events.push(human(b, target));
     }
     events.extend([
-        CallEvent::ParticipantJoined {
-            conference_id: conference.clone(),
-            leg_id: target.clone(),
-            leg: Some(Leg::Target),
-        },
-        CallEvent::ParticipantLeft {
-            conference_id: conference.clone(),
-            leg_id: target.clone(),
-            leg: Some(Leg::Target),
-        },
+        CallEvent::participant_joined(conference.clone(), target.clone(), Leg::Target),
+        CallEvent::participant_left(conference.clone(), target.clone(), Leg::Target),
         status(b, target, LegStatus::Completed, Some(42)),
         CallEvent::ConferenceEnded {
             conference_id: conference.clone(),
         },
-        CallEvent::ParticipantLeft {
-            conference_id: conference.clone(),
-            leg_id: activist.clone(),
-            leg: Some(Leg::Activist),
-        },
+        CallEvent::participant_left(conference.clone(), activist.clone(), Leg::Activist),
         status(Leg::Activist, activist, LegStatus::Completed, Some(60)),
     ]);
     events

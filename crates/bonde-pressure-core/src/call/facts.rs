@@ -82,7 +82,8 @@ impl LegStatus {
         *self >= LegStatus::Completed
     }
 
-    /// Twilio's spelling: `queued initiated ringing in-progress completed busy no-answer failed canceled`.
+    /// The wire spelling used by the simulated and Twilio adapters:
+    /// `queued initiated ringing in-progress completed busy no-answer failed canceled`.
     pub fn as_str(&self) -> &'static str {
         match self {
             LegStatus::Queued => "queued",
@@ -97,7 +98,7 @@ impl LegStatus {
         }
     }
 
-    /// Parses Twilio's spelling; `None` for anything else.
+    /// Parses the wire spelling ([`LegStatus::as_str`]); `None` for anything else.
     pub fn parse(s: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|st| st.as_str() == s)
     }
@@ -141,7 +142,8 @@ impl AnsweredBy {
         !matches!(self, AnsweredBy::Human | AnsweredBy::Unknown)
     }
 
-    /// Twilio's spelling (`human`, `machine_start`, ...).
+    /// The wire spelling used by the simulated and Twilio adapters
+    /// (`human`, `machine_start`, ...).
     pub fn as_str(&self) -> &'static str {
         match self {
             AnsweredBy::Human => "human",
@@ -154,19 +156,31 @@ impl AnsweredBy {
         }
     }
 
-    /// Parses Twilio's spelling; `None` for anything else.
+    /// Parses the wire spelling ([`AnsweredBy::as_str`]); `None` for anything else.
     pub fn parse(s: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|a| a.as_str() == s)
     }
 }
 
-/// Why a leg failed, when the telephony said so (a provider error code, a SIP code, a message).
+/// Why a leg failed, when the telephony said so (a provider error code, a
+/// message). Build it with [`LegError::new`].
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct LegError {
-    /// Provider error code (Twilio's 5-digit codes).
+    /// The provider's error code, when it gave one.
     pub code: Option<u32>,
     /// Human-readable reason.
     pub message: String,
+}
+
+impl LegError {
+    /// The provider's error `code` (if any) and its `message`.
+    pub fn new(code: impl Into<Option<u32>>, message: impl Into<String>) -> Self {
+        Self {
+            code: code.into(),
+            message: message.into(),
+        }
+    }
 }
 
 fn earliest(a: Option<DateTime<Utc>>, b: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
@@ -177,7 +191,11 @@ fn earliest(a: Option<DateTime<Utc>>, b: Option<DateTime<Utc>>) -> Option<DateTi
 }
 
 /// What is known of one leg. Every field only grows.
+///
+/// `#[non_exhaustive]`: facts gain fields over time. Outside this crate,
+/// start from `LegFacts::default()` (or serde) and assign fields.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct LegFacts {
     /// The provider's id for this leg. Serialized as `sid`, the name
     /// stored facts use.
@@ -278,7 +296,13 @@ impl Requested {
 }
 
 /// Everything known about one pressure call. Only grows.
+///
+/// `#[non_exhaustive]`: facts gain fields over time (each new one with a
+/// serde default, so stored facts still read). Stores keep them as their
+/// serde JSON; outside this crate, start from `CallFacts::default()` and
+/// assign fields.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct CallFacts {
     /// Leg A.
     pub activist: LegFacts,

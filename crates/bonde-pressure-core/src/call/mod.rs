@@ -4,7 +4,7 @@ mod event;
 mod facts;
 mod state;
 
-pub use event::{CallEvent, Confirmation, Effect, HangUp};
+pub use event::{CallEvent, Confirmation, Effect, HangUp, LegStatusEvent};
 pub use facts::{
     AnsweredBy, CallFacts, ERASED_MESSAGE, Leg, LegError, LegFacts, LegStatus, Presence, Requested,
 };
@@ -16,9 +16,16 @@ use serde::{Deserialize, Serialize};
 use crate::domain::{Activist, CallId, PhoneNumber, Target, WidgetId};
 
 /// One pressure call: who calls whom, and everything known about it.
+///
+/// Build a new call with [`Call::new`]; a store restores a stored one with
+/// [`Call::new`] (its creation time) and [`Call::with_facts`],
+/// [`Call::with_version`], [`Call::with_updated_at`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Call {
-    /// Our id (also the conference's friendly name).
+    /// Our id. The telephony addresses the call's conference by it
+    /// ([`crate::Telephony`]); how the conference is named is the
+    /// telephony's business.
     pub id: CallId,
     /// The campaign widget the activist used.
     pub widget_id: WidgetId,
@@ -68,6 +75,24 @@ impl Call {
             created_at: now,
             updated_at: now,
         }
+    }
+
+    /// With these facts (a stored call's).
+    pub fn with_facts(mut self, facts: CallFacts) -> Self {
+        self.facts = facts;
+        self
+    }
+
+    /// With this optimistic-concurrency version (a stored call's).
+    pub fn with_version(mut self, version: u64) -> Self {
+        self.version = version;
+        self
+    }
+
+    /// Last updated at `updated_at` (a stored call's).
+    pub fn with_updated_at(mut self, updated_at: DateTime<Utc>) -> Self {
+        self.updated_at = updated_at;
+        self
     }
 
     /// The detailed state, derived from the facts.

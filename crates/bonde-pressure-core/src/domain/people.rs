@@ -154,7 +154,10 @@ impl fmt::Debug for Email {
 }
 
 /// The person who fills in the campaign form and is called first (leg A).
+///
+/// Build it with [`Activist::new`] and the `with_*` setters.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Activist {
     /// Full name.
     pub name: PersonName,
@@ -176,6 +179,30 @@ pub const ERASED_NAME: &str = "[erased]";
 pub const ERASED_EMAIL: &str = "erased@erased.invalid";
 
 impl Activist {
+    /// `name`, reached at `phone`, writing from `email`; no first or last
+    /// name (see [`Activist::with_first_name`], [`Activist::with_last_name`]).
+    pub fn new(name: PersonName, email: Email, phone: PhoneNumber) -> Self {
+        Self {
+            name,
+            first_name: None,
+            last_name: None,
+            email,
+            phone,
+        }
+    }
+
+    /// With the first name the form sent (if any).
+    pub fn with_first_name(mut self, first_name: impl Into<Option<PersonName>>) -> Self {
+        self.first_name = first_name.into();
+        self
+    }
+
+    /// With the last name the form sent (if any).
+    pub fn with_last_name(mut self, last_name: impl Into<Option<PersonName>>) -> Self {
+        self.last_name = last_name.into();
+        self
+    }
+
     /// What an activist becomes once their personal data is erased: name
     /// [`ERASED_NAME`], no first or last name, e-mail [`ERASED_EMAIL`],
     /// phone [`PhoneNumber::erased`]. Stores build it as is for an erased
@@ -196,13 +223,22 @@ impl Activist {
     }
 }
 
-/// The decision-maker the activist talks to (leg B).
+/// The decision-maker the activist talks to (leg B). Build it with
+/// [`Target::new`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Target {
     /// Name as configured in the widget.
     pub name: PersonName,
     /// Phone number we add to the conference.
     pub phone: PhoneNumber,
+}
+
+impl Target {
+    /// `name`, reached at `phone`.
+    pub fn new(name: PersonName, phone: PhoneNumber) -> Self {
+        Self { name, phone }
+    }
 }
 
 #[cfg(test)]
