@@ -23,6 +23,8 @@
 //! - [`PressureService`]: start a call, handle an event (load, apply, commit
 //!   with a version check, retry on conflict, then run the effects), decide
 //!   the voice script of each moment, reconcile stale calls.
+//! - [`validate`]: pure input validation — a start request's JSON body
+//!   checked into a [`StartCallRequest`], or every [`FieldError`] at once.
 //! - [`view`]: the read models every adapter shows ([`CallSummary`],
 //!   [`CallDetails`]), with phones and e-mails masked by the one masking of
 //!   the workspace ([`domain::mask_phone`], [`domain::mask_email`]) unless
@@ -243,6 +245,7 @@ pub mod script;
 mod service;
 pub mod simulated;
 pub mod spool;
+pub mod validate;
 pub mod view;
 
 pub use call::{
