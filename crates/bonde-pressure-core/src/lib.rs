@@ -23,6 +23,11 @@
 //! - [`PressureService`]: start a call, handle an event (load, apply, commit
 //!   with a version check, retry on conflict, then run the effects), decide
 //!   the voice script of each moment, reconcile stale calls.
+//! - [`live`]: the one live-update mechanism — the service publishes a
+//!   [`live::CallUpdate`] after every commit; subscribe per call or per
+//!   widget ([`PressureService::live_updates`]).
+//! - [`validate`]: pure input validation — a start request's JSON body
+//!   checked into a [`StartCallRequest`], or every [`FieldError`] at once.
 //! - [`view`]: the read models every adapter shows ([`CallSummary`],
 //!   [`CallDetails`]), with phones and e-mails masked by the one masking of
 //!   the workspace ([`domain::mask_phone`], [`domain::mask_email`]) unless
@@ -275,6 +280,7 @@ pub mod do_not_call;
 pub mod domain;
 mod fakes;
 pub mod limits;
+pub mod live;
 mod memory;
 pub mod ports;
 pub mod privacy;
@@ -284,6 +290,7 @@ pub mod script;
 mod service;
 pub mod simulated;
 pub mod spool;
+pub mod validate;
 pub mod view;
 
 pub use call::{

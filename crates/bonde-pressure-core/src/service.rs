@@ -609,7 +609,8 @@ impl PressureService {
 pub struct PressureService {
     deps: Dependencies,
     config: ServiceConfig,
-    updates: tokio::sync::broadcast::Sender<Call>,
+    /// Publishes every commit ([`PressureService::live_updates`]).
+    live: crate::live::LiveUpdates,
     /// The campaigns of recent calls, for [`PressureService::fallback_script`].
     recent: crate::recent::RecentWidgets,
     limiter: Arc<dyn RateLimiter>,
@@ -653,14 +654,13 @@ fn parse_optional_name(
 impl PressureService {
     /// A service over these ports.
     pub fn new(deps: Dependencies, config: ServiceConfig) -> Self {
-        let (updates, _) = tokio::sync::broadcast::channel(1024);
         let limiter = Arc::new(InMemoryRateLimiter::new(deps.clock.clone()));
         let spool = PayloadSpool::new(config.spool_capacity);
         Self {
             spool,
             deps,
             config,
-            updates,
+            live: crate::live::LiveUpdates::default(),
             recent: crate::recent::RecentWidgets::new(10_000),
             unreadable: Default::default(),
             unreadable_pending: Default::default(),
@@ -833,12 +833,12 @@ impl PressureService {
         }
     }
 
-    /// Every call this service commits from now on, as committed (for live
-    /// views such as server-sent events). In-process only: other replicas'
-    /// commits are not seen. A slow receiver skips updates (`Lagged`) rather
-    /// than slowing the service down.
-    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Call> {
-        self.updates.subscribe()
+    /// The live updates this service publishes after every call it creates
+    /// or commits (see [`crate::live`]): subscribe per call or per widget,
+    /// or observe every update. In-process only: other replicas' commits
+    /// are not seen.
+    pub fn live_updates(&self) -> &crate::live::LiveUpdates {
+        &self.live
     }
 
     /// The configuration.
@@ -1074,6 +1074,7 @@ impl PressureService {
             refund_activist().await;
             return Err(e.into());
         }
+        self.live.publish(crate::live::CallUpdate::of(&call));
         self.recent.remember(call.id, call.widget_id);
         info!(call_id = %call.id, widget_id = %widget_id, activist = %call.activist.phone, "call created");
 
@@ -1383,10 +1384,7 @@ impl PressureService {
             match store.commit(&next, raws).await {
                 Ok(version) => {
                     next.version = version;
-                    if self.updates.receiver_count() > 0 {
-                        // No receiver is not an error: nobody is watching.
-                        let _ = self.updates.send(next.clone());
-                    }
+                    self.live.publish(crate::live::CallUpdate::of(&next));
                     if let CallEvent::Ignored { what } = event {
                         debug!(%call_id, what, "event stored and ignored");
                     }

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 
 use async_trait::async_trait;
 use bonde_pressure_core::call::{CallEvent, DetailedState, Leg, LegStatus, UiStatus};
+use bonde_pressure_core::live::{CallUpdate, Notice, Subscription};
 use bonde_pressure_core::ports::{DialedLeg, StoredEvent, TargetCallRequest};
 use bonde_pressure_core::script::{ScriptMoment, VoiceInstruction};
 use bonde_pressure_core::simulated::{CommandKind, TelephonyCommand};
@@ -17,7 +18,7 @@ use bonde_pressure_core::{
     Call, CallId, CallStore, Clock, Dependencies, EventSink, InMemoryCallStore, LegId, ManualClock,
     MockTelephony, PressureService, RawEvent, Scenario, ScenarioPicker, ServiceConfig,
     ServiceError, StartError, StaticCampaignDirectory, StoreError, StubActionRecorder,
-    TelephonyError,
+    TelephonyError, WidgetId,
 };
 use chrono::{DateTime, Utc};
 use common::{demo_request, harness, settle};
@@ -1056,20 +1057,51 @@ async fn a_gather_without_input_says_goodbye_instead_of_joining() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscribers_see_every_state_change() {
-    let h = harness(ScenarioPicker::Always(Scenario::TargetBusy));
-    let mut updates = h.service.subscribe();
+    // Callbacks come a tick after each command: the per-call subscription,
+    // made when `start` answers, sees the commits that follow.
+    let h = common::harness_with_tick(
+        ScenarioPicker::Always(Scenario::TargetBusy),
+        Duration::from_millis(30),
+    );
+    let live = h.service.live_updates();
+    let mut updates = live.subscribe();
+    let mut widget = live.subscribe_widget(WidgetId::new(1).unwrap());
+    let mut other_widget = live.subscribe_widget(WidgetId::new(2).unwrap());
     let id = h.service.start(&demo_request()).await.unwrap().call_id;
+    let mut this_call = live.subscribe_call(id);
+    let mut other_call = live.subscribe_call(CallId::new());
     settle(&h.service, id).await;
+    let final_version = h.service.call(id).await.unwrap().unwrap().version;
+    let drain = |sub: &mut Subscription| -> Vec<CallUpdate> {
+        std::iter::from_fn(|| sub.try_next())
+            .map(|n| match n {
+                Notice::Update(u) => u,
+                other => panic!("lagged: {other:?}"),
+            })
+            .collect()
+    };
+    let all = drain(&mut updates);
     let mut states = Vec::new();
-    while let Ok(call) = updates.try_recv() {
-        assert_eq!(call.id, id);
-        if states.last() != Some(&call.state()) {
-            states.push(call.state());
+    for u in &all {
+        assert_eq!(u.call_id, id);
+        if states.last() != Some(&u.state) {
+            states.push(u.state);
         }
     }
     assert_eq!(states.first(), Some(&DetailedState::Created));
     assert_eq!(states.last(), Some(&DetailedState::TargetBusy));
     assert!(states.contains(&DetailedState::Connecting), "{states:?}");
+    // One update per commit, in order, the last at the stored version.
+    let versions: Vec<u64> = all.iter().map(|u| u.version).collect();
+    assert!(versions.windows(2).all(|w| w[0] < w[1]), "{versions:?}");
+    assert_eq!(versions.last(), Some(&final_version));
+    // The widget's subscription sees the same; the call's, the later ones.
+    assert_eq!(drain(&mut widget), all);
+    let later = drain(&mut this_call);
+    assert!(!later.is_empty() && later.len() < all.len(), "{later:?}");
+    assert_eq!(later[..], all[all.len() - later.len()..]);
+    assert!(drain(&mut other_call).is_empty());
+    assert!(drain(&mut other_widget).is_empty());
 }
 
 #[tokio::test]

@@ -6,8 +6,8 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
-use bonde_pressure_core::{ActivistInput, CallId, StartCallRequest, TargetInput};
-use serde_json::{Map, Value};
+use bonde_pressure_core::{CallId, FieldError, StartCallRequest};
+use serde_json::Value;
 
 use crate::error::{AppError, ValidationItem};
 
@@ -50,7 +50,10 @@ impl<S: Send + Sync> FromRequest<S> for StartCallBody {
     }
 }
 
-/// Parses `POST /v1/phone/call`'s JSON body.
+/// Parses `POST /v1/phone/call`'s JSON body: decoding is the adapter's
+/// (an empty body or a JSON syntax error answers as FastAPI does), the
+/// fields are checked by core's [`bonde_pressure_core::validate::start_request`],
+/// every field error at once.
 pub fn parse_start_call(bytes: &[u8]) -> Result<StartCallRequest, AppError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(AppError::Validation(vec![ValidationItem::body(
@@ -68,40 +71,22 @@ pub fn parse_start_call(bytes: &[u8]) -> Result<StartCallRequest, AppError> {
             "json_invalid",
         )])
     })?;
-    let mut errors = Vec::new();
-    let Some(root) = value.as_object() else {
-        return Err(AppError::Validation(vec![ValidationItem::body(
-            &[],
-            "Input should be a valid dictionary or object to extract fields from",
-            "model_attributes_type",
-        )]));
-    };
-    let widget_id = int_field(&mut errors, root, &["widget_id"]);
-    let activist = object_field(&mut errors, root, &["activist"]);
-    let target = object_field(&mut errors, root, &["target"]);
-    let activist = activist.map(|a| {
-        let name = string_field(&mut errors, a, &["activist", "name"]).unwrap_or_default();
-        let first_name = optional_string_field(&mut errors, a, &["activist", "first_name"]);
-        let last_name = optional_string_field(&mut errors, a, &["activist", "last_name"]);
-        let email = string_field(&mut errors, a, &["activist", "email"]).unwrap_or_default();
-        let phone = string_field(&mut errors, a, &["activist", "phone"]).unwrap_or_default();
-        let mut input = ActivistInput::new(name, email, phone);
-        input.first_name = first_name;
-        input.last_name = last_name;
-        input
-    });
-    let target = target.map(|t| {
-        TargetInput::new(
-            string_field(&mut errors, t, &["target", "name"]).unwrap_or_default(),
-            string_field(&mut errors, t, &["target", "phone"]).unwrap_or_default(),
-        )
-    });
-    match (widget_id, activist, target) {
-        (Some(widget_id), Some(activist), Some(target)) if errors.is_empty() => {
-            Ok(StartCallRequest::new(widget_id, activist, target))
-        }
-        _ => Err(AppError::Validation(errors)),
-    }
+    bonde_pressure_core::validate::start_request(&value).map_err(body_errors)
+}
+
+/// Core's field errors (`loc` relative to the body) as FastAPI's 422:
+/// each `loc` prefixed with `"body"`.
+pub(crate) fn body_errors(fields: Vec<FieldError>) -> AppError {
+    AppError::Validation(
+        fields
+            .into_iter()
+            .map(|f| {
+                let mut loc = vec![Value::from("body")];
+                loc.extend(f.loc.into_iter().map(Value::from));
+                ValidationItem::new(loc, f.msg, f.kind)
+            })
+            .collect(),
+    )
 }
 
 /// 0-based character position of serde_json's (1-based line, column).
@@ -115,107 +100,6 @@ fn byte_offset(bytes: &[u8], line: usize, column: usize) -> usize {
         offset += l.chars().count() + 1;
     }
     offset.saturating_sub(1)
-}
-
-fn last<'a>(loc: &[&'a str]) -> &'a str {
-    loc.last().copied().unwrap_or_default()
-}
-
-fn object_field<'a>(
-    errors: &mut Vec<ValidationItem>,
-    obj: &'a Map<String, Value>,
-    loc: &[&str],
-) -> Option<&'a Map<String, Value>> {
-    match obj.get(last(loc)) {
-        None => {
-            errors.push(ValidationItem::body(loc, "Field required", "missing"));
-            None
-        }
-        Some(Value::Object(m)) => Some(m),
-        Some(_) => {
-            errors.push(ValidationItem::body(
-                loc,
-                "Input should be a valid dictionary or object to extract fields from",
-                "model_attributes_type",
-            ));
-            None
-        }
-    }
-}
-
-fn string_field(
-    errors: &mut Vec<ValidationItem>,
-    obj: &Map<String, Value>,
-    loc: &[&str],
-) -> Option<String> {
-    match obj.get(last(loc)) {
-        None => {
-            errors.push(ValidationItem::body(loc, "Field required", "missing"));
-            None
-        }
-        Some(Value::String(s)) => Some(s.clone()),
-        Some(_) => {
-            errors.push(ValidationItem::body(
-                loc,
-                "Input should be a valid string",
-                "string_type",
-            ));
-            None
-        }
-    }
-}
-
-fn optional_string_field(
-    errors: &mut Vec<ValidationItem>,
-    obj: &Map<String, Value>,
-    loc: &[&str],
-) -> Option<String> {
-    match obj.get(last(loc)) {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) => Some(s.clone()),
-        Some(_) => {
-            errors.push(ValidationItem::body(
-                loc,
-                "Input should be a valid string",
-                "string_type",
-            ));
-            None
-        }
-    }
-}
-
-fn int_field(
-    errors: &mut Vec<ValidationItem>,
-    obj: &Map<String, Value>,
-    loc: &[&str],
-) -> Option<i64> {
-    let bad = |errors: &mut Vec<ValidationItem>, msg: &str, kind: &str| {
-        errors.push(ValidationItem::body(loc, msg, kind));
-        None
-    };
-    match obj.get(last(loc)) {
-        None => bad(errors, "Field required", "missing"),
-        Some(Value::Number(n)) => match (n.as_i64(), n.as_f64()) {
-            (Some(i), _) => Some(i),
-            (None, Some(f)) if f.fract() == 0.0 && f.abs() < 9.0e15 => Some(f as i64),
-            (None, Some(f)) if f.fract() != 0.0 => bad(
-                errors,
-                "Input should be a valid integer, got a number with a fractional part",
-                "int_from_float",
-            ),
-            _ => bad(errors, "Input should be a valid integer", "int_type"),
-        },
-        // pydantic's lax mode reads "12" as 12.
-        Some(Value::String(s)) => match s.trim().parse::<i64>() {
-            Ok(i) => Some(i),
-            Err(_) => bad(
-                errors,
-                "Input should be a valid integer, unable to parse string as an integer",
-                "int_parsing",
-            ),
-        },
-        Some(_) => bad(errors, "Input should be a valid integer", "int_type"),
-    }
 }
 
 /// A `{call_id}` path segment parsed as a [`CallId`]; a malformed one is a

@@ -26,7 +26,6 @@ pub mod config;
 pub mod deadline;
 pub mod do_not_call;
 pub mod error;
-pub mod events;
 pub mod extract;
 pub mod metrics;
 pub mod privacy;

@@ -1,8 +1,11 @@
 //! Hand-written Prometheus counters (text exposition format 0.0.4).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+
+use bonde_pressure_core::live::LiveUpdates;
+use bonde_pressure_core::{CallId, DetailedState};
 
 type Labels = Vec<(&'static str, String)>;
 
@@ -52,6 +55,28 @@ fn help(name: &str) -> &'static str {
         RETENTION => "Retention: passes run, skipped and failed, calls erased, payloads deleted.",
         _ => "Counter.",
     }
+}
+
+/// Counts, in [`STATE_TRANSITIONS`], every call entering a detailed state
+/// in a commit this process makes: an observer of core's live updates, so
+/// none is missed however slow the scrapes.
+pub fn count_state_transitions(live: &LiveUpdates, metrics: Arc<Metrics>) {
+    // Last state seen per unfinished call (to count changes only).
+    let last_state: Mutex<HashMap<CallId, DetailedState>> = Mutex::new(HashMap::new());
+    live.observe(move |update| {
+        let state = update.state;
+        let changed = {
+            let mut last = last_state.lock().unwrap_or_else(|p| p.into_inner());
+            if last.len() >= 50_000 {
+                // Forget finished calls first; they rarely change again.
+                last.retain(|_, s| !s.is_terminal());
+            }
+            last.insert(update.call_id, state) != Some(state)
+        };
+        if changed {
+            metrics.inc(STATE_TRANSITIONS, &[("state", state.as_str())]);
+        }
+    });
 }
 
 fn escape(v: &str) -> String {

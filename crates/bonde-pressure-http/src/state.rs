@@ -11,7 +11,6 @@ use bonde_pressure_twilio::{CallbackUrls, ConfigError as TwilioConfigError};
 
 use crate::config::{CorsOrigins, Secret};
 use crate::error::AppError;
-use crate::events::CommitHub;
 use crate::metrics::Metrics;
 use crate::spool::SpoolFlusher;
 
@@ -95,8 +94,6 @@ pub struct AppState {
     pub options: Arc<HttpOptions>,
     /// Counters served at `/metrics`.
     pub metrics: Arc<Metrics>,
-    /// In-process commit notifications (SSE wakes on them); `None`: polling only.
-    pub hub: Option<CommitHub>,
     /// Webhook authentication.
     pub webhooks: Arc<WebhookAuth>,
     /// Flushes core's payload spool once the store answers again.
@@ -117,7 +114,7 @@ impl std::fmt::Debug for AppState {
 }
 
 impl AppState {
-    /// A state over `service`, with default options, no hub,
+    /// A state over `service`, with default options,
     /// and every webhook refused (base URL `http://localhost`, no auth token).
     pub fn new(service: Arc<PressureService>) -> Self {
         let spool_flusher = Arc::new(SpoolFlusher::new(service.clone()));
@@ -126,7 +123,6 @@ impl AppState {
             service,
             options: Arc::new(HttpOptions::default()),
             metrics: Arc::new(Metrics::new()),
-            hub: None,
             webhooks: Arc::new(WebhookAuth {
                 urls: CallbackUrls::new("http://localhost").expect("a valid base URL"),
                 check: SignatureCheck::RejectAll,
@@ -156,15 +152,9 @@ impl AppState {
         self
     }
 
-    /// With these metrics (share them with [`crate::events::NotifyingStore`]).
+    /// With these metrics (give them to [`crate::metrics::count_state_transitions`] too).
     pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
         self.metrics = metrics;
-        self
-    }
-
-    /// With a commit hub (the one the store publishes on).
-    pub fn with_hub(mut self, hub: CommitHub) -> Self {
-        self.hub = Some(hub);
         self
     }
 

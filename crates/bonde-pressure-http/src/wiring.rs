@@ -25,7 +25,6 @@ use crate::campaigns::{CachedDirectory, GraphqlCampaignDirectory, load_campaigns
 use crate::config::{Config, ConfigError, LogFormat};
 use crate::deadline::{DeadlineDoNotCallList, DeadlineStore};
 use crate::do_not_call::load_do_not_call_file;
-use crate::events::{CommitHub, NotifyingStore};
 use crate::metrics::{self, Metrics};
 use crate::recorder::GraphqlActionRecorder;
 use crate::state::{AppState, HttpOptions, SignatureCheck, WebhookAuth};
@@ -429,14 +428,11 @@ fn twilio_client(
 pub async fn build(config: &Config) -> Result<App, WiringError> {
     config.check()?;
     let metrics = Arc::new(Metrics::new());
-    let hub = CommitHub::default();
     let (store, do_not_call, results, personal) = open_all_stores(config).await?;
     let privacy = privacy(config, personal);
     // Every store operation made for a request is bounded by its deadline.
     let store: Arc<dyn CallStore> = Arc::new(DeadlineStore::new(store));
     let do_not_call: Arc<dyn DoNotCallList> = Arc::new(DeadlineDoNotCallList::new(do_not_call));
-    let store: Arc<dyn CallStore> =
-        Arc::new(NotifyingStore::new(store, hub.clone(), metrics.clone()));
 
     let twilio = config.twilio()?;
     let (telephony, simulated, kind): (Arc<dyn Telephony>, _, _) = match twilio {
@@ -491,6 +487,7 @@ pub async fn build(config: &Config) -> Result<App, WiringError> {
             .map_err(WiringError::store)?;
         tracing::info!(path = %path.display(), numbers = numbers.len(), added, "do-not-call file loaded");
     }
+    crate::metrics::count_state_transitions(service.live_updates(), metrics.clone());
     let service = Arc::new(service);
     if let Some(sim) = &simulated {
         let sink: Weak<dyn EventSink> = Arc::downgrade(&service) as Weak<dyn EventSink>;
@@ -518,7 +515,6 @@ pub async fn build(config: &Config) -> Result<App, WiringError> {
     let state = AppState::new(service.clone())
         .with_options(options)
         .with_metrics(metrics)
-        .with_hub(hub)
         .with_webhooks(webhooks)
         .with_results(results)
         .with_privacy(privacy);

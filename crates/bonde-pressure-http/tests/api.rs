@@ -719,6 +719,24 @@ async fn sse_streams_state_changes_until_the_end() {
 }
 
 #[tokio::test]
+async fn sse_wakes_on_core_live_updates_without_waiting_for_the_poll() {
+    // A poll of ten minutes: every event after the first can only come
+    // from core's live updates (`PressureService::live_updates`).
+    let app = app_with(&["--simulated-tick", "20", "--sse-poll-interval", "600000"]).await;
+    let r = router(&app);
+    let id = start(&r, "11 91234-5675").await;
+    let resp = send(&r, get(&format!("/v1/phone/calls/{id}/events"))).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let body = tokio::time::timeout(Duration::from_secs(20), body_bytes(resp))
+        .await
+        .expect("stream ended well before the poll");
+    let text = String::from_utf8(body).unwrap();
+    let events = text.lines().filter(|l| l.starts_with("data: ")).count();
+    assert!(events >= 3, "{text}");
+    assert!(text.contains("\"terminal\":true"), "{text}");
+}
+
+#[tokio::test]
 async fn sse_reconnections_after_the_last_event_get_204() {
     let app = app().await;
     let r = router(&app);

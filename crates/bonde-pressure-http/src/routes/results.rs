@@ -12,6 +12,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
+use bonde_pressure_core::live::Subscription;
 use bonde_pressure_core::results::{CallCursor, FunnelStep};
 use bonde_pressure_core::{
     CampaignResults, DetailedState, Interval, ResultsQuery, ResultsReport, Tz, UiStatus, WidgetId,
@@ -20,7 +21,6 @@ use chrono::{DateTime, NaiveDate, SecondsFormat, TimeDelta, TimeZone, Utc};
 use serde::Serialize;
 use serde_json::Value;
 use subtle::ConstantTimeEq;
-use tokio::sync::broadcast;
 
 use crate::error::{AppError, ValidationItem};
 use crate::state::AppState;
@@ -485,7 +485,7 @@ struct Counters {
     query: ResultsQuery,
     /// Whether `to` follows the clock (no `to` given).
     open_ended: bool,
-    rx: Option<broadcast::Receiver<crate::events::CallUpdate>>,
+    live: Subscription,
     last: Option<CountersEvent>,
     first: bool,
     seq: u64,
@@ -500,19 +500,15 @@ impl Counters {
         let poll = self.state.options.sse_poll_interval.max(COUNTERS_MIN_GAP);
         let sleep = tokio::time::sleep(poll);
         tokio::pin!(sleep);
-        loop {
-            let Some(rx) = self.rx.as_mut() else {
-                sleep.as_mut().await;
-                return;
-            };
-            tokio::select! {
-                _ = sleep.as_mut() => return,
-                r = rx.recv() => match r {
-                    Ok(u) if u.widget_id == self.query.widget_id => return,
-                    Ok(_) => continue,
-                    Err(broadcast::error::RecvError::Lagged(_)) => return,
-                    Err(broadcast::error::RecvError::Closed) => self.rx = None,
-                },
+        // Core's live updates wake us for this widget's commits (a lag,
+        // too: re-read); the poll catches other replicas' commits.
+        tokio::select! {
+            _ = sleep.as_mut() => {}
+            notice = self.live.next() => {
+                if notice.is_none() {
+                    // The service is gone: only the poll remains.
+                    sleep.as_mut().await;
+                }
             }
         }
     }
@@ -584,7 +580,7 @@ pub async fn widget_events(
         TimeDelta::days(1),
     )?;
     let sub = Counters {
-        rx: state.hub.as_ref().map(|h| h.subscribe()),
+        live: state.service.live_updates().subscribe_widget(widget_id),
         state,
         query,
         open_ended,

@@ -7,9 +7,9 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
+use bonde_pressure_core::live;
 use bonde_pressure_core::{CallId, UiStatus};
 use serde::Serialize;
-use tokio::sync::broadcast;
 use utoipa::ToSchema;
 
 use super::load;
@@ -36,7 +36,7 @@ pub struct SseStateEvent {
 struct Subscription {
     state: AppState,
     id: CallId,
-    rx: Option<broadcast::Receiver<crate::events::CallUpdate>>,
+    live: live::Subscription,
     last_version: Option<u64>,
     last_status: Option<UiStatus>,
     first: bool,
@@ -48,19 +48,15 @@ impl Subscription {
         let poll = self.state.options.sse_poll_interval;
         let sleep = tokio::time::sleep(poll);
         tokio::pin!(sleep);
-        loop {
-            let Some(rx) = self.rx.as_mut() else {
-                sleep.as_mut().await;
-                return;
-            };
-            tokio::select! {
-                _ = sleep.as_mut() => return,
-                r = rx.recv() => match r {
-                    Ok(u) if u.call_id == self.id => return,
-                    Ok(_) => continue,
-                    Err(broadcast::error::RecvError::Lagged(_)) => return,
-                    Err(broadcast::error::RecvError::Closed) => self.rx = None,
-                },
+        // Core's live updates wake us for this call's commits (a lag, too:
+        // re-read); the poll catches other replicas' commits.
+        tokio::select! {
+            _ = sleep.as_mut() => {}
+            notice = self.live.next() => {
+                if notice.is_none() {
+                    // The service is gone: only the poll remains.
+                    sleep.as_mut().await;
+                }
             }
         }
     }
@@ -158,7 +154,7 @@ pub async fn call_events(
     // call's, a forged one) is ignored rather than waited for.
     let seen = last_seen.filter(|v| *v <= call.version);
     let sub = Subscription {
-        rx: state.hub.as_ref().map(|h| h.subscribe()),
+        live: state.service.live_updates().subscribe_call(id),
         state,
         id,
         last_version: seen,

@@ -8,11 +8,10 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use bonde_pressure_core::{StartCallRequest, StartError, TelephonyError};
 use serde::Serialize;
-use serde_json::Value;
 use utoipa::ToSchema;
 
 use crate::error::{AppError, MessageBody, ValidationBody, ValidationItem};
-use crate::extract::{RawBody, parse_start_call};
+use crate::extract::{RawBody, body_errors, parse_start_call};
 use crate::metrics;
 use crate::state::{AppState, ClientIp};
 
@@ -68,17 +67,7 @@ impl From<AppError> for Refused {
 
 fn start_error(e: StartError) -> Refused {
     match e {
-        StartError::Invalid(fields) => AppError::Validation(
-            fields
-                .into_iter()
-                .map(|f| {
-                    let mut loc = vec![Value::from("body")];
-                    loc.extend(f.loc.into_iter().map(Value::from));
-                    ValidationItem::new(loc, f.msg, f.kind)
-                })
-                .collect(),
-        )
-        .into(),
+        StartError::Invalid(fields) => body_errors(fields).into(),
         StartError::WidgetNotFound => {
             Refused::new("widget_not_found", widget_error("Widget not found."))
         }
