@@ -81,7 +81,7 @@ fn start_error(e: StartError) -> Refused {
         StartError::Directory(e) => AppError::Upstream {
             status: StatusCode::SERVICE_UNAVAILABLE,
             public: "Campaign directory unavailable. Try again later.",
-            detail: e.to_string(),
+            detail: bonde_pressure_core::error_chain(&e).to_string(),
             retry_after: None,
         }
         .into(),
@@ -115,7 +115,10 @@ fn start_error(e: StartError) -> Refused {
             other => AppError::Upstream {
                 status: StatusCode::BAD_GATEWAY,
                 public: "Could not place the call. Try again later.",
-                detail: format!("call {call_id}: {other}"),
+                detail: format!(
+                    "call {call_id}: {}",
+                    bonde_pressure_core::error_chain(&other)
+                ),
                 retry_after: None,
             }
             .into(),
