@@ -10,7 +10,7 @@ use crate::call::{Call, CallEvent, Confirmation, Effect, Leg, LegError};
 use crate::do_not_call::DoNotCallSource;
 use crate::domain::CallId;
 use crate::limits::{Admission, LimitKey, LimitKind};
-use crate::ports::{EventSink, RawEvent, StoreError, TargetCallRequest, TelephonyError};
+use crate::ports::{Clock, EventSink, RawEvent, StoreError, TargetCallRequest, TelephonyError};
 use crate::spool::{SpoolFull, SpoolStats, store_once};
 
 use super::{PressureService, ServiceError};
@@ -227,7 +227,7 @@ impl PressureService {
                         effects,
                     });
                 }
-                Err(StoreError::Conflict) => backoff(attempt).await,
+                Err(StoreError::Conflict) => backoff(self.deps.clock.as_ref(), attempt).await,
                 Err(e) => return Err(e.into()),
             }
         }
@@ -299,18 +299,27 @@ impl PressureService {
     }
 }
 
-async fn backoff(attempt: u32) {
-    if attempt < 3 {
-        tokio::task::yield_now().await;
-        return;
+/// Waits before commit attempt `attempt + 1` after a conflict: the first
+/// three retries only yield; later ones sleep on the service's clock for
+/// [`backoff_delay`].
+async fn backoff(clock: &dyn Clock, attempt: u32) {
+    match backoff_delay(attempt, clock.jitter()) {
+        None => tokio::task::yield_now().await,
+        Some(delay) => clock.sleep(delay).await,
     }
-    // Jitter from the clock's sub-second digits: enough to de-synchronise contenders.
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
+}
+
+/// The sleep after conflicting commit `attempt` (counted from 0) with
+/// `jitter` in `[0, 1)`: none for the first three (a yield is enough), then
+/// 50 µs plus up to `200 µs × attempt` (capped at 20), spread by the jitter
+/// to de-synchronise contenders.
+fn backoff_delay(attempt: u32, jitter: f64) -> Option<Duration> {
+    if attempt < 3 {
+        return None;
+    }
     let cap_us = 200 * u64::from(attempt.min(20));
-    tokio::time::sleep(Duration::from_micros(u64::from(nanos) % cap_us + 50)).await;
+    let spread = (jitter.clamp(0.0, 1.0) * cap_us as f64) as u64;
+    Some(Duration::from_micros(spread.min(cap_us - 1) + 50))
 }
 
 #[async_trait]
@@ -319,5 +328,25 @@ impl EventSink for PressureService {
         if let Err(error) = self.handle(call_id, event, raw).await {
             warn!(%call_id, %error, "simulated event not applied");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::backoff_delay;
+    use std::time::Duration;
+
+    #[test]
+    fn the_first_retries_only_yield_then_the_jitter_spreads_the_sleep() {
+        for attempt in 0..3 {
+            assert_eq!(backoff_delay(attempt, 0.9), None);
+        }
+        assert_eq!(backoff_delay(3, 0.0), Some(Duration::from_micros(50)));
+        assert_eq!(backoff_delay(3, 0.5), Some(Duration::from_micros(350)));
+        // Never reaches the cap: 0 ≤ spread < 200 µs × attempt.
+        assert_eq!(backoff_delay(3, 1.0), Some(Duration::from_micros(649)));
+        // The cap stops growing at attempt 20.
+        assert_eq!(backoff_delay(40, 0.5), backoff_delay(20, 0.5));
+        assert_eq!(backoff_delay(20, 0.5), Some(Duration::from_micros(2_050)));
     }
 }

@@ -365,6 +365,13 @@ impl PressureService {
         &self.deps.store
     }
 
+    /// Now, on the service's [`Clock`]: adapters stamp what they receive
+    /// with it ([`crate::RawEvent::received_at`]), so one clock dates
+    /// everything the service stores.
+    pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        self.deps.clock.now()
+    }
+
     /// The number policy of this configuration.
     pub fn number_policy(&self) -> NumberPolicy {
         self.config.number_policy()

@@ -6,7 +6,7 @@ use tracing::warn;
 
 use crate::call::CallEvent;
 use crate::domain::{CallId, WidgetId};
-use crate::ports::RawEvent;
+use crate::ports::{Clock, RawEvent};
 use crate::script::{CampaignSettings, ScriptMoment, VoiceScript, script_with_key};
 
 use super::{PressureService, ServiceError};
@@ -21,11 +21,13 @@ impl PressureService {
     /// directory is given one second at most.
     pub async fn fallback_script(&self, call_id: CallId) -> VoiceScript {
         let settings = match self.recent.get(call_id) {
-            Some(widget_id) => {
-                tokio::time::timeout(Duration::from_secs(1), self.settings(widget_id))
-                    .await
-                    .unwrap_or_default()
-            }
+            Some(widget_id) => within(
+                self.deps.clock.as_ref(),
+                Duration::from_secs(1),
+                self.settings(widget_id),
+            )
+            .await
+            .unwrap_or_default(),
             None => CampaignSettings::default(),
         };
         crate::script::unavailable_script(&settings, call_id)
@@ -61,4 +63,22 @@ impl PressureService {
             self.config.do_not_call_digit,
         ))
     }
+}
+
+/// `work`'s output if it completes before `limit` has passed on `clock`
+/// (its [`Clock::sleep`]), else `None` (`work` is dropped).
+async fn within<T>(
+    clock: &dyn Clock,
+    limit: Duration,
+    work: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    let mut work = std::pin::pin!(work);
+    let mut timer = clock.sleep(limit);
+    std::future::poll_fn(|cx| {
+        if let std::task::Poll::Ready(out) = work.as_mut().poll(cx) {
+            return std::task::Poll::Ready(Some(out));
+        }
+        timer.as_mut().poll(cx).map(|()| None)
+    })
+    .await
 }
