@@ -22,7 +22,8 @@
 //!   of unmasked reads ([`Privacy`], the [`PersonalDataStore`] port).
 //! - [`PressureService`]: start a call, handle an event (load, apply, commit
 //!   with a version check, retry on conflict, then run the effects), decide
-//!   the voice script of each moment, reconcile stale calls.
+//!   the voice script of each moment, reconcile stale calls; the
+//!   [`Reconciler`] runs reconciliation passes at its own cadence.
 //! - [`view`]: the read models every adapter shows ([`CallSummary`],
 //!   [`CallDetails`]), with phones and e-mails masked by the one masking of
 //!   the workspace ([`domain::mask_phone`], [`domain::mask_email`]) unless
@@ -60,8 +61,8 @@
 //!
 //! use bonde_pressure_core::{
 //!     ActivistInput, DetailedState, Dependencies, EventSink, InMemoryCallStore,
-//!     PressureService, Scenario, ScenarioPicker, ServiceConfig, SimulatedTelephony,
-//!     StartCallRequest, StaticCampaignDirectory, TargetInput,
+//!     PressureService, Reconciler, Scenario, ScenarioPicker, ServiceConfig,
+//!     SimulatedTelephony, StartCallRequest, StaticCampaignDirectory, TargetInput,
 //! };
 //!
 //! # #[tokio::main(flavor = "current_thread")]
@@ -97,7 +98,10 @@
 //! };
 //! assert_eq!(call.state(), DetailedState::Completed);
 //!
-//! let report = service.reconcile(200).await?;
+//! // One reconciliation pass (a long-running embedder spawns
+//! // `reconciler.run(shutdown)`, which makes one every 30 s).
+//! let reconciler = Reconciler::new(service.clone());
+//! let report = reconciler.run_once().await?;
 //! assert_eq!(report.errors, 0);
 //! # Ok(())
 //! # }
@@ -290,7 +294,8 @@ pub use results::{
 pub use script::{CallerIdPolicy, CampaignSettings, Messages, ScriptMoment, VoiceScript};
 pub use service::{
     ActivistInput, Dependencies, FieldError, HandleOutcome, PressureService, ReconcileReport,
-    ServiceConfig, ServiceError, StartCallRequest, StartError, StartedCall, TargetInput,
+    Reconciler, ServiceConfig, ServiceError, StartCallRequest, StartError, StartedCall,
+    TargetInput,
 };
 pub use simulated::{Scenario, ScenarioPicker, SimulatedTelephony};
 pub use spool::{DEFAULT_SPOOL_CAPACITY, SpoolFull, SpoolStats};

@@ -21,7 +21,7 @@ mod script;
 mod start;
 
 pub use events::HandleOutcome;
-pub use reconcile::ReconcileReport;
+pub use reconcile::{ReconcileReport, Reconciler};
 pub use start::{
     ActivistInput, FieldError, StartCallRequest, StartError, StartedCall, TargetInput,
 };

@@ -8,6 +8,147 @@ use crate::ports::TelephonyError;
 
 use super::{PressureService, ServiceError};
 
+/// Runs reconciliation for an embedder: one [`PressureService::reconcile`]
+/// pass every [`Reconciler::interval`] over at most [`Reconciler::batch`]
+/// stale calls, until told to stop.
+///
+/// The cadence is slept on the service's [`Clock`](crate::Clock) (its
+/// `sleep`), so a [`ManualClock`](crate::ManualClock) drives it in tests.
+/// Every replica sharing a store may run one: commits are version-checked,
+/// so two replicas never act twice on a call.
+///
+/// Pick the interval well under [`ServiceConfig::stale_after`](crate::ServiceConfig::stale_after)
+/// (a stale call then waits at most `stale_after` plus one interval) and a
+/// batch that one pass handles within the interval; the oldest stale calls
+/// come first, so a backlog drains over a few passes.
+///
+/// ```
+/// # use std::sync::Arc;
+/// # use std::time::Duration;
+/// # use bonde_pressure_core::{Dependencies, InMemoryCallStore, PressureService, Reconciler,
+/// #     Scenario, ScenarioPicker, ServiceConfig, SimulatedTelephony, StaticCampaignDirectory};
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let deps = Dependencies::new(
+/// #     Arc::new(InMemoryCallStore::new()),
+/// #     Arc::new(SimulatedTelephony::new(ScenarioPicker::Always(Scenario::Success), Duration::ZERO)),
+/// #     Arc::new(StaticCampaignDirectory::demo()),
+/// # );
+/// let service = Arc::new(PressureService::new(deps, ServiceConfig::default()));
+/// let reconciler = Reconciler::new(service)
+///     .with_interval(Duration::from_secs(30))
+///     .with_batch(200);
+///
+/// // One pass now (what `run` does every interval).
+/// let report = reconciler.run_once().await?;
+/// assert_eq!(report.examined, 0);
+///
+/// // Passes every 30 s until the shutdown future resolves (here: at once).
+/// reconciler.run(std::future::ready(())).await;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Reconciler {
+    service: std::sync::Arc<PressureService>,
+    interval: std::time::Duration,
+    batch: u32,
+}
+
+impl Reconciler {
+    /// The default pause between passes: 30 s.
+    pub const DEFAULT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
+    /// The default batch: at most 200 calls per pass.
+    pub const DEFAULT_BATCH: u32 = 200;
+
+    /// Reconciles `service` every [`Reconciler::DEFAULT_INTERVAL`], at most
+    /// [`Reconciler::DEFAULT_BATCH`] calls per pass.
+    pub fn new(service: std::sync::Arc<PressureService>) -> Self {
+        Self {
+            service,
+            interval: Self::DEFAULT_INTERVAL,
+            batch: Self::DEFAULT_BATCH,
+        }
+    }
+
+    /// With this pause between passes (slept on the service's clock).
+    pub fn with_interval(mut self, interval: std::time::Duration) -> Self {
+        self.interval = interval;
+        self
+    }
+
+    /// With at most this many calls examined per pass.
+    pub fn with_batch(mut self, batch: u32) -> Self {
+        self.batch = batch;
+        self
+    }
+
+    /// The pause between passes.
+    pub fn interval(&self) -> std::time::Duration {
+        self.interval
+    }
+
+    /// The most calls examined per pass.
+    pub fn batch(&self) -> u32 {
+        self.batch
+    }
+
+    /// One pass ([`PressureService::reconcile`] with the batch), logged: at
+    /// info level when it examined calls, at warn level when it failed.
+    pub async fn run_once(&self) -> Result<ReconcileReport, ServiceError> {
+        let outcome = self.service.reconcile(self.batch).await;
+        match &outcome {
+            Ok(r) if r.examined > 0 => info!(
+                examined = r.examined,
+                fetched = r.legs_fetched,
+                expired = r.expired,
+                hung_up = r.legs_hung_up,
+                lost_dials = r.lost_dials,
+                joins_recovered = r.joins_recovered,
+                unreadable = r.unreadable,
+                errors = r.errors,
+                "reconciliation pass"
+            ),
+            Ok(_) => {}
+            Err(error) => warn!(%error, "reconciliation pass failed"),
+        }
+        outcome
+    }
+
+    /// Waits one interval, runs a pass ([`Reconciler::run_once`]), and
+    /// again, until `shutdown` resolves; returns then. A pass under way
+    /// when `shutdown` resolves is finished first. A failed pass is logged
+    /// and the loop goes on.
+    pub async fn run(&self, shutdown: impl std::future::Future<Output = ()>) {
+        self.run_with(shutdown, |_| {}).await;
+    }
+
+    /// [`Reconciler::run`], handing each pass's outcome to `on_pass` (for
+    /// metrics).
+    pub async fn run_with(
+        &self,
+        shutdown: impl std::future::Future<Output = ()>,
+        mut on_pass: impl FnMut(&Result<ReconcileReport, ServiceError>),
+    ) {
+        let mut shutdown = std::pin::pin!(shutdown);
+        loop {
+            let mut pause = self.service.deps.clock.sleep(self.interval);
+            let stopped = std::future::poll_fn(|cx| {
+                if shutdown.as_mut().poll(cx).is_ready() {
+                    return std::task::Poll::Ready(true);
+                }
+                pause.as_mut().poll(cx).map(|()| false)
+            })
+            .await;
+            if stopped {
+                return;
+            }
+            let outcome = self.run_once().await;
+            on_pass(&outcome);
+        }
+    }
+}
+
 /// What a reconciliation pass did.
 ///
 /// Starts from [`ReconcileReport::default`] (all zero); its fields are
