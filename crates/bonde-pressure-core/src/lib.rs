@@ -33,7 +33,7 @@
 //!   is stored exactly once, whatever fails; while the store is unavailable
 //!   it waits in a bounded in-process spool ([`PressureService::flush_spool`]).
 //! - Fakes that ship with the crate: [`InMemoryCallStore`],
-//!   [`SimulatedTelephony`], [`StaticCampaignDirectory`],
+//!   [`SimulatedTelephony`] (feature `simulated`), [`StaticCampaignDirectory`],
 //!   [`StubActionRecorder`]; with the `mock` feature, mockall mocks of the ports.
 //!
 //! Every port trait and every type in a port's signature (requests,
@@ -42,11 +42,27 @@
 //! `new(...)` constructor and `with_*` setters (or `Default`). Each change
 //! to this crate's public API is recorded in the repository's `CHANGELOG.md`.
 //!
-//! Core needs a [tokio](https://docs.rs/tokio) runtime (any flavour): the
-//! service waits with `tokio::time` (a commit retry's backoff, a bounded
-//! campaign lookup) and [`SimulatedTelephony`] spawns tasks to play its
-//! callbacks. `docs/embedding.md` walks through a whole embedding
-//! (`examples/embed` in the repository).
+//! # Runtime
+//!
+//! Core does no I/O and spawns no task of its own; it reads the time, waits
+//! and draws its jitter only through the [`Clock`] port. Which runtime it
+//! needs depends on two choices:
+//!
+//! - **Feature `simulated`** (on by default): [`SimulatedTelephony`] plays
+//!   its callbacks from tasks it spawns with `tokio::spawn`, so it must be
+//!   used inside a [tokio](https://docs.rs/tokio) runtime (any flavour).
+//!   Without the feature (`default-features = false`) the `simulated`
+//!   module is not built.
+//! - **The clock's timer**: [`Clock::sleep`]'s default (what [`SystemClock`]
+//!   uses) is `tokio::time::sleep`, so with it the service must run inside a
+//!   tokio runtime with the time driver enabled (what `#[tokio::main]` and
+//!   `#[tokio::test]` give); a current-thread runtime is enough.
+//!
+//! Without `simulated` and with a [`Clock`] whose `sleep` uses the
+//! embedder's own timer (or [`ManualClock`]), core runs on any executor:
+//! what else it uses of tokio (`tokio::sync` channels and locks,
+//! `tokio::task::yield_now`) needs no runtime. `docs/embedding.md` walks
+//! through a whole embedding (`examples/embed` in the repository).
 //!
 //! # Examples
 //!
@@ -245,6 +261,7 @@ mod recent;
 pub mod results;
 pub mod script;
 mod service;
+#[cfg(feature = "simulated")]
 pub mod simulated;
 pub mod spool;
 pub mod view;
@@ -297,6 +314,7 @@ pub use service::{
     Reconciler, ServiceConfig, ServiceError, StartCallRequest, StartError, StartedCall,
     TargetInput,
 };
+#[cfg(feature = "simulated")]
 pub use simulated::{Scenario, ScenarioPicker, SimulatedTelephony};
 pub use spool::{DEFAULT_SPOOL_CAPACITY, SpoolFull, SpoolStats};
 pub use view::{CallDetails, CallSummary, Disclosure};
