@@ -1,4 +1,5 @@
-//! Event handling: apply and commit an event (retrying on conflict), keep its payload, run the effects.
+//! Event handling: apply and commit an event (retrying on conflict), keep its
+//! payload, run the effects.
 
 use std::collections::VecDeque;
 use std::time::Duration;

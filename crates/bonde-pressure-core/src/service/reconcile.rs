@@ -1,4 +1,5 @@
-//! Reconciliation: stale calls checked against the telephony, expired, recovered.
+//! Reconciliation: stale calls checked against the telephony, expired,
+//! recovered.
 
 use tracing::{info, warn};
 

@@ -1,4 +1,5 @@
-//! Starting a call: the start request's input types, the request limits and caps, validation and authorisation, placing the activist's leg.
+//! Starting a call: the start request's input types, the request limits and
+//! caps, validation and authorisation, placing the activist's leg.
 
 use std::net::IpAddr;
 use std::time::Duration;
