@@ -131,17 +131,32 @@ impl ActionRecorder for StubActionRecorder {
 }
 
 /// A [`crate::Clock`] that only moves when told to.
+///
+/// Deterministic: [`Clock::sleep`](crate::Clock::sleep) moves the clock
+/// forward by the duration asked, records it ([`ManualClock::sleeps`]) and
+/// yields once to the executor instead of waiting; [`Clock::jitter`](crate::Clock::jitter)
+/// returns a fixed value ([`ManualClock::with_jitter`], default `0.5`).
 #[derive(Debug)]
 pub struct ManualClock {
     now: Mutex<chrono::DateTime<chrono::Utc>>,
+    jitter: f64,
+    sleeps: Mutex<Vec<std::time::Duration>>,
 }
 
 impl ManualClock {
-    /// A clock showing `now`.
+    /// A clock showing `now`, with jitter `0.5`.
     pub fn new(now: chrono::DateTime<chrono::Utc>) -> Self {
         Self {
             now: Mutex::new(now),
+            jitter: 0.5,
+            sleeps: Mutex::new(Vec::new()),
         }
+    }
+
+    /// With this fixed jitter (clamped to `[0, 1)`).
+    pub fn with_jitter(mut self, jitter: f64) -> Self {
+        self.jitter = jitter.clamp(0.0, 1.0 - f64::EPSILON);
+        self
     }
 
     /// Moves the clock forward.
@@ -149,12 +164,50 @@ impl ManualClock {
         let mut now = self.now.lock().unwrap_or_else(|p| p.into_inner());
         *now += chrono::Duration::from_std(by).unwrap_or_default();
     }
+
+    /// Every duration slept on this clock so far, in order.
+    pub fn sleeps(&self) -> Vec<std::time::Duration> {
+        self.sleeps
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
 }
 
+#[async_trait]
 impl crate::Clock for ManualClock {
     fn now(&self) -> chrono::DateTime<chrono::Utc> {
         *self.now.lock().unwrap_or_else(|p| p.into_inner())
     }
+
+    async fn sleep(&self, duration: std::time::Duration) {
+        self.sleeps
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(duration);
+        self.advance(duration);
+        yield_once().await;
+    }
+
+    fn jitter(&self) -> f64 {
+        self.jitter
+    }
+}
+
+/// Returns `Pending` once (waking itself at once), then `Ready`: lets the
+/// executor run other tasks, on any runtime.
+pub(crate) async fn yield_once() {
+    let mut yielded = false;
+    std::future::poll_fn(|cx| {
+        if yielded {
+            std::task::Poll::Ready(())
+        } else {
+            yielded = true;
+            cx.waker().wake_by_ref();
+            std::task::Poll::Pending
+        }
+    })
+    .await
 }
 
 #[cfg(test)]

@@ -22,7 +22,8 @@
 //!   of unmasked reads ([`Privacy`], the [`PersonalDataStore`] port).
 //! - [`PressureService`]: start a call, handle an event (load, apply, commit
 //!   with a version check, retry on conflict, then run the effects), decide
-//!   the voice script of each moment, reconcile stale calls.
+//!   the voice script of each moment, reconcile stale calls; the
+//!   [`Reconciler`] runs reconciliation passes at its own cadence.
 //! - [`live`]: the one live-update mechanism — the service publishes a
 //!   [`live::CallUpdate`] after every commit; subscribe per call or per
 //!   widget ([`PressureService::live_updates`]).
@@ -37,7 +38,7 @@
 //!   is stored exactly once, whatever fails; while the store is unavailable
 //!   it waits in a bounded in-process spool ([`PressureService::flush_spool`]).
 //! - Fakes that ship with the crate: [`InMemoryCallStore`],
-//!   [`SimulatedTelephony`], [`StaticCampaignDirectory`],
+//!   [`SimulatedTelephony`] (feature `simulated`), [`StaticCampaignDirectory`],
 //!   [`StubActionRecorder`]; with the `mock` feature, mockall mocks of the ports.
 //!
 //! Every port trait and every type in a port's signature (requests,
@@ -46,11 +47,27 @@
 //! `new(...)` constructor and `with_*` setters (or `Default`). Each change
 //! to this crate's public API is recorded in the repository's `CHANGELOG.md`.
 //!
-//! Core needs a [tokio](https://docs.rs/tokio) runtime (any flavour): the
-//! service waits with `tokio::time` (a commit retry's backoff, a bounded
-//! campaign lookup) and [`SimulatedTelephony`] spawns tasks to play its
-//! callbacks. `docs/embedding.md` walks through a whole embedding
-//! (`examples/embed` in the repository).
+//! # Runtime
+//!
+//! Core does no I/O and spawns no task of its own; it reads the time, waits
+//! and draws its jitter only through the [`Clock`] port. Which runtime it
+//! needs depends on two choices:
+//!
+//! - **Feature `simulated`** (on by default): [`SimulatedTelephony`] plays
+//!   its callbacks from tasks it spawns with `tokio::spawn`, so it must be
+//!   used inside a [tokio](https://docs.rs/tokio) runtime (any flavour).
+//!   Without the feature (`default-features = false`) the `simulated`
+//!   module is not built.
+//! - **The clock's timer**: [`Clock::sleep`]'s default (what [`SystemClock`]
+//!   uses) is `tokio::time::sleep`, so with it the service must run inside a
+//!   tokio runtime with the time driver enabled (what `#[tokio::main]` and
+//!   `#[tokio::test]` give); a current-thread runtime is enough.
+//!
+//! Without `simulated` and with a [`Clock`] whose `sleep` uses the
+//! embedder's own timer (or [`ManualClock`]), core runs on any executor:
+//! what else it uses of tokio (`tokio::sync` channels and locks,
+//! `tokio::task::yield_now`) needs no runtime. `docs/embedding.md` walks
+//! through a whole embedding (`examples/embed` in the repository).
 //!
 //! # Examples
 //!
@@ -65,8 +82,8 @@
 //!
 //! use bonde_pressure_core::{
 //!     ActivistInput, DetailedState, Dependencies, EventSink, InMemoryCallStore,
-//!     PressureService, Scenario, ScenarioPicker, ServiceConfig, SimulatedTelephony,
-//!     StartCallRequest, StaticCampaignDirectory, TargetInput,
+//!     PressureService, Reconciler, Scenario, ScenarioPicker, ServiceConfig,
+//!     SimulatedTelephony, StartCallRequest, StaticCampaignDirectory, TargetInput,
 //! };
 //!
 //! # #[tokio::main(flavor = "current_thread")]
@@ -102,7 +119,10 @@
 //! };
 //! assert_eq!(call.state(), DetailedState::Completed);
 //!
-//! let report = service.reconcile(200).await?;
+//! // One reconciliation pass (a long-running embedder spawns
+//! // `reconciler.run(shutdown)`, which makes one every 30 s).
+//! let reconciler = Reconciler::new(service.clone());
+//! let report = reconciler.run_once().await?;
 //! assert_eq!(report.errors, 0);
 //! # Ok(())
 //! # }
@@ -288,6 +308,7 @@ mod recent;
 pub mod results;
 pub mod script;
 mod service;
+#[cfg(feature = "simulated")]
 pub mod simulated;
 pub mod spool;
 pub mod validate;
@@ -340,8 +361,10 @@ pub use results::{
 pub use script::{CallerIdPolicy, CampaignSettings, Messages, ScriptMoment, VoiceScript};
 pub use service::{
     ActivistInput, Dependencies, FieldError, HandleOutcome, PressureService, ReconcileReport,
-    ServiceConfig, ServiceError, StartCallRequest, StartError, StartedCall, TargetInput,
+    Reconciler, ServiceConfig, ServiceError, StartCallRequest, StartError, StartedCall,
+    TargetInput,
 };
+#[cfg(feature = "simulated")]
 pub use simulated::{Scenario, ScenarioPicker, SimulatedTelephony};
 pub use spool::{DEFAULT_SPOOL_CAPACITY, SpoolFull, SpoolStats};
 pub use view::{CallDetails, CallSummary, Disclosure};

@@ -1028,10 +1028,58 @@ pub trait EventSink: Send + Sync + 'static {
 
 // -------------------------------------------------------------------- Clock
 
-/// The time source (a port so tests can move time).
+/// The time source, the timer and the randomness of the service (a port so
+/// tests can move time, skip waits and fix the jitter).
+///
+/// Everything in the service that reads the time, waits or draws a random
+/// number goes through this port: the time of events and limits (`now`),
+/// a commit retry's backoff and the bound on a campaign lookup (`sleep`),
+/// and the spread of that backoff (`jitter`).
+///
+/// # What implementations must guarantee
+/// - `now` never goes backwards by more than the host clock does; it is
+///   cheap (called on every event).
+/// - `sleep` completes once `duration` has passed by this clock (or at
+///   once, for a clock that moves itself forward, as [`crate::ManualClock`]
+///   does), and never blocks the thread: it is awaited on the caller's
+///   executor. Dropping the future cancels the wait.
+/// - `jitter` returns a number in `[0, 1)`; successive values need not be
+///   unpredictable, only spread enough to de-synchronise retries.
+///
+/// `sleep` and `jitter` have default implementations: `sleep` uses tokio's
+/// timer (the caller must run inside a tokio runtime with the time driver
+/// enabled), `jitter` a per-process random hash of a counter. An embedder
+/// on another runtime implements `sleep` with its own timer.
+#[async_trait]
 pub trait Clock: Debug + Send + Sync + 'static {
     /// Now.
     fn now(&self) -> DateTime<Utc>;
+
+    /// Waits `duration` (default: `tokio::time::sleep`).
+    async fn sleep(&self, duration: Duration) {
+        tokio::time::sleep(duration).await;
+    }
+
+    /// A number in `[0, 1)` that spreads retries (default: a per-process
+    /// random hash of a counter).
+    fn jitter(&self) -> f64 {
+        default_jitter()
+    }
+}
+
+/// A number in `[0, 1)`: a counter hashed with a per-process random key.
+fn default_jitter() -> f64 {
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static KEYS: OnceLock<std::collections::hash_map::RandomState> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut hasher = KEYS
+        .get_or_init(std::collections::hash_map::RandomState::new)
+        .build_hasher();
+    hasher.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    // The top 53 bits, as a fraction of 2^53: uniform in [0, 1).
+    (hasher.finish() >> 11) as f64 / (1u64 << 53) as f64
 }
 
 /// The system clock.
@@ -1041,5 +1089,18 @@ pub struct SystemClock;
 impl Clock for SystemClock {
     fn now(&self) -> DateTime<Utc> {
         Utc::now()
+    }
+}
+
+#[cfg(test)]
+mod clock_tests {
+    use super::*;
+
+    #[test]
+    fn the_default_jitter_is_a_spread_fraction() {
+        let draws: Vec<f64> = (0..1000).map(|_| SystemClock.jitter()).collect();
+        assert!(draws.iter().all(|j| (0.0..1.0).contains(j)), "{draws:?}");
+        let low = draws.iter().filter(|j| **j < 0.5).count();
+        assert!((300..700).contains(&low), "{low} of 1000 below 0.5");
     }
 }

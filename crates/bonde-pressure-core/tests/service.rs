@@ -267,6 +267,14 @@ fn quiet_service(
     store: Arc<TestStore>,
     config: ServiceConfig,
 ) -> (Arc<PressureService>, Arc<StubActionRecorder>) {
+    quiet_service_on(store, config, Arc::new(bonde_pressure_core::SystemClock))
+}
+
+fn quiet_service_on(
+    store: Arc<TestStore>,
+    config: ServiceConfig,
+    clock: Arc<dyn Clock>,
+) -> (Arc<PressureService>, Arc<StubActionRecorder>) {
     let telephony = Arc::new(bonde_pressure_core::SimulatedTelephony::new(
         ScenarioPicker::Always(Scenario::Success),
         Duration::from_secs(3600),
@@ -279,7 +287,7 @@ fn quiet_service(
             Arc::new(StaticCampaignDirectory::demo()),
         )
         .with_recorder(recorder.clone())
-        .with_clock(Arc::new(bonde_pressure_core::SystemClock)),
+        .with_clock(clock),
         config,
     ));
     let sink: Arc<dyn EventSink> = service.clone();
@@ -372,6 +380,83 @@ async fn contention_gives_up_but_keeps_the_raw_payload() {
         .map(|e| e.raw.payload)
         .collect();
     assert_eq!(payloads, ["n=7"]);
+}
+
+#[tokio::test]
+async fn contention_backs_off_on_the_services_clock_with_its_jitter() {
+    let store = Arc::new(TestStore::default());
+    let config = ServiceConfig::default().with_max_commit_attempts(5);
+    let start = Utc::now();
+    let clock = Arc::new(ManualClock::new(start).with_jitter(0.25));
+    let (service, _) = quiet_service_on(store.clone(), config, clock.clone());
+    let id = service.start(&demo_request()).await.unwrap().call_id;
+
+    store.set_commit_mode(COMMIT_CONFLICTS);
+    let err = service
+        .handle(id, CallEvent::Prompted, None)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ServiceError::Contention(5)), "{err:?}");
+    // The first three conflicts only yield; the fourth and fifth sleep on
+    // the service's clock: 50 µs + jitter × 200 µs × attempt.
+    assert_eq!(
+        clock.sleeps(),
+        [Duration::from_micros(200), Duration::from_micros(250)]
+    );
+    assert_eq!(clock.now() - start, chrono::Duration::microseconds(450));
+}
+
+/// A campaign directory that answers until told to hang (never answer).
+struct HangingDirectory {
+    inner: StaticCampaignDirectory,
+    hang: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait]
+impl bonde_pressure_core::CampaignDirectory for HangingDirectory {
+    async fn widget(
+        &self,
+        id: bonde_pressure_core::WidgetId,
+    ) -> Result<Option<bonde_pressure_core::Widget>, bonde_pressure_core::DirectoryError> {
+        if self.hang.load(Ordering::SeqCst) {
+            std::future::pending::<()>().await;
+        }
+        self.inner.widget(id).await
+    }
+}
+
+#[tokio::test]
+async fn the_fallback_scripts_campaign_lookup_is_bounded_by_the_services_clock() {
+    let directory = Arc::new(HangingDirectory {
+        inner: StaticCampaignDirectory::demo(),
+        hang: false.into(),
+    });
+    let clock = Arc::new(ManualClock::new(Utc::now()));
+    let service = PressureService::new(
+        Dependencies::new(
+            Arc::new(InMemoryCallStore::new()),
+            Arc::new(bonde_pressure_core::SimulatedTelephony::new(
+                ScenarioPicker::Always(Scenario::Success),
+                Duration::from_secs(3600),
+            )),
+            directory.clone(),
+        )
+        .with_recorder(Arc::new(StubActionRecorder::new()))
+        .with_clock(clock.clone()),
+        ServiceConfig::default(),
+    );
+    let id = service.start(&demo_request()).await.unwrap().call_id;
+    directory.hang.store(true, Ordering::SeqCst);
+
+    // No real second passes: the one-second bound is slept on the clock.
+    let script = service.fallback_script(id).await;
+    assert_eq!(clock.sleeps(), [Duration::from_secs(1)]);
+    let [VoiceInstruction::Say(speech), VoiceInstruction::Hangup] = &script.instructions[..] else {
+        panic!("{script:?}")
+    };
+    let defaults = bonde_pressure_core::CampaignSettings::default();
+    assert_eq!(speech.voice, defaults.voice);
+    assert_eq!(speech.text, defaults.messages.unavailable);
 }
 
 #[tokio::test]

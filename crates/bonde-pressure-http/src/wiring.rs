@@ -552,7 +552,10 @@ pub fn record_reconcile(metrics: &Metrics, r: &bonde_pressure_core::ReconcileRep
     }
 }
 
-/// Runs `service.reconcile` every `interval` until `stop` turns true.
+/// Runs a [`Reconciler`](bonde_pressure_core::Reconciler) over `service`
+/// (a pass of at most 200 calls every `interval`; zero: none) until `stop`
+/// turns true, counting each pass in the metrics ([`record_reconcile`];
+/// a failed pass in `what=failed_passes`).
 pub fn spawn_reconciler(
     service: Arc<PressureService>,
     metrics: Arc<Metrics>,
@@ -563,37 +566,18 @@ pub fn spawn_reconciler(
         if interval.is_zero() {
             return;
         }
-        let mut ticker = tokio::time::interval(interval);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        ticker.tick().await;
-        loop {
-            tokio::select! {
-                _ = ticker.tick() => {}
-                _ = stop.changed() => return,
-            }
-            match service.reconcile(200).await {
-                Ok(r) => {
-                    record_reconcile(&metrics, &r);
-                    if r.examined > 0 {
-                        tracing::info!(
-                            examined = r.examined,
-                            fetched = r.legs_fetched,
-                            expired = r.expired,
-                            hung_up = r.legs_hung_up,
-                            lost_dials = r.lost_dials,
-                            joins_recovered = r.joins_recovered,
-                            unreadable = r.unreadable,
-                            errors = r.errors,
-                            "reconciliation pass"
-                        );
-                    }
-                }
-                Err(error) => {
-                    metrics.inc(metrics::RECONCILE, &[("what", "failed_passes")]);
-                    tracing::warn!(%error, "reconciliation pass failed");
-                }
-            }
-        }
+        let reconciler = bonde_pressure_core::Reconciler::new(service)
+            .with_interval(interval)
+            .with_batch(200);
+        let stopped = async move {
+            let _ = stop.changed().await;
+        };
+        reconciler
+            .run_with(stopped, |outcome| match outcome {
+                Ok(report) => record_reconcile(&metrics, report),
+                Err(_) => metrics.inc(metrics::RECONCILE, &[("what", "failed_passes")]),
+            })
+            .await;
     })
 }
 

@@ -18,9 +18,9 @@ use axum::http::{Request, StatusCode};
 
 use bonde_pressure_core::ports::StoredEvent;
 use bonde_pressure_core::{
-    Call, CallId, CallStore, Dependencies, InMemoryCallStore, NoopActionRecorder, PressureService,
-    RawEvent, ScenarioPicker, ServiceConfig, SimulatedTelephony, StaticCampaignDirectory,
-    StoreError, SystemClock,
+    Call, CallId, CallStore, Clock, Dependencies, InMemoryCallStore, ManualClock,
+    NoopActionRecorder, PressureService, RawEvent, ScenarioPicker, ServiceConfig,
+    SimulatedTelephony, StaticCampaignDirectory, StoreError, SystemClock,
 };
 use bonde_pressure_http::deadline::DeadlineStore;
 use bonde_pressure_http::{AppState, HttpOptions, SignatureCheck, WebhookAuth};
@@ -108,6 +108,10 @@ fn fixture() -> Fixture {
 }
 
 fn fixture_with(config: ServiceConfig) -> Fixture {
+    fixture_on(config, Arc::new(SystemClock))
+}
+
+fn fixture_on(config: ServiceConfig, clock: Arc<dyn Clock>) -> Fixture {
     let store = Arc::new(OutageStore {
         inner: InMemoryCallStore::new(),
         mode: AtomicU8::new(WORKING),
@@ -126,7 +130,7 @@ fn fixture_with(config: ServiceConfig) -> Fixture {
             Arc::new(StaticCampaignDirectory::new([widget])),
         )
         .with_recorder(Arc::new(NoopActionRecorder))
-        .with_clock(Arc::new(SystemClock)),
+        .with_clock(clock),
         config,
     );
     let state = AppState::new(Arc::new(service))
@@ -428,4 +432,21 @@ async fn a_full_spool_answers_503_and_keeps_what_it_holds() {
         text.contains("bonde_pressure_spooled_payloads_total{outcome=\"dropped\"} 3"),
         "{text}"
     );
+}
+
+#[tokio::test]
+async fn webhook_payloads_are_stamped_with_the_services_clock() {
+    let at: DateTime<Utc> = "2030-01-02T03:04:05Z".parse().unwrap();
+    let f = fixture_on(ServiceConfig::default(), Arc::new(ManualClock::new(at)));
+    let body = form(&[("CallStatus", "ringing")]);
+    let resp = send(
+        &f.router,
+        webhook("status-callback", "not-a-call-id", &body),
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    let stored = f.store.inner.all_events();
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    assert_eq!(stored[0].raw.payload, body);
+    assert_eq!(stored[0].raw.received_at, at);
 }

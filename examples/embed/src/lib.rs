@@ -5,18 +5,20 @@
 //! plays the provider's callbacks back into the service through the
 //! [`EventSink`] port; calls are kept in core's [`InMemoryCallStore`].
 //! [`run`] drives one call from start to `completed` and then runs a
-//! reconciliation pass. `docs/embedding.md` walks through it; run it with
+//! reconciliation pass with core's [`Reconciler`]. `docs/embedding.md` walks through it; run it with
 //! `cargo run -p bonde-pressure-embed-example`.
 
 pub mod console;
 pub mod lifecycle;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bonde_pressure_core::{
     ActivistInput, Call, CallId, Dependencies, EventSink, InMemoryCallStore, NoopActionRecorder,
-    PressureService, ReconcileReport, ServiceConfig, StartCallRequest, StaticCampaignDirectory,
-    StoredEvent, SystemClock, TargetInput, Telephony, Widget, WidgetId, WidgetTarget,
+    PressureService, ReconcileReport, Reconciler, ServiceConfig, StartCallRequest,
+    StaticCampaignDirectory, StoredEvent, SystemClock, TargetInput, Telephony, Widget, WidgetId,
+    WidgetTarget,
 };
 
 pub use console::ConsoleTelephony;
@@ -30,6 +32,9 @@ pub const ACTIVIST_PHONE: &str = "11 98765-4321";
 /// How many stale calls one reconciliation pass looks at (the HTTP server
 /// uses the same batch).
 pub const RECONCILE_BATCH: u32 = 200;
+/// How often a long-running embedding runs a reconciliation pass (the HTTP
+/// server's default `RECONCILE_INTERVAL_SECS`).
+pub const RECONCILE_INTERVAL: Duration = Duration::from_secs(30);
 
 /// The campaigns the example knows: one widget with one target.
 pub fn campaigns() -> StaticCampaignDirectory {
@@ -69,6 +74,9 @@ pub struct Embedded {
     pub telephony: Arc<ConsoleTelephony>,
     /// The store.
     pub store: Arc<InMemoryCallStore>,
+    /// Reconciliation over the service: a long-running program spawns
+    /// `reconciler.run(shutdown)`; [`run`] makes one pass.
+    pub reconciler: Reconciler,
 }
 
 /// Wires the console telephony, the in-memory store and the service, and
@@ -81,10 +89,14 @@ pub fn wire() -> Embedded {
     // so the two do not keep each other alive.
     let sink: Arc<dyn EventSink> = service.clone();
     telephony.connect(Arc::downgrade(&sink));
+    let reconciler = Reconciler::new(service.clone())
+        .with_interval(RECONCILE_INTERVAL)
+        .with_batch(RECONCILE_BATCH);
     Embedded {
         service,
         telephony,
         store,
+        reconciler,
     }
 }
 
@@ -122,9 +134,10 @@ pub async fn run(embedded: &Embedded) -> Result<Outcome, Error> {
         call.id,
         call.state().as_str()
     );
-    // What a server runs every `RECONCILE_INTERVAL_SECS`: calls not updated
-    // for `stale_after` are checked against the provider, and expired.
-    let report = embedded.service.reconcile(RECONCILE_BATCH).await?;
+    // What `reconciler.run(shutdown)` does every `RECONCILE_INTERVAL`: calls
+    // not updated for `stale_after` are checked against the provider, and
+    // expired.
+    let report = embedded.reconciler.run_once().await?;
     println!("reconciliation: {report:?}");
     let events = embedded.service.store().events(call.id).await?;
     Ok(Outcome {

@@ -57,7 +57,7 @@ async fn the_service_calls_the_activist_then_adds_the_target() {
     telephony.expect_conference_participants().never();
 
     let store = Arc::new(InMemoryCallStore::new());
-    let service = service(store, Arc::new(telephony));
+    let service = Arc::new(service(store, Arc::new(telephony)));
     let id = service.start(&start_request()).await.unwrap().call_id;
     assert_eq!(*placed.lock().unwrap(), Some(id));
 
@@ -76,7 +76,10 @@ async fn the_service_calls_the_activist_then_adds_the_target() {
     assert_eq!(call.state(), DetailedState::Completed);
     assert!(call.is_settled());
     // A reconciliation pass asks the telephony nothing more.
-    let report = service.reconcile(200).await.unwrap();
+    let report = bonde_pressure_core::Reconciler::new(service.clone())
+        .run_once()
+        .await
+        .unwrap();
     assert_eq!(report.examined, 0);
     // Dropping the service checks every expectation (`times(1)`).
 }

@@ -38,7 +38,6 @@ use bonde_pressure_core::{CallId, ServiceError, SpoolFull};
 use bonde_pressure_twilio::signature::{SIGNATURE_HEADER, validate};
 use bonde_pressure_twilio::webhook::{decode_form, parse, raw_event};
 use bonde_pressure_twilio::{Route, twiml};
-use chrono::Utc;
 
 use crate::deadline;
 use crate::error::{AppError, MessageBody};
@@ -118,7 +117,12 @@ async fn webhook(
         }
     }
 
-    let raw = raw_event(route, &String::from_utf8_lossy(body), &form, Utc::now());
+    let raw = raw_event(
+        route,
+        &String::from_utf8_lossy(body),
+        &form,
+        state.service.now(),
+    );
     let call_id = id.ok().and_then(|Path(s)| s.parse::<CallId>().ok());
     let Some(call_id) = call_id else {
         return match state.service.record_unparsed(None, raw).await {
