@@ -93,7 +93,7 @@ fn bench_handle(c: &mut Criterion) {
     g.finish();
 }
 
-/// Validating typed numbers (issue 8): parse with the read-back check, the
+/// Validating typed numbers: parse with the read-back check, the
 /// number policy (type from the metadata, non-geographic codes), and the
 /// metadata-free decoding of stored numbers.
 fn bench_phone(c: &mut Criterion) {

@@ -1,5 +1,10 @@
 //! The payload promise: every provider payload handed to the service is
-//! stored exactly once, whatever fails.
+//! stored exactly once, whatever fails (one exception: a payload with no
+//! call whose append was written but answered an error may be stored twice
+//! when the spool retries it, as there is no call log to look it up in).
+//! The promise holds for calls that run to completion: an adapter must not
+//! drop [`PressureService::handle`](crate::PressureService::handle)'s future
+//! half-way (the HTTP adapter runs it in its own task).
 //!
 //! [`PressureService::handle`](crate::PressureService::handle) stores a
 //! payload with the commit of its event. When there is no such commit (the

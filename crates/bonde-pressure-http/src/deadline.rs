@@ -89,6 +89,12 @@ pub async fn with_budget<F: std::future::Future>(budget: Budget, fut: F) -> F::O
     BUDGET.scope(budget, fut).await
 }
 
+/// The current request's store budget, if any (to carry it into a task
+/// the request spawns: a task-local does not follow `tokio::spawn`).
+pub fn current_budget() -> Option<Budget> {
+    BUDGET.try_with(Budget::clone).ok()
+}
+
 /// Runs one store operation within the current request's budget (if any).
 async fn bounded<T>(
     op: impl std::future::Future<Output = Result<T, StoreError>>,

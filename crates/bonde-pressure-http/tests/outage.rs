@@ -450,3 +450,39 @@ async fn webhook_payloads_are_stamped_with_the_services_clock() {
     assert_eq!(stored[0].raw.payload, body);
     assert_eq!(stored[0].raw.received_at, at);
 }
+
+/// Twilio hangs up on a slow webhook (its own timeout): the request's
+/// future is dropped while core waits on the store. Core's work runs in its
+/// own task, so the payload is still kept (spooled within the request's
+/// store budget) and stored, once, when the store is back.
+#[tokio::test]
+async fn a_client_hanging_up_mid_webhook_does_not_lose_the_payload() {
+    let f = fixture();
+    let (id, sid) = start(&f).await;
+    f.store.set(HANGING);
+    let callback = form(&[("CallSid", &sid), ("CallStatus", "ringing")]);
+    let router = f.router.clone();
+    let request = webhook("status-callback", &id, &callback);
+    let client = tokio::spawn(async move { send(&router, request).await });
+    // The client gives up long before the store budget (300 ms) runs out.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    client.abort();
+    assert!(client.await.unwrap_err().is_cancelled());
+
+    // Core finishes on its own: the store times out, the payload waits in
+    // the spool.
+    let t = Instant::now();
+    while f.state.service.spool_stats().waiting == 0 && t.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        f.state.service.spool_stats().waiting,
+        1,
+        "the payload is kept"
+    );
+    assert_eq!(copies(&f.store, &callback), 0);
+
+    f.store.set(WORKING);
+    assert_eq!(f.state.service.flush_spool().await.unwrap(), 1);
+    assert_eq!(copies(&f.store, &callback), 1, "stored once");
+}

@@ -336,7 +336,7 @@ async fn corrupt_rows_are_backend_errors_not_panics() {
     ];
     for sql in cases {
         sqlx::query(sql).execute(store.pool()).await.unwrap();
-        // The damaged call's problem only (issue 10): reading it names it,
+        // The damaged call's problem only: reading it names it,
         // listing skips it or reports it in its place, never fails.
         let got = store.get(good.id).await;
         assert!(

@@ -25,8 +25,12 @@
 //! outcome, core stores it exactly once, or keeps it in its spool while the
 //! store is unavailable ([`bonde_pressure_core::spool`]; the
 //! [`crate::spool`] flusher stores it as soon as the store answers). Only a
-//! full spool loses a payload: that answers 503 with `Retry-After` (TwiML
-//! routes: the fallback TwiML), so Twilio may send it again.
+//! full spool loses a payload: a callback then answers 503 with
+//! `Retry-After`, so Twilio may send it again; a TwiML route answers the
+//! fallback TwiML (the call goes on with an apology), and that payload is
+//! lost, counted as `dropped` in `bonde_pressure_spooled_payloads_total`.
+//! Core's work for a webhook runs in its own task, so a client that hangs
+//! up mid-request does not cut it short.
 //!
 //! Callbacks answer `204 No Content`; TwiML routes `200 text/xml`.
 
@@ -73,6 +77,26 @@ fn not_kept(full: SpoolFull) -> Outcome {
 }
 
 /// Fallback TwiML: an apology in the campaign's voice, then hang up.
+/// Runs `work` in its own task, within the request's store budget, and
+/// waits for it: the work finishes even if the request's future is dropped
+/// (the client disconnected), so core's payload promise is never cut short
+/// half-way.
+async fn detached<T: Send + 'static>(
+    work: impl std::future::Future<Output = T> + Send + 'static,
+) -> T {
+    let budget = deadline::current_budget();
+    let work = async move {
+        match budget {
+            Some(budget) => deadline::with_budget(budget, work).await,
+            None => work.await,
+        }
+    };
+    match tokio::spawn(work).await {
+        Ok(value) => value,
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    }
+}
+
 async fn fallback_twiml(state: &AppState, call_id: CallId) -> Response {
     let script = state.service.fallback_script(call_id).await;
     twiml_response(twiml::render(&script, &state.webhooks.urls))
@@ -125,7 +149,8 @@ async fn webhook(
     );
     let call_id = id.ok().and_then(|Path(s)| s.parse::<CallId>().ok());
     let Some(call_id) = call_id else {
-        return match state.service.record_unparsed(None, raw).await {
+        let service = state.service.clone();
+        return match detached(async move { service.record_unparsed(None, raw).await }).await {
             Ok(()) => outcome("not_found", AppError::not_found("Call not found.")),
             Err(full) => not_kept(full),
         };
@@ -134,7 +159,10 @@ async fn webhook(
         Ok(e) => e,
         Err(e) => {
             tracing::warn!(%call_id, route = route.as_str(), error = %e, "malformed webhook");
-            return match state.service.record_unparsed(Some(call_id), raw).await {
+            let service = state.service.clone();
+            return match detached(async move { service.record_unparsed(Some(call_id), raw).await })
+                .await
+            {
                 Ok(()) => outcome(
                     "malformed",
                     AppError::client(StatusCode::BAD_REQUEST, format!("Malformed webhook: {e}")),
@@ -146,15 +174,17 @@ async fn webhook(
 
     // The payload goes to the service with the event: core stores it, or
     // keeps it until the store answers, whatever the outcome.
+    // Run to completion even if Twilio hangs up on this request (its
+    // timeout): a dropped future could stop between a failed commit and
+    // keeping the payload.
+    let service = state.service.clone();
     let result = match route.moment() {
-        Some(moment) => state
-            .service
-            .script(call_id, moment, event, Some(raw))
-            .await
-            .map(|script| twiml_response(twiml::render(&script, &state.webhooks.urls))),
-        None => state
-            .service
-            .handle(call_id, event, Some(raw))
+        Some(moment) => {
+            detached(async move { service.script(call_id, moment, event, Some(raw)).await })
+                .await
+                .map(|script| twiml_response(twiml::render(&script, &state.webhooks.urls)))
+        }
+        None => detached(async move { service.handle(call_id, event, Some(raw)).await })
             .await
             .map(|_| StatusCode::NO_CONTENT.into_response()),
     };
