@@ -576,6 +576,18 @@ pub trait Telephony: Send + Sync + 'static {
         let _ = (call_id, conference);
         Ok(None)
     }
+
+    /// The fields of this provider's callback payloads that carry no
+    /// personal data (statuses, event names, durations, sequence numbers),
+    /// which read models may show to anyone: a payload is summarised by
+    /// these fields of its JSON object or form-encoded body
+    /// ([`crate::view::summarise_payload`]). Never list a field that can
+    /// hold a phone number, a name or free text.
+    ///
+    /// The default lists none: timelines then show no summary.
+    fn safe_payload_fields(&self) -> &'static [&'static str] {
+        &[]
+    }
 }
 
 // ---------------------------------------------------------------- CallStore

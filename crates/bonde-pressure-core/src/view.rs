@@ -229,11 +229,13 @@ pub struct TimelineEntry {
 }
 
 impl TimelineEntry {
-    /// Stored event `e`, its payload shown only when `disclosure` allows.
-    pub fn new(e: StoredEvent, disclosure: Disclosure) -> Self {
+    /// Stored event `e`, its payload shown only when `disclosure` allows;
+    /// its summary keeps the `safe_fields` of the payload
+    /// ([`summarise_payload`]).
+    pub fn new(e: StoredEvent, disclosure: Disclosure, safe_fields: &[&str]) -> Self {
         Self {
             id: e.id,
-            summary: summarise_payload(&e.raw.payload),
+            summary: summarise_payload(&e.raw.payload, safe_fields),
             kind: e.raw.kind,
             received_at: e.raw.received_at,
             leg_id: e.raw.leg_id,
@@ -306,15 +308,19 @@ pub struct CallDetails {
 
 impl CallDetails {
     /// `call` in detail, shown with page status `status`, with its stored
-    /// `events` (oldest first) as the timeline. Phones and e-mails are
-    /// masked and payloads left out unless `disclosure` is
-    /// [`Disclosure::Unmasked`]. Pure; [`PressureService::call_details`]
-    /// loads the events and decides the status.
+    /// `events` (oldest first) as the timeline, each summarised by its
+    /// payload's `safe_fields` (the telephony's
+    /// [`Telephony::safe_payload_fields`](crate::Telephony::safe_payload_fields)).
+    /// Phones and e-mails are masked and payloads left out unless
+    /// `disclosure` is [`Disclosure::Unmasked`]. Pure;
+    /// [`PressureService::call_details`] loads the events and decides the
+    /// status and the fields.
     pub fn new(
         call: &Call,
         status: UiStatus,
         events: Vec<StoredEvent>,
         disclosure: Disclosure,
+        safe_fields: &[&str],
     ) -> Self {
         let f = &call.facts;
         Self {
@@ -351,7 +357,7 @@ impl CallDetails {
             connected_secs: call.connected_secs(),
             timeline: events
                 .into_iter()
-                .map(|e| TimelineEntry::new(e, disclosure))
+                .map(|e| TimelineEntry::new(e, disclosure, safe_fields))
                 .collect(),
             unmasked: disclosure.is_unmasked(),
         }
@@ -379,40 +385,20 @@ impl PressureService {
             self.page_status(call),
             events,
             disclosure,
+            self.deps.telephony.safe_payload_fields(),
         ))
     }
 }
 
-/// Payload fields that carry no personal data (no numbers, no names), and
-/// so may be shown to anyone: those of the telephony providers' reports
-/// (Twilio's form fields, the simulated telephony's JSON).
-const SAFE_KEYS: &[&str] = &[
-    "CallStatus",
-    "StatusCallbackEvent",
-    "AnsweredBy",
-    "ParticipantLabel",
-    "ReasonConferenceEnded",
-    "ReasonParticipantLeft",
-    "ParticipantCallStatus",
-    "CallDuration",
-    "SipResponseCode",
-    "SequenceNumber",
-    "Timestamp",
-    "ErrorCode",
-    "type",
-    "status",
-    "leg",
-    "answered_by",
-];
-
 /// The fields of a stored payload that may be shown to anyone: a JSON
 /// object's string and number fields, or a form-encoded body's fields
-/// (decoded; malformed percent-escapes are kept as they are), among the
-/// fields known to carry no personal data.
-pub fn summarise_payload(payload: &str) -> Map<String, Value> {
+/// (decoded; malformed percent-escapes are kept as they are), among
+/// `safe_fields`, the fields the provider's payloads carry no personal data
+/// in ([`Telephony::safe_payload_fields`](crate::Telephony::safe_payload_fields)).
+pub fn summarise_payload(payload: &str, safe_fields: &[&str]) -> Map<String, Value> {
     let mut out = Map::new();
     if let Ok(Value::Object(m)) = serde_json::from_str::<Value>(payload) {
-        for k in SAFE_KEYS {
+        for k in safe_fields {
             if let Some(v) = m.get(*k).filter(|v| v.is_string() || v.is_number()) {
                 out.insert((*k).into(), v.clone());
             }
@@ -420,7 +406,7 @@ pub fn summarise_payload(payload: &str) -> Map<String, Value> {
         return out;
     }
     for (k, v) in form_urlencoded::parse(payload.as_bytes()) {
-        if SAFE_KEYS.contains(&k.as_ref()) {
+        if safe_fields.contains(&k.as_ref()) {
             out.insert(k.into_owned(), Value::from(v.into_owned()));
         }
     }
@@ -434,6 +420,27 @@ mod tests {
     use crate::domain::{Activist, Email, PersonName, Region, Target};
     use crate::ports::RawEvent;
     use chrono::TimeZone;
+
+    /// Twilio's and the simulated telephony's safe fields, as their
+    /// adapters declare them (core's tests cannot name the twilio crate).
+    const SAFE: &[&str] = &[
+        "CallStatus",
+        "StatusCallbackEvent",
+        "AnsweredBy",
+        "ParticipantLabel",
+        "ReasonConferenceEnded",
+        "ReasonParticipantLeft",
+        "ParticipantCallStatus",
+        "CallDuration",
+        "SipResponseCode",
+        "SequenceNumber",
+        "Timestamp",
+        "ErrorCode",
+        "type",
+        "status",
+        "leg",
+        "answered_by",
+    ];
 
     fn fixture() -> (Call, Vec<StoredEvent>) {
         let t0 = Utc.with_ymd_and_hms(2026, 3, 4, 5, 6, 7).unwrap()
@@ -524,9 +531,16 @@ mod tests {
             UiStatus::Completed,
             events.clone(),
             Disclosure::Masked,
+            SAFE,
         );
         assert_eq!(serde_json::to_string(&masked).unwrap(), MASKED);
-        let unmasked = CallDetails::new(&call, UiStatus::Completed, events, Disclosure::Unmasked);
+        let unmasked = CallDetails::new(
+            &call,
+            UiStatus::Completed,
+            events,
+            Disclosure::Unmasked,
+            SAFE,
+        );
         assert_eq!(serde_json::to_string(&unmasked).unwrap(), UNMASKED);
     }
 
@@ -538,6 +552,7 @@ mod tests {
             UiStatus::Completed,
             events,
             Disclosure::default(),
+            SAFE,
         ))
         .unwrap();
         for personal in ["5511912345678", "61999990000", "ana@", "From", "\"To\""] {
@@ -549,22 +564,26 @@ mod tests {
     fn summaries_keep_only_safe_fields() {
         let s = summarise_payload(
             "CallSid=CA1&From=%2B5511912345678&CallStatus=in-progress&To=%2B5561999990000&SequenceNumber=2",
+            SAFE,
         );
         assert_eq!(s.get("CallStatus").unwrap(), "in-progress");
         assert_eq!(s.get("SequenceNumber").unwrap(), "2");
         assert!(!s.contains_key("From") && !s.contains_key("To"));
         let s = summarise_payload(
             r#"{"type":"leg_status","leg":"activist","status":"ringing","sid":"CA1"}"#,
+            SAFE,
         );
         assert_eq!(s.get("type").unwrap(), "leg_status");
         assert!(!s.contains_key("sid"));
         // Malformed escapes stay as they are; `+` is a space.
-        let s = summarise_payload("CallStatus=a%2Bb%zz%2&Timestamp=x+y%");
+        let s = summarise_payload("CallStatus=a%2Bb%zz%2&Timestamp=x+y%", SAFE);
         assert_eq!(s.get("CallStatus").unwrap(), "a+b%zz%2");
         assert_eq!(s.get("Timestamp").unwrap(), "x y%");
         // Invalid UTF-8 is replaced, never an error.
-        let s = summarise_payload("CallStatus=%FF");
+        let s = summarise_payload("CallStatus=%FF", SAFE);
         assert_eq!(s.get("CallStatus").unwrap(), "\u{FFFD}");
+        // Only the fields the provider declares safe: none by default.
+        assert!(summarise_payload("CallStatus=ringing", &[]).is_empty());
     }
 
     #[test]

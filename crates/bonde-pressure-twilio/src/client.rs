@@ -525,6 +525,12 @@ impl TwilioClient {
 
 #[async_trait]
 impl Telephony for TwilioClient {
+    /// Twilio's callback fields that carry no personal data
+    /// ([`crate::webhook::SAFE_PAYLOAD_FIELDS`]).
+    fn safe_payload_fields(&self) -> &'static [&'static str] {
+        crate::webhook::SAFE_PAYLOAD_FIELDS
+    }
+
     async fn call_activist(&self, req: &ActivistCallRequest) -> Result<DialedLeg, TelephonyError> {
         self.post_call(&self.activist_call_form(req)).await
     }

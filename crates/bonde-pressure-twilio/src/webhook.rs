@@ -43,6 +43,25 @@ impl WebhookError {
     }
 }
 
+/// The fields of Twilio's callbacks that carry no personal data (no
+/// numbers, no names, no speech): statuses, event names, durations,
+/// sequence numbers, error codes. Read models show these to anyone
+/// ([`bonde_pressure_core::Telephony::safe_payload_fields`]).
+pub const SAFE_PAYLOAD_FIELDS: &[&str] = &[
+    "CallStatus",
+    "StatusCallbackEvent",
+    "AnsweredBy",
+    "ParticipantLabel",
+    "ReasonConferenceEnded",
+    "ReasonParticipantLeft",
+    "ParticipantCallStatus",
+    "CallDuration",
+    "SipResponseCode",
+    "SequenceNumber",
+    "Timestamp",
+    "ErrorCode",
+];
+
 /// The first value of a field, if present and not blank.
 pub fn field<'a>(form: &'a [(String, String)], name: &str) -> Option<&'a str> {
     form.iter()
@@ -589,5 +608,31 @@ mod tests {
         assert_eq!(raw_call_sid(&f).as_deref(), Some("garbage"));
         assert_eq!(sequence_number(&f), None);
         assert_eq!(raw_call_sid(&[]), None);
+    }
+}
+
+#[cfg(test)]
+mod safe_field_tests {
+    use super::SAFE_PAYLOAD_FIELDS;
+
+    #[test]
+    fn safe_fields_hold_no_personal_data() {
+        for personal in [
+            "From",
+            "To",
+            "Caller",
+            "Called",
+            "CallSid",
+            "AccountSid",
+            "Digits",
+            "SpeechResult",
+            "FromCity",
+            "ToCity",
+            "CallerName",
+            "ForwardedFrom",
+        ] {
+            assert!(!SAFE_PAYLOAD_FIELDS.contains(&personal), "{personal}");
+        }
+        assert!(SAFE_PAYLOAD_FIELDS.contains(&"CallStatus"));
     }
 }

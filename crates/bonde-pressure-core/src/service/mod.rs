@@ -236,7 +236,7 @@ pub enum ServiceError {
 
 /// The orchestration service: everything between the HTTP adapter and the ports.
 pub struct PressureService {
-    deps: Dependencies,
+    pub(crate) deps: Dependencies,
     config: ServiceConfig,
     /// Publishes every commit ([`PressureService::live_updates`]).
     live: crate::live::LiveUpdates,
