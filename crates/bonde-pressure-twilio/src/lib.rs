@@ -26,6 +26,7 @@
 pub mod client;
 pub mod config;
 pub mod error;
+pub mod forms;
 pub mod ids;
 pub mod signature;
 pub mod twiml;
@@ -35,6 +36,7 @@ pub mod webhook;
 pub use client::{CallInstructions, CreateCallError, TwilioClient};
 pub use config::{ConfigError, Credentials, RetryPolicy, Secret, TwilioConfig};
 pub use error::Refusal;
+pub use forms::{AmdForm, CallForm, CallStatusForm, ConferenceForm, GatherForm};
 pub use ids::{SidError, parse_call_sid, parse_conference_sid};
 pub use signature::{SignatureError, SignatureValidator};
 pub use urls::{CallbackUrls, Route, UrlError};

@@ -7,11 +7,10 @@
 //! field the event cannot do without is a [`WebhookError`] naming it; the
 //! HTTP layer stores the payload anyway and answers 4xx.
 
-use bonde_pressure_core::{
-    AnsweredBy, CallEvent, ConferenceId, Confirmation, Leg, LegId, LegStatus, RawEvent,
-};
+use bonde_pressure_core::{AnsweredBy, CallEvent, Confirmation, Leg, LegStatus, RawEvent};
 use chrono::{DateTime, Utc};
 
+use crate::forms::{AmdForm, CallForm, CallStatusForm, ConferenceForm, GatherForm};
 use crate::urls::Route;
 
 /// Why a webhook form could not be turned into an event.
@@ -70,26 +69,6 @@ pub fn field<'a>(form: &'a [(String, String)], name: &str) -> Option<&'a str> {
         .filter(|v| !v.is_empty())
 }
 
-fn required<'a>(form: &'a [(String, String)], name: &'static str) -> Result<&'a str, WebhookError> {
-    field(form, name).ok_or(WebhookError::Missing { field: name })
-}
-
-fn call_sid(form: &[(String, String)]) -> Result<LegId, WebhookError> {
-    let raw = required(form, "CallSid")?;
-    crate::ids::parse_call_sid(raw).map_err(|_| WebhookError::Malformed {
-        field: "CallSid",
-        reason: "expected CA followed by 32 hex digits".into(),
-    })
-}
-
-fn conference_sid(form: &[(String, String)]) -> Result<ConferenceId, WebhookError> {
-    let raw = required(form, "ConferenceSid")?;
-    crate::ids::parse_conference_sid(raw).map_err(|_| WebhookError::Malformed {
-        field: "ConferenceSid",
-        reason: "expected CF followed by 32 hex digits".into(),
-    })
-}
-
 /// Shortens untrusted text for an `Ignored` description.
 fn clip(s: &str) -> String {
     const MAX: usize = 64;
@@ -107,22 +86,21 @@ fn clip(s: &str) -> String {
 /// `CallDuration`, `SipResponseCode`, `Timestamp` (RFC 2822) →
 /// [`CallEvent::LegStatus`]. Unreadable optional fields are left out.
 pub fn parse_call_status(form: &[(String, String)], leg: Leg) -> Result<CallEvent, WebhookError> {
-    let leg_id = call_sid(form)?;
-    let raw_status = required(form, "CallStatus")?;
-    let Some(status) = LegStatus::parse(raw_status) else {
+    let f = CallStatusForm::read(form)?;
+    let Some(status) = LegStatus::parse(&f.call_status) else {
         return Ok(CallEvent::Ignored {
             what: format!(
                 "{} leg: unknown CallStatus {:?}",
                 leg.as_str(),
-                clip(raw_status)
+                clip(&f.call_status)
             ),
         });
     };
     Ok(CallEvent::leg_status(leg, status)
-        .with_leg_id(leg_id)
-        .with_duration_secs(field(form, "CallDuration").and_then(|d| d.parse().ok()))
-        .with_sip_response_code(field(form, "SipResponseCode").and_then(|c| c.parse().ok()))
-        .with_at(field(form, "Timestamp").and_then(parse_timestamp))
+        .with_leg_id(f.call_sid)
+        .with_duration_secs(f.call_duration)
+        .with_sip_response_code(f.sip_response_code)
+        .with_at(f.timestamp.as_deref().and_then(parse_timestamp))
         .build())
 }
 
@@ -136,12 +114,15 @@ pub fn parse_timestamp(s: &str) -> Option<DateTime<Utc>> {
 /// An async answering-machine detection callback (`/amd-status-callback`,
 /// `/dial-amd-status-callback`): `CallSid`, `AnsweredBy` → [`CallEvent::AnsweredBy`].
 pub fn parse_amd(form: &[(String, String)], leg: Leg) -> Result<CallEvent, WebhookError> {
-    let leg_id = call_sid(form)?;
-    let raw = required(form, "AnsweredBy")?;
-    Ok(match AnsweredBy::parse(raw) {
-        Some(answered_by) => CallEvent::answered_by(leg, leg_id, answered_by),
+    let f = AmdForm::read(form)?;
+    Ok(match AnsweredBy::parse(&f.answered_by) {
+        Some(answered_by) => CallEvent::answered_by(leg, f.call_sid, answered_by),
         None => CallEvent::Ignored {
-            what: format!("{} leg: unknown AnsweredBy {:?}", leg.as_str(), clip(raw)),
+            what: format!(
+                "{} leg: unknown AnsweredBy {:?}",
+                leg.as_str(),
+                clip(&f.answered_by)
+            ),
         },
     })
 }
@@ -160,38 +141,42 @@ pub fn leg_of_label(label: &str) -> Option<Leg> {
 /// `participant-leave`; others are ignored), `ConferenceSid`, and for
 /// participants `CallSid` and `ParticipantLabel`.
 pub fn parse_conference(form: &[(String, String)]) -> Result<CallEvent, WebhookError> {
-    let event = required(form, "StatusCallbackEvent")?;
-    match event {
-        "conference-start" => Ok(CallEvent::ConferenceStarted {
-            conference_id: conference_sid(form)?,
-        }),
-        "conference-end" => Ok(CallEvent::ConferenceEnded {
-            conference_id: conference_sid(form)?,
-        }),
-        "participant-join" | "participant-leave" => {
-            let conference_id = conference_sid(form)?;
-            let leg_id = call_sid(form)?;
-            let leg = field(form, "ParticipantLabel").and_then(leg_of_label);
-            Ok(if event == "participant-join" {
+    let f = ConferenceForm::read(form)?;
+    let leg = f.participant_label.as_deref().and_then(leg_of_label);
+    Ok(
+        match (
+            f.status_callback_event.as_str(),
+            f.conference_sid,
+            f.call_sid,
+        ) {
+            ("conference-start", Some(conference_id), _) => {
+                CallEvent::ConferenceStarted { conference_id }
+            }
+            ("conference-end", Some(conference_id), _) => {
+                CallEvent::ConferenceEnded { conference_id }
+            }
+            ("participant-join", Some(conference_id), Some(leg_id)) => {
                 CallEvent::participant_joined(conference_id, leg_id, leg)
-            } else {
+            }
+            ("participant-leave", Some(conference_id), Some(leg_id)) => {
                 CallEvent::participant_left(conference_id, leg_id, leg)
-            })
-        }
-        other => Ok(CallEvent::Ignored {
-            what: format!("conference event {:?}", clip(other)),
-        }),
-    }
+            }
+            (other, _, _) => CallEvent::Ignored {
+                what: format!("conference event {:?}", clip(other)),
+            },
+        },
+    )
 }
 
 /// The gather's action (`/dial`): `Digits` or else `SpeechResult` →
 /// [`CallEvent::Confirmed`]; neither → [`CallEvent::Ignored`] (no confirmation).
 pub fn parse_gather(form: &[(String, String)]) -> Result<CallEvent, WebhookError> {
-    if let Some(d) = field(form, "Digits") {
-        return Ok(CallEvent::Confirmed(Confirmation::Digits(d.to_owned())));
+    let f = GatherForm::read(form);
+    if let Some(d) = f.digits {
+        return Ok(CallEvent::Confirmed(Confirmation::Digits(d)));
     }
-    if let Some(s) = field(form, "SpeechResult") {
-        return Ok(CallEvent::Confirmed(Confirmation::Speech(s.to_owned())));
+    if let Some(s) = f.speech_result {
+        return Ok(CallEvent::Confirmed(Confirmation::Speech(s)));
     }
     Ok(CallEvent::Ignored {
         what: "gather without input".into(),
@@ -208,9 +193,10 @@ pub fn parse_answer(_form: &[(String, String)]) -> Result<CallEvent, WebhookErro
 /// [`CallEvent::Ignored`] describing `DialCallStatus` (the payload is
 /// stored; the conference callbacks carry the facts).
 pub fn parse_dial_action(form: &[(String, String)]) -> Result<CallEvent, WebhookError> {
-    let status = field(form, "DialCallStatus").unwrap_or("unknown");
+    let f = CallForm::read(form);
+    let status = f.dial_call_status.as_deref().unwrap_or("unknown");
     let mut what = format!("dial action: DialCallStatus={}", clip(status));
-    if let Some(d) = field(form, "DialCallDuration") {
+    if let Some(d) = f.dial_call_duration.as_deref() {
         what.push_str(&format!(" DialCallDuration={}", clip(d)));
     }
     Ok(CallEvent::Ignored { what })
@@ -268,6 +254,7 @@ pub fn decode_form(body: &[u8]) -> Vec<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bonde_pressure_core::LegId;
     use chrono::TimeZone;
 
     const CA: &str = "CA0123456789abcdef0123456789abcdef";

@@ -41,7 +41,9 @@ use axum::response::{IntoResponse, Response};
 use bonde_pressure_core::{CallId, ServiceError, SpoolFull};
 use bonde_pressure_twilio::signature::{SIGNATURE_HEADER, validate};
 use bonde_pressure_twilio::webhook::{decode_form, parse, raw_event};
-use bonde_pressure_twilio::{Route, twiml};
+use bonde_pressure_twilio::{
+    AmdForm, CallForm, CallStatusForm, ConferenceForm, GatherForm, Route, twiml,
+};
 
 use crate::deadline;
 use crate::error::{AppError, MessageBody};
@@ -312,99 +314,6 @@ macro_rules! webhook_route {
             run($route, state, id, uri, headers, body).await
         }
     };
-}
-
-/// A TwiML request's form (documentation only): Twilio's voice request
-/// parameters; none is required by this service.
-#[derive(utoipa::ToSchema)]
-#[allow(dead_code)]
-#[serde(rename_all = "PascalCase")]
-pub struct CallForm {
-    /// The leg's Call SID.
-    #[schema(pattern = "^CA[0-9a-fA-F]{32}$")]
-    call_sid: Option<String>,
-    /// The leg's status.
-    call_status: Option<String>,
-    /// Twilio's `DialCallStatus` (after the conference).
-    dial_call_status: Option<String>,
-}
-
-/// A status callback's form (documentation only).
-#[derive(utoipa::ToSchema)]
-#[allow(dead_code)]
-#[serde(rename_all = "PascalCase")]
-pub struct CallStatusForm {
-    /// The leg's Call SID.
-    #[schema(pattern = "^CA[0-9a-fA-F]{32}$")]
-    call_sid: String,
-    /// `queued initiated ringing in-progress completed busy failed no-answer
-    /// canceled`; another value is stored and ignored.
-    #[schema(min_length = 1)]
-    call_status: String,
-    /// Seconds, on the final callback.
-    call_duration: Option<u32>,
-    /// SIP response code of the attempt.
-    sip_response_code: Option<u16>,
-    /// RFC 2822 time of the event.
-    timestamp: Option<String>,
-    /// Order of this leg's callbacks.
-    sequence_number: Option<u32>,
-}
-
-/// An answering-machine detection callback's form (documentation only).
-#[derive(utoipa::ToSchema)]
-#[allow(dead_code)]
-#[serde(rename_all = "PascalCase")]
-pub struct AmdForm {
-    /// The leg's Call SID.
-    #[schema(pattern = "^CA[0-9a-fA-F]{32}$")]
-    call_sid: String,
-    /// `human machine_start fax unknown machine_end_beep machine_end_silence
-    /// machine_end_other`; another value is stored and ignored.
-    #[schema(min_length = 1)]
-    answered_by: String,
-    /// How long detection took, in milliseconds.
-    machine_detection_duration: Option<u32>,
-}
-
-/// The gather action's form (documentation only): no input at all is a
-/// valid request (the activist did not confirm).
-#[derive(utoipa::ToSchema)]
-#[allow(dead_code)]
-#[serde(rename_all = "PascalCase")]
-pub struct GatherForm {
-    /// The activist leg's Call SID.
-    #[schema(pattern = "^CA[0-9a-fA-F]{32}$")]
-    call_sid: Option<String>,
-    /// Keys pressed.
-    digits: Option<String>,
-    /// What was said.
-    speech_result: Option<String>,
-    /// Speech recognition confidence, 0 to 1.
-    confidence: Option<f32>,
-}
-
-/// A conference status callback's form (documentation only).
-#[derive(utoipa::ToSchema)]
-#[allow(dead_code)]
-#[serde(rename_all = "PascalCase")]
-pub struct ConferenceForm {
-    /// The conference's SID.
-    #[schema(pattern = "^CF[0-9a-fA-F]{32}$")]
-    conference_sid: String,
-    /// `conference-start conference-end participant-join participant-leave`;
-    /// other events are stored and ignored.
-    #[schema(min_length = 1)]
-    status_callback_event: String,
-    /// The participant's Call SID (participant events).
-    #[schema(pattern = "^CA[0-9a-fA-F]{32}$")]
-    call_sid: Option<String>,
-    /// Our call id.
-    friendly_name: Option<String>,
-    /// `target` for the target's leg.
-    participant_label: Option<String>,
-    /// Order of this conference's callbacks.
-    sequence_number: Option<u32>,
 }
 
 webhook_route!(
