@@ -11,31 +11,14 @@
 //! The test functions are generated from the suite's one list of checks,
 //! `bonde_pressure_store::for_each_conformance_check!`.
 
+mod common;
+
 use std::future::Future;
-use std::str::FromStr;
 use std::sync::Arc;
 
 use bonde_pressure_core::InMemoryCallStore;
 use bonde_pressure_store::{PgCallStore, SqliteCallStore, conformance, do_not_call_conformance};
-use futures::FutureExt;
-use sqlx::Connection;
-use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions};
-
-fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
-}
-
-/// Skips (or, in CI, fails) a PostgreSQL test.
-fn skip(reason: &str) {
-    assert!(
-        !in_ci(),
-        "CI=true but {reason}: PostgreSQL tests cannot run"
-    );
-    // Not `eprintln!`: libtest captures it (shown only for failing tests),
-    // while a write to the stderr handle is not captured.
-    use std::io::Write;
-    let _ = writeln!(std::io::stderr(), "skipped: {reason}");
-}
+use sqlx::postgres::PgPoolOptions;
 
 async fn with_sqlite<F, Fut>(check: F)
 where
@@ -51,54 +34,19 @@ where
     store.close().await;
 }
 
-/// Runs `check` against a PostgreSQL database created for it (and dropped
-/// afterwards, even if the check fails).
+/// Runs `check` against a migrated PostgreSQL database created for it
+/// (and dropped afterwards, even if the check fails).
 async fn with_postgres<F, Fut>(check: F)
 where
     F: FnOnce(Arc<PgCallStore>) -> Fut,
     Fut: Future<Output = ()>,
 {
-    let Ok(url) = std::env::var("TEST_DATABASE_URL") else {
-        skip("TEST_DATABASE_URL not set");
-        return;
-    };
-    let admin_options = PgConnectOptions::from_str(&url).expect("TEST_DATABASE_URL parses");
-    let mut admin = match PgConnection::connect_with(&admin_options).await {
-        Ok(c) => c,
-        Err(e) => {
-            skip(&format!(
-                "PostgreSQL at TEST_DATABASE_URL unreachable ({e})"
-            ));
-            return;
-        }
-    };
-    let name = format!("bps_test_{}", uuid::Uuid::new_v4().simple());
-    sqlx::query(&format!("CREATE DATABASE \"{name}\""))
-        .execute(&mut admin)
-        .await
-        .expect("create test database");
-    let pool = PgPoolOptions::new()
-        .max_connections(10)
-        .connect_with(admin_options.clone().database(&name))
-        .await
-        .expect("connect to test database");
-    let store = Arc::new(PgCallStore::from_pool(pool));
-    let outcome = std::panic::AssertUnwindSafe(async {
+    common::with_fresh_postgres(async |store, _pool| {
         let report = store.migrate().await.expect("migrate the test database");
         assert!(!report.applied.is_empty(), "a fresh database gets migrated");
-        check(store.clone()).await;
+        check(store).await;
     })
-    .catch_unwind()
     .await;
-    store.close().await;
-    sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
-        .execute(&mut admin)
-        .await
-        .expect("drop test database");
-    let _ = admin.close().await;
-    if let Err(panic) = outcome {
-        std::panic::resume_unwind(panic);
-    }
 }
 
 macro_rules! conformance_tests {

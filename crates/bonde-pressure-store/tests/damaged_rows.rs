@@ -7,7 +7,8 @@
 //! `TEST_DATABASE_URL` (skipped visibly when unset or unreachable, never
 //! with `CI=true`).
 
-use std::str::FromStr;
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,23 +17,7 @@ use bonde_pressure_core::{
     Scenario, ScenarioPicker, ServiceConfig, SimulatedTelephony, StartCallRequest,
     StaticCampaignDirectory, StoreError, StubActionRecorder, TargetInput,
 };
-use bonde_pressure_store::{PgCallStore, SqliteCallStore};
-use futures::FutureExt;
-use sqlx::Connection;
-use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions};
-
-fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
-}
-
-fn skip(reason: &str) {
-    assert!(
-        !in_ci(),
-        "CI=true but {reason}: PostgreSQL tests cannot run"
-    );
-    use std::io::Write;
-    let _ = writeln!(std::io::stderr(), "skipped: {reason}");
-}
+use bonde_pressure_store::SqliteCallStore;
 
 fn request() -> StartCallRequest {
     StartCallRequest::new(
@@ -170,32 +155,7 @@ async fn sqlite_damaged_rows_hurt_only_their_call() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_damaged_rows_hurt_only_their_call() {
-    let Ok(url) = std::env::var("TEST_DATABASE_URL") else {
-        skip("TEST_DATABASE_URL not set");
-        return;
-    };
-    let admin_options = PgConnectOptions::from_str(&url).expect("TEST_DATABASE_URL parses");
-    let mut admin = match PgConnection::connect_with(&admin_options).await {
-        Ok(c) => c,
-        Err(e) => {
-            skip(&format!(
-                "PostgreSQL at TEST_DATABASE_URL unreachable ({e})"
-            ));
-            return;
-        }
-    };
-    let name = format!("bps_test_{}", uuid::Uuid::new_v4().simple());
-    sqlx::query(&format!("CREATE DATABASE \"{name}\""))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    let pool = PgPoolOptions::new()
-        .max_connections(5)
-        .connect_with(admin_options.clone().database(&name))
-        .await
-        .unwrap();
-    let store = Arc::new(PgCallStore::from_pool(pool.clone()));
-    let outcome = std::panic::AssertUnwindSafe(async {
+    common::with_fresh_postgres(async |store, pool| {
         store.migrate().await.unwrap();
         check(store.clone(), async |bad1, bad2| {
             sqlx::query("UPDATE phone_calls SET facts = '{\"activist\": 5}'::jsonb WHERE id = $1")
@@ -214,17 +174,7 @@ async fn postgres_damaged_rows_hurt_only_their_call() {
         })
         .await;
     })
-    .catch_unwind()
     .await;
-    store.close().await;
-    sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    let _ = admin.close().await;
-    if let Err(panic) = outcome {
-        std::panic::resume_unwind(panic);
-    }
 }
 
 /// Three calls, as written before the `funnel_stage` column existed (NULL),
@@ -286,32 +236,7 @@ async fn sqlite_backfill_skips_a_damaged_row() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_backfill_skips_a_damaged_row() {
-    let Ok(url) = std::env::var("TEST_DATABASE_URL") else {
-        skip("TEST_DATABASE_URL not set");
-        return;
-    };
-    let admin_options = PgConnectOptions::from_str(&url).expect("TEST_DATABASE_URL parses");
-    let mut admin = match PgConnection::connect_with(&admin_options).await {
-        Ok(c) => c,
-        Err(e) => {
-            skip(&format!(
-                "PostgreSQL at TEST_DATABASE_URL unreachable ({e})"
-            ));
-            return;
-        }
-    };
-    let name = format!("bps_test_{}", uuid::Uuid::new_v4().simple());
-    sqlx::query(&format!("CREATE DATABASE \"{name}\""))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    let pool = PgPoolOptions::new()
-        .max_connections(5)
-        .connect_with(admin_options.clone().database(&name))
-        .await
-        .unwrap();
-    let store = Arc::new(PgCallStore::from_pool(pool.clone()));
-    let outcome = std::panic::AssertUnwindSafe(async {
+    common::with_fresh_postgres(async |store, pool| {
         store.migrate().await.unwrap();
         let ids = calls_to_backfill(store.clone()).await;
         sqlx::query("UPDATE phone_calls SET funnel_stage = NULL")
@@ -337,17 +262,7 @@ async fn postgres_backfill_skips_a_damaged_row() {
             assert_eq!(stage.is_some(), i != 1, "{i}: {stage:?}");
         }
     })
-    .catch_unwind()
     .await;
-    store.close().await;
-    sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    let _ = admin.close().await;
-    if let Err(panic) = outcome {
-        std::panic::resume_unwind(panic);
-    }
 }
 
 /// More damaged rows than a pass's `limit`, all sorting first (oldest): the
@@ -428,32 +343,7 @@ async fn sqlite_damaged_rows_do_not_starve_reconciliation() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_damaged_rows_do_not_starve_reconciliation() {
-    let Ok(url) = std::env::var("TEST_DATABASE_URL") else {
-        skip("TEST_DATABASE_URL not set");
-        return;
-    };
-    let admin_options = PgConnectOptions::from_str(&url).expect("TEST_DATABASE_URL parses");
-    let mut admin = match PgConnection::connect_with(&admin_options).await {
-        Ok(c) => c,
-        Err(e) => {
-            skip(&format!(
-                "PostgreSQL at TEST_DATABASE_URL unreachable ({e})"
-            ));
-            return;
-        }
-    };
-    let name = format!("bps_test_{}", uuid::Uuid::new_v4().simple());
-    sqlx::query(&format!("CREATE DATABASE \"{name}\""))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    let pool = PgPoolOptions::new()
-        .max_connections(5)
-        .connect_with(admin_options.clone().database(&name))
-        .await
-        .unwrap();
-    let store = Arc::new(PgCallStore::from_pool(pool.clone()));
-    let outcome = std::panic::AssertUnwindSafe(async {
+    common::with_fresh_postgres(async |store, pool| {
         store.migrate().await.unwrap();
         check_starvation(store.clone(), async |id| {
             sqlx::query("UPDATE phone_calls SET facts = '{\"activist\": 5}'::jsonb WHERE id = $1")
@@ -464,15 +354,5 @@ async fn postgres_damaged_rows_do_not_starve_reconciliation() {
         })
         .await;
     })
-    .catch_unwind()
     .await;
-    store.close().await;
-    sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    let _ = admin.close().await;
-    if let Err(panic) = outcome {
-        std::panic::resume_unwind(panic);
-    }
 }

@@ -7,7 +7,8 @@
 //! `TEST_DATABASE_URL` (skipped visibly when unset or unreachable, never
 //! with `CI=true`).
 
-use std::str::FromStr;
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,10 +18,7 @@ use bonde_pressure_core::{
     ManualClock, PressureService, Scenario, ScenarioPicker, ServiceConfig, SimulatedTelephony,
     StartCallRequest, StaticCampaignDirectory, StubActionRecorder, TargetInput,
 };
-use bonde_pressure_store::{PgCallStore, SqliteCallStore};
-use futures::FutureExt;
-use sqlx::Connection;
-use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions};
+use bonde_pressure_store::SqliteCallStore;
 
 const A: &str = "CA0a1b2c3d4e5f60718293a4b5c6d7e8f9";
 const B: &str = "CA1b2c3d4e5f60718293a4b5c6d7e8f90a";
@@ -29,19 +27,6 @@ const CF: &str = "CF2c3d4e5f60718293a4b5c6d7e8f90a1b";
 /// Facts as the previous release wrote them: the activist in the
 /// conference, the target dialled but not reported yet.
 const OLD_FACTS: &str = r#"{"activist": {"sid": "CA0a1b2c3d4e5f60718293a4b5c6d7e8f9", "status": "in-progress", "answered_by": null, "joined_conference": true, "left_conference": false, "duration_secs": null, "sip_response_code": null, "error": null, "ringing_at": "2026-03-01T12:00:01.123456Z", "answered_at": "2026-03-01T12:00:05.123456Z", "ended_at": null}, "target": {"sid": null, "status": null, "answered_by": null, "joined_conference": false, "left_conference": false, "duration_secs": null, "sip_response_code": null, "error": null, "ringing_at": null, "answered_at": null, "ended_at": null}, "prompted": true, "confirmed": true, "conference_sid": "CF2c3d4e5f60718293a4b5c6d7e8f90a1b", "conference_started": true, "conference_ended": false, "participants": {"CA0a1b2c3d4e5f60718293a4b5c6d7e8f9": {"joined": true, "left": false}}, "expired": false, "requested": {"dial_target": true, "hang_up_activist": false, "hang_up_target": false, "end_conference": false}, "opted_out": false, "target_limited": false, "opt_out_listed": false}"#;
-
-fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
-}
-
-fn skip(reason: &str) {
-    assert!(
-        !in_ci(),
-        "CI=true but {reason}: PostgreSQL tests cannot run"
-    );
-    use std::io::Write;
-    let _ = writeln!(std::io::stderr(), "skipped: {reason}");
-}
 
 fn request() -> StartCallRequest {
     StartCallRequest::new(
@@ -144,32 +129,7 @@ async fn sqlite_rows_with_the_old_facts_load() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_rows_with_the_old_facts_load() {
-    let Ok(url) = std::env::var("TEST_DATABASE_URL") else {
-        skip("TEST_DATABASE_URL not set");
-        return;
-    };
-    let admin_options = PgConnectOptions::from_str(&url).expect("TEST_DATABASE_URL parses");
-    let mut admin = match PgConnection::connect_with(&admin_options).await {
-        Ok(c) => c,
-        Err(e) => {
-            skip(&format!(
-                "PostgreSQL at TEST_DATABASE_URL unreachable ({e})"
-            ));
-            return;
-        }
-    };
-    let name = format!("bps_test_{}", uuid::Uuid::new_v4().simple());
-    sqlx::query(&format!("CREATE DATABASE \"{name}\""))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    let pool = PgPoolOptions::new()
-        .max_connections(5)
-        .connect_with(admin_options.clone().database(&name))
-        .await
-        .unwrap();
-    let store = Arc::new(PgCallStore::from_pool(pool.clone()));
-    let outcome = std::panic::AssertUnwindSafe(async {
+    common::with_fresh_postgres(async |store, pool| {
         store.migrate().await.unwrap();
         check(
             store.clone(),
@@ -196,15 +156,5 @@ async fn postgres_rows_with_the_old_facts_load() {
         )
         .await;
     })
-    .catch_unwind()
     .await;
-    store.close().await;
-    sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    let _ = admin.close().await;
-    if let Err(panic) = outcome {
-        std::panic::resume_unwind(panic);
-    }
 }
