@@ -309,15 +309,23 @@ async fn concurrent_events_on_one_call_lose_no_update() {
     // Each of 50 concurrent handlers contributes its own fact (a distinct
     // participant) and payload: a store that lets a stale version win loses
     // some of them, and the version would not count exactly 50 commits.
+    // They are spread over two services on one store, as over two
+    // replicas: a service serialises its own commits to a call, so only
+    // the store's version check keeps the two from overwriting each other.
     let store = Arc::new(TestStore::default());
     let (service, _) = quiet_service(store.clone(), ServiceConfig::default());
+    let (replica, _) = quiet_service(store.clone(), ServiceConfig::default());
     let id = service.start(&demo_request()).await.unwrap().call_id;
     let before = service.call(id).await.unwrap().unwrap();
     let n_before = store.events(id).await.unwrap().len();
 
     let tasks: Vec<_> = (0..50)
         .map(|i| {
-            let service = service.clone();
+            let service = if i % 2 == 0 {
+                service.clone()
+            } else {
+                replica.clone()
+            };
             let (_, event) = participant(i);
             tokio::spawn(async move { service.handle(id, event, Some(raw(i))).await })
         })
@@ -354,6 +362,135 @@ async fn concurrent_events_on_one_call_lose_no_update() {
     payloads.sort();
     payloads.dedup();
     assert_eq!(payloads.len(), 50);
+}
+
+/// A store whose every commit is a version conflict counts as a failure
+/// here: duplicates must never reach `commit`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicates_store_their_payloads_without_a_commit_or_a_conflict() {
+    let store = Arc::new(TestStore::default());
+    let (service, _) = quiet_service(store.clone(), ServiceConfig::default());
+    let id = service.start(&demo_request()).await.unwrap().call_id;
+    let n_before = store.events(id).await.unwrap().len();
+    // The first delivery of a fact commits once.
+    let (_, join) = participant(0);
+    let first = service
+        .handle(id, join.clone(), Some(raw(0)))
+        .await
+        .unwrap();
+    let version = service.call(id).await.unwrap().unwrap().version;
+    assert_eq!(version, first.call.version);
+
+    // 50 copies arriving together, on two "replicas" of the service: each
+    // payload is stored, the call is not written again.
+    let (replica, _) = quiet_service(store.clone(), ServiceConfig::default());
+    store.set_commit_mode(COMMIT_CONFLICTS);
+    let tasks: Vec<_> = (1..=50)
+        .map(|i| {
+            let service = if i % 2 == 0 {
+                service.clone()
+            } else {
+                replica.clone()
+            };
+            let join = join.clone();
+            tokio::spawn(async move { service.handle(id, join, Some(raw(i))).await })
+        })
+        .collect();
+    for t in tasks {
+        let outcome = t.await.unwrap().expect("a duplicate never contends");
+        assert!(outcome.effects.is_empty());
+        assert_eq!(outcome.call.version, version);
+    }
+    store.set_commit_mode(COMMIT_OK);
+    assert_eq!(service.call(id).await.unwrap().unwrap().version, version);
+    let mut payloads: Vec<String> = store.events(id).await.unwrap()[n_before..]
+        .iter()
+        .map(|e| e.raw.payload.clone())
+        .collect();
+    assert_eq!(payloads.len(), 51, "every delivery stored, once");
+    payloads.sort();
+    payloads.dedup();
+    assert_eq!(payloads.len(), 51);
+}
+
+/// Events for one call handled together by one service queue for the call
+/// instead of conflicting: with commits that yield between read and write,
+/// 30 distinct facts at once give no conflict at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_service_serialises_its_commits_to_a_call() {
+    let store = Arc::new(CountingConflicts::default());
+    let telephony = Arc::new(bonde_pressure_core::SimulatedTelephony::new(
+        ScenarioPicker::Always(Scenario::Success),
+        Duration::from_secs(3600),
+    ));
+    let service = Arc::new(PressureService::new(
+        Dependencies::new(
+            store.clone(),
+            telephony.clone(),
+            Arc::new(StaticCampaignDirectory::demo()),
+        ),
+        ServiceConfig::default(),
+    ));
+    let sink: Arc<dyn EventSink> = service.clone();
+    telephony.connect(Arc::downgrade(&sink));
+    let id = service.start(&demo_request()).await.unwrap().call_id;
+    let tasks: Vec<_> = (0..30)
+        .map(|i| {
+            let service = service.clone();
+            let (_, event) = participant(i);
+            tokio::spawn(async move { service.handle(id, event, Some(raw(i))).await })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    assert_eq!(store.conflicts.load(Ordering::SeqCst), 0);
+    let call = service.call(id).await.unwrap().unwrap();
+    assert_eq!(call.facts.participants.len(), 30);
+}
+
+/// An [`InMemoryCallStore`] that yields between read and write and counts
+/// the version conflicts it answers.
+#[derive(Default)]
+struct CountingConflicts {
+    inner: InMemoryCallStore,
+    conflicts: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait]
+impl CallStore for CountingConflicts {
+    async fn create(&self, call: &Call) -> Result<(), StoreError> {
+        self.inner.create(call).await
+    }
+    async fn get(&self, id: CallId) -> Result<Option<Call>, StoreError> {
+        tokio::task::yield_now().await;
+        self.inner.get(id).await
+    }
+    async fn commit(&self, call: &Call, events: &[RawEvent]) -> Result<u64, StoreError> {
+        tokio::task::yield_now().await;
+        let result = self.inner.commit(call, events).await;
+        if matches!(result, Err(StoreError::Conflict)) {
+            self.conflicts.fetch_add(1, Ordering::SeqCst);
+        }
+        result
+    }
+    async fn append_events(
+        &self,
+        call_id: Option<CallId>,
+        events: &[RawEvent],
+    ) -> Result<(), StoreError> {
+        self.inner.append_events(call_id, events).await
+    }
+    async fn events(&self, call_id: CallId) -> Result<Vec<StoredEvent>, StoreError> {
+        self.inner.events(call_id).await
+    }
+    async fn list_unfinished(
+        &self,
+        updated_before: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<Call>, StoreError> {
+        self.inner.list_unfinished(updated_before, limit).await
+    }
 }
 
 #[tokio::test]

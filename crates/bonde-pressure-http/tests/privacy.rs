@@ -44,12 +44,26 @@ fn erase(query: &str, token: Option<&str>) -> Request<Body> {
     r.body(Body::empty()).unwrap()
 }
 
-async fn finished_call(r: &axum::Router, phone: &str) -> String {
-    let id = start(r, phone).await;
+/// A call that ended `completed` and is settled: the page's final status
+/// can come before the legs' last callbacks, and a live call's erasure
+/// waits for it to settle.
+async fn finished_call(app: &App, phone: &str) -> String {
+    let r = router(app);
+    let id = start(&r, phone).await;
     assert_eq!(
-        poll_final(r, &id, Duration::from_secs(10)).await,
+        poll_final(&r, &id, Duration::from_secs(10)).await,
         "completed"
     );
+    let call_id = id.parse().unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let call = app.state.service.call(call_id).await.unwrap().unwrap();
+        if call.is_settled() {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "call never settled");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     id
 }
 
@@ -57,7 +71,7 @@ async fn finished_call(r: &axum::Router, phone: &str) -> String {
 async fn unmasked_reads_are_audited_and_masked_reads_are_not() {
     let app = admin_app().await;
     let r = router(&app);
-    let id = finished_call(&r, "11 91234-5670").await;
+    let id = finished_call(&app, "11 91234-5670").await;
 
     let v = json_body(send(&r, details(&id, None)).await).await;
     assert_eq!(v["unmasked"], false);
@@ -167,10 +181,10 @@ async fn erasure_by_phone_erases_that_number_only_and_the_call_still_reads() {
     let app = admin_app().await;
     let r = router(&app);
     let mine = [
-        finished_call(&r, "11 91234-5670").await,
-        finished_call(&r, "+55 11 91234-5670").await,
+        finished_call(&app, "11 91234-5670").await,
+        finished_call(&app, "+55 11 91234-5670").await,
     ];
-    let other = finished_call(&r, "11 91234-5680").await;
+    let other = finished_call(&app, "11 91234-5680").await;
 
     // National format, read in DEFAULT_REGION.
     let resp = send(&r, erase("?phone=(11)%2091234-5670", Some(TOKEN))).await;
@@ -222,7 +236,7 @@ async fn erasure_by_phone_erases_that_number_only_and_the_call_still_reads() {
 async fn erasure_by_email_is_case_insensitive() {
     let app = admin_app().await;
     let r = router(&app);
-    let id = finished_call(&r, "11 91234-5670").await;
+    let id = finished_call(&app, "11 91234-5670").await;
     let v = json_body(send(&r, erase("?email=ANA%40Example.org", Some(TOKEN))).await).await;
     assert_eq!(
         (v["erased_by"].clone(), v["calls_erased"].clone()),
@@ -344,7 +358,7 @@ impl bonde_pressure_core::PersonalDataStore for BrokenAudit {
 async fn no_audit_entry_no_unmasked_read() {
     let app = admin_app().await;
     let r = router(&app);
-    let id = finished_call(&r, "11 91234-5670").await;
+    let id = finished_call(&app, "11 91234-5670").await;
     let broken = std::sync::Arc::new(Privacy::new(
         std::sync::Arc::new(BrokenAudit),
         std::sync::Arc::new(bonde_pressure_core::SystemClock),
@@ -382,7 +396,7 @@ async fn no_audit_entry_no_unmasked_read() {
 async fn the_results_csv_export_is_audited_and_shows_erased_calls_as_placeholders() {
     let app = admin_app().await;
     let r = router(&app);
-    finished_call(&r, "11 91234-5670").await;
+    finished_call(&app, "11 91234-5670").await;
     let csv = |token: &str| {
         Request::get("/v1/phone/widgets/1/calls.csv")
             .header("authorization", format!("Bearer {token}"))

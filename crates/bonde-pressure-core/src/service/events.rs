@@ -52,10 +52,17 @@ impl PressureService {
     /// Applies an event to a call: load, apply, commit if the version is
     /// unchanged (retrying on conflict), then performs the effects the
     /// committed transition requested, feeding their results back as events.
+    /// Within one service, the load–apply–commit of events to the same call
+    /// runs one at a time (events for one call arriving together queue
+    /// instead of retrying); services in other processes meet on the
+    /// version check.
     ///
     /// The raw payload (the provider's delivery, if any) is stored exactly
     /// once, whatever fails:
     /// - with the event's commit;
+    /// - alone, with no commit and no version bump, when the event changes
+    ///   nothing (a duplicate or retry of a known fact): duplicates never
+    ///   contend for the call's version;
     /// - alone ([`CallStore::append_events`](crate::ports::CallStore::append_events)) when there is no such commit:
     ///   the call is unknown ([`ServiceError::CallNotFound`]: stored without
     ///   a call) or unreadable, the commit failed, contention gave up — not
@@ -205,12 +212,27 @@ impl PressureService {
         raws: &[RawEvent],
     ) -> Result<HandleOutcome, ServiceError> {
         let store = &self.deps.store;
+        // One read–apply–commit per call at a time in this process.
+        let _serialised = self.commit_locks.of(call_id).lock().await;
         for attempt in 0..self.config.max_commit_attempts {
             let Some(call) = store.get(call_id).await? else {
                 return Err(ServiceError::CallNotFound(call_id));
             };
             self.recent.remember(call.id, call.widget_id);
             let (mut next, effects) = call.apply(event, self.deps.clock.now());
+            if effects.is_empty() && next.facts == call.facts {
+                // Nothing new (a duplicate, a retry, a fact already known):
+                // the payload is appended, the call is left as it is — no
+                // version bump, so nothing to conflict over.
+                if !raws.is_empty() {
+                    store.append_events(Some(call_id), raws).await?;
+                }
+                debug!(%call_id, event = event.kind(), "event changes nothing: payload stored, call unchanged");
+                return Ok(HandleOutcome {
+                    call,
+                    effects: Vec::new(),
+                });
+            }
             match store.commit(&next, raws).await {
                 Ok(version) => {
                     next.version = version;

@@ -253,6 +253,34 @@ pub struct PressureService {
     unreadable_pending: std::sync::Mutex<Vec<Option<CallId>>>,
     /// Payloads the store could not take yet.
     spool: PayloadSpool,
+    /// Serialises this process's commits to one call (striped by call id).
+    commit_locks: CommitLocks,
+}
+
+/// Striped locks that serialise, within one process, the read–apply–commit
+/// of events to the same call: callbacks for one call arriving together
+/// (the provider's retries and duplicates) queue here instead of racing
+/// for the row version and retrying. Other processes still meet on the
+/// version check. A fixed number of stripes bounds the memory; two calls
+/// sharing a stripe only wait for each other's (short) commit.
+struct CommitLocks(Box<[tokio::sync::Mutex<()>]>);
+
+impl CommitLocks {
+    const STRIPES: usize = 1024;
+
+    fn new() -> Self {
+        Self(
+            (0..Self::STRIPES)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
+        )
+    }
+
+    fn of(&self, id: CallId) -> &tokio::sync::Mutex<()> {
+        let bytes = id.as_uuid().as_u128();
+        let folded = (bytes ^ (bytes >> 64)) as u64;
+        &self.0[(folded % Self::STRIPES as u64) as usize]
+    }
 }
 
 impl std::fmt::Debug for PressureService {
@@ -280,6 +308,7 @@ impl PressureService {
             request_limits: RequestLimits::default(),
             do_not_call: Arc::new(InMemoryDoNotCallList::new()),
             hasher: DoNotCallHasher::default(),
+            commit_locks: CommitLocks::new(),
         }
     }
 
