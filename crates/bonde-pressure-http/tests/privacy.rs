@@ -357,7 +357,6 @@ impl bonde_pressure_core::PersonalDataStore for BrokenAudit {
 #[tokio::test]
 async fn no_audit_entry_no_unmasked_read() {
     let app = admin_app().await;
-    let r = router(&app);
     let id = finished_call(&app, "11 91234-5670").await;
     let broken = std::sync::Arc::new(Privacy::new(
         std::sync::Arc::new(BrokenAudit),
