@@ -288,6 +288,9 @@ impl Replicas {
         let mut urls = Vec::new();
         let mut logs = Vec::new();
         let twilio_base = format!("http://{twilio}");
+        // The binary loads the first `.env` found from its working
+        // directory up: an empty one here, so none from a parent directory.
+        std::fs::write(dir.path().join(".env"), "").unwrap();
         for i in 0..REPLICAS {
             let port = free_port();
             let log = dir.path().join(format!("replica-{i}.log"));
@@ -806,6 +809,33 @@ async fn events_by_call(pool: &PgPool) -> HashMap<Option<String>, i64> {
     .collect()
 }
 
+/// `bonde_pressure_webhooks_total` of one replica, summed by outcome.
+async fn webhooks_by_outcome(http: &reqwest::Client, replica: &str) -> HashMap<String, u64> {
+    let text = http
+        .get(format!("{replica}/metrics"))
+        .send()
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("metrics");
+    let mut out = HashMap::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("bonde_pressure_webhooks_total{") else {
+            continue;
+        };
+        let (labels, value) = rest.split_once("} ").expect("a sample");
+        let outcome = labels
+            .split(',')
+            .find_map(|l| l.strip_prefix("outcome=\""))
+            .expect("an outcome label")
+            .trim_end_matches('"');
+        let value: f64 = value.trim().parse().expect("a number");
+        *out.entry(outcome.to_owned()).or_default() += value as u64;
+    }
+    out
+}
+
 fn http_client() -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
@@ -865,27 +895,47 @@ async fn three_replicas_dial_once_store_every_payload_and_agree_on_the_outcome()
 
         // The target dialled exactly once per call that reached it, never
         // for the others; one activist leg created per call.
-        let requests = fake.requests.lock().unwrap();
-        for p in &played {
-            let (_, _, dials) = p.outcome.expected();
+        {
+            let requests = fake.requests.lock().unwrap();
+            for p in &played {
+                let (_, _, dials) = p.outcome.expected();
+                assert_eq!(
+                    requests.dials.get(&p.call_id).map_or(0, Vec::len),
+                    dials,
+                    "call {} ({:?})",
+                    p.call_id,
+                    p.outcome
+                );
+            }
             assert_eq!(
-                requests.dials.get(&p.call_id).map_or(0, Vec::len),
-                dials,
-                "call {} ({:?})",
-                p.call_id,
-                p.outcome
+                requests.dials.len(),
+                played
+                    .iter()
+                    .filter(|p| p.outcome.expected().2 == 1)
+                    .count()
             );
+            assert_eq!(requests.calls_created.len(), LIFECYCLES);
+            assert!(requests.calls_created.values().all(|sids| sids.len() == 1));
         }
-        assert_eq!(
-            requests.dials.len(),
-            played
-                .iter()
-                .filter(|p| p.outcome.expected().2 == 1)
-                .count()
-        );
-        assert_eq!(requests.calls_created.len(), LIFECYCLES);
-        assert!(requests.calls_created.values().all(|sids| sids.len() == 1));
-        drop(requests);
+
+        // Every replica took its share of the callbacks, and all were
+        // handled (`ok`: no contention, fallback or error).
+        let delivered: usize = played.iter().map(|p| p.delivered).sum();
+        let mut handled = 0;
+        for replica in &replicas.urls {
+            let by_outcome = webhooks_by_outcome(&http, replica).await;
+            assert_eq!(
+                by_outcome.keys().collect::<Vec<_>>(),
+                ["ok"],
+                "{replica}: {by_outcome:?}"
+            );
+            assert!(
+                by_outcome["ok"] > delivered as u64 / 6,
+                "{replica}: {by_outcome:?} of {delivered}"
+            );
+            handled += by_outcome["ok"];
+        }
+        assert_eq!(handled, delivered as u64);
 
         // Every accepted delivery stored exactly once, with its call; a
         // duplicate is a delivery of its own.
