@@ -265,6 +265,11 @@ impl Drop for Replicas {
             let _ = child.kill();
             let _ = child.wait();
         }
+        if std::thread::panicking() {
+            // What the servers said, next to the failed assertion.
+            use std::io::Write;
+            let _ = writeln!(std::io::stderr(), "{}", self.log_tails());
+        }
     }
 }
 
