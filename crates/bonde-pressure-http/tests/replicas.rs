@@ -135,8 +135,9 @@ struct Requests {
     dials: HashMap<String, Vec<String>>,
     /// `GET Calls/{sid}.json`: leg fetches, by leg sid.
     fetches: HashMap<String, usize>,
-    /// Every request, as `METHOD path`.
-    all: Vec<String>,
+    /// Requests it does not know (answered 404), or a target dial to
+    /// another number than the campaign's target, as `METHOD path`.
+    unrecognised: Vec<String>,
 }
 
 #[derive(Default)]
@@ -181,8 +182,8 @@ fn answer(
         ((status, axum::Json(body)).into_response(), Duration::ZERO)
     };
     let mut requests = fake.requests.lock().unwrap();
-    requests.all.push(format!("{method} {path}"));
     if segments.get(..3) != Some(&["2010-04-01", "Accounts", AC][..]) {
+        requests.unrecognised.push(format!("{method} {path}"));
         return json(
             StatusCode::NOT_FOUND,
             json!({"code": 20404, "message": "not found", "status": 404}),
@@ -200,6 +201,11 @@ fn answer(
             json(StatusCode::CREATED, json!({"sid": sid, "status": "queued"}))
         }
         (Method::POST, ["Conferences", name, "Participants.json"]) => {
+            if form.get("To").map(String::as_str) != Some(TARGET) {
+                requests
+                    .unrecognised
+                    .push(format!("POST {path} To={:?}", form.get("To")));
+            }
             let sid = new_sid("CA");
             requests
                 .dials
@@ -227,10 +233,13 @@ fn answer(
             StatusCode::OK,
             json!({"sid": sid.trim_end_matches(".json"), "status": "completed"}),
         ),
-        _ => json(
-            StatusCode::NOT_FOUND,
-            json!({"code": 20404, "message": "not found", "status": 404}),
-        ),
+        (method, _) => {
+            requests.unrecognised.push(format!("{method} {path}"));
+            json(
+                StatusCode::NOT_FOUND,
+                json!({"code": 20404, "message": "not found", "status": 404}),
+            )
+        }
     }
 }
 
@@ -921,6 +930,7 @@ async fn three_replicas_dial_once_store_every_payload_and_agree_on_the_outcome()
             );
             assert_eq!(requests.calls_created.len(), LIFECYCLES);
             assert!(requests.calls_created.values().all(|sids| sids.len() == 1));
+            assert_eq!(requests.unrecognised, Vec::<String>::new());
         }
 
         // Every replica took its share of the callbacks, and all were
