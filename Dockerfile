@@ -7,7 +7,9 @@ FROM rust:1-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY crates ./crates
-RUN cargo build --release --locked -p bonde-pressure-http --bin bonde-pressure
+COPY examples ./examples
+RUN cargo build --release --locked -p bonde-pressure-http --bin bonde-pressure \
+    && cargo build --release --locked -p bonde-pressure-store --bin bonde-pressure-store
 
 FROM debian:bookworm-slim
 RUN apt-get update \
@@ -16,6 +18,8 @@ RUN apt-get update \
     && useradd --system --uid 10001 --home-dir /app bonde \
     && mkdir -p /app /data && chown bonde /app /data
 COPY --from=build /src/target/release/bonde-pressure /usr/local/bin/bonde-pressure
+# Migrations as a separate step (a deployment job): `bonde-pressure-store migrate`.
+COPY --from=build /src/target/release/bonde-pressure-store /usr/local/bin/bonde-pressure-store
 USER bonde
 WORKDIR /app
 ENV PORT=8000 \

@@ -460,6 +460,16 @@ pub struct Config {
     /// PostgreSQL).
     #[arg(long, env = "DATABASE_ACQUIRE_TIMEOUT_MS", default_value = "2000", value_parser = parse_millis)]
     pub database_acquire_timeout: Duration,
+
+    /// Pooled database connections per process (PostgreSQL; at least 1).
+    #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value = "10", value_parser = clap::value_parser!(u32).range(1..))]
+    pub database_max_connections: u32,
+
+    /// Apply pending migrations at start-up (`false`: they are run
+    /// beforehand, e.g. by `bonde-pressure-store migrate` in a deployment
+    /// job, and a database lacking some of them is refused at start).
+    #[arg(long, env = "MIGRATE_ON_START", default_value_t = true, action = clap::ArgAction::Set)]
+    pub migrate_on_start: bool,
 }
 
 /// A configuration that cannot work (or a command line asking for help).
@@ -766,6 +776,8 @@ mod tests {
         assert_eq!(c.max_connections, 512);
         assert_eq!(c.request_timeout, Duration::from_secs(5));
         assert_eq!(c.database_acquire_timeout, Duration::from_secs(2));
+        assert_eq!(c.database_max_connections, 10);
+        assert!(c.migrate_on_start);
         assert_eq!(c.max_body_bytes, 64 * 1024);
         let c = Config::from_args([
             "x",
@@ -779,8 +791,20 @@ mod tests {
             "1500",
             "--database-acquire-timeout",
             "100",
+            "--database-max-connections",
+            "3",
+            "--migrate-on-start",
+            "false",
         ])
         .unwrap();
+        assert_eq!(c.database_max_connections, 3);
+        assert!(!c.migrate_on_start);
+        let err = Config::from_args(["x", "--database-max-connections", "0"]).unwrap_err();
+        assert!(
+            err.to_string().contains("DATABASE_MAX_CONNECTIONS")
+                || err.to_string().contains("database-max-connections"),
+            "{err}"
+        );
         assert_eq!(c.header_read_timeout, Duration::from_millis(250));
         assert_eq!(c.request_body_timeout, Duration::ZERO);
         assert_eq!(c.max_connections, 7);

@@ -249,13 +249,20 @@ pub async fn open_stores(config: &Config) -> Result<Stores, WiringError> {
         ));
     }
     let backend = bonde_pressure_store::Backend::from_url(&url).map_err(WiringError::store)?;
-    let options = bonde_pressure_store::StoreOptions::default()
-        .acquire_timeout(config.database_acquire_timeout);
+    let options = store_options(config);
     let stores = bonde_pressure_store::connect_stores_with(&url, &options)
         .await
         .map_err(WiringError::store)?;
     tracing::info!(backend = backend.as_str(), "store opened");
     Ok(stores)
+}
+
+/// The pool and start-up settings `config` asks for.
+fn store_options(config: &Config) -> bonde_pressure_store::StoreOptions {
+    bonde_pressure_store::StoreOptions::default()
+        .acquire_timeout(config.database_acquire_timeout)
+        .max_connections(config.database_max_connections)
+        .run_migrations(config.migrate_on_start)
 }
 
 /// The personal-data policy of `config` over `store`.
@@ -299,8 +306,7 @@ pub async fn open_all_stores(
         ));
     }
     let backend = bonde_pressure_store::Backend::from_url(&url).map_err(WiringError::store)?;
-    let options = bonde_pressure_store::StoreOptions::default()
-        .acquire_timeout(config.database_acquire_timeout);
+    let options = store_options(config);
     let err = |e: bonde_pressure_store::ConnectError| WiringError::store(e);
     let stores: (
         Arc<dyn CallStore>,

@@ -106,6 +106,18 @@ pub enum ConnectError {
     /// A migration failed.
     #[error("database migration failed: {0}")]
     Migration(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// Migrations are off ([`StoreOptions::run_migrations`]) and the
+    /// database lacks some of this build's: run `bonde-pressure-store
+    /// migrate` first.
+    #[error(
+        "the database schema is behind this build: {} migration(s) not applied (first: {}); run `bonde-pressure-store migrate`",
+        pending.len(),
+        pending.first().copied().unwrap_or_default()
+    )]
+    SchemaBehind {
+        /// The versions not applied yet, oldest first.
+        pending: Vec<i64>,
+    },
 }
 
 impl ConnectError {
@@ -210,6 +222,36 @@ pub struct MigrationReport {
     pub applied: Vec<(i64, String)>,
     /// Every migration now applied, oldest first.
     pub current: Vec<(i64, String)>,
+}
+
+/// With migrations off: fails with [`ConnectError::SchemaBehind`] when
+/// the database lacks some of `migrator`'s migrations.
+pub(crate) async fn check_schema<DB>(
+    migrator: &sqlx::migrate::Migrator,
+    pool: &sqlx::Pool<DB>,
+) -> Result<(), ConnectError>
+where
+    DB: sqlx::Database,
+    DB::Connection: sqlx::migrate::Migrate,
+{
+    use sqlx::migrate::Migrate;
+    let mut conn = pool.acquire().await.map_err(ConnectError::database)?;
+    // No migrations table yet: nothing applied.
+    let applied: Vec<i64> = conn
+        .list_applied_migrations()
+        .await
+        .map(|list| list.into_iter().map(|m| m.version).collect())
+        .unwrap_or_default();
+    let pending: Vec<i64> = migrator
+        .iter()
+        .filter(|m| m.migration_type.is_up_migration() && !applied.contains(&m.version))
+        .map(|m| m.version)
+        .collect();
+    if pending.is_empty() {
+        Ok(())
+    } else {
+        Err(ConnectError::SchemaBehind { pending })
+    }
 }
 
 pub(crate) async fn migration_report<DB>(
@@ -356,18 +398,16 @@ pub async fn connect_any_with_list(
 /// (what the `bonde-pressure-store migrate` command runs).
 pub async fn migrate_url(url: &str) -> Result<(Backend, MigrationReport), ConnectError> {
     let backend = Backend::from_url(url)?;
-    let options = StoreOptions::default()
-        .max_connections(1)
-        .run_migrations(false);
+    let options = StoreOptions::default().max_connections(1);
     let report = match backend {
         Backend::Postgres => {
-            let store = PgCallStore::connect_with(url, &options).await?;
+            let store = PgCallStore::connect_unmigrated(url, &options).await?;
             let report = store.migrate().await;
             store.close().await;
             report?
         }
         Backend::Sqlite => {
-            let store = SqliteCallStore::connect_with(url, &options).await?;
+            let store = SqliteCallStore::connect_unmigrated(url, &options).await?;
             let report = store.migrate().await;
             store.close().await;
             report?

@@ -244,8 +244,23 @@ impl PgCallStore {
     }
 
     /// Connects to `url` with `options`; runs the pending migrations unless
-    /// [`StoreOptions::run_migrations`] is off.
+    /// [`StoreOptions::run_migrations`] is off, in which case a database
+    /// lacking some of them is refused ([`ConnectError::SchemaBehind`]).
     pub async fn connect_with(url: &str, options: &StoreOptions) -> Result<Self, ConnectError> {
+        let store = Self::connect_unmigrated(url, options).await?;
+        if options.run_migrations {
+            store.migrate().await?;
+        } else {
+            crate::check_schema(&MIGRATOR, &store.pool).await?;
+        }
+        Ok(store)
+    }
+
+    /// Connects to `url` with `options`: no migration, no schema check.
+    pub(crate) async fn connect_unmigrated(
+        url: &str,
+        options: &StoreOptions,
+    ) -> Result<Self, ConnectError> {
         let connect = PgConnectOptions::from_str(url).map_err(ConnectError::invalid_url)?;
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections)
@@ -253,11 +268,7 @@ impl PgCallStore {
             .connect_with(connect)
             .await
             .map_err(ConnectError::database)?;
-        let store = Self::from_pool(pool);
-        if options.run_migrations {
-            store.migrate().await?;
-        }
-        Ok(store)
+        Ok(Self::from_pool(pool))
     }
 
     /// Wraps an existing pool (migrations are not run: call [`Self::migrate`]).

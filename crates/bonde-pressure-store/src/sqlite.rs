@@ -229,15 +229,38 @@ impl SqliteCallStore {
     }
 
     /// Connects to `url` with `options`; runs the pending migrations unless
-    /// [`StoreOptions::run_migrations`] is off.
+    /// [`StoreOptions::run_migrations`] is off, in which case a database
+    /// lacking some of them is refused ([`ConnectError::SchemaBehind`]).
     ///
     /// An in-memory database (`sqlite::memory:` or `mode=memory`) gets a
     /// single connection that is never closed, so the data lives as long as
     /// the store.
     pub async fn connect_with(url: &str, options: &StoreOptions) -> Result<Self, ConnectError> {
+        Self::connect_unmigrated(url, options)
+            .await?
+            .migrated(options)
+            .await
+    }
+
+    /// Connects to `url` with `options`: no migration, no schema check.
+    pub(crate) async fn connect_unmigrated(
+        url: &str,
+        options: &StoreOptions,
+    ) -> Result<Self, ConnectError> {
         let in_memory = url.contains(":memory:") || url.contains("mode=memory");
         let connect = SqliteConnectOptions::from_str(url).map_err(ConnectError::invalid_url)?;
         Self::open_with_options(connect, in_memory, options).await
+    }
+
+    /// Runs the pending migrations, or with migrations off checks that
+    /// none is pending.
+    async fn migrated(self, options: &StoreOptions) -> Result<Self, ConnectError> {
+        if options.run_migrations {
+            self.migrate().await?;
+        } else {
+            crate::check_schema(&MIGRATOR, &self.pool).await?;
+        }
+        Ok(self)
     }
 
     /// Opens (creating if missing) the database file at `path`, with default
@@ -252,7 +275,10 @@ impl SqliteCallStore {
         options: &StoreOptions,
     ) -> Result<Self, ConnectError> {
         let connect = SqliteConnectOptions::new().filename(path);
-        Self::open_with_options(connect, false, options).await
+        Self::open_with_options(connect, false, options)
+            .await?
+            .migrated(options)
+            .await
     }
 
     /// A fresh, private in-memory database.
@@ -292,11 +318,7 @@ impl SqliteCallStore {
             .connect_with(connect)
             .await
             .map_err(ConnectError::database)?;
-        let store = Self::from_pool(pool);
-        if options.run_migrations {
-            store.migrate().await?;
-        }
-        Ok(store)
+        Ok(Self::from_pool(pool))
     }
 
     /// Wraps an existing pool (migrations are not run: call [`Self::migrate`]).

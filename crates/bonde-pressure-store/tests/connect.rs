@@ -281,6 +281,40 @@ async fn migrate_url_applies_once() {
     assert_eq!(second.current, first.current);
 }
 
+/// With migrations off (replicas started after a migration job), a
+/// database that lacks some of this build's migrations is refused by name;
+/// once migrated it opens.
+#[tokio::test]
+async fn without_migrations_a_schema_behind_the_build_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("behind.db").display());
+    let off = StoreOptions::default().run_migrations(false);
+    let err = bonde_pressure_store::connect_any_with(&url, &off)
+        .await
+        .err()
+        .expect("an unmigrated database is refused");
+    let ConnectError::SchemaBehind { pending } = &err else {
+        panic!("{err:?}");
+    };
+    let (_, report) = migrate_url(&url).await.unwrap();
+    let all: Vec<i64> = report.current.iter().map(|(v, _)| *v).collect();
+    assert_eq!(pending, &all, "every migration was pending");
+    assert!(
+        err.to_string().contains("bonde-pressure-store migrate"),
+        "{err}"
+    );
+    let store = bonde_pressure_store::connect_any_with(&url, &off)
+        .await
+        .expect("a migrated database opens");
+    assert_eq!(store.get(CallId::new()).await.unwrap(), None);
+    // The path-based constructor checks too.
+    let other = dir.path().join("other.db");
+    assert!(matches!(
+        SqliteCallStore::open_with(&other, &off).await,
+        Err(ConnectError::SchemaBehind { .. })
+    ));
+}
+
 #[test]
 fn migrate_command_picks_the_backend_from_the_url() {
     let bin = env!("CARGO_BIN_EXE_bonde-pressure-store");
@@ -488,9 +522,14 @@ async fn a_busy_pool_fails_after_the_acquire_timeout_on_both_backends() {
         let _ = writeln!(std::io::stderr(), "skipped: TEST_DATABASE_URL not set");
         return;
     };
-    let pg = bonde_pressure_store::PgCallStore::connect_with(&url, &options.run_migrations(false))
+    // Only the pool's behaviour is tested: no migration of that database.
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(options.max_connections)
+        .acquire_timeout(options.acquire_timeout)
+        .connect(&url)
         .await
         .expect("PostgreSQL at TEST_DATABASE_URL");
+    let pg = bonde_pressure_store::PgCallStore::from_pool(pool);
     let held = pg.pool().acquire().await.unwrap();
     let t = Instant::now();
     let err = pg.get(CallId::new()).await.unwrap_err();
