@@ -289,6 +289,26 @@ pub async fn open_all_stores(
     ),
     WiringError,
 > {
+    Ok(open_all_stores_probed(config).await?.0)
+}
+
+/// [`open_all_stores`], and a probe of the database pool's use (none for
+/// the in-memory store).
+#[allow(clippy::type_complexity)]
+async fn open_all_stores_probed(
+    config: &Config,
+) -> Result<
+    (
+        (
+            Arc<dyn CallStore>,
+            Arc<dyn DoNotCallList>,
+            Arc<dyn CampaignResults>,
+            Arc<dyn PersonalDataStore>,
+        ),
+        Option<metrics::PoolProbe>,
+    ),
+    WiringError,
+> {
     let url = config
         .database_url
         .as_ref()
@@ -299,28 +319,36 @@ pub async fn open_all_stores(
         tracing::warn!("in-memory store: calls are lost on restart");
         let store = Arc::new(InMemoryCallStore::new());
         return Ok((
-            store.clone(),
-            Arc::new(InMemoryDoNotCallList::new()),
-            store.clone(),
-            store,
+            (
+                store.clone(),
+                Arc::new(InMemoryDoNotCallList::new()),
+                store.clone(),
+                store,
+            ),
+            None,
         ));
     }
     let backend = bonde_pressure_store::Backend::from_url(&url).map_err(WiringError::store)?;
     let options = store_options(config);
     let err = |e: bonde_pressure_store::ConnectError| WiringError::store(e);
-    let stores: (
-        Arc<dyn CallStore>,
-        Arc<dyn DoNotCallList>,
-        Arc<dyn CampaignResults>,
-        Arc<dyn PersonalDataStore>,
-    ) = match backend {
+    let (stores, probe): (Stores4, metrics::PoolProbe) = match backend {
         bonde_pressure_store::Backend::Postgres => {
             let s = Arc::new(
                 bonde_pressure_store::PgCallStore::connect_with(&url, &options)
                     .await
                     .map_err(err)?,
             );
-            (s.clone(), s.clone(), s.clone(), s)
+            let pool = s.pool().clone();
+            (
+                (s.clone(), s.clone(), s.clone(), s),
+                Arc::new(move || {
+                    pool_use(
+                        pool.size(),
+                        pool.num_idle(),
+                        &pool.options().get_max_connections(),
+                    )
+                }),
+            )
         }
         _ => {
             let s = Arc::new(
@@ -328,11 +356,38 @@ pub async fn open_all_stores(
                     .await
                     .map_err(err)?,
             );
-            (s.clone(), s.clone(), s.clone(), s)
+            let pool = s.pool().clone();
+            (
+                (s.clone(), s.clone(), s.clone(), s),
+                Arc::new(move || {
+                    pool_use(
+                        pool.size(),
+                        pool.num_idle(),
+                        &pool.options().get_max_connections(),
+                    )
+                }),
+            )
         }
     };
     tracing::info!(backend = backend.as_str(), "store opened");
-    Ok(stores)
+    Ok((stores, Some(probe)))
+}
+
+type Stores4 = (
+    Arc<dyn CallStore>,
+    Arc<dyn DoNotCallList>,
+    Arc<dyn CampaignResults>,
+    Arc<dyn PersonalDataStore>,
+);
+
+/// A pool's use from sqlx's figures (open connections, idle ones, maximum).
+fn pool_use(size: u32, idle: usize, max: &u32) -> metrics::PoolUse {
+    let idle = u32::try_from(idle).unwrap_or(u32::MAX).min(size);
+    metrics::PoolUse {
+        in_use: size - idle,
+        idle,
+        max: *max,
+    }
 }
 
 /// The admin token: `ADMIN_TOKEN`; when unset with the simulated telephony
@@ -434,7 +489,10 @@ fn twilio_client(
 pub async fn build(config: &Config) -> Result<App, WiringError> {
     config.check()?;
     let metrics = Arc::new(Metrics::new());
-    let (store, do_not_call, results, personal) = open_all_stores(config).await?;
+    let ((store, do_not_call, results, personal), pool) = open_all_stores_probed(config).await?;
+    if let Some(probe) = pool {
+        metrics.set_pool_probe(probe);
+    }
     let privacy = privacy(config, personal);
     // Every store operation made for a request is bounded by its deadline.
     let store: Arc<dyn CallStore> = Arc::new(DeadlineStore::new(store));

@@ -736,6 +736,52 @@ async fn sse_wakes_on_core_live_updates_without_waiting_for_the_poll() {
     assert!(text.contains("\"terminal\":true"), "{text}");
 }
 
+/// `/metrics` shows the open SSE streams (up while a client reads one,
+/// down once it goes) and the database pool's connections.
+#[tokio::test]
+async fn metrics_gauge_open_streams_and_the_pool() {
+    let app = app_with(&["--database-url", "sqlite::memory:"]).await;
+    let r = router(&app);
+    let id = start(&r, "11 91234-5670").await;
+    let metrics = |r: axum::Router| async move {
+        String::from_utf8(body_bytes(send(&r, get("/metrics")).await).await).unwrap()
+    };
+    let stream = send(&r, get(&format!("/v1/phone/calls/{id}/events"))).await;
+    assert_eq!(stream.status(), StatusCode::OK);
+    let text = metrics(r.clone()).await;
+    assert!(
+        text.contains("# TYPE bonde_pressure_sse_streams_open gauge"),
+        "{text}"
+    );
+    assert!(
+        text.contains("bonde_pressure_sse_streams_open{stream=\"call\"} 1\n"),
+        "{text}"
+    );
+    // In-memory SQLite: one connection, never closed.
+    assert!(
+        text.contains("bonde_pressure_db_pool_connections{state=\"max\"} 1\n"),
+        "{text}"
+    );
+    let in_use_and_idle: i64 = ["in_use", "idle"]
+        .iter()
+        .map(|s| {
+            let prefix = format!("bonde_pressure_db_pool_connections{{state=\"{s}\"}} ");
+            text.lines()
+                .find_map(|l| l.strip_prefix(&prefix))
+                .unwrap_or_else(|| panic!("{s} in {text}"))
+                .parse::<i64>()
+                .unwrap()
+        })
+        .sum();
+    assert_eq!(in_use_and_idle, 1, "{text}");
+    drop(stream);
+    let text = metrics(r.clone()).await;
+    assert!(
+        text.contains("bonde_pressure_sse_streams_open{stream=\"call\"} 0\n"),
+        "{text}"
+    );
+}
+
 #[tokio::test]
 async fn sse_reconnections_after_the_last_event_get_204() {
     let app = app().await;
@@ -821,6 +867,23 @@ async fn ops_routes() {
     assert!(
         text.contains(
             "bonde_pressure_http_responses_total{route=\"/v1/phone/call\",status=\"200\"} 1"
+        ),
+        "{text}"
+    );
+    // Latency histograms per route; the start request took one observation.
+    assert!(
+        text.contains("# TYPE bonde_pressure_http_request_duration_seconds histogram"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "bonde_pressure_http_request_duration_seconds_count{route=\"/v1/phone/call\"} 1\n"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "bonde_pressure_http_request_duration_seconds_bucket{route=\"/v1/phone/call\",le=\"+Inf\"} 1\n"
         ),
         "{text}"
     );

@@ -589,6 +589,16 @@ async fn a_full_lifecycle_from_signed_callbacks_in_any_order_dials_the_target_on
             ),
             "{metrics}"
         );
+        assert!(
+            metrics.contains(
+                "bonde_pressure_webhook_processing_seconds_bucket{route=\"status-callback\",le=\"+Inf\"}"
+            ),
+            "{metrics}"
+        );
+        assert!(
+            metrics.contains("# TYPE bonde_pressure_webhook_processing_seconds histogram"),
+            "{metrics}"
+        );
         server.verify().await;
     }
 }

@@ -57,7 +57,13 @@ async fn count_responses(State(state): State<AppState>, req: Request, next: Next
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".into());
+    let started = std::time::Instant::now();
     let response = next.run(req).await;
+    state.metrics.observe(
+        metrics::HTTP_DURATION,
+        &[("route", &route)],
+        started.elapsed().as_secs_f64(),
+    );
     state.metrics.inc(
         metrics::HTTP_RESPONSES,
         &[("route", &route), ("status", response.status().as_str())],

@@ -64,6 +64,7 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
 )]
 pub async fn metrics(State(state): State<AppState>) -> Response {
     state.metrics.record_spool(&state.service.spool_stats());
+    state.metrics.record_pool();
     let mut r = state.metrics.render().into_response();
     r.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -579,6 +579,7 @@ pub async fn widget_events(
         now + TimeDelta::seconds(1),
         TimeDelta::days(1),
     )?;
+    let state_metrics = state.metrics.clone();
     let sub = Counters {
         live: state.service.live_updates().subscribe_widget(widget_id),
         state,
@@ -588,9 +589,11 @@ pub async fn widget_events(
         first: true,
         seq: 0,
     };
-    let stream = futures::stream::unfold(sub, |mut sub| async move {
+    // Counted open until the stream ends or the client goes.
+    let open = state_metrics.open_stream("widget");
+    let stream = futures::stream::unfold((sub, open), |(mut sub, open)| async move {
         let e = sub.next_event().await?;
-        Some((Ok::<_, Infallible>(e), sub))
+        Some((Ok::<_, Infallible>(e), (sub, open)))
     });
     let mut r = Sse::new(stream)
         .keep_alive(KeepAlive::default())

@@ -254,7 +254,13 @@ async fn run(
     headers: HeaderMap,
     body: RawBody,
 ) -> Response {
+    let started = std::time::Instant::now();
     let o = webhook(route, &state, id, &uri.0, &headers, &body.0).await;
+    state.metrics.observe(
+        metrics::WEBHOOK_DURATION,
+        &[("route", route.as_str())],
+        started.elapsed().as_secs_f64(),
+    );
     // A payload core could not store now waits in its spool: flush it as
     // soon as the store answers.
     state.spool_flusher.kick();

@@ -153,6 +153,7 @@ pub async fn call_events(
     // Resume after the last version seen; an id from the future (another
     // call's, a forged one) is ignored rather than waited for.
     let seen = last_seen.filter(|v| *v <= call.version);
+    let state_metrics = state.metrics.clone();
     let sub = Subscription {
         live: state.service.live_updates().subscribe_call(id),
         state,
@@ -162,9 +163,11 @@ pub async fn call_events(
         first: true,
         done: false,
     };
-    let stream = futures::stream::unfold(sub, |mut sub| async move {
+    // Counted open until the stream ends or the client goes.
+    let open = state_metrics.open_stream("call");
+    let stream = futures::stream::unfold((sub, open), |(mut sub, open)| async move {
         let e = sub.next_event().await?;
-        Some((Ok::<_, Infallible>(e), sub))
+        Some((Ok::<_, Infallible>(e), (sub, open)))
     });
     Ok(Sse::new(stream)
         .keep_alive(KeepAlive::default())
