@@ -213,26 +213,26 @@ impl PressureService {
     ) -> Result<HandleOutcome, ServiceError> {
         let store = &self.deps.store;
         // One read–apply–commit per call at a time in this process.
-        let _serialised = self.commit_locks.of(call_id).lock().await;
-        for attempt in 0..self.config.max_commit_attempts {
-            let Some(call) = store.get(call_id).await? else {
-                return Err(ServiceError::CallNotFound(call_id));
-            };
-            self.recent.remember(call.id, call.widget_id);
-            let (mut next, effects) = call.apply(event, self.deps.clock.now());
-            if effects.is_empty() && next.facts == call.facts {
-                // Nothing new (a duplicate, a retry, a fact already known):
-                // the payload is appended, the call is left as it is — no
-                // version bump, so nothing to conflict over.
-                if !raws.is_empty() {
-                    store.append_events(Some(call_id), raws).await?;
+        let lock = self.commit_locks.of(call_id);
+        let _serialised = match lock.try_lock() {
+            Ok(guard) => guard,
+            Err(_) => {
+                // Another event for this call is being applied here. A
+                // duplicate changes nothing and needs no turn: it is
+                // stored at once. Anything else waits, then reads again.
+                let call = self.load(call_id).await?;
+                if let Some(unchanged) = self.append_if_unchanged(&call, event, raws).await? {
+                    return Ok(unchanged);
                 }
-                debug!(%call_id, event = event.kind(), "event changes nothing: payload stored, call unchanged");
-                return Ok(HandleOutcome {
-                    call,
-                    effects: Vec::new(),
-                });
+                lock.lock().await
             }
+        };
+        for attempt in 0..self.config.max_commit_attempts {
+            let call = self.load(call_id).await?;
+            if let Some(unchanged) = self.append_if_unchanged(&call, event, raws).await? {
+                return Ok(unchanged);
+            }
+            let (mut next, effects) = call.apply(event, self.deps.clock.now());
             match store.commit(&next, raws).await {
                 Ok(version) => {
                     next.version = version;
@@ -254,6 +254,41 @@ impl PressureService {
         }
         warn!(%call_id, event = event.kind(), "commit contention: giving up");
         Err(ServiceError::Contention(self.config.max_commit_attempts))
+    }
+
+    /// The call, or [`ServiceError::CallNotFound`].
+    async fn load(&self, call_id: CallId) -> Result<Call, ServiceError> {
+        let call = self
+            .deps
+            .store
+            .get(call_id)
+            .await?
+            .ok_or(ServiceError::CallNotFound(call_id))?;
+        self.recent.remember(call.id, call.widget_id);
+        Ok(call)
+    }
+
+    /// When `event` changes nothing in `call` (a duplicate, a retry, a fact
+    /// already known), appends the payloads and returns the call as it is —
+    /// no commit, no version bump, so nothing to conflict over.
+    async fn append_if_unchanged(
+        &self,
+        call: &Call,
+        event: &CallEvent,
+        raws: &[RawEvent],
+    ) -> Result<Option<HandleOutcome>, ServiceError> {
+        let (next, effects) = call.apply(event, self.deps.clock.now());
+        if !effects.is_empty() || next.facts != call.facts {
+            return Ok(None);
+        }
+        if !raws.is_empty() {
+            self.deps.store.append_events(Some(call.id), raws).await?;
+        }
+        debug!(call_id = %call.id, event = event.kind(), "event changes nothing: payload stored, call unchanged");
+        Ok(Some(HandleOutcome {
+            call: call.clone(),
+            effects: Vec::new(),
+        }))
     }
 
     /// Carries out one effect; returns the event that reports its result, if any.
