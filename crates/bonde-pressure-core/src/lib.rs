@@ -297,6 +297,7 @@
 pub mod call;
 mod chain;
 pub mod do_not_call;
+pub mod lease;
 pub mod domain;
 mod fakes;
 pub mod limits;
@@ -336,9 +337,12 @@ pub use fakes::{
 #[cfg(feature = "mock")]
 pub use limits::MockRateLimiter;
 pub use limits::{
-    Admission, InMemoryRateLimiter, LimitKey, LimitKind, LimiterError, Quota, RateLimiter, Refill,
-    RequestLimits,
+    Admission, InMemoryRateLimiter, LayeredRateLimiter, LimitKey, LimitKind, LimitRoute,
+    LimiterError, Quota, RateLimiter, Refill, RequestLimits,
 };
+#[cfg(feature = "mock")]
+pub use lease::MockLease;
+pub use lease::{InMemoryLease, Lease, LeaseError};
 pub use memory::InMemoryCallStore;
 pub use ports::{
     ActionRecorder, ActivistCallRequest, CallStore, CampaignDirectory, Clock, ConferenceSnapshot,
