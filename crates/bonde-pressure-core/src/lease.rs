@@ -54,8 +54,12 @@ impl LeaseError {
 pub trait Lease: Send + Sync + 'static {
     /// Takes or renews `name` for `holder` until now + `ttl`; `false` when
     /// another holder's lease is still valid.
-    async fn try_acquire(&self, name: &str, holder: &str, ttl: Duration)
-    -> Result<bool, LeaseError>;
+    async fn try_acquire(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<bool, LeaseError>;
     /// Gives `name` up if `holder` holds it.
     async fn release(&self, name: &str, holder: &str) -> Result<(), LeaseError>;
 }

@@ -297,9 +297,9 @@
 pub mod call;
 mod chain;
 pub mod do_not_call;
-pub mod lease;
 pub mod domain;
 mod fakes;
+pub mod lease;
 pub mod limits;
 pub mod live;
 mod memory;
@@ -335,14 +335,14 @@ pub use fakes::{
     ManualClock, NoopActionRecorder, StaticCampaignDirectory, StubActionRecorder, demo_widget,
 };
 #[cfg(feature = "mock")]
+pub use lease::MockLease;
+pub use lease::{InMemoryLease, Lease, LeaseError};
+#[cfg(feature = "mock")]
 pub use limits::MockRateLimiter;
 pub use limits::{
     Admission, InMemoryRateLimiter, LayeredRateLimiter, LimitKey, LimitKind, LimitRoute,
     LimiterError, Quota, RateLimiter, Refill, RequestLimits,
 };
-#[cfg(feature = "mock")]
-pub use lease::MockLease;
-pub use lease::{InMemoryLease, Lease, LeaseError};
 pub use memory::InMemoryCallStore;
 pub use ports::{
     ActionRecorder, ActivistCallRequest, CallStore, CampaignDirectory, Clock, ConferenceSnapshot,

@@ -1010,7 +1010,11 @@ mod tests {
         for _ in 0..1000 {
             assert!(!l.charge(&a, q).await.unwrap().is_admitted());
         }
-        assert_eq!(shared.calls(), 3, "refused locally: never sent to the shared limiter");
+        assert_eq!(
+            shared.calls(),
+            3,
+            "refused locally: never sent to the shared limiter"
+        );
         assert_eq!(local.calls(), 1003);
     }
 
@@ -1058,7 +1062,12 @@ mod tests {
         let l = LayeredRateLimiter::new(local.clone(), shared.clone())
             .with_route(LimitKind::TargetDials, LimitRoute::Local);
         let before = shared.calls();
-        assert!(l.charge(&key("+5561999990001"), q).await.unwrap().is_admitted());
+        assert!(
+            l.charge(&key("+5561999990001"), q)
+                .await
+                .unwrap()
+                .is_admitted()
+        );
         assert_eq!(shared.calls(), before);
     }
 
@@ -1073,7 +1082,10 @@ mod tests {
         let t = key("+5561999990000");
         assert!(l.charge(&t, q).await.unwrap().is_admitted());
         assert!(l.charge(&t, q).await.unwrap().is_admitted());
-        assert!(!l.charge(&t, q).await.unwrap().is_admitted(), "limited in-process");
+        assert!(
+            !l.charge(&t, q).await.unwrap().is_admitted(),
+            "limited in-process"
+        );
         l.refund(&t, q).await.unwrap();
         assert!(l.charge(&t, q).await.unwrap().is_admitted());
         let a = ip("203.0.113.9");

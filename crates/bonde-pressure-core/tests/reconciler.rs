@@ -101,7 +101,10 @@ async fn under_a_lease_one_replica_reconciles_at_a_time() {
     assert_eq!(a.lease_ttl(), Some(ttl));
     let (ra, rb) = tokio::join!(a.run_once(), b.run_once());
     let (ra, rb) = (ra.unwrap(), rb.unwrap());
-    assert!(ra.skipped != rb.skipped, "exactly one pass ran: {ra:?} {rb:?}");
+    assert!(
+        ra.skipped != rb.skipped,
+        "exactly one pass ran: {ra:?} {rb:?}"
+    );
     let (holder, other) = if ra.skipped { (&b, &a) } else { (&a, &b) };
     let ran = if ra.skipped { rb } else { ra };
     assert_eq!(ran.examined, 3, "{ran:?}");

@@ -191,7 +191,11 @@ impl Reconciler {
         let clock = &self.service.deps.clock;
         let started = clock.now();
         if let Some(l) = &self.lease {
-            let held = match l.lease.try_acquire(Self::LEASE_NAME, &l.holder, l.ttl).await {
+            let held = match l
+                .lease
+                .try_acquire(Self::LEASE_NAME, &l.holder, l.ttl)
+                .await
+            {
                 Ok(held) => held,
                 Err(error) => {
                     warn!(error = %error_chain(&error), "reconciliation lease unavailable; pass skipped");
