@@ -507,7 +507,7 @@ pub enum LimitRoute {
     Shared,
     /// The local limiter first, as a pre-filter: what it refuses never
     /// reaches the shared limiter; what it admits is then charged to the
-    /// shared one (and given back locally if the shared one refuses).
+    /// shared one (the local charge stays, whatever the shared answer).
     LocalThenShared,
 }
 
@@ -517,11 +517,15 @@ pub enum LimitRoute {
 ///
 /// The default routes ([`LayeredRateLimiter::new`]):
 /// - [`LimitKind::ClientIp`]: [`LimitRoute::LocalThenShared`]. A flood from
-///   one client is refused in-process once it used up its quota on this
-///   replica, so it never becomes database writes; the shared limiter makes
-///   the quota hold across replicas. The local count only holds charges the
-///   shared limiter admitted too (a shared refusal is given back locally),
-///   so the pre-filter never refuses what the shared limiter would admit.
+///   one client is refused in-process once it sent its quota's worth of
+///   requests through this replica, so it never becomes more than `limit`
+///   database writes per window per replica, however the flood is spread
+///   over replicas; the shared limiter makes the quota hold across them.
+///   The local count holds every charge this replica sent on, admitted or
+///   refused by the shared limiter, so a client refused by the shared
+///   limiter may also be refused locally for up to one window after the
+///   shared quota came back (a client over its quota stays refused a
+///   little longer; never one within it on this replica alone).
 /// - every other kind ([`LimitKind::ActivistCalls`],
 ///   [`LimitKind::ActivistRequests`], [`LimitKind::TargetDials`]):
 ///   [`LimitRoute::Shared`].
@@ -627,13 +631,12 @@ impl LayeredRateLimiter {
                     self.shared.peek(key, quota).await
                 };
                 match shared {
-                    Ok(Admission::Admitted) => Ok(Admission::Admitted),
-                    Ok(refused) => {
-                        if charge {
-                            self.local.refund(key, quota).await?;
-                        }
-                        Ok(refused)
-                    }
+                    // A shared refusal keeps the local charge: the local
+                    // count is what this replica sent to the shared limiter,
+                    // so a client refused there (its quota spent through
+                    // other replicas) reaches the database at most `limit`
+                    // times per window from here.
+                    Ok(answer) => Ok(answer),
                     Err(error) => {
                         tracing::warn!(
                             error = %crate::chain::error_chain(&error),
@@ -1019,7 +1022,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_shared_refusal_is_given_back_locally() {
+    async fn a_client_refused_by_the_shared_limiter_stops_at_the_pre_filter() {
         let clock = Arc::new(ManualClock::new(Utc::now()));
         let local = Counted::new(clock.clone());
         let shared = Counted::new(clock.clone());
@@ -1029,14 +1032,21 @@ mod tests {
         assert!(shared.charge(&a, q).await.unwrap().is_admitted());
         assert!(shared.charge(&a, q).await.unwrap().is_admitted());
         let l = LayeredRateLimiter::new(local.clone(), shared.clone());
-        assert_eq!(
-            l.charge(&a, q).await.unwrap(),
-            Admission::Exhausted {
-                retry_after: Duration::from_secs(30)
-            }
-        );
-        // The local bucket is still full: it counts admitted charges only.
-        assert!(local.peek(&a, q).await.unwrap().is_admitted());
+        for _ in 0..2 {
+            assert_eq!(
+                l.charge(&a, q).await.unwrap(),
+                Admission::Exhausted {
+                    retry_after: Duration::from_secs(30)
+                }
+            );
+        }
+        // Refused there twice (the local quota's worth): the rest of the
+        // flood stays in-process.
+        for _ in 0..100 {
+            assert!(!l.charge(&a, q).await.unwrap().is_admitted());
+        }
+        assert_eq!(shared.calls(), 4);
+        // Once both refilled, the client is admitted again.
         clock.advance(Duration::from_secs(30));
         assert!(l.charge(&a, q).await.unwrap().is_admitted());
         assert!(!l.charge(&a, q).await.unwrap().is_admitted());
