@@ -299,6 +299,7 @@ mod chain;
 pub mod do_not_call;
 pub mod domain;
 mod fakes;
+pub mod lease;
 pub mod limits;
 pub mod live;
 mod memory;
@@ -334,10 +335,13 @@ pub use fakes::{
     ManualClock, NoopActionRecorder, StaticCampaignDirectory, StubActionRecorder, demo_widget,
 };
 #[cfg(feature = "mock")]
+pub use lease::MockLease;
+pub use lease::{InMemoryLease, Lease, LeaseError};
+#[cfg(feature = "mock")]
 pub use limits::MockRateLimiter;
 pub use limits::{
-    Admission, InMemoryRateLimiter, LimitKey, LimitKind, LimiterError, Quota, RateLimiter, Refill,
-    RequestLimits,
+    Admission, InMemoryRateLimiter, LayeredRateLimiter, LimitKey, LimitKind, LimitRoute,
+    LimiterError, Quota, RateLimiter, Refill, RequestLimits,
 };
 pub use memory::InMemoryCallStore;
 pub use ports::{

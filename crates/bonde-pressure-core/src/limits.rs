@@ -496,6 +496,191 @@ impl RateLimiter for InMemoryRateLimiter {
     }
 }
 
+/// Which limiter of a [`LayeredRateLimiter`] counts a [`LimitKind`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum LimitRoute {
+    /// Only the local (in-process) limiter.
+    Local,
+    /// Only the shared limiter (the local one only while the shared one
+    /// fails).
+    Shared,
+    /// The local limiter first, as a pre-filter: what it refuses never
+    /// reaches the shared limiter; what it admits is then charged to the
+    /// shared one (the local charge stays, whatever the shared answer).
+    LocalThenShared,
+}
+
+/// Two limiters behind one [`RateLimiter`]: a local, in-process one (an
+/// [`InMemoryRateLimiter`]) and a shared one (e.g. on PostgreSQL, counting
+/// across replicas), each kind of limit routed by a [`LimitRoute`].
+///
+/// The default routes ([`LayeredRateLimiter::new`]):
+/// - [`LimitKind::ClientIp`]: [`LimitRoute::LocalThenShared`]. A flood from
+///   one client is refused in-process once it sent its quota's worth of
+///   requests through this replica, so it never becomes more than `limit`
+///   database writes per window per replica, however the flood is spread
+///   over replicas; the shared limiter makes the quota hold across them.
+///   The local count holds every charge this replica sent on, admitted or
+///   refused by the shared limiter, so a client refused by the shared
+///   limiter may also be refused locally for up to one window after the
+///   shared quota came back (a client over its quota stays refused a
+///   little longer; never one within it on this replica alone).
+/// - every other kind ([`LimitKind::ActivistCalls`],
+///   [`LimitKind::ActivistRequests`], [`LimitKind::TargetDials`]):
+///   [`LimitRoute::Shared`].
+///
+/// When the shared limiter fails, the call is answered by the local one
+/// (logged at warn level): replicas then limit each on its own, as without
+/// a shared limiter, rather than not at all. Errors are never returned.
+pub struct LayeredRateLimiter {
+    local: Arc<dyn RateLimiter>,
+    shared: Arc<dyn RateLimiter>,
+    routes: HashMap<LimitKind, LimitRoute>,
+}
+
+impl std::fmt::Debug for LayeredRateLimiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LayeredRateLimiter")
+            .field("routes", &self.routes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LayeredRateLimiter {
+    /// `local` in front of `shared`, with the default routes (client IPs
+    /// pre-filtered locally, everything else shared).
+    pub fn new(local: Arc<dyn RateLimiter>, shared: Arc<dyn RateLimiter>) -> Self {
+        Self {
+            local,
+            shared,
+            routes: HashMap::from([(LimitKind::ClientIp, LimitRoute::LocalThenShared)]),
+        }
+    }
+
+    /// With `kind` counted as `route` says.
+    pub fn with_route(mut self, kind: LimitKind, route: LimitRoute) -> Self {
+        self.routes.insert(kind, route);
+        self
+    }
+
+    /// How `kind` is counted.
+    pub fn route(&self, kind: LimitKind) -> LimitRoute {
+        self.routes
+            .get(&kind)
+            .copied()
+            .unwrap_or(LimitRoute::Shared)
+    }
+
+    /// Asks the shared limiter; on failure (logged), the local one.
+    async fn shared_or_local(
+        &self,
+        key: &LimitKey,
+        quota: Quota,
+        charge: bool,
+    ) -> Result<Admission, LimiterError> {
+        let shared = if charge {
+            self.shared.charge(key, quota).await
+        } else {
+            self.shared.peek(key, quota).await
+        };
+        match shared {
+            Ok(a) => Ok(a),
+            Err(error) => {
+                tracing::warn!(
+                    error = %crate::chain::error_chain(&error),
+                    kind = key.kind.as_str(),
+                    "shared rate limiter failed; limiting in-process"
+                );
+                if charge {
+                    self.local.charge(key, quota).await
+                } else {
+                    self.local.peek(key, quota).await
+                }
+            }
+        }
+    }
+
+    async fn decide(
+        &self,
+        key: &LimitKey,
+        quota: Quota,
+        charge: bool,
+    ) -> Result<Admission, LimiterError> {
+        match self.route(key.kind) {
+            LimitRoute::Local => {
+                if charge {
+                    self.local.charge(key, quota).await
+                } else {
+                    self.local.peek(key, quota).await
+                }
+            }
+            LimitRoute::Shared => self.shared_or_local(key, quota, charge).await,
+            LimitRoute::LocalThenShared => {
+                let local = if charge {
+                    self.local.charge(key, quota).await?
+                } else {
+                    self.local.peek(key, quota).await?
+                };
+                if !local.is_admitted() {
+                    return Ok(local);
+                }
+                let shared = if charge {
+                    self.shared.charge(key, quota).await
+                } else {
+                    self.shared.peek(key, quota).await
+                };
+                match shared {
+                    // A shared refusal keeps the local charge: the local
+                    // count is what this replica sent to the shared limiter,
+                    // so a client refused there (its quota spent through
+                    // other replicas) reaches the database at most `limit`
+                    // times per window from here.
+                    Ok(answer) => Ok(answer),
+                    Err(error) => {
+                        tracing::warn!(
+                            error = %crate::chain::error_chain(&error),
+                            kind = key.kind.as_str(),
+                            "shared rate limiter failed; limiting in-process"
+                        );
+                        Ok(local)
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl RateLimiter for LayeredRateLimiter {
+    async fn peek(&self, key: &LimitKey, quota: Quota) -> Result<Admission, LimiterError> {
+        self.decide(key, quota, false).await
+    }
+
+    async fn charge(&self, key: &LimitKey, quota: Quota) -> Result<Admission, LimiterError> {
+        self.decide(key, quota, true).await
+    }
+
+    async fn refund(&self, key: &LimitKey, quota: Quota) -> Result<(), LimiterError> {
+        let route = self.route(key.kind);
+        if route != LimitRoute::Shared {
+            self.local.refund(key, quota).await?;
+        }
+        if route != LimitRoute::Local {
+            if let Err(error) = self.shared.refund(key, quota).await {
+                tracing::warn!(
+                    error = %crate::chain::error_chain(&error),
+                    kind = key.kind.as_str(),
+                    "shared rate limiter refund failed"
+                );
+                // What was charged locally during the outage.
+                self.local.refund(key, quota).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -766,5 +951,156 @@ mod tests {
             assert!(l.len() <= cap);
         }
         assert!(l.len() > cap / 2, "{}", l.len());
+    }
+
+    // LayeredRateLimiter: a local pre-filter in front of a shared limiter.
+
+    /// A limiter counting the calls that reach it, failing when told to.
+    #[derive(Debug)]
+    struct Counted {
+        inner: InMemoryRateLimiter,
+        calls: std::sync::atomic::AtomicUsize,
+        fail: std::sync::atomic::AtomicBool,
+    }
+
+    impl Counted {
+        fn new(clock: Arc<ManualClock>) -> Arc<Self> {
+            Arc::new(Self {
+                inner: InMemoryRateLimiter::new(clock),
+                calls: Default::default(),
+                fail: Default::default(),
+            })
+        }
+        fn calls(&self) -> usize {
+            self.calls.load(std::sync::atomic::Ordering::SeqCst)
+        }
+        fn enter(&self) -> Result<(), LimiterError> {
+            self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            if self.fail.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(LimiterError::unavailable("told to fail"));
+            }
+            Ok(())
+        }
+    }
+
+    #[async_trait]
+    impl RateLimiter for Counted {
+        async fn peek(&self, key: &LimitKey, quota: Quota) -> Result<Admission, LimiterError> {
+            self.enter()?;
+            self.inner.peek(key, quota).await
+        }
+        async fn charge(&self, key: &LimitKey, quota: Quota) -> Result<Admission, LimiterError> {
+            self.enter()?;
+            self.inner.charge(key, quota).await
+        }
+        async fn refund(&self, key: &LimitKey, quota: Quota) -> Result<(), LimiterError> {
+            self.enter()?;
+            self.inner.refund(key, quota).await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_flood_from_one_ip_stops_at_the_local_pre_filter() {
+        let clock = Arc::new(ManualClock::new(Utc::now()));
+        let local = Counted::new(clock.clone());
+        let shared = Counted::new(clock.clone());
+        let l = LayeredRateLimiter::new(local.clone(), shared.clone());
+        let q = Quota::gradual(3, Duration::from_secs(60));
+        let a = ip("203.0.113.9");
+        for _ in 0..3 {
+            assert!(l.charge(&a, q).await.unwrap().is_admitted());
+        }
+        for _ in 0..1000 {
+            assert!(!l.charge(&a, q).await.unwrap().is_admitted());
+        }
+        assert_eq!(
+            shared.calls(),
+            3,
+            "refused locally: never sent to the shared limiter"
+        );
+        assert_eq!(local.calls(), 1003);
+    }
+
+    #[tokio::test]
+    async fn a_client_refused_by_the_shared_limiter_stops_at_the_pre_filter() {
+        let clock = Arc::new(ManualClock::new(Utc::now()));
+        let local = Counted::new(clock.clone());
+        let shared = Counted::new(clock.clone());
+        let q = Quota::gradual(2, Duration::from_secs(60));
+        let a = ip("203.0.113.9");
+        // Another replica used the shared quota up.
+        assert!(shared.charge(&a, q).await.unwrap().is_admitted());
+        assert!(shared.charge(&a, q).await.unwrap().is_admitted());
+        let l = LayeredRateLimiter::new(local.clone(), shared.clone());
+        for _ in 0..2 {
+            assert_eq!(
+                l.charge(&a, q).await.unwrap(),
+                Admission::Exhausted {
+                    retry_after: Duration::from_secs(30)
+                }
+            );
+        }
+        // Refused there twice (the local quota's worth): the rest of the
+        // flood stays in-process.
+        for _ in 0..100 {
+            assert!(!l.charge(&a, q).await.unwrap().is_admitted());
+        }
+        assert_eq!(shared.calls(), 4);
+        // Once both refilled, the client is admitted again.
+        clock.advance(Duration::from_secs(30));
+        assert!(l.charge(&a, q).await.unwrap().is_admitted());
+        assert!(!l.charge(&a, q).await.unwrap().is_admitted());
+    }
+
+    #[tokio::test]
+    async fn numbers_are_counted_by_the_shared_limiter_only() {
+        let clock = Arc::new(ManualClock::new(Utc::now()));
+        let local = Counted::new(clock.clone());
+        let shared = Counted::new(clock.clone());
+        let l = LayeredRateLimiter::new(local.clone(), shared.clone());
+        let q = Quota::per_hour(1);
+        let t = key("+5561999990000");
+        assert!(l.charge(&t, q).await.unwrap().is_admitted());
+        assert!(!l.peek(&t, q).await.unwrap().is_admitted());
+        // Another replica sharing the limiter sees the charge.
+        let other = LayeredRateLimiter::new(Counted::new(clock.clone()), shared.clone());
+        assert!(!other.charge(&t, q).await.unwrap().is_admitted());
+        l.refund(&t, q).await.unwrap();
+        assert!(other.charge(&t, q).await.unwrap().is_admitted());
+        assert_eq!(local.calls(), 0);
+        // A kind routed locally never reaches the shared limiter.
+        let l = LayeredRateLimiter::new(local.clone(), shared.clone())
+            .with_route(LimitKind::TargetDials, LimitRoute::Local);
+        let before = shared.calls();
+        assert!(
+            l.charge(&key("+5561999990001"), q)
+                .await
+                .unwrap()
+                .is_admitted()
+        );
+        assert_eq!(shared.calls(), before);
+    }
+
+    #[tokio::test]
+    async fn a_failing_shared_limiter_falls_back_to_the_local_one() {
+        let clock = Arc::new(ManualClock::new(Utc::now()));
+        let local = Counted::new(clock.clone());
+        let shared = Counted::new(clock.clone());
+        shared.fail.store(true, std::sync::atomic::Ordering::SeqCst);
+        let l = LayeredRateLimiter::new(local.clone(), shared.clone());
+        let q = Quota::per_hour(2);
+        let t = key("+5561999990000");
+        assert!(l.charge(&t, q).await.unwrap().is_admitted());
+        assert!(l.charge(&t, q).await.unwrap().is_admitted());
+        assert!(
+            !l.charge(&t, q).await.unwrap().is_admitted(),
+            "limited in-process"
+        );
+        l.refund(&t, q).await.unwrap();
+        assert!(l.charge(&t, q).await.unwrap().is_admitted());
+        let a = ip("203.0.113.9");
+        let g = Quota::gradual(1, Duration::from_secs(60));
+        assert!(l.charge(&a, g).await.unwrap().is_admitted());
+        assert!(!l.charge(&a, g).await.unwrap().is_admitted());
     }
 }

@@ -82,3 +82,71 @@ async fn run_returns_at_once_when_shutdown_has_resolved() {
         .await;
     assert_eq!(clock.sleeps().len(), before);
 }
+
+/// Two replicas' reconcilers on one store and one lease: one pass at a
+/// time, the holder keeps the lease while it lives, and another replica
+/// takes over once a dead holder's lease expired.
+#[tokio::test]
+async fn under_a_lease_one_replica_reconciles_at_a_time() {
+    use bonde_pressure_core::{InMemoryLease, Lease};
+    let (h, clock) = three_stale_calls().await;
+    let lease: Arc<dyn Lease> = Arc::new(InMemoryLease::new(clock.clone()));
+    let ttl = Duration::from_secs(120);
+    let a = Reconciler::new(h.service.clone())
+        .with_lease(lease.clone(), "replica-a")
+        .with_lease_ttl(ttl);
+    let b = Reconciler::new(h.service.clone())
+        .with_lease(lease.clone(), "replica-b")
+        .with_lease_ttl(ttl);
+    assert_eq!(a.lease_ttl(), Some(ttl));
+    let (ra, rb) = tokio::join!(a.run_once(), b.run_once());
+    let (ra, rb) = (ra.unwrap(), rb.unwrap());
+    assert!(
+        ra.skipped != rb.skipped,
+        "exactly one pass ran: {ra:?} {rb:?}"
+    );
+    let (holder, other) = if ra.skipped { (&b, &a) } else { (&a, &b) };
+    let ran = if ra.skipped { rb } else { ra };
+    assert_eq!(ran.examined, 3, "{ran:?}");
+    // The holder renews at each pass; the other keeps being skipped.
+    for _ in 0..3 {
+        clock.advance(Duration::from_secs(60));
+        assert!(!holder.run_once().await.unwrap().skipped);
+        let skipped = other.run_once().await.unwrap();
+        assert!(skipped.skipped);
+        assert_eq!(skipped.examined, 0);
+    }
+    // The holder dies: within the ttl the other still waits, then takes over.
+    clock.advance(Duration::from_secs(100));
+    assert!(other.run_once().await.unwrap().skipped);
+    clock.advance(Duration::from_secs(21));
+    assert!(!other.run_once().await.unwrap().skipped);
+    // Released on shutdown: the first replica can take it at once.
+    other.release_lease().await;
+    assert!(!holder.run_once().await.unwrap().skipped);
+}
+
+#[tokio::test]
+async fn run_gives_the_lease_up_when_it_stops() {
+    use bonde_pressure_core::{InMemoryLease, Lease};
+    let (h, clock) = three_stale_calls().await;
+    let lease: Arc<dyn Lease> = Arc::new(InMemoryLease::new(clock.clone()));
+    let a = Reconciler::new(h.service.clone()).with_lease(lease.clone(), "a");
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    a.run_with(
+        async move {
+            let _ = stop_rx.wait_for(|stop| *stop).await;
+        },
+        |outcome| {
+            assert!(!outcome.as_ref().unwrap().skipped);
+            stop_tx.send(true).unwrap();
+        },
+    )
+    .await;
+    assert!(
+        lease
+            .try_acquire(Reconciler::LEASE_NAME, "b", Duration::from_secs(60))
+            .await
+            .unwrap()
+    );
+}

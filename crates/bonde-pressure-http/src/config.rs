@@ -384,6 +384,17 @@ pub struct Config {
     #[arg(long, env = "RECONCILE_INTERVAL_SECS", default_value = "30", value_parser = parse_secs)]
     pub reconcile_interval: Duration,
 
+    /// With PostgreSQL: seconds a replica holds the reconciliation lease
+    /// (only the holder runs passes); 0: no lease, every replica reconciles.
+    #[arg(long, env = "RECONCILE_LEASE_TTL_SECS", default_value = "300", value_parser = parse_secs)]
+    pub reconcile_lease_ttl: Duration,
+
+    /// With PostgreSQL: count the per-activist, per-target and per-IP limits
+    /// in the database, shared by every replica (per-IP behind an
+    /// in-process pre-filter). `false`: each replica counts on its own.
+    #[arg(long, env = "SHARED_RATE_LIMITS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub shared_rate_limits: bool,
+
     /// Unfinished calls with no news for this many seconds are reconciled.
     #[arg(long, env = "STALE_AFTER_SECS", default_value = "120", value_parser = parse_secs)]
     pub stale_after: Duration,

@@ -19,7 +19,10 @@ use tokio::sync::watch;
 use bonde_pressure_core::do_not_call::{
     DoNotCallHasher, DoNotCallList, DoNotCallSource, InMemoryDoNotCallList,
 };
-use bonde_pressure_core::limits::{Quota, RequestLimits};
+use bonde_pressure_core::limits::{
+    InMemoryRateLimiter, LayeredRateLimiter, Quota, RateLimiter, RequestLimits,
+};
+use bonde_pressure_core::{Clock, Lease};
 
 use crate::campaigns::{CachedDirectory, GraphqlCampaignDirectory, load_campaigns_file};
 use crate::config::{Config, ConfigError, LogFormat};
@@ -100,6 +103,10 @@ pub struct App {
     pub retention_interval: Duration,
     /// How connections are served.
     pub server: ServerOptions,
+    /// The lease reconciliation runs under and its ttl: with PostgreSQL
+    /// (and `RECONCILE_LEASE_TTL_SECS` > 0), one replica at a time runs
+    /// passes; `None`: every replica does.
+    pub reconcile_lease: Option<(Arc<dyn Lease>, Duration)>,
 }
 
 /// Connection-level settings of [`serve`] (see `docs/configuration.md`).
@@ -289,88 +296,7 @@ pub async fn open_all_stores(
     ),
     WiringError,
 > {
-    Ok(open_all_stores_probed(config).await?.0)
-}
-
-/// [`open_all_stores`], and a probe of the database pool's use (none for
-/// the in-memory store).
-#[allow(clippy::type_complexity)]
-async fn open_all_stores_probed(
-    config: &Config,
-) -> Result<
-    (
-        (
-            Arc<dyn CallStore>,
-            Arc<dyn DoNotCallList>,
-            Arc<dyn CampaignResults>,
-            Arc<dyn PersonalDataStore>,
-        ),
-        Option<metrics::PoolProbe>,
-    ),
-    WiringError,
-> {
-    let url = config
-        .database_url
-        .as_ref()
-        .map(|s| s.expose().to_owned())
-        .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned());
-    let url = normalise_database_url(&url);
-    if url == "memory:" {
-        tracing::warn!("in-memory store: calls are lost on restart");
-        let store = Arc::new(InMemoryCallStore::new());
-        return Ok((
-            (
-                store.clone(),
-                Arc::new(InMemoryDoNotCallList::new()),
-                store.clone(),
-                store,
-            ),
-            None,
-        ));
-    }
-    let backend = bonde_pressure_store::Backend::from_url(&url).map_err(WiringError::store)?;
-    let options = store_options(config);
-    let err = |e: bonde_pressure_store::ConnectError| WiringError::store(e);
-    let (stores, probe): (Stores4, metrics::PoolProbe) = match backend {
-        bonde_pressure_store::Backend::Postgres => {
-            let s = Arc::new(
-                bonde_pressure_store::PgCallStore::connect_with(&url, &options)
-                    .await
-                    .map_err(err)?,
-            );
-            let pool = s.pool().clone();
-            (
-                (s.clone(), s.clone(), s.clone(), s),
-                Arc::new(move || {
-                    pool_use(
-                        pool.size(),
-                        pool.num_idle(),
-                        &pool.options().get_max_connections(),
-                    )
-                }),
-            )
-        }
-        _ => {
-            let s = Arc::new(
-                bonde_pressure_store::SqliteCallStore::connect_with(&url, &options)
-                    .await
-                    .map_err(err)?,
-            );
-            let pool = s.pool().clone();
-            (
-                (s.clone(), s.clone(), s.clone(), s),
-                Arc::new(move || {
-                    pool_use(
-                        pool.size(),
-                        pool.num_idle(),
-                        &pool.options().get_max_connections(),
-                    )
-                }),
-            )
-        }
-    };
-    tracing::info!(backend = backend.as_str(), "store opened");
-    Ok((stores, Some(probe)))
+    Ok(open_database(config).await?.stores)
 }
 
 type Stores4 = (
@@ -380,13 +306,91 @@ type Stores4 = (
     Arc<dyn PersonalDataStore>,
 );
 
+/// The opened database: [`open_all_stores`]' ports, a probe of the pool's
+/// use (none for the in-memory store), and the PostgreSQL store again when
+/// the store is on PostgreSQL (for the shared rate limiter and the
+/// reconciliation lease).
+struct Database {
+    stores: Stores4,
+    probe: Option<metrics::PoolProbe>,
+    postgres: Option<Arc<bonde_pressure_store::PgCallStore>>,
+}
+
+async fn open_database(config: &Config) -> Result<Database, WiringError> {
+    let url = config
+        .database_url
+        .as_ref()
+        .map(|s| s.expose().to_owned())
+        .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned());
+    let url = normalise_database_url(&url);
+    if url == "memory:" {
+        tracing::warn!("in-memory store: calls are lost on restart");
+        let store = Arc::new(InMemoryCallStore::new());
+        return Ok(Database {
+            stores: (
+                store.clone(),
+                Arc::new(InMemoryDoNotCallList::new()),
+                store.clone(),
+                store,
+            ),
+            probe: None,
+            postgres: None,
+        });
+    }
+    let backend = bonde_pressure_store::Backend::from_url(&url).map_err(WiringError::store)?;
+    let options = store_options(config);
+    let err = |e: bonde_pressure_store::ConnectError| WiringError::store(e);
+    let database = match backend {
+        bonde_pressure_store::Backend::Postgres => {
+            let s = Arc::new(
+                bonde_pressure_store::PgCallStore::connect_with(&url, &options)
+                    .await
+                    .map_err(err)?,
+            );
+            let pool = s.pool().clone();
+            Database {
+                stores: (s.clone(), s.clone(), s.clone(), s.clone()),
+                probe: Some(Arc::new(move || {
+                    pool_use(
+                        pool.size(),
+                        pool.num_idle(),
+                        pool.options().get_max_connections(),
+                    )
+                })),
+                postgres: Some(s),
+            }
+        }
+        _ => {
+            let s = Arc::new(
+                bonde_pressure_store::SqliteCallStore::connect_with(&url, &options)
+                    .await
+                    .map_err(err)?,
+            );
+            let pool = s.pool().clone();
+            Database {
+                stores: (s.clone(), s.clone(), s.clone(), s),
+                probe: Some(Arc::new(move || {
+                    pool_use(
+                        pool.size(),
+                        pool.num_idle(),
+                        pool.options().get_max_connections(),
+                    )
+                })),
+                postgres: None,
+            }
+        }
+    };
+    tracing::info!(backend = backend.as_str(), "store opened");
+    Ok(database)
+}
+
 /// A pool's use from sqlx's figures (open connections, idle ones, maximum).
-fn pool_use(size: u32, idle: usize, max: &u32) -> metrics::PoolUse {
+fn pool_use(size: u32, idle: usize, max: u32) -> metrics::PoolUse {
     let idle = u32::try_from(idle).unwrap_or(u32::MAX).min(size);
     metrics::PoolUse {
         in_use: size - idle,
         idle,
-        max: *max,
+        max,
     }
 }
 
@@ -489,8 +493,12 @@ fn twilio_client(
 pub async fn build(config: &Config) -> Result<App, WiringError> {
     config.check()?;
     let metrics = Arc::new(Metrics::new());
-    let ((store, do_not_call, results, personal), pool) = open_all_stores_probed(config).await?;
-    if let Some(probe) = pool {
+    let Database {
+        stores: (store, do_not_call, results, personal),
+        probe,
+        postgres: pool,
+    } = open_database(config).await?;
+    if let Some(probe) = probe {
         metrics.set_pool_probe(probe);
     }
     let privacy = privacy(config, personal);
@@ -540,9 +548,24 @@ pub async fn build(config: &Config) -> Result<App, WiringError> {
             DoNotCallHasher::default()
         }
     };
-    let service = PressureService::new(deps, service_config(config))
+    let mut service = PressureService::new(deps, service_config(config))
         .with_do_not_call(do_not_call, hasher)
         .with_request_limits(request_limits(config));
+    if let (Some(pool), true) = (&pool, config.shared_rate_limits) {
+        service = service.with_rate_limiter(shared_rate_limiter(pool));
+        tracing::info!(
+            "rate limits shared through PostgreSQL (per-IP behind an in-process pre-filter)"
+        );
+    }
+    let reconcile_lease = pool
+        .filter(|_| !config.reconcile_lease_ttl.is_zero())
+        .map(|pool| {
+            let lease: Arc<dyn Lease> = Arc::new(bonde_pressure_store::PgLease::new(
+                pool.pool().clone(),
+                Arc::new(SystemClock),
+            ));
+            (lease, config.reconcile_lease_ttl)
+        });
     if let Some(path) = &config.do_not_call_file {
         let numbers = load_do_not_call_file(path, config.default_region)?;
         let added = service
@@ -589,7 +612,25 @@ pub async fn build(config: &Config) -> Result<App, WiringError> {
         simulated,
         server: ServerOptions::from_config(config),
         retention_interval: config.retention_interval,
+        reconcile_lease,
     })
+}
+
+/// The rate limiter of a PostgreSQL deployment: a [`LayeredRateLimiter`]
+/// with core's in-process limiter in front of a [`PgRateLimiter`] shared by
+/// every replica, on `store`'s pool (per-IP limits pre-filtered in-process, the others counted
+/// in the database; the in-process one answers while the database fails).
+///
+/// [`PgRateLimiter`]: bonde_pressure_store::PgRateLimiter
+pub fn shared_rate_limiter(store: &bonde_pressure_store::PgCallStore) -> Arc<dyn RateLimiter> {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    Arc::new(LayeredRateLimiter::new(
+        Arc::new(InMemoryRateLimiter::new(clock.clone())),
+        Arc::new(bonde_pressure_store::PgRateLimiter::new(
+            store.pool().clone(),
+            clock,
+        )),
+    ))
 }
 
 /// Counts a reconciliation pass's findings in `bonde_pressure_reconcile_total`
@@ -598,6 +639,11 @@ pub async fn build(config: &Config) -> Result<App, WiringError> {
 /// unreadable_calls`). A damaged row counts in `unreadable_rows` every pass
 /// it is met, and in `unreadable_calls` once per call.
 pub fn record_reconcile(metrics: &Metrics, r: &bonde_pressure_core::ReconcileReport) {
+    if r.skipped {
+        // Another replica holds the reconciliation lease.
+        metrics.inc(metrics::RECONCILE, &[("what", "skipped_passes")]);
+        return;
+    }
     metrics.inc(metrics::RECONCILE, &[("what", "passes")]);
     // Damaged rows: `unreadable_rows` every pass while damaged; each call once.
     for (what, n) in [
@@ -624,15 +670,39 @@ pub fn spawn_reconciler(
     service: Arc<PressureService>,
     metrics: Arc<Metrics>,
     interval: Duration,
+    stop: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    spawn_reconciler_under(service, metrics, interval, None, stop)
+}
+
+/// [`spawn_reconciler`] under a lease (with its ttl; see
+/// [`Reconciler::with_lease`](bonde_pressure_core::Reconciler::with_lease)):
+/// passes run only while this replica holds it, skipped ones count in
+/// `what=skipped_passes`. The holder name is this process's id and a random
+/// suffix. The lease is released when `stop` turns true.
+pub fn spawn_reconciler_under(
+    service: Arc<PressureService>,
+    metrics: Arc<Metrics>,
+    interval: Duration,
+    lease: Option<(Arc<dyn Lease>, Duration)>,
     mut stop: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         if interval.is_zero() {
             return;
         }
-        let reconciler = bonde_pressure_core::Reconciler::new(service)
+        let mut reconciler = bonde_pressure_core::Reconciler::new(service)
             .with_interval(interval)
             .with_batch(200);
+        if let Some((lease, ttl)) = lease {
+            let holder = format!(
+                "pid{}-{}",
+                std::process::id(),
+                &uuid::Uuid::new_v4().simple().to_string()[..12]
+            );
+            tracing::info!(%holder, ttl_secs = ttl.as_secs(), "reconciliation runs under a lease");
+            reconciler = reconciler.with_lease(lease, holder).with_lease_ttl(ttl);
+        }
         let stopped = async move {
             let _ = stop.changed().await;
         };
@@ -683,10 +753,11 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), WiringError> {
     let (stop_tx, stop_rx) = watch::channel(false);
-    let reconciler = spawn_reconciler(
+    let reconciler = spawn_reconciler_under(
         app.service.clone(),
         app.state.metrics.clone(),
         reconcile_interval,
+        app.reconcile_lease.clone(),
         stop_rx.clone(),
     );
     let retention = app.state.privacy.clone().map(|privacy| {

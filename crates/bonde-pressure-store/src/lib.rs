@@ -3,7 +3,10 @@
 //! [`CallStore`] adapters for bonde-pressure:
 //!
 //! - [`PgCallStore`]: PostgreSQL, for production (stateless replicas share it);
-//! - [`SqliteCallStore`]: SQLite, the embedded default (one process, one file).
+//! - [`SqliteCallStore`]: SQLite, the embedded default (one process, one file);
+//! - [`PgRateLimiter`] and [`PgLease`]: core's `RateLimiter` and `Lease` on
+//!   PostgreSQL, shared by replicas (SQLite deployments keep core's
+//!   in-process ones).
 //!
 //! Both keep every guarantee of core's [`CallStore`]: a commit is one
 //! transaction that updates `phone_calls` only if the stored version is still
@@ -41,6 +44,10 @@ pub mod conformance;
 mod do_not_call;
 #[cfg(feature = "test-util")]
 pub mod do_not_call_conformance;
+mod lease;
+mod limiter;
+#[cfg(feature = "test-util")]
+pub mod limiter_conformance;
 mod personal;
 #[cfg(feature = "test-util")]
 pub mod personal_conformance;
@@ -50,6 +57,8 @@ mod results;
 pub mod results_conformance;
 mod sqlite;
 
+pub use lease::PgLease;
+pub use limiter::PgRateLimiter;
 pub use personal::RETENTION_LOCK_KEY;
 pub use postgres::PgCallStore;
 pub use sqlite::SqliteCallStore;

@@ -1,8 +1,12 @@
 //! Reconciliation: stale calls checked against the telephony, expired,
 //! recovered.
 
+use std::sync::Arc;
+
 use crate::chain::error_chain;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
+
+use crate::lease::Lease;
 
 use crate::call::{Call, CallEvent, DetailedState, Effect, Leg, LegError, LegStatus};
 use crate::domain::CallId;
@@ -17,7 +21,25 @@ use super::{PressureService, ServiceError};
 /// The cadence is slept on the service's [`Clock`](crate::Clock) (its
 /// `sleep`), so a [`ManualClock`](crate::ManualClock) drives it in tests.
 /// Every replica sharing a store may run one: commits are version-checked,
-/// so two replicas never act twice on a call.
+/// so two replicas never commit twice on a call. Telephony commands are
+/// not: two passes at once could each hang up the same leftover leg. With
+/// [`Reconciler::with_lease`], a pass runs only while this reconciler holds
+/// a shared [`Lease`], so one pass runs at a time across replicas.
+///
+/// ## The lease
+/// Before each pass the reconciler takes or renews the lease
+/// [`Reconciler::LEASE_NAME`] for [`Reconciler::lease_ttl`] (default
+/// [`Reconciler::DEFAULT_LEASE_TTL`], 5 minutes); when another holder's
+/// lease is valid the pass is skipped ([`ReconcileReport::skipped`]). The
+/// holder keeps it between passes by renewing it, so one replica stays the
+/// reconciler while it lives; it gives the lease up when [`Reconciler::run`]
+/// stops. A holder that dies stops renewing: another replica takes over
+/// within the ttl plus one interval. The lease is not renewed during a pass
+/// (no task is spawned, no transaction is held across telephony calls), so
+/// the ttl must exceed the longest pass; a pass that takes more than half
+/// the ttl is logged at warn level. Pick the ttl above the interval too, or
+/// the lease lapses between passes and any replica may take the next one
+/// (still one at a time).
 ///
 /// Pick the interval well under [`ServiceConfig::stale_after`](crate::ServiceConfig::stale_after)
 /// (a stale call then waits at most `stale_after` plus one interval) and a
@@ -55,6 +77,24 @@ pub struct Reconciler {
     service: std::sync::Arc<PressureService>,
     interval: std::time::Duration,
     batch: u32,
+    lease: Option<HeldLease>,
+}
+
+/// The lease a reconciler runs under.
+#[derive(Clone)]
+struct HeldLease {
+    lease: Arc<dyn Lease>,
+    holder: String,
+    ttl: std::time::Duration,
+}
+
+impl std::fmt::Debug for HeldLease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HeldLease")
+            .field("holder", &self.holder)
+            .field("ttl", &self.ttl)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Reconciler {
@@ -62,6 +102,10 @@ impl Reconciler {
     pub const DEFAULT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
     /// The default batch: at most 200 calls per pass.
     pub const DEFAULT_BATCH: u32 = 200;
+    /// The default lease ttl ([`Reconciler::with_lease`]): 5 minutes.
+    pub const DEFAULT_LEASE_TTL: std::time::Duration = std::time::Duration::from_secs(300);
+    /// The name of the lease reconcilers share.
+    pub const LEASE_NAME: &'static str = "reconciler";
 
     /// Reconciles `service` every [`Reconciler::DEFAULT_INTERVAL`], at most
     /// [`Reconciler::DEFAULT_BATCH`] calls per pass.
@@ -70,6 +114,47 @@ impl Reconciler {
             service,
             interval: Self::DEFAULT_INTERVAL,
             batch: Self::DEFAULT_BATCH,
+            lease: None,
+        }
+    }
+
+    /// Runs passes only while holding `lease` ([`Reconciler::LEASE_NAME`])
+    /// as `holder`, a name unique to this replica (e.g. host name, process
+    /// id and a random suffix), for [`Reconciler::DEFAULT_LEASE_TTL`]. See
+    /// "The lease" above.
+    pub fn with_lease(mut self, lease: Arc<dyn Lease>, holder: impl Into<String>) -> Self {
+        self.lease = Some(HeldLease {
+            lease,
+            holder: holder.into(),
+            ttl: self
+                .lease
+                .as_ref()
+                .map_or(Self::DEFAULT_LEASE_TTL, |l| l.ttl),
+        });
+        self
+    }
+
+    /// With this lease ttl (used with [`Reconciler::with_lease`]).
+    pub fn with_lease_ttl(mut self, ttl: std::time::Duration) -> Self {
+        if let Some(l) = &mut self.lease {
+            l.ttl = ttl;
+        }
+        self
+    }
+
+    /// The lease ttl, when running under a lease.
+    pub fn lease_ttl(&self) -> Option<std::time::Duration> {
+        self.lease.as_ref().map(|l| l.ttl)
+    }
+
+    /// Gives the lease up (when running under one and holding it), so
+    /// another replica can take the next pass at once. [`Reconciler::run`]
+    /// calls it when it stops. A failure is logged.
+    pub async fn release_lease(&self) {
+        if let Some(l) = &self.lease
+            && let Err(error) = l.lease.release(Self::LEASE_NAME, &l.holder).await
+        {
+            warn!(error = %error_chain(&error), "releasing the reconciliation lease failed");
         }
     }
 
@@ -97,8 +182,45 @@ impl Reconciler {
 
     /// One pass ([`PressureService::reconcile`] with the batch), logged: at
     /// info level when it examined calls, at warn level when it failed.
+    ///
+    /// Under a lease ([`Reconciler::with_lease`]), the pass runs only if
+    /// the lease could be taken or renewed; otherwise (another holder, or
+    /// the lease backend failed, logged) it returns a report with
+    /// [`ReconcileReport::skipped`] set and nothing else done.
     pub async fn run_once(&self) -> Result<ReconcileReport, ServiceError> {
+        let clock = &self.service.deps.clock;
+        let started = clock.now();
+        if let Some(l) = &self.lease {
+            let held = match l
+                .lease
+                .try_acquire(Self::LEASE_NAME, &l.holder, l.ttl)
+                .await
+            {
+                Ok(held) => held,
+                Err(error) => {
+                    warn!(error = %error_chain(&error), "reconciliation lease unavailable; pass skipped");
+                    false
+                }
+            };
+            if !held {
+                debug!("another replica holds the reconciliation lease; pass skipped");
+                return Ok(ReconcileReport {
+                    skipped: true,
+                    ..ReconcileReport::default()
+                });
+            }
+        }
         let outcome = self.service.reconcile(self.batch).await;
+        if let Some(l) = &self.lease {
+            let took = (clock.now() - started).to_std().unwrap_or_default();
+            if took > l.ttl / 2 {
+                warn!(
+                    took_ms = took.as_millis() as u64,
+                    ttl_ms = l.ttl.as_millis() as u64,
+                    "reconciliation pass took more than half the lease ttl; raise the ttl or lower the batch"
+                );
+            }
+        }
         match &outcome {
             Ok(r) if r.examined > 0 => info!(
                 examined = r.examined,
@@ -143,6 +265,7 @@ impl Reconciler {
             })
             .await;
             if stopped {
+                self.release_lease().await;
                 return;
             }
             let outcome = self.run_once().await;
@@ -191,6 +314,10 @@ pub struct ReconcileReport {
     pub payloads_flushed: usize,
     /// Errors met (logged).
     pub errors: usize,
+    /// The pass did not run: the reconciler runs under a lease
+    /// ([`Reconciler::with_lease`]) that another replica holds (or that
+    /// could not be checked). Every counter is then zero.
+    pub skipped: bool,
 }
 
 impl PressureService {
