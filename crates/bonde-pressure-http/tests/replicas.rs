@@ -1002,7 +1002,6 @@ async fn the_daily_cap_holds_across_replicas() {
 /// third replica, is refused. On main each process has its own buckets, so
 /// the third replica lets it through (issue 14, "Shared limits").
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the shared limiter (issue 14)"]
 async fn the_per_activist_rate_limit_holds_across_replicas() {
     with_fresh_postgres(async |url, _pool| {
         let (fake, twilio) = start_fake_twilio().await;
@@ -1030,7 +1029,6 @@ async fn the_per_activist_rate_limit_holds_across_replicas() {
 /// the target's budget used up. On main replica 2 has its own, untouched
 /// bucket and accepts it (issue 14, "Shared limits").
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the shared limiter (issue 14)"]
 async fn the_per_target_rate_limit_holds_across_replicas() {
     with_fresh_postgres(async |url, _pool| {
         let (fake, twilio) = start_fake_twilio().await;
@@ -1064,12 +1062,11 @@ async fn the_per_target_rate_limit_holds_across_replicas() {
 /// One reconciliation pass at a time across replicas: calls left stale
 /// (created, then no callback at all) are caught up by reconciliation, which
 /// fetches the activist's leg from Twilio (it never answered). Every replica
-/// runs a pass every second and a fetch takes 1.2 s, so on main the
+/// runs a pass every second and a fetch takes 1.2 s, so without the lease the
 /// replicas' passes overlap and each stale leg is fetched by several of
-/// them; with one pass at a time it is fetched once, and the next pass finds
+/// them; under the lease one pass runs at a time, it is fetched once, and the next pass finds
 /// the call settled (issue 14, "One reconciler at a time").
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the reconciliation lease (issue 14)"]
 async fn one_reconciliation_pass_runs_at_a_time_across_replicas() {
     with_fresh_postgres(async |url, _pool| {
         let (fake, twilio) = start_fake(FakeTwilio {
