@@ -19,6 +19,9 @@ use crate::{ConnectError, EventLog, MigrationReport, StoreOptions, migration_rep
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
+/// A pooled connection idle for this long is pinged before it is lent.
+const PING_IF_IDLE_FOR: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// SQLSTATEs of a statement that lost a race with another transaction and
 /// wrote nothing: `serialization_failure` and `deadlock_detected`.
 const RETRYABLE_SQLSTATES: [&str; 2] = ["40001", "40P01"];
@@ -265,6 +268,21 @@ impl PgCallStore {
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections)
             .acquire_timeout(options.acquire_timeout)
+            // sqlx pings every idle connection it lends (a round trip per
+            // checkout: two per callback). Only a connection idle for a
+            // while is checked: under load connections are reused within
+            // milliseconds and a dead one fails its query instead; a quiet
+            // pool still finds a database that stopped answering within
+            // the acquire timeout.
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for >= PING_IF_IDLE_FOR {
+                        sqlx::Connection::ping(conn).await?;
+                    }
+                    Ok(true)
+                })
+            })
             .connect_with(connect)
             .await
             .map_err(ConnectError::database)?;
@@ -375,19 +393,30 @@ impl PgCallStore {
         events: &[RawEvent],
     ) -> Result<(), sqlx::Error> {
         for e in events {
-            sqlx::query(
-                "INSERT INTO twilio_call_events (phone_call_id, call_sid, kind, payload, \
-                 sequence_number, received_at) VALUES ($1, $2, $3, $4, $5, $6)",
-            )
-            .bind(call_id.map(|c| c.as_uuid()))
-            .bind(e.leg_id.as_deref().map(without_nul))
-            .bind(without_nul(&e.kind))
-            .bind(without_nul(&e.payload))
-            .bind(e.sequence_number)
-            .bind(truncate_micros(e.received_at))
-            .execute(&mut **tx)
-            .await?;
+            Self::insert_event(&mut **tx, call_id, e).await?;
         }
+        Ok(())
+    }
+
+    /// One event row, on `executor` (a transaction, or the pool: then it
+    /// commits on its own, in one round trip).
+    async fn insert_event<'e>(
+        executor: impl sqlx::PgExecutor<'e>,
+        call_id: Option<CallId>,
+        e: &RawEvent,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO twilio_call_events (phone_call_id, call_sid, kind, payload, \
+             sequence_number, received_at) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(call_id.map(|c| c.as_uuid()))
+        .bind(e.leg_id.as_deref().map(without_nul))
+        .bind(without_nul(&e.kind))
+        .bind(without_nul(&e.payload))
+        .bind(e.sequence_number)
+        .bind(truncate_micros(e.received_at))
+        .execute(executor)
+        .await?;
         Ok(())
     }
 }
@@ -564,9 +593,19 @@ impl CallStore for PgCallStore {
             }
             return Ok(());
         }
-        let mut tx = self.pool.begin().await.map_err(db)?;
-        match Self::insert_events(&mut tx, call_id, events).await {
-            Ok(()) => tx.commit().await.map_err(db),
+        let inserted = if let [event] = events {
+            // The common case (a duplicate's payload): one autocommitted
+            // statement, one round trip.
+            Self::insert_event(&self.pool, call_id, event).await
+        } else {
+            let mut tx = self.pool.begin().await.map_err(db)?;
+            match Self::insert_events(&mut tx, call_id, events).await {
+                Ok(()) => tx.commit().await,
+                Err(e) => Err(e),
+            }
+        };
+        match inserted {
+            Ok(()) => Ok(()),
             Err(e) if is_foreign_key_violation(&e) => Err(StoreError::NotFound),
             Err(e) => Err(db(e)),
         }
