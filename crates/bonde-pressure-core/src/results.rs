@@ -131,6 +131,26 @@ pub fn percentile_nearest_rank(sorted: &[u32], percent: u32) -> Option<u32> {
     sorted.get((rank - 1) as usize).copied()
 }
 
+/// [`percentile_nearest_rank`] of values given as a histogram: `counts`
+/// holds `(value, how many times)` in ascending value order (each value
+/// once; zero counts are ignored). The same value as the sorted list
+/// expanded from it, without expanding it.
+pub fn percentile_nearest_rank_counted(counts: &[(u32, u64)], percent: u32) -> Option<u32> {
+    let n: u64 = counts.iter().map(|(_, c)| c).sum();
+    if n == 0 {
+        return None;
+    }
+    let rank = (u64::from(percent.min(100)) * n).div_ceil(100).max(1);
+    let mut seen = 0;
+    for &(value, c) in counts {
+        seen += c;
+        if seen >= rank {
+            return Some(value);
+        }
+    }
+    None
+}
+
 // ----------------------------------------------------------------- query
 
 /// The width of a series bucket.
@@ -435,6 +455,13 @@ impl TargetResults {
         self.median_talk_secs = percentile_nearest_rank(sorted, 50);
         self.p90_talk_secs = percentile_nearest_rank(sorted, 90);
     }
+
+    /// Sets the median and p90 from a histogram of the talk times of
+    /// completed calls ([`percentile_nearest_rank_counted`]).
+    pub fn set_talk_time_counts(&mut self, counts: &[(u32, u64)]) {
+        self.median_talk_secs = percentile_nearest_rank_counted(counts, 50);
+        self.p90_talk_secs = percentile_nearest_rank_counted(counts, 90);
+    }
 }
 
 fn all_statuses() -> [UiStatus; 8] {
@@ -519,6 +546,31 @@ mod tests {
         assert_eq!(percentile_nearest_rank(&eleven, 90), Some(10));
         assert_eq!(percentile_nearest_rank(&ten, 100), Some(10));
         assert_eq!(percentile_nearest_rank(&ten, 0), Some(1));
+    }
+
+    #[test]
+    fn counted_percentiles_equal_the_expanded_list() {
+        let mut seed = 7u64;
+        for len in 0..60u64 {
+            let mut counts = Vec::new();
+            let mut value = 0u32;
+            for _ in 0..len % 9 {
+                seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                value += 1 + (seed >> 60) as u32;
+                counts.push((value, (seed >> 33) % 4));
+            }
+            let sorted: Vec<u32> = counts
+                .iter()
+                .flat_map(|&(v, c)| std::iter::repeat_n(v, c as usize))
+                .collect();
+            for p in [0, 1, 50, 90, 99, 100] {
+                assert_eq!(
+                    percentile_nearest_rank_counted(&counts, p),
+                    percentile_nearest_rank(&sorted, p),
+                    "{counts:?} p{p}"
+                );
+            }
+        }
     }
 
     #[test]
