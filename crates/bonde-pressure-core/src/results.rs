@@ -34,6 +34,7 @@ use crate::ports::StoreError;
 /// (`funnel_stage`, [`FunnelStage::as_i16`]) by SQL stores.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[non_exhaustive]
 pub enum FunnelStage {
     /// The call was stored (every call).
@@ -266,6 +267,7 @@ impl ResultsQuery {
 
 /// One step of the funnel.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[non_exhaustive]
 pub struct FunnelStep {
     /// The step.
@@ -276,6 +278,7 @@ pub struct FunnelStep {
 
 /// One target's results.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[non_exhaustive]
 pub struct TargetResults {
     /// The target's name, as stored with the calls.
@@ -299,25 +302,31 @@ pub struct TargetResults {
 
 /// One bucket of the series.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[non_exhaustive]
 pub struct SeriesBucket {
     /// The bucket's local start (no offset: the query's time zone).
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "2026-11-30T00:00:00"))]
     pub start: NaiveDateTime,
     /// Calls created in it.
     pub total: u64,
     /// Those calls by page status ([`DetailedState::ui_status`]).
+    #[cfg_attr(feature = "openapi", schema(value_type = std::collections::BTreeMap<String, u64>))]
     pub by_status: BTreeMap<UiStatus, u64>,
 }
 
 /// A widget's results over a period.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[non_exhaustive]
 pub struct ResultsReport {
     /// Calls created in the period.
     pub total: u64,
     /// By page status ([`DetailedState::ui_status`]); every status, zeros included.
+    #[cfg_attr(feature = "openapi", schema(value_type = std::collections::BTreeMap<String, u64>))]
     pub by_status: BTreeMap<UiStatus, u64>,
     /// By detailed state; every state, zeros included.
+    #[cfg_attr(feature = "openapi", schema(value_type = std::collections::BTreeMap<String, u64>))]
     pub by_state: BTreeMap<DetailedState, u64>,
     /// The funnel, in order.
     pub funnel: Vec<FunnelStep>,
