@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::call::{Call, CallFacts, DetailedState, Leg, UiStatus};
 use crate::domain::{CallId, WidgetId};
-use crate::ports::StoreError;
+use crate::ports::{StoreError, UnreadableCall};
 
 // ---------------------------------------------------------------- funnel
 
@@ -521,6 +521,10 @@ impl CallCursor {
 /// - [`CampaignResults::list_calls`] lists the same calls, by creation time
 ///   then id, strictly after the cursor, at most `limit`: paging until a
 ///   short page visits each call once, even while new calls are created.
+/// - [`CampaignResults::list_call_rows`] lists them the same way, but a
+///   stored row that cannot be decoded is reported in its place
+///   (`Err(UnreadableCall)`, naming the call when its id is readable)
+///   instead of failing the page; `limit` counts the readable calls.
 #[async_trait]
 pub trait CampaignResults: Send + Sync + 'static {
     /// The report of one widget over one period.
@@ -535,6 +539,32 @@ pub trait CampaignResults: Send + Sync + 'static {
         after: Option<CallCursor>,
         limit: u32,
     ) -> Result<Vec<Call>, StoreError>;
+
+    /// [`CampaignResults::list_calls`] where one damaged row is its call's
+    /// problem only: it is reported in its place and the listing goes on
+    /// past it. `limit` counts readable calls (damaged rows met on the way
+    /// come in addition), so a page with fewer than `limit` readable calls
+    /// is the last, and the next page resumes after the page's last
+    /// readable call ([`CallCursor::after`]).
+    ///
+    /// The default implementation lists with [`CampaignResults::list_calls`]
+    /// (so a damaged row fails the whole page); the SQLite and PostgreSQL
+    /// stores decode row by row. **Wrappers must forward this method.**
+    async fn list_call_rows(
+        &self,
+        widget_id: WidgetId,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        after: Option<CallCursor>,
+        limit: u32,
+    ) -> Result<Vec<Result<Call, UnreadableCall>>, StoreError> {
+        Ok(self
+            .list_calls(widget_id, from, to, after, limit)
+            .await?
+            .into_iter()
+            .map(Ok)
+            .collect())
+    }
 }
 
 #[cfg(test)]

@@ -23,7 +23,7 @@ use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use bonde_pressure_core::call::{CallFacts, derive_state};
-use bonde_pressure_core::ports::StoreError;
+use bonde_pressure_core::ports::{StoreError, UnreadableCall};
 use bonde_pressure_core::results::{
     CallCursor, CampaignResults, FunnelStage, Interval, ResultsQuery, ResultsReport, TargetResults,
 };
@@ -476,6 +476,18 @@ impl CampaignResults for PgCallStore {
         self.list_widget_calls(widget_id, from, to, after, limit)
             .await
     }
+
+    async fn list_call_rows(
+        &self,
+        widget_id: WidgetId,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        after: Option<CallCursor>,
+        limit: u32,
+    ) -> Result<Vec<Result<Call, UnreadableCall>>, StoreError> {
+        self.list_widget_call_rows(widget_id, from, to, after, limit)
+            .await
+    }
 }
 
 // ----------------------------------------------------------------- SQLite
@@ -638,6 +650,18 @@ impl CampaignResults for SqliteCallStore {
         limit: u32,
     ) -> Result<Vec<Call>, StoreError> {
         self.list_widget_calls(widget_id, from, to, after, limit)
+            .await
+    }
+
+    async fn list_call_rows(
+        &self,
+        widget_id: WidgetId,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        after: Option<CallCursor>,
+        limit: u32,
+    ) -> Result<Vec<Result<Call, UnreadableCall>>, StoreError> {
+        self.list_widget_call_rows(widget_id, from, to, after, limit)
             .await
     }
 }

@@ -13,6 +13,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use bonde_pressure_core::live::Subscription;
+use bonde_pressure_core::ports::UnreadableCall;
 use bonde_pressure_core::results::{CallCursor, FunnelStep};
 use bonde_pressure_core::{
     CampaignResults, DetailedState, Interval, ResultsQuery, ResultsReport, Tz, UiStatus, WidgetId,
@@ -376,10 +377,25 @@ fn csv_row(call: &bonde_pressure_core::Call, tz: Tz) -> String {
     ])
 }
 
+/// The row standing for a stored call that cannot be read: its id (empty
+/// when even that is unreadable), `status` [`UNREADABLE_STATUS`], every
+/// other cell empty — nothing of its content, which may be personal data.
+fn csv_damaged_row(u: &UnreadableCall) -> String {
+    let mut cells = vec![String::new(); CSV_COLUMNS.len()];
+    cells[0] = u.call_id.map(|id| id.to_string()).unwrap_or_default();
+    cells[4] = UNREADABLE_STATUS.to_owned();
+    csv_line(&cells)
+}
+
+/// The `status` cell of a damaged row in the CSV export.
+pub const UNREADABLE_STATUS: &str = "unreadable";
+
 /// The widget's calls as CSV (admin token), streamed page by page: one row
 /// per call created in the period, by creation time, with the columns of
 /// [`CSV_COLUMNS`] (docs/http-api.md); cells a spreadsheet would read as
-/// formulas are escaped.
+/// formulas are escaped. A stored call that cannot be read gets a row with
+/// its id and the status `unreadable` (nothing else), is logged once, and
+/// the export goes on.
 #[utoipa::path(
     get, path = "/v1/phone/widgets/{widget_id}/calls.csv", tag = "results",
     params(
@@ -391,7 +407,7 @@ fn csv_row(call: &bonde_pressure_core::Call, tz: Tz) -> String {
     ),
     security(("admin_token" = [])),
     responses(
-        (status = 200, description = "`text/csv; charset=utf-8` (RFC 4180, CRLF line ends): a header line, then one line per call; sent as an attachment", body = String, content_type = "text/csv"),
+        (status = 200, description = "`text/csv; charset=utf-8` (RFC 4180, CRLF line ends): a header line, then one line per call; sent as an attachment. A stored call that cannot be read is a line with its `call_id`, `status` `unreadable` and every other cell empty", body = String, content_type = "text/csv"),
         (status = 401, description = "No or a wrong admin token", body = MessageBody),
         (status = 404, description = "This server keeps no results (no store implementing them)", body = MessageBody),
         (status = 422, description = "A bad widget id or query parameter, per field", body = ValidationBody),
@@ -441,18 +457,34 @@ pub async fn widget_calls_csv(
                 return None;
             }
             match store
-                .list_calls(query.widget_id, query.from, query.to, after, CSV_PAGE)
+                .list_call_rows(query.widget_id, query.from, query.to, after, CSV_PAGE)
                 .await
             {
                 Ok(page) => {
-                    let next = page.last().map(CallCursor::after);
-                    let finished = page.len() < CSV_PAGE as usize;
+                    // `CSV_PAGE` counts readable calls; the next page
+                    // resumes after the last one (damaged rows never end a
+                    // full page: the store pages past them).
+                    let readable: Vec<&bonde_pressure_core::Call> =
+                        page.iter().filter_map(|r| r.as_ref().ok()).collect();
+                    let next = readable.last().map(|c| CallCursor::after(c)).or(after);
+                    let finished = readable.len() < CSV_PAGE as usize;
                     if page.is_empty() {
                         return None;
                     }
                     let mut chunk = String::new();
-                    for c in &page {
-                        chunk.push_str(&csv_row(c, query.tz));
+                    for row in &page {
+                        match row {
+                            Ok(c) => chunk.push_str(&csv_row(c, query.tz)),
+                            Err(u) => {
+                                // The reason names the column, never the value.
+                                tracing::error!(
+                                    call_id = ?u.call_id,
+                                    reason = %u.reason,
+                                    "CSV export: a stored call cannot be read; exported as `unreadable`"
+                                );
+                                chunk.push_str(&csv_damaged_row(u));
+                            }
+                        }
                     }
                     Some((
                         Ok::<_, std::io::Error>(Bytes::from(chunk)),
