@@ -1,23 +1,24 @@
 //! [`CampaignResults`] on PostgreSQL and SQLite, and the backfill of the
 //! `funnel_stage` projection.
 //!
-//! Both stores answer a report with grouped queries over the widget's calls
-//! in the period (PostgreSQL runs its four concurrently on pooled
-//! connections): counts by `(state, funnel_stage)`, per-target counts,
-//! per-target talk times of completed calls, and counts by `(bucket, state)`
-//! for the series. Page statuses
-//! are mapped from states in Rust ([`DetailedState::ui_status`]), so the SQL
-//! never repeats that table.
+//! Both stores answer a report from an hourly rollup of settled calls
+//! (tables `results_hourly`, `results_target_hourly`, `results_talk_hourly`,
+//! kept by triggers: migration `20261201000006_results_rollup.sql`) for the
+//! whole UTC hours of the period, plus grouped queries over the rows for the
+//! rest: the partial hours at the edges, the unsettled calls, and every call
+//! when the time zone's offset is not a whole number of hours
+//! ([`rollup_hours`]). PostgreSQL runs its queries concurrently on pooled
+//! connections. Page statuses are mapped from states in Rust
+//! ([`DetailedState::ui_status`]), so the SQL never repeats that table.
 //!
-//! Percentiles are nearest-rank ([`percentile_nearest_rank`]): PostgreSQL's
-//! `percentile_disc`; SQLite, which has no ordered-set aggregates, returns
-//! the completed calls' talk times in order and Rust picks the rank.
+//! Percentiles are nearest-rank over a histogram of talk times (rollup and
+//! rows merged in Rust: [`TargetResults::set_talk_time_counts`]).
 //!
-//! Series buckets: PostgreSQL truncates `created_at AT TIME ZONE tz` (its
-//! own time-zone database); SQLite groups by UTC quarter-hour and Rust maps
-//! each quarter to its local bucket with `chrono-tz` (every time-zone
-//! offset in use is a whole number of quarter-hours, so a quarter never
-//! straddles two local hours).
+//! Series buckets of the rows: PostgreSQL truncates `created_at AT TIME ZONE
+//! tz` (its own time-zone database); SQLite groups by UTC quarter-hour and
+//! Rust maps each quarter to its local bucket with `chrono-tz` (every
+//! time-zone offset in use is a whole number of quarter-hours, so a quarter
+//! never straddles two local hours). Rollup hours are mapped in Rust.
 
 use std::collections::BTreeMap;
 
