@@ -431,7 +431,7 @@ fn target_completed(call: &Call, talk_secs: u32, at: DateTime<Utc>) -> CallEvent
 pub async fn report_matches_reference_through_changes<S: CallStore + CampaignResults + ?Sized>(
     store: Arc<S>,
 ) {
-    let mut rng = Lcg(0xc0ffee_2026);
+    let mut rng = Lcg(0x00c0_ffee_2026);
     let base = utc("2026-03-27T18:17:23.500000Z");
     let targets = [
         ("Alvo Um", "+5561911110001"),
