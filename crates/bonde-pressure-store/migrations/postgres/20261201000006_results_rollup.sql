@@ -1,5 +1,5 @@
 -- Hourly rollup of settled calls for the results report (docs/storage.md,
--- "Results rollup"). Invariant, kept by the trigger below in the writing
+-- "Results", the rollup). Invariant, kept by the trigger below in the writing
 -- transaction: each table holds exactly the aggregate of the *settled* rows
 -- of phone_calls by (widget, UTC hour of created_at, ...); a group with no
 -- calls has no row. A row not backfilled yet (funnel_stage NULL) counts as
