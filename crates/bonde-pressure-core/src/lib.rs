@@ -360,7 +360,7 @@ pub use privacy::{
 };
 pub use results::{
     CallCursor, CampaignResults, FunnelStage, FunnelStep, Interval, ResultsQuery, ResultsReport,
-    SeriesBucket, TargetResults, percentile_nearest_rank,
+    SeriesBucket, TargetResults, percentile_nearest_rank, percentile_nearest_rank_counted,
 };
 pub use script::{CallerIdPolicy, CampaignSettings, Messages, ScriptMoment, VoiceScript};
 pub use service::{

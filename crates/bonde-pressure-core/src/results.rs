@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::call::{Call, CallFacts, DetailedState, Leg, UiStatus};
 use crate::domain::{CallId, WidgetId};
-use crate::ports::StoreError;
+use crate::ports::{StoreError, UnreadableCall};
 
 // ---------------------------------------------------------------- funnel
 
@@ -34,6 +34,7 @@ use crate::ports::StoreError;
 /// (`funnel_stage`, [`FunnelStage::as_i16`]) by SQL stores.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[non_exhaustive]
 pub enum FunnelStage {
     /// The call was stored (every call).
@@ -129,6 +130,26 @@ pub fn percentile_nearest_rank(sorted: &[u32], percent: u32) -> Option<u32> {
     let n = sorted.len() as u64;
     let rank = (u64::from(percent.min(100)) * n).div_ceil(100).max(1);
     sorted.get((rank - 1) as usize).copied()
+}
+
+/// [`percentile_nearest_rank`] of values given as a histogram: `counts`
+/// holds `(value, how many times)` in ascending value order (each value
+/// once; zero counts are ignored). The same value as the sorted list
+/// expanded from it, without expanding it.
+pub fn percentile_nearest_rank_counted(counts: &[(u32, u64)], percent: u32) -> Option<u32> {
+    let n: u64 = counts.iter().map(|(_, c)| c).sum();
+    if n == 0 {
+        return None;
+    }
+    let rank = (u64::from(percent.min(100)) * n).div_ceil(100).max(1);
+    let mut seen = 0;
+    for &(value, c) in counts {
+        seen += c;
+        if seen >= rank {
+            return Some(value);
+        }
+    }
+    None
 }
 
 // ----------------------------------------------------------------- query
@@ -246,6 +267,7 @@ impl ResultsQuery {
 
 /// One step of the funnel.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[non_exhaustive]
 pub struct FunnelStep {
     /// The step.
@@ -256,6 +278,7 @@ pub struct FunnelStep {
 
 /// One target's results.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[non_exhaustive]
 pub struct TargetResults {
     /// The target's name, as stored with the calls.
@@ -279,25 +302,31 @@ pub struct TargetResults {
 
 /// One bucket of the series.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[non_exhaustive]
 pub struct SeriesBucket {
     /// The bucket's local start (no offset: the query's time zone).
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "2026-11-30T00:00:00"))]
     pub start: NaiveDateTime,
     /// Calls created in it.
     pub total: u64,
     /// Those calls by page status ([`DetailedState::ui_status`]).
+    #[cfg_attr(feature = "openapi", schema(value_type = std::collections::BTreeMap<String, u64>))]
     pub by_status: BTreeMap<UiStatus, u64>,
 }
 
 /// A widget's results over a period.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[non_exhaustive]
 pub struct ResultsReport {
     /// Calls created in the period.
     pub total: u64,
     /// By page status ([`DetailedState::ui_status`]); every status, zeros included.
+    #[cfg_attr(feature = "openapi", schema(value_type = std::collections::BTreeMap<String, u64>))]
     pub by_status: BTreeMap<UiStatus, u64>,
     /// By detailed state; every state, zeros included.
+    #[cfg_attr(feature = "openapi", schema(value_type = std::collections::BTreeMap<String, u64>))]
     pub by_state: BTreeMap<DetailedState, u64>,
     /// The funnel, in order.
     pub funnel: Vec<FunnelStep>,
@@ -435,6 +464,13 @@ impl TargetResults {
         self.median_talk_secs = percentile_nearest_rank(sorted, 50);
         self.p90_talk_secs = percentile_nearest_rank(sorted, 90);
     }
+
+    /// Sets the median and p90 from a histogram of the talk times of
+    /// completed calls ([`percentile_nearest_rank_counted`]).
+    pub fn set_talk_time_counts(&mut self, counts: &[(u32, u64)]) {
+        self.median_talk_secs = percentile_nearest_rank_counted(counts, 50);
+        self.p90_talk_secs = percentile_nearest_rank_counted(counts, 90);
+    }
 }
 
 fn all_statuses() -> [UiStatus; 8] {
@@ -485,6 +521,10 @@ impl CallCursor {
 /// - [`CampaignResults::list_calls`] lists the same calls, by creation time
 ///   then id, strictly after the cursor, at most `limit`: paging until a
 ///   short page visits each call once, even while new calls are created.
+/// - [`CampaignResults::list_call_rows`] lists them the same way, but a
+///   stored row that cannot be decoded is reported in its place
+///   (`Err(UnreadableCall)`, naming the call when its id is readable)
+///   instead of failing the page; `limit` counts the readable calls.
 #[async_trait]
 pub trait CampaignResults: Send + Sync + 'static {
     /// The report of one widget over one period.
@@ -499,6 +539,32 @@ pub trait CampaignResults: Send + Sync + 'static {
         after: Option<CallCursor>,
         limit: u32,
     ) -> Result<Vec<Call>, StoreError>;
+
+    /// [`CampaignResults::list_calls`] where one damaged row is its call's
+    /// problem only: it is reported in its place and the listing goes on
+    /// past it. `limit` counts readable calls (damaged rows met on the way
+    /// come in addition), so a page with fewer than `limit` readable calls
+    /// is the last, and the next page resumes after the page's last
+    /// readable call ([`CallCursor::after`]).
+    ///
+    /// The default implementation lists with [`CampaignResults::list_calls`]
+    /// (so a damaged row fails the whole page); the SQLite and PostgreSQL
+    /// stores decode row by row. **Wrappers must forward this method.**
+    async fn list_call_rows(
+        &self,
+        widget_id: WidgetId,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        after: Option<CallCursor>,
+        limit: u32,
+    ) -> Result<Vec<Result<Call, UnreadableCall>>, StoreError> {
+        Ok(self
+            .list_calls(widget_id, from, to, after, limit)
+            .await?
+            .into_iter()
+            .map(Ok)
+            .collect())
+    }
 }
 
 #[cfg(test)]
@@ -519,6 +585,31 @@ mod tests {
         assert_eq!(percentile_nearest_rank(&eleven, 90), Some(10));
         assert_eq!(percentile_nearest_rank(&ten, 100), Some(10));
         assert_eq!(percentile_nearest_rank(&ten, 0), Some(1));
+    }
+
+    #[test]
+    fn counted_percentiles_equal_the_expanded_list() {
+        let mut seed = 7u64;
+        for len in 0..60u64 {
+            let mut counts = Vec::new();
+            let mut value = 0u32;
+            for _ in 0..len % 9 {
+                seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                value += 1 + (seed >> 60) as u32;
+                counts.push((value, (seed >> 33) % 4));
+            }
+            let sorted: Vec<u32> = counts
+                .iter()
+                .flat_map(|&(v, c)| std::iter::repeat_n(v, c as usize))
+                .collect();
+            for p in [0, 1, 50, 90, 99, 100] {
+                assert_eq!(
+                    percentile_nearest_rank_counted(&counts, p),
+                    percentile_nearest_rank(&sorted, p),
+                    "{counts:?} p{p}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -899,6 +899,65 @@ async fn ops_routes() {
     ] {
         assert!(spec["paths"].get(path).is_some(), "{path} documented");
     }
+    // The campaign results routes: admin token, query parameters, schemas.
+    for path in [
+        "/v1/phone/widgets/{widget_id}/stats",
+        "/v1/phone/widgets/{widget_id}/calls.csv",
+        "/v1/phone/widgets/{widget_id}/events",
+    ] {
+        let op = &spec["paths"][path]["get"];
+        assert!(op.is_object(), "{path} documented");
+        assert_eq!(op["security"][0]["admin_token"], json!([]), "{path}");
+        let params: Vec<&str> = op["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            params,
+            ["widget_id", "from", "to", "tz", "interval"],
+            "{path}"
+        );
+        for status in ["200", "401", "422"] {
+            assert!(op["responses"].get(status).is_some(), "{path} {status}");
+        }
+    }
+    let ok = |path: &str, content: &str| {
+        spec["paths"][path]["get"]["responses"]["200"]["content"][content]["schema"].clone()
+    };
+    assert_eq!(
+        ok("/v1/phone/widgets/{widget_id}/stats", "application/json")["$ref"],
+        "#/components/schemas/StatsResponse"
+    );
+    assert!(ok("/v1/phone/widgets/{widget_id}/calls.csv", "text/csv").is_object());
+    assert_eq!(
+        ok("/v1/phone/widgets/{widget_id}/events", "text/event-stream")["$ref"],
+        "#/components/schemas/CountersEvent"
+    );
+    assert_eq!(
+        spec["components"]["securitySchemes"]["admin_token"]["scheme"],
+        "bearer"
+    );
+    for (schema, field) in [
+        ("TargetResults", "p90_talk_secs"),
+        ("ResultsReport", "funnel"),
+        ("SeriesBucket", "start"),
+        ("FunnelStep", "stage"),
+        ("CountersEvent", "live"),
+    ] {
+        assert!(
+            spec["components"]["schemas"][schema]["properties"]
+                .get(field)
+                .is_some(),
+            "{schema}.{field}"
+        );
+    }
+    let stats = spec["components"]["schemas"]["StatsResponse"].to_string();
+    assert!(
+        stats.contains("percentile_method") && stats.contains("ResultsReport"),
+        "{stats}"
+    );
     // The spec describes what the server sends (checked against the live
     // server with schemathesis, docs/http-api.md); these are the parts
     // that once disagreed.

@@ -422,3 +422,131 @@ async fn an_admin_token_is_generated_only_in_zero_config() {
     .await;
     assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
 }
+
+/// The CSV export's lines (CRLF-separated, the header first).
+async fn csv_lines(r: &axum::Router) -> Vec<String> {
+    let resp = send(r, admin_get("/v1/phone/widgets/1/calls.csv")).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let text = String::from_utf8(body_bytes(resp).await).unwrap();
+    assert!(text.ends_with("\r\n"), "{text}");
+    text.split("\r\n")
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// A stored call that cannot be read (its facts and identity damaged with
+/// SQL at `url`) does not cut the CSV export short: it is a line with its
+/// id and the status `unreadable`, nothing of its content, and the calls
+/// after it follow.
+async fn csv_export_goes_past_a_damaged_row(url: &str, corrupt: &str) {
+    let app = app_with(&["--admin-token", TOKEN, "--database-url", url]).await;
+    let r = router(&app);
+    let phones = [
+        "11 91234-5670",
+        "11 91234-5671",
+        "11 91234-5672",
+        "11 91234-5673",
+    ];
+    place(&r, &phones).await;
+    let before = csv_lines(&r).await;
+    assert_eq!(before.len(), 5, "{before:?}");
+    let bad = before[2].split(',').next().unwrap().to_owned();
+    let n = if url.starts_with("sqlite:") {
+        let pool = sqlx::SqlitePool::connect(url).await.unwrap();
+        let n = sqlx::query(corrupt)
+            .bind(&bad)
+            .execute(&pool)
+            .await
+            .unwrap()
+            .rows_affected();
+        pool.close().await;
+        n
+    } else {
+        let pool = sqlx::PgPool::connect(url).await.unwrap();
+        let n = sqlx::query(corrupt)
+            .bind(uuid::Uuid::parse_str(&bad).unwrap())
+            .execute(&pool)
+            .await
+            .unwrap()
+            .rows_affected();
+        pool.close().await;
+        n
+    };
+    assert_eq!(n, 1);
+
+    let after = csv_lines(&r).await;
+    assert_eq!(after.len(), 5, "{after:?}");
+    assert_eq!(after[0], before[0]);
+    assert_eq!(after[1], before[1]);
+    assert_eq!(after[2], format!("{bad},,,,unreadable,,,,,,,,,"));
+    assert_eq!(after[3..], before[3..]);
+    assert!(
+        !after.iter().any(|l| l.contains("Segredo")),
+        "nothing of the damaged row's content: {after:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn csv_export_goes_past_a_damaged_row_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("calls.db").display());
+    csv_export_goes_past_a_damaged_row(
+        &url,
+        "UPDATE phone_calls SET facts = '{\"activist\": 5}', \
+         activist_name = 'Segredo Pessoal', activist_email = 'not an e-mail' WHERE id = ?1",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn csv_export_goes_past_a_damaged_row_on_postgres() {
+    let Ok(url) = std::env::var("TEST_DATABASE_URL") else {
+        // Same rule as the store's PostgreSQL tests.
+        if std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1") {
+            panic!("TEST_DATABASE_URL must be set when CI=true");
+        }
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
+            "skipped: set TEST_DATABASE_URL=postgres://… to run the PostgreSQL CSV test"
+        );
+        return;
+    };
+    use sqlx::{Connection, Executor};
+    let mut admin = sqlx::PgConnection::connect(&url)
+        .await
+        .expect("TEST_DATABASE_URL reachable");
+    let name = format!("bp_csv_{}", uuid::Uuid::new_v4().simple());
+    admin
+        .execute(format!("CREATE DATABASE \"{name}\"").as_str())
+        .await
+        .expect("create the scratch database");
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b.to_owned(), format!("?{q}")),
+        None => (url.clone(), String::new()),
+    };
+    let rest = base.split_once("://").map_or(base.as_str(), |(_, r)| r);
+    let server = if rest.contains('/') {
+        base.rsplit_once('/').map_or(base.as_str(), |(b, _)| b)
+    } else {
+        base.as_str()
+    };
+    let scratch = format!("{server}/{name}{query}");
+    let outcome = tokio::spawn(async move {
+        csv_export_goes_past_a_damaged_row(
+            &scratch,
+            "UPDATE phone_calls SET facts = '{\"activist\": 5}'::jsonb, \
+             activist_name = 'Segredo Pessoal', activist_email = 'not an e-mail' WHERE id = $1",
+        )
+        .await
+    })
+    .await;
+    admin
+        .execute(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)").as_str())
+        .await
+        .expect("drop the scratch database");
+    if let Err(e) = outcome {
+        std::panic::resume_unwind(e.into_panic());
+    }
+}

@@ -87,6 +87,26 @@ async fn main() {
     .await;
     time(
         &store,
+        "30 days, daily, edges off the hour",
+        &ResultsQuery::new(
+            w,
+            utc("2026-10-01T03:17:29Z"),
+            utc("2026-10-31T02:41:07Z"),
+            sp,
+            Interval::Day,
+        ),
+        10,
+    )
+    .await;
+    time(
+        &store,
+        "30 days, daily, Asia/Kolkata (no rollup: rows only)",
+        &ResultsQuery::new(w, month.0, month.1, Tz::Asia__Kolkata, Interval::Day),
+        5,
+    )
+    .await;
+    time(
+        &store,
         "7 days, hourly",
         &ResultsQuery::new(w, week.0, week.1, sp, Interval::Hour),
         10,

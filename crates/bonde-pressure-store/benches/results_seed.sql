@@ -1,6 +1,7 @@
 -- Seeds 1 000 000 calls of widget 777 over 30 days (2026-10-01 .. 2026-10-31
 -- UTC), for the results benchmark (docs/performance.md, "Campaign results").
--- Ten outcomes in turn (3 completed with 20-319 s of talk, 7 others), 20
+-- Ten outcomes in turn (3 completed with 20-319 s of talk, spread by a hash
+-- of the row number so that each target sees every value, 7 others), 20
 -- targets. Only the projected columns the report reads are realistic; the
 -- facts are '{}' (the report never decodes them).
 DELETE FROM phone_calls WHERE widget_id = 777;
@@ -15,7 +16,7 @@ SELECT gen_random_uuid(), 777, 'Ativista ' || g, 'a' || g || '@example.org',
            'target_busy', 'target_no_answer', 'not_confirmed', 'abandoned',
            'target_voicemail'])[1 + g % 10],
     true,
-    CASE WHEN g % 10 < 3 THEN 20 + (g::bigint * 7919) % 300 END,
+    CASE WHEN g % 10 < 3 THEN 20 + abs(hashint8(g)) % 300 END,
     '{}'::jsonb, 1,
     timestamptz '2026-10-01 00:00:00+00' + g * interval '2.592 seconds',
     timestamptz '2026-10-01 00:00:00+00' + g * interval '2.592 seconds' + interval '2 minutes',

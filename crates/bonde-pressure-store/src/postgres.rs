@@ -345,6 +345,62 @@ impl PgCallStore {
         .collect()
     }
 
+    /// [`Self::list_widget_calls`] decoding row by row: a damaged row is
+    /// reported in its place, `limit` counts readable calls, and the
+    /// listing pages past damaged rows by their raw `(created_at, id)`.
+    pub(crate) async fn list_widget_call_rows(
+        &self,
+        widget_id: WidgetId,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        after: Option<bonde_pressure_core::CallCursor>,
+        limit: u32,
+    ) -> Result<Vec<Result<Call, UnreadableCall>>, StoreError> {
+        let mut out = Vec::new();
+        let mut readable = 0usize;
+        let mut after: Option<(DateTime<Utc>, Uuid)> =
+            after.map(|a| (truncate_micros(a.created_at), a.id.as_uuid()));
+        loop {
+            let want = limit as usize - readable;
+            if want == 0 {
+                break;
+            }
+            let (after_at, after_id) = after.unzip();
+            let rows = sqlx::query(concat!(
+                "SELECT ",
+                call_columns!(),
+                " FROM phone_calls WHERE widget_id = $1 AND created_at >= $2 AND created_at < $3 \
+                 AND ($4::timestamptz IS NULL OR (created_at, id) > ($4, $5::uuid)) \
+                 ORDER BY created_at, id LIMIT $6"
+            ))
+            .bind(widget_id.get())
+            .bind(ceil_micros(from))
+            .bind(ceil_micros(to))
+            .bind(after_at)
+            .bind(after_id)
+            .bind(want as i64)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+            let full = rows.len() == want;
+            after = rows.last().and_then(|r| {
+                Some((
+                    r.try_get::<DateTime<Utc>, _>("created_at").ok()?,
+                    r.try_get::<Uuid, _>("id").ok()?,
+                ))
+            });
+            for row in &rows {
+                let decoded = CallRow::decode(row);
+                readable += usize::from(decoded.is_ok());
+                out.push(decoded);
+            }
+            if !full || after.is_none() {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
     async fn upsert_legs(
         tx: &mut Transaction<'_, Postgres>,
         call: &Call,

@@ -31,6 +31,7 @@ macro_rules! for_each_results_check {
             report_follows_commits,
             report_percentiles_match_reference_on_random_calls,
             report_matches_reference_on_random_calls,
+            report_matches_reference_through_changes,
             list_calls_pages_in_order,
         }
     };
@@ -409,6 +410,150 @@ pub async fn report_matches_reference_on_random_calls<S: CallStore + CampaignRes
         medians >= 6,
         "the periods cover enough completed calls ({medians})"
     );
+}
+
+/// The event completing `call`'s target leg with `talk_secs` of talk.
+fn target_completed(call: &Call, talk_secs: u32, at: DateTime<Utc>) -> CallEvent {
+    CallEvent::leg_status(Leg::Target, LegStatus::Completed)
+        .with_leg_id(call.facts.target.leg_id.clone())
+        .with_duration_secs(talk_secs)
+        .with_at(at)
+        .build()
+}
+
+/// The report equals the reference on random calls over four days (across
+/// Berlin's change to summer time), before and after commits that settle
+/// live calls and change settled ones (a talk time reported late), over
+/// random periods whose edges are on or off the hour, in zones with whole
+/// hour, half-hour and 45-minute offsets, hourly and daily. SQL stores
+/// answer the whole hours of a period from a rollup of settled calls and
+/// the rest from the rows: this compares both paths with the reference.
+pub async fn report_matches_reference_through_changes<S: CallStore + CampaignResults + ?Sized>(
+    store: Arc<S>,
+) {
+    let mut rng = Lcg(0x00c0_ffee_2026);
+    let base = utc("2026-03-27T18:17:23.500000Z");
+    let targets = [
+        ("Alvo Um", "+5561911110001"),
+        ("Alvo Dois", "+5561911110002"),
+        ("Alvo Tres", "+5561911110003"),
+    ];
+    let mut calls = Vec::new();
+    for _ in 0..240 {
+        let outcome = match rng.below(6) {
+            0 => Outcome::Completed { talk_secs: None },
+            1 | 2 => Outcome::Completed {
+                talk_secs: Some(rng.below(30) as u32 * 7),
+            },
+            _ => Outcome::ALL[rng.below(Outcome::ALL.len() as u64) as usize],
+        };
+        let created = base
+            + TimeDelta::seconds(rng.below(4 * 86_400) as i64)
+            + TimeDelta::microseconds(rng.below(1_000_000) as i64);
+        let (name, phone) = targets[rng.below(3) as usize];
+        calls.push(with_target(build_call(48, created, outcome), name, phone));
+    }
+    // Another widget's calls in the same hours.
+    for i in 0..20 {
+        calls.push(build_call(
+            49,
+            base + TimeDelta::minutes(i * 250),
+            Outcome::Completed {
+                talk_secs: Some(11),
+            },
+        ));
+    }
+    create_all(&*store, &calls).await;
+    let settled = calls.iter().filter(|c| c.is_settled()).count();
+    assert!(
+        settled > 100 && settled < calls.len() - 30,
+        "settled and live calls ({settled})"
+    );
+
+    let zones = [
+        chrono_tz::America::Sao_Paulo,
+        chrono_tz::Europe::Berlin,
+        chrono_tz::Asia::Kolkata,
+        chrono_tz::America::St_Johns,
+        chrono_tz::Asia::Kathmandu,
+        Tz::UTC,
+    ];
+    let mut queries = Vec::new();
+    for i in 0..30 {
+        let hour = |h: u64| utc("2026-03-27T15:00:00Z") + TimeDelta::hours(h as i64);
+        let (from, to) = if i % 3 == 0 {
+            // On the hour.
+            let a = rng.below(100);
+            (hour(a), hour(a + 1 + rng.below(100)))
+        } else {
+            let a = hour(rng.below(100))
+                + TimeDelta::seconds(rng.below(3_600) as i64)
+                + TimeDelta::microseconds(rng.below(1_000_000) as i64);
+            let b = a
+                + TimeDelta::seconds(rng.below(100 * 3_600) as i64)
+                + TimeDelta::nanoseconds(rng.below(1_000_000_000) as i64);
+            (a, b)
+        };
+        let tz = zones[i % zones.len()];
+        let interval = if rng.below(2) == 0 {
+            Interval::Hour
+        } else {
+            Interval::Day
+        };
+        queries.push(ResultsQuery::new(widget(48), from, to, tz, interval));
+    }
+    let everything = ResultsQuery::new(
+        widget(48),
+        utc("2026-03-27T00:00:00Z"),
+        utc("2026-04-02T00:00:00Z"),
+        chrono_tz::Europe::Berlin,
+        Interval::Hour,
+    );
+    queries.push(everything.clone());
+    for q in &queries {
+        check(&*store, &calls, q).await;
+    }
+
+    // Commits: live calls settle, settled calls learn their talk time late.
+    let mut late = 0;
+    let mut newly_settled = 0;
+    for c in calls.iter_mut().filter(|c| c.widget_id == widget(48)) {
+        let t = c.created_at + TimeDelta::minutes(5);
+        let event = match c.state() {
+            DetailedState::Completed if c.connected_secs().is_none() => {
+                target_completed(c, 1 + rng.below(200) as u32, t)
+            }
+            DetailedState::Connected => target_completed(c, rng.below(200) as u32, t),
+            DetailedState::ActivistRinging => {
+                CallEvent::leg_status(Leg::Activist, LegStatus::NoAnswer)
+                    .with_leg_id(c.facts.activist.leg_id.clone())
+                    .with_duration_secs(0)
+                    .with_at(t)
+                    .build()
+            }
+            _ => continue,
+        };
+        let was_settled = c.is_settled();
+        let (next, _) = c.apply(&event, t);
+        if next == *c {
+            continue;
+        }
+        store.commit(&next, &[]).await.expect("commit");
+        if was_settled && next.connected_secs() != c.connected_secs() {
+            late += 1;
+        }
+        if !was_settled && next.is_settled() {
+            newly_settled += 1;
+        }
+        *c = next;
+    }
+    assert!(late >= 5, "settled calls changed ({late})");
+    assert!(newly_settled >= 5, "live calls settled ({newly_settled})");
+    for q in &queries {
+        check(&*store, &calls, q).await;
+    }
+    let r = store.report(&everything).await.unwrap();
+    assert_eq!(r.total, 240);
 }
 
 /// Paging visits each call of the widget and period once, by creation time

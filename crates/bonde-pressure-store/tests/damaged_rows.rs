@@ -356,3 +356,92 @@ async fn postgres_damaged_rows_do_not_starve_reconciliation() {
     })
     .await;
 }
+
+/// `CampaignResults::list_call_rows` pages past damaged rows: nine calls of
+/// a widget, the 2nd, 5th, 6th and 9th damaged (`corrupt` gets their ids),
+/// paged two readable calls at a time, visits every call once in order,
+/// each damaged one in its place named by its id.
+async fn listing_goes_past_damaged_rows<S>(store: Arc<S>, corrupt: impl AsyncFnOnce(Vec<CallId>))
+where
+    S: CallStore + bonde_pressure_core::CampaignResults,
+{
+    use bonde_pressure_core::CallCursor;
+    use bonde_pressure_store::conformance::{Outcome, build_call};
+    let t: chrono::DateTime<chrono::Utc> = "2026-10-01T10:00:00Z".parse().unwrap();
+    let mut calls = Vec::new();
+    for i in 0..9 {
+        let c = build_call(70, t + chrono::TimeDelta::seconds(i), Outcome::ActivistBusy);
+        store.create(&c).await.unwrap();
+        calls.push(c);
+    }
+    let bad: Vec<CallId> = [1, 4, 5, 8].iter().map(|&i| calls[i].id).collect();
+    corrupt(bad.clone()).await;
+    let w = bonde_pressure_core::WidgetId::new(70).unwrap();
+    let to = t + chrono::TimeDelta::hours(1);
+    // The plain listing fails on the damaged rows...
+    let plain = store.list_calls(w, t, to, None, 100).await;
+    assert!(plain.is_err(), "{:?}", plain.map(|v| v.len()));
+    // ...the row by row one reports them and goes on.
+    let mut seen: Vec<(CallId, bool)> = Vec::new();
+    let mut after: Option<CallCursor> = None;
+    loop {
+        let page = store.list_call_rows(w, t, to, after, 2).await.unwrap();
+        let readable: Vec<_> = page.iter().filter_map(|r| r.as_ref().ok()).collect();
+        assert!(readable.len() <= 2);
+        for row in &page {
+            match row {
+                Ok(c) => seen.push((c.id, true)),
+                Err(u) => seen.push((u.call_id.expect("the id is readable"), false)),
+            }
+        }
+        if readable.len() < 2 {
+            break;
+        }
+        after = readable.last().map(|c| CallCursor::after(c));
+    }
+    let expected: Vec<(CallId, bool)> =
+        calls.iter().map(|c| (c.id, !bad.contains(&c.id))).collect();
+    assert_eq!(seen, expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_listing_goes_past_damaged_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(
+        SqliteCallStore::open(dir.path().join("calls.db"))
+            .await
+            .unwrap(),
+    );
+    let pool = store.pool().clone();
+    listing_goes_past_damaged_rows(store.clone(), async |bad| {
+        for id in bad {
+            sqlx::query("UPDATE phone_calls SET facts = '{\"activist\": 5}' WHERE id = ?1")
+                .bind(id.to_string())
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+    })
+    .await;
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_listing_goes_past_damaged_rows() {
+    common::with_fresh_postgres(async |store, pool| {
+        store.migrate().await.unwrap();
+        listing_goes_past_damaged_rows(store.clone(), async |bad| {
+            for id in bad {
+                sqlx::query(
+                    "UPDATE phone_calls SET facts = '{\"activist\": 5}'::jsonb WHERE id = $1",
+                )
+                .bind(id.as_uuid())
+                .execute(&pool)
+                .await
+                .unwrap();
+            }
+        })
+        .await;
+    })
+    .await;
+}

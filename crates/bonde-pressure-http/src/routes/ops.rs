@@ -87,6 +87,9 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         crate::routes::phone::sse::call_events,
         crate::routes::people::erase_person,
         crate::routes::admin::add_to_do_not_call,
+        crate::routes::results::widget_stats,
+        crate::routes::results::widget_calls_csv,
+        crate::routes::results::widget_events,
         crate::routes::webhooks::answer,
         crate::routes::webhooks::status_callback,
         crate::routes::webhooks::amd_status_callback,
@@ -105,6 +108,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         (name = "twilio", description = "Twilio webhooks (X-Twilio-Signature checked)"),
         (name = "ops", description = "Health and metrics"),
         (name = "admin", description = "Operator routes (admin token)"),
+        (name = "results", description = "Campaign results for organisers (admin token)"),
     ),
     modifiers(&SecuritySchemes),
 )]

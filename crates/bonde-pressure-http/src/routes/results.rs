@@ -13,6 +13,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use bonde_pressure_core::live::Subscription;
+use bonde_pressure_core::ports::UnreadableCall;
 use bonde_pressure_core::results::{CallCursor, FunnelStep};
 use bonde_pressure_core::{
     CampaignResults, DetailedState, Interval, ResultsQuery, ResultsReport, Tz, UiStatus, WidgetId,
@@ -21,8 +22,9 @@ use chrono::{DateTime, NaiveDate, SecondsFormat, TimeDelta, TimeZone, Utc};
 use serde::Serialize;
 use serde_json::Value;
 use subtle::ConstantTimeEq;
+use utoipa::ToSchema;
 
-use crate::error::{AppError, ValidationItem};
+use crate::error::{AppError, MessageBody, ValidationBody, ValidationItem};
 use crate::state::AppState;
 
 /// The time zone used when `tz` is absent.
@@ -219,7 +221,7 @@ fn rfc3339(t: DateTime<Utc>) -> String {
 
 /// `GET /v1/phone/widgets/{widget_id}/stats`'s answer: the query echoed, then
 /// the report.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct StatsResponse {
     /// The widget.
     pub widget_id: i64,
@@ -230,8 +232,10 @@ pub struct StatsResponse {
     /// The series' time zone.
     pub tz: String,
     /// `hour` or `day`.
+    #[schema(value_type = String, example = "day")]
     pub interval: &'static str,
     /// How percentiles are computed: `nearest-rank`.
+    #[schema(value_type = String, example = "nearest-rank")]
     pub percentile_method: &'static str,
     /// The report.
     #[serde(flatten)]
@@ -258,7 +262,27 @@ fn no_store(mut r: Response) -> Response {
     r
 }
 
-/// The widget's results over a period (admin token).
+/// The widget's results over a period (admin token): totals per page status
+/// and per detailed state, the funnel, per-target counts with median and
+/// p90 talk time (nearest rank), and an hourly or daily series in `tz`.
+#[utoipa::path(
+    get, path = "/v1/phone/widgets/{widget_id}/stats", tag = "results",
+    params(
+        ("widget_id" = i64, Path, description = "The widget (a positive integer)"),
+        ("from" = Option<String>, Query, description = "Start (inclusive): an RFC 3339 instant, or a YYYY-MM-DD date (its midnight in `tz`). Default: seven days before `to`"),
+        ("to" = Option<String>, Query, description = "End (exclusive): an RFC 3339 instant, or a YYYY-MM-DD date (that whole day included). Default: now"),
+        ("tz" = Option<String>, Query, description = "IANA time zone of dates and series buckets. Default: America/Sao_Paulo"),
+        ("interval" = Option<String>, Query, description = "Series bucket: `hour` (periods up to 31 days) or `day`. Default: `hour` up to three days, `day` beyond"),
+    ),
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, body = StatsResponse),
+        (status = 401, description = "No or a wrong admin token", body = MessageBody),
+        (status = 404, description = "This server keeps no results (no store implementing them)", body = MessageBody),
+        (status = 422, description = "A bad widget id or query parameter, per field", body = ValidationBody),
+        (status = 503, description = "Store unavailable; see Retry-After", body = MessageBody),
+    )
+)]
 pub async fn widget_stats(
     State(state): State<AppState>,
     Path(widget): Path<String>,
@@ -353,7 +377,43 @@ fn csv_row(call: &bonde_pressure_core::Call, tz: Tz) -> String {
     ])
 }
 
-/// The widget's calls as CSV (admin token), streamed page by page.
+/// The row standing for a stored call that cannot be read: its id (empty
+/// when even that is unreadable), `status` [`UNREADABLE_STATUS`], every
+/// other cell empty — nothing of its content, which may be personal data.
+fn csv_damaged_row(u: &UnreadableCall) -> String {
+    let mut cells = vec![String::new(); CSV_COLUMNS.len()];
+    cells[0] = u.call_id.map(|id| id.to_string()).unwrap_or_default();
+    cells[4] = UNREADABLE_STATUS.to_owned();
+    csv_line(&cells)
+}
+
+/// The `status` cell of a damaged row in the CSV export.
+pub const UNREADABLE_STATUS: &str = "unreadable";
+
+/// The widget's calls as CSV (admin token), streamed page by page: one row
+/// per call created in the period, by creation time, with the columns of
+/// [`CSV_COLUMNS`] (docs/http-api.md); cells a spreadsheet would read as
+/// formulas are escaped. A stored call that cannot be read gets a row with
+/// its id and the status `unreadable` (nothing else), is logged once, and
+/// the export goes on.
+#[utoipa::path(
+    get, path = "/v1/phone/widgets/{widget_id}/calls.csv", tag = "results",
+    params(
+        ("widget_id" = i64, Path, description = "The widget (a positive integer)"),
+        ("from" = Option<String>, Query, description = "Start (inclusive): an RFC 3339 instant, or a YYYY-MM-DD date (its midnight in `tz`). Default: 366 days before `to`"),
+        ("to" = Option<String>, Query, description = "End (exclusive): an RFC 3339 instant, or a YYYY-MM-DD date (that whole day included). Default: now"),
+        ("tz" = Option<String>, Query, description = "IANA time zone of dates and series buckets. Default: America/Sao_Paulo"),
+        ("interval" = Option<String>, Query, description = "Series bucket: `hour` (periods up to 31 days) or `day`. Default: `hour` up to three days, `day` beyond"),
+    ),
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "`text/csv; charset=utf-8` (RFC 4180, CRLF line ends): a header line, then one line per call; sent as an attachment. A stored call that cannot be read is a line with its `call_id`, `status` `unreadable` and every other cell empty", body = String, content_type = "text/csv"),
+        (status = 401, description = "No or a wrong admin token", body = MessageBody),
+        (status = 404, description = "This server keeps no results (no store implementing them)", body = MessageBody),
+        (status = 422, description = "A bad widget id or query parameter, per field", body = ValidationBody),
+        (status = 503, description = "Store unavailable; see Retry-After", body = MessageBody),
+    )
+)]
 pub async fn widget_calls_csv(
     State(state): State<AppState>,
     Path(widget): Path<String>,
@@ -397,18 +457,34 @@ pub async fn widget_calls_csv(
                 return None;
             }
             match store
-                .list_calls(query.widget_id, query.from, query.to, after, CSV_PAGE)
+                .list_call_rows(query.widget_id, query.from, query.to, after, CSV_PAGE)
                 .await
             {
                 Ok(page) => {
-                    let next = page.last().map(CallCursor::after);
-                    let finished = page.len() < CSV_PAGE as usize;
+                    // `CSV_PAGE` counts readable calls; the next page
+                    // resumes after the last one (damaged rows never end a
+                    // full page: the store pages past them).
+                    let readable: Vec<&bonde_pressure_core::Call> =
+                        page.iter().filter_map(|r| r.as_ref().ok()).collect();
+                    let next = readable.last().map(|c| CallCursor::after(c)).or(after);
+                    let finished = readable.len() < CSV_PAGE as usize;
                     if page.is_empty() {
                         return None;
                     }
                     let mut chunk = String::new();
-                    for c in &page {
-                        chunk.push_str(&csv_row(c, query.tz));
+                    for row in &page {
+                        match row {
+                            Ok(c) => chunk.push_str(&csv_row(c, query.tz)),
+                            Err(u) => {
+                                // The reason names the column, never the value.
+                                tracing::error!(
+                                    call_id = ?u.call_id,
+                                    reason = %u.reason,
+                                    "CSV export: a stored call cannot be read; exported as `unreadable`"
+                                );
+                                chunk.push_str(&csv_damaged_row(u));
+                            }
+                        }
                     }
                     Some((
                         Ok::<_, std::io::Error>(Bytes::from(chunk)),
@@ -448,13 +524,14 @@ pub async fn widget_calls_csv(
 // ---------------------------------------------------------- live counters
 
 /// One `counters` event's `data`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct CountersEvent {
     /// The widget.
     pub widget_id: i64,
     /// Calls in the period.
     pub total: u64,
     /// By page status.
+    #[schema(value_type = BTreeMap<String, u64>)]
     pub by_status: BTreeMap<UiStatus, u64>,
     /// Calls in progress now (not in a terminal state).
     pub live: u64,
@@ -552,6 +629,24 @@ impl Counters {
 /// whenever they change — woken by this process's commits for the widget,
 /// and by a timer for other replicas'. The period defaults to today in `tz`
 /// and, without `to`, follows the clock.
+#[utoipa::path(
+    get, path = "/v1/phone/widgets/{widget_id}/events", tag = "results",
+    params(
+        ("widget_id" = i64, Path, description = "The widget (a positive integer)"),
+        ("from" = Option<String>, Query, description = "Start (inclusive): an RFC 3339 instant, or a YYYY-MM-DD date (its midnight in `tz`). Default: today's midnight in `tz`"),
+        ("to" = Option<String>, Query, description = "End (exclusive): an RFC 3339 instant, or a YYYY-MM-DD date (that whole day included). Default: none: the period follows the clock"),
+        ("tz" = Option<String>, Query, description = "IANA time zone of dates and series buckets. Default: America/Sao_Paulo"),
+        ("interval" = Option<String>, Query, description = "Series bucket: `hour` (periods up to 31 days) or `day`. Default: `hour` up to three days, `day` beyond"),
+    ),
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "`text/event-stream` of `counters` events: each has `event: counters`, `id:` a sequence number, and `data:` a `CountersEvent` as JSON", body = CountersEvent, content_type = "text/event-stream"),
+        (status = 401, description = "No or a wrong admin token", body = MessageBody),
+        (status = 404, description = "This server keeps no results (no store implementing them)", body = MessageBody),
+        (status = 422, description = "A bad widget id or query parameter, per field", body = ValidationBody),
+        (status = 503, description = "Store unavailable; see Retry-After", body = MessageBody),
+    )
+)]
 pub async fn widget_events(
     State(state): State<AppState>,
     Path(widget): Path<String>,
