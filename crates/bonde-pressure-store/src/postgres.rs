@@ -86,11 +86,10 @@ fn facts_without_nul(json: &str) -> Result<Cow<'_, str>, StoreError> {
         .map_err(StoreError::backend)
 }
 
-/// `commit` in one statement: the versioned `UPDATE` ($1 id, $2 expected
-/// version, $3–$21 the columns), the legs' upserts from arrays ($22–$34) and
-/// the events' inserts from arrays ($35–$39), both fed by the `UPDATE`'s
-/// output. Returns 1 if the version matched, else 0 (nothing written).
-const COMMIT_SQL: &str = "\
+/// The CTEs of `commit`'s statement (see [`COMMIT_SQL`]).
+macro_rules! commit_ctes {
+    () => {
+        "\
 WITH upd AS ( \
     UPDATE phone_calls SET widget_id = $3, activist_name = $4, activist_first_name = $5, \
         activist_last_name = $6, activist_email = $7, from_phone_number = $8, \
@@ -129,8 +128,25 @@ WITH upd AS ( \
         $39::timestamptz[]) WITH ORDINALITY \
         AS e(call_sid, kind, payload, sequence_number, received_at, ord) \
     ORDER BY e.ord \
-) \
-SELECT COUNT(*) FROM upd";
+) "
+    };
+}
+
+/// `commit` in one statement: the versioned `UPDATE` ($1 id, $2 expected
+/// version, $3–$21 the columns), the legs' upserts from arrays ($22–$34) and
+/// the events' inserts from arrays ($35–$39), both fed by the `UPDATE`'s
+/// output. Returns 1 if the version matched, else 0 (nothing written).
+const COMMIT_SQL: &str = concat!(commit_ctes!(), "SELECT COUNT(*) FROM upd");
+
+/// [`COMMIT_SQL`] with a `NOTIFY` on [`crate::live::LIVE_CHANNEL`] in the same
+/// statement (so in the commit's transaction, sent only if the version
+/// matched): `$41` is the payload ([`crate::live::payload`]).
+const COMMIT_NOTIFY_SQL: &str = concat!(
+    commit_ctes!(),
+    ", note AS (SELECT pg_notify('",
+    "bonde_pressure_calls",
+    "', $41) FROM upd) SELECT COUNT(*) FROM upd, note"
+);
 
 macro_rules! call_columns {
     () => {
@@ -234,6 +250,10 @@ impl EventRow {
 #[derive(Debug, Clone)]
 pub struct PgCallStore {
     pool: PgPool,
+    /// This store's id in its notifications (its own listener skips them).
+    origin: Uuid,
+    /// Whether commits send a `NOTIFY` ([`StoreOptions::notify_commits`]).
+    notify: bool,
 }
 
 impl PgCallStore {
@@ -253,16 +273,34 @@ impl PgCallStore {
             .connect_with(connect)
             .await
             .map_err(ConnectError::database)?;
-        let store = Self::from_pool(pool);
+        let store = Self::from_pool(pool).notify_commits(options.notify_commits);
         if options.run_migrations {
             store.migrate().await?;
         }
         Ok(store)
     }
 
-    /// Wraps an existing pool (migrations are not run: call [`Self::migrate`]).
+    /// Wraps an existing pool (migrations are not run: call
+    /// [`Self::migrate`]). Commits are notified
+    /// ([`StoreOptions::notify_commits`]); each store made this way has its
+    /// own origin id, so two of them on one pool behave as two replicas.
     pub fn from_pool(pool: PgPool) -> Self {
-        Self { pool }
+        Self {
+            pool,
+            origin: Uuid::new_v4(),
+            notify: true,
+        }
+    }
+
+    /// With commits notified or not ([`StoreOptions::notify_commits`]).
+    pub fn notify_commits(mut self, on: bool) -> Self {
+        self.notify = on;
+        self
+    }
+
+    /// The id this store puts in its notifications.
+    pub(crate) fn origin(&self) -> Uuid {
+        self.origin
     }
 
     /// The pool (e.g. for `LISTEN`/`NOTIFY`).
@@ -423,6 +461,20 @@ impl CallStore for PgCallStore {
             Err(e) => return Err(db(e)),
         }
         Self::upsert_legs(&mut tx, call, r.updated_at).await?;
+        if self.notify {
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(crate::live::LIVE_CHANNEL)
+                .bind(crate::live::payload(
+                    self.origin,
+                    call.id,
+                    call.widget_id,
+                    call.version,
+                    call.state(),
+                ))
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+        }
         tx.commit().await.map_err(db)
     }
 
@@ -453,7 +505,13 @@ impl CallStore for PgCallStore {
         // the versioned UPDATE takes the row lock; the leg upserts and the
         // event inserts read its output, so they happen only if it matched,
         // and events get their ids after the lock (in commit order).
-        let updated = sqlx::query_scalar::<_, i64>(COMMIT_SQL)
+        let sql = if self.notify {
+            COMMIT_NOTIFY_SQL
+        } else {
+            COMMIT_SQL
+        };
+        let note = crate::live::payload(self.origin, call.id, call.widget_id, next, call.state());
+        let mut query = sqlx::query_scalar::<_, i64>(sql)
             .bind(r.id)
             .bind(expected)
             .bind(r.widget_id)
@@ -517,10 +575,11 @@ impl CallStore for PgCallStore {
                     .map(|e| truncate_micros(e.received_at))
                     .collect::<Vec<_>>(),
             )
-            .bind(r.funnel_stage)
-            .fetch_one(&self.pool)
-            .await
-            .map_err(commit_error)?;
+            .bind(r.funnel_stage);
+        if self.notify {
+            query = query.bind(note);
+        }
+        let updated = query.fetch_one(&self.pool).await.map_err(commit_error)?;
         if updated == 0 {
             let exists =
                 sqlx::query_scalar::<_, i64>("SELECT version FROM phone_calls WHERE id = $1")
