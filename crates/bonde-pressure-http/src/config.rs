@@ -460,6 +460,19 @@ pub struct Config {
     /// PostgreSQL).
     #[arg(long, env = "DATABASE_ACQUIRE_TIMEOUT_MS", default_value = "2000", value_parser = parse_millis)]
     pub database_acquire_timeout: Duration,
+
+    /// PostgreSQL: commits send a `NOTIFY` and one extra connection
+    /// `LISTEN`s, so SSE subscribers and the status cache follow other
+    /// replicas' commits at once. Turn off behind a transaction-pooling
+    /// pgbouncer (no `LISTEN` there): the status cache is then off too.
+    #[arg(long, env = "PG_LIVE_UPDATES", default_value_t = true, action = clap::ArgAction::Set)]
+    pub pg_live_updates: bool,
+
+    /// Calls kept in memory for `GET /v1/phone/status/{id}` (0: no cache).
+    /// Kept coherent by the commits this process makes and, on PostgreSQL,
+    /// by the ones it hears (`PG_LIVE_UPDATES`).
+    #[arg(long, env = "STATUS_CACHE_SIZE", default_value = "100000")]
+    pub status_cache_size: usize,
 }
 
 /// A configuration that cannot work (or a command line asking for help).
@@ -766,6 +779,8 @@ mod tests {
         assert_eq!(c.max_connections, 512);
         assert_eq!(c.request_timeout, Duration::from_secs(5));
         assert_eq!(c.database_acquire_timeout, Duration::from_secs(2));
+        assert!(c.pg_live_updates);
+        assert_eq!(c.status_cache_size, 100_000);
         assert_eq!(c.max_body_bytes, 64 * 1024);
         let c = Config::from_args([
             "x",

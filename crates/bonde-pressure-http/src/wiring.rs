@@ -100,6 +100,10 @@ pub struct App {
     pub retention_interval: Duration,
     /// How connections are served.
     pub server: ServerOptions,
+    /// PostgreSQL with `PG_LIVE_UPDATES`: the listener feeding other
+    /// replicas' commits into the service's live updates (dropping the app
+    /// stops it).
+    pub live_listener: Option<Arc<bonde_pressure_store::LiveListener>>,
 }
 
 /// Connection-level settings of [`serve`] (see `docs/configuration.md`).
@@ -282,6 +286,27 @@ pub async fn open_all_stores(
     ),
     WiringError,
 > {
+    let (stores, _) = open_all_stores_and_pg(config).await?;
+    Ok(stores)
+}
+
+/// [`open_all_stores`], and the PostgreSQL store itself when that is the
+/// backend (for its live-updates listener).
+#[allow(clippy::type_complexity)]
+async fn open_all_stores_and_pg(
+    config: &Config,
+) -> Result<
+    (
+        (
+            Arc<dyn CallStore>,
+            Arc<dyn DoNotCallList>,
+            Arc<dyn CampaignResults>,
+            Arc<dyn PersonalDataStore>,
+        ),
+        Option<Arc<bonde_pressure_store::PgCallStore>>,
+    ),
+    WiringError,
+> {
     let url = config
         .database_url
         .as_ref()
@@ -292,15 +317,20 @@ pub async fn open_all_stores(
         tracing::warn!("in-memory store: calls are lost on restart");
         let store = Arc::new(InMemoryCallStore::new());
         return Ok((
-            store.clone(),
-            Arc::new(InMemoryDoNotCallList::new()),
-            store.clone(),
-            store,
+            (
+                store.clone(),
+                Arc::new(InMemoryDoNotCallList::new()),
+                store.clone(),
+                store,
+            ),
+            None,
         ));
     }
     let backend = bonde_pressure_store::Backend::from_url(&url).map_err(WiringError::store)?;
     let options = bonde_pressure_store::StoreOptions::default()
-        .acquire_timeout(config.database_acquire_timeout);
+        .acquire_timeout(config.database_acquire_timeout)
+        .notify_commits(config.pg_live_updates);
+    let mut pg = None;
     let err = |e: bonde_pressure_store::ConnectError| WiringError::store(e);
     let stores: (
         Arc<dyn CallStore>,
@@ -314,6 +344,7 @@ pub async fn open_all_stores(
                     .await
                     .map_err(err)?,
             );
+            pg = Some(s.clone());
             (s.clone(), s.clone(), s.clone(), s)
         }
         _ => {
@@ -326,7 +357,7 @@ pub async fn open_all_stores(
         }
     };
     tracing::info!(backend = backend.as_str(), "store opened");
-    Ok(stores)
+    Ok((stores, pg))
 }
 
 /// The admin token: `ADMIN_TOKEN`; when unset with the simulated telephony
@@ -428,7 +459,7 @@ fn twilio_client(
 pub async fn build(config: &Config) -> Result<App, WiringError> {
     config.check()?;
     let metrics = Arc::new(Metrics::new());
-    let (store, do_not_call, results, personal) = open_all_stores(config).await?;
+    let ((store, do_not_call, results, personal), pg) = open_all_stores_and_pg(config).await?;
     let privacy = privacy(config, personal);
     // Every store operation made for a request is bounded by its deadline.
     let store: Arc<dyn CallStore> = Arc::new(DeadlineStore::new(store));
@@ -476,9 +507,23 @@ pub async fn build(config: &Config) -> Result<App, WiringError> {
             DoNotCallHasher::default()
         }
     };
-    let service = PressureService::new(deps, service_config(config))
+    let mut service = PressureService::new(deps, service_config(config))
         .with_do_not_call(do_not_call, hasher)
         .with_request_limits(request_limits(config));
+    // Other replicas' commits (PostgreSQL): heard through LISTEN/NOTIFY.
+    let live_listener = match &pg {
+        Some(pg) if config.pg_live_updates => Some(Arc::new(
+            pg.spawn_live_listener(service.live_updates().clone()),
+        )),
+        _ => None,
+    };
+    // The status cache is coherent only if every commit to the store is
+    // published here: this process is the only writer (SQLite, memory) or
+    // it hears the others.
+    let coherent = pg.is_none() || live_listener.is_some();
+    if config.status_cache_size > 0 && coherent {
+        service = service.with_call_cache(config.status_cache_size);
+    }
     if let Some(path) = &config.do_not_call_file {
         let numbers = load_do_not_call_file(path, config.default_region)?;
         let added = service
@@ -525,6 +570,7 @@ pub async fn build(config: &Config) -> Result<App, WiringError> {
         simulated,
         server: ServerOptions::from_config(config),
         retention_interval: config.retention_interval,
+        live_listener,
     })
 }
 
