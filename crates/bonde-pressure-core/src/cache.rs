@@ -25,6 +25,10 @@
 //! serves the same answers with or without the cache; replicas that write
 //! the same database without feeding each other's commits must not use it.
 //!
+//! A cached call is served for at most its age limit
+//! ([`CallCache::with_max_age`], 10 s by default), which bounds how long a
+//! commit whose notification was lost can go unseen.
+//!
 //! Memory is bounded: at most `capacity` entries (calls or markers), in two
 //! generations; when the young one is full the old one is dropped (an
 //! approximate least-recently-used policy: a hit in the old generation
@@ -32,6 +36,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use crate::call::Call;
 use crate::domain::CallId;
@@ -40,10 +45,13 @@ use crate::live::{CallUpdate, LiveUpdates};
 /// Entries kept by [`CallCache::default`].
 pub const DEFAULT_CALL_CACHE_CAPACITY: usize = 100_000;
 
+/// How long a cached call is served by default ([`CallCache::with_max_age`]).
+pub const DEFAULT_CALL_CACHE_MAX_AGE: Duration = Duration::from_secs(10);
+
 #[derive(Debug, Clone)]
 enum Slot {
-    /// The call as committed.
-    Call(Arc<Call>),
+    /// The call as committed, and when it was cached.
+    Call(Arc<Call>, Instant),
     /// Not cached; a commit announced this version, so a fill with an
     /// older one is refused.
     AtLeast(u64),
@@ -70,6 +78,8 @@ pub struct CallCache {
     inner: Mutex<Inner>,
     /// Entries per generation.
     half: usize,
+    /// A cached call older than this is not served.
+    max_age: Duration,
 }
 
 impl Default for CallCache {
@@ -84,7 +94,17 @@ impl CallCache {
         Self {
             inner: Mutex::new(Inner::default()),
             half: (capacity / 2).max(1),
+            max_age: DEFAULT_CALL_CACHE_MAX_AGE,
         }
+    }
+
+    /// With this age limit: a call cached longer ago is read again (default
+    /// [`DEFAULT_CALL_CACHE_MAX_AGE`]). It bounds how long a commit whose
+    /// notification was lost (a feed that cannot guarantee delivery) can go
+    /// unseen; with a hub that sees every commit it only costs a re-read.
+    pub fn with_max_age(mut self, max_age: Duration) -> Self {
+        self.max_age = max_age;
+        self
     }
 
     /// Keeps the cache coherent with `live`: every update published there
@@ -112,13 +132,14 @@ impl CallCache {
     /// The cached call `id`, if any.
     pub fn get(&self, id: CallId) -> Option<Arc<Call>> {
         let mut inner = self.lock();
-        if let Some(Slot::Call(c)) = inner.young.get(&id) {
-            return Some(c.clone());
+        let fresh = |at: &Instant| at.elapsed() <= self.max_age;
+        if let Some(Slot::Call(c, at)) = inner.young.get(&id) {
+            return fresh(at).then(|| c.clone());
         }
         let slot = inner.old.remove(&id)?;
         let found = match &slot {
-            Slot::Call(c) => Some(c.clone()),
-            Slot::AtLeast(_) => None,
+            Slot::Call(c, at) if fresh(at) => Some(c.clone()),
+            _ => None,
         };
         self.put(&mut inner, id, slot);
         found
@@ -142,12 +163,12 @@ impl CallCache {
         let current = inner.young.get(&id).or_else(|| inner.old.get(&id));
         let newer_known = match current {
             Some(Slot::AtLeast(v)) => *v > call.version,
-            Some(Slot::Call(c)) => c.version > call.version,
+            Some(Slot::Call(c, _)) => c.version > call.version,
             None => false,
         };
         if !newer_known {
             inner.old.remove(&id);
-            self.put(&mut inner, id, Slot::Call(call.clone()));
+            self.put(&mut inner, id, Slot::Call(call.clone(), Instant::now()));
         }
         call
     }
@@ -160,7 +181,7 @@ impl CallCache {
         let id = update.call_id;
         let current = inner.young.get(&id).or_else(|| inner.old.get(&id));
         let at_least = match current {
-            Some(Slot::Call(c)) if c.version >= update.version => return,
+            Some(Slot::Call(c, _)) if c.version >= update.version => return,
             Some(Slot::AtLeast(v)) => (*v).max(update.version),
             _ => update.version,
         };
@@ -261,6 +282,19 @@ mod tests {
         let mut c = c.clone();
         c.version = version;
         c
+    }
+
+    #[test]
+    fn a_call_older_than_the_age_limit_is_read_again() {
+        let cache = CallCache::new(100).with_max_age(Duration::from_millis(30));
+        let c = call(1);
+        cache.fill(cache.ticket(), c.clone());
+        assert!(cache.get(c.id).is_some());
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(cache.get(c.id).is_none());
+        // Refilled: served again.
+        cache.fill(cache.ticket(), c.clone());
+        assert!(cache.get(c.id).is_some());
     }
 
     #[test]

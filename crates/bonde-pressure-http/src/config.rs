@@ -473,6 +473,11 @@ pub struct Config {
     /// by the ones it hears (`PG_LIVE_UPDATES`).
     #[arg(long, env = "STATUS_CACHE_SIZE", default_value = "100000")]
     pub status_cache_size: usize,
+
+    /// Milliseconds a call stays in the status cache at most (bounds how
+    /// long a lost cross-replica notification can leave a status stale).
+    #[arg(long, env = "STATUS_CACHE_MAX_AGE_MS", default_value = "10000", value_parser = parse_millis)]
+    pub status_cache_max_age: Duration,
 }
 
 /// A configuration that cannot work (or a command line asking for help).
@@ -781,6 +786,7 @@ mod tests {
         assert_eq!(c.database_acquire_timeout, Duration::from_secs(2));
         assert!(c.pg_live_updates);
         assert_eq!(c.status_cache_size, 100_000);
+        assert_eq!(c.status_cache_max_age, Duration::from_secs(10));
         assert_eq!(c.max_body_bytes, 64 * 1024);
         let c = Config::from_args([
             "x",

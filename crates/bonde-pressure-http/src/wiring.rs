@@ -522,7 +522,10 @@ pub async fn build(config: &Config) -> Result<App, WiringError> {
     // it hears the others.
     let coherent = pg.is_none() || live_listener.is_some();
     if config.status_cache_size > 0 && coherent {
-        service = service.with_call_cache(config.status_cache_size);
+        service = service.with_call_cache(
+            bonde_pressure_core::cache::CallCache::new(config.status_cache_size)
+                .with_max_age(config.status_cache_max_age),
+        );
     }
     if let Some(path) = &config.do_not_call_file {
         let numbers = load_do_not_call_file(path, config.default_region)?;

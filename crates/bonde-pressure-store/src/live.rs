@@ -1,11 +1,17 @@
 //! Other replicas' commits as live updates: PostgreSQL `LISTEN/NOTIFY`.
 //!
-//! Every [`PgCallStore`] commit (and every call it creates) sends a
-//! `NOTIFY` on [`LIVE_CHANNEL`] inside the commit's own statement or
-//! transaction, so a notification exists exactly when the commit does
-//! (PostgreSQL delivers it at commit, never for a rolled-back write). Its
-//! payload names the call, its widget, its new version and state, and the
-//! store that wrote it — no personal data:
+//! After every [`PgCallStore`] commit (and every call it creates) the store
+//! queues a notification; one background task per store sends the queued
+//! ones with a single `SELECT pg_notify(…) FROM unnest(…)` per batch (so
+//! PostgreSQL's commit-time notification lock is taken once per batch, not
+//! once per commit — a `NOTIFY` inside each commit's transaction serialised
+//! concurrent commits: docs/storage.md has the figures). A notification is
+//! lost if the process dies between a commit and its batch, if the queue
+//! (10 000) is full, or if PostgreSQL refuses the batch three times
+//! ([`PgCallStore::notifications_lost`]); subscribers' periodic re-reads and
+//! the call cache's age limit cover that. Each payload names the call, its
+//! widget, its new version and state, and the store that wrote it — no
+//! personal data:
 //!
 //! ```text
 //! 1 <origin uuid> <call uuid> <widget id> <version> <state>
@@ -33,6 +39,81 @@ use crate::PgCallStore;
 
 /// The `NOTIFY` channel of committed calls.
 pub const LIVE_CHANNEL: &str = "bonde_pressure_calls";
+
+/// Notifications waiting to be sent, at most.
+const QUEUE: usize = 10_000;
+
+/// Notifications per `pg_notify` batch, at most.
+const BATCH: usize = 500;
+
+/// Sends a store's notifications after commit, batched.
+#[derive(Debug)]
+pub(crate) struct Notifier {
+    pool: PgPool,
+    tx: std::sync::OnceLock<tokio::sync::mpsc::Sender<String>>,
+    lost: Arc<AtomicU64>,
+}
+
+impl Notifier {
+    pub(crate) fn new(pool: PgPool) -> Self {
+        Self {
+            pool,
+            tx: std::sync::OnceLock::new(),
+            lost: Arc::default(),
+        }
+    }
+
+    pub(crate) fn lost(&self) -> u64 {
+        self.lost.load(Ordering::Relaxed)
+    }
+
+    /// Queues `payload` (never waits); the sending task starts on first use
+    /// (from a commit, so inside the runtime).
+    pub(crate) fn send(&self, payload: String) {
+        let tx = self.tx.get_or_init(|| {
+            let (tx, rx) = tokio::sync::mpsc::channel(QUEUE);
+            tokio::spawn(send_batches(self.pool.clone(), rx, self.lost.clone()));
+            tx
+        });
+        if tx.try_send(payload).is_err() {
+            self.lost.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!("live updates: notification queue full; one notification dropped");
+        }
+    }
+}
+
+/// Sends what is queued, a batch at a time, until the store is dropped.
+async fn send_batches(
+    pool: PgPool,
+    mut rx: tokio::sync::mpsc::Receiver<String>,
+    lost: Arc<AtomicU64>,
+) {
+    let mut batch = Vec::with_capacity(BATCH);
+    while rx.recv_many(&mut batch, BATCH).await > 0 {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let sent = sqlx::query("SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p")
+                .bind(LIVE_CHANNEL)
+                .bind(&batch)
+                .execute(&pool)
+                .await;
+            match sent {
+                Ok(_) => break,
+                Err(error) if attempt < 3 => {
+                    tracing::debug!(%error, attempt, "live updates: NOTIFY failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
+                }
+                Err(error) => {
+                    lost.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                    tracing::warn!(%error, dropped = batch.len(), "live updates: NOTIFY failed; notifications dropped");
+                    break;
+                }
+            }
+        }
+        batch.clear();
+    }
+}
 
 /// The longest wait between two reconnection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);

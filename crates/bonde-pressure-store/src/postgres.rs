@@ -2,6 +2,7 @@
 
 use std::borrow::Cow;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use bonde_pressure_core::ports::{CallStore, RawEvent, StoreError, StoredEvent, UnreadableCall};
@@ -86,10 +87,11 @@ fn facts_without_nul(json: &str) -> Result<Cow<'_, str>, StoreError> {
         .map_err(StoreError::backend)
 }
 
-/// The CTEs of `commit`'s statement (see [`COMMIT_SQL`]).
-macro_rules! commit_ctes {
-    () => {
-        "\
+/// `commit` in one statement: the versioned `UPDATE` ($1 id, $2 expected
+/// version, $3–$21 the columns), the legs' upserts from arrays ($22–$34) and
+/// the events' inserts from arrays ($35–$39), both fed by the `UPDATE`'s
+/// output. Returns 1 if the version matched, else 0 (nothing written).
+const COMMIT_SQL: &str = "\
 WITH upd AS ( \
     UPDATE phone_calls SET widget_id = $3, activist_name = $4, activist_first_name = $5, \
         activist_last_name = $6, activist_email = $7, from_phone_number = $8, \
@@ -128,25 +130,8 @@ WITH upd AS ( \
         $39::timestamptz[]) WITH ORDINALITY \
         AS e(call_sid, kind, payload, sequence_number, received_at, ord) \
     ORDER BY e.ord \
-) "
-    };
-}
-
-/// `commit` in one statement: the versioned `UPDATE` ($1 id, $2 expected
-/// version, $3–$21 the columns), the legs' upserts from arrays ($22–$34) and
-/// the events' inserts from arrays ($35–$39), both fed by the `UPDATE`'s
-/// output. Returns 1 if the version matched, else 0 (nothing written).
-const COMMIT_SQL: &str = concat!(commit_ctes!(), "SELECT COUNT(*) FROM upd");
-
-/// [`COMMIT_SQL`] with a `NOTIFY` on [`crate::live::LIVE_CHANNEL`] in the same
-/// statement (so in the commit's transaction, sent only if the version
-/// matched): `$41` is the payload ([`crate::live::payload`]).
-const COMMIT_NOTIFY_SQL: &str = concat!(
-    commit_ctes!(),
-    ", note AS (SELECT pg_notify('",
-    "bonde_pressure_calls",
-    "', $41) FROM upd) SELECT COUNT(*) FROM upd, note"
-);
+) \
+SELECT COUNT(*) FROM upd";
 
 macro_rules! call_columns {
     () => {
@@ -254,6 +239,8 @@ pub struct PgCallStore {
     origin: Uuid,
     /// Whether commits send a `NOTIFY` ([`StoreOptions::notify_commits`]).
     notify: bool,
+    /// Sends the notifications after commit, batched (started on first use).
+    notifier: Arc<crate::live::Notifier>,
 }
 
 impl PgCallStore {
@@ -286,6 +273,7 @@ impl PgCallStore {
     /// own origin id, so two of them on one pool behave as two replicas.
     pub fn from_pool(pool: PgPool) -> Self {
         Self {
+            notifier: Arc::new(crate::live::Notifier::new(pool.clone())),
             pool,
             origin: Uuid::new_v4(),
             notify: true,
@@ -301,6 +289,26 @@ impl PgCallStore {
     /// The id this store puts in its notifications.
     pub(crate) fn origin(&self) -> Uuid {
         self.origin
+    }
+
+    /// Notifications of this store's commits that could not be sent (the
+    /// queue was full, or PostgreSQL refused them three times): other
+    /// replicas saw those commits only through their fallbacks.
+    pub fn notifications_lost(&self) -> u64 {
+        self.notifier.lost()
+    }
+
+    /// Queues the notification of `call` at `version` (after its commit).
+    fn notify_committed(&self, call: &Call, version: u64) {
+        if self.notify {
+            self.notifier.send(crate::live::payload(
+                self.origin,
+                call.id,
+                call.widget_id,
+                version,
+                call.state(),
+            ));
+        }
     }
 
     /// The pool (e.g. for `LISTEN`/`NOTIFY`).
@@ -461,21 +469,9 @@ impl CallStore for PgCallStore {
             Err(e) => return Err(db(e)),
         }
         Self::upsert_legs(&mut tx, call, r.updated_at).await?;
-        if self.notify {
-            sqlx::query("SELECT pg_notify($1, $2)")
-                .bind(crate::live::LIVE_CHANNEL)
-                .bind(crate::live::payload(
-                    self.origin,
-                    call.id,
-                    call.widget_id,
-                    call.version,
-                    call.state(),
-                ))
-                .execute(&mut *tx)
-                .await
-                .map_err(db)?;
-        }
-        tx.commit().await.map_err(db)
+        tx.commit().await.map_err(db)?;
+        self.notify_committed(call, call.version);
+        Ok(())
     }
 
     async fn get(&self, id: CallId) -> Result<Option<Call>, StoreError> {
@@ -505,13 +501,7 @@ impl CallStore for PgCallStore {
         // the versioned UPDATE takes the row lock; the leg upserts and the
         // event inserts read its output, so they happen only if it matched,
         // and events get their ids after the lock (in commit order).
-        let sql = if self.notify {
-            COMMIT_NOTIFY_SQL
-        } else {
-            COMMIT_SQL
-        };
-        let note = crate::live::payload(self.origin, call.id, call.widget_id, next, call.state());
-        let mut query = sqlx::query_scalar::<_, i64>(sql)
+        let updated = sqlx::query_scalar::<_, i64>(COMMIT_SQL)
             .bind(r.id)
             .bind(expected)
             .bind(r.widget_id)
@@ -575,11 +565,10 @@ impl CallStore for PgCallStore {
                     .map(|e| truncate_micros(e.received_at))
                     .collect::<Vec<_>>(),
             )
-            .bind(r.funnel_stage);
-        if self.notify {
-            query = query.bind(note);
-        }
-        let updated = query.fetch_one(&self.pool).await.map_err(commit_error)?;
+            .bind(r.funnel_stage)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(commit_error)?;
         if updated == 0 {
             let exists =
                 sqlx::query_scalar::<_, i64>("SELECT version FROM phone_calls WHERE id = $1")
@@ -595,6 +584,7 @@ impl CallStore for PgCallStore {
                 None => StoreError::NotFound,
             });
         }
+        self.notify_committed(call, next);
         Ok(next)
     }
 

@@ -286,8 +286,8 @@ impl PressureService {
         }
     }
 
-    /// With a [`CallCache`](crate::cache::CallCache) of at most `capacity`
-    /// calls behind [`PressureService::cached_summary`], kept coherent by
+    /// With this [`CallCache`](crate::cache::CallCache) (its capacity and
+    /// age limit) behind [`PressureService::cached_summary`], kept coherent by
     /// this service's [`LiveUpdates`](crate::live::LiveUpdates) (default:
     /// none).
     ///
@@ -296,8 +296,8 @@ impl PressureService {
     /// other replicas' commits are fed into
     /// [`PressureService::live_updates`] by a listener that reports its
     /// gaps ([`LiveUpdates::feed_lost`](crate::live::LiveUpdates::feed_lost)).
-    pub fn with_call_cache(mut self, capacity: usize) -> Self {
-        let cache = Arc::new(crate::cache::CallCache::new(capacity));
+    pub fn with_call_cache(mut self, cache: crate::cache::CallCache) -> Self {
+        let cache = Arc::new(cache);
         cache.attach(&self.live);
         self.cache = Some(cache);
         self
