@@ -145,7 +145,7 @@ async fn a_subscriber_on_one_replica_sees_commits_made_through_another_at_once()
         assert!(received.len() >= 3, "{received:?}");
         // Each event after the first came from a commit of replica 2's:
         // how long after that commit replica 1's subscriber had it.
-        let committed = committed.lock().unwrap();
+        let committed = committed.lock().unwrap().clone();
         let mut delays: Vec<Duration> = received[1..]
             .iter()
             .map(|(v, at, _)| {
