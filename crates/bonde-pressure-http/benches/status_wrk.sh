@@ -10,8 +10,8 @@
 #   cargo build --release -p bonde-pressure-http --bin bonde-pressure
 #   PGHOST=127.0.0.1 PGUSER=postgres crates/bonde-pressure-http/benches/status_wrk.sh
 #
-# STATUS_CACHE_SIZE=0 measures without the status cache; PG_LIVE_UPDATES is
-# passed through too. WRK_ARGS defaults to "-t2 -c32 -d15s", RUNS to 3.
+# STATUS_CACHE_SIZE=0 measures without the status cache; PG_LIVE_UPDATES and
+# STATUS_CACHE_MAX_AGE_MS are passed through too. WRK_ARGS defaults to "-t2 -c32 -d15s", RUNS to 3.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../../.." && pwd)"
@@ -33,7 +33,7 @@ trap cleanup EXIT
 env -i PATH="$PATH" DATABASE_URL="postgres://$PGUSER@$PGHOST:$PGPORT/$db" HOST=127.0.0.1 PORT="$PORT" \
   LOG_LEVEL=warn RECONCILE_INTERVAL_SECS=0 RATE_LIMIT_PER_IP=off RATE_LIMIT_PER_ACTIVIST=off \
   RATE_LIMIT_PER_TARGET=off STATUS_CACHE_SIZE="${STATUS_CACHE_SIZE:-100000}" \
-  PG_LIVE_UPDATES="${PG_LIVE_UPDATES:-true}" \
+  PG_LIVE_UPDATES="${PG_LIVE_UPDATES:-true}" STATUS_CACHE_MAX_AGE_MS="${STATUS_CACHE_MAX_AGE_MS:-10000}" \
   "${BIN:-$root/target/release/bonde-pressure}" 2>/dev/null &
 server=$!
 for _ in $(seq 100); do curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null && break; sleep 0.1; done
