@@ -294,6 +294,7 @@
 //! };
 //! ```
 
+pub mod cache;
 pub mod call;
 mod chain;
 pub mod do_not_call;

@@ -16,10 +16,20 @@
 //! [`Notice::Lagged`] (some updates were skipped: re-read the store) instead
 //! of slowing the service down. Publishing never blocks and never fails.
 //!
-//! In-process only: commits made by another replica (another process over
-//! the same store) are not seen. A subscriber that must see them also
-//! re-reads the store on a timer; an update is a hint to re-read, and the
-//! store, with its versions, stays the truth.
+//! The service publishes its own commits only. Commits made by another
+//! replica (another process over the same store) reach the hub when an
+//! adapter feeds them in with [`LiveUpdates::publish`] (the PostgreSQL
+//! store's listener does: `LISTEN/NOTIFY`). Such a feed can lose updates
+//! (its connection drops); it then calls [`LiveUpdates::feed_lost`] at
+//! once and [`LiveUpdates::resync`] when it listens again, and every
+//! subscription is told [`Notice::Resync`]: re-read what it follows from
+//! the store. An update is a hint to re-read, and the store, with its
+//! versions, stays the truth: an update with an older or equal version than
+//! what a subscriber already has changes nothing.
+//!
+//! [`LiveUpdates::is_complete`] says whether the hub is known to see every
+//! commit (no feed has lost its connection since its last resync); a cache
+//! kept coherent by the hub ([`crate::cache::CallCache`]) serves only then.
 //!
 //! ```
 //! use bonde_pressure_core::live::{CallUpdate, LiveUpdates, Notice};
@@ -81,10 +91,21 @@ impl CallUpdate {
 }
 
 type Observer = Arc<dyn Fn(&CallUpdate) + Send + Sync>;
+type ResyncObserver = Arc<dyn Fn() + Send + Sync>;
+
+/// What the broadcast channel carries.
+#[derive(Debug, Clone, Copy)]
+enum Message {
+    Update(CallUpdate),
+    Resync,
+}
 
 struct Hub {
-    tx: broadcast::Sender<CallUpdate>,
+    tx: broadcast::Sender<Message>,
     observers: RwLock<Vec<Observer>>,
+    resync_observers: RwLock<Vec<ResyncObserver>>,
+    /// Feeds that lost their connection and have not resynchronised yet.
+    gaps: std::sync::atomic::AtomicUsize,
 }
 
 /// The hub of [`CallUpdate`]s: cheap to clone (clones share it).
@@ -116,6 +137,8 @@ impl LiveUpdates {
             hub: Arc::new(Hub {
                 tx,
                 observers: RwLock::new(Vec::new()),
+                resync_observers: RwLock::new(Vec::new()),
+                gaps: std::sync::atomic::AtomicUsize::new(0),
             }),
         }
     }
@@ -130,7 +153,70 @@ impl LiveUpdates {
         drop(observers);
         if self.hub.tx.receiver_count() > 0 {
             // No receiver is not an error: nobody is watching.
-            let _ = self.hub.tx.send(update);
+            let _ = self.hub.tx.send(Message::Update(update));
+        }
+    }
+
+    /// A feed of other replicas' commits lost its connection: updates are
+    /// being missed until it calls [`LiveUpdates::resync`]. Meanwhile
+    /// [`LiveUpdates::is_complete`] is `false` and every resync observer
+    /// runs now (a cache flushes). Subscriptions are not woken: what they
+    /// would re-read now may change unseen; they hear
+    /// [`Notice::Resync`] once the feed is back (their periodic re-read, if
+    /// any, covers the gap).
+    ///
+    /// Each call must be matched by one [`LiveUpdates::resync`] (several
+    /// feeds may be out at once).
+    pub fn feed_lost(&self) {
+        self.hub
+            .gaps
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.run_resync_observers();
+    }
+
+    /// Updates may have been missed (a feed that reported
+    /// [`LiveUpdates::feed_lost`] listens again, or a caller knows the hub
+    /// missed commits): every resync observer runs (a cache flushes), then
+    /// every subscription, whatever it follows, gets [`Notice::Resync`] and
+    /// re-reads the store. Closes one gap opened by
+    /// [`LiveUpdates::feed_lost`] (none open: nothing to close).
+    pub fn resync(&self) {
+        let _ = self.hub.gaps.fetch_update(
+            std::sync::atomic::Ordering::SeqCst,
+            std::sync::atomic::Ordering::SeqCst,
+            |n| n.checked_sub(1),
+        );
+        self.run_resync_observers();
+        if self.hub.tx.receiver_count() > 0 {
+            let _ = self.hub.tx.send(Message::Resync);
+        }
+    }
+
+    /// Whether the hub sees every commit: `false` between a
+    /// [`LiveUpdates::feed_lost`] and its [`LiveUpdates::resync`].
+    pub fn is_complete(&self) -> bool {
+        self.hub.gaps.load(std::sync::atomic::Ordering::SeqCst) == 0
+    }
+
+    /// Runs `observer` whenever updates may have been missed
+    /// ([`LiveUpdates::feed_lost`], [`LiveUpdates::resync`]), in the
+    /// calling task: it must be quick (flush a cache).
+    pub fn observe_resync(&self, observer: impl Fn() + Send + Sync + 'static) {
+        self.hub
+            .resync_observers
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Arc::new(observer));
+    }
+
+    fn run_resync_observers(&self) {
+        let observers = self
+            .hub
+            .resync_observers
+            .read()
+            .unwrap_or_else(|p| p.into_inner());
+        for observe in observers.iter() {
+            observe();
         }
     }
 
@@ -176,6 +262,15 @@ enum Filter {
 }
 
 impl Filter {
+    /// The notice `message` gives this filter, if any.
+    fn notice(&self, message: Message) -> Option<Notice> {
+        match message {
+            Message::Update(u) if self.matches(&u) => Some(Notice::Update(u)),
+            Message::Update(_) => None,
+            Message::Resync => Some(Notice::Resync),
+        }
+    }
+
     fn matches(&self, u: &CallUpdate) -> bool {
         match self {
             Filter::All => true,
@@ -194,18 +289,23 @@ pub enum Notice {
     /// The subscriber fell behind and this many updates (matching or not)
     /// were skipped: re-read what it follows from the store.
     Lagged(u64),
+    /// Updates may have been missed (a feed of other replicas' commits
+    /// lost its connection and listens again; see
+    /// [`LiveUpdates::resync`]): re-read what it follows from the store.
+    Resync,
 }
 
 /// A subscriber's view of a [`LiveUpdates`] hub, filtered to a call, a
 /// widget or nothing. Dropping it unsubscribes.
 #[derive(Debug)]
 pub struct Subscription {
-    rx: Option<broadcast::Receiver<CallUpdate>>,
+    rx: Option<broadcast::Receiver<Message>>,
     filter: Filter,
 }
 
 impl Subscription {
-    /// Waits for the next matching update (or a [`Notice::Lagged`]).
+    /// Waits for the next matching update (or a [`Notice::Lagged`] or
+    /// [`Notice::Resync`]).
     /// `None`: every handle on the hub is gone, so nothing will come again
     /// (later calls answer `None` at once). Cancel-safe: use it in
     /// `tokio::select!` beside a timer.
@@ -213,8 +313,10 @@ impl Subscription {
         loop {
             let rx = self.rx.as_mut()?;
             match rx.recv().await {
-                Ok(u) if self.filter.matches(&u) => return Some(Notice::Update(u)),
-                Ok(_) => continue,
+                Ok(m) => match self.filter.notice(m) {
+                    Some(notice) => return Some(notice),
+                    None => continue,
+                },
                 Err(broadcast::error::RecvError::Lagged(n)) => return Some(Notice::Lagged(n)),
                 Err(broadcast::error::RecvError::Closed) => self.rx = None,
             }
@@ -227,8 +329,10 @@ impl Subscription {
         loop {
             let rx = self.rx.as_mut()?;
             match rx.try_recv() {
-                Ok(u) if self.filter.matches(&u) => return Some(Notice::Update(u)),
-                Ok(_) => continue,
+                Ok(m) => match self.filter.notice(m) {
+                    Some(notice) => return Some(notice),
+                    None => continue,
+                },
                 Err(broadcast::error::TryRecvError::Lagged(n)) => return Some(Notice::Lagged(n)),
                 Err(broadcast::error::TryRecvError::Empty) => return None,
                 Err(broadcast::error::TryRecvError::Closed) => {
@@ -309,6 +413,45 @@ mod tests {
             live.publish(update(CallId::new(), 1, v));
         }
         assert_eq!(seen.load(Ordering::SeqCst), 10);
+    }
+
+    #[test]
+    fn a_resync_reaches_every_subscription_and_a_gap_makes_the_hub_incomplete() {
+        let live = LiveUpdates::new(16);
+        let (a, b) = (CallId::new(), CallId::new());
+        let mut call_a = live.subscribe_call(a);
+        let mut widget_2 = live.subscribe_widget(WidgetId::new(2).unwrap());
+        let flushes = Arc::new(AtomicUsize::new(0));
+        let counter = flushes.clone();
+        live.observe_resync(move || {
+            counter.fetch_add(1, Ordering::SeqCst);
+        });
+        assert!(live.is_complete());
+        live.feed_lost();
+        assert!(!live.is_complete());
+        assert_eq!(flushes.load(Ordering::SeqCst), 1);
+        // The gap itself wakes nobody.
+        assert!(drain(&mut call_a).is_empty());
+        live.publish(update(b, 2, 1));
+        live.resync();
+        assert!(live.is_complete());
+        assert_eq!(flushes.load(Ordering::SeqCst), 2);
+        assert_eq!(drain(&mut call_a), [Notice::Resync]);
+        assert_eq!(
+            drain(&mut widget_2),
+            [Notice::Update(update(b, 2, 1)), Notice::Resync]
+        );
+        // Two feeds out: complete only when both are back; an extra resync
+        // does not go below zero.
+        live.feed_lost();
+        live.feed_lost();
+        live.resync();
+        assert!(!live.is_complete());
+        live.resync();
+        live.resync();
+        assert!(live.is_complete());
+        live.feed_lost();
+        assert!(!live.is_complete());
     }
 
     #[tokio::test]

@@ -481,6 +481,23 @@ pub struct Config {
     /// job, and a database lacking some of them is refused at start).
     #[arg(long, env = "MIGRATE_ON_START", default_value_t = true, action = clap::ArgAction::Set)]
     pub migrate_on_start: bool,
+    /// PostgreSQL: commits send a `NOTIFY` and one extra connection
+    /// `LISTEN`s, so SSE subscribers and the status cache follow other
+    /// replicas' commits at once. Turn off behind a transaction-pooling
+    /// pgbouncer (no `LISTEN` there): the status cache is then off too.
+    #[arg(long, env = "PG_LIVE_UPDATES", default_value_t = true, action = clap::ArgAction::Set)]
+    pub pg_live_updates: bool,
+
+    /// Calls kept in memory for `GET /v1/phone/status/{id}` (0: no cache).
+    /// Kept coherent by the commits this process makes and, on PostgreSQL,
+    /// by the ones it hears (`PG_LIVE_UPDATES`).
+    #[arg(long, env = "STATUS_CACHE_SIZE", default_value = "100000")]
+    pub status_cache_size: usize,
+
+    /// Milliseconds a call stays in the status cache at most (bounds how
+    /// long a lost cross-replica notification can leave a status stale).
+    #[arg(long, env = "STATUS_CACHE_MAX_AGE_MS", default_value = "10000", value_parser = parse_millis)]
+    pub status_cache_max_age: Duration,
 }
 
 /// A configuration that cannot work (or a command line asking for help).
@@ -789,6 +806,9 @@ mod tests {
         assert_eq!(c.database_acquire_timeout, Duration::from_secs(2));
         assert_eq!(c.database_max_connections, 10);
         assert!(c.migrate_on_start);
+        assert!(c.pg_live_updates);
+        assert_eq!(c.status_cache_size, 100_000);
+        assert_eq!(c.status_cache_max_age, Duration::from_secs(10));
         assert_eq!(c.max_body_bytes, 64 * 1024);
         let c = Config::from_args([
             "x",

@@ -107,6 +107,10 @@ pub struct App {
     /// (and `RECONCILE_LEASE_TTL_SECS` > 0), one replica at a time runs
     /// passes; `None`: every replica does.
     pub reconcile_lease: Option<(Arc<dyn Lease>, Duration)>,
+    /// PostgreSQL with `PG_LIVE_UPDATES`: the listener feeding other
+    /// replicas' commits into the service's live updates (dropping the app
+    /// stops it).
+    pub live_listener: Option<Arc<bonde_pressure_store::LiveListener>>,
 }
 
 /// Connection-level settings of [`serve`] (see `docs/configuration.md`).
@@ -270,6 +274,7 @@ fn store_options(config: &Config) -> bonde_pressure_store::StoreOptions {
         .acquire_timeout(config.database_acquire_timeout)
         .max_connections(config.database_max_connections)
         .run_migrations(config.migrate_on_start)
+        .notify_commits(config.pg_live_updates)
 }
 
 /// The personal-data policy of `config` over `store`.
@@ -558,6 +563,7 @@ pub async fn build(config: &Config) -> Result<App, WiringError> {
         );
     }
     let reconcile_lease = pool
+        .clone()
         .filter(|_| !config.reconcile_lease_ttl.is_zero())
         .map(|pool| {
             let lease: Arc<dyn Lease> = Arc::new(bonde_pressure_store::PgLease::new(
@@ -566,6 +572,23 @@ pub async fn build(config: &Config) -> Result<App, WiringError> {
             ));
             (lease, config.reconcile_lease_ttl)
         });
+    // Other replicas' commits (PostgreSQL): heard through LISTEN/NOTIFY.
+    let live_listener = match &pool {
+        Some(pg) if config.pg_live_updates => Some(Arc::new(
+            pg.spawn_live_listener(service.live_updates().clone()),
+        )),
+        _ => None,
+    };
+    // The status cache is coherent only if every commit to the store is
+    // published here: this process is the only writer (SQLite, memory) or
+    // it hears the others.
+    let coherent = pool.is_none() || live_listener.is_some();
+    if config.status_cache_size > 0 && coherent {
+        service = service.with_call_cache(
+            bonde_pressure_core::cache::CallCache::new(config.status_cache_size)
+                .with_max_age(config.status_cache_max_age),
+        );
+    }
     if let Some(path) = &config.do_not_call_file {
         let numbers = load_do_not_call_file(path, config.default_region)?;
         let added = service
@@ -613,6 +636,7 @@ pub async fn build(config: &Config) -> Result<App, WiringError> {
         server: ServerOptions::from_config(config),
         retention_interval: config.retention_interval,
         reconcile_lease,
+        live_listener,
     })
 }
 

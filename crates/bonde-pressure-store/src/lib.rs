@@ -48,6 +48,7 @@ mod lease;
 mod limiter;
 #[cfg(feature = "test-util")]
 pub mod limiter_conformance;
+mod live;
 mod personal;
 #[cfg(feature = "test-util")]
 pub mod personal_conformance;
@@ -59,6 +60,7 @@ mod sqlite;
 
 pub use lease::PgLease;
 pub use limiter::PgRateLimiter;
+pub use live::{LIVE_CHANNEL, LiveListener};
 pub use personal::RETENTION_LOCK_KEY;
 pub use postgres::PgCallStore;
 pub use sqlite::SqliteCallStore;
@@ -156,6 +158,11 @@ pub struct StoreOptions {
     pub sqlite_durability: SqliteDurability,
     /// Run pending migrations when connecting.
     pub run_migrations: bool,
+    /// PostgreSQL: every commit and every created call sends a `NOTIFY` on
+    /// [`LIVE_CHANNEL`] in its own transaction (default on), which other
+    /// replicas' listeners ([`PgCallStore::spawn_live_listener`]) turn into
+    /// live updates. Off: a replica hears only its own commits.
+    pub notify_commits: bool,
 }
 
 /// When a SQLite commit is durable: the `synchronous` setting of a
@@ -187,6 +194,7 @@ impl Default for StoreOptions {
             busy_timeout: Duration::from_secs(10),
             sqlite_durability: SqliteDurability::Full,
             run_migrations: true,
+            notify_commits: true,
         }
     }
 }
@@ -219,6 +227,12 @@ impl StoreOptions {
     /// Sets [`StoreOptions::run_migrations`].
     pub fn run_migrations(mut self, on: bool) -> Self {
         self.run_migrations = on;
+        self
+    }
+
+    /// Sets [`StoreOptions::notify_commits`].
+    pub fn notify_commits(mut self, on: bool) -> Self {
+        self.notify_commits = on;
         self
     }
 }

@@ -2,6 +2,7 @@
 
 use std::borrow::Cow;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use bonde_pressure_core::ports::{CallStore, RawEvent, StoreError, StoredEvent, UnreadableCall};
@@ -237,6 +238,12 @@ impl EventRow {
 #[derive(Debug, Clone)]
 pub struct PgCallStore {
     pool: PgPool,
+    /// This store's id in its notifications (its own listener skips them).
+    origin: Uuid,
+    /// Whether commits send a `NOTIFY` ([`StoreOptions::notify_commits`]).
+    notify: bool,
+    /// Sends the notifications after commit, batched (started on first use).
+    notifier: Arc<crate::live::Notifier>,
 }
 
 impl PgCallStore {
@@ -286,12 +293,51 @@ impl PgCallStore {
             .connect_with(connect)
             .await
             .map_err(ConnectError::database)?;
-        Ok(Self::from_pool(pool))
+        Ok(Self::from_pool(pool).notify_commits(options.notify_commits))
     }
 
-    /// Wraps an existing pool (migrations are not run: call [`Self::migrate`]).
+    /// Wraps an existing pool (migrations are not run: call
+    /// [`Self::migrate`]). Commits are notified
+    /// ([`StoreOptions::notify_commits`]); each store made this way has its
+    /// own origin id, so two of them on one pool behave as two replicas.
     pub fn from_pool(pool: PgPool) -> Self {
-        Self { pool }
+        Self {
+            notifier: Arc::new(crate::live::Notifier::new(pool.clone())),
+            pool,
+            origin: Uuid::new_v4(),
+            notify: true,
+        }
+    }
+
+    /// With commits notified or not ([`StoreOptions::notify_commits`]).
+    pub fn notify_commits(mut self, on: bool) -> Self {
+        self.notify = on;
+        self
+    }
+
+    /// The id this store puts in its notifications.
+    pub(crate) fn origin(&self) -> Uuid {
+        self.origin
+    }
+
+    /// Notifications of this store's commits that could not be sent (the
+    /// queue was full, or PostgreSQL refused them three times): other
+    /// replicas saw those commits only through their fallbacks.
+    pub fn notifications_lost(&self) -> u64 {
+        self.notifier.lost()
+    }
+
+    /// Queues the notification of `call` at `version` (after its commit).
+    fn notify_committed(&self, call: &Call, version: u64) {
+        if self.notify {
+            self.notifier.send(crate::live::payload(
+                self.origin,
+                call.id,
+                call.widget_id,
+                version,
+                call.state(),
+            ));
+        }
     }
 
     /// The pool (e.g. for `LISTEN`/`NOTIFY`).
@@ -519,7 +565,9 @@ impl CallStore for PgCallStore {
             Err(e) => return Err(db(e)),
         }
         Self::upsert_legs(&mut tx, call, r.updated_at).await?;
-        tx.commit().await.map_err(db)
+        tx.commit().await.map_err(db)?;
+        self.notify_committed(call, call.version);
+        Ok(())
     }
 
     async fn get(&self, id: CallId) -> Result<Option<Call>, StoreError> {
@@ -632,6 +680,7 @@ impl CallStore for PgCallStore {
                 None => StoreError::NotFound,
             });
         }
+        self.notify_committed(call, next);
         Ok(next)
     }
 

@@ -255,6 +255,8 @@ pub struct PressureService {
     spool: PayloadSpool,
     /// Serialises this process's commits to one call (striped by call id).
     commit_locks: CommitLocks,
+    /// Calls for [`PressureService::cached_summary`] (`None`: off).
+    cache: Option<Arc<crate::cache::CallCache>>,
 }
 
 /// Striped locks that serialise, within one process, the read–apply–commit
@@ -309,7 +311,56 @@ impl PressureService {
             do_not_call: Arc::new(InMemoryDoNotCallList::new()),
             hasher: DoNotCallHasher::default(),
             commit_locks: CommitLocks::new(),
+            cache: None,
         }
+    }
+
+    /// With this [`CallCache`](crate::cache::CallCache) (its capacity and
+    /// age limit) behind [`PressureService::cached_summary`], kept coherent by
+    /// this service's [`LiveUpdates`](crate::live::LiveUpdates) (default:
+    /// none).
+    ///
+    /// Only turn it on when the hub sees every commit made to the store:
+    /// this process is its only writer (SQLite, the in-memory store), or
+    /// other replicas' commits are fed into
+    /// [`PressureService::live_updates`] by a listener that reports its
+    /// gaps ([`LiveUpdates::feed_lost`](crate::live::LiveUpdates::feed_lost)).
+    pub fn with_call_cache(mut self, cache: crate::cache::CallCache) -> Self {
+        let cache = Arc::new(cache);
+        cache.attach(&self.live);
+        self.cache = Some(cache);
+        self
+    }
+
+    /// The call cache, if on ([`PressureService::with_call_cache`]).
+    pub fn call_cache(&self) -> Option<&Arc<crate::cache::CallCache>> {
+        self.cache.as_ref()
+    }
+
+    /// Where call `id` is now ([`PressureService::call_summary`]), read
+    /// from the call cache when it is on, holds the call and the live
+    /// updates are complete ([`LiveUpdates::is_complete`](crate::live::LiveUpdates::is_complete)),
+    /// else from the store (and then cached). The answer is the one
+    /// [`PressureService::call`] and [`PressureService::call_summary`] give:
+    /// the page status is computed now, from the cached call, so the
+    /// answering-machine grace still runs out on time. `Ok(None)`: no such
+    /// call (never cached). Errors as [`PressureService::call`].
+    pub async fn cached_summary(
+        &self,
+        id: CallId,
+    ) -> Result<Option<crate::view::CallSummary>, StoreError> {
+        let cache = match &self.cache {
+            Some(cache) if self.live.is_complete() => cache,
+            _ => return Ok(self.call(id).await?.map(|c| self.call_summary(&c))),
+        };
+        if let Some(call) = cache.get(id) {
+            return Ok(Some(self.call_summary(&call)));
+        }
+        let ticket = cache.ticket();
+        Ok(self.call(id).await?.map(|c| {
+            let call = cache.fill(ticket, c);
+            self.call_summary(&call)
+        }))
     }
 
     /// With this rate limiter for the caps and the request limits
@@ -378,8 +429,9 @@ impl PressureService {
 
     /// The live updates this service publishes after every call it creates
     /// or commits (see [`crate::live`]): subscribe per call or per widget,
-    /// or observe every update. In-process only: other replicas' commits
-    /// are not seen.
+    /// or observe every update. The service publishes its own commits;
+    /// other replicas' commits appear when an adapter feeds them in (the
+    /// PostgreSQL store's listener).
     pub fn live_updates(&self) -> &crate::live::LiveUpdates {
         &self.live
     }

@@ -48,8 +48,10 @@ impl Subscription {
         let poll = self.state.options.sse_poll_interval;
         let sleep = tokio::time::sleep(poll);
         tokio::pin!(sleep);
-        // Core's live updates wake us for this call's commits (a lag, too:
-        // re-read); the poll catches other replicas' commits.
+        // Core's live updates wake us for this call's commits, this
+        // replica's and (PostgreSQL listener) the others'; a lag or a
+        // resync wakes us too: re-read. The poll is the fallback when no
+        // listener runs.
         tokio::select! {
             _ = sleep.as_mut() => {}
             notice = self.live.next() => {

@@ -8,7 +8,6 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::load;
 use crate::error::{AppError, MessageBody, ValidationBody};
 use crate::extract::CallIdPath;
 use crate::state::AppState;
@@ -39,8 +38,14 @@ pub async fn call_status(
     State(state): State<AppState>,
     CallIdPath(id): CallIdPath,
 ) -> Result<Response, AppError> {
-    let call = load(&state, id).await?;
-    let summary = state.service.call_summary(&call);
+    // From core's call cache when it is on (see docs/performance.md); the
+    // page status is still computed now.
+    let summary = state
+        .service
+        .cached_summary(id)
+        .await
+        .map_err(|e| AppError::reading_call(id, e))?
+        .ok_or_else(|| AppError::not_found("Call not found."))?;
     let mut r = Json(StatusResponse {
         call_id: summary.call_id.to_string(),
         status: summary.status.as_str().to_owned(),
