@@ -1108,6 +1108,73 @@ async fn one_reconciliation_pass_runs_at_a_time_across_replicas() {
     .await;
 }
 
+/// Reads the SSE stream until an event whose data contains `needle`.
+async fn next_event_with(resp: &mut reqwest::Response, buf: &mut String, needle: &str) -> String {
+    loop {
+        if let Some(end) = buf.find("\n\n") {
+            let event: String = buf.drain(..end + 2).collect();
+            if event.contains(needle) {
+                return event;
+            }
+            continue;
+        }
+        let chunk = resp
+            .chunk()
+            .await
+            .expect("SSE stream")
+            .expect("stream open");
+        buf.push_str(&String::from_utf8_lossy(&chunk));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_sse_subscriber_sees_another_replicas_commit_promptly() {
+    with_fresh_postgres(async |url, _pool| {
+        let (_fake, twilio) = start_fake_twilio().await;
+        // The store poll at its default: the commit must come another way.
+        let replicas = Replicas::start(&url, twilio, &[("SSE_POLL_MS", "2000")]).await;
+        let http = http_client();
+        let (status, _, started) = post_call(&http, &replicas.urls[0], &phone_of(940)).await;
+        assert_eq!(status, StatusCode::OK, "{started}");
+        let (id, a) = ids(&started);
+        let mut stream = http
+            .get(format!("{}/v1/phone/calls/{id}/events", replicas.urls[0]))
+            .send()
+            .await
+            .expect("subscribe");
+        assert_eq!(stream.status(), StatusCode::OK);
+        let mut buf = String::new();
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            next_event_with(&mut stream, &mut buf, "\"state\":\"created\""),
+        )
+        .await
+        .expect("the stream's first event: the call as created");
+        let mut p = Player {
+            http: &http,
+            replicas: &replicas.urls,
+            call_id: id.clone(),
+            rng: Rng(1),
+            next_replica: 2,
+            delivered: 0,
+        };
+        p.deliver_in_order_to(2, &[leg("status-callback", &a, "ringing", 1)])
+            .await;
+        let committed = Instant::now();
+        let seen = tokio::time::timeout(
+            Duration::from_millis(500),
+            next_event_with(&mut stream, &mut buf, "\"state\":\"activist_ringing\""),
+        )
+        .await;
+        assert!(
+            seen.is_ok(),
+            "replica 1's subscriber did not see replica 3's commit within 500 ms ({:?})",
+            committed.elapsed()
+        );
+    })
+    .await;
+}
+
 #[test]
 fn scratch_urls_keep_host_and_options() {
     assert_eq!(
