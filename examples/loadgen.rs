@@ -398,12 +398,15 @@ fn activist_status(sid: &str, status: &str, seq: u32) -> Vec<(&'static str, Stri
     ]
 }
 
+/// A started call: its id and its activist leg's sid.
+type StartedCall = (String, String);
+
 /// `--mode seed`: starts `--calls` calls through the server, then writes
 /// the request lists of `scripts/throughput.sh`'s scenarios to `--out`.
 async fn seed(ctx: Arc<Ctx>) -> Result<(), Box<dyn std::error::Error>> {
     let n = ctx.args.calls;
     let started = Instant::now();
-    let calls: Arc<Mutex<Vec<Option<(String, String)>>>> = Arc::new(Mutex::new(vec![None; n]));
+    let calls: Arc<Mutex<Vec<Option<StartedCall>>>> = Arc::new(Mutex::new(vec![None; n]));
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let workers: Vec<_> = (0..ctx.args.concurrency.max(1))
         .map(|_| {
@@ -433,7 +436,7 @@ async fn seed(ctx: Arc<Ctx>) -> Result<(), Box<dyn std::error::Error>> {
         )
         .into());
     }
-    let calls: Vec<(String, String)> = calls.lock().unwrap().drain(..).flatten().collect();
+    let calls: Vec<StartedCall> = calls.lock().unwrap().drain(..).flatten().collect();
     println!(
         "seeded {} calls in {:.1} s",
         calls.len(),
