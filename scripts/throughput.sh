@@ -42,6 +42,8 @@ here="$root/scripts/throughput"
 export PGHOST PGPORT PGUSER
 unset PGDATABASE PGOPTIONS
 
+# psql, quiet (no NOTICE for DROP … IF EXISTS), stopping at the first error.
+q() { PGOPTIONS="-c client_min_messages=warning" psql -q -v ON_ERROR_STOP=1 "$@"; }
 die() {
   echo "throughput.sh: $*" >&2
   exit 1
@@ -77,8 +79,8 @@ cleanup() {
     kill -TERM "$fake_pid" 2>/dev/null || true
     wait "$fake_pid" 2>/dev/null || true
   fi
-  psql -q -d postgres -c "DROP DATABASE IF EXISTS $run_db WITH (FORCE)" >/dev/null 2>&1 || true
-  psql -q -d postgres -c "DROP DATABASE IF EXISTS $seed_db WITH (FORCE)" >/dev/null 2>&1 || true
+  q -d postgres -c "DROP DATABASE IF EXISTS $run_db WITH (FORCE)" >/dev/null 2>&1 || true
+  q -d postgres -c "DROP DATABASE IF EXISTS $seed_db WITH (FORCE)" >/dev/null 2>&1 || true
   if [[ "$KEEP" == 1 || $rc -ne 0 ]]; then
     echo "work directory kept: $work" >&2
   else
@@ -123,20 +125,20 @@ start_server() {
 }
 
 fresh_copy() {
-  psql -q -d postgres -c "DROP DATABASE IF EXISTS $run_db WITH (FORCE)" >/dev/null
-  psql -q -d postgres -c "CREATE DATABASE $run_db TEMPLATE $seed_db" >/dev/null
+  q -d postgres -c "DROP DATABASE IF EXISTS $run_db WITH (FORCE)" >/dev/null
+  q -d postgres -c "CREATE DATABASE $run_db TEMPLATE $seed_db" >/dev/null
 }
 
 # --- seed -------------------------------------------------------------------
 "$loadgen" --mode fake-twilio --fake-twilio "127.0.0.1:$TWILIO_PORT" >"$work/fake.log" 2>&1 &
 fake_pid=$!
-psql -q -d postgres -c "CREATE DATABASE $seed_db" >/dev/null
+q -d postgres -c "CREATE DATABASE $seed_db" >/dev/null
 start_server "$seed_db"
 echo "seeding $CALLS calls…" >&2
 "$loadgen" --mode seed --calls "$CALLS" --concurrency "$CONNECTIONS" \
   --server "http://127.0.0.1:$PORT" --auth-token "$token" --out "$work/requests" >&2
 stop_server
-psql -q -d "$seed_db" -v ON_ERROR_STOP=1 >/dev/null <<SQL
+q -d "$seed_db" >/dev/null <<SQL
 CREATE TABLE throughput_calls (n int PRIMARY KEY, id uuid NOT NULL, sid text NOT NULL);
 \copy throughput_calls FROM '$work/requests/calls.tsv'
 VACUUM ANALYZE;
