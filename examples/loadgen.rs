@@ -11,6 +11,16 @@
 //! ```sh
 //! cargo run --release -p bonde-pressure-http --example loadgen -- --calls 500 --concurrency 50
 //! ```
+//!
+//! Two more modes serve `scripts/throughput.sh` (docs/performance.md):
+//! - `--mode fake-twilio`: only the fake Twilio API, until SIGINT/SIGTERM,
+//!   then prints how many requests of each kind it answered;
+//! - `--mode seed --out DIR`: starts `--calls` calls through the server's
+//!   API (`POST /v1/phone/call`; a fake Twilio must already be running) and
+//!   writes the request lists the wrk scenarios cycle through (one request
+//!   a line: `METHOD<TAB>PATH<TAB>SIGNATURE or -<TAB>BODY`, callbacks signed
+//!   in advance, since wrk's Lua cannot compute an HMAC), plus `calls.tsv`
+//!   (`n<TAB>call id<TAB>activist leg sid`) for the pgbench ceilings.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -24,9 +34,29 @@ use axum::response::{IntoResponse, Response};
 use bonde_pressure_twilio::signature::{SIGNATURE_HEADER, sign};
 use clap::Parser;
 
+/// What the load generator does.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Play `--calls` full lifecycles (with its own fake Twilio).
+    Lifecycles,
+    /// Seed `--calls` calls through the server and write wrk request lists to `--out`.
+    Seed,
+    /// Only serve the fake Twilio API until interrupted.
+    FakeTwilio,
+}
+
 #[derive(Parser, Debug, Clone)]
 #[command(about = "Signed Twilio lifecycles against a bonde-pressure server")]
 struct Args {
+    /// What to do.
+    #[arg(long, value_enum, default_value_t = Mode::Lifecycles)]
+    mode: Mode,
+    /// `--mode seed`: the directory the request lists are written to.
+    #[arg(long, default_value = "throughput-requests")]
+    out: std::path::PathBuf,
+    /// `--mode seed`: the seed of the shuffles (same seed, same order).
+    #[arg(long, default_value_t = 14)]
+    shuffle_seed: u64,
     /// The server under test.
     #[arg(long, default_value = "http://127.0.0.1:8000")]
     server: String,
@@ -61,6 +91,14 @@ struct Args {
 struct FakeTwilio {
     participants: Mutex<HashMap<String, String>>,
     requests: Mutex<u64>,
+    /// Requests answered, by kind (`activist call`, `target dial`, `other`).
+    by_kind: Mutex<std::collections::BTreeMap<&'static str, u64>>,
+}
+
+impl FakeTwilio {
+    fn count(&self, kind: &'static str) {
+        *self.by_kind.lock().unwrap().entry(kind).or_default() += 1;
+    }
 }
 
 fn new_sid(prefix: &str) -> String {
@@ -76,11 +114,15 @@ async fn fake_twilio(State(fake): State<Arc<FakeTwilio>>, req: Request) -> Respo
     let json =
         |status: StatusCode, body: serde_json::Value| (status, axum::Json(body)).into_response();
     match (req.method().clone(), rest) {
-        (Method::POST, ["Calls.json"]) => json(
-            StatusCode::CREATED,
-            serde_json::json!({"sid": new_sid("CA"), "status": "queued"}),
-        ),
+        (Method::POST, ["Calls.json"]) => {
+            fake.count("activist call");
+            json(
+                StatusCode::CREATED,
+                serde_json::json!({"sid": new_sid("CA"), "status": "queued"}),
+            )
+        }
         (Method::POST, ["Conferences", name, "Participants.json"]) => {
+            fake.count("target dial");
             let sid = new_sid("CA");
             fake.participants
                 .lock()
@@ -92,15 +134,19 @@ async fn fake_twilio(State(fake): State<Arc<FakeTwilio>>, req: Request) -> Respo
             )
         }
         (Method::POST | Method::GET, ["Calls", sid]) | (Method::POST, ["Conferences", sid]) => {
+            fake.count("call or conference update");
             json(
                 StatusCode::OK,
                 serde_json::json!({"sid": sid.trim_end_matches(".json"), "status": "completed"}),
             )
         }
-        _ => json(
-            StatusCode::NOT_FOUND,
-            serde_json::json!({"code": 20404, "message": "not found", "status": 404}),
-        ),
+        _ => {
+            fake.count("unknown");
+            json(
+                StatusCode::NOT_FOUND,
+                serde_json::json!({"code": 20404, "message": "not found", "status": 404}),
+            )
+        }
     }
 }
 
@@ -146,7 +192,9 @@ impl Ctx {
         Ok(body)
     }
 
-    async fn lifecycle(&self, n: usize) -> Result<(), String> {
+    /// Starts call number `n` through the server's API; returns its id and
+    /// the activist leg's sid.
+    async fn start_call(&self, n: usize) -> Result<(String, String), String> {
         let activist_phone = format!("+55119{:08}", n % 100_000_000);
         let start = self
             .http
@@ -176,6 +224,11 @@ impl Ctx {
             .as_str()
             .ok_or("start: no twilio_call_sid")?
             .to_owned();
+        Ok((id, a_sid))
+    }
+
+    async fn lifecycle(&self, n: usize) -> Result<(), String> {
+        let (id, a_sid) = self.start_call(n).await?;
         let cf = new_sid("CF");
         let acct = format!("AC{}", "0".repeat(32));
         let leg = |sid: &str, status: &str, seq: u32| {
@@ -311,6 +364,159 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[rank.min(sorted.len() - 1)]
 }
 
+/// A small deterministic shuffle (xorshift64*), so a seed gives the same
+/// request order on every run.
+fn shuffled(n: usize, state: &mut u64) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..n).collect();
+    for i in (1..n).rev() {
+        *state ^= *state >> 12;
+        *state ^= *state << 25;
+        *state ^= *state >> 27;
+        let r = state.wrapping_mul(0x2545_f491_4f6c_dd1d);
+        order.swap(i, (r % (i as u64 + 1)) as usize);
+    }
+    order
+}
+
+/// One line of a wrk request list: a form POST signed as Twilio would sign it.
+fn signed_post(ctx: &Ctx, path: &str, params: &[(&str, String)]) -> String {
+    let signature = sign(&ctx.args.auth_token, &format!("{}{path}", ctx.base), params);
+    let body = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(params.iter().map(|(k, v)| (*k, v.as_str())))
+        .finish();
+    format!("POST\t{path}\t{signature}\t{body}\n")
+}
+
+/// An activist leg's status callback (what Twilio posts to `status-callback`).
+fn activist_status(sid: &str, status: &str, seq: u32) -> Vec<(&'static str, String)> {
+    vec![
+        ("AccountSid", format!("AC{}", "0".repeat(32))),
+        ("CallSid", sid.to_owned()),
+        ("CallStatus", status.to_owned()),
+        ("SequenceNumber", seq.to_string()),
+        ("Direction", "outbound-api".to_owned()),
+    ]
+}
+
+/// A started call: its id and its activist leg's sid.
+type StartedCall = (String, String);
+
+/// `--mode seed`: starts `--calls` calls through the server, then writes
+/// the request lists of `scripts/throughput.sh`'s scenarios to `--out`.
+async fn seed(ctx: Arc<Ctx>) -> Result<(), Box<dyn std::error::Error>> {
+    let n = ctx.args.calls;
+    let started = Instant::now();
+    let calls: Arc<Mutex<Vec<Option<StartedCall>>>> = Arc::new(Mutex::new(vec![None; n]));
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let workers: Vec<_> = (0..ctx.args.concurrency.max(1))
+        .map(|_| {
+            let (ctx, next, calls) = (ctx.clone(), next.clone(), calls.clone());
+            tokio::spawn(async move {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if i >= n {
+                        break;
+                    }
+                    match ctx.start_call(i).await {
+                        Ok(call) => calls.lock().unwrap()[i] = Some(call),
+                        Err(e) => ctx.stats.failures.lock().unwrap().push(e),
+                    }
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.await?;
+    }
+    let failures = ctx.stats.failures.lock().unwrap().clone();
+    if let Some(first) = failures.first() {
+        return Err(format!(
+            "{} of {n} calls not started; first: {first}",
+            failures.len()
+        )
+        .into());
+    }
+    let calls: Vec<StartedCall> = calls.lock().unwrap().drain(..).flatten().collect();
+    println!(
+        "seeded {} calls in {:.1} s",
+        calls.len(),
+        started.elapsed().as_secs_f64()
+    );
+
+    let out = &ctx.args.out;
+    std::fs::create_dir_all(out)?;
+    let write = |name: &str, lines: String| std::fs::write(out.join(name), lines);
+    let mut state = ctx.args.shuffle_seed | 1;
+    write(
+        "calls.tsv",
+        calls
+            .iter()
+            .enumerate()
+            .map(|(i, (id, sid))| format!("{}\t{id}\t{sid}\n", i + 1))
+            .collect(),
+    )?;
+    write("healthz.req", "GET\t/healthz\t-\t\n".to_owned())?;
+    write(
+        "status.req",
+        shuffled(n, &mut state)
+            .into_iter()
+            .map(|i| format!("GET\t/v1/phone/status/{}\t-\t\n", calls[i].0))
+            .collect(),
+    )?;
+    // Three passes over the calls in fresh random orders, each a status the
+    // call has not reported yet: every callback of the list is a real commit
+    // (a wrk run longer than the list sends known facts again).
+    let mut random = String::new();
+    for (status, seq) in [("initiated", 0), ("ringing", 1), ("in-progress", 2)] {
+        for i in shuffled(n, &mut state) {
+            let (id, sid) = &calls[i];
+            random.push_str(&signed_post(
+                &ctx,
+                &format!("/v1/phone/status-callback/{id}"),
+                &activist_status(sid, status, seq),
+            ));
+        }
+    }
+    write("callback_random.req", random)?;
+    let (id, sid) = &calls[0];
+    write(
+        "callback_repeat.req",
+        signed_post(
+            &ctx,
+            &format!("/v1/phone/status-callback/{id}"),
+            &activist_status(sid, "ringing", 1),
+        ),
+    )?;
+    write(
+        "dial.req",
+        shuffled(n, &mut state)
+            .into_iter()
+            .map(|i| {
+                let (id, sid) = &calls[i];
+                let mut gather = activist_status(sid, "in-progress", 3);
+                gather.push(("Digits", "1".to_owned()));
+                signed_post(&ctx, &format!("/v1/phone/dial/{id}"), &gather)
+            })
+            .collect(),
+    )?;
+    println!("request lists written to {}", out.display());
+    Ok(())
+}
+
+/// Waits for SIGINT or SIGTERM.
+async fn interrupted() -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r,
+            _ = term.recv() => Ok(()),
+        }
+    }
+    #[cfg(not(unix))]
+    tokio::signal::ctrl_c().await
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
@@ -320,9 +526,23 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     let fake = Arc::new(FakeTwilio::default());
-    let listener = tokio::net::TcpListener::bind(args.fake_twilio).await?;
-    let app = Router::new().fallback(fake_twilio).with_state(fake.clone());
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    if args.mode != Mode::Seed {
+        let listener = tokio::net::TcpListener::bind(args.fake_twilio).await?;
+        let app = Router::new().fallback(fake_twilio).with_state(fake.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+    }
+    if args.mode == Mode::FakeTwilio {
+        println!("fake Twilio listening on {}", args.fake_twilio);
+        interrupted().await?;
+        let by_kind = fake.by_kind.lock().unwrap();
+        let kinds: Vec<String> = by_kind.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+        println!(
+            "fake Twilio requests: {} ({})",
+            *fake.requests.lock().unwrap(),
+            kinds.join(", ")
+        );
+        return Ok(());
+    }
 
     let base = args
         .base_url
@@ -343,6 +563,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         },
         args: args.clone(),
     });
+    if args.mode == Mode::Seed {
+        return seed(ctx).await;
+    }
 
     let started = Instant::now();
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
