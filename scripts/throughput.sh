@@ -98,8 +98,9 @@ esac
 if [[ "$BUILD" == 1 ]]; then
   (cd "$root" && cargo build -q $profile_flag -p bonde-pressure-http --bin bonde-pressure --example loadgen)
 fi
-bin="$root/target/$PROFILE/bonde-pressure"
-loadgen="$root/target/$PROFILE/examples/loadgen"
+target_dir="${CARGO_TARGET_DIR:-$root/target}"
+bin="$target_dir/$PROFILE/bonde-pressure"
+loadgen="$target_dir/$PROFILE/examples/loadgen"
 [[ -x "$bin" && -x "$loadgen" ]] || die "$PROFILE binaries missing (run without BUILD=0)"
 
 # The server's whole configuration: nothing from the caller's environment,
