@@ -13,7 +13,8 @@
 # 18765), PGHOST/PGPORT/PGUSER (127.0.0.1/5432/postgres, trust auth),
 # BUILD=0 to skip `cargo build`, PROFILE=debug to smoke-test the script with
 # debug binaries (not for figures), KEEP=1 to keep the work directory (request
-# lists, wrk and pgbench outputs, server logs).
+# lists, wrk and pgbench outputs, server logs), SERVER_ENV="K=V …" adds server
+# settings (e.g. SERVER_ENV="PG_LIVE_UPDATES=false DATABASE_MAX_CONNECTIONS=32").
 #
 # What it does:
 # 1. builds the server and examples/loadgen.rs (release);
@@ -115,6 +116,7 @@ start_server() {
     RECONCILE_INTERVAL_SECS=0 RATE_LIMIT_PER_IP=1000000/s RATE_LIMIT_PER_ACTIVIST=1000000/s \
     RATE_LIMIT_PER_TARGET=1000000/s ACTIVIST_CALLS_PER_DAY=0 SHUTDOWN_GRACE_SECS=2 \
     DO_NOT_CALL_HASH_KEY=throughput-benchmark-key \
+    $SERVER_ENV \
     "$bin") >>"$work/server.log" 2>&1 &
   server_pid=$!
   for _ in $(seq 1 300); do
