@@ -11,11 +11,12 @@
 //! With `CI=true` it must run; without `TEST_DATABASE_URL` (or PostgreSQL)
 //! and without CI it says "skipped:" and passes.
 
+mod common;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -24,10 +25,9 @@ use axum::extract::{Request, State};
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bonde_pressure_twilio::signature::{SIGNATURE_HEADER, sign};
-use futures::FutureExt;
+use common::{scratch_url, with_fresh_postgres};
 use serde_json::{Value, json};
-use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions};
-use sqlx::{Connection, PgPool};
+use sqlx::PgPool;
 
 const AC: &str = "AC0123456789abcdef0123456789abcdef";
 const TOKEN: &str = "replicas-test-auth-token";
@@ -41,85 +41,6 @@ const REPLICAS: usize = 3;
 // ---------------------------------------------------------------------------
 // The database
 // ---------------------------------------------------------------------------
-
-fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
-}
-
-fn skip(reason: &str) {
-    assert!(
-        !in_ci(),
-        "CI=true but {reason}: PostgreSQL tests cannot run"
-    );
-    // Not `eprintln!`: libtest captures it, a write to the handle is not.
-    use std::io::Write;
-    let _ = writeln!(std::io::stderr(), "skipped: {reason}");
-}
-
-/// Runs `check` with the URL of a PostgreSQL database created for it at
-/// `TEST_DATABASE_URL`, migrated once, and a pool on it; drops the database
-/// afterwards, even if the check panics.
-async fn with_fresh_postgres(check: impl AsyncFnOnce(String, PgPool)) {
-    let Ok(url) = std::env::var("TEST_DATABASE_URL") else {
-        skip("TEST_DATABASE_URL not set");
-        return;
-    };
-    let admin_options = PgConnectOptions::from_str(&url).expect("TEST_DATABASE_URL parses");
-    let mut admin = match PgConnection::connect_with(&admin_options).await {
-        Ok(c) => c,
-        Err(e) => {
-            skip(&format!(
-                "PostgreSQL at TEST_DATABASE_URL unreachable ({e})"
-            ));
-            return;
-        }
-    };
-    let name = format!("bp_replicas_{}", uuid::Uuid::new_v4().simple());
-    sqlx::query(&format!("CREATE DATABASE \"{name}\""))
-        .execute(&mut admin)
-        .await
-        .expect("create test database");
-    let db_url = scratch_url(&url, &name);
-    // Migrated once, here: the replicas find the schema up to date.
-    bonde_pressure_store::migrate_url(&db_url)
-        .await
-        .expect("migrations");
-    let pool = PgPoolOptions::new()
-        .max_connections(2)
-        .connect_with(admin_options.clone().database(&name))
-        .await
-        .expect("connect to test database");
-    let outcome = std::panic::AssertUnwindSafe(check(db_url, pool.clone()))
-        .catch_unwind()
-        .await;
-    pool.close().await;
-    sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
-        .execute(&mut admin)
-        .await
-        .expect("drop test database");
-    let _ = admin.close().await;
-    if let Err(panic) = outcome {
-        std::panic::resume_unwind(panic);
-    }
-}
-
-/// `url` with its database name replaced by `name` (query kept).
-fn scratch_url(url: &str, name: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((b, q)) => (b, Some(q)),
-        None => (url, None),
-    };
-    let rest = base.split_once("://").map_or(base, |(_, r)| r);
-    let base = if rest.contains('/') {
-        base.rsplit_once('/').map_or(base, |(b, _)| b)
-    } else {
-        base
-    };
-    match query {
-        Some(q) => format!("{base}/{name}?{q}"),
-        None => format!("{base}/{name}"),
-    }
-}
 
 // ---------------------------------------------------------------------------
 // The fake Twilio REST API (one for all replicas)

@@ -13,49 +13,8 @@ use bonde_pressure_core::CallId;
 use bonde_pressure_http::config::Config;
 use bonde_pressure_http::wiring::{self, App};
 use common::*;
-use futures::{FutureExt, StreamExt};
+use futures::StreamExt;
 use serde_json::Value;
-use sqlx::{Connection, Executor};
-
-/// Runs `check` with the URL of a scratch database (dropped afterwards);
-/// skipped without `TEST_DATABASE_URL` (a failure with `CI=true`).
-async fn with_scratch_database(check: impl AsyncFnOnce(String)) {
-    let Ok(url) = std::env::var("TEST_DATABASE_URL") else {
-        if std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1") {
-            panic!("TEST_DATABASE_URL must be set when CI=true");
-        }
-        use std::io::Write;
-        let _ = writeln!(std::io::stderr(), "skipped: TEST_DATABASE_URL not set");
-        return;
-    };
-    let mut admin = sqlx::PgConnection::connect(&url)
-        .await
-        .expect("TEST_DATABASE_URL reachable");
-    let name = format!("bp_replicas_{}", uuid::Uuid::new_v4().simple());
-    admin
-        .execute(format!("CREATE DATABASE \"{name}\"").as_str())
-        .await
-        .expect("create the scratch database");
-    let (base, query) = match url.split_once('?') {
-        Some((b, q)) => (b, Some(q)),
-        None => (url.as_str(), None),
-    };
-    let base = &base[..base.rfind('/').expect("a database path")];
-    let scratch = match query {
-        Some(q) => format!("{base}/{name}?{q}"),
-        None => format!("{base}/{name}"),
-    };
-    let outcome = std::panic::AssertUnwindSafe(check(scratch))
-        .catch_unwind()
-        .await;
-    admin
-        .execute(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)").as_str())
-        .await
-        .expect("drop the scratch database");
-    if let Err(e) = outcome {
-        std::panic::resume_unwind(e);
-    }
-}
 
 async fn replica(url: &str, extra: &[&str]) -> App {
     let mut args = vec![
@@ -88,7 +47,7 @@ async fn replica(url: &str, extra: &[&str]) -> App {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscriber_on_one_replica_sees_commits_made_through_another_at_once() {
-    with_scratch_database(async |url: String| {
+    with_fresh_postgres(async |url: String, _pool| {
         // Replica 1 is idle; replica 2's simulated telephony plays the
         // call (a tick of 150 ms between steps) and commits every step.
         let one = replica(&url, &["--simulated-tick", "0"]).await;
@@ -186,7 +145,7 @@ async fn a_subscriber_on_one_replica_sees_commits_made_through_another_at_once()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_live_updates_there_is_no_listener_and_no_status_cache() {
-    with_scratch_database(async |url: String| {
+    with_fresh_postgres(async |url: String, _pool| {
         let app = wiring::build(
             &Config::from_args([
                 "bonde-pressure",

@@ -8,42 +8,8 @@ mod common;
 use axum::http::StatusCode;
 use bonde_pressure_http::config::Config;
 use bonde_pressure_http::wiring::{self, App};
-use common::{front_end_body, post_call, router, send};
+use common::{front_end_body, post_call, router, send, with_fresh_postgres};
 use serde_json::json;
-
-/// Runs `check` with the URL of a scratch database (dropped afterwards).
-async fn with_scratch_database(check: impl AsyncFnOnce(String)) {
-    let Ok(url) = std::env::var("TEST_DATABASE_URL") else {
-        if std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1") {
-            panic!("TEST_DATABASE_URL must be set when CI=true");
-        }
-        use std::io::Write;
-        let _ = writeln!(std::io::stderr(), "skipped: TEST_DATABASE_URL not set");
-        return;
-    };
-    use futures::FutureExt;
-    use sqlx::{Connection, Executor};
-    let mut admin = sqlx::PgConnection::connect(&url)
-        .await
-        .expect("TEST_DATABASE_URL reachable");
-    let name = format!("bp_limits_{}", uuid::Uuid::new_v4().simple());
-    admin
-        .execute(format!("CREATE DATABASE \"{name}\"").as_str())
-        .await
-        .expect("create the scratch database");
-    let base = url.split_once('?').map_or(url.as_str(), |(b, _)| b);
-    let scratch = format!("{}/{name}", base.rsplit_once('/').map_or(base, |(b, _)| b));
-    let outcome = std::panic::AssertUnwindSafe(check(scratch))
-        .catch_unwind()
-        .await;
-    admin
-        .execute(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)").as_str())
-        .await
-        .expect("drop the scratch database");
-    if let Err(panic) = outcome {
-        std::panic::resume_unwind(panic);
-    }
-}
 
 async fn replica(url: &str, limits: &[&str]) -> App {
     let mut args = vec![
@@ -80,7 +46,7 @@ fn from_ip(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_per_ip_limit_holds_across_replicas() {
-    with_scratch_database(async |url| {
+    with_fresh_postgres(async |url, _pool| {
         let limits = ["--rate-limit-per-ip", "4/h"];
         let replicas = [replica(&url, &limits).await, replica(&url, &limits).await];
         assert!(replicas[0].reconcile_lease.is_some(), "PostgreSQL: a lease");
@@ -111,7 +77,7 @@ async fn the_per_ip_limit_holds_across_replicas() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_per_activist_limit_holds_across_replicas() {
-    with_scratch_database(async |url| {
+    with_fresh_postgres(async |url, _pool| {
         let limits = ["--rate-limit-per-activist", "2/h"];
         let replicas = [replica(&url, &limits).await, replica(&url, &limits).await];
         let routers = [router(&replicas[0]), router(&replicas[1])];
@@ -139,7 +105,7 @@ async fn the_per_activist_limit_holds_across_replicas() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shared_limits_can_be_turned_off() {
-    with_scratch_database(async |url| {
+    with_fresh_postgres(async |url, _pool| {
         let limits = [
             "--rate-limit-per-ip",
             "2/h",

@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+use std::str::FromStr;
 use std::time::Duration;
 
 use axum::Router;
@@ -8,7 +9,10 @@ use axum::body::Body;
 use axum::http::{Request, Response, StatusCode};
 use bonde_pressure_http::config::Config;
 use bonde_pressure_http::wiring::{self, App};
+use futures::FutureExt;
 use serde_json::{Value, json};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions};
+use sqlx::{Connection, PgPool};
 use tower::ServiceExt;
 
 /// The tests' settings: CLI-style arguments only (`Config::from_args`
@@ -150,4 +154,87 @@ pub async fn validation_items(resp: Response<Body>) -> Vec<Value> {
         );
     }
     items
+}
+
+// ---------------------------------------------------------------------------
+// A scratch PostgreSQL database (tests of several replicas on one database)
+// ---------------------------------------------------------------------------
+
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
+}
+
+pub fn skip(reason: &str) {
+    assert!(
+        !in_ci(),
+        "CI=true but {reason}: PostgreSQL tests cannot run"
+    );
+    // Not `eprintln!`: libtest captures it, a write to the handle is not.
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "skipped: {reason}");
+}
+
+/// Runs `check` with the URL of a PostgreSQL database created for it at
+/// `TEST_DATABASE_URL`, migrated once, and a pool on it; drops the database
+/// afterwards, even if the check panics.
+pub async fn with_fresh_postgres(check: impl AsyncFnOnce(String, PgPool)) {
+    let Ok(url) = std::env::var("TEST_DATABASE_URL") else {
+        skip("TEST_DATABASE_URL not set");
+        return;
+    };
+    let admin_options = PgConnectOptions::from_str(&url).expect("TEST_DATABASE_URL parses");
+    let mut admin = match PgConnection::connect_with(&admin_options).await {
+        Ok(c) => c,
+        Err(e) => {
+            skip(&format!(
+                "PostgreSQL at TEST_DATABASE_URL unreachable ({e})"
+            ));
+            return;
+        }
+    };
+    let name = format!("bp_replicas_{}", uuid::Uuid::new_v4().simple());
+    sqlx::query(&format!("CREATE DATABASE \"{name}\""))
+        .execute(&mut admin)
+        .await
+        .expect("create test database");
+    let db_url = scratch_url(&url, &name);
+    // Migrated once, here: the replicas find the schema up to date.
+    bonde_pressure_store::migrate_url(&db_url)
+        .await
+        .expect("migrations");
+    let pool = PgPoolOptions::new()
+        .max_connections(2)
+        .connect_with(admin_options.clone().database(&name))
+        .await
+        .expect("connect to test database");
+    let outcome = std::panic::AssertUnwindSafe(check(db_url, pool.clone()))
+        .catch_unwind()
+        .await;
+    pool.close().await;
+    sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+        .execute(&mut admin)
+        .await
+        .expect("drop test database");
+    let _ = admin.close().await;
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+/// `url` with its database name replaced by `name` (query kept).
+pub fn scratch_url(url: &str, name: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let rest = base.split_once("://").map_or(base, |(_, r)| r);
+    let base = if rest.contains('/') {
+        base.rsplit_once('/').map_or(base, |(b, _)| b)
+    } else {
+        base
+    };
+    match query {
+        Some(q) => format!("{base}/{name}?{q}"),
+        None => format!("{base}/{name}"),
+    }
 }
