@@ -3,6 +3,7 @@
 
 use crate::chain::error_chain;
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -52,6 +53,9 @@ impl PressureService {
     /// Applies an event to a call: load, apply, commit if the version is
     /// unchanged (retrying on conflict), then performs the effects the
     /// committed transition requested, feeding their results back as events.
+    /// With a call cache ([`PressureService::with_call_cache`]) the first
+    /// attempt applies the event to the cached call instead of reading it;
+    /// the version check catches a stale copy and the next attempt reads.
     /// Within one service, the load–apply–commit of events to the same call
     /// runs one at a time (events for one call arriving together queue
     /// instead of retrying); services in other processes meet on the
@@ -220,23 +224,41 @@ impl PressureService {
                 // Another event for this call is being applied here. A
                 // duplicate changes nothing and needs no turn: it is
                 // stored at once. Anything else waits, then reads again.
-                let call = self.load(call_id).await?;
-                if let Some(unchanged) = self.append_if_unchanged(&call, event, raws).await? {
-                    return Ok(unchanged);
+                let call = match self.cached_call(call_id) {
+                    Some(call) => call,
+                    None => self.load(call_id).await?,
+                };
+                let (next, effects) = call.apply(event, self.deps.clock.now());
+                if changes_nothing(&call, &next, &effects) {
+                    return self.append_unchanged(call, event, raws).await;
                 }
                 lock.lock().await
             }
         };
+        // The first attempt starts from the cached call when there is one
+        // (no read): a commit from a stale copy fails on the version check,
+        // and the next attempt reads the call.
+        let mut cached = self.cached_call(call_id);
         for attempt in 0..self.config.max_commit_attempts {
-            let call = self.load(call_id).await?;
-            if let Some(unchanged) = self.append_if_unchanged(&call, event, raws).await? {
-                return Ok(unchanged);
-            }
+            let from_cache = cached.is_some();
+            let call = match cached.take() {
+                Some(call) => call,
+                None => self.load(call_id).await?,
+            };
             let (mut next, effects) = call.apply(event, self.deps.clock.now());
+            if changes_nothing(&call, &next, &effects) {
+                // Facts only grow (a join): an event that adds nothing to
+                // a stale copy adds nothing to the current call either.
+                return self.append_unchanged(call, event, raws).await;
+            }
+            let ticket = self.usable_cache().map(|cache| cache.ticket());
             match store.commit(&next, raws).await {
                 Ok(version) => {
                     next.version = version;
                     self.live.publish(crate::live::CallUpdate::of(&next));
+                    if let (Some(cache), Some(ticket)) = (self.usable_cache(), ticket) {
+                        cache.fill(ticket, next.clone());
+                    }
                     if let CallEvent::Ignored { what } = event {
                         debug!(%call_id, what, "event stored and ignored");
                     }
@@ -248,6 +270,9 @@ impl PressureService {
                         effects,
                     });
                 }
+                Err(StoreError::Conflict) if from_cache => {
+                    debug!(%call_id, "cached call was stale: reading it");
+                }
                 Err(StoreError::Conflict) => backoff(self.deps.clock.as_ref(), attempt).await,
                 Err(e) => return Err(e.into()),
             }
@@ -256,8 +281,20 @@ impl PressureService {
         Err(ServiceError::Contention(self.config.max_commit_attempts))
     }
 
-    /// The call, or [`ServiceError::CallNotFound`].
-    async fn load(&self, call_id: CallId) -> Result<Call, ServiceError> {
+    /// The call as this process last committed or read it, when the call
+    /// cache is usable and holds it: a start for an optimistic commit,
+    /// checked by the store's version check.
+    fn cached_call(&self, call_id: CallId) -> Option<Arc<Call>> {
+        let call = self.usable_cache()?.get(call_id)?;
+        self.recent.remember(call.id, call.widget_id);
+        Some(call)
+    }
+
+    /// The call read from the store (and cached when the cache is usable),
+    /// or [`ServiceError::CallNotFound`].
+    async fn load(&self, call_id: CallId) -> Result<Arc<Call>, ServiceError> {
+        let cache = self.usable_cache();
+        let ticket = cache.map(|cache| cache.ticket());
         let call = self
             .deps
             .store
@@ -265,30 +302,29 @@ impl PressureService {
             .await?
             .ok_or(ServiceError::CallNotFound(call_id))?;
         self.recent.remember(call.id, call.widget_id);
-        Ok(call)
+        Ok(match (cache, ticket) {
+            (Some(cache), Some(ticket)) => cache.fill(ticket, call),
+            _ => Arc::new(call),
+        })
     }
 
-    /// When `event` changes nothing in `call` (a duplicate, a retry, a fact
-    /// already known), appends the payloads and returns the call as it is —
-    /// no commit, no version bump, so nothing to conflict over.
-    async fn append_if_unchanged(
+    /// For an event that changes nothing in `call` (a duplicate, a retry,
+    /// a fact already known): appends the payloads and returns the call as
+    /// it is — no commit, no version bump, so nothing to conflict over.
+    async fn append_unchanged(
         &self,
-        call: &Call,
+        call: Arc<Call>,
         event: &CallEvent,
         raws: &[RawEvent],
-    ) -> Result<Option<HandleOutcome>, ServiceError> {
-        let (next, effects) = call.apply(event, self.deps.clock.now());
-        if !effects.is_empty() || next.facts != call.facts {
-            return Ok(None);
-        }
+    ) -> Result<HandleOutcome, ServiceError> {
         if !raws.is_empty() {
             self.deps.store.append_events(Some(call.id), raws).await?;
         }
         debug!(call_id = %call.id, event = event.kind(), "event changes nothing: payload stored, call unchanged");
-        Ok(Some(HandleOutcome {
-            call: call.clone(),
+        Ok(HandleOutcome {
+            call: Arc::unwrap_or_clone(call),
             effects: Vec::new(),
-        }))
+        })
     }
 
     /// Carries out one effect; returns the event that reports its result, if any.
@@ -353,6 +389,12 @@ impl PressureService {
         }
         None
     }
+}
+
+/// Whether applying an event turned `call` into `next` with `effects`
+/// without changing anything: no effect, the same facts.
+fn changes_nothing(call: &Call, next: &Call, effects: &[Effect]) -> bool {
+    effects.is_empty() && next.facts == call.facts
 }
 
 /// Waits before commit attempt `attempt + 1` after a conflict: the first

@@ -320,6 +320,10 @@ impl PressureService {
     /// this service's [`LiveUpdates`](crate::live::LiveUpdates) (default:
     /// none).
     ///
+    /// Event handling uses it too: a commit starts from the cached call
+    /// (no read) and reads the call only when the store's version check
+    /// refuses it; created, read and committed calls are cached.
+    ///
     /// Only turn it on when the hub sees every commit made to the store:
     /// this process is its only writer (SQLite, the in-memory store), or
     /// other replicas' commits are fed into
@@ -337,6 +341,12 @@ impl PressureService {
         self.cache.as_ref()
     }
 
+    /// The call cache when it may be used: on, and the live updates are
+    /// complete (it holds no call older than the store's).
+    pub(super) fn usable_cache(&self) -> Option<&Arc<crate::cache::CallCache>> {
+        self.cache.as_ref().filter(|_| self.live.is_complete())
+    }
+
     /// Where call `id` is now ([`PressureService::call_summary`]), read
     /// from the call cache when it is on, holds the call and the live
     /// updates are complete ([`LiveUpdates::is_complete`](crate::live::LiveUpdates::is_complete)),
@@ -349,9 +359,8 @@ impl PressureService {
         &self,
         id: CallId,
     ) -> Result<Option<crate::view::CallSummary>, StoreError> {
-        let cache = match &self.cache {
-            Some(cache) if self.live.is_complete() => cache,
-            _ => return Ok(self.call(id).await?.map(|c| self.call_summary(&c))),
+        let Some(cache) = self.usable_cache() else {
+            return Ok(self.call(id).await?.map(|c| self.call_summary(&c)));
         };
         if let Some(call) = cache.get(id) {
             return Ok(Some(self.call_summary(&call)));

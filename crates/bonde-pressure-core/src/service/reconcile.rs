@@ -34,12 +34,16 @@ use super::{PressureService, ServiceError};
 /// holder keeps it between passes by renewing it, so one replica stays the
 /// reconciler while it lives; it gives the lease up when [`Reconciler::run`]
 /// stops. A holder that dies stops renewing: another replica takes over
-/// within the ttl plus one interval. The lease is not renewed during a pass
-/// (no task is spawned, no transaction is held across telephony calls), so
-/// the ttl must exceed the longest pass; a pass that takes more than half
-/// the ttl is logged at warn level. Pick the ttl above the interval too, or
-/// the lease lapses between passes and any replica may take the next one
-/// (still one at a time).
+/// within the ttl plus one interval. During a pass the lease is renewed
+/// between calls, once a third of the ttl has passed since it was last
+/// taken (no task is spawned, no transaction is held across telephony
+/// calls); when it cannot be renewed (another replica took it after it
+/// expired, or the backend failed) the pass stops before its next call
+/// ([`ReconcileReport::lease_lost`]) and the rest waits for the next pass.
+/// So the ttl must exceed what one call's reconciliation takes (its
+/// telephony requests, bounded by their timeouts), not the whole pass.
+/// Pick the ttl above the interval too, or the lease lapses between passes
+/// and any replica may take the next one (still one at a time).
 ///
 /// Pick the interval well under [`ServiceConfig::stale_after`](crate::ServiceConfig::stale_after)
 /// (a stale call then waits at most `stale_after` plus one interval) and a
@@ -186,7 +190,9 @@ impl Reconciler {
     /// Under a lease ([`Reconciler::with_lease`]), the pass runs only if
     /// the lease could be taken or renewed; otherwise (another holder, or
     /// the lease backend failed, logged) it returns a report with
-    /// [`ReconcileReport::skipped`] set and nothing else done.
+    /// [`ReconcileReport::skipped`] set and nothing else done. The pass
+    /// renews the lease between calls and stops when it cannot
+    /// ([`ReconcileReport::lease_lost`]).
     pub async fn run_once(&self) -> Result<ReconcileReport, ServiceError> {
         let clock = &self.service.deps.clock;
         let started = clock.now();
@@ -210,17 +216,15 @@ impl Reconciler {
                 });
             }
         }
-        let outcome = self.service.reconcile(self.batch).await;
-        if let Some(l) = &self.lease {
-            let took = (clock.now() - started).to_std().unwrap_or_default();
-            if took > l.ttl / 2 {
-                warn!(
-                    took_ms = took.as_millis() as u64,
-                    ttl_ms = l.ttl.as_millis() as u64,
-                    "reconciliation pass took more than half the lease ttl; raise the ttl or lower the batch"
-                );
-            }
-        }
+        let keeper = self.lease.as_ref().map(|held| LeaseKeeper {
+            held,
+            clock: clock.as_ref(),
+            renewed_at: std::sync::Mutex::new(started),
+        });
+        let outcome = self
+            .service
+            .reconcile_pass(self.batch, keeper.as_ref())
+            .await;
         match &outcome {
             Ok(r) if r.examined > 0 => info!(
                 examined = r.examined,
@@ -318,6 +322,50 @@ pub struct ReconcileReport {
     /// ([`Reconciler::with_lease`]) that another replica holds (or that
     /// could not be checked). Every counter is then zero.
     pub skipped: bool,
+    /// The pass stopped before the end of its batch because its lease
+    /// could not be renewed (another replica took it after it expired, or
+    /// the backend failed): the calls left wait for the next pass.
+    pub lease_lost: bool,
+}
+
+/// Renews a reconciler's lease during its pass.
+struct LeaseKeeper<'a> {
+    held: &'a HeldLease,
+    clock: &'a dyn crate::ports::Clock,
+    /// When the lease was last taken or renewed.
+    renewed_at: std::sync::Mutex<chrono::DateTime<chrono::Utc>>,
+}
+
+impl LeaseKeeper<'_> {
+    /// Whether the pass may go on: `true` while less than a third of the
+    /// ttl has passed since the lease was last taken, else after renewing
+    /// it; `false` (logged) when it could not be renewed.
+    async fn still_held(&self) -> bool {
+        let now = self.clock.now();
+        let since = *self.renewed_at.lock().unwrap_or_else(|p| p.into_inner());
+        if (now - since).to_std().unwrap_or_default() < self.held.ttl / 3 {
+            return true;
+        }
+        match self
+            .held
+            .lease
+            .try_acquire(Reconciler::LEASE_NAME, &self.held.holder, self.held.ttl)
+            .await
+        {
+            Ok(true) => {
+                *self.renewed_at.lock().unwrap_or_else(|p| p.into_inner()) = now;
+                true
+            }
+            Ok(false) => {
+                warn!("reconciliation lease taken over by another replica; pass stopped");
+                false
+            }
+            Err(error) => {
+                warn!(error = %error_chain(&error), "reconciliation lease could not be renewed; pass stopped");
+                false
+            }
+        }
+    }
 }
 
 impl PressureService {
@@ -338,6 +386,16 @@ impl PressureService {
     ///   terminal are declared expired (state `error` unless completed,
     ///   live legs hung up).
     pub async fn reconcile(&self, limit: u32) -> Result<ReconcileReport, ServiceError> {
+        self.reconcile_pass(limit, None).await
+    }
+
+    /// [`PressureService::reconcile`], renewing `lease` before each call
+    /// and stopping when it cannot.
+    async fn reconcile_pass(
+        &self,
+        limit: u32,
+        lease: Option<&LeaseKeeper<'_>>,
+    ) -> Result<ReconcileReport, ServiceError> {
         let now = self.deps.clock.now();
         let stale_before =
             now - chrono::Duration::from_std(self.config.stale_after).unwrap_or_default();
@@ -358,6 +416,12 @@ impl PressureService {
             .await?;
         let calls = self.skip_unreadable(rows, &mut report);
         for call in calls {
+            if let Some(keeper) = lease
+                && !keeper.still_held().await
+            {
+                report.lease_lost = true;
+                break;
+            }
             report.examined += 1;
             if call.opt_out_pending() {
                 match self.list_opt_out(&call).await {

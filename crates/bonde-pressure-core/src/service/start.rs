@@ -643,11 +643,16 @@ impl PressureService {
         );
         // Both legs of this call use the detection setting it started with.
         call.facts.machine_detection = Some(settings.detect_machines);
+        let ticket = self.usable_cache().map(|cache| cache.ticket());
         if let Err(e) = self.deps.store.create(&call).await {
             refund_activist().await;
             return Err(e.into());
         }
         self.live.publish(crate::live::CallUpdate::of(&call));
+        if let (Some(cache), Some(ticket)) = (self.usable_cache(), ticket) {
+            // Its first callback commits from here without reading it.
+            cache.fill(ticket, call.clone());
+        }
         self.recent.remember(call.id, call.widget_id);
         info!(call_id = %call.id, widget_id = %widget_id, activist = %call.activist.phone, "call created");
 
