@@ -1,0 +1,239 @@
+//! With a call cache, an event is applied to the cached call and committed
+//! without reading it first; the store's version check catches a stale
+//! copy (another replica committed, its notification not heard yet) and
+//! only then is the call read.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bonde_pressure_core::cache::CallCache;
+use bonde_pressure_core::call::CallEvent;
+use bonde_pressure_core::ports::StoredEvent;
+use bonde_pressure_core::{
+    ActivistInput, Call, CallId, CallStore, Dependencies, EventSink, InMemoryCallStore, LegId,
+    PressureService, RawEvent, Scenario, ScenarioPicker, ServiceConfig, SimulatedTelephony,
+    StartCallRequest, StaticCampaignDirectory, StoreError, TargetInput,
+};
+use chrono::{DateTime, Utc};
+
+/// One replica's view of a shared in-memory store: counts its reads and
+/// the version conflicts it was answered.
+struct Replica {
+    shared: Arc<InMemoryCallStore>,
+    reads: AtomicUsize,
+    conflicts: AtomicUsize,
+}
+
+impl Replica {
+    fn on(shared: &Arc<InMemoryCallStore>) -> Arc<Self> {
+        Arc::new(Self {
+            shared: shared.clone(),
+            reads: AtomicUsize::new(0),
+            conflicts: AtomicUsize::new(0),
+        })
+    }
+    fn reads(&self) -> usize {
+        self.reads.load(Ordering::SeqCst)
+    }
+    fn conflicts(&self) -> usize {
+        self.conflicts.load(Ordering::SeqCst)
+    }
+}
+
+#[async_trait]
+impl CallStore for Replica {
+    async fn create(&self, call: &Call) -> Result<(), StoreError> {
+        self.shared.create(call).await
+    }
+    async fn get(&self, id: CallId) -> Result<Option<Call>, StoreError> {
+        self.reads.fetch_add(1, Ordering::SeqCst);
+        tokio::task::yield_now().await;
+        self.shared.get(id).await
+    }
+    async fn commit(&self, call: &Call, events: &[RawEvent]) -> Result<u64, StoreError> {
+        tokio::task::yield_now().await;
+        let result = self.shared.commit(call, events).await;
+        if matches!(result, Err(StoreError::Conflict)) {
+            self.conflicts.fetch_add(1, Ordering::SeqCst);
+        }
+        result
+    }
+    async fn append_events(
+        &self,
+        call_id: Option<CallId>,
+        events: &[RawEvent],
+    ) -> Result<(), StoreError> {
+        self.shared.append_events(call_id, events).await
+    }
+    async fn events(&self, call_id: CallId) -> Result<Vec<StoredEvent>, StoreError> {
+        self.shared.events(call_id).await
+    }
+    async fn list_unfinished(
+        &self,
+        updated_before: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<Call>, StoreError> {
+        self.shared.list_unfinished(updated_before, limit).await
+    }
+}
+
+/// A service with a call cache over `store`; its simulated callbacks are
+/// an hour away (only the test's events happen).
+fn cached_service(store: Arc<Replica>) -> Arc<PressureService> {
+    let telephony = Arc::new(SimulatedTelephony::new(
+        ScenarioPicker::Always(Scenario::Success),
+        Duration::from_secs(3600),
+    ));
+    let service = Arc::new(
+        PressureService::new(
+            Dependencies::new(
+                store,
+                telephony.clone(),
+                Arc::new(StaticCampaignDirectory::demo()),
+            ),
+            ServiceConfig::default(),
+        )
+        .with_call_cache(CallCache::new(1000)),
+    );
+    let sink: Arc<dyn EventSink> = service.clone();
+    telephony.connect(Arc::downgrade(&sink));
+    service
+}
+
+fn request() -> StartCallRequest {
+    StartCallRequest::new(
+        1,
+        ActivistInput::new("Ana Souza", "ana@example.org", "11 91234-5678"),
+        TargetInput::new("Demo Target", "+55 61 99999-0000"),
+    )
+}
+
+/// A distinct fact: participant `i` joined the conference.
+fn joined(i: usize) -> CallEvent {
+    let leg_id: LegId = format!("CA{:032x}", 0xABC0_0000 + i as u128)
+        .parse()
+        .unwrap();
+    let cf = format!("CF{}", "c".repeat(32)).parse().unwrap();
+    CallEvent::participant_joined(cf, leg_id, None)
+}
+
+fn raw(n: usize) -> RawEvent {
+    RawEvent::new("test", format!("n={n}"), Utc::now()).with_sequence_number(n as i64)
+}
+
+async fn payloads(store: &InMemoryCallStore, id: CallId) -> Vec<String> {
+    let mut p: Vec<String> = store
+        .events(id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.raw.payload)
+        .filter(|p| p.starts_with("n="))
+        .collect();
+    p.sort();
+    p
+}
+
+#[tokio::test]
+async fn a_call_this_process_created_and_committed_is_never_read_to_commit() {
+    let shared = Arc::new(InMemoryCallStore::new());
+    let store = Replica::on(&shared);
+    let service = cached_service(store.clone());
+    let id = service.start(&request()).await.unwrap().call_id;
+    for i in 0..5 {
+        let outcome = service.handle(id, joined(i), Some(raw(i))).await.unwrap();
+        let stored = shared.get(id).await.unwrap().unwrap();
+        assert_eq!(outcome.call, stored);
+    }
+    // Created, then committed: the activist's dial, the five events, and
+    // the target's dial the first join led to. Every commit started from
+    // the cached call.
+    assert_eq!(store.reads(), 0);
+    assert_eq!(store.conflicts(), 0);
+    let call = shared.get(id).await.unwrap().unwrap();
+    assert_eq!(call.facts.participants.len(), 5);
+    assert_eq!(
+        payloads(&shared, id).await,
+        ["n=0", "n=1", "n=2", "n=3", "n=4"]
+    );
+}
+
+#[tokio::test]
+async fn a_stale_cached_call_is_caught_by_the_version_check_then_read() {
+    let shared = Arc::new(InMemoryCallStore::new());
+    let (a_store, b_store) = (Replica::on(&shared), Replica::on(&shared));
+    // Two replicas that do not hear each other's commits (a notification
+    // not arrived yet): each one's cache can be stale.
+    let (a, b) = (
+        cached_service(a_store.clone()),
+        cached_service(b_store.clone()),
+    );
+    let id = a.start(&request()).await.unwrap().call_id;
+
+    // B has never seen the call: it reads it, then commits.
+    b.handle(id, joined(1), Some(raw(1))).await.unwrap();
+    assert_eq!(b_store.reads(), 1);
+    let v = shared.get(id).await.unwrap().unwrap().version;
+    // A's cached copy is one version behind: its commit is refused, it
+    // reads the call and commits on top of B's.
+    let outcome = a.handle(id, joined(2), Some(raw(2))).await.unwrap();
+    assert_eq!(a_store.conflicts(), 1);
+    assert_eq!(a_store.reads(), 1);
+    assert_eq!(outcome.call.version, v + 1);
+    let call = shared.get(id).await.unwrap().unwrap();
+    assert_eq!(call.version, v + 1);
+    assert_eq!(call.facts.participants.len(), 2, "B's fact was kept");
+    assert_eq!(payloads(&shared, id).await, ["n=1", "n=2"]);
+    // A cached what it committed: its next event commits without a read.
+    a.handle(id, joined(3), None).await.unwrap();
+    assert_eq!((a_store.reads(), a_store.conflicts()), (1, 1));
+}
+
+#[tokio::test]
+async fn a_duplicate_already_in_a_stale_copy_is_stored_without_a_commit() {
+    let shared = Arc::new(InMemoryCallStore::new());
+    let (a_store, b_store) = (Replica::on(&shared), Replica::on(&shared));
+    let (a, b) = (
+        cached_service(a_store.clone()),
+        cached_service(b_store.clone()),
+    );
+    let id = a.start(&request()).await.unwrap().call_id;
+    a.handle(id, joined(1), Some(raw(1))).await.unwrap();
+    b.handle(id, joined(2), Some(raw(2))).await.unwrap();
+    let v = shared.get(id).await.unwrap().unwrap().version;
+    // A's copy (one version behind) already holds fact 1: facts only grow,
+    // so the current call holds it too. The retry's payload is stored and
+    // nothing is committed.
+    let outcome = a.handle(id, joined(1), Some(raw(3))).await.unwrap();
+    assert!(outcome.effects.is_empty());
+    assert_eq!((a_store.reads(), a_store.conflicts()), (0, 0));
+    let call = shared.get(id).await.unwrap().unwrap();
+    assert_eq!(call.version, v, "no version bump");
+    assert_eq!(call.facts.participants.len(), 2);
+    assert_eq!(payloads(&shared, id).await, ["n=1", "n=2", "n=3"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_events_over_two_cached_replicas_lose_no_update() {
+    let shared = Arc::new(InMemoryCallStore::new());
+    let (a_store, b_store) = (Replica::on(&shared), Replica::on(&shared));
+    let (a, b) = (
+        cached_service(a_store.clone()),
+        cached_service(b_store.clone()),
+    );
+    let id = a.start(&request()).await.unwrap().call_id;
+    let tasks: Vec<_> = (0..60)
+        .map(|i| {
+            let service = if i % 2 == 0 { a.clone() } else { b.clone() };
+            tokio::spawn(async move { service.handle(id, joined(i), Some(raw(i))).await })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    let call = shared.get(id).await.unwrap().unwrap();
+    assert_eq!(call.facts.participants.len(), 60, "every fact kept");
+    assert_eq!(payloads(&shared, id).await.len(), 60);
+}
