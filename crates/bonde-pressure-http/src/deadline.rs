@@ -36,7 +36,10 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use bonde_pressure_core::do_not_call::{DoNotCallHash, DoNotCallList, DoNotCallSource};
 use bonde_pressure_core::ports::{StoredEvent, UnreadableCall};
-use bonde_pressure_core::{Call, CallId, CallStore, RawEvent, StoreError};
+use bonde_pressure_core::{
+    Admission, Call, CallId, CallStore, LimitKey, LimiterError, Quota, RateLimiter, RawEvent,
+    StoreError,
+};
 use chrono::{DateTime, Utc};
 
 use crate::error::AppError;
@@ -99,19 +102,28 @@ pub fn current_budget() -> Option<Budget> {
 async fn bounded<T>(
     op: impl std::future::Future<Output = Result<T, StoreError>>,
 ) -> Result<T, StoreError> {
+    within_budget(op, StoreError::backend).await
+}
+
+/// Runs `op` within the current request's budget (if any); when the
+/// budget runs out, fails with `exceeded`'s error.
+async fn within_budget<T, E>(
+    op: impl std::future::Future<Output = Result<T, E>>,
+    exceeded: impl FnOnce(StoreDeadlineExceeded) -> E,
+) -> Result<T, E> {
     let Ok(budget) = BUDGET.try_with(Budget::clone) else {
         return op.await;
     };
     let left = budget.left();
     if left.is_zero() {
-        return Err(StoreError::backend(StoreDeadlineExceeded(budget.total)));
+        return Err(exceeded(StoreDeadlineExceeded(budget.total)));
     }
     let started = tokio::time::Instant::now();
     let result = tokio::time::timeout(left, op).await;
     budget.spend(started.elapsed());
     match result {
         Ok(r) => r,
-        Err(_) => Err(StoreError::backend(StoreDeadlineExceeded(budget.total))),
+        Err(_) => Err(exceeded(StoreDeadlineExceeded(budget.total))),
     }
 }
 
@@ -198,6 +210,43 @@ impl std::fmt::Debug for DeadlineDoNotCallList {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DeadlineDoNotCallList")
             .finish_non_exhaustive()
+    }
+}
+
+/// A [`RateLimiter`] backed by the database (the shared limiter of a
+/// PostgreSQL deployment) whose checks, when made for a request, are
+/// bounded by that request's store budget like [`DeadlineStore`]'s; one
+/// that runs out fails with [`LimiterError::Unavailable`] (so a
+/// [`LayeredRateLimiter`](bonde_pressure_core::LayeredRateLimiter) answers
+/// from its in-process limiter). Outside a request it forwards unchanged.
+pub struct DeadlineRateLimiter {
+    inner: Arc<dyn RateLimiter>,
+}
+
+impl DeadlineRateLimiter {
+    /// Bounds `inner`'s checks.
+    pub fn new(inner: Arc<dyn RateLimiter>) -> Self {
+        Self { inner }
+    }
+}
+
+impl std::fmt::Debug for DeadlineRateLimiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeadlineRateLimiter")
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+impl RateLimiter for DeadlineRateLimiter {
+    async fn peek(&self, key: &LimitKey, quota: Quota) -> Result<Admission, LimiterError> {
+        within_budget(self.inner.peek(key, quota), LimiterError::unavailable).await
+    }
+    async fn charge(&self, key: &LimitKey, quota: Quota) -> Result<Admission, LimiterError> {
+        within_budget(self.inner.charge(key, quota), LimiterError::unavailable).await
+    }
+    async fn refund(&self, key: &LimitKey, quota: Quota) -> Result<(), LimiterError> {
+        within_budget(self.inner.refund(key, quota), LimiterError::unavailable).await
     }
 }
 
@@ -350,6 +399,73 @@ mod tests {
         .await;
         assert!(r.is_err_and(|e| is_unavailable(&e)));
         assert_eq!(started.elapsed(), Duration::from_millis(200));
+    }
+
+    struct HangingLimiter;
+
+    #[async_trait]
+    impl RateLimiter for HangingLimiter {
+        async fn peek(&self, _: &LimitKey, _: Quota) -> Result<Admission, LimiterError> {
+            std::future::pending().await
+        }
+        async fn charge(&self, _: &LimitKey, _: Quota) -> Result<Admission, LimiterError> {
+            std::future::pending().await
+        }
+        async fn refund(&self, _: &LimitKey, _: Quota) -> Result<(), LimiterError> {
+            std::future::pending().await
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_shared_rate_limiter_is_bounded_too() {
+        let limiter = DeadlineRateLimiter::new(Arc::new(HangingLimiter));
+        let key = LimitKey::new(
+            bonde_pressure_core::LimitKind::ActivistCalls,
+            "+5511912345678",
+        );
+        let quota = Quota::new(3, Duration::from_secs(60));
+        let started = tokio::time::Instant::now();
+        let (charged, refunded) = with_budget(Budget::new(Duration::from_millis(200)), async {
+            (
+                limiter.charge(&key, quota).await,
+                limiter.refund(&key, quota).await,
+            )
+        })
+        .await;
+        let err = charged.unwrap_err();
+        assert!(matches!(err, LimiterError::Unavailable(_)), "{err}");
+        assert!(
+            std::error::Error::source(&err).is_some_and(|s| s.to_string().contains("deadline")),
+            "{err}"
+        );
+        // The budget is spent: the refund fails at once.
+        assert!(refunded.is_err());
+        assert_eq!(started.elapsed(), Duration::from_millis(200));
+    }
+
+    /// Within a budget, the layered limiter answers from its in-process
+    /// limiter when the shared one runs out of time.
+    #[tokio::test(start_paused = true)]
+    async fn a_layered_limiter_answers_locally_when_the_shared_check_runs_out_of_time() {
+        let clock: Arc<dyn bonde_pressure_core::Clock> = Arc::new(bonde_pressure_core::SystemClock);
+        let layered = bonde_pressure_core::LayeredRateLimiter::new(
+            Arc::new(bonde_pressure_core::InMemoryRateLimiter::new(clock)),
+            Arc::new(DeadlineRateLimiter::new(Arc::new(HangingLimiter))),
+        );
+        let key = LimitKey::new(
+            bonde_pressure_core::LimitKind::ActivistCalls,
+            "+5511912345678",
+        );
+        let quota = Quota::new(1, Duration::from_secs(60));
+        let (first, second) = with_budget(Budget::new(Duration::from_millis(200)), async {
+            (
+                layered.charge(&key, quota).await,
+                layered.charge(&key, quota).await,
+            )
+        })
+        .await;
+        assert_eq!(first.unwrap(), Admission::Admitted);
+        assert!(matches!(second.unwrap(), Admission::Exhausted { .. }));
     }
 
     /// The in-memory store, whose unfinished listing reports a damaged row.

@@ -26,7 +26,7 @@ use bonde_pressure_core::{Clock, Lease};
 
 use crate::campaigns::{CachedDirectory, GraphqlCampaignDirectory, load_campaigns_file};
 use crate::config::{Config, ConfigError, LogFormat};
-use crate::deadline::{DeadlineDoNotCallList, DeadlineStore};
+use crate::deadline::{DeadlineDoNotCallList, DeadlineRateLimiter, DeadlineStore};
 use crate::do_not_call::load_do_not_call_file;
 use crate::metrics::{self, Metrics};
 use crate::recorder::GraphqlActionRecorder;
@@ -643,17 +643,17 @@ pub async fn build(config: &Config) -> Result<App, WiringError> {
 /// The rate limiter of a PostgreSQL deployment: a [`LayeredRateLimiter`]
 /// with core's in-process limiter in front of a [`PgRateLimiter`] shared by
 /// every replica, on `store`'s pool (per-IP limits pre-filtered in-process, the others counted
-/// in the database; the in-process one answers while the database fails).
+/// in the database; the in-process one answers while the database fails, or
+/// when a check runs past the request's store budget: [`DeadlineRateLimiter`]).
 ///
 /// [`PgRateLimiter`]: bonde_pressure_store::PgRateLimiter
 pub fn shared_rate_limiter(store: &bonde_pressure_store::PgCallStore) -> Arc<dyn RateLimiter> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     Arc::new(LayeredRateLimiter::new(
         Arc::new(InMemoryRateLimiter::new(clock.clone())),
-        Arc::new(bonde_pressure_store::PgRateLimiter::new(
-            store.pool().clone(),
-            clock,
-        )),
+        Arc::new(DeadlineRateLimiter::new(Arc::new(
+            bonde_pressure_store::PgRateLimiter::new(store.pool().clone(), clock),
+        ))),
     ))
 }
 
@@ -669,6 +669,10 @@ pub fn record_reconcile(metrics: &Metrics, r: &bonde_pressure_core::ReconcileRep
         return;
     }
     metrics.inc(metrics::RECONCILE, &[("what", "passes")]);
+    if r.lease_lost {
+        // The lease could not be renewed: the pass stopped early.
+        metrics.inc(metrics::RECONCILE, &[("what", "lease_lost_passes")]);
+    }
     // Damaged rows: `unreadable_rows` every pass while damaged; each call once.
     for (what, n) in [
         ("examined", r.examined),
@@ -702,7 +706,8 @@ pub fn spawn_reconciler(
 /// [`spawn_reconciler`] under a lease (with its ttl; see
 /// [`Reconciler::with_lease`](bonde_pressure_core::Reconciler::with_lease)):
 /// passes run only while this replica holds it, skipped ones count in
-/// `what=skipped_passes`. The holder name is this process's id and a random
+/// `what=skipped_passes`, passes stopped because the lease could not be
+/// renewed in `what=lease_lost_passes`. The holder name is this process's id and a random
 /// suffix. The lease is released when `stop` turns true.
 pub fn spawn_reconciler_under(
     service: Arc<PressureService>,
