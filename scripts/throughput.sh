@@ -38,7 +38,7 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 here="$root/scripts/throughput"
 : "${DURATION:=15s}" "${ROUNDS:=3}" "${CALLS:=10000}" "${THREADS:=2}" "${CONNECTIONS:=32}"
-: "${PORT:=18080}" "${TWILIO_PORT:=18765}" "${BUILD:=1}" "${KEEP:=0}" "${PROFILE:=release}"
+: "${PORT:=18080}" "${TWILIO_PORT:=18765}" "${BUILD:=1}" "${KEEP:=0}" "${PROFILE:=release}" "${SERVER_ENV:=}"
 : "${PGHOST:=127.0.0.1}" "${PGPORT:=5432}" "${PGUSER:=postgres}"
 export PGHOST PGPORT PGUSER
 unset PGDATABASE PGOPTIONS
