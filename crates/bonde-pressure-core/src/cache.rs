@@ -129,10 +129,22 @@ impl CallCache {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The cached call `id`, if any.
+    /// The cached call `id`, if any (and cached within the age limit).
     pub fn get(&self, id: CallId) -> Option<Arc<Call>> {
+        self.lookup(id, self.max_age)
+    }
+
+    /// The cached call `id`, if any, however long ago it was cached: a
+    /// starting point for an optimistic commit, which the store's version
+    /// check guards (a stale copy costs a refused commit and a read), not
+    /// an answer to serve.
+    pub fn last_known(&self, id: CallId) -> Option<Arc<Call>> {
+        self.lookup(id, Duration::MAX)
+    }
+
+    fn lookup(&self, id: CallId, max_age: Duration) -> Option<Arc<Call>> {
         let mut inner = self.lock();
-        let fresh = |at: &Instant| at.elapsed() <= self.max_age;
+        let fresh = |at: &Instant| at.elapsed() <= max_age;
         if let Some(Slot::Call(c, at)) = inner.young.get(&id) {
             return fresh(at).then(|| c.clone());
         }
@@ -292,7 +304,13 @@ mod tests {
         assert!(cache.get(c.id).is_some());
         std::thread::sleep(Duration::from_millis(50));
         assert!(cache.get(c.id).is_none());
+        // Still known as a start for an optimistic commit...
+        assert_eq!(cache.last_known(c.id).map(|k| k.version), Some(c.version));
+        // ...but not once a newer version was announced.
+        cache.invalidate(&update(&c, c.version + 1));
+        assert!(cache.last_known(c.id).is_none());
         // Refilled: served again.
+        let c = call_with(&c, c.version + 1);
         cache.fill(cache.ticket(), c.clone());
         assert!(cache.get(c.id).is_some());
     }

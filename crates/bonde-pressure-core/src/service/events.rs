@@ -282,10 +282,11 @@ impl PressureService {
     }
 
     /// The call as this process last committed or read it, when the call
-    /// cache is usable and holds it: a start for an optimistic commit,
-    /// checked by the store's version check.
+    /// cache is usable and holds it (whatever the cache's age limit: that
+    /// limit bounds what is served, not a guess the version check guards):
+    /// a start for an optimistic commit.
     fn cached_call(&self, call_id: CallId) -> Option<Arc<Call>> {
-        let call = self.usable_cache()?.get(call_id)?;
+        let call = self.usable_cache()?.last_known(call_id)?;
         self.recent.remember(call.id, call.widget_id);
         Some(call)
     }
