@@ -11,7 +11,8 @@
 # (seeded calls, 10000), THREADS (wrk -t / pgbench -j, 2), CONNECTIONS
 # (wrk -c / pgbench -c, 32), PORT (server, 18080), TWILIO_PORT (fake Twilio,
 # 18765), PGHOST/PGPORT/PGUSER (127.0.0.1/5432/postgres, trust auth),
-# BUILD=0 to skip `cargo build`, PROFILE=debug to smoke-test the script with
+# PIN=0/1 runs PostgreSQL on CPU 0 and everything else on CPU 1 (restored on
+# exit), BUILD=0 to skip `cargo build`, PROFILE=debug to smoke-test the script with
 # debug binaries (not for figures), KEEP=1 to keep the work directory (request
 # lists, wrk and pgbench outputs, server logs), SERVER_ENV="K=V …" adds server
 # settings (e.g. SERVER_ENV="PG_LIVE_UPDATES=false DATABASE_MAX_CONNECTIONS=32").
@@ -84,14 +85,40 @@ cleanup() {
   fi
   q -d postgres -c "DROP DATABASE IF EXISTS $run_db WITH (FORCE)" >/dev/null 2>&1 || true
   q -d postgres -c "DROP DATABASE IF EXISTS $seed_db WITH (FORCE)" >/dev/null 2>&1 || true
+  unpin_postgres
   if [[ "$KEEP" == 1 || $rc -ne 0 ]]; then
     echo "work directory kept: $work" >&2
   else
     rm -rf "$work"
   fi
 }
+# PIN="PG_CPUS/CLIENT_CPUS" (e.g. PIN=0/1): PostgreSQL's processes on
+# PG_CPUS, the server, wrk, pgbench and loadgen on CLIENT_CPUS, so that the
+# service's CPU does not come out of the database's (as in a deployment,
+# where PostgreSQL has its own cores or host). PostgreSQL must run on this
+# machine; its affinity is restored on exit.
+pin=()
+pg_affinity=""
+pin_postgres() {
+  local pg_cpus="${PIN%/*}" client_cpus="${PIN#*/}" p
+  [[ "$PIN" == */* && -n "$pg_cpus" && -n "$client_cpus" ]] || die "PIN must be PG_CPUS/CLIENT_CPUS, like 0/1"
+  command -v taskset >/dev/null || die "taskset not found"
+  local pm
+  pm="$(head -n1 "$(q -Atd postgres -c 'SHOW data_directory')/postmaster.pid")" || die "PIN: postmaster.pid not readable"
+  pg_affinity="$(taskset -pc "$pm" | sed 's/.*: //')"
+  for p in $(pgrep -x postgres); do taskset -apc "$pg_cpus" "$p" >/dev/null; done
+  pin=(taskset -c "$client_cpus")
+}
+unpin_postgres() {
+  local p
+  if [[ -n "$pg_affinity" ]]; then
+    for p in $(pgrep -x postgres); do taskset -apc "$pg_affinity" "$p" >/dev/null 2>&1 || true; done
+  fi
+}
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+
+if [[ -n "${PIN:-}" ]]; then pin_postgres; fi
 
 case "$PROFILE" in
   release) profile_flag=--release ;;
@@ -119,7 +146,7 @@ start_server() {
     RATE_LIMIT_PER_TARGET=1000000/s ACTIVIST_CALLS_PER_DAY=0 SHUTDOWN_GRACE_SECS=2 \
     DO_NOT_CALL_HASH_KEY=throughput-benchmark-key \
     $SERVER_ENV \
-    "$bin") >>"$work/server.log" 2>&1 &
+    ${pin[@]+"${pin[@]}"} "$bin") >>"$work/server.log" 2>&1 &
   server_pid=$!
   for _ in $(seq 1 300); do
     if curl -sf -o /dev/null "http://127.0.0.1:$PORT/readyz"; then return 0; fi
@@ -135,7 +162,7 @@ fresh_copy() {
 }
 
 # --- seed -------------------------------------------------------------------
-"$loadgen" --mode fake-twilio --fake-twilio "127.0.0.1:$TWILIO_PORT" >"$work/fake.log" 2>&1 &
+${pin[@]+"${pin[@]}"} "$loadgen" --mode fake-twilio --fake-twilio "127.0.0.1:$TWILIO_PORT" >"$work/fake.log" 2>&1 &
 fake_pid=$!
 q -d postgres -c "CREATE DATABASE $seed_db" >/dev/null
 start_server "$seed_db"
@@ -162,11 +189,11 @@ run_wrk() {
     # The calls' pages poll their status (every 2 s in the widget), which
     # puts each call in the server's cache: 3 s of the status list, which
     # holds every seeded call, before the same callbacks as callback_random.
-    wrk -t"$THREADS" -c"$CONNECTIONS" -d3s -s "$here/requests.lua" \
+    ${pin[@]+"${pin[@]}"} wrk -t"$THREADS" -c"$CONNECTIONS" -d3s -s "$here/requests.lua" \
       "http://127.0.0.1:$PORT" -- "$work/requests/status.req" "$THREADS" >"$out.warm" 2>&1
     list=callback_random
   fi
-  wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" -s "$here/requests.lua" \
+  ${pin[@]+"${pin[@]}"} wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" -s "$here/requests.lua" \
     "http://127.0.0.1:$PORT" -- "$work/requests/$list.req" "$THREADS" >"$out" 2>&1
   stop_server
   local line
@@ -180,7 +207,7 @@ $(($(v non2xx) + $(v socket_errors))) $(v s503)" >>"$results"
 run_pgbench() {
   local round="$1" scenario="$2" script="$3" prefix="$work/r$1-$2"
   fresh_copy
-  (cd "$work" && pgbench -n -M prepared -c "$CONNECTIONS" -j "$THREADS" -T "$secs" \
+  (cd "$work" && ${pin[@]+"${pin[@]}"} pgbench -n -M prepared -c "$CONNECTIONS" -j "$THREADS" -T "$secs" \
     -D ncalls="$CALLS" -f "$here/$script" -l --log-prefix="$prefix.log" "$run_db") \
     >"$prefix.out" 2>&1 || die "pgbench failed; see $prefix.out"
   local tps failed p99
@@ -229,7 +256,7 @@ ratio() {
 echo
 echo "Measured $(date -u +%Y-%m-%d) with $PROFILE binaries at $(git -C "$root" rev-parse --short HEAD)$(git -C "$root" diff --quiet HEAD -- crates examples || echo ' (with uncommitted changes)'):" \
   "$ROUNDS rounds, wrk -t$THREADS -c$CONNECTIONS -d$DURATION, pgbench -M prepared -c $CONNECTIONS -j $THREADS -T $secs," \
-  "$CALLS seeded calls, $(nproc) cores, load average (1/5/15 min) at each round's start and at the end: $(printf '%s; ' "${loads[@]}" | sed 's/; $//')."
+  "$CALLS seeded calls, $(nproc) cores${PIN:+ (PostgreSQL pinned to CPU ${PIN%/*}, the server, wrk and pgbench to CPU ${PIN#*/})}, load average (1/5/15 min) at each round's start and at the end: $(printf '%s; ' "${loads[@]}" | sed 's/; $//')."
 echo
 echo "| scenario | req/s or tps: median (runs) | p99 (median) | non-2xx / failed (all runs) | of which 503 |"
 echo "|---|---|---|---|---|"
