@@ -99,6 +99,7 @@ cleanup() {
 # machine; its affinity is restored on exit.
 pin=()
 pg_affinity=""
+pg_pm=""
 pin_postgres() {
   local pg_cpus="${PIN%/*}" client_cpus="${PIN#*/}" p
   [[ "$PIN" == */* && -n "$pg_cpus" && -n "$client_cpus" ]] || die "PIN must be PG_CPUS/CLIENT_CPUS, like 0/1"
@@ -106,13 +107,16 @@ pin_postgres() {
   local pm
   pm="$(head -n1 "$(q -Atd postgres -c 'SHOW data_directory')/postmaster.pid")" || die "PIN: postmaster.pid not readable"
   pg_affinity="$(taskset -pc "$pm" | sed 's/.*: //')"
-  for p in $(pgrep -x postgres); do taskset -apc "$pg_cpus" "$p" >/dev/null; done
+  # This cluster's postmaster and its children only (backends forked later
+  # inherit the postmaster's affinity); one that exits meanwhile is fine.
+  for p in "$pm" $(pgrep -P "$pm"); do taskset -apc "$pg_cpus" "$p" >/dev/null 2>&1 || true; done
+  pg_pm="$pm"
   pin=(taskset -c "$client_cpus")
 }
 unpin_postgres() {
   local p
   if [[ -n "$pg_affinity" ]]; then
-    for p in $(pgrep -x postgres); do taskset -apc "$pg_affinity" "$p" >/dev/null 2>&1 || true; done
+    for p in "$pg_pm" $(pgrep -P "$pg_pm"); do taskset -apc "$pg_affinity" "$p" >/dev/null 2>&1 || true; done
   fi
 }
 trap cleanup EXIT
@@ -167,7 +171,7 @@ fake_pid=$!
 q -d postgres -c "CREATE DATABASE $seed_db" >/dev/null
 start_server "$seed_db"
 echo "seeding $CALLS calls…" >&2
-"$loadgen" --mode seed --calls "$CALLS" --concurrency "$CONNECTIONS" \
+${pin[@]+"${pin[@]}"} "$loadgen" --mode seed --calls "$CALLS" --concurrency "$CONNECTIONS" \
   --server "http://127.0.0.1:$PORT" --auth-token "$token" --out "$work/requests" >&2
 stop_server
 q -d "$seed_db" >/dev/null <<SQL

@@ -82,6 +82,15 @@ impl CallStore for Replica {
 /// A service with a call cache over `store`; its simulated callbacks are
 /// an hour away (only the test's events happen).
 fn cached_service(store: Arc<Replica>) -> Arc<PressureService> {
+    cached_service_with(store, ServiceConfig::default(), CallCache::new(1000))
+}
+
+/// [`cached_service`] with this configuration and cache.
+fn cached_service_with(
+    store: Arc<Replica>,
+    config: ServiceConfig,
+    cache: CallCache,
+) -> Arc<PressureService> {
     let telephony = Arc::new(SimulatedTelephony::new(
         ScenarioPicker::Always(Scenario::Success),
         Duration::from_secs(3600),
@@ -93,9 +102,9 @@ fn cached_service(store: Arc<Replica>) -> Arc<PressureService> {
                 telephony.clone(),
                 Arc::new(StaticCampaignDirectory::demo()),
             ),
-            ServiceConfig::default(),
+            config,
         )
-        .with_call_cache(CallCache::new(1000)),
+        .with_call_cache(cache),
     );
     let sink: Arc<dyn EventSink> = service.clone();
     telephony.connect(Arc::downgrade(&sink));
@@ -208,6 +217,9 @@ async fn a_duplicate_already_in_a_stale_copy_is_stored_without_a_commit() {
     // nothing is committed.
     let outcome = a.handle(id, joined(1), Some(raw(3))).await.unwrap();
     assert!(outcome.effects.is_empty());
+    // The copy is within the cache's age limit (what the status route
+    // would serve too): it is the answer.
+    assert_eq!(outcome.call.version, v - 1);
     assert_eq!((a_store.reads(), a_store.conflicts()), (0, 0));
     let call = shared.get(id).await.unwrap().unwrap();
     assert_eq!(call.version, v, "no version bump");
@@ -236,4 +248,65 @@ async fn concurrent_events_over_two_cached_replicas_lose_no_update() {
     let call = shared.get(id).await.unwrap().unwrap();
     assert_eq!(call.facts.participants.len(), 60, "every fact kept");
     assert_eq!(payloads(&shared, id).await.len(), 60);
+}
+
+/// A copy older than the cache's age limit still starts a commit (the
+/// version check guards it), but is never an answer: an event that changes
+/// nothing in it is checked against the call read from the store.
+#[tokio::test]
+async fn a_copy_past_the_age_limit_starts_commits_but_is_not_returned() {
+    let shared = Arc::new(InMemoryCallStore::new());
+    let store = Replica::on(&shared);
+    // Every cached call is past an age limit of zero.
+    let a = cached_service_with(
+        store.clone(),
+        ServiceConfig::default(),
+        CallCache::new(1000).with_max_age(Duration::ZERO),
+    );
+    let id = a.start(&request()).await.unwrap().call_id;
+    a.handle(id, joined(1), Some(raw(1))).await.unwrap();
+    assert_eq!(store.reads(), 0, "commits started from the old copy");
+    // Another replica commits behind A's back.
+    let b = cached_service(Replica::on(&shared));
+    b.handle(id, joined(2), Some(raw(2))).await.unwrap();
+    let current = shared.get(id).await.unwrap().unwrap();
+    // A duplicate of fact 1: no commit, and the answer is the current call.
+    let outcome = a.handle(id, joined(1), Some(raw(3))).await.unwrap();
+    assert_eq!(store.reads(), 1);
+    assert_eq!(store.conflicts(), 0);
+    assert_eq!(outcome.call, current);
+    assert_eq!(
+        shared.get(id).await.unwrap().unwrap().version,
+        current.version
+    );
+    assert_eq!(payloads(&shared, id).await, ["n=1", "n=2", "n=3"]);
+}
+
+/// A commit refused because the cached copy was stale costs no attempt:
+/// even with a single attempt allowed, the event is applied.
+#[tokio::test]
+async fn a_stale_guess_costs_no_commit_attempt() {
+    let shared = Arc::new(InMemoryCallStore::new());
+    let a_store = Replica::on(&shared);
+    let a = cached_service_with(
+        a_store.clone(),
+        ServiceConfig::default().with_max_commit_attempts(1),
+        CallCache::new(1000),
+    );
+    let b = cached_service(Replica::on(&shared));
+    let id = a.start(&request()).await.unwrap().call_id;
+    b.handle(id, joined(1), None).await.unwrap();
+    a.handle(id, joined(2), None).await.unwrap();
+    assert_eq!((a_store.reads(), a_store.conflicts()), (1, 1));
+    assert_eq!(
+        shared
+            .get(id)
+            .await
+            .unwrap()
+            .unwrap()
+            .facts
+            .participants
+            .len(),
+        2
+    );
 }

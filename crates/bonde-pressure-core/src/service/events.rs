@@ -22,7 +22,10 @@ use super::{PressureService, ServiceError};
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct HandleOutcome {
-    /// The call as committed.
+    /// The call as committed. For an event that changed nothing (no
+    /// commit), the call as this service last knew it: read from the store,
+    /// or from the call cache within its age limit (what
+    /// [`PressureService::cached_summary`] would serve).
     pub call: Call,
     /// The effects this event's transition requested (already performed).
     pub effects: Vec<Effect>,
@@ -225,8 +228,8 @@ impl PressureService {
                 // duplicate changes nothing and needs no turn: it is
                 // stored at once. Anything else waits, then reads again.
                 let call = match self.cached_call(call_id) {
-                    Some(call) => call,
-                    None => self.load(call_id).await?,
+                    Some(Cached::Fresh(call)) => call,
+                    _ => self.load(call_id).await?,
                 };
                 let (next, effects) = call.apply(event, self.deps.clock.now());
                 if changes_nothing(&call, &next, &effects) {
@@ -237,18 +240,27 @@ impl PressureService {
         };
         // The first attempt starts from the cached call when there is one
         // (no read): a commit from a stale copy fails on the version check,
-        // and the next attempt reads the call.
+        // and the call is read for the next attempt. That refusal is a
+        // stale guess, not contention: it costs no attempt and no backoff.
         let mut cached = self.cached_call(call_id);
-        for attempt in 0..self.config.max_commit_attempts {
-            let from_cache = cached.is_some();
-            let call = match cached.take() {
-                Some(call) => call,
-                None => self.load(call_id).await?,
+        let mut attempt = 0;
+        while attempt < self.config.max_commit_attempts {
+            let guess = cached.take();
+            let from_cache = guess.is_some();
+            let (call, fresh) = match guess {
+                Some(Cached::Fresh(call)) => (call, true),
+                Some(Cached::Old(call)) => (call, false),
+                None => (self.load(call_id).await?, true),
             };
             let (mut next, effects) = call.apply(event, self.deps.clock.now());
             if changes_nothing(&call, &next, &effects) {
-                // Facts only grow (a join): an event that adds nothing to
-                // a stale copy adds nothing to the current call either.
+                if !fresh {
+                    // Facts only grow (a join), so the event changes
+                    // nothing in the current call either; but the call
+                    // returned must be one a reader may be served (within
+                    // the cache's age limit): read it.
+                    continue;
+                }
                 return self.append_unchanged(call, event, raws).await;
             }
             let ticket = self.usable_cache().map(|cache| cache.ticket());
@@ -273,7 +285,10 @@ impl PressureService {
                 Err(StoreError::Conflict) if from_cache => {
                     debug!(%call_id, "cached call was stale: reading it");
                 }
-                Err(StoreError::Conflict) => backoff(self.deps.clock.as_ref(), attempt).await,
+                Err(StoreError::Conflict) => {
+                    backoff(self.deps.clock.as_ref(), attempt).await;
+                    attempt += 1;
+                }
                 Err(e) => return Err(e.into()),
             }
         }
@@ -282,13 +297,21 @@ impl PressureService {
     }
 
     /// The call as this process last committed or read it, when the call
-    /// cache is usable and holds it (whatever the cache's age limit: that
-    /// limit bounds what is served, not a guess the version check guards):
-    /// a start for an optimistic commit.
-    fn cached_call(&self, call_id: CallId) -> Option<Arc<Call>> {
-        let call = self.usable_cache()?.last_known(call_id)?;
+    /// cache is usable and holds it: a start for an optimistic commit,
+    /// which the version check guards, so even a copy older than the
+    /// cache's age limit ([`Cached::Old`]) will do for a commit — but not
+    /// as an answer.
+    fn cached_call(&self, call_id: CallId) -> Option<Cached> {
+        let cache = self.usable_cache()?;
+        let cached = match cache.get(call_id) {
+            Some(call) => Cached::Fresh(call),
+            None => Cached::Old(cache.last_known(call_id)?),
+        };
+        let call = match &cached {
+            Cached::Fresh(call) | Cached::Old(call) => call,
+        };
         self.recent.remember(call.id, call.widget_id);
-        Some(call)
+        Some(cached)
     }
 
     /// The call read from the store (and cached when the cache is usable),
@@ -390,6 +413,14 @@ impl PressureService {
         }
         None
     }
+}
+
+/// A call from the call cache.
+enum Cached {
+    /// Cached within the cache's age limit: may be served as an answer.
+    Fresh(Arc<Call>),
+    /// Cached longer ago: only a start for a version-checked commit.
+    Old(Arc<Call>),
 }
 
 /// Whether applying an event turned `call` into `next` with `effects`

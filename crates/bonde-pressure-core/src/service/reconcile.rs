@@ -40,8 +40,9 @@ use super::{PressureService, ServiceError};
 /// calls); when it cannot be renewed (another replica took it after it
 /// expired, or the backend failed) the pass stops before its next call
 /// ([`ReconcileReport::lease_lost`]) and the rest waits for the next pass.
-/// So the ttl must exceed what one call's reconciliation takes (its
-/// telephony requests, bounded by their timeouts), not the whole pass.
+/// A call may start just before a renewal is due, so the ttl must exceed
+/// 1.5 × what one call's reconciliation takes (its telephony requests,
+/// bounded by their timeouts), not the whole pass.
 /// Pick the ttl above the interval too, or the lease lapses between passes
 /// and any replica may take the next one (still one at a time).
 ///
