@@ -3,91 +3,30 @@
 //! copy (another replica committed, its notification not heard yet) and
 //! only then is the call read.
 
+mod common;
+
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use async_trait::async_trait;
 use bonde_pressure_core::cache::CallCache;
 use bonde_pressure_core::call::CallEvent;
-use bonde_pressure_core::ports::StoredEvent;
 use bonde_pressure_core::{
-    ActivistInput, Call, CallId, CallStore, Dependencies, EventSink, InMemoryCallStore, LegId,
+    ActivistInput, CallId, CallStore, Dependencies, EventSink, InMemoryCallStore, LegId,
     PressureService, RawEvent, Scenario, ScenarioPicker, ServiceConfig, SimulatedTelephony,
-    StartCallRequest, StaticCampaignDirectory, StoreError, TargetInput,
+    StartCallRequest, StaticCampaignDirectory, TargetInput,
 };
-use chrono::{DateTime, Utc};
-
-/// One replica's view of a shared in-memory store: counts its reads and
-/// the version conflicts it was answered.
-struct Replica {
-    shared: Arc<InMemoryCallStore>,
-    reads: AtomicUsize,
-    conflicts: AtomicUsize,
-}
-
-impl Replica {
-    fn on(shared: &Arc<InMemoryCallStore>) -> Arc<Self> {
-        Arc::new(Self {
-            shared: shared.clone(),
-            reads: AtomicUsize::new(0),
-            conflicts: AtomicUsize::new(0),
-        })
-    }
-    fn reads(&self) -> usize {
-        self.reads.load(Ordering::SeqCst)
-    }
-    fn conflicts(&self) -> usize {
-        self.conflicts.load(Ordering::SeqCst)
-    }
-}
-
-#[async_trait]
-impl CallStore for Replica {
-    async fn create(&self, call: &Call) -> Result<(), StoreError> {
-        self.shared.create(call).await
-    }
-    async fn get(&self, id: CallId) -> Result<Option<Call>, StoreError> {
-        self.reads.fetch_add(1, Ordering::SeqCst);
-        tokio::task::yield_now().await;
-        self.shared.get(id).await
-    }
-    async fn commit(&self, call: &Call, events: &[RawEvent]) -> Result<u64, StoreError> {
-        tokio::task::yield_now().await;
-        let result = self.shared.commit(call, events).await;
-        if matches!(result, Err(StoreError::Conflict)) {
-            self.conflicts.fetch_add(1, Ordering::SeqCst);
-        }
-        result
-    }
-    async fn append_events(
-        &self,
-        call_id: Option<CallId>,
-        events: &[RawEvent],
-    ) -> Result<(), StoreError> {
-        self.shared.append_events(call_id, events).await
-    }
-    async fn events(&self, call_id: CallId) -> Result<Vec<StoredEvent>, StoreError> {
-        self.shared.events(call_id).await
-    }
-    async fn list_unfinished(
-        &self,
-        updated_before: DateTime<Utc>,
-        limit: u32,
-    ) -> Result<Vec<Call>, StoreError> {
-        self.shared.list_unfinished(updated_before, limit).await
-    }
-}
+use chrono::Utc;
+use common::CountingStore;
 
 /// A service with a call cache over `store`; its simulated callbacks are
 /// an hour away (only the test's events happen).
-fn cached_service(store: Arc<Replica>) -> Arc<PressureService> {
+fn cached_service(store: Arc<CountingStore>) -> Arc<PressureService> {
     cached_service_with(store, ServiceConfig::default(), CallCache::new(1000))
 }
 
 /// [`cached_service`] with this configuration and cache.
 fn cached_service_with(
-    store: Arc<Replica>,
+    store: Arc<CountingStore>,
     config: ServiceConfig,
     cache: CallCache,
 ) -> Arc<PressureService> {
@@ -148,7 +87,7 @@ async fn payloads(store: &InMemoryCallStore, id: CallId) -> Vec<String> {
 #[tokio::test]
 async fn a_call_this_process_created_and_committed_is_never_read_to_commit() {
     let shared = Arc::new(InMemoryCallStore::new());
-    let store = Replica::on(&shared);
+    let store = CountingStore::on(&shared);
     let service = cached_service(store.clone());
     let id = service.start(&request()).await.unwrap().call_id;
     for i in 0..5 {
@@ -172,7 +111,7 @@ async fn a_call_this_process_created_and_committed_is_never_read_to_commit() {
 #[tokio::test]
 async fn a_stale_cached_call_is_caught_by_the_version_check_then_read() {
     let shared = Arc::new(InMemoryCallStore::new());
-    let (a_store, b_store) = (Replica::on(&shared), Replica::on(&shared));
+    let (a_store, b_store) = (CountingStore::on(&shared), CountingStore::on(&shared));
     // Two replicas that do not hear each other's commits (a notification
     // not arrived yet): each one's cache can be stale.
     let (a, b) = (
@@ -203,7 +142,7 @@ async fn a_stale_cached_call_is_caught_by_the_version_check_then_read() {
 #[tokio::test]
 async fn a_duplicate_already_in_a_stale_copy_is_stored_without_a_commit() {
     let shared = Arc::new(InMemoryCallStore::new());
-    let (a_store, b_store) = (Replica::on(&shared), Replica::on(&shared));
+    let (a_store, b_store) = (CountingStore::on(&shared), CountingStore::on(&shared));
     let (a, b) = (
         cached_service(a_store.clone()),
         cached_service(b_store.clone()),
@@ -230,7 +169,7 @@ async fn a_duplicate_already_in_a_stale_copy_is_stored_without_a_commit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_events_over_two_cached_replicas_lose_no_update() {
     let shared = Arc::new(InMemoryCallStore::new());
-    let (a_store, b_store) = (Replica::on(&shared), Replica::on(&shared));
+    let (a_store, b_store) = (CountingStore::on(&shared), CountingStore::on(&shared));
     let (a, b) = (
         cached_service(a_store.clone()),
         cached_service(b_store.clone()),
@@ -256,7 +195,7 @@ async fn concurrent_events_over_two_cached_replicas_lose_no_update() {
 #[tokio::test]
 async fn a_copy_past_the_age_limit_starts_commits_but_is_not_returned() {
     let shared = Arc::new(InMemoryCallStore::new());
-    let store = Replica::on(&shared);
+    let store = CountingStore::on(&shared);
     // Every cached call is past an age limit of zero.
     let a = cached_service_with(
         store.clone(),
@@ -267,7 +206,7 @@ async fn a_copy_past_the_age_limit_starts_commits_but_is_not_returned() {
     a.handle(id, joined(1), Some(raw(1))).await.unwrap();
     assert_eq!(store.reads(), 0, "commits started from the old copy");
     // Another replica commits behind A's back.
-    let b = cached_service(Replica::on(&shared));
+    let b = cached_service(CountingStore::on(&shared));
     b.handle(id, joined(2), Some(raw(2))).await.unwrap();
     let current = shared.get(id).await.unwrap().unwrap();
     // A duplicate of fact 1: no commit, and the answer is the current call.
@@ -287,13 +226,13 @@ async fn a_copy_past_the_age_limit_starts_commits_but_is_not_returned() {
 #[tokio::test]
 async fn a_stale_guess_costs_no_commit_attempt() {
     let shared = Arc::new(InMemoryCallStore::new());
-    let a_store = Replica::on(&shared);
+    let a_store = CountingStore::on(&shared);
     let a = cached_service_with(
         a_store.clone(),
         ServiceConfig::default().with_max_commit_attempts(1),
         CallCache::new(1000),
     );
-    let b = cached_service(Replica::on(&shared));
+    let b = cached_service(CountingStore::on(&shared));
     let id = a.start(&request()).await.unwrap().call_id;
     b.handle(id, joined(1), None).await.unwrap();
     a.handle(id, joined(2), None).await.unwrap();

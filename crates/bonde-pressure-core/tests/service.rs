@@ -418,7 +418,7 @@ async fn duplicates_store_their_payloads_without_a_commit_or_a_conflict() {
 /// 30 distinct facts at once give no conflict at all.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_service_serialises_its_commits_to_a_call() {
-    let store = Arc::new(CountingConflicts::default());
+    let store = common::CountingStore::on(&Arc::new(InMemoryCallStore::new()));
     let telephony = Arc::new(bonde_pressure_core::SimulatedTelephony::new(
         ScenarioPicker::Always(Scenario::Success),
         Duration::from_secs(3600),
@@ -444,53 +444,9 @@ async fn one_service_serialises_its_commits_to_a_call() {
     for t in tasks {
         t.await.unwrap().unwrap();
     }
-    assert_eq!(store.conflicts.load(Ordering::SeqCst), 0);
+    assert_eq!(store.conflicts(), 0);
     let call = service.call(id).await.unwrap().unwrap();
     assert_eq!(call.facts.participants.len(), 30);
-}
-
-/// An [`InMemoryCallStore`] that yields between read and write and counts
-/// the version conflicts it answers.
-#[derive(Default)]
-struct CountingConflicts {
-    inner: InMemoryCallStore,
-    conflicts: std::sync::atomic::AtomicUsize,
-}
-
-#[async_trait]
-impl CallStore for CountingConflicts {
-    async fn create(&self, call: &Call) -> Result<(), StoreError> {
-        self.inner.create(call).await
-    }
-    async fn get(&self, id: CallId) -> Result<Option<Call>, StoreError> {
-        tokio::task::yield_now().await;
-        self.inner.get(id).await
-    }
-    async fn commit(&self, call: &Call, events: &[RawEvent]) -> Result<u64, StoreError> {
-        tokio::task::yield_now().await;
-        let result = self.inner.commit(call, events).await;
-        if matches!(result, Err(StoreError::Conflict)) {
-            self.conflicts.fetch_add(1, Ordering::SeqCst);
-        }
-        result
-    }
-    async fn append_events(
-        &self,
-        call_id: Option<CallId>,
-        events: &[RawEvent],
-    ) -> Result<(), StoreError> {
-        self.inner.append_events(call_id, events).await
-    }
-    async fn events(&self, call_id: CallId) -> Result<Vec<StoredEvent>, StoreError> {
-        self.inner.events(call_id).await
-    }
-    async fn list_unfinished(
-        &self,
-        updated_before: DateTime<Utc>,
-        limit: u32,
-    ) -> Result<Vec<Call>, StoreError> {
-        self.inner.list_unfinished(updated_before, limit).await
-    }
 }
 
 #[tokio::test]

@@ -2,13 +2,17 @@
 #![allow(dead_code)]
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use async_trait::async_trait;
+use bonde_pressure_core::ports::StoredEvent;
 use bonde_pressure_core::{
-    ActivistInput, Call, CallId, Clock, Dependencies, EventSink, InMemoryCallStore,
-    PressureService, ScenarioPicker, ServiceConfig, SimulatedTelephony, StartCallRequest,
-    StaticCampaignDirectory, StubActionRecorder, SystemClock, TargetInput,
+    ActivistInput, Call, CallId, CallStore, Clock, Dependencies, EventSink, InMemoryCallStore,
+    PressureService, RawEvent, ScenarioPicker, ServiceConfig, SimulatedTelephony, StartCallRequest,
+    StaticCampaignDirectory, StoreError, StubActionRecorder, SystemClock, TargetInput,
 };
+use chrono::{DateTime, Utc};
 
 pub struct Harness {
     pub service: Arc<PressureService>,
@@ -116,5 +120,67 @@ pub async fn settle(service: &PressureService, id: CallId) -> Call {
             call.state()
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// One replica's (or service's) view of a shared in-memory store: yields
+/// before each read and commit (so concurrent handlers interleave) and
+/// counts its reads and the version conflicts it was answered.
+pub struct CountingStore {
+    shared: Arc<InMemoryCallStore>,
+    reads: AtomicUsize,
+    conflicts: AtomicUsize,
+}
+
+impl CountingStore {
+    pub fn on(shared: &Arc<InMemoryCallStore>) -> Arc<Self> {
+        Arc::new(Self {
+            shared: shared.clone(),
+            reads: AtomicUsize::new(0),
+            conflicts: AtomicUsize::new(0),
+        })
+    }
+    pub fn reads(&self) -> usize {
+        self.reads.load(Ordering::SeqCst)
+    }
+    pub fn conflicts(&self) -> usize {
+        self.conflicts.load(Ordering::SeqCst)
+    }
+}
+
+#[async_trait]
+impl CallStore for CountingStore {
+    async fn create(&self, call: &Call) -> Result<(), StoreError> {
+        self.shared.create(call).await
+    }
+    async fn get(&self, id: CallId) -> Result<Option<Call>, StoreError> {
+        self.reads.fetch_add(1, Ordering::SeqCst);
+        tokio::task::yield_now().await;
+        self.shared.get(id).await
+    }
+    async fn commit(&self, call: &Call, events: &[RawEvent]) -> Result<u64, StoreError> {
+        tokio::task::yield_now().await;
+        let result = self.shared.commit(call, events).await;
+        if matches!(result, Err(StoreError::Conflict)) {
+            self.conflicts.fetch_add(1, Ordering::SeqCst);
+        }
+        result
+    }
+    async fn append_events(
+        &self,
+        call_id: Option<CallId>,
+        events: &[RawEvent],
+    ) -> Result<(), StoreError> {
+        self.shared.append_events(call_id, events).await
+    }
+    async fn events(&self, call_id: CallId) -> Result<Vec<StoredEvent>, StoreError> {
+        self.shared.events(call_id).await
+    }
+    async fn list_unfinished(
+        &self,
+        updated_before: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<Call>, StoreError> {
+        self.shared.list_unfinished(updated_before, limit).await
     }
 }
