@@ -487,6 +487,11 @@ pub struct Config {
     /// pgbouncer (no `LISTEN` there): the status cache is then off too.
     #[arg(long, env = "PG_LIVE_UPDATES", default_value_t = true, action = clap::ArgAction::Set)]
     pub pg_live_updates: bool,
+    /// PostgreSQL: commits of different calls that arrive while earlier
+    /// ones are in flight share one statement (each keeps its own version
+    /// check and outcome). Off: one statement per commit.
+    #[arg(long, env = "PG_GROUP_COMMITS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub pg_group_commits: bool,
 
     /// Calls kept in memory for `GET /v1/phone/status/{id}` (0: no cache).
     /// Kept coherent by the commits this process makes and, on PostgreSQL,
@@ -807,6 +812,7 @@ mod tests {
         assert_eq!(c.database_max_connections, 10);
         assert!(c.migrate_on_start);
         assert!(c.pg_live_updates);
+        assert!(c.pg_group_commits);
         assert_eq!(c.status_cache_size, 100_000);
         assert_eq!(c.status_cache_max_age, Duration::from_secs(10));
         assert_eq!(c.max_body_bytes, 64 * 1024);

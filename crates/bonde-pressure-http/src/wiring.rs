@@ -275,6 +275,7 @@ fn store_options(config: &Config) -> bonde_pressure_store::StoreOptions {
         .max_connections(config.database_max_connections)
         .run_migrations(config.migrate_on_start)
         .notify_commits(config.pg_live_updates)
+        .group_commits(config.pg_group_commits)
 }
 
 /// The personal-data policy of `config` over `store`.

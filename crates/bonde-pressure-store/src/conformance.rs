@@ -64,6 +64,7 @@ macro_rules! for_each_conformance_check {
             stale_commit_conflicts_and_writes_nothing,
             commit_on_unknown_call_is_not_found,
             concurrent_updates_lose_nothing,
+            concurrent_commits_of_many_calls_round_trip,
             event_log_keeps_insertion_order,
             append_events_to_unknown_call_is_not_found,
             orphan_events_are_stored,
@@ -561,6 +562,92 @@ pub async fn concurrent_updates_lose_nothing(store: Arc<dyn CallStore>) {
     stored_payloads.sort_unstable();
     sent_payloads.sort_unstable();
     assert_eq!(stored_payloads, sent_payloads);
+}
+
+/// Many calls (every outcome, several times) walk their lifecycles at once,
+/// each commit carrying its raw payload, with one stale commit per call
+/// (the version it started from had moved: refused) in between: every call
+/// reads back equal to its last commit, its log holds its own payloads in
+/// order and none of the refused ones, and the unfinished listing agrees.
+/// (PostgreSQL groups concurrent commits of different calls into one
+/// statement: this is the check that grouped commits keep each call's own
+/// outcome.)
+pub async fn concurrent_commits_of_many_calls_round_trip(store: Arc<dyn CallStore>) {
+    const PER_OUTCOME: usize = 6;
+    let mut tasks = Vec::new();
+    for (k, outcome) in Outcome::ALL
+        .into_iter()
+        .cycle()
+        .take(Outcome::ALL.len() * PER_OUTCOME)
+        .enumerate()
+    {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let created = new_call(21, at(k as i64));
+            store.create(&created).await.expect("create");
+            let mut call = created.clone();
+            let mut sent = Vec::new();
+            for (i, e) in lifecycle(outcome, at(0)).iter().enumerate() {
+                let (next, _) = call.apply(e, at(i as i64 + 1));
+                let raw = raw_event(
+                    "status-callback",
+                    None,
+                    &format!("call={k}&step={i}"),
+                    Some(i as i64),
+                );
+                let version = store
+                    .commit(&next, std::slice::from_ref(&raw))
+                    .await
+                    .unwrap_or_else(|e| panic!("call {k} step {i}: {e}"));
+                assert_eq!(version, call.version + 1, "call {k} step {i}");
+                sent.push(raw.payload);
+                if i == 0 {
+                    // The first commit's input again: its version moved.
+                    let stale =
+                        raw_event("status-callback", None, &format!("call={k}&stale"), None);
+                    assert!(
+                        matches!(
+                            store.commit(&next, &[stale]).await,
+                            Err(StoreError::Conflict)
+                        ),
+                        "call {k}: a stale commit is refused"
+                    );
+                }
+                tokio::task::yield_now().await;
+                call = next.with_version(version);
+            }
+            (call, sent, outcome)
+        }));
+    }
+    let mut settled = Vec::new();
+    for t in tasks {
+        let (call, sent, outcome) = t.await.expect("call task");
+        let got = must_get(&*store, call.id).await;
+        assert_eq!(got, call, "{outcome:?}");
+        assert_eq!(got.state(), outcome.state());
+        settled.push((call.id, got.is_settled()));
+        let logged: Vec<String> = store
+            .events(call.id)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.raw.payload)
+            .collect();
+        assert_eq!(
+            logged, sent,
+            "{outcome:?}: the call's own payloads, in order, none refused"
+        );
+    }
+    let unfinished: BTreeSet<CallId> = store
+        .list_unfinished(at(100_000), 10_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    for (id, is_settled) in settled {
+        assert_eq!(unfinished.contains(&id), !is_settled, "{id}");
+    }
 }
 
 /// A call's log is its events in insertion order (ids increasing), across

@@ -44,6 +44,7 @@ pub mod conformance;
 mod do_not_call;
 #[cfg(feature = "test-util")]
 pub mod do_not_call_conformance;
+mod group_commit;
 mod lease;
 mod limiter;
 #[cfg(feature = "test-util")]
@@ -163,6 +164,11 @@ pub struct StoreOptions {
     /// replicas' listeners ([`PgCallStore::spawn_live_listener`]) turn into
     /// live updates. Off: a replica hears only its own commits.
     pub notify_commits: bool,
+    /// PostgreSQL: commits of different calls that arrive while earlier
+    /// ones are still in flight are sent together as one statement (default
+    /// on; each keeps its own version check and outcome). Off: one
+    /// statement per commit. See docs/storage.md ("Group commit").
+    pub group_commits: bool,
 }
 
 /// When a SQLite commit is durable: the `synchronous` setting of a
@@ -195,6 +201,7 @@ impl Default for StoreOptions {
             sqlite_durability: SqliteDurability::Full,
             run_migrations: true,
             notify_commits: true,
+            group_commits: true,
         }
     }
 }
@@ -227,6 +234,12 @@ impl StoreOptions {
     /// Sets [`StoreOptions::run_migrations`].
     pub fn run_migrations(mut self, on: bool) -> Self {
         self.run_migrations = on;
+        self
+    }
+
+    /// Sets [`StoreOptions::group_commits`].
+    pub fn group_commits(mut self, on: bool) -> Self {
+        self.group_commits = on;
         self
     }
 

@@ -16,6 +16,7 @@ use crate::codec::{
     CallParts, CallRecord, EventParts, ceil_micros, corrupt, db, decode_call_row,
     is_foreign_key_violation, is_unique_violation, leg_records, truncate_micros, version_to_db,
 };
+use crate::group_commit::GroupCommit;
 use crate::{ConnectError, EventLog, MigrationReport, StoreOptions, migration_report};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -31,7 +32,7 @@ const RETRYABLE_SQLSTATES: [&str; 2] = ["40001", "40P01"];
 /// [`StoreError::Conflict`] (the statement was rolled back; the caller's
 /// load, apply, commit loop reloads and retries), anything else a backend
 /// error.
-fn commit_error(e: sqlx::Error) -> StoreError {
+pub(crate) fn commit_error(e: sqlx::Error) -> StoreError {
     let retryable = e
         .as_database_error()
         .and_then(|d| d.code())
@@ -52,7 +53,7 @@ const NUL_REPLACEMENT: &str = "\u{FFFD}";
 
 /// `s` with every NUL replaced by [`NUL_REPLACEMENT`] (borrowed when it has
 /// none, the normal case).
-fn without_nul(s: &str) -> Cow<'_, str> {
+pub(crate) fn without_nul(s: &str) -> Cow<'_, str> {
     if s.contains('\0') {
         Cow::Owned(s.replace('\0', NUL_REPLACEMENT))
     } else {
@@ -62,7 +63,7 @@ fn without_nul(s: &str) -> Cow<'_, str> {
 
 /// The facts JSON with NULs replaced in its strings: `jsonb` rejects
 /// `\u0000`. Only parsed and rewritten when that escape appears.
-fn facts_without_nul(json: &str) -> Result<Cow<'_, str>, StoreError> {
+pub(crate) fn facts_without_nul(json: &str) -> Result<Cow<'_, str>, StoreError> {
     fn clean(v: &mut serde_json::Value) {
         match v {
             serde_json::Value::String(s) if s.contains('\0') => {
@@ -244,6 +245,9 @@ pub struct PgCallStore {
     notify: bool,
     /// Sends the notifications after commit, batched (started on first use).
     notifier: Arc<crate::live::Notifier>,
+    /// Groups concurrent commits of different calls
+    /// ([`StoreOptions::group_commits`]); `None`: one statement per commit.
+    group: Option<Arc<GroupCommit>>,
 }
 
 impl PgCallStore {
@@ -293,7 +297,9 @@ impl PgCallStore {
             .connect_with(connect)
             .await
             .map_err(ConnectError::database)?;
-        Ok(Self::from_pool(pool).notify_commits(options.notify_commits))
+        Ok(Self::from_pool(pool)
+            .notify_commits(options.notify_commits)
+            .group_commits(options.group_commits))
     }
 
     /// Wraps an existing pool (migrations are not run: call
@@ -303,16 +309,30 @@ impl PgCallStore {
     pub fn from_pool(pool: PgPool) -> Self {
         Self {
             notifier: Arc::new(crate::live::Notifier::new(pool.clone())),
-            pool,
             origin: Uuid::new_v4(),
             notify: true,
+            group: Some(Arc::new(GroupCommit::new(pool.clone()))),
+            pool,
         }
+    }
+
+    /// With concurrent commits grouped or not
+    /// ([`StoreOptions::group_commits`]).
+    pub fn group_commits(mut self, on: bool) -> Self {
+        self.group = on.then(|| Arc::new(GroupCommit::new(self.pool.clone())));
+        self
     }
 
     /// With commits notified or not ([`StoreOptions::notify_commits`]).
     pub fn notify_commits(mut self, on: bool) -> Self {
         self.notify = on;
         self
+    }
+
+    /// Commits so far written by a grouped statement of two or more
+    /// ([`StoreOptions::group_commits`]): the rest went one statement each.
+    pub fn grouped_commits(&self) -> u64 {
+        self.group.as_ref().map_or(0, |g| g.grouped())
     }
 
     /// The id this store puts in its notifications.
@@ -585,101 +605,10 @@ impl CallStore for PgCallStore {
     }
 
     async fn commit(&self, call: &Call, events: &[RawEvent]) -> Result<u64, StoreError> {
-        let next = call
-            .version
-            .checked_add(1)
-            .ok_or_else(|| corrupt("version", "overflow"))?;
-        let r = CallRecord::new(call, next)?;
-        let expected = version_to_db(call.version)?;
-        let facts = facts_without_nul(&r.facts)?;
-        let legs = leg_records(call);
-        // One statement, so one round trip and atomic without BEGIN/COMMIT:
-        // the versioned UPDATE takes the row lock; the leg upserts and the
-        // event inserts read its output, so they happen only if it matched,
-        // and events get their ids after the lock (in commit order).
-        let updated = sqlx::query_scalar::<_, i64>(COMMIT_SQL)
-            .bind(r.id)
-            .bind(expected)
-            .bind(r.widget_id)
-            .bind(r.activist_name)
-            .bind(r.activist_first_name)
-            .bind(r.activist_last_name)
-            .bind(r.activist_email)
-            .bind(r.from_phone_number)
-            .bind(r.from_call_sid)
-            .bind(r.to_phone_number)
-            .bind(r.to_call_sid)
-            .bind(r.target_name)
-            .bind(r.target_caller_id)
-            .bind(r.conference_sid)
-            .bind(r.state)
-            .bind(r.settled)
-            .bind(r.connected_secs)
-            .bind(&facts)
-            .bind(r.version)
-            .bind(r.created_at)
-            .bind(r.updated_at)
-            .bind(legs.iter().map(|l| l.sid).collect::<Vec<_>>())
-            .bind(legs.iter().map(|l| l.leg).collect::<Vec<_>>())
-            .bind(legs.iter().map(|l| l.status).collect::<Vec<_>>())
-            .bind(legs.iter().map(|l| l.answered_by).collect::<Vec<_>>())
-            .bind(legs.iter().map(|l| l.from_phone_number).collect::<Vec<_>>())
-            .bind(legs.iter().map(|l| l.to_phone_number).collect::<Vec<_>>())
-            .bind(legs.iter().map(|l| l.duration_secs).collect::<Vec<_>>())
-            .bind(legs.iter().map(|l| l.sip_response_code).collect::<Vec<_>>())
-            .bind(legs.iter().map(|l| l.error_code).collect::<Vec<_>>())
-            .bind(
-                legs.iter()
-                    .map(|l| l.error_message.map(without_nul))
-                    .collect::<Vec<_>>(),
-            )
-            .bind(legs.iter().map(|l| l.ringing_at).collect::<Vec<_>>())
-            .bind(legs.iter().map(|l| l.answered_at).collect::<Vec<_>>())
-            .bind(legs.iter().map(|l| l.ended_at).collect::<Vec<_>>())
-            .bind(
-                events
-                    .iter()
-                    .map(|e| e.leg_id.as_deref().map(without_nul))
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                events
-                    .iter()
-                    .map(|e| without_nul(&e.kind))
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                events
-                    .iter()
-                    .map(|e| without_nul(&e.payload))
-                    .collect::<Vec<_>>(),
-            )
-            .bind(events.iter().map(|e| e.sequence_number).collect::<Vec<_>>())
-            .bind(
-                events
-                    .iter()
-                    .map(|e| truncate_micros(e.received_at))
-                    .collect::<Vec<_>>(),
-            )
-            .bind(r.funnel_stage)
-            .fetch_one(&self.pool)
-            .await
-            .map_err(commit_error)?;
-        if updated == 0 {
-            let exists =
-                sqlx::query_scalar::<_, i64>("SELECT version FROM phone_calls WHERE id = $1")
-                    .bind(r.id)
-                    .fetch_optional(&self.pool)
-                    .await
-                    .map_err(db)?;
-            return Err(match exists {
-                Some(_) => {
-                    tracing::debug!(call_id = %call.id, "commit lost a version race");
-                    StoreError::Conflict
-                }
-                None => StoreError::NotFound,
-            });
-        }
+        let next = match &self.group {
+            Some(group) if GroupCommit::groups(call) => group.commit(call, events).await?,
+            _ => commit_one(&self.pool, call, events).await?,
+        };
         self.notify_committed(call, next);
         Ok(next)
     }
@@ -833,6 +762,116 @@ impl EventLog for PgCallStore {
         .await
         .map_err(db)?;
         Ok(rows.into_iter().map(EventRow::into_event).collect())
+    }
+}
+
+/// [`CallStore::commit`] of one call in one statement ([`COMMIT_SQL`]),
+/// without its notification.
+pub(crate) async fn commit_one(
+    pool: &PgPool,
+    call: &Call,
+    events: &[RawEvent],
+) -> Result<u64, StoreError> {
+    let next = call
+        .version
+        .checked_add(1)
+        .ok_or_else(|| corrupt("version", "overflow"))?;
+    let r = CallRecord::new(call, next)?;
+    let expected = version_to_db(call.version)?;
+    let facts = facts_without_nul(&r.facts)?;
+    let legs = leg_records(call);
+    // One statement, so one round trip and atomic without BEGIN/COMMIT:
+    // the versioned UPDATE takes the row lock; the leg upserts and the
+    // event inserts read its output, so they happen only if it matched,
+    // and events get their ids after the lock (in commit order).
+    let updated = sqlx::query_scalar::<_, i64>(COMMIT_SQL)
+        .bind(r.id)
+        .bind(expected)
+        .bind(r.widget_id)
+        .bind(r.activist_name)
+        .bind(r.activist_first_name)
+        .bind(r.activist_last_name)
+        .bind(r.activist_email)
+        .bind(r.from_phone_number)
+        .bind(r.from_call_sid)
+        .bind(r.to_phone_number)
+        .bind(r.to_call_sid)
+        .bind(r.target_name)
+        .bind(r.target_caller_id)
+        .bind(r.conference_sid)
+        .bind(r.state)
+        .bind(r.settled)
+        .bind(r.connected_secs)
+        .bind(&facts)
+        .bind(r.version)
+        .bind(r.created_at)
+        .bind(r.updated_at)
+        .bind(legs.iter().map(|l| l.sid).collect::<Vec<_>>())
+        .bind(legs.iter().map(|l| l.leg).collect::<Vec<_>>())
+        .bind(legs.iter().map(|l| l.status).collect::<Vec<_>>())
+        .bind(legs.iter().map(|l| l.answered_by).collect::<Vec<_>>())
+        .bind(legs.iter().map(|l| l.from_phone_number).collect::<Vec<_>>())
+        .bind(legs.iter().map(|l| l.to_phone_number).collect::<Vec<_>>())
+        .bind(legs.iter().map(|l| l.duration_secs).collect::<Vec<_>>())
+        .bind(legs.iter().map(|l| l.sip_response_code).collect::<Vec<_>>())
+        .bind(legs.iter().map(|l| l.error_code).collect::<Vec<_>>())
+        .bind(
+            legs.iter()
+                .map(|l| l.error_message.map(without_nul))
+                .collect::<Vec<_>>(),
+        )
+        .bind(legs.iter().map(|l| l.ringing_at).collect::<Vec<_>>())
+        .bind(legs.iter().map(|l| l.answered_at).collect::<Vec<_>>())
+        .bind(legs.iter().map(|l| l.ended_at).collect::<Vec<_>>())
+        .bind(
+            events
+                .iter()
+                .map(|e| e.leg_id.as_deref().map(without_nul))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            events
+                .iter()
+                .map(|e| without_nul(&e.kind))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            events
+                .iter()
+                .map(|e| without_nul(&e.payload))
+                .collect::<Vec<_>>(),
+        )
+        .bind(events.iter().map(|e| e.sequence_number).collect::<Vec<_>>())
+        .bind(
+            events
+                .iter()
+                .map(|e| truncate_micros(e.received_at))
+                .collect::<Vec<_>>(),
+        )
+        .bind(r.funnel_stage)
+        .fetch_one(pool)
+        .await
+        .map_err(commit_error)?;
+    if updated == 0 {
+        return Err(missed_commit(pool, call).await);
+    }
+    Ok(next)
+}
+
+/// Why `call`'s versioned update matched no row: [`StoreError::Conflict`]
+/// if the call exists (its version moved), else [`StoreError::NotFound`].
+pub(crate) async fn missed_commit(pool: &PgPool, call: &Call) -> StoreError {
+    let exists = sqlx::query_scalar::<_, i64>("SELECT version FROM phone_calls WHERE id = $1")
+        .bind(call.id.as_uuid())
+        .fetch_optional(pool)
+        .await;
+    match exists {
+        Ok(Some(_)) => {
+            tracing::debug!(call_id = %call.id, "commit lost a version race");
+            StoreError::Conflict
+        }
+        Ok(None) => StoreError::NotFound,
+        Err(e) => db(e),
     }
 }
 

@@ -1,0 +1,358 @@
+//! Group commit: [`PgCallStore::commit`]s of different calls that arrive
+//! together share one statement.
+//!
+//! Most of PostgreSQL's cost of a commit is per statement and per
+//! transaction (protocol messages, planning and executor start-up, the
+//! snapshot, the commit record and its WAL flush), not per row. So a store
+//! that sees several commits waiting sends them as one `UPDATE … FROM
+//! unnest(…)` with the legs' upserts and the events' inserts fed by its
+//! output, exactly like the single-call statement, and each caller learns
+//! its own outcome:
+//!
+//! - A few batches run at a time (at most [`GroupCommit::in_flight`], a
+//!   quarter of the pool, 1 to 4); a commit that finds a batch slot free is
+//!   sent at once, alone, through the single-call statement. So nothing
+//!   ever waits for a timer: batches form only while the slots are busy,
+//!   from the commits that queued meanwhile (at most [`MAX_BATCH`]).
+//! - Each call's `UPDATE` keeps its own version check: a call whose version
+//!   moved is not written (and neither are its legs or events) and its
+//!   caller gets [`StoreError::Conflict`] (or [`StoreError::NotFound`]),
+//!   while the rest of the batch commits.
+//! - A batch is one transaction: it commits as a whole, and a statement
+//!   error (a deadlock, a value PostgreSQL refuses, a lost connection) writes
+//!   nothing; then every call of the batch is committed again on its own, so
+//!   one bad commit never fails the others and each caller gets its own
+//!   error.
+//! - Calls are written in id order, so two batches lock their rows in the
+//!   same order. Only commits that neither settle a call nor change a
+//!   settled one are grouped: those are the ones that touch the results
+//!   rollup, whose shared rows two batches could lock in opposite orders.
+//! - Two commits of one call never share a batch (the second is sent on its
+//!   own after the batch); a commit whose caller gave up while it queued
+//!   (its future was dropped, e.g. by a request deadline) is not sent.
+//!
+//! A commit's caller may give up after its batch was sent; as with a single
+//! statement, the commit may then still have been made.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use bonde_pressure_core::Call;
+use bonde_pressure_core::ports::{RawEvent, StoreError};
+use sqlx::postgres::PgPool;
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use uuid::Uuid;
+
+use crate::codec::{CallRecord, leg_records, truncate_micros, version_to_db};
+use crate::postgres::{commit_error, commit_one, facts_without_nul, missed_commit, without_nul};
+
+/// Commits per batch, at most.
+pub(crate) const MAX_BATCH: usize = 64;
+
+/// The grouped form of `commit`'s statement: the calls' columns as arrays
+/// ($1 id, $2 expected version, $3–$22 the columns), the legs' with the id
+/// of their call ($23–$36), the events' likewise ($37–$42). Returns the ids
+/// of the calls whose version matched (the others wrote nothing).
+const COMMIT_MANY_SQL: &str = "\
+WITH i AS ( \
+    SELECT * FROM UNNEST($1::uuid[], $2::int8[], $3::int8[], $4::text[], $5::text[], \
+        $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], \
+        $12::text[], $13::text[], $14::text[], $15::text[], $16::bool[], $17::int8[], \
+        $18::text[], $19::int8[], $20::timestamptz[], $21::timestamptz[], $22::int2[]) \
+        WITH ORDINALITY AS i(id, expected, widget_id, activist_name, activist_first_name, \
+        activist_last_name, activist_email, from_phone_number, from_call_sid, \
+        to_phone_number, to_call_sid, target_name, target_caller_id, conference_sid, state, \
+        settled, connected_secs, facts, version, created_at, updated_at, funnel_stage, ord) \
+), upd AS ( \
+    UPDATE phone_calls p SET widget_id = i.widget_id, activist_name = i.activist_name, \
+        activist_first_name = i.activist_first_name, activist_last_name = i.activist_last_name, \
+        activist_email = i.activist_email, from_phone_number = i.from_phone_number, \
+        from_call_sid = i.from_call_sid, to_phone_number = i.to_phone_number, \
+        to_call_sid = i.to_call_sid, target_name = i.target_name, \
+        target_caller_id = i.target_caller_id, conference_sid = i.conference_sid, \
+        state = i.state, settled = i.settled, connected_secs = i.connected_secs, \
+        facts = i.facts::jsonb, version = i.version, created_at = i.created_at, \
+        updated_at = i.updated_at, funnel_stage = i.funnel_stage \
+    FROM i WHERE p.id = i.id AND p.version = i.expected \
+    RETURNING p.id, p.updated_at \
+), legs AS ( \
+    INSERT INTO twilio_calls (sid, phone_call_id, leg, status, answered_by, from_phone_number, \
+        to_phone_number, duration_secs, sip_response_code, error_code, error_message, \
+        ringing_at, answered_at, ended_at, created_at, updated_at) \
+    SELECT l.sid, upd.id, l.leg, l.status, l.answered_by, l.from_phone_number, \
+        l.to_phone_number, l.duration_secs, l.sip_response_code, l.error_code, \
+        l.error_message, l.ringing_at, l.answered_at, l.ended_at, upd.updated_at, \
+        upd.updated_at \
+    FROM upd JOIN UNNEST($23::uuid[], $24::text[], $25::text[], $26::text[], $27::text[], \
+        $28::text[], $29::text[], $30::int8[], $31::int4[], $32::int8[], $33::text[], \
+        $34::timestamptz[], $35::timestamptz[], $36::timestamptz[]) \
+        AS l(call_id, sid, leg, status, answered_by, from_phone_number, to_phone_number, \
+        duration_secs, sip_response_code, error_code, error_message, ringing_at, \
+        answered_at, ended_at) ON l.call_id = upd.id \
+    ON CONFLICT (sid) DO UPDATE SET phone_call_id = EXCLUDED.phone_call_id, \
+        leg = EXCLUDED.leg, status = EXCLUDED.status, answered_by = EXCLUDED.answered_by, \
+        from_phone_number = EXCLUDED.from_phone_number, \
+        to_phone_number = EXCLUDED.to_phone_number, duration_secs = EXCLUDED.duration_secs, \
+        sip_response_code = EXCLUDED.sip_response_code, error_code = EXCLUDED.error_code, \
+        error_message = EXCLUDED.error_message, ringing_at = EXCLUDED.ringing_at, \
+        answered_at = EXCLUDED.answered_at, ended_at = EXCLUDED.ended_at, \
+        updated_at = EXCLUDED.updated_at \
+), ev AS ( \
+    INSERT INTO twilio_call_events (phone_call_id, call_sid, kind, payload, sequence_number, \
+        received_at) \
+    SELECT upd.id, e.call_sid, e.kind, e.payload, e.sequence_number, e.received_at \
+    FROM upd JOIN UNNEST($37::uuid[], $38::text[], $39::text[], $40::text[], $41::int8[], \
+        $42::timestamptz[]) WITH ORDINALITY \
+        AS e(call_id, call_sid, kind, payload, sequence_number, received_at, ord) \
+        ON e.call_id = upd.id \
+    ORDER BY e.ord \
+) \
+SELECT id FROM upd";
+
+/// One commit waiting for its batch.
+struct Pending {
+    call: Call,
+    events: Vec<RawEvent>,
+    reply: oneshot::Sender<Result<u64, StoreError>>,
+}
+
+/// A store's group commit: the queue and the task that sends batches.
+#[derive(Debug)]
+pub(crate) struct GroupCommit {
+    pool: PgPool,
+    in_flight: usize,
+    tx: OnceLock<mpsc::UnboundedSender<Pending>>,
+    /// Commits written by a statement of two or more.
+    grouped: Arc<AtomicU64>,
+}
+
+impl GroupCommit {
+    /// Group commit on `pool`: batches in flight at once, a quarter of its
+    /// connections (1 to 4), so reads and event appends keep the rest.
+    pub(crate) fn new(pool: PgPool) -> Self {
+        let in_flight = (pool.options().get_max_connections() as usize / 4).clamp(1, 4);
+        Self {
+            pool,
+            in_flight,
+            tx: OnceLock::new(),
+            grouped: Arc::default(),
+        }
+    }
+
+    /// Commits written by a statement of two or more so far.
+    pub(crate) fn grouped(&self) -> u64 {
+        self.grouped.load(Ordering::Relaxed)
+    }
+
+    /// Whether `call`'s commit may be grouped: it neither settles the call
+    /// nor changes a settled one (those touch the shared rollup rows).
+    pub(crate) fn groups(call: &Call) -> bool {
+        !call.is_settled()
+    }
+
+    /// Commits `call` with `events` in the next batch (sent at once if a
+    /// batch slot is free); the new version, as [`commit_one`] returns it.
+    pub(crate) async fn commit(&self, call: &Call, events: &[RawEvent]) -> Result<u64, StoreError> {
+        let tx = self.tx.get_or_init(|| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            tokio::spawn(dispatch(
+                self.pool.clone(),
+                rx,
+                Arc::new(Semaphore::new(self.in_flight)),
+                self.grouped.clone(),
+            ));
+            tx
+        });
+        let (reply, outcome) = oneshot::channel();
+        let pending = Pending {
+            call: call.clone(),
+            events: events.to_vec(),
+            reply,
+        };
+        if let Err(mpsc::error::SendError(pending)) = tx.send(pending) {
+            // The task is gone (its runtime shut down): commit here.
+            return commit_one(&self.pool, &pending.call, &pending.events).await;
+        }
+        outcome
+            .await
+            .unwrap_or_else(|_| Err(StoreError::backend(BatchLost)))
+    }
+}
+
+/// A batch's task ended without answering (it panicked).
+#[derive(Debug, thiserror::Error)]
+#[error("the group commit's batch ended without an outcome")]
+struct BatchLost;
+
+/// Takes a batch slot, then everything queued (up to [`MAX_BATCH`]), and
+/// sends it; ends when the store is dropped.
+async fn dispatch(
+    pool: PgPool,
+    mut rx: mpsc::UnboundedReceiver<Pending>,
+    slots: Arc<Semaphore>,
+    grouped: Arc<AtomicU64>,
+) {
+    let mut queued = Vec::with_capacity(MAX_BATCH);
+    loop {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        if rx.recv_many(&mut queued, MAX_BATCH).await == 0 {
+            return;
+        }
+        let batch: Vec<Pending> = queued.drain(..).filter(|p| !p.reply.is_closed()).collect();
+        if batch.is_empty() {
+            continue;
+        }
+        let pool = pool.clone();
+        let grouped = grouped.clone();
+        tokio::spawn(async move {
+            run(&pool, batch, &grouped).await;
+            drop(slot);
+        });
+    }
+}
+
+/// Commits `batch` and answers each caller.
+async fn run(pool: &PgPool, mut batch: Vec<Pending>, grouped_total: &AtomicU64) {
+    if batch.len() == 1 {
+        let p = batch.pop().expect("one commit");
+        let outcome = commit_one(pool, &p.call, &p.events).await;
+        let _ = p.reply.send(outcome);
+        return;
+    }
+    // In id order (rows locked in the same order by every batch); a second
+    // commit of one call waits for the batch.
+    batch.sort_by_key(|p| p.call.id.as_uuid());
+    let mut later = Vec::new();
+    let mut grouped: Vec<Pending> = Vec::with_capacity(batch.len());
+    for p in batch {
+        if grouped.last().is_some_and(|q| q.call.id == p.call.id) {
+            later.push(p);
+        } else {
+            grouped.push(p);
+        }
+    }
+    match commit_many(pool, &grouped).await {
+        Ok(written) => {
+            grouped_total.fetch_add(written.len() as u64, Ordering::Relaxed);
+            for p in grouped {
+                let outcome = if written.contains(&p.call.id.as_uuid()) {
+                    Ok(p.call.version + 1)
+                } else {
+                    Err(missed_commit(pool, &p.call).await)
+                };
+                let _ = p.reply.send(outcome);
+            }
+        }
+        Err(error) => {
+            tracing::debug!(%error, calls = grouped.len(), "group commit failed; committing its calls one by one");
+            later.extend(grouped);
+        }
+    }
+    // One at a time would make a failed batch's callers wait for each
+    // other (each up to the pool's acquire timeout): concurrently instead;
+    // commits of one call still go in order.
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut chains: Vec<Vec<Pending>> = Vec::new();
+    for p in later {
+        match chains.iter_mut().find(|c| c[0].call.id == p.call.id) {
+            Some(chain) => chain.push(p),
+            None => chains.push(vec![p]),
+        }
+    }
+    for chain in chains {
+        let pool = pool.clone();
+        tasks.spawn(async move {
+            for p in chain {
+                let outcome = commit_one(&pool, &p.call, &p.events).await;
+                let _ = p.reply.send(outcome);
+            }
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+}
+
+/// Sends `batch` (distinct calls, in id order) as one statement; the ids of
+/// the calls written.
+async fn commit_many(pool: &PgPool, batch: &[Pending]) -> Result<HashSet<Uuid>, StoreError> {
+    let mut calls = Vec::with_capacity(batch.len());
+    let mut expected = Vec::with_capacity(batch.len());
+    let mut facts = Vec::with_capacity(batch.len());
+    for p in batch {
+        let next = p
+            .call
+            .version
+            .checked_add(1)
+            .ok_or_else(|| crate::codec::corrupt("version", "overflow"))?;
+        let r = CallRecord::new(&p.call, next)?;
+        expected.push(version_to_db(p.call.version)?);
+        facts.push(facts_without_nul(&r.facts)?.into_owned());
+        calls.push(r);
+    }
+    let legs: Vec<_> = batch
+        .iter()
+        .flat_map(|p| {
+            leg_records(&p.call)
+                .into_iter()
+                .map(move |l| (p.call.id.as_uuid(), l))
+        })
+        .collect();
+    let events: Vec<_> = batch
+        .iter()
+        .flat_map(|p| p.events.iter().map(move |e| (p.call.id.as_uuid(), e)))
+        .collect();
+    macro_rules! col {
+        ($items:expr, |$x:pat_param| $e:expr) => {
+            $items.iter().map(|$x| $e).collect::<Vec<_>>()
+        };
+    }
+    let rows = sqlx::query_scalar::<_, Uuid>(COMMIT_MANY_SQL)
+        .bind(col!(calls, |r| r.id))
+        .bind(&expected)
+        .bind(col!(calls, |r| r.widget_id))
+        .bind(col!(calls, |r| r.activist_name))
+        .bind(col!(calls, |r| r.activist_first_name))
+        .bind(col!(calls, |r| r.activist_last_name))
+        .bind(col!(calls, |r| r.activist_email))
+        .bind(col!(calls, |r| r.from_phone_number))
+        .bind(col!(calls, |r| r.from_call_sid))
+        .bind(col!(calls, |r| r.to_phone_number))
+        .bind(col!(calls, |r| r.to_call_sid))
+        .bind(col!(calls, |r| r.target_name))
+        .bind(col!(calls, |r| r.target_caller_id))
+        .bind(col!(calls, |r| r.conference_sid))
+        .bind(col!(calls, |r| r.state))
+        .bind(col!(calls, |r| r.settled))
+        .bind(col!(calls, |r| r.connected_secs))
+        .bind(&facts)
+        .bind(col!(calls, |r| r.version))
+        .bind(col!(calls, |r| r.created_at))
+        .bind(col!(calls, |r| r.updated_at))
+        .bind(col!(calls, |r| r.funnel_stage))
+        .bind(col!(legs, |(id, _)| *id))
+        .bind(col!(legs, |(_, l)| l.sid))
+        .bind(col!(legs, |(_, l)| l.leg))
+        .bind(col!(legs, |(_, l)| l.status))
+        .bind(col!(legs, |(_, l)| l.answered_by))
+        .bind(col!(legs, |(_, l)| l.from_phone_number))
+        .bind(col!(legs, |(_, l)| l.to_phone_number))
+        .bind(col!(legs, |(_, l)| l.duration_secs))
+        .bind(col!(legs, |(_, l)| l.sip_response_code))
+        .bind(col!(legs, |(_, l)| l.error_code))
+        .bind(col!(legs, |(_, l)| l.error_message.map(without_nul)))
+        .bind(col!(legs, |(_, l)| l.ringing_at))
+        .bind(col!(legs, |(_, l)| l.answered_at))
+        .bind(col!(legs, |(_, l)| l.ended_at))
+        .bind(col!(events, |(id, _)| *id))
+        .bind(col!(events, |(_, e)| e.leg_id.as_deref().map(without_nul)))
+        .bind(col!(events, |(_, e)| without_nul(&e.kind)))
+        .bind(col!(events, |(_, e)| without_nul(&e.payload)))
+        .bind(col!(events, |(_, e)| e.sequence_number))
+        .bind(col!(events, |(_, e)| truncate_micros(e.received_at)))
+        .fetch_all(pool)
+        .await
+        .map_err(commit_error)?;
+    Ok(rows.into_iter().collect())
+}

@@ -1,0 +1,312 @@
+//! PostgreSQL group commit: commits of different calls that queue while a
+//! batch slot is busy are sent as one statement, and every caller still
+//! gets its own outcome. The slot is held deterministically: a transaction
+//! on another connection locks one call's row, so that call's commit (sent
+//! alone, the slot being free) waits, and everything sent meanwhile queues.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bonde_pressure_core::ports::{CallStore, RawEvent, StoreError};
+use bonde_pressure_core::{Call, CallId};
+use bonde_pressure_store::PgCallStore;
+use bonde_pressure_store::conformance::{Outcome, at, lifecycle, new_call, raw_event};
+use common::with_fresh_postgres;
+use sqlx::postgres::PgPoolOptions;
+use sqlx::{Connection, PgConnection, PgPool};
+use tokio::task::JoinHandle;
+
+/// `call` taken to "activist ringing" (a leg with its id and status).
+fn ringing(call: &Call) -> Call {
+    let mut next = call.clone();
+    for (i, e) in lifecycle(Outcome::ActivistRinging, at(0))
+        .iter()
+        .enumerate()
+    {
+        next = next.apply(e, at(i as i64 + 1)).0;
+    }
+    assert!(!next.is_settled());
+    next
+}
+
+fn payload(call: &Call, what: &str) -> RawEvent {
+    raw_event(
+        "status-callback",
+        None,
+        &format!("call={}&{what}", call.id),
+        Some(1),
+    )
+}
+
+/// A store whose pool allows one batch in flight (4 connections).
+async fn one_slot_store(pool: &PgPool) -> Arc<PgCallStore> {
+    let small = PgPoolOptions::new()
+        .max_connections(4)
+        .connect_with((*pool.connect_options()).clone())
+        .await
+        .expect("connect");
+    let store = PgCallStore::from_pool(small);
+    store.migrate().await.expect("migrate");
+    Arc::new(store)
+}
+
+/// Creates `n` new calls.
+async fn created(store: &PgCallStore, n: usize) -> Vec<Call> {
+    let mut calls = Vec::with_capacity(n);
+    for _ in 0..n {
+        let call = new_call(31, at(0));
+        store.create(&call).await.expect("create");
+        calls.push(call);
+    }
+    calls
+}
+
+/// Holds `call`'s row locked on its own connection until dropped (rolled
+/// back) or released.
+struct RowLock(PgConnection);
+
+impl RowLock {
+    async fn take(pool: &PgPool, call: &Call) -> Self {
+        let mut conn = PgConnection::connect_with(&pool.connect_options())
+            .await
+            .expect("connect");
+        sqlx::query("BEGIN").execute(&mut conn).await.unwrap();
+        sqlx::query("SELECT 1 FROM phone_calls WHERE id = $1 FOR UPDATE")
+            .bind(call.id.as_uuid())
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        Self(conn)
+    }
+
+    async fn release(mut self) {
+        sqlx::query("COMMIT").execute(&mut self.0).await.unwrap();
+        self.0.close().await.unwrap();
+    }
+}
+
+fn commit(
+    store: &Arc<PgCallStore>,
+    call: Call,
+    events: Vec<RawEvent>,
+) -> JoinHandle<Result<u64, StoreError>> {
+    let store = store.clone();
+    tokio::spawn(async move { store.commit(&call, &events).await })
+}
+
+/// Sends the blocked call's commit (it takes the only slot and waits for
+/// the row lock), then gives it time to be sent.
+async fn hold_the_slot(
+    store: &Arc<PgCallStore>,
+    blocked: &Call,
+) -> JoinHandle<Result<u64, StoreError>> {
+    let handle = commit(store, ringing(blocked), vec![payload(blocked, "blocked")]);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !handle.is_finished(),
+        "the blocked commit waits for the row lock"
+    );
+    handle
+}
+
+async fn payloads(store: &PgCallStore, id: CallId) -> Vec<String> {
+    store
+        .events(id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.raw.payload)
+        .collect()
+}
+
+async fn legs(pool: &PgPool, id: CallId) -> i64 {
+    sqlx::query_scalar("SELECT COUNT(*) FROM twilio_calls WHERE phone_call_id = $1")
+        .bind(id.as_uuid())
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_commits_share_one_statement_and_keep_their_own_outcomes() {
+    with_fresh_postgres(async |_store, pool| {
+        let store = one_slot_store(&pool).await;
+        let calls = created(&store, 23).await;
+        let (blocked, rest) = calls.split_first().unwrap();
+        let (good, rest) = rest.split_at(20);
+        let (stale, gone) = (&rest[0], &rest[1]);
+        let lock = RowLock::take(&pool, blocked).await;
+        let first = hold_the_slot(&store, blocked).await;
+
+        let next: Vec<Call> = good.iter().map(ringing).collect();
+        let queued: Vec<_> = next
+            .iter()
+            .map(|c| commit(&store, c.clone(), vec![payload(c, "good")]))
+            .collect();
+        // A commit from a version that is not the stored one: refused.
+        let mut from_stale = ringing(stale);
+        from_stale.version = 7;
+        let refused = commit(&store, from_stale, vec![payload(stale, "stale")]);
+        // A call that was never created.
+        let unknown = commit(&store, ringing(&new_call(31, at(0))), vec![]);
+        // A caller that gives up while its commit queues: never sent.
+        let gave_up = {
+            let store = store.clone();
+            let call = ringing(gone);
+            let events = vec![payload(gone, "gave-up")];
+            tokio::time::timeout(Duration::from_millis(50), async move {
+                store.commit(&call, &events).await
+            })
+            .await
+        };
+        assert!(gave_up.is_err(), "still queued after 50 ms");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(
+            store.grouped_commits(),
+            0,
+            "nothing sent while the slot is held"
+        );
+        lock.release().await;
+
+        assert_eq!(first.await.unwrap().unwrap(), 1);
+        for (call, handle) in next.iter().zip(queued) {
+            assert_eq!(handle.await.unwrap().unwrap(), 1);
+            let got = store.get(call.id).await.unwrap().unwrap();
+            assert_eq!(got, call.clone().with_version(1));
+            assert_eq!(
+                payloads(&store, call.id).await,
+                vec![format!("call={}&good", call.id)]
+            );
+            assert_eq!(legs(&pool, call.id).await, 1, "the activist's leg upserted");
+        }
+        assert!(matches!(refused.await.unwrap(), Err(StoreError::Conflict)));
+        assert!(
+            payloads(&store, stale.id).await.is_empty(),
+            "a refused commit stores nothing"
+        );
+        assert_eq!(legs(&pool, stale.id).await, 0);
+        assert!(matches!(unknown.await.unwrap(), Err(StoreError::NotFound)));
+        assert_eq!(store.get(gone.id).await.unwrap().unwrap().version, 0);
+        assert!(payloads(&store, gone.id).await.is_empty());
+        // The 20 good commits went together (the refused ones wrote nothing).
+        assert_eq!(store.grouped_commits(), 20);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_the_database_refuses_is_committed_call_by_call() {
+    with_fresh_postgres(async |_store, pool| {
+        let store = one_slot_store(&pool).await;
+        let calls = created(&store, 11).await;
+        let (blocked, rest) = calls.split_first().unwrap();
+        let lock = RowLock::take(&pool, blocked).await;
+        let first = hold_the_slot(&store, blocked).await;
+        // Two calls claiming one leg id: one statement cannot upsert that
+        // leg twice, so PostgreSQL refuses the whole batch.
+        let mut next: Vec<Call> = rest.iter().map(ringing).collect();
+        next[1].facts.activist.leg_id = next[0].facts.activist.leg_id.clone();
+        let queued: Vec<_> = next
+            .iter()
+            .map(|c| commit(&store, c.clone(), vec![payload(c, "queued")]))
+            .collect();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        lock.release().await;
+
+        assert_eq!(first.await.unwrap().unwrap(), 1);
+        for (call, handle) in next.iter().zip(queued) {
+            assert_eq!(
+                handle.await.unwrap().unwrap(),
+                1,
+                "each committed on its own"
+            );
+            assert_eq!(
+                store.get(call.id).await.unwrap().unwrap(),
+                call.clone().with_version(1)
+            );
+            assert_eq!(
+                payloads(&store, call.id).await,
+                vec![format!("call={}&queued", call.id)]
+            );
+        }
+        assert_eq!(store.grouped_commits(), 0);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_commits_of_one_call_never_share_a_batch() {
+    with_fresh_postgres(async |_store, pool| {
+        let store = one_slot_store(&pool).await;
+        let calls = created(&store, 3).await;
+        let (blocked, x, y) = (&calls[0], &calls[1], &calls[2]);
+        let lock = RowLock::take(&pool, blocked).await;
+        let first = hold_the_slot(&store, blocked).await;
+        // Both from version 0 of x: only one can be the next version.
+        let a = commit(&store, ringing(x), vec![payload(x, "a")]);
+        let b = commit(&store, ringing(x), vec![payload(x, "b")]);
+        let other = commit(&store, ringing(y), vec![payload(y, "y")]);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        lock.release().await;
+
+        assert_eq!(first.await.unwrap().unwrap(), 1);
+        assert_eq!(other.await.unwrap().unwrap(), 1);
+        let outcomes = [a.await.unwrap(), b.await.unwrap()];
+        assert_eq!(
+            outcomes.iter().filter(|o| matches!(o, Ok(1))).count(),
+            1,
+            "{outcomes:?}"
+        );
+        assert_eq!(
+            outcomes
+                .iter()
+                .filter(|o| matches!(o, Err(StoreError::Conflict)))
+                .count(),
+            1,
+            "{outcomes:?}"
+        );
+        assert_eq!(
+            payloads(&store, x.id).await.len(),
+            1,
+            "only the winner's payload"
+        );
+        assert_eq!(store.get(x.id).await.unwrap().unwrap().version, 1);
+        assert_eq!(
+            store.grouped_commits(),
+            2,
+            "x's first commit and y's went together"
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_grouping_off_every_commit_is_its_own_statement() {
+    with_fresh_postgres(async |_store, pool| {
+        let store = Arc::new(
+            Arc::try_unwrap(one_slot_store(&pool).await)
+                .unwrap()
+                .group_commits(false),
+        );
+        let calls = created(&store, 9).await;
+        let (blocked, rest) = calls.split_first().unwrap();
+        let lock = RowLock::take(&pool, blocked).await;
+        let first = commit(&store, ringing(blocked), vec![]);
+        let queued: Vec<_> = rest
+            .iter()
+            .map(|c| commit(&store, ringing(c), vec![]))
+            .collect();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        // Without a queue, the other calls' commits did not wait.
+        for handle in queued {
+            assert_eq!(handle.await.unwrap().unwrap(), 1);
+        }
+        assert!(!first.is_finished());
+        lock.release().await;
+        assert_eq!(first.await.unwrap().unwrap(), 1);
+        assert_eq!(store.grouped_commits(), 0);
+    })
+    .await;
+}
