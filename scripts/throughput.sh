@@ -31,7 +31,8 @@
 #    lasts: 3 × CALLS callbacks), the same callbacks after 3 s of status
 #    polls over every call (the pages' polling, which fills the server's call
 #    cache: commits then skip the read), the same signed callback repeated on one
-#    call, POST /v1/phone/dial/{id} (TwiML); and pgbench on the store's SQL
+#    call, POST /v1/phone/dial/{id} (TwiML), the random callbacks again with
+#    group commit off (PG_GROUP_COMMITS=false: the A/B); and pgbench on the store's SQL
 #    for a callback that commits (callback.pgbench) and for a duplicate
 #    (duplicate.pgbench: read + append);
 # 4. prints the medians and ratios as Markdown, then stops everything it
@@ -149,7 +150,7 @@ start_server() {
     RECONCILE_INTERVAL_SECS=0 RATE_LIMIT_PER_IP=1000000/s RATE_LIMIT_PER_ACTIVIST=1000000/s \
     RATE_LIMIT_PER_TARGET=1000000/s ACTIVIST_CALLS_PER_DAY=0 SHUTDOWN_GRACE_SECS=2 \
     DO_NOT_CALL_HASH_KEY=throughput-benchmark-key \
-    $SERVER_ENV \
+    $SERVER_ENV $scenario_env \
     ${pin[@]+"${pin[@]}"} "$bin") >>"$work/server.log" 2>&1 &
   server_pid=$!
   for _ in $(seq 1 300); do
@@ -185,10 +186,14 @@ results="$work/results.txt" # scenario round rps p99_ms non2xx s503
 : >"$results"
 loads=()
 random_sent=0
+scenario_env=""
 run_wrk() {
   local round="$1" scenario="$2" out="$work/r$1-$2.wrk" list="$2"
   fresh_copy
+  # callback_single: callback_random's list with group commit off (the A/B).
+  if [[ "$scenario" == callback_single ]]; then scenario_env="PG_GROUP_COMMITS=false" list=callback_random; fi
   start_server "$run_db"
+  scenario_env=""
   if [[ "$scenario" == callback_warm ]]; then
     # The calls' pages poll their status (every 2 s in the widget), which
     # puts each call in the server's cache: 3 s of the status list, which
@@ -204,7 +209,7 @@ run_wrk() {
   line="$(grep '^RESULT ' "$out")" || die "no RESULT from wrk; see $out"
   local v
   v() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<" $line"; }
-  if [[ "$scenario" == callback_random || "$scenario" == callback_warm ]]; then random_sent=$(($(v requests) > random_sent ? $(v requests) : random_sent)); fi
+  if [[ "$scenario" == callback_random || "$scenario" == callback_warm || "$scenario" == callback_single ]]; then random_sent=$(($(v requests) > random_sent ? $(v requests) : random_sent)); fi
   echo "$scenario $round $(v rps) $(awk -v us="$(v p99_us)" 'BEGIN {printf "%.1f", us / 1000}') \
 $(($(v non2xx) + $(v socket_errors))) $(v s503)" >>"$results"
 }
@@ -230,6 +235,7 @@ for round in $(seq 1 "$ROUNDS"); do
   run_wrk "$round" status
   run_wrk "$round" callback_random
   run_pgbench "$round" pg_commit callback.pgbench
+  run_wrk "$round" callback_single
   run_wrk "$round" callback_warm
   run_wrk "$round" callback_repeat
   run_pgbench "$round" pg_append duplicate.pgbench
@@ -268,6 +274,7 @@ row healthz '`GET /healthz`'
 row status '`GET /v1/phone/status/{id}` (random calls)'
 row callback_random 'status-callback on random calls'
 row pg_commit 'pgbench: the store'"'"'s read + commit (`callback.pgbench`)'
+row callback_single 'status-callback on random calls, group commit off (`PG_GROUP_COMMITS=false`)'
 row callback_warm 'status-callback on random calls, cache warmed by the pages'"'"' polling'
 row callback_repeat 'the same callback repeated on one call'
 row pg_append 'pgbench: the store'"'"'s read + append (`duplicate.pgbench`)'
@@ -277,6 +284,7 @@ echo "| ratio | median of the rounds' ratios (per round) |"
 echo "|---|---|"
 echo "| status-callback on random calls / pgbench read + commit (goal ≥ 0.8) | $(ratio callback_random pg_commit) |"
 echo "| status-callback, warm cache / pgbench read + commit (goal ≥ 0.8) | $(ratio callback_warm pg_commit) |"
+echo "| status-callback, group commit off / pgbench read + commit | $(ratio callback_single pg_commit) |"
 echo "| repeated callback / pgbench read + append | $(ratio callback_repeat pg_append) |"
 echo "| repeated callback / callbacks on random calls (goal ≈ 1) | $(ratio callback_repeat callback_random) |"
 echo "| \`GET /status\` / \`GET /healthz\` (goal ≥ 0.5) | $(ratio status healthz) |"
