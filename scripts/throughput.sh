@@ -55,6 +55,8 @@ die() {
 }
 [[ "$DURATION" =~ ^[0-9]+s$ ]] || die "DURATION must be seconds, like 15s (got $DURATION)"
 secs="${DURATION%s}"
+# Settings one scenario adds to the server's (see run_wrk).
+scenario_env=""
 for tool in wrk pgbench psql curl cargo; do
   command -v "$tool" >/dev/null || die "$tool not found"
 done
@@ -186,7 +188,6 @@ results="$work/results.txt" # scenario round rps p99_ms non2xx s503
 : >"$results"
 loads=()
 random_sent=0
-scenario_env=""
 run_wrk() {
   local round="$1" scenario="$2" out="$work/r$1-$2.wrk" list="$2"
   fresh_copy
