@@ -1,4 +1,4 @@
-//! Group commit: [`PgCallStore::commit`]s of different calls that arrive
+//! Group commit: `PgCallStore::commit`s of different calls that arrive
 //! together share one statement.
 //!
 //! Most of PostgreSQL's cost of a commit is per statement and per
@@ -9,32 +9,44 @@
 //! output, exactly like the single-call statement, and each caller learns
 //! its own outcome:
 //!
-//! - A few batches run at a time (at most [`GroupCommit::in_flight`], a
-//!   quarter of the pool, 1 to 4); a commit that finds a batch slot free is
-//!   sent at once, alone, through the single-call statement. So nothing
-//!   ever waits for a timer: batches form only while the slots are busy,
-//!   from the commits that queued meanwhile (at most [`MAX_BATCH`]).
-//! - Each call's `UPDATE` keeps its own version check: a call whose version
-//!   moved is not written (and neither are its legs or events) and its
-//!   caller gets [`StoreError::Conflict`] (or [`StoreError::NotFound`]),
-//!   while the rest of the batch commits.
-//! - A batch is one transaction: it commits as a whole, and a statement
-//!   error (a deadlock, a value PostgreSQL refuses, a lost connection) writes
-//!   nothing; then every call of the batch is committed again on its own, so
-//!   one bad commit never fails the others and each caller gets its own
-//!   error.
-//! - Calls are written in id order, so two batches lock their rows in the
-//!   same order. Only commits that neither settle a call nor change a
-//!   settled one are grouped: those are the ones that touch the results
-//!   rollup, whose shared rows two batches could lock in opposite orders.
-//! - Two commits of one call never share a batch (the second is sent on its
-//!   own after the batch); a commit whose caller gave up while it queued
-//!   (its future was dropped, e.g. by a request deadline) is not sent.
+//! - A few statements run at a time (batch slots: a quarter of the pool, 1
+//!   to 4); a commit that finds a slot free is sent at once (a statement of
+//!   one call). So nothing ever waits for a timer: batches form only while
+//!   the slots are busy, from the commits that queued meanwhile (at most
+//!   [`MAX_BATCH`]).
+//! - Each call keeps its own version check: a call whose version moved is
+//!   not written (nor its legs or events) and its caller gets
+//!   [`StoreError::Conflict`] (or [`StoreError::NotFound`]), while the rest
+//!   of the batch commits.
+//! - The statement first locks the rows it will write in id order, skipping
+//!   rows another transaction holds (`FOR NO KEY UPDATE SKIP LOCKED`) and
+//!   rows of settled calls. A skipped call is committed alone after its
+//!   batch, outside the batch slot: a locked row makes only its own call
+//!   wait, never the batch or the commits queued behind it, and two batches
+//!   never wait on each other. Commits that settle a call are not queued at
+//!   all (one statement each, as without grouping); with the settled rows
+//!   skipped, a grouped statement never touches the results rollup (whose
+//!   triggers fire only when a call is or becomes settled), whose shared
+//!   rows two transactions could lock in opposite orders.
+//! - A statement PostgreSQL refuses (an `ERROR`: the transaction rolled
+//!   back, nothing written — a value it rejects, two calls claiming one leg
+//!   id) is followed by each of its calls committed alone, so one bad commit
+//!   never fails the others and each caller gets its own error. When the
+//!   outcome is unknown (the connection failed during the statement, a
+//!   `FATAL` error), every caller gets [`StoreError::Backend`] and nothing is
+//!   retried here: core then treats each commit as it treats a single
+//!   commit whose answer was lost.
+//! - Two commits of one call never share a statement (the later one goes
+//!   alone after the batch, in arrival order); a commit whose caller gave up
+//!   while it queued (its future was dropped, e.g. by a request deadline) is
+//!   not sent.
 //!
-//! A commit's caller may give up after its batch was sent; as with a single
-//! statement, the commit may then still have been made.
+//! A commit's caller may give up after its statement was sent; as with a
+//! single statement, the commit may then still have been made.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+
+use futures::StreamExt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
@@ -45,25 +57,31 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use uuid::Uuid;
 
 use crate::codec::{CallRecord, leg_records, truncate_micros, version_to_db};
-use crate::postgres::{commit_error, commit_one, facts_without_nul, missed_commit, without_nul};
+use crate::postgres::{commit_error, commit_one, facts_without_nul, without_nul};
 
 /// Commits per batch, at most.
 pub(crate) const MAX_BATCH: usize = 64;
 
 /// The grouped form of `commit`'s statement: the calls' columns as arrays
 /// ($1 id, $2 expected version, $3–$22 the columns), the legs' with the id
-/// of their call ($23–$36), the events' likewise ($37–$42). Returns the ids
-/// of the calls whose version matched (the others wrote nothing).
+/// of their call ($23–$36), the events' likewise ($37–$42). `locked` takes
+/// the rows in id order, skipping rows another transaction holds and
+/// settled calls; returns the ids of the calls written (the others wrote
+/// nothing: moved version, unknown, locked elsewhere or settled).
 const COMMIT_MANY_SQL: &str = "\
 WITH i AS ( \
     SELECT * FROM UNNEST($1::uuid[], $2::int8[], $3::int8[], $4::text[], $5::text[], \
         $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], \
         $12::text[], $13::text[], $14::text[], $15::text[], $16::bool[], $17::int8[], \
         $18::text[], $19::int8[], $20::timestamptz[], $21::timestamptz[], $22::int2[]) \
-        WITH ORDINALITY AS i(id, expected, widget_id, activist_name, activist_first_name, \
+        AS i(id, expected, widget_id, activist_name, activist_first_name, \
         activist_last_name, activist_email, from_phone_number, from_call_sid, \
         to_phone_number, to_call_sid, target_name, target_caller_id, conference_sid, state, \
-        settled, connected_secs, facts, version, created_at, updated_at, funnel_stage, ord) \
+        settled, connected_secs, facts, version, created_at, updated_at, funnel_stage) \
+), locked AS ( \
+    SELECT p.id FROM phone_calls p JOIN i ON p.id = i.id \
+    WHERE p.version = i.expected AND NOT p.settled \
+    ORDER BY p.id FOR NO KEY UPDATE OF p SKIP LOCKED \
 ), upd AS ( \
     UPDATE phone_calls p SET widget_id = i.widget_id, activist_name = i.activist_name, \
         activist_first_name = i.activist_first_name, activist_last_name = i.activist_last_name, \
@@ -74,7 +92,7 @@ WITH i AS ( \
         state = i.state, settled = i.settled, connected_secs = i.connected_secs, \
         facts = i.facts::jsonb, version = i.version, created_at = i.created_at, \
         updated_at = i.updated_at, funnel_stage = i.funnel_stage \
-    FROM i WHERE p.id = i.id AND p.version = i.expected \
+    FROM i, locked WHERE p.id = i.id AND p.id = locked.id AND p.version = i.expected \
     RETURNING p.id, p.updated_at \
 ), legs AS ( \
     INSERT INTO twilio_calls (sid, phone_call_id, leg, status, answered_by, from_phone_number, \
@@ -185,6 +203,16 @@ impl GroupCommit {
 #[error("the group commit's batch ended without an outcome")]
 struct BatchLost;
 
+/// The connection failed while a grouped statement ran: it may or may not
+/// have been committed (each of its callers gets this, as the source of a
+/// [`StoreError::Backend`]).
+#[derive(Debug, thiserror::Error)]
+#[error("the grouped commit's outcome is unknown")]
+struct OutcomeUnknown(#[source] Arc<sqlx::Error>);
+
+/// Commits that go alone after a batch, concurrently at most (per batch).
+const ALONE_AT_ONCE: usize = 4;
+
 /// Takes a batch slot, then everything queued (up to [`MAX_BATCH`]), and
 /// sends it; ends when the store is dropped.
 async fn dispatch(
@@ -208,87 +236,196 @@ async fn dispatch(
         let pool = pool.clone();
         let grouped = grouped.clone();
         tokio::spawn(async move {
-            run(&pool, batch, &grouped).await;
+            let alone = run(&pool, batch, &grouped).await;
+            // The slot is free before the calls that go alone are sent: one
+            // waiting on a row lock holds up nobody else.
             drop(slot);
+            commit_alone(&pool, alone).await;
         });
     }
 }
 
-/// Commits `batch` and answers each caller.
-async fn run(pool: &PgPool, mut batch: Vec<Pending>, grouped_total: &AtomicU64) {
-    if batch.len() == 1 {
-        let p = batch.pop().expect("one commit");
-        let outcome = commit_one(pool, &p.call, &p.events).await;
-        let _ = p.reply.send(outcome);
-        return;
-    }
-    // In id order (rows locked in the same order by every batch); a second
-    // commit of one call waits for the batch.
-    batch.sort_by_key(|p| p.call.id.as_uuid());
-    let mut later = Vec::new();
-    let mut grouped: Vec<Pending> = Vec::with_capacity(batch.len());
-    for p in batch {
-        if grouped.last().is_some_and(|q| q.call.id == p.call.id) {
-            later.push(p);
+/// Sends `batch` (in arrival order) as one statement and answers the
+/// callers whose outcome it settled; returns, in arrival order, the
+/// commits to send alone (a call's second commit, calls the statement
+/// skipped, all of them after a refused statement).
+async fn run(pool: &PgPool, batch: Vec<Pending>, grouped_total: &AtomicU64) -> Vec<Pending> {
+    let mut firsts: Vec<(usize, Pending)> = Vec::with_capacity(batch.len());
+    let mut alone: Vec<(usize, Pending)> = Vec::new();
+    let mut seen = HashSet::with_capacity(batch.len());
+    for (arrival, p) in batch.into_iter().enumerate() {
+        if seen.insert(p.call.id) {
+            firsts.push((arrival, p));
         } else {
-            grouped.push(p);
+            alone.push((arrival, p));
         }
     }
-    match commit_many(pool, &grouped).await {
+    firsts.sort_by_key(|(_, p)| p.call.id.as_uuid());
+    match commit_many(pool, &firsts).await {
         Ok(written) => {
-            grouped_total.fetch_add(written.len() as u64, Ordering::Relaxed);
-            for p in grouped {
-                let outcome = if written.contains(&p.call.id.as_uuid()) {
-                    Ok(p.call.version + 1)
+            if firsts.len() >= 2 {
+                grouped_total.fetch_add(written.len() as u64, Ordering::Relaxed);
+            }
+            let mut missed = Vec::new();
+            for (arrival, p) in firsts {
+                if written.contains(&p.call.id.as_uuid()) {
+                    let _ = p.reply.send(Ok(p.call.version + 1));
                 } else {
-                    Err(missed_commit(pool, &p.call).await)
-                };
-                let _ = p.reply.send(outcome);
+                    missed.push((arrival, p));
+                }
+            }
+            alone.extend(settle_missed(pool, missed).await);
+        }
+        Err(BatchError::Refused(error)) => {
+            tracing::debug!(%error, calls = firsts.len(), "grouped commit refused; committing its calls one by one");
+            alone.extend(firsts);
+        }
+        Err(BatchError::NotSent(error)) => {
+            let error = Arc::new(error);
+            for (_, p) in firsts {
+                let _ = p
+                    .reply
+                    .send(Err(StoreError::backend(Unsent(error.clone()))));
             }
         }
-        Err(error) => {
-            tracing::debug!(%error, calls = grouped.len(), "group commit failed; committing its calls one by one");
-            later.extend(grouped);
+        Err(BatchError::Unknown(error)) => {
+            tracing::warn!(%error, calls = firsts.len(), "grouped commit's outcome unknown");
+            let error = Arc::new(error);
+            for (_, p) in firsts {
+                let _ = p
+                    .reply
+                    .send(Err(StoreError::backend(OutcomeUnknown(error.clone()))));
+            }
         }
     }
-    // One at a time would make a failed batch's callers wait for each
-    // other (each up to the pool's acquire timeout): concurrently instead;
-    // commits of one call still go in order.
-    let mut tasks = tokio::task::JoinSet::new();
+    alone.sort_by_key(|(arrival, _)| *arrival);
+    alone.into_iter().map(|(_, p)| p).collect()
+}
+
+/// The statement was never sent (no connection).
+#[derive(Debug, thiserror::Error)]
+#[error("the grouped commit could not be sent")]
+struct Unsent(#[source] Arc<sqlx::Error>);
+
+/// Answers the calls a statement did not write: `NotFound` if the call does
+/// not exist, `Conflict` if its version moved; returns the ones still at
+/// their expected version (skipped: locked elsewhere or settled), to be
+/// sent alone — and all of them if their versions cannot be read.
+async fn settle_missed(pool: &PgPool, missed: Vec<(usize, Pending)>) -> Vec<(usize, Pending)> {
+    if missed.is_empty() {
+        return missed;
+    }
+    let ids: Vec<Uuid> = missed.iter().map(|(_, p)| p.call.id.as_uuid()).collect();
+    let versions: HashMap<Uuid, i64> = match sqlx::query_as::<_, (Uuid, i64)>(
+        "SELECT id, version FROM phone_calls WHERE id = ANY($1)",
+    )
+    .bind(&ids)
+    .fetch_all(pool)
+    .await
+    {
+        Ok(rows) => rows.into_iter().collect(),
+        Err(error) => {
+            tracing::debug!(%error, "group commit: versions of the calls not written unreadable; committing them alone");
+            return missed;
+        }
+    };
+    let mut skipped = Vec::new();
+    for (arrival, p) in missed {
+        match versions.get(&p.call.id.as_uuid()) {
+            None => {
+                let _ = p.reply.send(Err(StoreError::NotFound));
+            }
+            Some(&v) if version_to_db(p.call.version).is_ok_and(|expected| expected == v) => {
+                skipped.push((arrival, p));
+            }
+            Some(_) => {
+                tracing::debug!(call_id = %p.call.id, "commit lost a version race");
+                let _ = p.reply.send(Err(StoreError::Conflict));
+            }
+        }
+    }
+    skipped
+}
+
+/// Commits each of `alone` on its own statement: commits of one call in
+/// order, different calls concurrently (at most [`ALONE_AT_ONCE`]); a
+/// commit whose caller gave up is not sent.
+async fn commit_alone(pool: &PgPool, alone: Vec<Pending>) {
     let mut chains: Vec<Vec<Pending>> = Vec::new();
-    for p in later {
+    for p in alone {
         match chains.iter_mut().find(|c| c[0].call.id == p.call.id) {
             Some(chain) => chain.push(p),
             None => chains.push(vec![p]),
         }
     }
-    for chain in chains {
-        let pool = pool.clone();
-        tasks.spawn(async move {
+    futures::stream::iter(chains)
+        .for_each_concurrent(ALONE_AT_ONCE, |chain| async move {
             for p in chain {
-                let outcome = commit_one(&pool, &p.call, &p.events).await;
+                if p.reply.is_closed() {
+                    continue;
+                }
+                let outcome = commit_one(pool, &p.call, &p.events).await;
                 let _ = p.reply.send(outcome);
             }
-        });
+        })
+        .await;
+}
+
+/// Why a grouped statement wrote nothing anyone can rely on.
+enum BatchError {
+    /// PostgreSQL refused it with an `ERROR` (rolled back), or a record
+    /// could not be encoded (never sent): commit the calls alone.
+    Refused(StoreError),
+    /// No connection to send it on: nothing was written.
+    NotSent(sqlx::Error),
+    /// The connection failed while it ran (or a `FATAL` error): it may have
+    /// been committed.
+    Unknown(sqlx::Error),
+}
+
+impl BatchError {
+    fn classify(e: sqlx::Error) -> Self {
+        use sqlx::postgres::{PgDatabaseError, PgSeverity};
+        match &e {
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => Self::NotSent(e),
+            sqlx::Error::Database(d) => {
+                let fatal = d.try_downcast_ref::<PgDatabaseError>().is_none_or(|pg| {
+                    matches!(pg.severity(), PgSeverity::Fatal | PgSeverity::Panic)
+                });
+                if fatal {
+                    Self::Unknown(e)
+                } else {
+                    Self::Refused(commit_error(e))
+                }
+            }
+            _ => Self::Unknown(e),
+        }
     }
-    while tasks.join_next().await.is_some() {}
 }
 
 /// Sends `batch` (distinct calls, in id order) as one statement; the ids of
 /// the calls written.
-async fn commit_many(pool: &PgPool, batch: &[Pending]) -> Result<HashSet<Uuid>, StoreError> {
+async fn commit_many(
+    pool: &PgPool,
+    batch: &[(usize, Pending)],
+) -> Result<HashSet<Uuid>, BatchError> {
+    let batch: Vec<&Pending> = batch.iter().map(|(_, p)| p).collect();
     let mut calls = Vec::with_capacity(batch.len());
     let mut expected = Vec::with_capacity(batch.len());
     let mut facts = Vec::with_capacity(batch.len());
-    for p in batch {
+    for p in &batch {
         let next = p
             .call
             .version
             .checked_add(1)
-            .ok_or_else(|| crate::codec::corrupt("version", "overflow"))?;
-        let r = CallRecord::new(&p.call, next)?;
-        expected.push(version_to_db(p.call.version)?);
-        facts.push(facts_without_nul(&r.facts)?.into_owned());
+            .ok_or_else(|| BatchError::Refused(crate::codec::corrupt("version", "overflow")))?;
+        let r = CallRecord::new(&p.call, next).map_err(BatchError::Refused)?;
+        expected.push(version_to_db(p.call.version).map_err(BatchError::Refused)?);
+        facts.push(
+            facts_without_nul(&r.facts)
+                .map_err(BatchError::Refused)?
+                .into_owned(),
+        );
         calls.push(r);
     }
     let legs: Vec<_> = batch
@@ -353,6 +490,6 @@ async fn commit_many(pool: &PgPool, batch: &[Pending]) -> Result<HashSet<Uuid>, 
         .bind(col!(events, |(_, e)| truncate_micros(e.received_at)))
         .fetch_all(pool)
         .await
-        .map_err(commit_error)?;
+        .map_err(BatchError::classify)?;
     Ok(rows.into_iter().collect())
 }

@@ -230,7 +230,10 @@ impl EventRow {
 ///
 /// Every commit is one transaction: `UPDATE phone_calls … WHERE id = $1 AND
 /// version = $2`, upserts of the legs into `twilio_calls`, inserts into
-/// `twilio_call_events`. A commit that fails with a serialization failure
+/// `twilio_call_events`. Commits of different calls that queue while the
+/// store's batch slots are busy share one statement (group commit, see
+/// [`StoreOptions::group_commits`]): each keeps its own version check and
+/// outcome. A commit that fails with a serialization failure
 /// (`40001`) or a deadlock (`40P01`) wrote nothing and returns
 /// [`StoreError::Conflict`], so core's loop retries it. Timestamps are stored
 /// with microsecond precision (sub-microsecond parts are dropped). NUL
@@ -860,7 +863,7 @@ pub(crate) async fn commit_one(
 
 /// Why `call`'s versioned update matched no row: [`StoreError::Conflict`]
 /// if the call exists (its version moved), else [`StoreError::NotFound`].
-pub(crate) async fn missed_commit(pool: &PgPool, call: &Call) -> StoreError {
+async fn missed_commit(pool: &PgPool, call: &Call) -> StoreError {
     let exists = sqlx::query_scalar::<_, i64>("SELECT version FROM phone_calls WHERE id = $1")
         .bind(call.id.as_uuid())
         .fetch_optional(pool)

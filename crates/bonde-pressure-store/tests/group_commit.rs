@@ -1,8 +1,9 @@
 //! PostgreSQL group commit: commits of different calls that queue while a
 //! batch slot is busy are sent as one statement, and every caller still
 //! gets its own outcome. The slot is held deterministically: a transaction
-//! on another connection locks one call's row, so that call's commit (sent
-//! alone, the slot being free) waits, and everything sent meanwhile queues.
+//! on another connection locks one call's leg row, so that call's next
+//! commit (sent alone, the slot being free) waits in its leg upsert —
+//! checked in `pg_stat_activity` — and everything sent meanwhile queues.
 
 mod common;
 
@@ -12,7 +13,7 @@ use std::time::Duration;
 use bonde_pressure_core::ports::{CallStore, RawEvent, StoreError};
 use bonde_pressure_core::{Call, CallId};
 use bonde_pressure_store::PgCallStore;
-use bonde_pressure_store::conformance::{Outcome, at, lifecycle, new_call, raw_event};
+use bonde_pressure_store::conformance::{Outcome, at, build_call, lifecycle, new_call, raw_event};
 use common::with_fresh_postgres;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection, PgConnection, PgPool};
@@ -63,27 +64,74 @@ async fn created(store: &PgCallStore, n: usize) -> Vec<Call> {
     calls
 }
 
-/// Holds `call`'s row locked on its own connection until dropped (rolled
-/// back) or released.
+/// Holds a row locked on its own connection until released (or dropped:
+/// rolled back).
 struct RowLock(PgConnection);
 
 impl RowLock {
-    async fn take(pool: &PgPool, call: &Call) -> Self {
+    /// Locks `call`'s row in `phone_calls`.
+    async fn call(pool: &PgPool, call: &Call) -> Self {
+        Self::take(
+            pool,
+            "SELECT 1 FROM phone_calls WHERE id = $1::text::uuid FOR UPDATE",
+            call.id.to_string(),
+        )
+        .await
+    }
+
+    /// Locks the row of `call`'s activist leg in `twilio_calls`.
+    async fn leg(pool: &PgPool, call: &Call) -> Self {
+        let sid = call
+            .facts
+            .activist
+            .leg_id
+            .as_ref()
+            .expect("a leg")
+            .to_string();
+        Self::take(
+            pool,
+            "SELECT 1 FROM twilio_calls WHERE sid = $1 FOR UPDATE",
+            sid,
+        )
+        .await
+    }
+
+    async fn take(pool: &PgPool, sql: &str, key: String) -> Self {
         let mut conn = PgConnection::connect_with(&pool.connect_options())
             .await
             .expect("connect");
         sqlx::query("BEGIN").execute(&mut conn).await.unwrap();
-        sqlx::query("SELECT 1 FROM phone_calls WHERE id = $1 FOR UPDATE")
-            .bind(call.id.as_uuid())
-            .execute(&mut conn)
-            .await
-            .unwrap();
+        let locked = sqlx::query(sql).bind(key).execute(&mut conn).await.unwrap();
+        assert_eq!(locked.rows_affected(), 1, "{sql}");
         Self(conn)
     }
 
     async fn release(mut self) {
         sqlx::query("COMMIT").execute(&mut self.0).await.unwrap();
         self.0.close().await.unwrap();
+    }
+}
+
+/// The backend pid of the grouped statement waiting on a lock (polled for
+/// up to 10 s).
+async fn waiting_statement(pool: &PgPool) -> i32 {
+    let start = std::time::Instant::now();
+    loop {
+        let pid: Option<i32> = sqlx::query_scalar(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() \
+             AND wait_event_type = 'Lock' AND query LIKE 'WITH i AS%'",
+        )
+        .fetch_optional(pool)
+        .await
+        .unwrap();
+        if let Some(pid) = pid {
+            return pid;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "no grouped statement waits on a lock"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
@@ -96,19 +144,26 @@ fn commit(
     tokio::spawn(async move { store.commit(&call, &events).await })
 }
 
-/// Sends the blocked call's commit (it takes the only slot and waits for
-/// the row lock), then gives it time to be sent.
+/// Takes `blocked` to ringing (its leg row exists), locks that leg's row
+/// and sends a commit changing the leg: it takes the only slot and waits
+/// in its leg upsert. Returns the lock and the commit.
 async fn hold_the_slot(
     store: &Arc<PgCallStore>,
+    pool: &PgPool,
     blocked: &Call,
-) -> JoinHandle<Result<u64, StoreError>> {
-    let handle = commit(store, ringing(blocked), vec![payload(blocked, "blocked")]);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+) -> (RowLock, JoinHandle<Result<u64, StoreError>>) {
+    let ringing = ringing(blocked);
+    store.commit(&ringing, &[]).await.expect("ringing");
+    let lock = RowLock::leg(pool, &ringing).await;
+    let mut next = ringing.with_version(1);
+    next.facts.activist.sip_response_code = Some(180);
+    let handle = commit(store, next, vec![payload(blocked, "blocked")]);
+    waiting_statement(pool).await;
     assert!(
         !handle.is_finished(),
-        "the blocked commit waits for the row lock"
+        "the blocked commit waits for the leg's lock"
     );
-    handle
+    (lock, handle)
 }
 
 async fn payloads(store: &PgCallStore, id: CallId) -> Vec<String> {
@@ -137,8 +192,7 @@ async fn queued_commits_share_one_statement_and_keep_their_own_outcomes() {
         let (blocked, rest) = calls.split_first().unwrap();
         let (good, rest) = rest.split_at(20);
         let (stale, gone) = (&rest[0], &rest[1]);
-        let lock = RowLock::take(&pool, blocked).await;
-        let first = hold_the_slot(&store, blocked).await;
+        let (lock, first) = hold_the_slot(&store, &pool, blocked).await;
 
         let next: Vec<Call> = good.iter().map(ringing).collect();
         let queued: Vec<_> = next
@@ -170,7 +224,7 @@ async fn queued_commits_share_one_statement_and_keep_their_own_outcomes() {
         );
         lock.release().await;
 
-        assert_eq!(first.await.unwrap().unwrap(), 1);
+        assert_eq!(first.await.unwrap().unwrap(), 2);
         for (call, handle) in next.iter().zip(queued) {
             assert_eq!(handle.await.unwrap().unwrap(), 1);
             let got = store.get(call.id).await.unwrap().unwrap();
@@ -202,8 +256,7 @@ async fn a_batch_the_database_refuses_is_committed_call_by_call() {
         let store = one_slot_store(&pool).await;
         let calls = created(&store, 11).await;
         let (blocked, rest) = calls.split_first().unwrap();
-        let lock = RowLock::take(&pool, blocked).await;
-        let first = hold_the_slot(&store, blocked).await;
+        let (lock, first) = hold_the_slot(&store, &pool, blocked).await;
         // Two calls claiming one leg id: one statement cannot upsert that
         // leg twice, so PostgreSQL refuses the whole batch.
         let mut next: Vec<Call> = rest.iter().map(ringing).collect();
@@ -215,7 +268,7 @@ async fn a_batch_the_database_refuses_is_committed_call_by_call() {
         tokio::time::sleep(Duration::from_millis(100)).await;
         lock.release().await;
 
-        assert_eq!(first.await.unwrap().unwrap(), 1);
+        assert_eq!(first.await.unwrap().unwrap(), 2);
         for (call, handle) in next.iter().zip(queued) {
             assert_eq!(
                 handle.await.unwrap().unwrap(),
@@ -242,8 +295,7 @@ async fn two_commits_of_one_call_never_share_a_batch() {
         let store = one_slot_store(&pool).await;
         let calls = created(&store, 3).await;
         let (blocked, x, y) = (&calls[0], &calls[1], &calls[2]);
-        let lock = RowLock::take(&pool, blocked).await;
-        let first = hold_the_slot(&store, blocked).await;
+        let (lock, first) = hold_the_slot(&store, &pool, blocked).await;
         // Both from version 0 of x: only one can be the next version.
         let a = commit(&store, ringing(x), vec![payload(x, "a")]);
         let b = commit(&store, ringing(x), vec![payload(x, "b")]);
@@ -251,7 +303,7 @@ async fn two_commits_of_one_call_never_share_a_batch() {
         tokio::time::sleep(Duration::from_millis(100)).await;
         lock.release().await;
 
-        assert_eq!(first.await.unwrap().unwrap(), 1);
+        assert_eq!(first.await.unwrap().unwrap(), 2);
         assert_eq!(other.await.unwrap().unwrap(), 1);
         let outcomes = [a.await.unwrap(), b.await.unwrap()];
         assert_eq!(
@@ -292,7 +344,7 @@ async fn with_grouping_off_every_commit_is_its_own_statement() {
         );
         let calls = created(&store, 9).await;
         let (blocked, rest) = calls.split_first().unwrap();
-        let lock = RowLock::take(&pool, blocked).await;
+        let lock = RowLock::call(&pool, blocked).await;
         let first = commit(&store, ringing(blocked), vec![]);
         let queued: Vec<_> = rest
             .iter()
@@ -307,6 +359,137 @@ async fn with_grouping_off_every_commit_is_its_own_statement() {
         lock.release().await;
         assert_eq!(first.await.unwrap().unwrap(), 1);
         assert_eq!(store.grouped_commits(), 0);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_locked_elsewhere_holds_up_only_itself() {
+    with_fresh_postgres(async |_store, pool| {
+        let store = one_slot_store(&pool).await;
+        let calls = created(&store, 6).await;
+        let (locked, others) = calls.split_first().unwrap();
+        let lock = RowLock::call(&pool, locked).await;
+        let waiting = commit(&store, ringing(locked), vec![payload(locked, "locked")]);
+        let next: Vec<Call> = others.iter().map(ringing).collect();
+        let done: Vec<_> = next
+            .iter()
+            .map(|c| commit(&store, c.clone(), vec![payload(c, "other")]))
+            .collect();
+        // The grouped statement skips the locked row: the other calls
+        // commit (through the only slot) while that one still waits.
+        for (call, handle) in next.iter().zip(done) {
+            let outcome = tokio::time::timeout(Duration::from_secs(10), handle)
+                .await
+                .expect("not held up by the locked call");
+            assert_eq!(outcome.unwrap().unwrap(), 1);
+            assert_eq!(
+                store.get(call.id).await.unwrap().unwrap(),
+                call.clone().with_version(1)
+            );
+        }
+        assert!(!waiting.is_finished());
+        lock.release().await;
+        assert_eq!(waiting.await.unwrap().unwrap(), 1);
+        assert_eq!(
+            payloads(&store, locked.id).await,
+            vec![format!("call={}&locked", locked.id)]
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_that_unsettles_a_call_is_not_grouped() {
+    with_fresh_postgres(async |_store, pool| {
+        let store = one_slot_store(&pool).await;
+        let calls = created(&store, 3).await;
+        let settled = build_call(
+            31,
+            at(0),
+            Outcome::Completed {
+                talk_secs: Some(30),
+            },
+        );
+        assert!(settled.is_settled());
+        store.create(&settled).await.unwrap();
+        let (lock, first) = hold_the_slot(&store, &pool, &calls[0]).await;
+        // A late opt-out on a completed call: unsettled again (the
+        // do-not-call listing is pending), which moves it out of the
+        // results rollup — not a grouped statement's business.
+        let mut unsettled = settled.clone();
+        unsettled.facts.opted_out = true;
+        assert!(!unsettled.is_settled());
+        let late = commit(&store, unsettled.clone(), vec![payload(&settled, "late")]);
+        let next: Vec<Call> = calls[1..].iter().map(ringing).collect();
+        let queued: Vec<_> = next
+            .iter()
+            .map(|c| commit(&store, c.clone(), vec![]))
+            .collect();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        lock.release().await;
+
+        assert_eq!(first.await.unwrap().unwrap(), 2);
+        for handle in queued {
+            assert_eq!(handle.await.unwrap().unwrap(), 1);
+        }
+        assert_eq!(late.await.unwrap().unwrap(), 1);
+        assert_eq!(
+            store.get(settled.id).await.unwrap().unwrap(),
+            unsettled.with_version(1)
+        );
+        assert_eq!(
+            store.grouped_commits(),
+            2,
+            "only the two ringing calls went together"
+        );
+        let listed = store.list_unfinished(at(100_000), 100).await.unwrap();
+        assert!(listed.iter().any(|c| c.id == settled.id));
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_whose_connection_dies_is_not_retried_as_a_conflict() {
+    with_fresh_postgres(async |_store, pool| {
+        let store = one_slot_store(&pool).await;
+        let calls = created(&store, 4).await;
+        let (lock, first) = hold_the_slot(&store, &pool, &calls[0]).await;
+        let next: Vec<Call> = calls[1..].iter().map(ringing).collect();
+        let queued: Vec<_> = next
+            .iter()
+            .map(|c| commit(&store, c.clone(), vec![]))
+            .collect();
+        // The waiting statement's connection is terminated (FATAL): its
+        // outcome is unknown to the store, so its caller hears so, and no
+        // second attempt turns it into a Conflict or a double write.
+        let pid = waiting_statement(&pool).await;
+        let killed: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
+            .bind(pid)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert!(killed);
+        // (Sent again, it would wait on the leg's lock: a timeout here.)
+        let outcome = tokio::time::timeout(Duration::from_secs(10), first)
+            .await
+            .expect("answered at once, not sent again")
+            .unwrap();
+        assert!(
+            matches!(outcome, Err(StoreError::Backend(_))),
+            "{outcome:?}"
+        );
+        assert_eq!(
+            store.get(calls[0].id).await.unwrap().unwrap().version,
+            1,
+            "not written"
+        );
+        assert!(payloads(&store, calls[0].id).await.is_empty());
+        // The queue behind it goes on.
+        for handle in queued {
+            assert_eq!(handle.await.unwrap().unwrap(), 1);
+        }
+        lock.release().await;
     })
     .await;
 }
