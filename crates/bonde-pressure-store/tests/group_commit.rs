@@ -493,3 +493,85 @@ async fn a_statement_whose_connection_dies_is_not_retried_as_a_conflict() {
     })
     .await;
 }
+
+/// Every stored column of a call, its legs and its events (but the events'
+/// ids), as canonical JSON text.
+async fn stored_rows(pool: &PgPool, id: CallId) -> (String, String, String) {
+    sqlx::query_as(
+        "SELECT (SELECT to_jsonb(p)::text FROM phone_calls p WHERE p.id = $1), \
+         (SELECT COALESCE(jsonb_agg(to_jsonb(t) ORDER BY t.sid), '[]')::text \
+            FROM twilio_calls t WHERE t.phone_call_id = $1), \
+         (SELECT COALESCE(jsonb_agg(to_jsonb(e) - 'id' ORDER BY e.id), '[]')::text \
+            FROM twilio_call_events e WHERE e.phone_call_id = $1)",
+    )
+    .bind(id.as_uuid())
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grouped_statement_writes_what_a_single_one_writes() {
+    with_fresh_postgres(async |_store, pool| {
+        let store = one_slot_store(&pool).await;
+        let blocked = created(&store, 1).await.remove(0);
+        // Every unsettled outcome's call (both legs, the conference, the
+        // funnel stage...), committed from version 0 with two payloads
+        // (one holding a NUL).
+        let mut twins = Vec::new();
+        for outcome in Outcome::ALL {
+            let base = new_call(32, at(0));
+            let mut next = base.clone();
+            for (i, e) in lifecycle(outcome, at(0)).iter().enumerate() {
+                next = next.apply(e, at(i as i64 + 1)).0;
+            }
+            if next.is_settled() {
+                continue;
+            }
+            let events = vec![
+                payload(&base, "first"),
+                raw_event(
+                    "dial-status-callback",
+                    next.facts.target.leg_id.as_ref(),
+                    "a\0b",
+                    Some(3),
+                ),
+            ];
+            twins.push((base, next, events));
+        }
+        assert!(twins.len() >= 4, "{}", twins.len());
+        for (base, _, _) in &twins {
+            store.create(base).await.unwrap();
+        }
+        let (lock, first) = hold_the_slot(&store, &pool, &blocked).await;
+        let queued: Vec<_> = twins
+            .iter()
+            .map(|(_, next, events)| commit(&store, next.clone(), events.clone()))
+            .collect();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        lock.release().await;
+        first.await.unwrap().unwrap();
+        for handle in queued {
+            assert_eq!(handle.await.unwrap().unwrap(), 1);
+        }
+        assert_eq!(store.grouped_commits(), twins.len() as u64);
+        let mut grouped = Vec::new();
+        for (base, _, _) in &twins {
+            grouped.push(stored_rows(&pool, base.id).await);
+        }
+        // The same calls again, each through the single-call statement.
+        let single = PgCallStore::from_pool(pool.clone()).group_commits(false);
+        for ((base, next, events), grouped) in twins.iter().zip(grouped) {
+            sqlx::query("DELETE FROM phone_calls WHERE id = $1")
+                .bind(base.id.as_uuid())
+                .execute(&pool)
+                .await
+                .unwrap();
+            single.create(base).await.unwrap();
+            assert_eq!(single.commit(next, events).await.unwrap(), 1);
+            let alone = stored_rows(&pool, base.id).await;
+            assert_eq!(grouped, alone, "{:?}", next.state());
+        }
+    })
+    .await;
+}
