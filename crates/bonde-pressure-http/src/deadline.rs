@@ -23,7 +23,10 @@
 //! own timeouts): a slow provider must not make the commit that records a
 //! placed call fail. Store work outside requests (reconciliation, which
 //! also flushes core's payload spool) has no budget; the pool's acquire
-//! timeout still applies. The [`crate::spool`] flusher gives each of its
+//! timeout still applies (a commit grouped on PostgreSQL may also wait for
+//! a batch slot: as long as the statements ahead of it take, since a row
+//! locked elsewhere is skipped, not waited for, by a grouped statement).
+//! The [`crate::spool`] flusher gives each of its
 //! attempts a budget of its own.
 
 use std::sync::{Arc, Mutex};
