@@ -21,9 +21,11 @@
 //! - The statement first locks the rows it will write in id order, skipping
 //!   rows another transaction holds (`FOR NO KEY UPDATE SKIP LOCKED`) and
 //!   rows of settled calls. A skipped call is committed alone after its
-//!   batch, outside the batch slot: a locked row makes only its own call
-//!   wait, never the batch or the commits queued behind it, and two batches
-//!   never wait on each other. Commits that settle a call are not queued at
+//!   batch, outside the batch slot: a call row locked elsewhere makes only
+//!   its own call wait, never the batch or the commits queued behind it.
+//!   (A leg row in `twilio_calls` held by another transaction still delays
+//!   the statement that upserts it, slot and all; a deadlock there is
+//!   `40P01`, a refused statement, retried call by call.) Commits that settle a call are not queued at
 //!   all (one statement each, as without grouping); with the settled rows
 //!   skipped, a grouped statement never touches the results rollup (whose
 //!   triggers fire only when a call is or becomes settled), whose shared
@@ -47,7 +49,7 @@
 use std::collections::{HashMap, HashSet};
 
 use futures::StreamExt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use bonde_pressure_core::Call;
@@ -143,6 +145,8 @@ pub(crate) struct GroupCommit {
     tx: OnceLock<mpsc::UnboundedSender<Pending>>,
     /// Commits written by a statement of two or more.
     grouped: Arc<AtomicU64>,
+    /// Commits queued and not yet taken into a statement.
+    queued: Arc<AtomicUsize>,
 }
 
 impl GroupCommit {
@@ -155,6 +159,7 @@ impl GroupCommit {
             in_flight,
             tx: OnceLock::new(),
             grouped: Arc::default(),
+            queued: Arc::default(),
         }
     }
 
@@ -163,8 +168,14 @@ impl GroupCommit {
         self.grouped.load(Ordering::Relaxed)
     }
 
-    /// Whether `call`'s commit may be grouped: it neither settles the call
-    /// nor changes a settled one (those touch the shared rollup rows).
+    /// Commits waiting for a batch slot now.
+    pub(crate) fn queued(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
+    }
+
+    /// Whether `call`'s commit may be queued: it does not settle the call
+    /// (a commit that changes a settled call is queued too, and then
+    /// skipped by the statement's `NOT p.settled` and sent alone).
     pub(crate) fn groups(call: &Call) -> bool {
         !call.is_settled()
     }
@@ -179,6 +190,7 @@ impl GroupCommit {
                 rx,
                 Arc::new(Semaphore::new(self.in_flight)),
                 self.grouped.clone(),
+                self.queued.clone(),
             ));
             tx
         });
@@ -188,7 +200,9 @@ impl GroupCommit {
             events: events.to_vec(),
             reply,
         };
+        self.queued.fetch_add(1, Ordering::Relaxed);
         if let Err(mpsc::error::SendError(pending)) = tx.send(pending) {
+            self.queued.fetch_sub(1, Ordering::Relaxed);
             // The task is gone (its runtime shut down): commit here.
             return commit_one(&self.pool, &pending.call, &pending.events).await;
         }
@@ -220,15 +234,18 @@ async fn dispatch(
     mut rx: mpsc::UnboundedReceiver<Pending>,
     slots: Arc<Semaphore>,
     grouped: Arc<AtomicU64>,
+    queue_len: Arc<AtomicUsize>,
 ) {
     let mut queued = Vec::with_capacity(MAX_BATCH);
     loop {
         let Ok(slot) = slots.clone().acquire_owned().await else {
             return;
         };
-        if rx.recv_many(&mut queued, MAX_BATCH).await == 0 {
+        let taken = rx.recv_many(&mut queued, MAX_BATCH).await;
+        if taken == 0 {
             return;
         }
+        queue_len.fetch_sub(taken, Ordering::Relaxed);
         let batch: Vec<Pending> = queued.drain(..).filter(|p| !p.reply.is_closed()).collect();
         if batch.is_empty() {
             continue;
@@ -376,7 +393,8 @@ enum BatchError {
     /// PostgreSQL refused it with an `ERROR` (rolled back), or a record
     /// could not be encoded (never sent): commit the calls alone.
     Refused(StoreError),
-    /// No connection to send it on: nothing was written.
+    /// Not sent (no connection, a value the driver could not encode):
+    /// nothing was written.
     NotSent(sqlx::Error),
     /// The connection failed while it ran (or a `FATAL` error): it may have
     /// been committed.
@@ -387,7 +405,10 @@ impl BatchError {
     fn classify(e: sqlx::Error) -> Self {
         use sqlx::postgres::{PgDatabaseError, PgSeverity};
         match &e {
-            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => Self::NotSent(e),
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Encode(_)
+            | sqlx::Error::TypeNotFound { .. } => Self::NotSent(e),
             sqlx::Error::Database(d) => {
                 let fatal = d.try_downcast_ref::<PgDatabaseError>().is_none_or(|pg| {
                     matches!(pg.severity(), PgSeverity::Fatal | PgSeverity::Panic)

@@ -309,6 +309,8 @@ impl PgCallStore {
     /// [`Self::migrate`]). Commits are notified
     /// ([`StoreOptions::notify_commits`]); each store made this way has its
     /// own origin id, so two of them on one pool behave as two replicas.
+    /// Concurrent commits are grouped ([`StoreOptions::group_commits`], on
+    /// by default; [`Self::group_commits`] turns it off).
     pub fn from_pool(pool: PgPool) -> Self {
         Self {
             notifier: Arc::new(crate::live::Notifier::new(pool.clone())),
@@ -332,10 +334,16 @@ impl PgCallStore {
         self
     }
 
-    /// Commits so far written by a grouped statement of two or more
-    /// ([`StoreOptions::group_commits`]): the rest went one statement each.
+    /// Commits so far written by a grouped statement of two or more calls
+    /// ([`StoreOptions::group_commits`]).
     pub fn grouped_commits(&self) -> u64 {
         self.group.as_ref().map_or(0, |g| g.grouped())
+    }
+
+    /// Commits waiting now for a batch slot (0 with grouping off): the
+    /// group commit's queue depth.
+    pub fn queued_commits(&self) -> usize {
+        self.group.as_ref().map_or(0, |g| g.queued())
     }
 
     /// The id this store puts in its notifications.

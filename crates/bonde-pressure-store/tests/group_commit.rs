@@ -112,15 +112,34 @@ impl RowLock {
     }
 }
 
-/// The backend pid of the grouped statement waiting on a lock (polled for
-/// up to 10 s).
-async fn waiting_statement(pool: &PgPool) -> i32 {
+/// How the grouped statement's text starts (the single-call one starts
+/// `WITH upd AS`).
+const GROUPED: &str = "WITH i AS%";
+
+/// Waits until `store` holds `n` commits in its queue (polled for up to
+/// 10 s), so that they are all taken into the next statement.
+async fn all_queued(store: &PgCallStore, n: usize) {
+    let start = std::time::Instant::now();
+    while store.queued_commits() != n {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{} queued, not {n}",
+            store.queued_commits()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// The backend pid of a statement whose text is like `query`, waiting on a
+/// lock (polled for up to 10 s).
+async fn waiting_statement(pool: &PgPool, query: &str) -> i32 {
     let start = std::time::Instant::now();
     loop {
         let pid: Option<i32> = sqlx::query_scalar(
             "SELECT pid FROM pg_stat_activity WHERE datname = current_database() \
-             AND wait_event_type = 'Lock' AND query LIKE 'WITH i AS%'",
+             AND wait_event_type = 'Lock' AND query LIKE $1",
         )
+        .bind(query)
         .fetch_optional(pool)
         .await
         .unwrap();
@@ -158,7 +177,7 @@ async fn hold_the_slot(
     let mut next = ringing.with_version(1);
     next.facts.activist.sip_response_code = Some(180);
     let handle = commit(store, next, vec![payload(blocked, "blocked")]);
-    waiting_statement(pool).await;
+    waiting_statement(pool, GROUPED).await;
     assert!(
         !handle.is_finished(),
         "the blocked commit waits for the leg's lock"
@@ -216,12 +235,7 @@ async fn queued_commits_share_one_statement_and_keep_their_own_outcomes() {
             .await
         };
         assert!(gave_up.is_err(), "still queued after 50 ms");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        assert_eq!(
-            store.grouped_commits(),
-            0,
-            "nothing sent while the slot is held"
-        );
+        all_queued(&store, 23).await;
         lock.release().await;
 
         assert_eq!(first.await.unwrap().unwrap(), 2);
@@ -265,7 +279,7 @@ async fn a_batch_the_database_refuses_is_committed_call_by_call() {
             .iter()
             .map(|c| commit(&store, c.clone(), vec![payload(c, "queued")]))
             .collect();
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        all_queued(&store, 10).await;
         lock.release().await;
 
         assert_eq!(first.await.unwrap().unwrap(), 2);
@@ -300,7 +314,7 @@ async fn two_commits_of_one_call_never_share_a_batch() {
         let a = commit(&store, ringing(x), vec![payload(x, "a")]);
         let b = commit(&store, ringing(x), vec![payload(x, "b")]);
         let other = commit(&store, ringing(y), vec![payload(y, "y")]);
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        all_queued(&store, 3).await;
         lock.release().await;
 
         assert_eq!(first.await.unwrap().unwrap(), 2);
@@ -344,20 +358,30 @@ async fn with_grouping_off_every_commit_is_its_own_statement() {
         );
         let calls = created(&store, 9).await;
         let (blocked, rest) = calls.split_first().unwrap();
-        let lock = RowLock::call(&pool, blocked).await;
-        let first = commit(&store, ringing(blocked), vec![]);
-        let queued: Vec<_> = rest
+        // As in hold_the_slot: the blocked commit waits in its leg upsert —
+        // here in the single-call statement (grouped, it would hold the
+        // only slot and the others would queue behind it).
+        let ringing_blocked = ringing(blocked);
+        store.commit(&ringing_blocked, &[]).await.unwrap();
+        let lock = RowLock::leg(&pool, &ringing_blocked).await;
+        let mut next = ringing_blocked.with_version(1);
+        next.facts.activist.sip_response_code = Some(180);
+        let first = commit(&store, next, vec![]);
+        waiting_statement(&pool, "WITH upd AS%").await;
+        let others: Vec<_> = rest
             .iter()
             .map(|c| commit(&store, ringing(c), vec![]))
             .collect();
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        // Without a queue, the other calls' commits did not wait.
-        for handle in queued {
-            assert_eq!(handle.await.unwrap().unwrap(), 1);
+        for handle in others {
+            let outcome = tokio::time::timeout(Duration::from_secs(10), handle)
+                .await
+                .expect("not queued behind the blocked commit");
+            assert_eq!(outcome.unwrap().unwrap(), 1);
         }
         assert!(!first.is_finished());
+        assert_eq!(store.queued_commits(), 0);
         lock.release().await;
-        assert_eq!(first.await.unwrap().unwrap(), 1);
+        assert_eq!(first.await.unwrap().unwrap(), 2);
         assert_eq!(store.grouped_commits(), 0);
     })
     .await;
@@ -426,7 +450,7 @@ async fn a_commit_that_unsettles_a_call_is_not_grouped() {
             .iter()
             .map(|c| commit(&store, c.clone(), vec![]))
             .collect();
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        all_queued(&store, 3).await;
         lock.release().await;
 
         assert_eq!(first.await.unwrap().unwrap(), 2);
@@ -463,7 +487,7 @@ async fn a_statement_whose_connection_dies_is_not_retried_as_a_conflict() {
         // The waiting statement's connection is terminated (FATAL): its
         // outcome is unknown to the store, so its caller hears so, and no
         // second attempt turns it into a Conflict or a double write.
-        let pid = waiting_statement(&pool).await;
+        let pid = waiting_statement(&pool, GROUPED).await;
         let killed: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
             .bind(pid)
             .fetch_one(&pool)
@@ -548,7 +572,7 @@ async fn a_grouped_statement_writes_what_a_single_one_writes() {
             .iter()
             .map(|(_, next, events)| commit(&store, next.clone(), events.clone()))
             .collect();
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        all_queued(&store, twins.len()).await;
         lock.release().await;
         first.await.unwrap().unwrap();
         for handle in queued {
