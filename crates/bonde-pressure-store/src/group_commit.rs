@@ -70,7 +70,8 @@ pub(crate) const MAX_BATCH: usize = 64;
 /// the rows in id order, skipping rows another transaction holds and
 /// settled calls; returns the ids of the calls written (the others wrote
 /// nothing: moved version, unknown, locked elsewhere or settled).
-const COMMIT_MANY_SQL: &str = "\
+const COMMIT_MANY_SQL: &str = concat!(
+    "\
 WITH i AS ( \
     SELECT * FROM UNNEST($1::uuid[], $2::int8[], $3::int8[], $4::text[], $5::text[], \
         $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], \
@@ -110,14 +111,9 @@ WITH i AS ( \
         AS l(call_id, sid, leg, status, answered_by, from_phone_number, to_phone_number, \
         duration_secs, sip_response_code, error_code, error_message, ringing_at, \
         answered_at, ended_at) ON l.call_id = upd.id \
-    ON CONFLICT (sid) DO UPDATE SET phone_call_id = EXCLUDED.phone_call_id, \
-        leg = EXCLUDED.leg, status = EXCLUDED.status, answered_by = EXCLUDED.answered_by, \
-        from_phone_number = EXCLUDED.from_phone_number, \
-        to_phone_number = EXCLUDED.to_phone_number, duration_secs = EXCLUDED.duration_secs, \
-        sip_response_code = EXCLUDED.sip_response_code, error_code = EXCLUDED.error_code, \
-        error_message = EXCLUDED.error_message, ringing_at = EXCLUDED.ringing_at, \
-        answered_at = EXCLUDED.answered_at, ended_at = EXCLUDED.ended_at, \
-        updated_at = EXCLUDED.updated_at \
+",
+    crate::postgres::leg_on_conflict!(),
+    "\
 ), ev AS ( \
     INSERT INTO twilio_call_events (phone_call_id, call_sid, kind, payload, sequence_number, \
         received_at) \
@@ -128,7 +124,8 @@ WITH i AS ( \
         ON e.call_id = upd.id \
     ORDER BY e.ord \
 ) \
-SELECT id FROM upd";
+SELECT id FROM upd"
+);
 
 /// One commit waiting for its batch.
 struct Pending {

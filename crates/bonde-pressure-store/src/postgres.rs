@@ -91,11 +91,29 @@ pub(crate) fn facts_without_nul(json: &str) -> Result<Cow<'_, str>, StoreError> 
         .map_err(StoreError::backend)
 }
 
+/// The legs' upsert's conflict clause (a leg's row takes the commit's
+/// values), shared by `COMMIT_SQL` and the grouped statement
+/// (`group_commit::COMMIT_MANY_SQL`).
+macro_rules! leg_on_conflict {
+    () => {
+        "ON CONFLICT (sid) DO UPDATE SET phone_call_id = EXCLUDED.phone_call_id, \
+         leg = EXCLUDED.leg, status = EXCLUDED.status, answered_by = EXCLUDED.answered_by, \
+         from_phone_number = EXCLUDED.from_phone_number, \
+         to_phone_number = EXCLUDED.to_phone_number, duration_secs = EXCLUDED.duration_secs, \
+         sip_response_code = EXCLUDED.sip_response_code, error_code = EXCLUDED.error_code, \
+         error_message = EXCLUDED.error_message, ringing_at = EXCLUDED.ringing_at, \
+         answered_at = EXCLUDED.answered_at, ended_at = EXCLUDED.ended_at, \
+         updated_at = EXCLUDED.updated_at "
+    };
+}
+pub(crate) use leg_on_conflict;
+
 /// `commit` in one statement: the versioned `UPDATE` ($1 id, $2 expected
 /// version, $3–$21 the columns), the legs' upserts from arrays ($22–$34) and
 /// the events' inserts from arrays ($35–$39), both fed by the `UPDATE`'s
 /// output. Returns 1 if the version matched, else 0 (nothing written).
-const COMMIT_SQL: &str = "\
+const COMMIT_SQL: &str = concat!(
+    "\
 WITH upd AS ( \
     UPDATE phone_calls SET widget_id = $3, activist_name = $4, activist_first_name = $5, \
         activist_last_name = $6, activist_email = $7, from_phone_number = $8, \
@@ -118,14 +136,9 @@ WITH upd AS ( \
         AS l(sid, leg, status, answered_by, from_phone_number, to_phone_number, \
         duration_secs, sip_response_code, error_code, error_message, ringing_at, \
         answered_at, ended_at) \
-    ON CONFLICT (sid) DO UPDATE SET phone_call_id = EXCLUDED.phone_call_id, \
-        leg = EXCLUDED.leg, status = EXCLUDED.status, answered_by = EXCLUDED.answered_by, \
-        from_phone_number = EXCLUDED.from_phone_number, \
-        to_phone_number = EXCLUDED.to_phone_number, duration_secs = EXCLUDED.duration_secs, \
-        sip_response_code = EXCLUDED.sip_response_code, error_code = EXCLUDED.error_code, \
-        error_message = EXCLUDED.error_message, ringing_at = EXCLUDED.ringing_at, \
-        answered_at = EXCLUDED.answered_at, ended_at = EXCLUDED.ended_at, \
-        updated_at = EXCLUDED.updated_at \
+",
+    crate::postgres::leg_on_conflict!(),
+    "\
 ), ev AS ( \
     INSERT INTO twilio_call_events (phone_call_id, call_sid, kind, payload, sequence_number, \
         received_at) \
@@ -135,7 +148,8 @@ WITH upd AS ( \
         AS e(call_sid, kind, payload, sequence_number, received_at, ord) \
     ORDER BY e.ord \
 ) \
-SELECT COUNT(*) FROM upd";
+SELECT COUNT(*) FROM upd"
+);
 
 macro_rules! call_columns {
     () => {
